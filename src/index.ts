@@ -1,0 +1,3 @@
+// wal-recovery: the package's main export.
+export * from './wal/index.js';
+export * from './recovery/index.js';

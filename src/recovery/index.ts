@@ -1,0 +1,22 @@
+// Public face of the recovery domain: detection results, the decision table, the strategies,
+// RecoveryConfig, RecoveryMetrics and the repair report. Pure logic, no I/O.
+export { type Finding, type FindingKind, describeFinding } from './findings.js';
+export {
+  type DamageSignals,
+  type RepairDecision,
+  type RepairStrategy,
+  DECISION_TABLE,
+  REPAIR_ACTION_NAMES,
+  REPAIR_STRATEGIES,
+  decide,
+  dropsData,
+} from './decision.js';
+export {
+  type RecoveryConfig,
+  InvalidRecoveryConfigError,
+  RECOVERY_CONFIG_DEFAULTS,
+  parseStrategy,
+  resolveRecoveryConfig,
+} from './config.js';
+export { RecoveryMetrics, type RecoveryMetricsSnapshot } from './metrics.js';
+export { type IndexRange, type RepairReport, type SegmentRepair, countIndices, mergeRanges } from './report.js';

@@ -1,0 +1,254 @@
+// Analysis of one segment file: reads it with the scanner and turns the items into what is
+// intact, what is damaged and which indices each damaged range loses. Read-only; memory bounded
+// by the scanner's window plus one record per damaged range.
+import { type FileHandle, open } from 'node:fs/promises';
+import type { FindingKind } from '../recovery/index.js';
+import { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
+import {
+  type SegmentHeader,
+  type Trailer,
+  FLAG_HOLE,
+  SEGMENT_HEADER_BYTES,
+  decodeHolePayload,
+  decodeSegmentHeader,
+  ENTRY_HEADER_BYTES,
+} from './format.js';
+import { readRange } from './files.js';
+import { type ScanItem, scanFrames } from './scan.js';
+
+export interface DamageRange {
+  readonly kind: FindingKind;
+  readonly offsetBytes: number;
+  readonly byteLength: number;
+  /** The last intact index before the damage. */
+  readonly prevIndex: number;
+  /** The first intact index after it, once one was seen in this segment. */
+  nextIndex: number | undefined;
+  readonly entryIndex?: number;
+  readonly expectedChecksum?: string;
+  readonly actualChecksum?: string;
+  readonly detail: string;
+}
+
+export interface HoleFrame {
+  readonly firstIndex: number;
+  readonly count: number;
+  readonly reason: string;
+}
+
+export interface ResumePoint {
+  readonly offsetBytes: number;
+  readonly lastIndex: number;
+  readonly indexCount: number;
+  readonly aggregate: Checksum64;
+}
+
+export interface SegmentAnalysis {
+  readonly segmentId: number;
+  readonly fileByteLength: number;
+  readonly header: SegmentHeader | undefined;
+  readonly headerProblem: string | undefined;
+  /** The first index this segment should hold (from its header, else the hint, else its first entry). */
+  readonly firstIndex: number | undefined;
+  /** The last index held intact (entry or hole), or firstIndex - 1. */
+  readonly lastIndex: number;
+  readonly indexCount: number;
+  readonly aggregate: Checksum64;
+  /** Offset just past the last intact frame: where a torn tail is cut. */
+  readonly goodEndOffsetBytes: number;
+  readonly ranges: readonly DamageRange[];
+  readonly holes: readonly HoleFrame[];
+  readonly trailer: Trailer | undefined;
+  readonly trailerOffsetBytes: number | undefined;
+  /** Why the trailer disagrees with the entries before it, when it does. */
+  readonly trailerProblem: string | undefined;
+  readonly intactEntryCount: number;
+}
+
+export interface AnalyzeOptions {
+  readonly entryBytesMax: number;
+  /** The first index expected, when the header may be damaged (from the catalog or a neighbour). */
+  readonly firstIndexHint?: number;
+  /** Resume from a checkpoint instead of the start of the entry area. */
+  readonly resume?: ResumePoint;
+  /** Called for every intact entry frame, in order (view valid during the call only). */
+  readonly onIntactFrame?: (index: number, frame: Buffer, offsetBytes: number) => void | Promise<void>;
+}
+
+class Analyzer {
+  lastIndex: number;
+  indexCount: number;
+  aggregate: Checksum64;
+  goodEnd: number;
+  firstIndex: number | undefined;
+  intactEntryCount = 0;
+  readonly ranges: DamageRange[] = [];
+  readonly holes: HoleFrame[] = [];
+  trailer: Trailer | undefined;
+  trailerOffset: number | undefined;
+  trailerProblem: string | undefined;
+
+  constructor(firstIndex: number | undefined, private readonly options: AnalyzeOptions) {
+    this.firstIndex = firstIndex;
+    const resume = options.resume;
+    this.lastIndex = resume?.lastIndex ?? (firstIndex ?? 1) - 1;
+    this.indexCount = resume?.indexCount ?? 0;
+    this.aggregate = resume?.aggregate ?? AGGREGATE_EMPTY;
+    this.goodEnd = resume?.offsetBytes ?? SEGMENT_HEADER_BYTES;
+  }
+
+  private addRange(range: Omit<DamageRange, 'prevIndex' | 'nextIndex'>): void {
+    this.ranges.push({ ...range, prevIndex: this.lastIndex, nextIndex: undefined });
+  }
+
+  private closeRanges(nextIndex: number): void {
+    for (let i = this.ranges.length - 1; i >= 0; i -= 1) {
+      const range = this.ranges[i];
+      if (range === undefined || range.nextIndex !== undefined) break;
+      range.nextIndex = nextIndex;
+    }
+  }
+
+  visit(item: ScanItem): void | Promise<void> {
+    if (item.kind === 'entry') return this.visitEntry(item);
+    if (item.kind === 'trailer') return this.visitTrailer(item.trailer, item.offsetBytes);
+    const kind: FindingKind =
+      item.reason === 'after-trailer' ? 'trailing-garbage' : item.reason === 'bad-trailer' ? 'bad-trailer' : 'bad-entry-header';
+    const detail =
+      item.reason === 'truncated'
+        ? 'the file ends inside a frame'
+        : item.reason === 'after-trailer'
+          ? 'bytes after the trailer'
+          : item.reason === 'bad-trailer'
+            ? 'trailer checksum mismatch'
+            : 'no valid frame header here';
+    this.addRange({ kind, offsetBytes: item.offsetBytes, byteLength: item.byteLength, detail });
+  }
+
+  private visitEntry(item: Extract<ScanItem, { kind: 'entry' }>): void | Promise<void> {
+    const { header } = item;
+    if (!item.bodyOk) {
+      this.addRange({
+        kind: 'checksum-mismatch',
+        offsetBytes: item.offsetBytes,
+        byteLength: item.frameByteLength,
+        entryIndex: header.index,
+        expectedChecksum: checksumHex(header.checksum),
+        actualChecksum: checksumHex(item.actualChecksum),
+        detail: 'entry checksum does not match its bytes',
+      });
+      return;
+    }
+    const isHole = (header.flags & FLAG_HOLE) !== 0;
+    const hole = isHole ? decodeHolePayload(item.frame.subarray(ENTRY_HEADER_BYTES)) : undefined;
+    if (isHole && hole === undefined) {
+      this.addRange({ kind: 'bad-entry-header', offsetBytes: item.offsetBytes, byteLength: item.frameByteLength, entryIndex: header.index, detail: 'malformed hole record' });
+      return;
+    }
+    const count = hole?.count ?? 1;
+    if (this.firstIndex === undefined) {
+      this.firstIndex = header.index;
+      this.lastIndex = header.index - 1;
+    }
+    const expected = this.lastIndex + 1;
+    if (header.index < expected) {
+      this.addRange({
+        kind: 'misplaced-entry',
+        offsetBytes: item.offsetBytes,
+        byteLength: item.frameByteLength,
+        entryIndex: header.index,
+        detail: `intact entry ${header.index} where ${expected} belongs`,
+      });
+      return;
+    }
+    if (header.index > expected) {
+      const open = this.ranges[this.ranges.length - 1];
+      if (open === undefined || open.nextIndex !== undefined) {
+        this.addRange({
+          kind: 'index-gap',
+          offsetBytes: item.offsetBytes,
+          byteLength: 0,
+          entryIndex: expected,
+          detail: `indices ${expected}..${header.index - 1} are missing`,
+        });
+      }
+    }
+    this.closeRanges(header.index);
+    if (hole) this.holes.push({ firstIndex: header.index, count, reason: hole.reason });
+    else this.intactEntryCount += 1;
+    this.lastIndex = header.index + count - 1;
+    this.indexCount += count;
+    this.aggregate = chainAggregate(this.aggregate, header.checksum);
+    this.goodEnd = item.offsetBytes + item.frameByteLength;
+    return this.options.onIntactFrame?.(header.index, item.frame, item.offsetBytes);
+  }
+
+  private visitTrailer(trailer: Trailer, offsetBytes: number): void {
+    this.trailer = trailer;
+    this.trailerOffset = offsetBytes;
+    this.closeRanges(trailer.lastIndex + 1);
+    if (this.ranges.length > 0) return; // compared by the caller against other records
+    const problems: string[] = [];
+    if (this.firstIndex !== undefined && trailer.firstIndex !== this.firstIndex) problems.push(`first index ${trailer.firstIndex} != ${this.firstIndex}`);
+    if (trailer.lastIndex !== this.lastIndex) problems.push(`last index ${trailer.lastIndex} != ${this.lastIndex}`);
+    if (trailer.indexCount !== this.indexCount) problems.push(`index count ${trailer.indexCount} != ${this.indexCount}`);
+    if (trailer.aggregateChecksum !== this.aggregate) problems.push(`aggregate ${checksumHex(trailer.aggregateChecksum)} != ${checksumHex(this.aggregate)}`);
+    if (trailer.entriesByteLength !== offsetBytes - SEGMENT_HEADER_BYTES) problems.push('entry byte length disagrees');
+    if (problems.length > 0) this.trailerProblem = `trailer disagrees with the entries: ${problems.join('; ')}`;
+  }
+}
+
+export async function analyzeSegmentHandle(
+  handle: FileHandle,
+  segmentId: number,
+  fileByteLength: number,
+  options: AnalyzeOptions,
+): Promise<SegmentAnalysis> {
+  const headerBytes = await readRange(handle, 0, Math.min(SEGMENT_HEADER_BYTES, fileByteLength));
+  const decoded = decodeSegmentHeader(headerBytes);
+  let header = decoded.ok ? decoded.header : undefined;
+  let headerProblem = decoded.ok ? undefined : decoded.reason;
+  if (header && header.segmentId !== segmentId) {
+    headerProblem = `header names segment ${header.segmentId}, the file name says ${segmentId}`;
+    header = undefined;
+  }
+  const analyzer = new Analyzer(header?.firstIndex ?? options.firstIndexHint, options);
+  const start = options.resume?.offsetBytes ?? SEGMENT_HEADER_BYTES;
+  if (fileByteLength > start) {
+    await scanFrames(handle, { startOffsetBytes: start, endOffsetBytes: fileByteLength, entryBytesMax: options.entryBytesMax }, (item) =>
+      analyzer.visit(item),
+    );
+  }
+  return {
+    segmentId,
+    fileByteLength,
+    header,
+    headerProblem,
+    firstIndex: analyzer.firstIndex,
+    lastIndex: analyzer.lastIndex,
+    indexCount: analyzer.indexCount,
+    aggregate: analyzer.aggregate,
+    goodEndOffsetBytes: analyzer.goodEnd,
+    ranges: analyzer.ranges,
+    holes: analyzer.holes,
+    trailer: analyzer.trailer,
+    trailerOffsetBytes: analyzer.trailerOffset,
+    trailerProblem: analyzer.trailerProblem,
+    intactEntryCount: analyzer.intactEntryCount,
+  };
+}
+
+export async function analyzeSegmentFile(path: string, segmentId: number, options: AnalyzeOptions): Promise<SegmentAnalysis> {
+  const handle = await open(path, 'r');
+  try {
+    const { size } = await handle.stat();
+    return await analyzeSegmentHandle(handle, segmentId, size, options);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** A segment that analysed with no damage of any kind. */
+export function isClean(analysis: SegmentAnalysis): boolean {
+  return analysis.header !== undefined && analysis.ranges.length === 0 && analysis.trailerProblem === undefined;
+}

@@ -1,0 +1,87 @@
+// Errors of the WAL store, declared together. Operating errors (damage, bad input, a missing
+// directory) are these classes, with fields and a cause; they are matched with instanceof.
+// Programmer errors are assertions and crash.
+import type { Finding } from '../recovery/index.js';
+
+export class WalError extends Error {
+  override readonly name: string = 'WalError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(`wal: ${message}`, options);
+  }
+}
+
+/** The data directory does not exist (and creation was not asked for) or is not a directory. */
+export class StoreNotFoundError extends WalError {
+  override readonly name = 'StoreNotFoundError';
+  constructor(readonly dataDir: string, options?: { cause?: unknown }) {
+    super(`no WAL store at ${dataDir}`, options);
+  }
+}
+
+/** Another live process holds the store's lock. */
+export class StoreLockedError extends WalError {
+  override readonly name = 'StoreLockedError';
+  constructor(readonly dataDir: string, readonly holderPid: number) {
+    super(`store ${dataDir} is locked by process ${holderPid}`);
+  }
+}
+
+export class InvalidOptionError extends WalError {
+  override readonly name = 'InvalidOptionError';
+  constructor(readonly option: string, message: string) {
+    super(`option ${option}: ${message}`);
+  }
+}
+
+export class EntryTooLargeError extends WalError {
+  override readonly name = 'EntryTooLargeError';
+  constructor(readonly payloadByteLength: number, readonly entryBytesMax: number) {
+    super(`entry of ${payloadByteLength} bytes is larger than entryBytesMax ${entryBytesMax}`);
+  }
+}
+
+export class IndexOutOfRangeError extends WalError {
+  override readonly name = 'IndexOutOfRangeError';
+  constructor(readonly entryIndex: number, readonly firstIndex: number, readonly lastIndex: number) {
+    super(`index ${entryIndex} is outside the log (${firstIndex}..${lastIndex})`);
+  }
+}
+
+/** The entry was given up by a repair (SkipCorrupted) and recorded as a hole. */
+export class EntryLostError extends WalError {
+  override readonly name = 'EntryLostError';
+  constructor(readonly entryIndex: number, readonly segment: number, readonly reason: string) {
+    super(`entry ${entryIndex} lost (hole recorded in segment ${segment}): ${reason}`);
+  }
+}
+
+/** The entry's bytes on disk fail verification; it was not returned. */
+export class CorruptEntryError extends WalError {
+  override readonly name = 'CorruptEntryError';
+  constructor(readonly entryIndex: number, readonly finding: Finding) {
+    super(`entry ${entryIndex} is damaged: ${finding.detail}`);
+  }
+}
+
+/** Open found damage that the configured strategy does not repair (or Halt was chosen). */
+export class DamageFoundError extends WalError {
+  override readonly name = 'DamageFoundError';
+  constructor(readonly dataDir: string, readonly findings: readonly Finding[], readonly advice: string) {
+    super(`store ${dataDir} has damage it will not repair by itself (${findings.length} finding(s)): ${advice}`);
+  }
+}
+
+export class StoreClosedError extends WalError {
+  override readonly name = 'StoreClosedError';
+  constructor() {
+    super('store is closed');
+  }
+}
+
+/** A write or sync failed; the store refuses further writes until it is reopened (fsyncgate). */
+export class StoreFailedError extends WalError {
+  override readonly name = 'StoreFailedError';
+  constructor(options: { cause: unknown }) {
+    super('a write or sync failed; reopen the store to recover', options);
+  }
+}

@@ -1,0 +1,312 @@
+// The on-disk format of a segment file, as pure encode and decode functions over bytes.
+// docs/FORMAT.md describes the same layout in prose; keep the two in step.
+//
+// Fault model: any byte of a file may be flipped, zeroed or cut off. Nothing read from disk is
+// trusted before its checksum passes: a header or trailer is checked as a whole, an entry header
+// by its crc32 before its length is used, an entry body by its SHA3 checksum before it is
+// returned. Decoders return values describing damage; they never throw on bad bytes.
+//
+// All integers are little-endian except checksums, which are stored as the digest's own bytes.
+//
+// Segment file:  [segment header, 128 bytes] [entry frame]* [trailer, 64 bytes, once sealed]
+//
+// Segment header (128 bytes)
+//   0  u32 magic 'WALS'          4  u16 format version (1)   6  u16 header byte length (128)
+//   8  u64 segment id           16  u64 first index         24  u64 created (unix ms)
+//  32  u64 log id (checksum64 of the log name)              40  u8 log name byte length
+//  41  63 bytes log name (UTF-8, zero padded)              104  16 bytes reserved (zero)
+// 120  checksum64 of bytes 0..120
+//
+// Entry frame (40-byte header, then the payload)
+//   0  u32 magic 'WALE'          4  u32 crc32 of bytes 8..40
+//   8  checksum64 of bytes 16..(40 + payload length): metadata and payload
+//  16  u64 log index            24  u64 timestamp (unix ms)  32  u32 payload byte length
+//  36  u16 flags                38  u16 reserved (zero)     40  payload
+// A hole frame (flags & FLAG_HOLE) records `count` lost indices starting at its index; its
+// payload is a u64 count followed by a UTF-8 reason.
+//
+// Trailer (64 bytes, written once when the segment is sealed)
+//   0  u32 magic 'WALT'          4  u32 reserved (zero)       8  u64 segment id
+//  16  u64 first index          24  u64 last index           32  u64 index count (entries + holes)
+//  40  checksum64 aggregate     48  u64 entry bytes (from end of header to start of trailer)
+//  56  checksum64 of bytes 0..56
+import { type Checksum64, checksum64, crc32 } from './checksum.js';
+
+export const FORMAT_VERSION = 1;
+export const SEGMENT_MAGIC = 0x534c4157; // 'WALS'
+export const ENTRY_MAGIC = 0x454c4157; // 'WALE'
+export const TRAILER_MAGIC = 0x544c4157; // 'WALT'
+export const ENTRY_MAGIC_BYTES = Buffer.from('WALE', 'latin1');
+export const TRAILER_MAGIC_BYTES = Buffer.from('WALT', 'latin1');
+
+export const SEGMENT_HEADER_BYTES = 128;
+export const ENTRY_HEADER_BYTES = 40;
+export const TRAILER_BYTES = 64;
+export const LOG_NAME_BYTES_MAX = 63;
+/** Indices and counts are stored as u64 but handled as JS numbers: refuse anything larger. */
+export const INDEX_MAX = Number.MAX_SAFE_INTEGER;
+
+export const FLAG_HOLE = 0x0001;
+const FLAGS_KNOWN = FLAG_HOLE;
+
+export interface SegmentHeader {
+  readonly segmentId: number;
+  readonly firstIndex: number;
+  readonly createdMs: number;
+  readonly logId: Checksum64;
+  readonly logName: string;
+}
+
+export interface EntryHeader {
+  readonly checksum: Checksum64;
+  readonly index: number;
+  readonly timestampMs: number;
+  readonly payloadByteLength: number;
+  readonly flags: number;
+}
+
+export interface Trailer {
+  readonly segmentId: number;
+  readonly firstIndex: number;
+  /** firstIndex - 1 when the segment holds no index. */
+  readonly lastIndex: number;
+  readonly indexCount: number;
+  readonly aggregateChecksum: Checksum64;
+  readonly entriesByteLength: number;
+}
+
+export function logIdOf(logName: string): Checksum64 {
+  return checksum64(Buffer.from(logName, 'utf8'));
+}
+
+function readU64(buf: Buffer, off: number): number | undefined {
+  const lo = buf.readUInt32LE(off);
+  const hi = buf.readUInt32LE(off + 4);
+  if (hi >= 0x200000) return undefined; // beyond 2^53
+  return hi * 0x1_0000_0000 + lo;
+}
+
+function writeU64(buf: Buffer, off: number, value: number): void {
+  buf.writeUInt32LE(value % 0x1_0000_0000, off);
+  buf.writeUInt32LE(Math.floor(value / 0x1_0000_0000), off + 4);
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segment header
+
+export function encodeSegmentHeader(header: SegmentHeader): Buffer {
+  const name = Buffer.from(header.logName, 'utf8');
+  if (name.byteLength > LOG_NAME_BYTES_MAX) throw new RangeError(`log name longer than ${LOG_NAME_BYTES_MAX} bytes`);
+  const buf = Buffer.alloc(SEGMENT_HEADER_BYTES);
+  buf.writeUInt32LE(SEGMENT_MAGIC, 0);
+  buf.writeUInt16LE(FORMAT_VERSION, 4);
+  buf.writeUInt16LE(SEGMENT_HEADER_BYTES, 6);
+  writeU64(buf, 8, header.segmentId);
+  writeU64(buf, 16, header.firstIndex);
+  writeU64(buf, 24, header.createdMs);
+  buf.writeBigUInt64BE(header.logId, 32);
+  buf.writeUInt8(name.byteLength, 40);
+  name.copy(buf, 41);
+  buf.writeBigUInt64BE(checksum64(buf.subarray(0, 120)), 120);
+  return buf;
+}
+
+export type HeaderDecode = { ok: true; header: SegmentHeader } | { ok: false; reason: string };
+
+export function decodeSegmentHeader(bytes: Uint8Array): HeaderDecode {
+  if (bytes.byteLength < SEGMENT_HEADER_BYTES) return { ok: false, reason: 'file shorter than a segment header' };
+  const buf = asBuffer(bytes);
+  if (buf.readUInt32LE(0) !== SEGMENT_MAGIC) return { ok: false, reason: 'bad segment magic' };
+  if (buf.readBigUInt64BE(120) !== checksum64(buf.subarray(0, 120))) {
+    return { ok: false, reason: 'segment header checksum mismatch' };
+  }
+  if (buf.readUInt16LE(4) !== FORMAT_VERSION) return { ok: false, reason: `unsupported format version ${buf.readUInt16LE(4)}` };
+  const segmentId = readU64(buf, 8);
+  const firstIndex = readU64(buf, 16);
+  const createdMs = readU64(buf, 24);
+  const nameLength = buf.readUInt8(40);
+  if (segmentId === undefined || firstIndex === undefined || createdMs === undefined || nameLength > LOG_NAME_BYTES_MAX) {
+    return { ok: false, reason: 'segment header field out of range' };
+  }
+  return {
+    ok: true,
+    header: {
+      segmentId,
+      firstIndex,
+      createdMs,
+      logId: buf.readBigUInt64BE(32),
+      logName: buf.toString('utf8', 41, 41 + nameLength),
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry frames
+
+export interface EntryInput {
+  readonly index: number;
+  readonly timestampMs: number;
+  readonly flags: number;
+  readonly payload: Uint8Array;
+}
+
+export function frameByteLength(payloadByteLength: number): number {
+  return ENTRY_HEADER_BYTES + payloadByteLength;
+}
+
+/** Encodes one frame into `target` at `offset`; returns the entry checksum. */
+export function encodeEntryInto(target: Buffer, offset: number, entry: EntryInput): Checksum64 {
+  const length = entry.payload.byteLength;
+  target.writeUInt32LE(ENTRY_MAGIC, offset);
+  writeU64(target, offset + 16, entry.index);
+  writeU64(target, offset + 24, entry.timestampMs);
+  target.writeUInt32LE(length, offset + 32);
+  target.writeUInt16LE(entry.flags, offset + 36);
+  target.writeUInt16LE(0, offset + 38);
+  target.set(entry.payload, offset + ENTRY_HEADER_BYTES);
+  const checksum = checksum64(target.subarray(offset + 16, offset + ENTRY_HEADER_BYTES + length));
+  target.writeBigUInt64BE(checksum, offset + 8);
+  target.writeUInt32LE(crc32(target.subarray(offset + 8, offset + ENTRY_HEADER_BYTES)), offset + 4);
+  return checksum;
+}
+
+export function encodeEntry(entry: EntryInput): { frame: Buffer; checksum: Checksum64 } {
+  const frame = Buffer.allocUnsafe(frameByteLength(entry.payload.byteLength));
+  const checksum = encodeEntryInto(frame, 0, entry);
+  return { frame, checksum };
+}
+
+export function encodeHolePayload(count: number, reason: string): Buffer {
+  const text = Buffer.from(reason.slice(0, 200), 'utf8');
+  const payload = Buffer.alloc(8 + text.byteLength);
+  writeU64(payload, 0, count);
+  text.copy(payload, 8);
+  return payload;
+}
+
+export function decodeHolePayload(payload: Uint8Array): { count: number; reason: string } | undefined {
+  if (payload.byteLength < 8) return undefined;
+  const buf = asBuffer(payload);
+  const count = readU64(buf, 0);
+  if (count === undefined || count < 1) return undefined;
+  return { count, reason: buf.toString('utf8', 8) };
+}
+
+/**
+ * What lies at an offset inside the entry area of a segment.
+ * - entry: the header passed its crc32, so its length is trusted; bodyOk says whether the SHA3
+ *   checksum over metadata and payload matched.
+ * - trailer: a trailer whose checksum passed.
+ * - need-more: the bytes given end before the frame does (at end of file: a cut-off frame).
+ * - bad: not a trustworthy frame here.
+ */
+export type FrameDecode =
+  | { kind: 'entry'; header: EntryHeader; frameByteLength: number; bodyOk: boolean; actualChecksum: Checksum64 }
+  | { kind: 'trailer'; trailer: Trailer }
+  | { kind: 'need-more'; byteLength: number }
+  | { kind: 'bad'; reason: 'bad-entry-header' | 'bad-trailer' };
+
+export function decodeFrameAt(bytes: Uint8Array, offset: number, entryBytesMax: number): FrameDecode {
+  const buf = asBuffer(bytes);
+  const available = buf.byteLength - offset;
+  if (available < 4) return { kind: 'need-more', byteLength: ENTRY_HEADER_BYTES };
+  const magic = buf.readUInt32LE(offset);
+  if (magic === TRAILER_MAGIC) {
+    if (available < TRAILER_BYTES) return { kind: 'need-more', byteLength: TRAILER_BYTES };
+    const decoded = decodeTrailer(buf.subarray(offset, offset + TRAILER_BYTES));
+    return decoded.ok ? { kind: 'trailer', trailer: decoded.trailer } : { kind: 'bad', reason: 'bad-trailer' };
+  }
+  if (magic !== ENTRY_MAGIC) return { kind: 'bad', reason: 'bad-entry-header' };
+  if (available < ENTRY_HEADER_BYTES) return { kind: 'need-more', byteLength: ENTRY_HEADER_BYTES };
+  if (buf.readUInt32LE(offset + 4) !== crc32(buf.subarray(offset + 8, offset + ENTRY_HEADER_BYTES))) {
+    return { kind: 'bad', reason: 'bad-entry-header' };
+  }
+  const index = readU64(buf, offset + 16);
+  const timestampMs = readU64(buf, offset + 24);
+  const payloadByteLength = buf.readUInt32LE(offset + 32);
+  const flags = buf.readUInt16LE(offset + 36);
+  if (
+    index === undefined ||
+    index < 1 ||
+    timestampMs === undefined ||
+    payloadByteLength > entryBytesMax ||
+    (flags & ~FLAGS_KNOWN) !== 0 ||
+    buf.readUInt16LE(offset + 38) !== 0
+  ) {
+    return { kind: 'bad', reason: 'bad-entry-header' };
+  }
+  const length = frameByteLength(payloadByteLength);
+  if (available < length) return { kind: 'need-more', byteLength: length };
+  const checksum = buf.readBigUInt64BE(offset + 8);
+  const actualChecksum = checksum64(buf.subarray(offset + 16, offset + length));
+  return {
+    kind: 'entry',
+    header: { checksum, index, timestampMs, payloadByteLength, flags },
+    frameByteLength: length,
+    bodyOk: actualChecksum === checksum,
+    actualChecksum,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trailer
+
+export function encodeTrailer(trailer: Trailer): Buffer {
+  const buf = Buffer.alloc(TRAILER_BYTES);
+  buf.writeUInt32LE(TRAILER_MAGIC, 0);
+  writeU64(buf, 8, trailer.segmentId);
+  writeU64(buf, 16, trailer.firstIndex);
+  writeU64(buf, 24, trailer.lastIndex);
+  writeU64(buf, 32, trailer.indexCount);
+  buf.writeBigUInt64BE(trailer.aggregateChecksum, 40);
+  writeU64(buf, 48, trailer.entriesByteLength);
+  buf.writeBigUInt64BE(checksum64(buf.subarray(0, 56)), 56);
+  return buf;
+}
+
+export function decodeTrailer(bytes: Uint8Array): { ok: true; trailer: Trailer } | { ok: false } {
+  if (bytes.byteLength < TRAILER_BYTES) return { ok: false };
+  const buf = asBuffer(bytes);
+  if (buf.readUInt32LE(0) !== TRAILER_MAGIC || buf.readUInt32LE(4) !== 0) return { ok: false };
+  if (buf.readBigUInt64BE(56) !== checksum64(buf.subarray(0, 56))) return { ok: false };
+  const segmentId = readU64(buf, 8);
+  const firstIndex = readU64(buf, 16);
+  const lastIndex = readU64(buf, 24);
+  const indexCount = readU64(buf, 32);
+  const entriesByteLength = readU64(buf, 48);
+  if (
+    segmentId === undefined ||
+    firstIndex === undefined ||
+    lastIndex === undefined ||
+    indexCount === undefined ||
+    entriesByteLength === undefined
+  ) {
+    return { ok: false };
+  }
+  return {
+    ok: true,
+    trailer: { segmentId, firstIndex, lastIndex, indexCount, aggregateChecksum: buf.readBigUInt64BE(40), entriesByteLength },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// File names
+
+export const SEGMENT_FILE_SUFFIX = '.wal';
+const SEGMENT_FILE_PATTERN = /^(\d{20})\.wal$/;
+
+export function segmentFileName(segmentId: number): string {
+  return `${String(segmentId).padStart(20, '0')}${SEGMENT_FILE_SUFFIX}`;
+}
+
+/** The segment id a file name stands for, or undefined for any other name. */
+export function parseSegmentFileName(name: string): number | undefined {
+  const match = SEGMENT_FILE_PATTERN.exec(name);
+  if (!match?.[1]) return undefined;
+  const id = Number(match[1]);
+  return Number.isSafeInteger(id) ? id : undefined;
+}

@@ -1,0 +1,21 @@
+// Public face of the WAL store domain.
+export { WalStore, type AppendResult, type Entry, type OpenReport } from './store.js';
+export { type WalOptions, type StoreSettings, WAL_DEFAULTS, resolveWalOptions } from './options.js';
+export {
+  WalError,
+  StoreNotFoundError,
+  StoreLockedError,
+  InvalidOptionError,
+  EntryTooLargeError,
+  IndexOutOfRangeError,
+  EntryLostError,
+  CorruptEntryError,
+  DamageFoundError,
+  StoreClosedError,
+  StoreFailedError,
+} from './errors.js';
+export { validateStore, repairDataDir, inspectDataDir, type ValidationReport, type DataDirOptions } from './offline.js';
+export { type GoodCopySource, type SegmentExpectation, LocalBackupSource } from './sources.js';
+export { type SegmentRecord, type HoleRecord } from './catalog.js';
+export { type Checksum64, checksum64, checksumHex } from './checksum.js';
+export * as format from './format.js';

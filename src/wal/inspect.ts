@@ -1,0 +1,326 @@
+// Whole-store inspection: reads the catalog, every segment file and every backup copy, and says
+// what is intact and what is damaged, as findings. Read-only. Used by validate, by repair (which
+// acts on what it finds) and by open when the catalog cannot be trusted.
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { relative } from 'node:path';
+import type { Finding } from '../recovery/index.js';
+import { checksumHex } from './checksum.js';
+import { type SegmentAnalysis, type DamageRange, analyzeSegmentFile, isClean } from './analyze.js';
+import { type Catalog, type HoleRecord, type SegmentRecord, decodeCatalog } from './catalog.js';
+import { StoreNotFoundError } from './errors.js';
+import { type StoreLayout, fileByteLength, isNotFound, TEMP_SUFFIX } from './files.js';
+import { parseSegmentFileName } from './format.js';
+import { type SegmentExpectation, matchesExpectation } from './sources.js';
+
+/** Indices a damaged stretch of a segment loses (first > last when it loses none). */
+export interface LostCluster {
+  readonly first: number;
+  readonly last: number;
+  readonly ranges: readonly DamageRange[];
+  /** At the end of the open (last, unsealed) segment with nothing intact after it. */
+  readonly atOpenTail: boolean;
+}
+
+export interface SegmentInspection {
+  readonly segmentId: number;
+  readonly path: string;
+  readonly present: boolean;
+  readonly record: SegmentRecord | undefined;
+  readonly analysis: SegmentAnalysis | undefined;
+  /** The segment must be sealed: the catalog says so, it has a trailer, or a later one exists. */
+  readonly mustBeSealed: boolean;
+  readonly expected: SegmentExpectation | undefined;
+  readonly clusters: readonly LostCluster[];
+  readonly findings: readonly Finding[];
+  readonly backupFindings: readonly Finding[];
+}
+
+export interface StoreInspection {
+  readonly dataDir: string;
+  readonly log: string;
+  readonly catalog: Catalog | undefined;
+  readonly catalogProblem: string | undefined;
+  readonly segments: readonly SegmentInspection[];
+  readonly unexpectedFiles: readonly string[];
+  readonly holes: readonly HoleRecord[];
+  readonly findings: readonly Finding[];
+  readonly bytesScanned: number;
+}
+
+export interface InspectOptions {
+  readonly entryBytesMax: number;
+  readonly logName: string;
+  /** Backup copies expected of each sealed segment (0: do not look at backups). */
+  readonly backupCopies: number;
+  readonly onProgress?: (bytesDone: number, bytesTotal: number) => void;
+}
+
+export async function readCatalog(layout: StoreLayout): Promise<{ catalog: Catalog | undefined; problem: string | undefined; missing: boolean }> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(layout.catalogPath);
+  } catch (error) {
+    if (isNotFound(error)) return { catalog: undefined, problem: 'catalog file is missing', missing: true };
+    throw error;
+  }
+  const decoded = decodeCatalog(bytes);
+  return decoded.ok ? { catalog: decoded.catalog, problem: undefined, missing: false } : { catalog: undefined, problem: decoded.reason, missing: false };
+}
+
+export async function assertStoreDir(dataDir: string): Promise<void> {
+  try {
+    if (!(await stat(dataDir)).isDirectory()) throw new StoreNotFoundError(dataDir);
+  } catch (error) {
+    if (error instanceof StoreNotFoundError) throw error;
+    throw new StoreNotFoundError(dataDir, { cause: error });
+  }
+}
+
+/** Segment files by id, and every other name found in segments/. */
+export async function listSegmentFiles(layout: StoreLayout): Promise<{ ids: number[]; others: string[] }> {
+  let names: string[];
+  try {
+    names = await readdir(layout.segmentsDir);
+  } catch (error) {
+    if (isNotFound(error)) return { ids: [], others: [] };
+    throw error;
+  }
+  const ids: number[] = [];
+  const others: string[] = [];
+  for (const name of names) {
+    const id = parseSegmentFileName(name);
+    if (id !== undefined) ids.push(id);
+    else if (!name.endsWith(TEMP_SUFFIX)) others.push(name); // temp files are unfinished writes of ours
+  }
+  ids.sort((a, b) => a - b);
+  return { ids, others: others.sort() };
+}
+
+export async function inspectStore(layout: StoreLayout, options: InspectOptions): Promise<StoreInspection> {
+  await assertStoreDir(layout.dataDir);
+  const log = options.logName;
+  const { catalog, problem: catalogProblem, missing: catalogMissing } = await readCatalog(layout);
+  const files = await listSegmentFiles(layout);
+  const findings: Finding[] = [];
+  const rel = (path: string): string => relative(layout.dataDir, path);
+
+  if (catalogProblem !== undefined && !(catalogMissing && files.ids.length === 0)) {
+    findings.push({ kind: 'bad-catalog', log, file: 'CATALOG', detail: catalogProblem });
+  }
+  const records = new Map<number, SegmentRecord>((catalog?.segments ?? []).map((r) => [r.segmentId, r]));
+  const ids = [...new Set([...records.keys(), ...files.ids])].sort((a, b) => a - b);
+  const present = new Set(files.ids);
+
+  let bytesTotal = 0;
+  const sizes = new Map<number, number>();
+  for (const id of files.ids) {
+    const size = (await fileByteLength(layout.segmentPath(id))) ?? 0;
+    sizes.set(id, size);
+    bytesTotal += size * (1 + options.backupCopies);
+  }
+  let bytesDone = 0;
+  const progress = (bytes: number): void => {
+    bytesDone += bytes;
+    options.onProgress?.(bytesDone, bytesTotal);
+  };
+
+  const segments: SegmentInspection[] = [];
+  let previousLast: number | undefined;
+  for (let i = 0; i < ids.length; i += 1) {
+    const segmentId = ids[i] as number;
+    const record = records.get(segmentId);
+    const path = layout.segmentPath(segmentId);
+    const isLast = i === ids.length - 1;
+    const firstIndexHint = record?.firstIndex ?? (previousLast === undefined ? undefined : previousLast + 1);
+    const analysis = present.has(segmentId)
+      ? await analyzeSegmentFile(path, segmentId, { entryBytesMax: options.entryBytesMax, ...(firstIndexHint === undefined ? {} : { firstIndexHint }) })
+      : undefined;
+    progress(sizes.get(segmentId) ?? 0);
+    const inspection = inspectSegment({ log, layout, segmentId, path, record, analysis, isLast });
+    segments.push(inspection);
+    if (inspection.expected) previousLast = inspection.expected.lastIndex;
+    else if (analysis) previousLast = analysis.lastIndex;
+  }
+  // Continuity across segments, and the expected end of segments whose own end is damaged.
+  for (let i = 1; i < segments.length; i += 1) {
+    const prev = segments[i - 1] as SegmentInspection;
+    const cur = segments[i] as SegmentInspection;
+    const prevLast = prev.expected?.lastIndex ?? prev.analysis?.lastIndex;
+    const curFirst = cur.expected?.firstIndex ?? cur.analysis?.firstIndex;
+    if (prevLast !== undefined && curFirst !== undefined && curFirst !== prevLast + 1) {
+      (cur.findings as Finding[]).push({
+        kind: curFirst > prevLast + 1 ? 'index-gap' : 'misplaced-entry',
+        log,
+        segment: cur.segmentId,
+        entryIndex: Math.min(curFirst, prevLast + 1),
+        indexCount: Math.abs(curFirst - (prevLast + 1)),
+        file: rel(cur.path),
+        detail: `segment starts at index ${curFirst}, the one before it ends at ${prevLast}`,
+      });
+    }
+  }
+
+  if (options.backupCopies > 0) {
+    for (const segment of segments) {
+      const backupFindings = await inspectBackups(layout, segment, options, log, rel);
+      (segment.backupFindings as Finding[]).push(...backupFindings);
+      progress((sizes.get(segment.segmentId) ?? 0) * options.backupCopies);
+    }
+  }
+
+  const unexpectedFiles = files.others.map((name) => `segments/${name}`);
+  for (const file of unexpectedFiles) findings.push({ kind: 'unexpected-file', log, file, detail: 'not a segment file name' });
+  for (const segment of segments) findings.push(...segment.findings, ...segment.backupFindings);
+
+  const holes: HoleRecord[] = [];
+  for (const segment of segments) {
+    for (const hole of segment.analysis?.holes ?? []) holes.push({ segmentId: segment.segmentId, firstIndex: hole.firstIndex, count: hole.count });
+  }
+  return { dataDir: layout.dataDir, log, catalog, catalogProblem, segments, unexpectedFiles, holes, findings, bytesScanned: bytesDone };
+}
+
+interface SegmentContext {
+  readonly log: string;
+  readonly layout: StoreLayout;
+  readonly segmentId: number;
+  readonly path: string;
+  readonly record: SegmentRecord | undefined;
+  readonly analysis: SegmentAnalysis | undefined;
+  readonly isLast: boolean;
+}
+
+function expectationOf(ctx: SegmentContext): SegmentExpectation | undefined {
+  const { record, analysis } = ctx;
+  if (record?.state === 'sealed') {
+    return {
+      segmentId: ctx.segmentId,
+      firstIndex: record.firstIndex,
+      lastIndex: record.lastIndex,
+      indexCount: record.indexCount,
+      aggregateChecksum: record.aggregateChecksum,
+    };
+  }
+  const trailer = analysis?.trailer;
+  if (trailer && trailer.segmentId === ctx.segmentId) {
+    return {
+      segmentId: ctx.segmentId,
+      firstIndex: trailer.firstIndex,
+      lastIndex: trailer.lastIndex,
+      indexCount: trailer.indexCount,
+      aggregateChecksum: trailer.aggregateChecksum,
+    };
+  }
+  return undefined;
+}
+
+export function inspectSegment(ctx: SegmentContext): SegmentInspection {
+  const { log, segmentId, record, analysis } = ctx;
+  const file = relative(ctx.layout.dataDir, ctx.path);
+  const findings: Finding[] = [];
+  const expected = expectationOf(ctx);
+  const mustBeSealed = expected !== undefined || !ctx.isLast;
+  const base = { log, segment: segmentId, file };
+
+  if (analysis === undefined) {
+    findings.push({
+      ...base,
+      kind: 'missing-segment',
+      ...(record ? { entryIndex: record.firstIndex, indexCount: record.indexCount } : {}),
+      detail: 'the catalog lists this segment but its file is missing',
+    });
+    return { segmentId, path: ctx.path, present: false, record, analysis, mustBeSealed: true, expected, clusters: [], findings, backupFindings: [] };
+  }
+  if (analysis.headerProblem !== undefined) {
+    findings.push({ ...base, kind: 'bad-header', offsetBytes: 0, byteLength: Math.min(128, analysis.fileByteLength), detail: analysis.headerProblem });
+  }
+  const clusters = clusterRanges(analysis, expected, ctx.isLast && !mustBeSealed);
+  for (const cluster of clusters) {
+    const lost = cluster.last - cluster.first + 1;
+    for (const range of cluster.ranges) {
+      findings.push({
+        ...base,
+        kind: cluster.atOpenTail ? 'torn' : range.kind,
+        entryIndex: range.entryIndex ?? cluster.first,
+        ...(lost > 0 ? { indexCount: lost } : {}),
+        offsetBytes: range.offsetBytes,
+        byteLength: range.byteLength,
+        ...(range.expectedChecksum ? { expectedChecksum: range.expectedChecksum } : {}),
+        ...(range.actualChecksum ? { actualChecksum: range.actualChecksum } : {}),
+        detail: cluster.atOpenTail ? `torn write at the end of the open segment (${range.detail})` : range.detail,
+      });
+    }
+  }
+  if (analysis.trailerProblem !== undefined) {
+    findings.push({ ...base, kind: 'bad-trailer', ...(analysis.trailerOffsetBytes === undefined ? {} : { offsetBytes: analysis.trailerOffsetBytes }), detail: analysis.trailerProblem });
+  }
+  const sealedOk = analysis.trailer !== undefined;
+  if (mustBeSealed && !sealedOk && !findings.some((f) => f.kind === 'bad-trailer')) {
+    findings.push({ ...base, kind: 'bad-trailer', offsetBytes: analysis.goodEndOffsetBytes, detail: 'sealed segment has no valid trailer' });
+  }
+  if (expected && analysis.ranges.length === 0 && analysis.trailerProblem === undefined && sealedOk && !matchesExpectation(analysis, expected)) {
+    findings.push({
+      ...base,
+      kind: 'bad-catalog',
+      detail: `catalog record disagrees with the sealed segment (aggregate ${checksumHex(analysis.aggregate)}, catalog ${expected.aggregateChecksum === undefined ? '?' : checksumHex(expected.aggregateChecksum)})`,
+    });
+  }
+  if (record?.state === 'open' && analysis.fileByteLength < record.byteLength) {
+    findings.push({
+      ...base,
+      kind: 'index-gap',
+      entryIndex: analysis.lastIndex + 1,
+      offsetBytes: analysis.fileByteLength,
+      detail: `file is ${analysis.fileByteLength} bytes but ${record.byteLength} were synced (up to index ${record.lastIndex})`,
+    });
+  }
+  return { segmentId, path: ctx.path, present: true, record, analysis, mustBeSealed, expected, clusters, findings, backupFindings: [] };
+}
+
+/** Groups damaged ranges that lie between the same two intact indices; each group loses the indices between. */
+function clusterRanges(analysis: SegmentAnalysis, expected: SegmentExpectation | undefined, isOpen: boolean): LostCluster[] {
+  const clusters: LostCluster[] = [];
+  let current: DamageRange[] = [];
+  const flush = (): void => {
+    const first = current[0];
+    if (first === undefined) return;
+    const atEnd = first.nextIndex === undefined;
+    const endIndex = atEnd ? (expected ? expected.lastIndex + 1 : first.prevIndex + 1) : (first.nextIndex as number);
+    clusters.push({ first: first.prevIndex + 1, last: endIndex - 1, ranges: current, atOpenTail: atEnd && isOpen });
+    current = [];
+  };
+  for (const range of analysis.ranges) {
+    const head = current[0];
+    if (head && (head.prevIndex !== range.prevIndex || head.nextIndex !== range.nextIndex)) flush();
+    current.push(range);
+  }
+  flush();
+  return clusters;
+}
+
+async function inspectBackups(
+  layout: StoreLayout,
+  segment: SegmentInspection,
+  options: InspectOptions,
+  log: string,
+  rel: (path: string) => string,
+): Promise<Finding[]> {
+  const findings: Finding[] = [];
+  const expected = segment.expected;
+  if (expected === undefined || !segment.mustBeSealed) return findings;
+  for (let copy = 1; copy <= options.backupCopies; copy += 1) {
+    const path = layout.backupPath(segment.segmentId, copy);
+    let problem: string | undefined;
+    try {
+      const analysis = await analyzeSegmentFile(path, segment.segmentId, { entryBytesMax: options.entryBytesMax });
+      if (!isClean(analysis) || analysis.trailer === undefined) problem = 'backup copy is damaged';
+      else if (!matchesExpectation(analysis, expected)) problem = 'backup copy differs from the sealed segment';
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      problem = 'backup copy is missing';
+    }
+    if (problem !== undefined) {
+      findings.push({ kind: 'backup-damaged', log, segment: segment.segmentId, file: rel(path), detail: problem });
+    }
+  }
+  return findings;
+}

@@ -1,0 +1,127 @@
+// Operations on a data directory without opening it for writing: validate (read-only), inspect
+// and repair. These are what the CLI runs with --data-dir.
+import pino, { type Logger } from 'pino';
+import { type Finding, type RepairReport, type RepairStrategy, RecoveryMetrics, resolveRecoveryConfig, type RecoveryConfig } from '../recovery/index.js';
+import { checksumHex } from './checksum.js';
+import type { HoleRecord } from './catalog.js';
+import { StoreLayout, acquireLock, releaseLock } from './files.js';
+import { type StoreInspection, inspectStore, readCatalog, assertStoreDir } from './inspect.js';
+import { type StoreSettings, WAL_DEFAULTS, validateSettings } from './options.js';
+import { repairStore } from './repair.js';
+import { type GoodCopySource, LocalBackupSource } from './sources.js';
+
+export interface DataDirOptions {
+  readonly backupDir?: string;
+  readonly recovery?: Partial<RecoveryConfig>;
+  /** Largest payload to accept when the catalog (which records it) is lost. */
+  readonly entryBytesMax?: number;
+  readonly logger?: Logger;
+  readonly metrics?: RecoveryMetrics;
+  readonly sources?: readonly GoodCopySource[];
+  readonly onProgress?: (bytesDone: number, bytesTotal: number) => void;
+}
+
+export interface SegmentSummary {
+  readonly segment: number;
+  readonly state: 'open' | 'sealed' | 'missing' | 'damaged';
+  readonly firstIndex: number | undefined;
+  readonly lastIndex: number | undefined;
+  readonly indexCount: number | undefined;
+  readonly byteLength: number | undefined;
+  readonly aggregateChecksum: string | undefined;
+  readonly holes: number;
+}
+
+export interface ValidationReport {
+  readonly log: string;
+  readonly dataDir: string;
+  /** True when nothing is damaged (recorded holes are listed, not damage). */
+  readonly ok: boolean;
+  readonly findings: readonly Finding[];
+  readonly holes: readonly HoleRecord[];
+  readonly segments: readonly SegmentSummary[];
+  readonly bytesScanned: number;
+  readonly durationMs: number;
+}
+
+async function settingsOf(layout: StoreLayout, options: DataDirOptions): Promise<StoreSettings> {
+  await assertStoreDir(layout.dataDir);
+  const { catalog } = await readCatalog(layout);
+  if (catalog) return validateSettings({ logName: catalog.logName, segmentBytesMax: catalog.segmentBytesMax, entryBytesMax: catalog.entryBytesMax });
+  return { logName: WAL_DEFAULTS.logName, segmentBytesMax: WAL_DEFAULTS.segmentBytesMax, entryBytesMax: options.entryBytesMax ?? WAL_DEFAULTS.entryBytesMax };
+}
+
+function summarize(inspection: StoreInspection): SegmentSummary[] {
+  return inspection.segments.map((s) => {
+    const a = s.analysis;
+    const damaged = s.findings.length > 0;
+    return {
+      segment: s.segmentId,
+      state: !s.present ? 'missing' : damaged ? 'damaged' : a?.trailer ? 'sealed' : 'open',
+      firstIndex: s.expected?.firstIndex ?? a?.firstIndex ?? s.record?.firstIndex,
+      lastIndex: s.expected?.lastIndex ?? a?.lastIndex ?? s.record?.lastIndex,
+      indexCount: s.expected?.indexCount ?? a?.indexCount ?? s.record?.indexCount,
+      byteLength: a?.fileByteLength,
+      aggregateChecksum: a && !damaged ? checksumHex(a.aggregate) : s.expected?.aggregateChecksum === undefined ? undefined : checksumHex(s.expected.aggregateChecksum),
+      holes: a?.holes.length ?? 0,
+    };
+  });
+}
+
+/** Reads every file of the store and reports what is damaged. Never writes. */
+export async function validateStore(dataDir: string, options: DataDirOptions = {}): Promise<ValidationReport> {
+  const started = performance.now();
+  const layout = new StoreLayout(dataDir, options.backupDir);
+  const settings = await settingsOf(layout, options);
+  const recovery = resolveRecoveryConfig(options.recovery);
+  const inspection = await inspectStore(layout, {
+    entryBytesMax: settings.entryBytesMax,
+    logName: settings.logName,
+    backupCopies: recovery.backupRetentionCount,
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  });
+  return {
+    log: settings.logName,
+    dataDir,
+    ok: inspection.findings.length === 0,
+    findings: inspection.findings,
+    holes: inspection.holes,
+    segments: summarize(inspection),
+    bytesScanned: inspection.bytesScanned,
+    durationMs: performance.now() - started,
+  };
+}
+
+/** Segment summaries only (no backup checks). */
+export async function inspectDataDir(dataDir: string, options: DataDirOptions = {}): Promise<ValidationReport> {
+  return validateStore(dataDir, { ...options, recovery: { ...options.recovery, backupRetentionCount: 0 } });
+}
+
+/** Repairs the store in dataDir with the given strategy. Takes the store's lock. */
+export async function repairDataDir(
+  dataDir: string,
+  repair: { strategy: RepairStrategy; dryRun: boolean },
+  options: DataDirOptions = {},
+): Promise<RepairReport> {
+  const layout = new StoreLayout(dataDir, options.backupDir);
+  const settings = await settingsOf(layout, options);
+  const recovery = resolveRecoveryConfig({ ...options.recovery, repairStrategy: repair.strategy });
+  const logger = options.logger ?? pino({ level: 'silent' });
+  await acquireLock(layout);
+  try {
+    return await repairStore(
+      {
+        layout,
+        settings,
+        recovery,
+        sources: [new LocalBackupSource(layout, recovery.backupRetentionCount, settings.entryBytesMax), ...(options.sources ?? [])],
+        logger,
+        metrics: options.metrics ?? new RecoveryMetrics(),
+        clock: Date.now,
+      },
+      { strategy: repair.strategy, dryRun: repair.dryRun, ...(options.onProgress ? { onProgress: options.onProgress } : {}) },
+    );
+  } finally {
+    await releaseLock(layout);
+  }
+}

@@ -1,0 +1,103 @@
+// Options of a WAL store: defaults filled and validated once into a readonly object.
+import type { Logger } from 'pino';
+import { type RecoveryConfig, type RecoveryMetrics, resolveRecoveryConfig } from '../recovery/index.js';
+import { InvalidOptionError } from './errors.js';
+import { ENTRY_HEADER_BYTES, LOG_NAME_BYTES_MAX, SEGMENT_HEADER_BYTES, TRAILER_BYTES } from './format.js';
+import type { GoodCopySource } from './sources.js';
+
+export const KIB = 1024;
+export const MIB = 1024 * KIB;
+
+export const WAL_DEFAULTS = Object.freeze({
+  logName: 'default',
+  segmentBytesMax: 64 * MIB,
+  entryBytesMax: 1 * MIB,
+  groupCommitBytesMax: 4 * MIB,
+  checkpointBytes: 8 * MIB,
+  readIndexSegmentsMax: 16,
+});
+
+export const SEGMENT_BYTES_MIN = 4 * KIB;
+export const SEGMENT_BYTES_LIMIT = 1024 * MIB; // offsets stay well inside 32 bits
+
+export interface WalOptions {
+  /** Name of the log kept in this directory (new stores; an existing store keeps its own). */
+  readonly logName?: string;
+  /** Roll size of segments (new stores; an existing store keeps its own). */
+  readonly segmentBytesMax?: number;
+  /** Largest payload accepted (new stores; an existing store keeps its own). */
+  readonly entryBytesMax?: number;
+  /** Most bytes one group commit writes before it syncs. */
+  readonly groupCommitBytesMax?: number;
+  /** Appended bytes between catalog checkpoints; bounds the scan after a crash. */
+  readonly checkpointBytes?: number;
+  /** Sealed segments whose entry offsets are kept in memory for reads. */
+  readonly readIndexSegmentsMax?: number;
+  /** Where backups of sealed segments go (default: <dataDir>/backups). */
+  readonly backupDir?: string;
+  /** Create the directory and an empty store when none exists (default true). */
+  readonly create?: boolean;
+  readonly recovery?: Partial<RecoveryConfig>;
+  readonly logger?: Logger;
+  readonly metrics?: RecoveryMetrics;
+  /** Sources of verified copies besides the local backups (replicas, in a cluster). */
+  readonly sources?: readonly GoodCopySource[];
+  readonly clock?: () => number;
+}
+
+export interface StoreSettings {
+  readonly logName: string;
+  readonly segmentBytesMax: number;
+  readonly entryBytesMax: number;
+}
+
+export interface ResolvedWalOptions extends StoreSettings {
+  readonly groupCommitBytesMax: number;
+  readonly checkpointBytes: number;
+  readonly readIndexSegmentsMax: number;
+  readonly backupDir: string | undefined;
+  readonly create: boolean;
+  readonly recovery: RecoveryConfig;
+  readonly sources: readonly GoodCopySource[];
+  readonly clock: () => number;
+}
+
+function integer(option: string, value: number, min: number, max: number): number {
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new InvalidOptionError(option, `must be an integer from ${min} to ${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+export function validateSettings(settings: StoreSettings): StoreSettings {
+  const name = Buffer.byteLength(settings.logName, 'utf8');
+  if (name < 1 || name > LOG_NAME_BYTES_MAX || !/^[A-Za-z0-9._-]+$/.test(settings.logName)) {
+    throw new InvalidOptionError('logName', `must be 1 to ${LOG_NAME_BYTES_MAX} characters of A-Z a-z 0-9 . _ -`);
+  }
+  const segmentBytesMax = integer('segmentBytesMax', settings.segmentBytesMax, SEGMENT_BYTES_MIN, SEGMENT_BYTES_LIMIT);
+  const entryLimit = segmentBytesMax - SEGMENT_HEADER_BYTES - TRAILER_BYTES - ENTRY_HEADER_BYTES;
+  const entryBytesMax = integer('entryBytesMax', settings.entryBytesMax, 1, entryLimit);
+  return Object.freeze({ logName: settings.logName, segmentBytesMax, entryBytesMax });
+}
+
+export function resolveWalOptions(options: WalOptions = {}): ResolvedWalOptions {
+  const segmentBytesMax = options.segmentBytesMax ?? WAL_DEFAULTS.segmentBytesMax;
+  const settings = validateSettings({
+    logName: options.logName ?? WAL_DEFAULTS.logName,
+    segmentBytesMax,
+    entryBytesMax:
+      options.entryBytesMax ??
+      Math.min(WAL_DEFAULTS.entryBytesMax, segmentBytesMax - SEGMENT_HEADER_BYTES - TRAILER_BYTES - ENTRY_HEADER_BYTES),
+  });
+  return Object.freeze({
+    ...settings,
+    groupCommitBytesMax: integer('groupCommitBytesMax', options.groupCommitBytesMax ?? WAL_DEFAULTS.groupCommitBytesMax, 4 * KIB, 256 * MIB),
+    checkpointBytes: integer('checkpointBytes', options.checkpointBytes ?? WAL_DEFAULTS.checkpointBytes, 4 * KIB, 4096 * MIB),
+    readIndexSegmentsMax: integer('readIndexSegmentsMax', options.readIndexSegmentsMax ?? WAL_DEFAULTS.readIndexSegmentsMax, 1, 4096),
+    backupDir: options.backupDir,
+    create: options.create ?? true,
+    recovery: resolveRecoveryConfig(options.recovery),
+    sources: options.sources ?? [],
+    clock: options.clock ?? Date.now,
+  });
+}

@@ -1,0 +1,521 @@
+// Local repair: acts on what inspection found, with the strategy chosen, through the decision
+// table of src/recovery.
+//
+// Fault model: the process may be killed at any instant. Before anything is changed an intent
+// file (REPAIRING) is made durable; a rebuilt segment is written to a temp file and fsynced, the
+// damaged original is hard-linked into quarantine/, and only then does a rename replace it. After
+// a crash the segment is the old or the new one, and the next open sees the intent and runs the
+// repair again. Every byte written was verified: intact frames by their checksums as they are
+// copied, fetched frames again on arrival, and a rebuilt sealed segment against the recorded
+// aggregate checksum before it replaces anything.
+import { type FileHandle, open, rename, rm, writeFile, readFile } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import {
+  type DamageSignals,
+  type IndexRange,
+  type RecoveryConfig,
+  type RecoveryMetrics,
+  type RepairDecision,
+  type RepairReport,
+  type RepairStrategy,
+  type SegmentRepair,
+  countIndices,
+  decide,
+  describeFinding,
+  mergeRanges,
+} from '../recovery/index.js';
+import { type Checksum64, AGGREGATE_EMPTY, chainAggregate } from './checksum.js';
+import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
+import { analyzeSegmentFile } from './analyze.js';
+import {
+  type StoreLayout,
+  fsyncDir,
+  quarantineBytes,
+  quarantineFile,
+  readRange,
+  writeFileAtomic,
+  TEMP_SUFFIX,
+  ensureDir,
+  exists,
+} from './files.js';
+import {
+  ENTRY_HEADER_BYTES,
+  FLAG_HOLE,
+  SEGMENT_HEADER_BYTES,
+  decodeFrameAt,
+  decodeHolePayload,
+  encodeEntry,
+  encodeHolePayload,
+  encodeSegmentHeader,
+  encodeTrailer,
+  logIdOf,
+  segmentFileName,
+} from './format.js';
+import { type LostCluster, type SegmentInspection, type StoreInspection, inspectStore } from './inspect.js';
+import type { StoreSettings } from './options.js';
+import { type GoodCopySource, type SegmentExpectation, writeBackups } from './sources.js';
+
+export interface RepairContext {
+  readonly layout: StoreLayout;
+  readonly settings: StoreSettings;
+  readonly recovery: RecoveryConfig;
+  readonly sources: readonly GoodCopySource[];
+  readonly logger: Logger;
+  readonly metrics: RecoveryMetrics;
+  readonly clock: () => number;
+  /** Cluster interlock: whether a replica may still hold an index we have no verified copy of. */
+  readonly heldElsewhere?: (segmentId: number, first: number, last: number) => boolean;
+}
+
+export interface RepairOptions {
+  readonly strategy: RepairStrategy;
+  readonly dryRun: boolean;
+  readonly onProgress?: (bytesDone: number, bytesTotal: number) => void;
+}
+
+class UnrepairableError extends Error {
+  override readonly name = 'UnrepairableError';
+}
+
+/** Repairs the whole store. The caller holds the store's lock. */
+export async function repairStore(ctx: RepairContext, options: RepairOptions): Promise<RepairReport> {
+  const started = ctx.clock();
+  const startedAt = new Date(started).toISOString();
+  const inspectOptions = { entryBytesMax: ctx.settings.entryBytesMax, logName: ctx.settings.logName, backupCopies: ctx.recovery.backupRetentionCount };
+  const before = await inspectStore(ctx.layout, options.onProgress ? { ...inspectOptions, onProgress: options.onProgress } : inspectOptions);
+  const actions: SegmentRepair[] = [];
+  if (before.findings.length > 0) {
+    for (const finding of before.findings) {
+      ctx.logger.warn({ log: finding.log, segment: finding.segment, entryIndex: finding.entryIndex, offsetBytes: finding.offsetBytes, kind: finding.kind }, `damage found: ${describeFinding(finding)}`);
+    }
+    ctx.metrics.corrupted_segments += new Set(before.findings.map((f) => f.segment ?? -1)).size;
+    if (!options.dryRun) await writeFile(ctx.layout.repairIntentPath, JSON.stringify({ strategy: options.strategy, startedAt }) + '\n', { flush: true });
+    await fsyncDir(ctx.layout.dataDir);
+    await repairFindings(ctx, before, options, actions);
+  }
+  let after = before;
+  if (!options.dryRun && before.findings.length > 0) {
+    after = await inspectStore(ctx.layout, inspectOptions);
+    await writeCatalog(ctx, after, before.catalog);
+    await rm(ctx.layout.repairIntentPath, { force: true });
+    await fsyncDir(ctx.layout.dataDir);
+  }
+  const repaired = actions.flatMap((a) => a.repaired);
+  const lost = actions.flatMap((a) => a.lost);
+  const truncated = actions.flatMap((a) => a.truncated);
+  return {
+    log: ctx.settings.logName,
+    dataDir: ctx.layout.dataDir,
+    strategy: options.strategy,
+    dryRun: options.dryRun,
+    startedAt,
+    durationMs: ctx.clock() - started,
+    findings: before.findings,
+    actions,
+    remaining: options.dryRun ? before.findings : after.findings,
+    entriesRepaired: countIndices(mergeRanges(repaired)),
+    entriesLost: countIndices(mergeRanges(lost)),
+    entriesTruncated: countIndices(mergeRanges(truncated)),
+  };
+}
+
+async function repairFindings(ctx: RepairContext, inspection: StoreInspection, options: RepairOptions, actions: SegmentRepair[]): Promise<void> {
+  for (const file of inspection.unexpectedFiles) {
+    actions.push(await quarantineUnexpected(ctx, `${ctx.layout.dataDir}/${file}`, options.dryRun));
+  }
+  let cutIndex: number | undefined;
+  for (const segment of inspection.segments) {
+    if (cutIndex !== undefined) {
+      actions.push(await quarantineRolledBack(ctx, segment, options.dryRun));
+      continue;
+    }
+    if (segment.findings.length > 0) {
+      const action = await repairSegmentWithRetries(ctx, segment, options);
+      actions.push(action);
+      if (action.truncated.length > 0 && action.decision === 'rollback') cutIndex = action.truncated[0]?.first;
+    } else if (segment.backupFindings.length > 0) {
+      actions.push(await recopyBackups(ctx, segment, options.dryRun));
+    }
+  }
+}
+
+async function repairSegmentWithRetries(ctx: RepairContext, segment: SegmentInspection, options: RepairOptions): Promise<SegmentRepair> {
+  let last: SegmentRepair | undefined;
+  for (let attempt = 1; attempt <= ctx.recovery.maxRecoveryAttempts; attempt += 1) {
+    const started = ctx.clock();
+    try {
+      last = await repairSegment(ctx, segment, options);
+    } catch (error) {
+      if (!(error instanceof UnrepairableError)) throw error;
+      last = emptyRepair(segment.segmentId, 'reconstruct', 'failed', error.message);
+    }
+    if (options.dryRun) return last;
+    const outcome = last.outcome === 'done' ? 'success' : 'failure';
+    ctx.metrics.recordAttempt(outcome, ctx.clock() - started);
+    const logFields = { log: ctx.settings.logName, segment: segment.segmentId, decision: last.decision, attempt };
+    if (last.outcome === 'done') {
+      ctx.metrics.entries_repaired += countIndices(last.repaired);
+      ctx.metrics.entries_lost += countIndices(last.lost);
+      ctx.metrics.bytes_repaired += last.bytesWritten;
+      if (last.lost.length > 0 || last.truncated.length > 0) ctx.logger.error({ ...logFields, lost: last.lost, truncated: last.truncated }, `repair gave up entries: ${last.detail}`);
+      else ctx.logger.info(logFields, `repaired segment: ${last.detail}`);
+      return last;
+    }
+    ctx.logger.error(logFields, `failed to repair segment: ${last.detail}`);
+    if (last.outcome === 'halted' || !last.detail.includes('retry')) return last;
+  }
+  return last as SegmentRepair;
+}
+
+function emptyRepair(segment: number, decision: SegmentRepair['decision'], outcome: SegmentRepair['outcome'], detail: string): SegmentRepair {
+  return { segment, decision, outcome, repaired: [], lost: [], truncated: [], bytesWritten: 0, detail };
+}
+
+function signalsOf(ctx: RepairContext, segment: SegmentInspection, cluster: LostCluster, strategy: RepairStrategy, goodCopy: boolean): DamageSignals {
+  const kinds = new Set(cluster.ranges.map((r) => r.kind));
+  const headerOk = !kinds.has('bad-entry-header') && !kinds.has('bad-trailer') && !kinds.has('trailing-garbage');
+  const bodyOk = headerOk && !kinds.has('checksum-mismatch');
+  const lostAny = cluster.last >= cluster.first;
+  return {
+    headerOk,
+    bodyOk,
+    indexOk: bodyOk && !kinds.has('misplaced-entry') && !kinds.has('index-gap'),
+    atOpenTail: cluster.atOpenTail,
+    goodCopy,
+    heldElsewhere: lostAny && (ctx.heldElsewhere?.(segment.segmentId, cluster.first, cluster.last) ?? false),
+    strategy,
+  };
+}
+
+async function fetchVerifiedFrames(ctx: RepairContext, segmentId: number, wanted: readonly IndexRange[]): Promise<{ frames: Map<number, Buffer>; source: string | undefined }> {
+  const frames = new Map<number, Buffer>();
+  let source: string | undefined;
+  for (const range of wanted) {
+    for (const src of ctx.sources) {
+      const got = await src.fetchFrames(segmentId, range.first, range.last);
+      for (const [index, frame] of got) {
+        if (frames.has(index)) continue;
+        const decoded = decodeFrameAt(frame, 0, ctx.settings.entryBytesMax);
+        if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.header.index !== index || decoded.frameByteLength !== frame.byteLength) {
+          ctx.logger.warn({ log: ctx.settings.logName, segment: segmentId, entryIndex: index, peer: src.name }, 'source served a frame that fails verification; not used');
+          continue;
+        }
+        frames.set(index, frame);
+        source ??= src.name;
+      }
+    }
+  }
+  return { frames, source };
+}
+
+function covered(frames: Map<number, Buffer>, first: number, last: number): boolean {
+  let i = first;
+  while (i <= last) {
+    const frame = frames.get(i);
+    if (!frame) return false;
+    i += frameIndexCount(frame);
+  }
+  return true;
+}
+
+function frameIndexCount(frame: Buffer): number {
+  if ((frame.readUInt16LE(36) & FLAG_HOLE) === 0) return 1;
+  return decodeHolePayload(frame.subarray(ENTRY_HEADER_BYTES))?.count ?? 1;
+}
+
+async function repairSegment(ctx: RepairContext, segment: SegmentInspection, options: RepairOptions): Promise<SegmentRepair> {
+  if (!segment.present) return repairMissing(ctx, segment, options);
+  const analysis = segment.analysis;
+  if (analysis === undefined) throw new Error('unreachable: a present segment has an analysis');
+  const headerOnly = segment.findings.every((f) => f.kind === 'bad-catalog');
+  if (headerOnly) return emptyRepair(segment.segmentId, 'rebuild-catalog', options.dryRun ? 'planned' : 'done', 'catalog record rewritten from the segment');
+
+  const wanted = segment.clusters.filter((c) => c.last >= c.first && !c.atOpenTail).map((c) => ({ first: c.first, last: c.last }));
+  const synced = syncedLoss(segment);
+  if (synced) wanted.push(synced);
+  const { frames, source } = await fetchVerifiedFrames(ctx, segment.segmentId, wanted);
+  // A torn tail with a verified copy is reconstructed; fetch it too when sources may have it.
+  const decisions: Array<{ cluster: LostCluster; decision: RepairDecision }> = segment.clusters.map((cluster) => {
+    const goodCopy = cluster.last < cluster.first || covered(frames, cluster.first, cluster.last);
+    return { cluster, decision: decide(signalsOf(ctx, segment, cluster, options.strategy, goodCopy && !cluster.atOpenTail)) };
+  });
+  if (synced) {
+    const goodCopy = covered(frames, synced.first, synced.last);
+    const cluster: LostCluster = { first: synced.first, last: synced.last, ranges: [], atOpenTail: false };
+    decisions.push({ cluster, decision: decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail: false, goodCopy, heldElsewhere: false, strategy: options.strategy }) });
+  }
+  const structural = analysis.headerProblem !== undefined || segment.findings.some((f) => f.kind === 'bad-trailer');
+  if (structural && options.strategy === 'halt') return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment header or trailer is damaged; not touched');
+  if (decisions.some((d) => d.decision === 'halt')) return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: corruption found; not touched');
+  const escalated = decisions.filter((d) => d.decision === 'escalate');
+  if (escalated.length > 0) {
+    const ranges = escalated.map((d) => `${d.cluster.first}..${d.cluster.last}`).join(', ');
+    return emptyRepair(segment.segmentId, 'escalate', 'failed', `no verified copy of entries ${ranges}; strategy ${options.strategy} will not drop them (try --strategy skip or rollback)`);
+  }
+  const rollbacks = decisions.filter((d) => d.decision === 'rollback').map((d) => d.cluster.first);
+  const cutIndex = rollbacks.length > 0 ? Math.min(...rollbacks) : undefined;
+  const onlyTorn = decisions.every((d) => d.decision === 'truncate-torn-tail') && !structural;
+  if (onlyTorn) return truncateTornTail(ctx, segment, options.dryRun);
+  return rebuildSegment(ctx, segment, {
+    frames,
+    source,
+    cutIndex,
+    allowHoles: decisions.some((d) => d.decision === 'skip'),
+    dryRun: options.dryRun,
+    decision: cutIndex !== undefined ? 'rollback' : decisions.some((d) => d.decision === 'skip') ? 'skip' : 'reconstruct',
+  });
+}
+
+/** Entries the catalog says were synced in the open segment but that the file no longer holds. */
+function syncedLoss(segment: SegmentInspection): IndexRange | undefined {
+  const record = segment.record;
+  const analysis = segment.analysis;
+  if (!record || !analysis || record.state !== 'open' || analysis.lastIndex >= record.lastIndex) return undefined;
+  return { first: analysis.lastIndex + 1, last: record.lastIndex };
+}
+
+async function truncateTornTail(ctx: RepairContext, segment: SegmentInspection, dryRun: boolean): Promise<SegmentRepair> {
+  const analysis = segment.analysis;
+  if (!analysis) throw new Error('unreachable');
+  const cut = analysis.goodEndOffsetBytes;
+  const tornBytes = analysis.fileByteLength - cut;
+  const detail = `torn tail of ${tornBytes} bytes at offset ${cut} rolled back to index ${analysis.lastIndex}`;
+  if (dryRun) return { ...emptyRepair(segment.segmentId, 'truncate-torn-tail', 'planned', detail) };
+  const handle = await open(segment.path, 'r+');
+  let quarantinedAs: string;
+  try {
+    const torn = await readRange(handle, cut, tornBytes);
+    quarantinedAs = await quarantineBytes(ctx.layout, `${segmentFileName(segment.segmentId)}.${ctx.clock()}.torn-at-${cut}`, torn);
+    await handle.truncate(cut);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  ctx.metrics.torn_tails_truncated += 1;
+  ctx.logger.warn({ log: ctx.settings.logName, segment: segment.segmentId, offsetBytes: cut, byteLength: tornBytes }, detail);
+  return { segment: segment.segmentId, decision: 'truncate-torn-tail', outcome: 'done', repaired: [], lost: [], truncated: [], quarantinedAs, bytesWritten: 0, detail };
+}
+
+interface RebuildPlan {
+  readonly frames: Map<number, Buffer>;
+  readonly source: string | undefined;
+  readonly cutIndex: number | undefined;
+  readonly allowHoles: boolean;
+  readonly dryRun: boolean;
+  readonly decision: RepairDecision;
+}
+
+/** Buffers writes to a file in chunks of about 1 MiB. */
+class ChunkWriter {
+  private chunks: Buffer[] = [];
+  private pending = 0;
+  offset = 0;
+  constructor(private readonly handle: FileHandle | undefined) {}
+  async write(bytes: Buffer): Promise<void> {
+    this.chunks.push(Buffer.from(bytes));
+    this.pending += bytes.byteLength;
+    this.offset += bytes.byteLength;
+    if (this.pending >= 1024 * 1024) await this.flush();
+  }
+  async flush(): Promise<void> {
+    if (this.handle && this.pending > 0) await this.handle.write(Buffer.concat(this.chunks, this.pending));
+    this.chunks = [];
+    this.pending = 0;
+  }
+}
+
+async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, plan: RebuildPlan): Promise<SegmentRepair> {
+  const analysis = segment.analysis;
+  if (!analysis) throw new Error('unreachable');
+  const expected = segment.expected;
+  const firstIndex = expected?.firstIndex ?? segment.record?.firstIndex ?? analysis.firstIndex;
+  if (firstIndex === undefined) throw new UnrepairableError('first index of the segment is unknown (header, catalog and entries all damaged)');
+  const sealed = segment.mustBeSealed && plan.cutIndex === undefined ? true : segment.mustBeSealed && plan.cutIndex !== undefined;
+  const endIndex = plan.cutIndex !== undefined ? plan.cutIndex - 1 : sealed ? (expected?.lastIndex ?? analysis.lastIndex) : Math.max(analysis.lastIndex, syncedLoss(segment)?.last ?? 0);
+  const temp = `${segment.path}${TEMP_SUFFIX}`;
+  const handle = plan.dryRun ? undefined : await open(temp, 'w');
+  const writer = new ChunkWriter(handle);
+  const repaired: IndexRange[] = [];
+  const lost: IndexRange[] = [];
+  let aggregate: Checksum64 = AGGREGATE_EMPTY;
+  let indexCount = 0;
+  let next = firstIndex;
+
+  const writeFrame = async (frame: Buffer): Promise<void> => {
+    await writer.write(frame);
+    aggregate = chainAggregate(aggregate, frame.readBigUInt64BE(8));
+    indexCount += frameIndexCount(frame);
+  };
+  const fill = async (upTo: number): Promise<void> => {
+    while (next <= upTo) {
+      const frame = plan.frames.get(next);
+      if (frame) {
+        const count = frameIndexCount(frame);
+        await writeFrame(frame);
+        repaired.push({ first: next, last: next + count - 1 });
+        next += count;
+        continue;
+      }
+      if (!plan.allowHoles) throw new UnrepairableError(`no verified copy of entry ${next}; retry when a source has one`);
+      let end = next;
+      while (end + 1 <= upTo && !plan.frames.has(end + 1)) end += 1;
+      const hole = encodeEntry({ index: next, timestampMs: ctx.clock(), flags: FLAG_HOLE, payload: encodeHolePayload(end - next + 1, 'lost: damaged and no verified copy') });
+      await writeFrame(hole.frame);
+      lost.push({ first: next, last: end });
+      next = end + 1;
+    }
+  };
+
+  try {
+    const header = analysis.header ?? {
+      segmentId: segment.segmentId,
+      firstIndex,
+      createdMs: segment.record?.createdMs ?? ctx.clock(),
+      logId: logIdOf(ctx.settings.logName),
+      logName: ctx.settings.logName,
+    };
+    await writer.write(encodeSegmentHeader(header));
+    await analyzeSegmentFile(segment.path, segment.segmentId, {
+      entryBytesMax: ctx.settings.entryBytesMax,
+      firstIndexHint: firstIndex,
+      onIntactFrame: async (index, frame) => {
+        if (index < next || index > endIndex) return;
+        await fill(index - 1);
+        await writeFrame(frame);
+        next = index + frameIndexCount(frame);
+      },
+    });
+    await fill(endIndex);
+    if (sealed) {
+      if (plan.cutIndex === undefined && lost.length === 0 && expected?.aggregateChecksum !== undefined && aggregate !== expected.aggregateChecksum) {
+        throw new UnrepairableError('rebuilt segment does not match the recorded aggregate checksum; retry with another source');
+      }
+      await writer.write(encodeTrailer({ segmentId: segment.segmentId, firstIndex, lastIndex: next - 1, indexCount, aggregateChecksum: aggregate, entriesByteLength: writer.offset - SEGMENT_HEADER_BYTES }));
+    }
+    await writer.flush();
+    await handle?.sync();
+  } catch (error) {
+    await handle?.close();
+    if (handle) await rm(temp, { force: true });
+    throw error;
+  }
+  await handle?.close();
+  const truncated: IndexRange[] = plan.cutIndex !== undefined ? [{ first: plan.cutIndex, last: Math.max(plan.cutIndex, expected?.lastIndex ?? analysis.lastIndex) }] : [];
+  const summary = `rebuilt ${sealed ? 'sealed' : 'open'} segment: ${countIndices(repaired)} entries from ${plan.source ?? 'no source'}, ${countIndices(lost)} lost, ${countIndices(truncated)} rolled back`;
+  if (plan.dryRun) return { segment: segment.segmentId, decision: plan.decision, outcome: 'planned', repaired, lost, truncated, ...(plan.source ? { source: plan.source } : {}), bytesWritten: writer.offset, detail: summary };
+  const quarantinedAs = await quarantineFile(ctx.layout, segment.path, 'damaged', { keepOriginal: true, retention: ctx.recovery.backupRetentionCount, now: ctx.clock() });
+  await rename(temp, segment.path);
+  await fsyncDir(ctx.layout.segmentsDir);
+  return { segment: segment.segmentId, decision: plan.decision, outcome: 'done', repaired, lost, truncated, ...(plan.source ? { source: plan.source } : {}), quarantinedAs, bytesWritten: writer.offset, detail: summary };
+}
+
+async function repairMissing(ctx: RepairContext, segment: SegmentInspection, options: RepairOptions): Promise<SegmentRepair> {
+  const record = segment.record;
+  if (!record) throw new Error('unreachable: a missing segment comes from a catalog record');
+  const expected: SegmentExpectation = segment.expected ?? { segmentId: record.segmentId, firstIndex: record.firstIndex, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregateChecksum: undefined };
+  for (const src of ctx.sources) {
+    const path = await src.fetchSegmentFile(segment.segmentId, expected);
+    if (path === undefined) continue;
+    const detail = `restored the whole segment from ${src.name}`;
+    const range = { first: record.firstIndex, last: record.lastIndex };
+    if (options.dryRun) return { segment: segment.segmentId, decision: 'restore-file', outcome: 'planned', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: 0, detail };
+    const bytes = await readFile(path);
+    // Verify the copy as it will stand, before it is put in place.
+    const temp = `${segment.path}${TEMP_SUFFIX}`;
+    await ensureDir(ctx.layout.segmentsDir);
+    await writeFileAtomic(temp, ctx.layout.segmentsDir, bytes);
+    const check = await analyzeSegmentFile(temp, segment.segmentId, { entryBytesMax: ctx.settings.entryBytesMax });
+    if (check.ranges.length > 0 || check.trailer === undefined || check.aggregate !== (expected.aggregateChecksum ?? check.aggregate)) {
+      await rm(temp, { force: true });
+      continue;
+    }
+    await rename(temp, segment.path);
+    await fsyncDir(ctx.layout.segmentsDir);
+    return { segment: segment.segmentId, decision: 'restore-file', outcome: 'done', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: bytes.byteLength, detail };
+  }
+  const cluster: LostCluster = { first: record.firstIndex, last: record.lastIndex, ranges: [], atOpenTail: false };
+  const decision = decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail: false, goodCopy: false, heldElsewhere: ctx.heldElsewhere?.(segment.segmentId, cluster.first, cluster.last) ?? false, strategy: options.strategy });
+  const range = { first: record.firstIndex, last: record.lastIndex };
+  if (decision === 'halt') return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment file is missing; not touched');
+  if (decision === 'escalate') return emptyRepair(segment.segmentId, 'escalate', 'failed', `segment file is missing and no source has a verified copy of entries ${range.first}..${range.last} (try --strategy skip or rollback)`);
+  if (decision === 'rollback') {
+    return { segment: segment.segmentId, decision: 'rollback', outcome: options.dryRun ? 'planned' : 'done', repaired: [], lost: [], truncated: [range], bytesWritten: 0, detail: `segment file is missing: log rolled back to index ${range.first - 1}` };
+  }
+  // skip: an empty sealed segment holding one hole for the whole range.
+  const hole = encodeEntry({ index: range.first, timestampMs: ctx.clock(), flags: FLAG_HOLE, payload: encodeHolePayload(range.last - range.first + 1, 'lost: segment file missing and no verified copy') });
+  const header = encodeSegmentHeader({ segmentId: segment.segmentId, firstIndex: range.first, createdMs: record.createdMs, logId: logIdOf(ctx.settings.logName), logName: ctx.settings.logName });
+  const trailer = encodeTrailer({ segmentId: segment.segmentId, firstIndex: range.first, lastIndex: range.last, indexCount: range.last - range.first + 1, aggregateChecksum: chainAggregate(AGGREGATE_EMPTY, hole.checksum), entriesByteLength: hole.frame.byteLength });
+  const bytes = Buffer.concat([header, hole.frame, trailer]);
+  if (!options.dryRun) {
+    await ensureDir(ctx.layout.segmentsDir);
+    await writeFileAtomic(segment.path, ctx.layout.segmentsDir, bytes);
+  }
+  return { segment: segment.segmentId, decision: 'skip', outcome: options.dryRun ? 'planned' : 'done', repaired: [], lost: [range], truncated: [], bytesWritten: bytes.byteLength, detail: 'segment file is missing: recorded as a hole' };
+}
+
+async function quarantineUnexpected(ctx: RepairContext, path: string, dryRun: boolean): Promise<SegmentRepair> {
+  const detail = `moved ${path} to quarantine`;
+  if (dryRun) return emptyRepair(-1, 'quarantine-file', 'planned', detail);
+  const quarantinedAs = await quarantineFile(ctx.layout, path, 'unexpected', { keepOriginal: false, retention: Number.MAX_SAFE_INTEGER, now: ctx.clock() });
+  await fsyncDir(ctx.layout.segmentsDir);
+  return { ...emptyRepair(-1, 'quarantine-file', 'done', detail), quarantinedAs };
+}
+
+async function quarantineRolledBack(ctx: RepairContext, segment: SegmentInspection, dryRun: boolean): Promise<SegmentRepair> {
+  const first = segment.expected?.firstIndex ?? segment.record?.firstIndex ?? segment.analysis?.firstIndex;
+  const last = segment.expected?.lastIndex ?? Math.max(segment.record?.lastIndex ?? 0, segment.analysis?.lastIndex ?? 0);
+  const truncated = first !== undefined && last >= first ? [{ first, last }] : [];
+  const detail = 'segment after the rollback point moved to quarantine';
+  if (dryRun || !segment.present) return { segment: segment.segmentId, decision: 'rollback', outcome: dryRun ? 'planned' : 'done', repaired: [], lost: [], truncated, bytesWritten: 0, detail };
+  const quarantinedAs = await quarantineFile(ctx.layout, segment.path, 'rolled-back', { keepOriginal: false, retention: Number.MAX_SAFE_INTEGER, now: ctx.clock() });
+  await fsyncDir(ctx.layout.segmentsDir);
+  return { segment: segment.segmentId, decision: 'rollback', outcome: 'done', repaired: [], lost: [], truncated, quarantinedAs, bytesWritten: 0, detail };
+}
+
+async function recopyBackups(ctx: RepairContext, segment: SegmentInspection, dryRun: boolean): Promise<SegmentRepair> {
+  const detail = `backup copies rewritten from the verified segment (${segment.backupFindings.map((f) => f.detail).join('; ')})`;
+  if (dryRun) return emptyRepair(segment.segmentId, 'recopy-backup', 'planned', detail);
+  for (let copy = 1; copy <= ctx.recovery.backupRetentionCount; copy += 1) {
+    const path = ctx.layout.backupPath(segment.segmentId, copy);
+    if (await exists(path)) await quarantineFile(ctx.layout, path, `backup-${copy}`, { keepOriginal: false, retention: ctx.recovery.backupRetentionCount, now: ctx.clock() });
+  }
+  await writeBackups(ctx.layout, segment.segmentId, ctx.recovery.backupRetentionCount);
+  return emptyRepair(segment.segmentId, 'recopy-backup', 'done', detail);
+}
+
+/** Rewrites the catalog from an inspection; damaged sealed segments keep their old record. */
+export async function writeCatalog(ctx: RepairContext, inspection: StoreInspection, previous: Catalog | undefined): Promise<Catalog> {
+  const segments: SegmentRecord[] = [];
+  for (const segment of inspection.segments) {
+    const analysis = segment.analysis;
+    const clean = analysis !== undefined && segment.findings.every((f) => f.kind === 'bad-catalog');
+    if (!clean || analysis === undefined) {
+      if (segment.record) segments.push(segment.record);
+      continue;
+    }
+    const trailer = analysis.trailer;
+    segments.push({
+      segmentId: segment.segmentId,
+      firstIndex: trailer?.firstIndex ?? analysis.firstIndex ?? analysis.lastIndex + 1,
+      lastIndex: analysis.lastIndex,
+      indexCount: analysis.indexCount,
+      byteLength: analysis.fileByteLength,
+      aggregateChecksum: analysis.aggregate,
+      state: trailer ? 'sealed' : 'open',
+      createdMs: analysis.header?.createdMs ?? segment.record?.createdMs ?? ctx.clock(),
+    });
+  }
+  const holes: HoleRecord[] = [...inspection.holes];
+  const catalog: Catalog = {
+    generation: (previous?.generation ?? 0) + 1,
+    logName: ctx.settings.logName,
+    logId: logIdOf(ctx.settings.logName),
+    segmentBytesMax: ctx.settings.segmentBytesMax,
+    entryBytesMax: ctx.settings.entryBytesMax,
+    createdMs: previous?.createdMs ?? ctx.clock(),
+    segments,
+    holes,
+  };
+  await writeFileAtomic(ctx.layout.catalogPath, ctx.layout.dataDir, encodeCatalog(catalog));
+  return catalog;
+}

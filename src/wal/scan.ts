@@ -1,0 +1,197 @@
+// Streaming scanner over the entry area of a segment file.
+//
+// Fault model: the bytes may be anything. The scanner reads through a fixed window (its memory
+// is bounded by the window, whatever the file holds), trusts a length only after the entry header
+// crc32 passed, and after damage resynchronises on the next frame marker whose header checksum
+// passes. It reports what it finds as items; interpreting them (torn tail, gap, corruption) is
+// the analyser's job.
+import type { FileHandle } from 'node:fs/promises';
+import type { Checksum64 } from './checksum.js';
+import {
+  type EntryHeader,
+  type Trailer,
+  decodeFrameAt,
+  frameByteLength,
+  TRAILER_BYTES,
+} from './format.js';
+
+export type DamageReason = 'bad-entry-header' | 'bad-trailer' | 'truncated' | 'after-trailer';
+
+export type ScanItem =
+  | {
+      readonly kind: 'entry';
+      readonly offsetBytes: number;
+      readonly header: EntryHeader;
+      readonly frameByteLength: number;
+      readonly bodyOk: boolean;
+      readonly actualChecksum: Checksum64;
+      /** The whole frame; a view valid only during the visit call. */
+      readonly frame: Buffer;
+    }
+  | { readonly kind: 'trailer'; readonly offsetBytes: number; readonly trailer: Trailer }
+  | { readonly kind: 'damage'; readonly offsetBytes: number; readonly byteLength: number; readonly reason: DamageReason };
+
+export interface ScanOptions {
+  readonly startOffsetBytes: number;
+  readonly endOffsetBytes: number;
+  readonly entryBytesMax: number;
+  readonly chunkBytes?: number;
+}
+
+/**
+ * Return 'stop' to end the scan early. A visitor may return a promise (for example to write what
+ * it was given); the scan waits for it, and the item's frame view stays valid until it settles.
+ */
+export type ScanVisitor = (item: ScanItem) => void | 'stop' | Promise<void | 'stop'>;
+
+async function settle(result: void | 'stop' | Promise<void | 'stop'>): Promise<void | 'stop'> {
+  return result instanceof Promise ? await result : result;
+}
+
+export const SCAN_CHUNK_BYTES_DEFAULT = 1024 * 1024;
+
+class Window {
+  buf: Buffer;
+  startOffset: number; // file offset of buf[0]
+  length = 0; // valid bytes in buf
+
+  constructor(
+    private readonly file: FileHandle,
+    private endOffset: number,
+    capacityBytes: number,
+    startOffset: number,
+  ) {
+    this.buf = Buffer.allocUnsafe(capacityBytes);
+    this.startOffset = startOffset;
+  }
+
+  get endOfData(): number {
+    return this.startOffset + this.length;
+  }
+
+  get atEof(): boolean {
+    return this.endOfData >= this.endOffset;
+  }
+
+  /** Moves the window to start at `offset` and fills it as far as the file and capacity allow. */
+  async fillFrom(offset: number): Promise<void> {
+    const keep = offset >= this.startOffset && offset < this.endOfData ? this.endOfData - offset : 0;
+    if (keep > 0 && offset !== this.startOffset) this.buf.copy(this.buf, 0, offset - this.startOffset, this.length);
+    this.startOffset = offset;
+    this.length = keep;
+    while (this.length < this.buf.byteLength && !this.atEof) {
+      const want = Math.min(this.buf.byteLength - this.length, this.endOffset - this.endOfData);
+      const { bytesRead } = await this.file.read(this.buf, this.length, want, this.endOfData);
+      if (bytesRead === 0) {
+        // The file is shorter than its stat said: treat as end. Moving endOffset here makes
+        // atEof true; without it the callers refill forever at the short end.
+        this.endOffset = this.endOfData;
+        break;
+      }
+      this.length += bytesRead;
+    }
+  }
+
+  view(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
+}
+
+/**
+ * Scans frames from startOffsetBytes to endOffsetBytes, calling visit for each item in order.
+ * Returns the offset where the scan ended.
+ */
+export async function scanFrames(file: FileHandle, options: ScanOptions, visit: ScanVisitor): Promise<number> {
+  const chunkBytes = options.chunkBytes ?? SCAN_CHUNK_BYTES_DEFAULT;
+  const capacity = Math.max(chunkBytes, frameByteLength(options.entryBytesMax) + TRAILER_BYTES);
+  const end = options.endOffsetBytes;
+  const win = new Window(file, end, capacity, options.startOffsetBytes);
+  let pos = options.startOffsetBytes;
+  await win.fillFrom(pos);
+
+  while (pos < end) {
+    const rel = pos - win.startOffset;
+    const decoded = decodeFrameAt(win.view(), rel, options.entryBytesMax);
+    if (decoded.kind === 'need-more') {
+      if (!win.atEof && (rel > 0 || win.length < win.buf.byteLength)) {
+        await win.fillFrom(pos);
+        continue;
+      }
+      // The file ends inside this frame: a cut-off write.
+      await settle(visit({ kind: 'damage', offsetBytes: pos, byteLength: end - pos, reason: 'truncated' }));
+      return end;
+    }
+    if (decoded.kind === 'entry') {
+      const frame = win.buf.subarray(rel, rel + decoded.frameByteLength);
+      let stop = visit({
+        kind: 'entry',
+        offsetBytes: pos,
+        header: decoded.header,
+        frameByteLength: decoded.frameByteLength,
+        bodyOk: decoded.bodyOk,
+        actualChecksum: decoded.actualChecksum,
+        frame,
+      });
+      if (stop instanceof Promise) stop = await stop; // only writers pay for the await
+      pos += decoded.frameByteLength;
+      if (stop === 'stop') return pos;
+      continue;
+    }
+    if (decoded.kind === 'trailer') {
+      const stop = await settle(visit({ kind: 'trailer', offsetBytes: pos, trailer: decoded.trailer }));
+      pos += TRAILER_BYTES;
+      if (stop !== 'stop' && pos < end) {
+        await settle(visit({ kind: 'damage', offsetBytes: pos, byteLength: end - pos, reason: 'after-trailer' }));
+      }
+      return end;
+    }
+    const next = await resync(win, pos, options.entryBytesMax);
+    const stop = await settle(visit({ kind: 'damage', offsetBytes: pos, byteLength: next - pos, reason: decoded.reason }));
+    pos = next;
+    if (stop === 'stop') return pos;
+  }
+  return pos;
+}
+
+const MARKER_PREFIX = Buffer.from('WAL', 'latin1');
+const E = 'E'.charCodeAt(0);
+const T = 'T'.charCodeAt(0);
+
+/** Finds the offset of the next trustworthy frame after `damagedAt`, or the end offset. */
+async function resync(win: Window, damagedAt: number, entryBytesMax: number): Promise<number> {
+  let searchFrom = damagedAt + 1;
+  for (;;) {
+    if (searchFrom - win.startOffset + 4 > win.length) {
+      if (win.atEof) return win.endOfData;
+      await win.fillFrom(searchFrom);
+      continue;
+    }
+    const view = win.view();
+    const found = view.indexOf(MARKER_PREFIX, searchFrom - win.startOffset);
+    if (found < 0 || found + 4 > view.byteLength) {
+      if (win.atEof) return win.endOfData;
+      // Keep the last three bytes: a marker may straddle the window's end.
+      await win.fillFrom(Math.max(searchFrom, win.endOfData - 3));
+      searchFrom = win.startOffset;
+      continue;
+    }
+    const fourth = view[found + 3];
+    if (fourth !== E && fourth !== T) {
+      searchFrom = win.startOffset + found + 1;
+      continue;
+    }
+    const decoded = decodeFrameAt(view, found, entryBytesMax);
+    if (decoded.kind === 'entry' || decoded.kind === 'trailer') return win.startOffset + found;
+    if (decoded.kind === 'need-more' && !win.atEof && found > 0) {
+      await win.fillFrom(win.startOffset + found);
+      searchFrom = win.startOffset;
+      continue;
+    }
+    if (decoded.kind === 'need-more' && !win.atEof) {
+      // A whole window from here cannot hold the frame it claims: not a frame we can use.
+      searchFrom = win.startOffset + found + 1;
+      continue;
+    }
+    searchFrom = win.startOffset + found + 1;
+  }
+}

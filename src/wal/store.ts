@@ -1,0 +1,675 @@
+// The WAL store: append with group commit, verified reads, seal and roll, backups, and recovery
+// on open.
+//
+// Fault model: the process may die at any instant; the disk may tear the last unsynced write, or
+// flip, zero or drop bytes anywhere. An append is acknowledged only after the fdatasync that
+// covers it returned; after that, no crash loses it. Opening after a clean shutdown reads the
+// catalog and stats one path; after a crash it scans the open segment from its last checkpoint
+// only. A torn tail (damage with no intact entry after it, at the end of the open segment) is
+// rolled back with its bytes quarantined; any other damage goes to the repair engine with the
+// configured strategy, and open refuses (DamageFoundError) rather than drop data silently.
+import { type FileHandle, open, rename } from 'node:fs/promises';
+import pino, { type Logger } from 'pino';
+import { type Finding, type RepairReport, RecoveryMetrics, describeFinding, decide } from '../recovery/index.js';
+import { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
+import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
+import { analyzeSegmentFile, analyzeSegmentHandle } from './analyze.js';
+import {
+  CorruptEntryError,
+  EntryLostError,
+  EntryTooLargeError,
+  IndexOutOfRangeError,
+  DamageFoundError,
+  StoreClosedError,
+  StoreFailedError,
+  StoreNotFoundError,
+  WalError,
+} from './errors.js';
+import {
+  StoreLayout,
+  acquireLock,
+  ensureDir,
+  exists,
+  fileByteLength,
+  fsyncDir,
+  isNotFound,
+  quarantineBytes,
+  readRange,
+  releaseLock,
+  writeFileAtomic,
+  TEMP_SUFFIX,
+} from './files.js';
+import {
+  ENTRY_HEADER_BYTES,
+  FLAG_HOLE,
+  SEGMENT_HEADER_BYTES,
+  TRAILER_BYTES,
+  decodeFrameAt,
+  encodeEntryInto,
+  encodeSegmentHeader,
+  encodeTrailer,
+  logIdOf,
+  segmentFileName,
+} from './format.js';
+import { readCatalog } from './inspect.js';
+import { type ResolvedWalOptions, type StoreSettings, type WalOptions, resolveWalOptions, validateSettings } from './options.js';
+import { type RepairContext, repairStore } from './repair.js';
+import { LocalBackupSource, writeBackups } from './sources.js';
+import { stat } from 'node:fs/promises';
+
+export interface AppendResult {
+  readonly firstIndex: number;
+  readonly lastIndex: number;
+}
+
+export interface Entry {
+  readonly index: number;
+  readonly timestampMs: number;
+  readonly payload: Buffer;
+}
+
+export interface OpenReport {
+  /** How open found the store. */
+  readonly state: 'created' | 'clean' | 'recovered-tail' | 'repaired';
+  readonly durationMs: number;
+  readonly segmentsScanned: number;
+  readonly bytesScanned: number;
+  readonly findings: readonly Finding[];
+  /** Torn tails rolled back: where, and how many bytes went to quarantine. */
+  readonly tornTails: ReadonlyArray<{ segment: number; offsetBytes: number; byteLength: number; quarantinedAs: string }>;
+  /** Present when open ran the repair engine (damage other than a torn tail, or a lost catalog). */
+  readonly repair?: RepairReport;
+}
+
+interface ActiveSegment {
+  readonly segmentId: number;
+  readonly firstIndex: number;
+  readonly createdMs: number;
+  readonly handle: FileHandle;
+  byteLength: number;
+  lastIndex: number;
+  indexCount: number;
+  aggregate: Checksum64;
+  checkpointedBytes: number;
+}
+
+interface ReadIndex {
+  readonly handle: FileHandle | undefined; // undefined: use the active segment's handle
+  readonly starts: number[];
+  readonly lengths: number[];
+}
+
+interface PendingAppend {
+  readonly payloads: readonly Uint8Array[];
+  readonly bytes: number;
+  readonly resolve: (result: AppendResult) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+const DEFAULT_LOG_LEVEL = process.env['WAL_RECOVERY_LOG_LEVEL'] ?? 'info';
+
+export class WalStore {
+  private segments: SegmentRecord[];
+  private holes: HoleRecord[];
+  private active: ActiveSegment | undefined;
+  private readonly readIndexes = new Map<number, ReadIndex>();
+  private queue: PendingAppend[] = [];
+  private flushing: Promise<void> | undefined;
+  private backupChain: Promise<void> = Promise.resolve();
+  private failure: unknown;
+  private closed = false;
+  private generation: number;
+
+  private constructor(
+    readonly dataDir: string,
+    private readonly layout: StoreLayout,
+    readonly settings: StoreSettings,
+    private readonly options: ResolvedWalOptions,
+    readonly logger: Logger,
+    readonly metrics: RecoveryMetrics,
+    catalog: Catalog,
+    readonly openReport: OpenReport,
+  ) {
+    this.segments = [...catalog.segments];
+    this.holes = [...catalog.holes];
+    this.generation = catalog.generation;
+  }
+
+  /** Opens (and, unless told not to, creates) the store in dataDir, recovering it first. */
+  static async open(dataDir: string, walOptions: WalOptions = {}): Promise<WalStore> {
+    const options = resolveWalOptions(walOptions);
+    const layout = new StoreLayout(dataDir, options.backupDir);
+    const logger = walOptions.logger ?? pino({ level: DEFAULT_LOG_LEVEL, base: { component: 'wal' } }, pino.destination(2));
+    const metrics = walOptions.metrics ?? new RecoveryMetrics();
+    await prepareDir(dataDir, options.create);
+    await acquireLock(layout);
+    try {
+      const { catalog, report, active } = await recover(layout, options, logger, metrics);
+      const settings = validateSettings({ logName: catalog.logName, segmentBytesMax: catalog.segmentBytesMax, entryBytesMax: catalog.entryBytesMax });
+      const store = new WalStore(dataDir, layout, settings, options, logger, metrics, catalog, report);
+      store.active = active;
+      return store;
+    } catch (error) {
+      await releaseLock(layout);
+      throw error;
+    }
+  }
+
+  /** The first index still in the log (1 for a new log). */
+  get firstIndex(): number {
+    return this.segments[0]?.firstIndex ?? 1;
+  }
+
+  /** The last index written (0 for an empty log). */
+  get lastIndex(): number {
+    if (this.active) return this.active.lastIndex;
+    const last = this.segments[this.segments.length - 1];
+    return last ? last.lastIndex : 0;
+  }
+
+  get holeRecords(): readonly HoleRecord[] {
+    return this.holes;
+  }
+
+  segmentRecords(): readonly SegmentRecord[] {
+    return this.segments.map((record) => (this.active && record.segmentId === this.active.segmentId ? this.activeRecord() : record));
+  }
+
+  /** Appends one payload or a batch; resolves once they are durable (fdatasync returned). */
+  append(payloads: Uint8Array | readonly Uint8Array[]): Promise<AppendResult> {
+    const list = payloads instanceof Uint8Array ? [payloads] : payloads;
+    if (this.closed) return Promise.reject(new StoreClosedError());
+    if (this.failure !== undefined) return Promise.reject(new StoreFailedError({ cause: this.failure }));
+    if (list.length === 0) return Promise.reject(new WalError('append needs at least one entry'));
+    let bytes = 0;
+    for (const payload of list) {
+      if (payload.byteLength > this.settings.entryBytesMax) return Promise.reject(new EntryTooLargeError(payload.byteLength, this.settings.entryBytesMax));
+      bytes += ENTRY_HEADER_BYTES + payload.byteLength;
+    }
+    return new Promise<AppendResult>((resolve, reject) => {
+      this.queue.push({ payloads: list, bytes, resolve, reject });
+      this.flushing ??= this.flushLoop();
+    });
+  }
+
+  /** Reads one entry, verified. Throws EntryLostError for a recorded hole, CorruptEntryError for damage. */
+  async read(index: number): Promise<Entry> {
+    if (this.closed) throw new StoreClosedError();
+    if (!Number.isSafeInteger(index) || index < this.firstIndex || index > this.lastIndex) {
+      throw new IndexOutOfRangeError(index, this.firstIndex, this.lastIndex);
+    }
+    const hole = this.findHole(index);
+    if (hole) throw new EntryLostError(index, hole.segmentId, 'recorded as lost by a repair');
+    const record = this.findSegment(index);
+    if (!record) throw new IndexOutOfRangeError(index, this.firstIndex, this.lastIndex);
+    const readIndex = await this.readIndexFor(record);
+    const slot = index - record.firstIndex;
+    const start = readIndex.starts[slot];
+    const length = readIndex.lengths[slot];
+    const handle = readIndex.handle ?? this.active?.handle;
+    if (start === undefined || length === undefined || start < 0 || handle === undefined) {
+      throw this.corrupt(index, record.segmentId, undefined, 'entry could not be located: the bytes around it are damaged');
+    }
+    if (length === 0) throw new EntryLostError(index, record.segmentId, 'recorded as lost by a repair');
+    const frame = await readRange(handle, start, length);
+    const decoded = decodeFrameAt(frame, 0, this.settings.entryBytesMax);
+    if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.header.index !== index || decoded.frameByteLength !== length) {
+      const detail = decoded.kind === 'entry' && !decoded.bodyOk ? 'entry checksum does not match its bytes' : 'entry header is damaged';
+      throw this.corrupt(index, record.segmentId, start, detail, decoded.kind === 'entry' ? decoded : undefined);
+    }
+    return { index, timestampMs: decoded.header.timestampMs, payload: frame.subarray(ENTRY_HEADER_BYTES) };
+  }
+
+  /** Entries first..last in order; a hole is yielded as { index, lost: true }. */
+  async *entries(first = this.firstIndex, last = this.lastIndex): AsyncGenerator<Entry | { index: number; lost: true; reason: string }> {
+    for (let index = Math.max(first, this.firstIndex); index <= Math.min(last, this.lastIndex); index += 1) {
+      try {
+        yield await this.read(index);
+      } catch (error) {
+        if (!(error instanceof EntryLostError)) throw error;
+        yield { index, lost: true, reason: error.reason };
+      }
+    }
+  }
+
+  /** Waits for queued appends, seals the open segment, finishes backups, writes the catalog. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.flushing;
+      if (this.failure === undefined) {
+        if (this.active) await this.sealActive();
+        await this.backupChain;
+        await this.writeCatalog();
+      }
+    } finally {
+      await this.active?.handle.close().catch(() => undefined);
+      for (const readIndex of this.readIndexes.values()) await readIndex.handle?.close().catch(() => undefined);
+      this.readIndexes.clear();
+      await releaseLock(this.layout);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Appends
+
+  private async flushLoop(): Promise<void> {
+    try {
+      while (this.queue.length > 0 && this.failure === undefined) {
+        let bytes = 0;
+        let take = 0;
+        while (take < this.queue.length && (take === 0 || bytes + (this.queue[take]?.bytes ?? 0) <= this.options.groupCommitBytesMax)) {
+          bytes += this.queue[take]?.bytes ?? 0;
+          take += 1;
+        }
+        const batch = this.queue.splice(0, take);
+        try {
+          const results = await this.writeBatch(batch, bytes);
+          batch.forEach((request, i) => request.resolve(results[i] as AppendResult));
+          await this.maybeCheckpoint();
+        } catch (error) {
+          this.failure = error;
+          this.logger.error({ err: error, log: this.settings.logName }, 'failed to append: store refuses writes until reopened');
+          for (const request of batch) request.reject(new StoreFailedError({ cause: error }));
+        }
+      }
+      for (const request of this.queue.splice(0)) request.reject(new StoreFailedError({ cause: this.failure }));
+    } finally {
+      this.flushing = undefined;
+    }
+  }
+
+  private async writeBatch(batch: readonly PendingAppend[], bytes: number): Promise<AppendResult[]> {
+    const buf = Buffer.allocUnsafe(bytes);
+    const timestampMs = this.options.clock();
+    const results: AppendResult[] = [];
+    let cursor = 0;
+    let pendingFrom = 0;
+    let active = this.active ?? (await this.createSegment(this.lastIndex + 1));
+    let currentOffsets = this.readIndexes.get(active.segmentId);
+    for (const request of batch) {
+      const firstIndex = active.lastIndex + 1;
+      for (const payload of request.payloads) {
+        const frameBytes = ENTRY_HEADER_BYTES + payload.byteLength;
+        const segmentBytes = active.byteLength + (cursor - pendingFrom);
+        if (active.indexCount > 0 && segmentBytes + frameBytes + TRAILER_BYTES > this.settings.segmentBytesMax) {
+          await this.writeAndSync(active, buf.subarray(pendingFrom, cursor));
+          pendingFrom = cursor;
+          await this.sealActive();
+          active = await this.createSegment(active.lastIndex + 1);
+          currentOffsets = this.readIndexes.get(active.segmentId);
+        }
+        const index = active.lastIndex + 1;
+        const checksum = encodeEntryInto(buf, cursor, { index, timestampMs, flags: 0, payload });
+        currentOffsets?.starts.push(active.byteLength + (cursor - pendingFrom));
+        currentOffsets?.lengths.push(frameBytes);
+        active.aggregate = chainAggregate(active.aggregate, checksum);
+        active.lastIndex = index;
+        active.indexCount += 1;
+        cursor += frameBytes;
+      }
+      results.push({ firstIndex: Math.min(firstIndex, active.lastIndex), lastIndex: active.lastIndex });
+    }
+    await this.writeAndSync(active, buf.subarray(pendingFrom, cursor));
+    return results;
+  }
+
+  private async writeAndSync(active: ActiveSegment, bytes: Buffer): Promise<void> {
+    if (bytes.byteLength > 0) {
+      let written = 0;
+      while (written < bytes.byteLength) {
+        const { bytesWritten } = await active.handle.write(bytes, written, bytes.byteLength - written, active.byteLength + written);
+        written += bytesWritten;
+      }
+    }
+    await active.handle.datasync();
+    active.byteLength += bytes.byteLength;
+  }
+
+  private async createSegment(firstIndex: number): Promise<ActiveSegment> {
+    const last = this.segments[this.segments.length - 1];
+    const segmentId = (last?.segmentId ?? 0) + 1;
+    const createdMs = this.options.clock();
+    const header = encodeSegmentHeader({ segmentId, firstIndex, createdMs, logId: logIdOf(this.settings.logName), logName: this.settings.logName });
+    const path = this.layout.segmentPath(segmentId);
+    await writeFileAtomic(path, this.layout.segmentsDir, header);
+    const handle = await open(path, 'r+');
+    const active: ActiveSegment = { segmentId, firstIndex, createdMs, handle, byteLength: SEGMENT_HEADER_BYTES, lastIndex: firstIndex - 1, indexCount: 0, aggregate: AGGREGATE_EMPTY, checkpointedBytes: SEGMENT_HEADER_BYTES };
+    this.active = active;
+    this.segments.push(this.activeRecord());
+    this.readIndexes.set(segmentId, { handle: undefined, starts: [], lengths: [] });
+    return active;
+  }
+
+  private activeRecord(): SegmentRecord {
+    const a = this.active;
+    if (!a) throw new Error('no active segment');
+    return { segmentId: a.segmentId, firstIndex: a.firstIndex, lastIndex: a.lastIndex, indexCount: a.indexCount, byteLength: a.byteLength, aggregateChecksum: a.aggregate, state: 'open', createdMs: a.createdMs };
+  }
+
+  private async sealActive(): Promise<void> {
+    const active = this.active;
+    if (!active) return;
+    const trailer = encodeTrailer({
+      segmentId: active.segmentId,
+      firstIndex: active.firstIndex,
+      lastIndex: active.lastIndex,
+      indexCount: active.indexCount,
+      aggregateChecksum: active.aggregate,
+      entriesByteLength: active.byteLength - SEGMENT_HEADER_BYTES,
+    });
+    await this.writeAndSync(active, trailer);
+    const record: SegmentRecord = { ...this.activeRecord(), state: 'sealed' };
+    this.segments[this.segments.length - 1] = record;
+    this.active = undefined;
+    const readIndex = this.readIndexes.get(active.segmentId);
+    if (readIndex) this.readIndexes.set(active.segmentId, { ...readIndex, handle: active.handle });
+    else await active.handle.close();
+    await this.writeCatalog();
+    this.logger.debug({ log: this.settings.logName, segment: active.segmentId, aggregate: checksumHex(active.aggregate) }, 'sealed segment');
+    this.scheduleBackup(active.segmentId);
+  }
+
+  private scheduleBackup(segmentId: number): void {
+    const copies = this.options.recovery.backupRetentionCount;
+    if (copies === 0) return;
+    this.backupChain = this.backupChain.then(async () => {
+      try {
+        await writeBackups(this.layout, segmentId, copies);
+      } catch (error) {
+        this.logger.error({ err: error, log: this.settings.logName, segment: segmentId }, 'failed to back up sealed segment; validate will report it and repair will copy it again');
+      }
+    });
+  }
+
+  private async maybeCheckpoint(): Promise<void> {
+    const active = this.active;
+    if (active && active.byteLength - active.checkpointedBytes >= this.options.checkpointBytes) {
+      await this.writeCatalog();
+    }
+  }
+
+  private async writeCatalog(): Promise<void> {
+    if (this.active) this.active.checkpointedBytes = this.active.byteLength;
+    this.generation += 1;
+    const catalog: Catalog = {
+      generation: this.generation,
+      logName: this.settings.logName,
+      logId: logIdOf(this.settings.logName),
+      segmentBytesMax: this.settings.segmentBytesMax,
+      entryBytesMax: this.settings.entryBytesMax,
+      createdMs: this.openReport.durationMs >= 0 ? this.createdMs() : 0,
+      segments: this.segmentRecords(),
+      holes: this.holes,
+    };
+    await writeFileAtomic(this.layout.catalogPath, this.layout.dataDir, encodeCatalog(catalog));
+  }
+
+  private createdMs(): number {
+    return this.segments[0]?.createdMs ?? this.options.clock();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Reads
+
+  private findHole(index: number): HoleRecord | undefined {
+    let lo = 0;
+    let hi = this.holes.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const hole = this.holes[mid] as HoleRecord;
+      if (index < hole.firstIndex) hi = mid - 1;
+      else if (index >= hole.firstIndex + hole.count) lo = mid + 1;
+      else return hole;
+    }
+    return undefined;
+  }
+
+  private findSegment(index: number): SegmentRecord | undefined {
+    let lo = 0;
+    let hi = this.segments.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const record = this.segments[mid] as SegmentRecord;
+      const last = this.active?.segmentId === record.segmentId ? this.active.lastIndex : record.lastIndex;
+      if (index < record.firstIndex) hi = mid - 1;
+      else if (index > last) lo = mid + 1;
+      else return record;
+    }
+    return undefined;
+  }
+
+  private async readIndexFor(record: SegmentRecord): Promise<ReadIndex> {
+    const cached = this.readIndexes.get(record.segmentId);
+    if (cached) {
+      this.readIndexes.delete(record.segmentId); // re-insert: most recently used last
+      this.readIndexes.set(record.segmentId, cached);
+      return cached;
+    }
+    const isActive = this.active?.segmentId === record.segmentId;
+    const handle = isActive ? undefined : await open(this.layout.segmentPath(record.segmentId), 'r');
+    const starts: number[] = [];
+    const lengths: number[] = [];
+    try {
+      const size = isActive ? (this.active as ActiveSegment).byteLength : (await (handle as FileHandle).stat()).size;
+      const analysis = await analyzeSegmentHandle(handle ?? (this.active as ActiveSegment).handle, record.segmentId, size, {
+        entryBytesMax: this.settings.entryBytesMax,
+        firstIndexHint: record.firstIndex,
+        onIntactFrame: (index, frame, offsetBytes) => {
+          const slot = index - record.firstIndex;
+          while (starts.length < slot) {
+            starts.push(-1);
+            lengths.push(0);
+          }
+          const isHole = (frame.readUInt16LE(36) & FLAG_HOLE) !== 0;
+          starts.push(offsetBytes);
+          lengths.push(isHole ? 0 : frame.byteLength);
+        },
+      });
+      for (const range of analysis.ranges) {
+        this.reportFinding({ kind: range.kind, log: this.settings.logName, segment: record.segmentId, entryIndex: range.entryIndex ?? range.prevIndex + 1, offsetBytes: range.offsetBytes, byteLength: range.byteLength, detail: `found while reading: ${range.detail}` });
+      }
+    } catch (error) {
+      await handle?.close();
+      if (isNotFound(error)) throw this.corrupt(record.firstIndex, record.segmentId, undefined, 'segment file is missing');
+      throw error;
+    }
+    const readIndex: ReadIndex = { handle, starts, lengths };
+    this.readIndexes.set(record.segmentId, readIndex);
+    while (this.readIndexes.size > this.options.readIndexSegmentsMax) {
+      const [oldestId, oldest] = this.readIndexes.entries().next().value as [number, ReadIndex];
+      if (oldestId === this.active?.segmentId) break;
+      this.readIndexes.delete(oldestId);
+      await oldest.handle?.close();
+    }
+    return readIndex;
+  }
+
+  private reportFinding(finding: Finding): void {
+    this.metrics.corrupted_segments += 1;
+    this.logger.error({ log: finding.log, segment: finding.segment, entryIndex: finding.entryIndex, offsetBytes: finding.offsetBytes, kind: finding.kind }, describeFinding(finding));
+  }
+
+  private corrupt(index: number, segment: number, offsetBytes: number | undefined, detail: string, decoded?: { header: { checksum: Checksum64 }; actualChecksum: Checksum64 }): CorruptEntryError {
+    const finding: Finding = {
+      kind: decoded ? 'checksum-mismatch' : 'bad-entry-header',
+      log: this.settings.logName,
+      segment,
+      entryIndex: index,
+      ...(offsetBytes === undefined ? {} : { offsetBytes }),
+      ...(decoded ? { expectedChecksum: checksumHex(decoded.header.checksum), actualChecksum: checksumHex(decoded.actualChecksum) } : {}),
+      file: `segments/${segmentFileName(segment)}`,
+      detail,
+    };
+    this.reportFinding(finding);
+    return new CorruptEntryError(index, finding);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery on open
+
+async function prepareDir(dataDir: string, create: boolean): Promise<void> {
+  try {
+    const info = await stat(dataDir);
+    if (!info.isDirectory()) throw new StoreNotFoundError(dataDir);
+  } catch (error) {
+    if (error instanceof StoreNotFoundError) throw error;
+    if (!isNotFound(error) || !create) throw new StoreNotFoundError(dataDir, { cause: error });
+    await ensureDir(dataDir);
+  }
+}
+
+interface Recovered {
+  readonly catalog: Catalog;
+  readonly report: OpenReport;
+  readonly active: ActiveSegment | undefined;
+}
+
+async function recover(layout: StoreLayout, options: ResolvedWalOptions, logger: Logger, metrics: RecoveryMetrics): Promise<Recovered> {
+  const started = performance.now();
+  const elapsed = (): number => performance.now() - started;
+  const read = await readCatalog(layout);
+  const intent = await exists(layout.repairIntentPath);
+  if (read.missing && !intent && !(await hasSegments(layout))) {
+    const catalog: Catalog = { generation: 1, logName: options.logName, logId: logIdOf(options.logName), segmentBytesMax: options.segmentBytesMax, entryBytesMax: options.entryBytesMax, createdMs: options.clock(), segments: [], holes: [] };
+    await ensureDir(layout.segmentsDir);
+    await writeFileAtomic(layout.catalogPath, layout.dataDir, encodeCatalog(catalog));
+    return { catalog, report: { state: 'created', durationMs: elapsed(), segmentsScanned: 0, bytesScanned: 0, findings: [], tornTails: [] }, active: undefined };
+  }
+  const settings: StoreSettings = read.catalog
+    ? { logName: read.catalog.logName, segmentBytesMax: read.catalog.segmentBytesMax, entryBytesMax: read.catalog.entryBytesMax }
+    : { logName: options.logName, segmentBytesMax: options.segmentBytesMax, entryBytesMax: options.entryBytesMax };
+  const ctx: RepairContext = {
+    layout,
+    settings,
+    recovery: options.recovery,
+    sources: [new LocalBackupSource(layout, options.recovery.backupRetentionCount, settings.entryBytesMax), ...options.sources],
+    logger,
+    metrics,
+    clock: options.clock,
+  };
+  if (!read.catalog || intent) {
+    logger.warn({ log: settings.logName, reason: intent ? 'an interrupted repair' : read.problem }, 'running a full repair on open');
+    return fullRepair(ctx, options, elapsed);
+  }
+  const tail = await recoverTail(ctx, read.catalog);
+  if (tail === 'corrupt') return fullRepair(ctx, options, elapsed);
+  return { catalog: tail.catalog, active: tail.active, report: { ...tail.report, durationMs: elapsed() } };
+}
+
+async function hasSegments(layout: StoreLayout): Promise<boolean> {
+  const { listSegmentFiles } = await import('./inspect.js');
+  return (await listSegmentFiles(layout)).ids.length > 0;
+}
+
+async function fullRepair(ctx: RepairContext, options: ResolvedWalOptions, elapsed: () => number): Promise<Recovered> {
+  const report = await repairStore(ctx, { strategy: options.recovery.repairStrategy, dryRun: false });
+  const blocking = report.remaining;
+  if (blocking.length > 0) {
+    const advice = options.recovery.repairStrategy === 'halt'
+      ? 'strategy is Halt; run `wal-recovery validate` and choose a repair strategy'
+      : 'no verified copy of the damaged entries; run `wal-recovery repair --strategy skip|rollback` to give them up explicitly';
+    throw new DamageFoundError(ctx.layout.dataDir, blocking, advice);
+  }
+  const read = await readCatalog(ctx.layout);
+  if (!read.catalog) throw new WalError(`catalog unreadable after repair: ${read.problem ?? 'unknown'}`);
+  const reopened = await recoverTail(ctx, read.catalog);
+  if (reopened === 'corrupt') throw new DamageFoundError(ctx.layout.dataDir, report.findings, 'repair did not converge');
+  return { catalog: reopened.catalog, active: reopened.active, report: { state: 'repaired', durationMs: elapsed(), segmentsScanned: 0, bytesScanned: 0, findings: report.findings, tornTails: reopened.report.tornTails, repair: report } };
+}
+
+type TailResult = { catalog: Catalog; active: ActiveSegment | undefined; report: Omit<OpenReport, 'durationMs'> } | 'corrupt';
+
+/**
+ * Scans only what may have changed since the catalog was written: the open segment from its
+ * checkpoint, and segments created after it. Everything before was synced and recorded.
+ */
+async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailResult> {
+  const segments = [...catalog.segments];
+  const last = segments[segments.length - 1];
+  const tail: Array<{ id: number; resume: SegmentRecord | undefined }> = [];
+  if (last?.state === 'open') {
+    segments.pop();
+    tail.push({ id: last.segmentId, resume: last });
+  }
+  let probe = (last?.segmentId ?? 0) + 1;
+  while (await exists(ctx.layout.segmentPath(probe))) {
+    tail.push({ id: probe, resume: undefined });
+    probe += 1;
+  }
+  const leftoverTemp = `${ctx.layout.segmentPath(probe)}${TEMP_SUFFIX}`;
+  if (await exists(leftoverTemp)) await rename(leftoverTemp, `${leftoverTemp}.abandoned`).catch(() => undefined);
+  if (tail.length === 0) {
+    return { catalog, active: undefined, report: { state: 'clean', segmentsScanned: 0, bytesScanned: 0, findings: [], tornTails: [] } };
+  }
+  const findings: Finding[] = [];
+  const tornTails: Array<{ segment: number; offsetBytes: number; byteLength: number; quarantinedAs: string }> = [];
+  let bytesScanned = 0;
+  let active: ActiveSegment | undefined;
+  let expectedFirst = (segments[segments.length - 1]?.lastIndex ?? 0) + 1;
+  for (let i = 0; i < tail.length; i += 1) {
+    const { id, resume } = tail[i] as { id: number; resume: SegmentRecord | undefined };
+    const path = ctx.layout.segmentPath(id);
+    const size = (await fileByteLength(path)) ?? -1;
+    if (size < 0 || (resume && size < resume.byteLength)) return 'corrupt';
+    const resumePoint = resume && resume.byteLength >= SEGMENT_HEADER_BYTES
+      ? { offsetBytes: resume.byteLength, lastIndex: resume.lastIndex, indexCount: resume.indexCount, aggregate: resume.aggregateChecksum }
+      : undefined;
+    const analysis = await analyzeSegmentFile(path, id, { entryBytesMax: ctx.settings.entryBytesMax, firstIndexHint: expectedFirst, ...(resumePoint ? { resume: resumePoint } : {}) });
+    bytesScanned += size - (resumePoint?.offsetBytes ?? 0);
+    const firstIndex = analysis.header?.firstIndex;
+    if (firstIndex === undefined || firstIndex !== expectedFirst || analysis.trailerProblem !== undefined) return 'corrupt';
+    const isLastFile = i === tail.length - 1;
+    const sealed = analysis.trailer !== undefined;
+    if (analysis.ranges.length > 0) {
+      const tornOnly = isLastFile && !sealed && analysis.ranges.every((r) => r.nextIndex === undefined);
+      const decision = decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail: tornOnly, goodCopy: false, heldElsewhere: false, strategy: ctx.recovery.repairStrategy });
+      if (decision !== 'truncate-torn-tail') return 'corrupt';
+      const torn = await truncateTail(ctx, id, analysis.goodEndOffsetBytes, size);
+      tornTails.push(torn);
+      findings.push({ kind: 'torn', log: ctx.settings.logName, segment: id, entryIndex: analysis.lastIndex + 1, offsetBytes: torn.offsetBytes, byteLength: torn.byteLength, file: `segments/${segmentFileName(id)}`, detail: `torn write rolled back; ${torn.byteLength} bytes kept as quarantine/${torn.quarantinedAs}` });
+    } else if (!sealed && !isLastFile) {
+      return 'corrupt';
+    }
+    const record: SegmentRecord = {
+      segmentId: id,
+      firstIndex,
+      lastIndex: analysis.lastIndex,
+      indexCount: analysis.indexCount,
+      byteLength: analysis.trailer ? size : analysis.goodEndOffsetBytes,
+      aggregateChecksum: analysis.aggregate,
+      state: sealed ? 'sealed' : 'open',
+      createdMs: analysis.header?.createdMs ?? ctx.clock(),
+    };
+    segments.push(record);
+    expectedFirst = analysis.lastIndex + 1;
+    if (!sealed) {
+      const handle = await open(path, 'r+');
+      active = { segmentId: id, firstIndex, createdMs: record.createdMs, handle, byteLength: record.byteLength, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregate: record.aggregateChecksum, checkpointedBytes: record.byteLength };
+    }
+  }
+  const holes = catalog.holes;
+  const updated: Catalog = { ...catalog, generation: catalog.generation + 1, segments, holes };
+  const changed = tornTails.length > 0 || tail.some((t) => t.resume === undefined);
+  if (changed) await writeFileAtomic(ctx.layout.catalogPath, ctx.layout.dataDir, encodeCatalog(updated));
+  for (const finding of findings) ctx.logger.warn({ log: finding.log, segment: finding.segment, entryIndex: finding.entryIndex, offsetBytes: finding.offsetBytes, kind: finding.kind }, describeFinding(finding));
+  return { catalog: updated, active, report: { state: 'recovered-tail', segmentsScanned: tail.length, bytesScanned, findings, tornTails } };
+}
+
+async function truncateTail(ctx: RepairContext, segmentId: number, cutOffsetBytes: number, sizeBytes: number): Promise<{ segment: number; offsetBytes: number; byteLength: number; quarantinedAs: string }> {
+  const path = ctx.layout.segmentPath(segmentId);
+  const handle = await open(path, 'r+');
+  try {
+    const torn = await readRange(handle, cutOffsetBytes, sizeBytes - cutOffsetBytes);
+    const quarantinedAs = await quarantineBytes(ctx.layout, `${segmentFileName(segmentId)}.${ctx.clock()}.torn-at-${cutOffsetBytes}`, torn);
+    await handle.truncate(cutOffsetBytes);
+    await handle.sync();
+    ctx.metrics.torn_tails_truncated += 1;
+    await fsyncDir(ctx.layout.segmentsDir);
+    return { segment: segmentId, offsetBytes: cutOffsetBytes, byteLength: sizeBytes - cutOffsetBytes, quarantinedAs };
+  } finally {
+    await handle.close();
+  }
+}
