@@ -12,6 +12,7 @@ import {
   decodeHolePayload,
   decodeSegmentHeader,
   ENTRY_HEADER_BYTES,
+  TRAILER_BYTES,
 } from './format.js';
 import { readRange } from './files.js';
 import { type ScanItem, scanFrames } from './scan.js';
@@ -88,7 +89,7 @@ class Analyzer {
   trailerOffset: number | undefined;
   trailerProblem: string | undefined;
 
-  constructor(firstIndex: number | undefined, private readonly options: AnalyzeOptions) {
+  constructor(firstIndex: number | undefined, private readonly segmentId: number, private readonly options: AnalyzeOptions) {
     this.firstIndex = firstIndex;
     const resume = options.resume;
     this.lastIndex = resume?.lastIndex ?? (firstIndex ?? 1) - 1;
@@ -184,6 +185,12 @@ class Analyzer {
   }
 
   private visitTrailer(trailer: Trailer, offsetBytes: number): void {
+    if (trailer.segmentId !== this.segmentId) {
+      // Another segment's trailer (a copied or misnamed file): its indices say nothing about this
+      // segment, so it must not close the damaged ranges before it as losing nothing.
+      this.addRange({ kind: 'bad-trailer', offsetBytes, byteLength: TRAILER_BYTES, detail: `trailer names segment ${trailer.segmentId}, the file name says ${this.segmentId}` });
+      return;
+    }
     this.trailer = trailer;
     this.trailerOffset = offsetBytes;
     this.closeRanges(trailer.lastIndex + 1);
@@ -212,7 +219,7 @@ export async function analyzeSegmentHandle(
     headerProblem = `header names segment ${header.segmentId}, the file name says ${segmentId}`;
     header = undefined;
   }
-  const analyzer = new Analyzer(header?.firstIndex ?? options.firstIndexHint, options);
+  const analyzer = new Analyzer(header?.firstIndex ?? options.firstIndexHint, segmentId, options);
   const start = options.resume?.offsetBytes ?? SEGMENT_HEADER_BYTES;
   if (fileByteLength > start) {
     await scanFrames(handle, { startOffsetBytes: start, endOffsetBytes: fileByteLength, entryBytesMax: options.entryBytesMax }, (item) =>

@@ -113,12 +113,13 @@ export async function quarantineFile(
   if (options.keepOriginal) await link(path, target);
   else await rename(path, target);
   await fsyncDir(layout.quarantineDir);
-  await pruneQuarantine(layout, base, Math.max(1, options.retention));
+  await pruneQuarantine(layout, base, label, Math.max(1, options.retention));
   return name;
 }
 
-async function pruneQuarantine(layout: StoreLayout, base: string, retention: number): Promise<void> {
-  const names = (await readdir(layout.quarantineDir)).filter((name) => name.startsWith(`${base}.`)).sort();
+/** Keeps the newest `retention` quarantined copies of one file with one label. */
+async function pruneQuarantine(layout: StoreLayout, base: string, label: string, retention: number): Promise<void> {
+  const names = (await readdir(layout.quarantineDir)).filter((name) => name.startsWith(`${base}.`) && name.endsWith(`.${label}`)).sort();
   const excess = names.length - retention;
   for (let i = 0; i < excess; i += 1) {
     const name = names[i];

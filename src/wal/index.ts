@@ -1,5 +1,5 @@
 // Public face of the WAL store domain.
-export { WalStore, type AppendResult, type Entry, type OpenReport } from './store.js';
+export { WalStore, ReplicaRejectedError, type AppendResult, type Entry, type OpenReport, type SegmentStart } from './store.js';
 export { type WalOptions, type StoreSettings, WAL_DEFAULTS, resolveWalOptions } from './options.js';
 export {
   WalError,
@@ -19,3 +19,4 @@ export { type GoodCopySource, type SegmentExpectation, LocalBackupSource } from 
 export { type SegmentRecord, type HoleRecord } from './catalog.js';
 export { type Checksum64, checksum64, checksumHex } from './checksum.js';
 export * as format from './format.js';
+export { writeFileAtomic } from './files.js';

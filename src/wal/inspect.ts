@@ -1,15 +1,15 @@
 // Whole-store inspection: reads the catalog, every segment file and every backup copy, and says
 // what is intact and what is damaged, as findings. Read-only. Used by validate, by repair (which
 // acts on what it finds) and by open when the catalog cannot be trusted.
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { relative } from 'node:path';
 import type { Finding } from '../recovery/index.js';
 import { checksumHex } from './checksum.js';
 import { type SegmentAnalysis, type DamageRange, analyzeSegmentFile, isClean } from './analyze.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, decodeCatalog } from './catalog.js';
 import { StoreNotFoundError } from './errors.js';
-import { type StoreLayout, fileByteLength, isNotFound, TEMP_SUFFIX } from './files.js';
-import { parseSegmentFileName } from './format.js';
+import { type StoreLayout, fileByteLength, isNotFound, readRange, TEMP_SUFFIX } from './files.js';
+import { SEGMENT_HEADER_BYTES, decodeSegmentHeader, parseSegmentFileName } from './format.js';
 import { type SegmentExpectation, matchesExpectation } from './sources.js';
 
 /** Indices a damaged stretch of a segment loses (first > last when it loses none). */
@@ -19,6 +19,11 @@ export interface LostCluster {
   readonly ranges: readonly DamageRange[];
   /** At the end of the open (last, unsealed) segment with nothing intact after it. */
   readonly atOpenTail: boolean;
+  /**
+   * False when the damage runs to the end of a segment whose last index nothing records (an
+   * unsealed segment, not a torn tail): how many entries it held is unknown.
+   */
+  readonly endKnown: boolean;
 }
 
 export interface SegmentInspection {
@@ -108,8 +113,9 @@ export async function inspectStore(layout: StoreLayout, options: InspectOptions)
     findings.push({ kind: 'bad-catalog', log, file: 'CATALOG', detail: catalogProblem });
   }
   const records = new Map<number, SegmentRecord>((catalog?.segments ?? []).map((r) => [r.segmentId, r]));
-  const ids = [...new Set([...records.keys(), ...files.ids])].sort((a, b) => a - b);
-  const present = new Set(files.ids);
+  const strays = await findDuplicates(layout, files.ids);
+  const present = new Set(files.ids.filter((id) => !strays.has(id)));
+  const ids = [...new Set([...records.keys(), ...present])].sort((a, b) => a - b);
 
   let bytesTotal = 0;
   const sizes = new Map<number, number>();
@@ -170,6 +176,11 @@ export async function inspectStore(layout: StoreLayout, options: InspectOptions)
 
   const unexpectedFiles = files.others.map((name) => `segments/${name}`);
   for (const file of unexpectedFiles) findings.push({ kind: 'unexpected-file', log, file, detail: 'not a segment file name' });
+  for (const [id, of] of strays) {
+    const file = relative(layout.dataDir, layout.segmentPath(id));
+    unexpectedFiles.push(file);
+    findings.push({ kind: 'unexpected-file', log, segment: id, file, detail: `a copy of segment ${of} under another segment's name` });
+  }
   for (const segment of segments) findings.push(...segment.findings, ...segment.backupFindings);
 
   const holes: HoleRecord[] = [];
@@ -177,6 +188,25 @@ export async function inspectStore(layout: StoreLayout, options: InspectOptions)
     for (const hole of segment.analysis?.holes ?? []) holes.push({ segmentId: segment.segmentId, firstIndex: hole.firstIndex, count: hole.count });
   }
   return { dataDir: layout.dataDir, log, catalog, catalogProblem, segments, unexpectedFiles, holes, findings, bytesScanned: bytesDone };
+}
+
+/**
+ * Segment files whose intact header names another segment that is present too: duplicated or
+ * misnamed copies, not segments of their own. Reads only the 128-byte headers.
+ */
+async function findDuplicates(layout: StoreLayout, ids: readonly number[]): Promise<Map<number, number>> {
+  const strays = new Map<number, number>();
+  const present = new Set(ids);
+  for (const id of ids) {
+    const handle = await open(layout.segmentPath(id), 'r');
+    try {
+      const decoded = decodeSegmentHeader(await readRange(handle, 0, SEGMENT_HEADER_BYTES));
+      if (decoded.ok && decoded.header.segmentId !== id && present.has(decoded.header.segmentId)) strays.set(id, decoded.header.segmentId);
+    } finally {
+      await handle.close();
+    }
+  }
+  return strays;
 }
 
 interface SegmentContext {
@@ -233,7 +263,9 @@ export function inspectSegment(ctx: SegmentContext): SegmentInspection {
   if (analysis.headerProblem !== undefined) {
     findings.push({ ...base, kind: 'bad-header', offsetBytes: 0, byteLength: Math.min(128, analysis.fileByteLength), detail: analysis.headerProblem });
   }
-  const clusters = clusterRanges(analysis, expected, ctx.isLast && !mustBeSealed);
+  // A header is written whole (temp, fsync, rename) before any entry: damage to it is never a
+  // torn write, so nothing in a segment with a damaged header counts as a torn tail.
+  const clusters = clusterRanges(analysis, expected, ctx.isLast && !mustBeSealed && analysis.headerProblem === undefined);
   for (const cluster of clusters) {
     const lost = cluster.last - cluster.first + 1;
     for (const range of cluster.ranges) {
@@ -285,7 +317,7 @@ function clusterRanges(analysis: SegmentAnalysis, expected: SegmentExpectation |
     if (first === undefined) return;
     const atEnd = first.nextIndex === undefined;
     const endIndex = atEnd ? (expected ? expected.lastIndex + 1 : first.prevIndex + 1) : (first.nextIndex as number);
-    clusters.push({ first: first.prevIndex + 1, last: endIndex - 1, ranges: current, atOpenTail: atEnd && isOpen });
+    clusters.push({ first: first.prevIndex + 1, last: endIndex - 1, ranges: current, atOpenTail: atEnd && isOpen, endKnown: !atEnd || isOpen || expected !== undefined });
     current = [];
   };
   for (const range of analysis.ranges) {

@@ -40,6 +40,11 @@ export interface WalOptions {
   readonly recovery?: Partial<RecoveryConfig>;
   readonly logger?: Logger;
   readonly metrics?: RecoveryMetrics;
+  /**
+   * Seal the open segment on close (default true). A replica keeps it open instead: where it is
+   * sealed is the log writer's decision, not this node's.
+   */
+  readonly sealOnClose?: boolean;
   /** Sources of verified copies besides the local backups (replicas, in a cluster). */
   readonly sources?: readonly GoodCopySource[];
   readonly clock?: () => number;
@@ -59,6 +64,7 @@ export interface ResolvedWalOptions extends StoreSettings {
   readonly create: boolean;
   readonly recovery: RecoveryConfig;
   readonly sources: readonly GoodCopySource[];
+  readonly sealOnClose: boolean;
   readonly clock: () => number;
 }
 
@@ -71,7 +77,7 @@ function integer(option: string, value: number, min: number, max: number): numbe
 
 export function validateSettings(settings: StoreSettings): StoreSettings {
   const name = Buffer.byteLength(settings.logName, 'utf8');
-  if (name < 1 || name > LOG_NAME_BYTES_MAX || !/^[A-Za-z0-9._-]+$/.test(settings.logName)) {
+  if (name < 1 || name > LOG_NAME_BYTES_MAX || !/^[A-Za-z0-9._-]+$/.test(settings.logName) || /^\.{1,2}$/.test(settings.logName)) {
     throw new InvalidOptionError('logName', `must be 1 to ${LOG_NAME_BYTES_MAX} characters of A-Z a-z 0-9 . _ -`);
   }
   const segmentBytesMax = integer('segmentBytesMax', settings.segmentBytesMax, SEGMENT_BYTES_MIN, SEGMENT_BYTES_LIMIT);
@@ -98,6 +104,7 @@ export function resolveWalOptions(options: WalOptions = {}): ResolvedWalOptions 
     create: options.create ?? true,
     recovery: resolveRecoveryConfig(options.recovery),
     sources: options.sources ?? [],
+    sealOnClose: options.sealOnClose ?? true,
     clock: options.clock ?? Date.now,
   });
 }

@@ -75,6 +75,10 @@ export interface RepairOptions {
 
 class UnrepairableError extends Error {
   override readonly name = 'UnrepairableError';
+  /** Whether another attempt may succeed (a source may hold the copy next time). */
+  constructor(message: string, readonly retryable: boolean) {
+    super(message);
+  }
 }
 
 /** Repairs the whole store. The caller holds the store's lock. */
@@ -96,7 +100,18 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
   let after = before;
   if (!options.dryRun && before.findings.length > 0) {
     after = await inspectStore(ctx.layout, inspectOptions);
-    await writeCatalog(ctx, after, before.catalog);
+    // Halt changes nothing it did not have to (a torn tail): not even the catalog's generation.
+    if (options.strategy !== 'halt' || actions.some((a) => a.outcome === 'done')) {
+      const rolledBack = new Set(actions.filter((a) => a.decision === 'rollback' && a.outcome === 'done').map((a) => a.segment));
+      await writeCatalog(ctx, after, before.catalog, rolledBack);
+      // The catalog was just rebuilt from the segment files: what that fixed (a lost or stale
+      // catalog, records of rolled-back segments) must not be reported as remaining damage.
+      if (after.findings.length > 0) after = await inspectStore(ctx.layout, inspectOptions);
+    }
+  }
+  // Also when nothing was found: an intent left by an interrupted repair that had already
+  // finished its work would otherwise send every later open through a full repair.
+  if (!options.dryRun && (before.findings.length > 0 || (await exists(ctx.layout.repairIntentPath)))) {
     await rm(ctx.layout.repairIntentPath, { force: true });
     await fsyncDir(ctx.layout.dataDir);
   }
@@ -120,8 +135,9 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
 }
 
 async function repairFindings(ctx: RepairContext, inspection: StoreInspection, options: RepairOptions, actions: SegmentRepair[]): Promise<void> {
+  const halt = options.strategy === 'halt';
   for (const file of inspection.unexpectedFiles) {
-    actions.push(await quarantineUnexpected(ctx, `${ctx.layout.dataDir}/${file}`, options.dryRun));
+    actions.push(halt ? emptyRepair(-1, 'halt', 'halted', `Halt: ${file} left in place`) : await quarantineUnexpected(ctx, `${ctx.layout.dataDir}/${file}`, options.dryRun));
   }
   let cutIndex: number | undefined;
   for (const segment of inspection.segments) {
@@ -133,8 +149,13 @@ async function repairFindings(ctx: RepairContext, inspection: StoreInspection, o
       const action = await repairSegmentWithRetries(ctx, segment, options);
       actions.push(action);
       if (action.truncated.length > 0 && action.decision === 'rollback') cutIndex = action.truncated[0]?.first;
+      // A segment sealed just before a crash may need both a repair and its first backup: copy
+      // it only once the segment itself is verified (repaired), never a damaged one.
+      else if (segment.backupFindings.length > 0 && (action.outcome === 'done' || action.outcome === 'planned')) {
+        actions.push(await recopyBackups(ctx, segment, options.dryRun));
+      }
     } else if (segment.backupFindings.length > 0) {
-      actions.push(await recopyBackups(ctx, segment, options.dryRun));
+      actions.push(halt ? emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: backup copies left as they are') : await recopyBackups(ctx, segment, options.dryRun));
     }
   }
 }
@@ -143,11 +164,13 @@ async function repairSegmentWithRetries(ctx: RepairContext, segment: SegmentInsp
   let last: SegmentRepair | undefined;
   for (let attempt = 1; attempt <= ctx.recovery.maxRecoveryAttempts; attempt += 1) {
     const started = ctx.clock();
+    let retryable = false;
     try {
       last = await repairSegment(ctx, segment, options);
     } catch (error) {
       if (!(error instanceof UnrepairableError)) throw error;
       last = emptyRepair(segment.segmentId, 'reconstruct', 'failed', error.message);
+      retryable = error.retryable;
     }
     if (options.dryRun) return last;
     const outcome = last.outcome === 'done' ? 'success' : 'failure';
@@ -162,7 +185,7 @@ async function repairSegmentWithRetries(ctx: RepairContext, segment: SegmentInsp
       return last;
     }
     ctx.logger.error(logFields, `failed to repair segment: ${last.detail}`);
-    if (last.outcome === 'halted' || !last.detail.includes('retry')) return last;
+    if (last.outcome === 'halted' || !retryable) return last;
   }
   return last as SegmentRepair;
 }
@@ -236,12 +259,15 @@ async function repairSegment(ctx: RepairContext, segment: SegmentInspection, opt
   const { frames, source } = await fetchVerifiedFrames(ctx, segment.segmentId, wanted);
   // A torn tail with a verified copy is reconstructed; fetch it too when sources may have it.
   const decisions: Array<{ cluster: LostCluster; decision: RepairDecision }> = segment.clusters.map((cluster) => {
-    const goodCopy = cluster.last < cluster.first || covered(frames, cluster.first, cluster.last);
-    return { cluster, decision: decide(signalsOf(ctx, segment, cluster, options.strategy, goodCopy && !cluster.atOpenTail)) };
+    // With the end unknown, no copy can be shown complete; and a hole of unknown length cannot
+    // be recorded, so SkipCorrupted rolls such a tail back (named in the report) instead.
+    const goodCopy = cluster.endKnown && (cluster.last < cluster.first || covered(frames, cluster.first, cluster.last));
+    const decision = decide(signalsOf(ctx, segment, cluster, options.strategy, goodCopy && !cluster.atOpenTail));
+    return { cluster, decision: decision === 'skip' && !cluster.endKnown ? 'rollback' : decision };
   });
   if (synced) {
     const goodCopy = covered(frames, synced.first, synced.last);
-    const cluster: LostCluster = { first: synced.first, last: synced.last, ranges: [], atOpenTail: false };
+    const cluster: LostCluster = { first: synced.first, last: synced.last, ranges: [], atOpenTail: false, endKnown: true };
     decisions.push({ cluster, decision: decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail: false, goodCopy, heldElsewhere: false, strategy: options.strategy }) });
   }
   const structural = analysis.headerProblem !== undefined || segment.findings.some((f) => f.kind === 'bad-trailer');
@@ -254,6 +280,11 @@ async function repairSegment(ctx: RepairContext, segment: SegmentInspection, opt
   }
   const rollbacks = decisions.filter((d) => d.decision === 'rollback').map((d) => d.cluster.first);
   const cutIndex = rollbacks.length > 0 ? Math.min(...rollbacks) : undefined;
+  if (decisions.length === 0 && !structural) {
+    // Only findings about this segment's place among the others (a gap or an overlap with its
+    // neighbour): its own bytes are intact and stay as they are.
+    return emptyRepair(segment.segmentId, 'keep', options.dryRun ? 'planned' : 'done', 'segment intact; its neighbours are repaired on their own');
+  }
   const onlyTorn = decisions.every((d) => d.decision === 'truncate-torn-tail') && !structural;
   if (onlyTorn) return truncateTornTail(ctx, segment, options.dryRun);
   return rebuildSegment(ctx, segment, {
@@ -329,7 +360,7 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
   if (!analysis) throw new Error('unreachable');
   const expected = segment.expected;
   const firstIndex = expected?.firstIndex ?? segment.record?.firstIndex ?? analysis.firstIndex;
-  if (firstIndex === undefined) throw new UnrepairableError('first index of the segment is unknown (header, catalog and entries all damaged)');
+  if (firstIndex === undefined) throw new UnrepairableError('first index of the segment is unknown (header, catalog and entries all damaged)', false);
   const sealed = segment.mustBeSealed && plan.cutIndex === undefined ? true : segment.mustBeSealed && plan.cutIndex !== undefined;
   const endIndex = plan.cutIndex !== undefined ? plan.cutIndex - 1 : sealed ? (expected?.lastIndex ?? analysis.lastIndex) : Math.max(analysis.lastIndex, syncedLoss(segment)?.last ?? 0);
   const temp = `${segment.path}${TEMP_SUFFIX}`;
@@ -356,7 +387,7 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
         next += count;
         continue;
       }
-      if (!plan.allowHoles) throw new UnrepairableError(`no verified copy of entry ${next}; retry when a source has one`);
+      if (!plan.allowHoles) throw new UnrepairableError(`no verified copy of entry ${next}`, true);
       let end = next;
       while (end + 1 <= upTo && !plan.frames.has(end + 1)) end += 1;
       const hole = encodeEntry({ index: next, timestampMs: ctx.clock(), flags: FLAG_HOLE, payload: encodeHolePayload(end - next + 1, 'lost: damaged and no verified copy') });
@@ -388,7 +419,7 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
     await fill(endIndex);
     if (sealed) {
       if (plan.cutIndex === undefined && lost.length === 0 && expected?.aggregateChecksum !== undefined && aggregate !== expected.aggregateChecksum) {
-        throw new UnrepairableError('rebuilt segment does not match the recorded aggregate checksum; retry with another source');
+        throw new UnrepairableError('rebuilt segment does not match the recorded aggregate checksum', true);
       }
       await writer.write(encodeTrailer({ segmentId: segment.segmentId, firstIndex, lastIndex: next - 1, indexCount, aggregateChecksum: aggregate, entriesByteLength: writer.offset - SEGMENT_HEADER_BYTES }));
     }
@@ -404,6 +435,7 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
   const summary = `rebuilt ${sealed ? 'sealed' : 'open'} segment: ${countIndices(repaired)} entries from ${plan.source ?? 'no source'}, ${countIndices(lost)} lost, ${countIndices(truncated)} rolled back`;
   if (plan.dryRun) return { segment: segment.segmentId, decision: plan.decision, outcome: 'planned', repaired, lost, truncated, ...(plan.source ? { source: plan.source } : {}), bytesWritten: writer.offset, detail: summary };
   const quarantinedAs = await quarantineFile(ctx.layout, segment.path, 'damaged', { keepOriginal: true, retention: ctx.recovery.backupRetentionCount, now: ctx.clock() });
+  if (plan.cutIndex !== undefined) await quarantineBackups(ctx, segment.segmentId);
   await rename(temp, segment.path);
   await fsyncDir(ctx.layout.segmentsDir);
   return { segment: segment.segmentId, decision: plan.decision, outcome: 'done', repaired, lost, truncated, ...(plan.source ? { source: plan.source } : {}), quarantinedAs, bytesWritten: writer.offset, detail: summary };
@@ -411,13 +443,15 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
 
 async function repairMissing(ctx: RepairContext, segment: SegmentInspection, options: RepairOptions): Promise<SegmentRepair> {
   const record = segment.record;
-  if (!record) throw new Error('unreachable: a missing segment comes from a catalog record');
-  const expected: SegmentExpectation = segment.expected ?? { segmentId: record.segmentId, firstIndex: record.firstIndex, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregateChecksum: undefined };
+  const expected: SegmentExpectation | undefined =
+    segment.expected ?? (record ? { segmentId: record.segmentId, firstIndex: record.firstIndex, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregateChecksum: undefined } : undefined);
+  if (!expected) return emptyRepair(segment.segmentId, 'escalate', 'failed', 'segment file is missing and which entries it held is unknown');
+  if (options.strategy === 'halt') return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment file is missing; not touched');
   for (const src of ctx.sources) {
     const path = await src.fetchSegmentFile(segment.segmentId, expected);
     if (path === undefined) continue;
     const detail = `restored the whole segment from ${src.name}`;
-    const range = { first: record.firstIndex, last: record.lastIndex };
+    const range = { first: expected.firstIndex, last: expected.lastIndex };
     if (options.dryRun) return { segment: segment.segmentId, decision: 'restore-file', outcome: 'planned', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: 0, detail };
     const bytes = await readFile(path);
     // Verify the copy as it will stand, before it is put in place.
@@ -433,9 +467,9 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
     await fsyncDir(ctx.layout.segmentsDir);
     return { segment: segment.segmentId, decision: 'restore-file', outcome: 'done', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: bytes.byteLength, detail };
   }
-  const cluster: LostCluster = { first: record.firstIndex, last: record.lastIndex, ranges: [], atOpenTail: false };
+  const cluster: LostCluster = { first: expected.firstIndex, last: expected.lastIndex, ranges: [], atOpenTail: false, endKnown: true };
   const decision = decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail: false, goodCopy: false, heldElsewhere: ctx.heldElsewhere?.(segment.segmentId, cluster.first, cluster.last) ?? false, strategy: options.strategy });
-  const range = { first: record.firstIndex, last: record.lastIndex };
+  const range = { first: expected.firstIndex, last: expected.lastIndex };
   if (decision === 'halt') return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment file is missing; not touched');
   if (decision === 'escalate') return emptyRepair(segment.segmentId, 'escalate', 'failed', `segment file is missing and no source has a verified copy of entries ${range.first}..${range.last} (try --strategy skip or rollback)`);
   if (decision === 'rollback') {
@@ -443,7 +477,7 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
   }
   // skip: an empty sealed segment holding one hole for the whole range.
   const hole = encodeEntry({ index: range.first, timestampMs: ctx.clock(), flags: FLAG_HOLE, payload: encodeHolePayload(range.last - range.first + 1, 'lost: segment file missing and no verified copy') });
-  const header = encodeSegmentHeader({ segmentId: segment.segmentId, firstIndex: range.first, createdMs: record.createdMs, logId: logIdOf(ctx.settings.logName), logName: ctx.settings.logName });
+  const header = encodeSegmentHeader({ segmentId: segment.segmentId, firstIndex: range.first, createdMs: record?.createdMs ?? ctx.clock(), logId: logIdOf(ctx.settings.logName), logName: ctx.settings.logName });
   const trailer = encodeTrailer({ segmentId: segment.segmentId, firstIndex: range.first, lastIndex: range.last, indexCount: range.last - range.first + 1, aggregateChecksum: chainAggregate(AGGREGATE_EMPTY, hole.checksum), entriesByteLength: hole.frame.byteLength });
   const bytes = Buffer.concat([header, hole.frame, trailer]);
   if (!options.dryRun) {
@@ -469,7 +503,19 @@ async function quarantineRolledBack(ctx: RepairContext, segment: SegmentInspecti
   if (dryRun || !segment.present) return { segment: segment.segmentId, decision: 'rollback', outcome: dryRun ? 'planned' : 'done', repaired: [], lost: [], truncated, bytesWritten: 0, detail };
   const quarantinedAs = await quarantineFile(ctx.layout, segment.path, 'rolled-back', { keepOriginal: false, retention: Number.MAX_SAFE_INTEGER, now: ctx.clock() });
   await fsyncDir(ctx.layout.segmentsDir);
+  await quarantineBackups(ctx, segment.segmentId);
   return { segment: segment.segmentId, decision: 'rollback', outcome: 'done', repaired: [], lost: [], truncated, quarantinedAs, bytesWritten: 0, detail };
+}
+
+/**
+ * Backups of a segment that a rollback cut or removed describe entries the log no longer has;
+ * the id will be reused by new appends, so they must never serve as a source again.
+ */
+async function quarantineBackups(ctx: RepairContext, segmentId: number): Promise<void> {
+  for (let copy = 1; copy <= Math.max(ctx.recovery.backupRetentionCount, 8); copy += 1) {
+    const path = ctx.layout.backupPath(segmentId, copy);
+    if (await exists(path)) await quarantineFile(ctx.layout, path, `rolled-back-backup-${copy}`, { keepOriginal: false, retention: Number.MAX_SAFE_INTEGER, now: ctx.clock() });
+  }
 }
 
 async function recopyBackups(ctx: RepairContext, segment: SegmentInspection, dryRun: boolean): Promise<SegmentRepair> {
@@ -484,9 +530,10 @@ async function recopyBackups(ctx: RepairContext, segment: SegmentInspection, dry
 }
 
 /** Rewrites the catalog from an inspection; damaged sealed segments keep their old record. */
-export async function writeCatalog(ctx: RepairContext, inspection: StoreInspection, previous: Catalog | undefined): Promise<Catalog> {
+export async function writeCatalog(ctx: RepairContext, inspection: StoreInspection, previous: Catalog | undefined, rolledBack: ReadonlySet<number> = new Set()): Promise<Catalog> {
   const segments: SegmentRecord[] = [];
   for (const segment of inspection.segments) {
+    if (!segment.present && rolledBack.has(segment.segmentId)) continue; // given up by a rollback, named in the report
     const analysis = segment.analysis;
     const clean = analysis !== undefined && segment.findings.every((f) => f.kind === 'bad-catalog');
     if (!clean || analysis === undefined) {

@@ -79,6 +79,8 @@ export interface OpenReport {
   readonly tornTails: ReadonlyArray<{ segment: number; offsetBytes: number; byteLength: number; quarantinedAs: string }>;
   /** Present when open ran the repair engine (damage other than a torn tail, or a lost catalog). */
   readonly repair?: RepairReport;
+  /** Segments found sealed after the last checkpoint (their backups are written again). */
+  readonly sealedSinceCheckpoint: readonly number[];
 }
 
 interface ActiveSegment {
@@ -100,10 +102,38 @@ interface ReadIndex {
 }
 
 interface PendingAppend {
+  readonly kind: 'append';
   readonly payloads: readonly Uint8Array[];
   readonly bytes: number;
   readonly resolve: (result: AppendResult) => void;
   readonly reject: (error: unknown) => void;
+}
+
+/**
+ * A write that runs alone, in queue order (replicated frames, seal, truncate). A WalError it
+ * throws rejects that request only; any other error is an I/O failure and fails the store.
+ */
+interface PendingOp {
+  readonly kind: 'op';
+  readonly run: () => Promise<void>;
+  readonly reject: (error: unknown) => void;
+}
+
+type Pending = PendingAppend | PendingOp;
+
+/** The identity of a segment as the log's writer chose it (replica mode). */
+export interface SegmentStart {
+  readonly segmentId: number;
+  readonly firstIndex: number;
+  readonly createdMs: number;
+}
+
+/** A replicated write that does not fit this store's state; the store itself is fine. */
+export class ReplicaRejectedError extends WalError {
+  override readonly name = 'ReplicaRejectedError';
+  constructor(readonly reason: 'segment-mismatch' | 'index-gap' | 'bad-frame' | 'missing-entries' | 'unknown-segment', message: string, readonly lastIndex: number) {
+    super(message);
+  }
 }
 
 const DEFAULT_LOG_LEVEL = process.env['WAL_RECOVERY_LOG_LEVEL'] ?? 'info';
@@ -113,7 +143,7 @@ export class WalStore {
   private holes: HoleRecord[];
   private active: ActiveSegment | undefined;
   private readonly readIndexes = new Map<number, ReadIndex>();
-  private queue: PendingAppend[] = [];
+  private queue: Pending[] = [];
   private flushing: Promise<void> | undefined;
   private backupChain: Promise<void> = Promise.resolve();
   private failure: unknown;
@@ -148,6 +178,7 @@ export class WalStore {
       const settings = validateSettings({ logName: catalog.logName, segmentBytesMax: catalog.segmentBytesMax, entryBytesMax: catalog.entryBytesMax });
       const store = new WalStore(dataDir, layout, settings, options, logger, metrics, catalog, report);
       store.active = active;
+      for (const segmentId of report.sealedSinceCheckpoint) store.scheduleBackup(segmentId);
       return store;
     } catch (error) {
       await releaseLock(layout);
@@ -187,13 +218,19 @@ export class WalStore {
       bytes += ENTRY_HEADER_BYTES + payload.byteLength;
     }
     return new Promise<AppendResult>((resolve, reject) => {
-      this.queue.push({ payloads: list, bytes, resolve, reject });
+      this.queue.push({ kind: 'append', payloads: list, bytes, resolve, reject });
       this.flushing ??= this.flushLoop();
     });
   }
 
   /** Reads one entry, verified. Throws EntryLostError for a recorded hole, CorruptEntryError for damage. */
   async read(index: number): Promise<Entry> {
+    const { frame, timestampMs } = await this.readFrame(index);
+    return { index, timestampMs, payload: frame.subarray(ENTRY_HEADER_BYTES) };
+  }
+
+  /** The whole encoded frame of one entry, verified (what replicas exchange). */
+  async readFrame(index: number): Promise<{ frame: Buffer; timestampMs: number; checksum: Checksum64; segmentId: number }> {
     if (this.closed) throw new StoreClosedError();
     if (!Number.isSafeInteger(index) || index < this.firstIndex || index > this.lastIndex) {
       throw new IndexOutOfRangeError(index, this.firstIndex, this.lastIndex);
@@ -217,7 +254,7 @@ export class WalStore {
       const detail = decoded.kind === 'entry' && !decoded.bodyOk ? 'entry checksum does not match its bytes' : 'entry header is damaged';
       throw this.corrupt(index, record.segmentId, start, detail, decoded.kind === 'entry' ? decoded : undefined);
     }
-    return { index, timestampMs: decoded.header.timestampMs, payload: frame.subarray(ENTRY_HEADER_BYTES) };
+    return { frame, timestampMs: decoded.header.timestampMs, checksum: decoded.header.checksum, segmentId: record.segmentId };
   }
 
   /** Entries first..last in order; a hole is yielded as { index, lost: true }. */
@@ -232,6 +269,118 @@ export class WalStore {
     }
   }
 
+  // -------------------------------------------------------------------------------------------
+  // Replica mode: the log's writer chose segment boundaries, indices and timestamps and encoded
+  // the frames; this store verifies every frame and writes it verbatim, so sealed segments are
+  // byte-identical on every replica.
+
+  /** Runs fn alone in the write queue, after every write queued before it. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new StoreClosedError());
+    if (this.failure !== undefined) return Promise.reject(new StoreFailedError({ cause: this.failure }));
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ kind: 'op', run: async () => resolve(await fn()), reject });
+      this.flushing ??= this.flushLoop();
+    });
+  }
+
+  /**
+   * Appends frames encoded by the writer to segment `start.segmentId`, creating it on its first
+   * frame. Frames at indices already held are skipped (a retried request); the rest must follow on.
+   */
+  appendFrames(start: SegmentStart, frames: readonly Buffer[]): Promise<AppendResult> {
+    return this.exclusive(async () => {
+      let active = this.active;
+      if (!active || active.segmentId !== start.segmentId) {
+        if (active) throw new ReplicaRejectedError('segment-mismatch', `segment ${active.segmentId} is still open here, cannot start ${start.segmentId}`, active.lastIndex);
+        const last = this.segments[this.segments.length - 1];
+        if (last && last.segmentId >= start.segmentId) {
+          throw new ReplicaRejectedError('segment-mismatch', `segment ${start.segmentId} is already sealed here`, this.lastIndex);
+        }
+        if (start.firstIndex !== this.lastIndex + 1) {
+          throw new ReplicaRejectedError('index-gap', `segment ${start.segmentId} starts at ${start.firstIndex} but this replica ends at ${this.lastIndex}`, this.lastIndex);
+        }
+        active = await this.createSegment(start.firstIndex, start);
+      }
+      const accepted: Buffer[] = [];
+      let next = active.lastIndex + 1;
+      for (const frame of frames) {
+        const decoded = decodeFrameAt(frame, 0, this.settings.entryBytesMax);
+        if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frame.byteLength || (decoded.header.flags & FLAG_HOLE) !== 0) {
+          throw new ReplicaRejectedError('bad-frame', 'a frame failed verification on arrival', active.lastIndex);
+        }
+        if (decoded.header.index < next) continue;
+        if (decoded.header.index !== next) throw new ReplicaRejectedError('index-gap', `frame ${decoded.header.index} arrived but ${next} is next`, active.lastIndex);
+        accepted.push(frame);
+        next += 1;
+      }
+      const firstIndex = active.lastIndex + 1;
+      if (accepted.length === 0) return { firstIndex, lastIndex: active.lastIndex };
+      const bytes = Buffer.concat(accepted);
+      const offsets = this.readIndexes.get(active.segmentId);
+      let offset = active.byteLength;
+      for (const frame of accepted) {
+        offsets?.starts.push(offset);
+        offsets?.lengths.push(frame.byteLength);
+        offset += frame.byteLength;
+        active.aggregate = chainAggregate(active.aggregate, frame.readBigUInt64BE(8));
+        active.lastIndex += 1;
+        active.indexCount += 1;
+      }
+      await this.writeAndSync(active, bytes);
+      return { firstIndex, lastIndex: active.lastIndex };
+    });
+  }
+
+  /**
+   * Seals segment segmentId at lastIndex: entries after it (written but never acknowledged by a
+   * quorum) are cut off and kept in quarantine. Idempotent for a segment already sealed there.
+   */
+  sealSegment(segmentId: number, lastIndex: number): Promise<SegmentRecord> {
+    return this.exclusive(async () => {
+      const active = this.active;
+      if (!active || active.segmentId !== segmentId) {
+        const record = this.segments.find((r) => r.segmentId === segmentId);
+        if (record?.state === 'sealed' && record.lastIndex === lastIndex) return record;
+        if (!record) throw new ReplicaRejectedError('unknown-segment', `segment ${segmentId} is not held here`, this.lastIndex);
+        throw new ReplicaRejectedError('segment-mismatch', `segment ${segmentId} is sealed here at ${record.lastIndex}, not ${lastIndex}`, record.lastIndex);
+      }
+      if (active.lastIndex < lastIndex) {
+        throw new ReplicaRejectedError('missing-entries', `segment ${segmentId} holds up to ${active.lastIndex} here, cannot seal at ${lastIndex}`, active.lastIndex);
+      }
+      if (active.lastIndex > lastIndex) await this.truncateActive(lastIndex);
+      await this.sealActive();
+      return this.segments[this.segments.length - 1] as SegmentRecord;
+    });
+  }
+
+  /** Cuts the open segment after lastIndex, keeping the cut bytes in quarantine. */
+  private async truncateActive(lastIndex: number): Promise<void> {
+    const active = this.active as ActiveSegment;
+    const readIndex = await this.readIndexFor(this.activeRecord());
+    const slot = lastIndex - active.firstIndex;
+    const cut = slot < 0 ? SEGMENT_HEADER_BYTES : (readIndex.starts[slot] ?? -1) + (readIndex.lengths[slot] ?? 0);
+    if (cut < SEGMENT_HEADER_BYTES) throw new WalError(`cannot locate the end of entry ${lastIndex} to truncate after it`);
+    const cutBytes = await readRange(active.handle, cut, active.byteLength - cut);
+    await quarantineBytes(this.layout, `${segmentFileName(active.segmentId)}.${this.options.clock()}.unacknowledged-after-${lastIndex}`, cutBytes);
+    await active.handle.truncate(cut);
+    await active.handle.sync();
+    const analysis = await analyzeSegmentHandle(active.handle, active.segmentId, cut, { entryBytesMax: this.settings.entryBytesMax });
+    active.byteLength = cut;
+    active.lastIndex = analysis.lastIndex;
+    active.indexCount = analysis.indexCount;
+    active.aggregate = analysis.aggregate;
+    readIndex.starts.length = Math.max(0, slot + 1);
+    readIndex.lengths.length = Math.max(0, slot + 1);
+    this.logger.warn({ log: this.settings.logName, segment: active.segmentId, entryIndex: lastIndex + 1, byteLength: cutBytes.byteLength }, 'cut unacknowledged entries before sealing');
+  }
+
+  /** What this store holds of a segment (the open one included), or undefined. */
+  segmentRecord(segmentId: number): SegmentRecord | undefined {
+    if (this.active?.segmentId === segmentId) return this.activeRecord();
+    return this.segments.find((r) => r.segmentId === segmentId);
+  }
+
   /** Waits for queued appends, seals the open segment, finishes backups, writes the catalog. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -239,7 +388,7 @@ export class WalStore {
     try {
       await this.flushing;
       if (this.failure === undefined) {
-        if (this.active) await this.sealActive();
+        if (this.active && this.options.sealOnClose) await this.sealActive();
         await this.backupChain;
         await this.writeCatalog();
       }
@@ -257,13 +406,30 @@ export class WalStore {
   private async flushLoop(): Promise<void> {
     try {
       while (this.queue.length > 0 && this.failure === undefined) {
+        const head = this.queue[0] as Pending;
+        if (head.kind === 'op') {
+          this.queue.shift();
+          try {
+            await head.run();
+            await this.maybeCheckpoint();
+          } catch (error) {
+            if (error instanceof WalError) {
+              head.reject(error);
+              continue;
+            }
+            this.failure = error;
+            this.logger.error({ err: error, log: this.settings.logName }, 'failed to write: store refuses writes until reopened');
+            head.reject(new StoreFailedError({ cause: error }));
+          }
+          continue;
+        }
         let bytes = 0;
         let take = 0;
-        while (take < this.queue.length && (take === 0 || bytes + (this.queue[take]?.bytes ?? 0) <= this.options.groupCommitBytesMax)) {
-          bytes += this.queue[take]?.bytes ?? 0;
+        for (let next = this.queue[0]; next?.kind === 'append' && (take === 0 || bytes + next.bytes <= this.options.groupCommitBytesMax); next = this.queue[take]) {
+          bytes += next.bytes;
           take += 1;
         }
-        const batch = this.queue.splice(0, take);
+        const batch = this.queue.splice(0, take) as PendingAppend[];
         try {
           const results = await this.writeBatch(batch, bytes);
           batch.forEach((request, i) => request.resolve(results[i] as AppendResult));
@@ -327,10 +493,10 @@ export class WalStore {
     active.byteLength += bytes.byteLength;
   }
 
-  private async createSegment(firstIndex: number): Promise<ActiveSegment> {
+  private async createSegment(firstIndex: number, start?: SegmentStart): Promise<ActiveSegment> {
     const last = this.segments[this.segments.length - 1];
-    const segmentId = (last?.segmentId ?? 0) + 1;
-    const createdMs = this.options.clock();
+    const segmentId = start?.segmentId ?? (last?.segmentId ?? 0) + 1;
+    const createdMs = start?.createdMs ?? this.options.clock();
     const header = encodeSegmentHeader({ segmentId, firstIndex, createdMs, logId: logIdOf(this.settings.logName), logName: this.settings.logName });
     const path = this.layout.segmentPath(segmentId);
     await writeFileAtomic(path, this.layout.segmentsDir, header);
@@ -536,7 +702,7 @@ async function recover(layout: StoreLayout, options: ResolvedWalOptions, logger:
     const catalog: Catalog = { generation: 1, logName: options.logName, logId: logIdOf(options.logName), segmentBytesMax: options.segmentBytesMax, entryBytesMax: options.entryBytesMax, createdMs: options.clock(), segments: [], holes: [] };
     await ensureDir(layout.segmentsDir);
     await writeFileAtomic(layout.catalogPath, layout.dataDir, encodeCatalog(catalog));
-    return { catalog, report: { state: 'created', durationMs: elapsed(), segmentsScanned: 0, bytesScanned: 0, findings: [], tornTails: [] }, active: undefined };
+    return { catalog, report: { state: 'created', durationMs: elapsed(), segmentsScanned: 0, bytesScanned: 0, findings: [], tornTails: [], sealedSinceCheckpoint: [] }, active: undefined };
   }
   const settings: StoreSettings = read.catalog
     ? { logName: read.catalog.logName, segmentBytesMax: read.catalog.segmentBytesMax, entryBytesMax: read.catalog.entryBytesMax }
@@ -577,7 +743,7 @@ async function fullRepair(ctx: RepairContext, options: ResolvedWalOptions, elaps
   if (!read.catalog) throw new WalError(`catalog unreadable after repair: ${read.problem ?? 'unknown'}`);
   const reopened = await recoverTail(ctx, read.catalog);
   if (reopened === 'corrupt') throw new DamageFoundError(ctx.layout.dataDir, report.findings, 'repair did not converge');
-  return { catalog: reopened.catalog, active: reopened.active, report: { state: 'repaired', durationMs: elapsed(), segmentsScanned: 0, bytesScanned: 0, findings: report.findings, tornTails: reopened.report.tornTails, repair: report } };
+  return { catalog: reopened.catalog, active: reopened.active, report: { state: 'repaired', durationMs: elapsed(), segmentsScanned: 0, bytesScanned: 0, findings: report.findings, tornTails: reopened.report.tornTails, repair: report, sealedSinceCheckpoint: reopened.report.sealedSinceCheckpoint } };
 }
 
 type TailResult = { catalog: Catalog; active: ActiveSegment | undefined; report: Omit<OpenReport, 'durationMs'> } | 'corrupt';
@@ -602,11 +768,12 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
   const leftoverTemp = `${ctx.layout.segmentPath(probe)}${TEMP_SUFFIX}`;
   if (await exists(leftoverTemp)) await rename(leftoverTemp, `${leftoverTemp}.abandoned`).catch(() => undefined);
   if (tail.length === 0) {
-    return { catalog, active: undefined, report: { state: 'clean', segmentsScanned: 0, bytesScanned: 0, findings: [], tornTails: [] } };
+    return { catalog, active: undefined, report: { state: 'clean', segmentsScanned: 0, bytesScanned: 0, findings: [], tornTails: [], sealedSinceCheckpoint: [] } };
   }
   const findings: Finding[] = [];
   const tornTails: Array<{ segment: number; offsetBytes: number; byteLength: number; quarantinedAs: string }> = [];
   let bytesScanned = 0;
+  const sealedSinceCheckpoint: number[] = [];
   let active: ActiveSegment | undefined;
   let expectedFirst = (segments[segments.length - 1]?.lastIndex ?? 0) + 1;
   for (let i = 0; i < tail.length; i += 1) {
@@ -644,6 +811,7 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
       createdMs: analysis.header?.createdMs ?? ctx.clock(),
     };
     segments.push(record);
+    if (sealed) sealedSinceCheckpoint.push(id);
     expectedFirst = analysis.lastIndex + 1;
     if (!sealed) {
       const handle = await open(path, 'r+');
@@ -655,7 +823,7 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
   const changed = tornTails.length > 0 || tail.some((t) => t.resume === undefined);
   if (changed) await writeFileAtomic(ctx.layout.catalogPath, ctx.layout.dataDir, encodeCatalog(updated));
   for (const finding of findings) ctx.logger.warn({ log: finding.log, segment: finding.segment, entryIndex: finding.entryIndex, offsetBytes: finding.offsetBytes, kind: finding.kind }, describeFinding(finding));
-  return { catalog: updated, active, report: { state: 'recovered-tail', segmentsScanned: tail.length, bytesScanned, findings, tornTails } };
+  return { catalog: updated, active, report: { state: 'recovered-tail', segmentsScanned: tail.length, bytesScanned, findings, tornTails, sealedSinceCheckpoint } };
 }
 
 async function truncateTail(ctx: RepairContext, segmentId: number, cutOffsetBytes: number, sizeBytes: number): Promise<{ segment: number; offsetBytes: number; byteLength: number; quarantinedAs: string }> {

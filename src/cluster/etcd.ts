@@ -1,0 +1,132 @@
+// The cluster's view of etcd: its key space, JSON values with compare-and-swap, leases and
+// watches. etcd holds metadata only (membership, elections, what every segment must contain),
+// never entry data.
+//
+// Fault model: etcd may restart or be unreachable for a while. Calls fail fast (no circuit
+// breaker, short deadlines) and the loops that use them retry with backoff; leases are re-granted
+// after they are lost. A watch that breaks is re-established by etcd3 itself.
+import { Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
+import { noop } from 'cockatiel';
+
+export const KEY_ROOT = '/wal-recovery';
+
+export class ClusterKeys {
+  readonly root: string;
+  constructor(readonly cluster: string) {
+    this.root = `${KEY_ROOT}/${cluster}/`;
+  }
+  membersPrefix(): string {
+    return `${this.root}members/`;
+  }
+  member(nodeId: string): string {
+    return `${this.membersPrefix()}${nodeId}`;
+  }
+  coordinatorPrefix(): string {
+    return `${this.root}coordinator/`;
+  }
+  logsPrefix(): string {
+    return `${this.root}logs/`;
+  }
+  logMeta(log: string): string {
+    return `${this.logsPrefix()}${log}/meta`;
+  }
+  writerPrefix(log: string): string {
+    return `${this.logsPrefix()}${log}/writer/`;
+  }
+  segmentsPrefix(log: string): string {
+    return `${this.logsPrefix()}${log}/segments/`;
+  }
+  segment(log: string, segmentId: number): string {
+    return `${this.segmentsPrefix(log)}${String(segmentId).padStart(20, '0')}`;
+  }
+}
+
+export interface Versioned<T> {
+  readonly key: string;
+  readonly value: T;
+  readonly createRevision: number;
+  readonly modRevision: number;
+  readonly lease: string;
+}
+
+export const ETCD_CALL_DEADLINE_MS = 3_000;
+
+export function connectEtcd(endpoints: readonly string[]): Etcd3 {
+  return new Etcd3({
+    hosts: [...endpoints],
+    dialTimeout: 2_000,
+    // The default circuit breaker opens for 5 s after 3 failures, which outlives a short lease
+    // across an etcd restart; our own loops retry with backoff instead.
+    faultHandling: { host: () => noop, global: noop },
+    defaultCallOptions: () => ({ deadline: new Date(Date.now() + ETCD_CALL_DEADLINE_MS) }),
+  });
+}
+
+function decode<T>(kv: IKeyValue, parse: (raw: unknown) => T): Versioned<T> {
+  return {
+    key: kv.key.toString(),
+    value: parse(JSON.parse(kv.value.toString())),
+    createRevision: Number(kv.create_revision),
+    modRevision: Number(kv.mod_revision),
+    lease: kv.lease,
+  };
+}
+
+/** JSON values under the cluster's keys; parse validates each value read. */
+export class EtcdMetadata {
+  private readonly watchers = new Set<Watcher>();
+
+  constructor(readonly client: Etcd3, readonly keys: ClusterKeys) {}
+
+  async get<T>(key: string, parse: (raw: unknown) => T): Promise<Versioned<T> | undefined> {
+    const response = await this.client.get(key).exec();
+    const kv = response.kvs[0];
+    return kv ? decode(kv, parse) : undefined;
+  }
+
+  async list<T>(prefix: string, parse: (raw: unknown) => T): Promise<Array<Versioned<T>>> {
+    const response = await this.client.getAll().prefix(prefix).sort('Key', 'Ascend').exec();
+    return response.kvs.map((kv) => decode(kv, parse));
+  }
+
+  /** Creates the key only if it does not exist. */
+  async create(key: string, value: unknown, lease?: Lease): Promise<boolean> {
+    const put = lease ? lease.put(key).value(JSON.stringify(value)) : this.client.put(key).value(JSON.stringify(value));
+    const result = await this.client.if(key, 'Create', '==', 0).then(put).commit();
+    return result.succeeded;
+  }
+
+  /** Replaces the value only if the key was last modified at modRevision. */
+  async compareAndSwap(key: string, value: unknown, modRevision: number): Promise<boolean> {
+    const result = await this.client.if(key, 'Mod', '==', modRevision).then(this.client.put(key).value(JSON.stringify(value))).commit();
+    return result.succeeded;
+  }
+
+  async put(key: string, value: unknown, lease?: Lease): Promise<void> {
+    if (lease) await lease.put(key).value(JSON.stringify(value));
+    else await this.client.put(key).value(JSON.stringify(value));
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.client.delete().key(key);
+  }
+
+  /** Calls onChange after every put or delete under prefix, until close(). */
+  async watchPrefix(prefix: string, onChange: (key: string, deleted: boolean) => void): Promise<() => Promise<void>> {
+    const watcher = await this.client.watch().prefix(prefix).create();
+    this.watchers.add(watcher);
+    watcher.on('put', (kv) => onChange(kv.key.toString(), false));
+    watcher.on('delete', (kv) => onChange(kv.key.toString(), true));
+    watcher.on('error', () => undefined); // etcd3 reconnects watches by itself
+    return async () => {
+      this.watchers.delete(watcher);
+      await watcher.cancel();
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const watcher of this.watchers) await watcher.cancel().catch(() => undefined);
+    this.watchers.clear();
+    this.client.close();
+  }
+}

@@ -1,0 +1,55 @@
+// Errors of the replication domain. src/rpc/status.ts maps each to a gRPC status code.
+
+export class ReplicationError extends Error {
+  override readonly name: string = 'ReplicationError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(`replication: ${message}`, options);
+  }
+}
+
+/** A request with an epoch lower than one this node was fenced with. */
+export class FencedError extends ReplicationError {
+  override readonly name = 'FencedError';
+  constructor(readonly log: string, readonly epoch: number, readonly fencedEpoch: number) {
+    super(`log ${log}: epoch ${epoch} is fenced by epoch ${fencedEpoch}`);
+  }
+}
+
+export class UnknownLogError extends ReplicationError {
+  override readonly name = 'UnknownLogError';
+  constructor(readonly log: string) {
+    super(`log ${log} does not exist`);
+  }
+}
+
+/** The node is not the log's writer (or stopped being it); the client should retry. */
+export class NotWriterError extends ReplicationError {
+  override readonly name = 'NotWriterError';
+  constructor(readonly log: string, readonly writer: string | undefined) {
+    super(`this node is not the writer of log ${log}${writer ? ` (the writer is ${writer})` : ' (no writer elected yet)'}`);
+  }
+}
+
+/** Fewer nodes than the ack quorum answered. */
+export class QuorumUnavailableError extends ReplicationError {
+  override readonly name = 'QuorumUnavailableError';
+  constructor(readonly log: string, readonly acks: number, readonly needed: number, options?: { cause?: unknown }) {
+    super(`log ${log}: ${acks} of the ${needed} acknowledgements needed`, options);
+  }
+}
+
+/** A request whose fields are out of range or malformed. */
+export class BadRequestError extends ReplicationError {
+  override readonly name = 'BadRequestError';
+  constructor(readonly field: string, message: string) {
+    super(`${field}: ${message}`);
+  }
+}
+
+/** Every copy of an entry this node could reach fails verification (or none exists). */
+export class NoVerifiedCopyError extends ReplicationError {
+  override readonly name = 'NoVerifiedCopyError';
+  constructor(readonly log: string, readonly entryIndex: number, detail: string) {
+    super(`log ${log}: no verified copy of entry ${entryIndex}: ${detail}`);
+  }
+}

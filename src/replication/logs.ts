@@ -1,0 +1,92 @@
+// The logs a node keeps: one WalStore per log (replica mode) under <data-dir>/logs/<log>/, and
+// the highest writer epoch the node has been fenced with for each, kept durably in EPOCH.
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { RecoveryMetrics } from '../recovery/index.js';
+import { WalStore } from '../wal/index.js';
+import { writeFileAtomic } from '../wal/index.js';
+import { BadRequestError, FencedError } from './errors.js';
+import { isValidLogName } from '../cluster/metadata.js';
+
+export interface LogStoresOptions {
+  readonly dataDir: string;
+  readonly backupRetentionCount: number;
+  readonly entryBytesMax: number;
+  readonly logger: Logger;
+  readonly metrics: RecoveryMetrics;
+}
+
+interface OpenLog {
+  readonly store: WalStore;
+  fencedEpoch: number;
+}
+
+export class LogStores {
+  private readonly logs = new Map<string, Promise<OpenLog>>();
+
+  constructor(private readonly options: LogStoresOptions) {}
+
+  logDir(log: string): string {
+    if (!isValidLogName(log)) throw new BadRequestError('log', `invalid log name '${log.slice(0, 80)}'`);
+    return join(this.options.dataDir, 'logs', log);
+  }
+
+  /** The log's store, opened (and recovered) on first use. */
+  async store(log: string): Promise<WalStore> {
+    return (await this.open(log)).store;
+  }
+
+  private open(log: string): Promise<OpenLog> {
+    const dir = this.logDir(log);
+    let pending = this.logs.get(log);
+    if (!pending) {
+      pending = (async () => {
+        await mkdir(dir, { recursive: true });
+        const store = await WalStore.open(dir, {
+          logName: log,
+          // A replica holds whatever entries the writer sends; the writer enforces the limit.
+          entryBytesMax: this.options.entryBytesMax,
+          segmentBytesMax: 1024 * 1024 * 1024,
+          sealOnClose: false,
+          recovery: { backupRetentionCount: this.options.backupRetentionCount },
+          logger: this.options.logger.child({ log }),
+          metrics: this.options.metrics,
+        });
+        const raw = await readFile(join(dir, 'EPOCH'), 'utf8').catch(() => '0');
+        const fencedEpoch = Number.parseInt(raw, 10);
+        return { store, fencedEpoch: Number.isSafeInteger(fencedEpoch) ? fencedEpoch : 0 };
+      })();
+      this.logs.set(log, pending);
+      pending.catch(() => this.logs.delete(log));
+    }
+    return pending;
+  }
+
+  /** Refuses epochs below the fenced one; raises (durably) the fenced epoch to `epoch`. */
+  async checkEpoch(log: string, epoch: number): Promise<WalStore> {
+    const open = await this.open(log);
+    if (epoch < open.fencedEpoch) throw new FencedError(log, epoch, open.fencedEpoch);
+    if (epoch > open.fencedEpoch) {
+      await writeFileAtomic(join(this.logDir(log), 'EPOCH'), this.logDir(log), Buffer.from(`${epoch}\n`));
+      open.fencedEpoch = epoch;
+    }
+    return open.store;
+  }
+
+  async fencedEpoch(log: string): Promise<number> {
+    return (await this.open(log)).fencedEpoch;
+  }
+
+  openLogs(): string[] {
+    return [...this.logs.keys()];
+  }
+
+  async closeAll(): Promise<void> {
+    for (const pending of this.logs.values()) {
+      const open = await pending.catch(() => undefined);
+      await open?.store.close().catch((error: unknown) => this.options.logger.error({ err: error }, 'failed to close a log store'));
+    }
+    this.logs.clear();
+  }
+}
