@@ -7,7 +7,7 @@ import type { RecoveryMetrics } from '../recovery/index.js';
 import { WalStore } from '../wal/index.js';
 import { writeFileAtomic } from '../wal/index.js';
 import { BadRequestError, FencedError } from './errors.js';
-import { isValidLogName } from '../cluster/metadata.js';
+import { isValidLogName } from './metadata.js';
 
 export interface LogStoresOptions {
   readonly dataDir: string;

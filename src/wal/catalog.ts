@@ -5,7 +5,8 @@
 // Layout (little-endian; docs/FORMAT.md):
 //   header 128 bytes: u32 magic 'WALC', u16 version, u16 reserved, u64 generation, checksum64
 //     log id, u32 segment count, u32 hole count, u64 segmentBytesMax, u32 entryBytesMax,
-//     u32 reserved, u64 created ms, u8 log name length, 63 bytes log name, 24 bytes reserved
+//     u16 backup retention count + 1 (0: not recorded), u16 reserved, u64 created ms, u8 log name
+//     length, 63 bytes log name, 8 bytes reserved
 //   segment records, 64 bytes each: u64 id, u64 first index, u64 last index, u64 index count,
 //     u64 byte length (sealed: file size; open: bytes synced at the checkpoint), checksum64
 //     aggregate (open: chain value at the checkpoint), u32 state (1 open, 2 sealed),
@@ -48,6 +49,8 @@ export interface Catalog {
   readonly logId: Checksum64;
   readonly segmentBytesMax: number;
   readonly entryBytesMax: number;
+  /** The store's backup_retention_count, when recorded (stored as count + 1; 0 = not recorded). */
+  readonly backupRetentionCount?: number | undefined;
   readonly createdMs: number;
   /** In segment id order. */
   readonly segments: readonly SegmentRecord[];
@@ -78,6 +81,7 @@ export function encodeCatalog(catalog: Catalog): Buffer {
   buf.writeUInt32LE(catalog.holes.length, 28);
   writeU64(buf, 32, catalog.segmentBytesMax);
   buf.writeUInt32LE(catalog.entryBytesMax, 40);
+  buf.writeUInt16LE(catalog.backupRetentionCount === undefined ? 0 : catalog.backupRetentionCount + 1, 44);
   writeU64(buf, 48, catalog.createdMs);
   buf.writeUInt8(name.byteLength, 56);
   name.copy(buf, 57, 0, LOG_NAME_BYTES_MAX);
@@ -151,6 +155,7 @@ export function decodeCatalog(buf: Buffer): CatalogDecode {
         logName,
         segmentBytesMax: readU64(buf, 32),
         entryBytesMax: buf.readUInt32LE(40),
+        backupRetentionCount: buf.readUInt16LE(44) === 0 ? undefined : buf.readUInt16LE(44) - 1,
         createdMs: readU64(buf, 48),
         segments,
         holes,

@@ -44,11 +44,22 @@ export interface ValidationReport {
   readonly durationMs: number;
 }
 
-async function settingsOf(layout: StoreLayout, options: DataDirOptions): Promise<StoreSettings> {
+async function settingsOf(layout: StoreLayout, options: DataDirOptions): Promise<{ settings: StoreSettings; recordedBackups: number | undefined }> {
   await assertStoreDir(layout.dataDir);
   const { catalog } = await readCatalog(layout);
-  if (catalog) return validateSettings({ logName: catalog.logName, segmentBytesMax: catalog.segmentBytesMax, entryBytesMax: catalog.entryBytesMax });
-  return { logName: WAL_DEFAULTS.logName, segmentBytesMax: WAL_DEFAULTS.segmentBytesMax, entryBytesMax: options.entryBytesMax ?? WAL_DEFAULTS.entryBytesMax };
+  if (catalog) {
+    return {
+      settings: validateSettings({ logName: catalog.logName, segmentBytesMax: catalog.segmentBytesMax, entryBytesMax: catalog.entryBytesMax }),
+      recordedBackups: catalog.backupRetentionCount,
+    };
+  }
+  return { settings: { logName: WAL_DEFAULTS.logName, segmentBytesMax: WAL_DEFAULTS.segmentBytesMax, entryBytesMax: options.entryBytesMax ?? WAL_DEFAULTS.entryBytesMax }, recordedBackups: undefined };
+}
+
+/** RecoveryConfig from the options, with the store's recorded backup count unless overridden. */
+function recoveryOf(options: DataDirOptions, recordedBackups: number | undefined, overrides: Partial<RecoveryConfig> = {}): RecoveryConfig {
+  const backups = options.recovery?.backupRetentionCount ?? recordedBackups;
+  return resolveRecoveryConfig({ ...options.recovery, ...(backups === undefined ? {} : { backupRetentionCount: backups }), ...overrides });
 }
 
 function summarize(inspection: StoreInspection): SegmentSummary[] {
@@ -72,8 +83,8 @@ function summarize(inspection: StoreInspection): SegmentSummary[] {
 export async function validateStore(dataDir: string, options: DataDirOptions = {}): Promise<ValidationReport> {
   const started = performance.now();
   const layout = new StoreLayout(dataDir, options.backupDir);
-  const settings = await settingsOf(layout, options);
-  const recovery = resolveRecoveryConfig(options.recovery);
+  const { settings, recordedBackups } = await settingsOf(layout, options);
+  const recovery = recoveryOf(options, recordedBackups);
   const inspection = await inspectStore(layout, {
     entryBytesMax: settings.entryBytesMax,
     logName: settings.logName,
@@ -104,8 +115,8 @@ export async function repairDataDir(
   options: DataDirOptions = {},
 ): Promise<RepairReport> {
   const layout = new StoreLayout(dataDir, options.backupDir);
-  const settings = await settingsOf(layout, options);
-  const recovery = resolveRecoveryConfig({ ...options.recovery, repairStrategy: repair.strategy });
+  const { settings, recordedBackups } = await settingsOf(layout, options);
+  const recovery = recoveryOf(options, recordedBackups, { repairStrategy: repair.strategy });
   const logger = options.logger ?? pino({ level: 'silent' });
   await acquireLock(layout);
   try {

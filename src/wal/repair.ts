@@ -148,6 +148,11 @@ async function repairFindings(ctx: RepairContext, inspection: StoreInspection, o
     if (segment.findings.length > 0) {
       const action = await repairSegmentWithRetries(ctx, segment, options);
       actions.push(action);
+      const rewrote = action.decision === 'reconstruct' || action.decision === 'skip' || action.decision === 'restore-file';
+      if (!options.dryRun && action.outcome === 'done' && rewrote && segment.mustBeSealed && ctx.recovery.backupRetentionCount > 0) {
+        // The segment's bytes are now verified (or changed, with a hole): its backups follow.
+        await writeBackups(ctx.layout, segment.segmentId, ctx.recovery.backupRetentionCount);
+      }
       if (action.truncated.length > 0 && action.decision === 'rollback') cutIndex = action.truncated[0]?.first;
       // A segment sealed just before a crash may need both a repair and its first backup: copy
       // it only once the segment itself is verified (repaired), never a damaged one.
@@ -559,6 +564,7 @@ export async function writeCatalog(ctx: RepairContext, inspection: StoreInspecti
     logId: logIdOf(ctx.settings.logName),
     segmentBytesMax: ctx.settings.segmentBytesMax,
     entryBytesMax: ctx.settings.entryBytesMax,
+    backupRetentionCount: ctx.recovery.backupRetentionCount,
     createdMs: previous?.createdMs ?? ctx.clock(),
     segments,
     holes,

@@ -10,7 +10,7 @@
 // configured strategy, and open refuses (DamageFoundError) rather than drop data silently.
 import { type FileHandle, open, rename } from 'node:fs/promises';
 import pino, { type Logger } from 'pino';
-import { type Finding, type RepairReport, RecoveryMetrics, describeFinding, decide } from '../recovery/index.js';
+import { type Finding, type RecoveryConfig, type RepairReport, RecoveryMetrics, describeFinding, decide } from '../recovery/index.js';
 import { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
 import { analyzeSegmentFile, analyzeSegmentHandle } from './analyze.js';
@@ -159,6 +159,8 @@ export class WalStore {
     readonly metrics: RecoveryMetrics,
     catalog: Catalog,
     readonly openReport: OpenReport,
+    /** RecoveryConfig in force: the options, with the backup count the store recorded unless overridden. */
+    readonly recovery: RecoveryConfig,
   ) {
     this.segments = [...catalog.segments];
     this.holes = [...catalog.holes];
@@ -174,9 +176,10 @@ export class WalStore {
     await prepareDir(dataDir, options.create);
     await acquireLock(layout);
     try {
-      const { catalog, report, active } = await recover(layout, options, logger, metrics);
+      const explicitBackups = walOptions.recovery?.backupRetentionCount !== undefined;
+      const { catalog, report, active, recovery } = await recover(layout, options, explicitBackups, logger, metrics);
       const settings = validateSettings({ logName: catalog.logName, segmentBytesMax: catalog.segmentBytesMax, entryBytesMax: catalog.entryBytesMax });
-      const store = new WalStore(dataDir, layout, settings, options, logger, metrics, catalog, report);
+      const store = new WalStore(dataDir, layout, settings, options, logger, metrics, catalog, report, recovery);
       store.active = active;
       for (const segmentId of report.sealedSinceCheckpoint) store.scheduleBackup(segmentId);
       return store;
@@ -538,7 +541,7 @@ export class WalStore {
   }
 
   private scheduleBackup(segmentId: number): void {
-    const copies = this.options.recovery.backupRetentionCount;
+    const copies = this.recovery.backupRetentionCount;
     if (copies === 0) return;
     this.backupChain = this.backupChain.then(async () => {
       try {
@@ -565,7 +568,8 @@ export class WalStore {
       logId: logIdOf(this.settings.logName),
       segmentBytesMax: this.settings.segmentBytesMax,
       entryBytesMax: this.settings.entryBytesMax,
-      createdMs: this.openReport.durationMs >= 0 ? this.createdMs() : 0,
+      backupRetentionCount: this.recovery.backupRetentionCount,
+      createdMs: this.createdMs(),
       segments: this.segmentRecords(),
       holes: this.holes,
     };
@@ -691,27 +695,30 @@ interface Recovered {
   readonly catalog: Catalog;
   readonly report: OpenReport;
   readonly active: ActiveSegment | undefined;
+  readonly recovery: RecoveryConfig;
 }
 
-async function recover(layout: StoreLayout, options: ResolvedWalOptions, logger: Logger, metrics: RecoveryMetrics): Promise<Recovered> {
+async function recover(layout: StoreLayout, options: ResolvedWalOptions, explicitBackups: boolean, logger: Logger, metrics: RecoveryMetrics): Promise<Recovered> {
   const started = performance.now();
   const elapsed = (): number => performance.now() - started;
   const read = await readCatalog(layout);
   const intent = await exists(layout.repairIntentPath);
   if (read.missing && !intent && !(await hasSegments(layout))) {
-    const catalog: Catalog = { generation: 1, logName: options.logName, logId: logIdOf(options.logName), segmentBytesMax: options.segmentBytesMax, entryBytesMax: options.entryBytesMax, createdMs: options.clock(), segments: [], holes: [] };
+    const catalog: Catalog = { generation: 1, logName: options.logName, logId: logIdOf(options.logName), segmentBytesMax: options.segmentBytesMax, entryBytesMax: options.entryBytesMax, backupRetentionCount: options.recovery.backupRetentionCount, createdMs: options.clock(), segments: [], holes: [] };
     await ensureDir(layout.segmentsDir);
     await writeFileAtomic(layout.catalogPath, layout.dataDir, encodeCatalog(catalog));
-    return { catalog, report: { state: 'created', durationMs: elapsed(), segmentsScanned: 0, bytesScanned: 0, findings: [], tornTails: [], sealedSinceCheckpoint: [] }, active: undefined };
+    return { catalog, recovery: options.recovery, report: { state: 'created', durationMs: elapsed(), segmentsScanned: 0, bytesScanned: 0, findings: [], tornTails: [], sealedSinceCheckpoint: [] }, active: undefined };
   }
   const settings: StoreSettings = read.catalog
     ? { logName: read.catalog.logName, segmentBytesMax: read.catalog.segmentBytesMax, entryBytesMax: read.catalog.entryBytesMax }
     : { logName: options.logName, segmentBytesMax: options.segmentBytesMax, entryBytesMax: options.entryBytesMax };
+  const recorded = read.catalog?.backupRetentionCount;
+  const recovery: RecoveryConfig = explicitBackups || recorded === undefined ? options.recovery : { ...options.recovery, backupRetentionCount: recorded };
   const ctx: RepairContext = {
     layout,
     settings,
-    recovery: options.recovery,
-    sources: [new LocalBackupSource(layout, options.recovery.backupRetentionCount, settings.entryBytesMax), ...options.sources],
+    recovery,
+    sources: [new LocalBackupSource(layout, recovery.backupRetentionCount, settings.entryBytesMax), ...options.sources],
     logger,
     metrics,
     clock: options.clock,
@@ -722,7 +729,7 @@ async function recover(layout: StoreLayout, options: ResolvedWalOptions, logger:
   }
   const tail = await recoverTail(ctx, read.catalog);
   if (tail === 'corrupt') return fullRepair(ctx, options, elapsed);
-  return { catalog: tail.catalog, active: tail.active, report: { ...tail.report, durationMs: elapsed() } };
+  return { catalog: tail.catalog, active: tail.active, recovery, report: { ...tail.report, durationMs: elapsed() } };
 }
 
 async function hasSegments(layout: StoreLayout): Promise<boolean> {
@@ -743,7 +750,7 @@ async function fullRepair(ctx: RepairContext, options: ResolvedWalOptions, elaps
   if (!read.catalog) throw new WalError(`catalog unreadable after repair: ${read.problem ?? 'unknown'}`);
   const reopened = await recoverTail(ctx, read.catalog);
   if (reopened === 'corrupt') throw new DamageFoundError(ctx.layout.dataDir, report.findings, 'repair did not converge');
-  return { catalog: reopened.catalog, active: reopened.active, report: { state: 'repaired', durationMs: elapsed(), segmentsScanned: 0, bytesScanned: 0, findings: report.findings, tornTails: reopened.report.tornTails, repair: report, sealedSinceCheckpoint: reopened.report.sealedSinceCheckpoint } };
+  return { catalog: reopened.catalog, active: reopened.active, recovery: ctx.recovery, report: { state: 'repaired', durationMs: elapsed(), segmentsScanned: 0, bytesScanned: 0, findings: report.findings, tornTails: reopened.report.tornTails, repair: report, sealedSinceCheckpoint: reopened.report.sealedSinceCheckpoint } };
 }
 
 type TailResult = { catalog: Catalog; active: ActiveSegment | undefined; report: Omit<OpenReport, 'durationMs'> } | 'corrupt';

@@ -1,0 +1,113 @@
+// What the verbs talk to, behind one interface: a local data directory today, a cluster node
+// (--target HOST:PORT, over gRPC) in a later issue. A verb never knows which one it has; the
+// cluster client plugs in at connect() without touching commands.ts.
+import type { Logger } from 'pino';
+import type { RepairReport, RepairStrategy } from '../recovery/index.js';
+import { type DataDirOptions, type ValidationReport, WalStore, format, checksumHex, inspectDataDir, repairDataDir, validateStore } from '../wal/index.js';
+import { ClusterNotBuiltError, UsageError } from './exit.js';
+import type { Target } from './options.js';
+
+export type Endpoint = { readonly kind: 'local'; readonly dataDir: string } | { readonly kind: 'cluster'; readonly target: Target };
+
+export type DumpRecord =
+  | { readonly index: number; readonly timestampMs: number; readonly checksum: string; readonly payload: Buffer }
+  | { readonly index: number; readonly lost: true; readonly reason: string };
+
+export interface AppendRange {
+  readonly firstIndex: number;
+  readonly lastIndex: number;
+}
+
+/** A log opened for appends or reads. Close it, whatever happens. */
+export interface LogClient {
+  /** Largest payload the log accepts. */
+  readonly entryBytesMax: number;
+  append(payloads: readonly Buffer[]): Promise<AppendRange>;
+  entries(fromIndex: number | undefined, toIndex: number | undefined): AsyncIterable<DumpRecord>;
+  close(): Promise<void>;
+}
+
+export type OnProgress = ((bytesDone: number, bytesTotal: number) => void) | undefined;
+
+/** Whole-store checks and repairs. */
+export interface AdminClient {
+  validate(onProgress: OnProgress): Promise<ValidationReport>;
+  inspect(): Promise<ValidationReport>;
+  repair(strategy: RepairStrategy, dryRun: boolean, onProgress: OnProgress): Promise<RepairReport>;
+}
+
+export interface OpenLogOptions {
+  readonly logger: Logger;
+  /** Create an empty store when there is none (append); readers must not. */
+  readonly create: boolean;
+  /** Roll size of a new store (an existing store keeps its own). */
+  readonly segmentBytesMax?: number;
+  readonly backupRetentionCount?: number;
+}
+
+export function endpointOf(opts: { dataDir?: string; target?: Target }): Endpoint {
+  if (opts.target !== undefined && opts.dataDir !== undefined) throw new UsageError('give --data-dir or --target, not both');
+  if (opts.target !== undefined) return { kind: 'cluster', target: opts.target };
+  if (opts.dataDir === undefined || opts.dataDir === '') throw new UsageError('--data-dir DIR is required (or --target HOST:PORT)');
+  return { kind: 'local', dataDir: opts.dataDir };
+}
+
+export async function openLog(endpoint: Endpoint, options: OpenLogOptions): Promise<LogClient> {
+  if (endpoint.kind === 'cluster') throw new ClusterNotBuiltError(endpoint.target.text);
+  const store = await WalStore.open(endpoint.dataDir, {
+    logger: options.logger,
+    create: options.create,
+    // Only a writing verb seals what it wrote; a reader leaves the open segment as it found it.
+    sealOnClose: options.create,
+    ...(options.segmentBytesMax !== undefined ? { segmentBytesMax: options.segmentBytesMax } : {}),
+    ...(options.backupRetentionCount !== undefined ? { recovery: { backupRetentionCount: options.backupRetentionCount } } : {}),
+  });
+  return new LocalLog(store);
+}
+
+export interface AdminOptions {
+  readonly logger: Logger;
+  /** Backup copies each sealed segment should have (default: what the store recorded). */
+  readonly backupRetentionCount?: number;
+}
+
+export function adminFor(endpoint: Endpoint, options: AdminOptions): AdminClient {
+  if (endpoint.kind === 'cluster') throw new ClusterNotBuiltError(endpoint.target.text);
+  const dataDir = endpoint.dataDir;
+  const logger = options.logger;
+  const recovery = options.backupRetentionCount !== undefined ? { recovery: { backupRetentionCount: options.backupRetentionCount } } : {};
+  const withProgress = (onProgress: OnProgress): DataDirOptions => (onProgress ? { logger, ...recovery, onProgress } : { logger, ...recovery });
+  return {
+    validate: (onProgress) => validateStore(dataDir, withProgress(onProgress)),
+    inspect: () => inspectDataDir(dataDir, { logger }),
+    repair: (strategy, dryRun, onProgress) => repairDataDir(dataDir, { strategy, dryRun }, withProgress(onProgress)),
+  };
+}
+
+class LocalLog implements LogClient {
+  constructor(private readonly store: WalStore) {}
+
+  get entryBytesMax(): number {
+    return this.store.settings.entryBytesMax;
+  }
+
+  append(payloads: readonly Buffer[]): Promise<AppendRange> {
+    return this.store.append(payloads);
+  }
+
+  async *entries(fromIndex: number | undefined, toIndex: number | undefined): AsyncIterable<DumpRecord> {
+    for await (const item of this.store.entries(fromIndex, toIndex)) {
+      if ('lost' in item) {
+        yield { index: item.index, lost: true, reason: item.reason };
+        continue;
+      }
+      // Entry carries no checksum; read() verified the stored one, so re-encoding gives it back.
+      const { checksum } = format.encodeEntry({ index: item.index, timestampMs: item.timestampMs, flags: 0, payload: item.payload });
+      yield { index: item.index, timestampMs: item.timestampMs, checksum: checksumHex(checksum), payload: item.payload };
+    }
+  }
+
+  close(): Promise<void> {
+    return this.store.close();
+  }
+}

@@ -1,0 +1,40 @@
+// Parsers for option values, each with its limits named. They throw commander's
+// InvalidArgumentError so the message names the option; exit.ts maps it to exit code 2.
+import { InvalidArgumentError } from 'commander';
+
+/** Decimal digits accepted in an integer option: enough for Number.MAX_SAFE_INTEGER (16 digits). */
+const INTEGER_DIGITS_MAX = 16;
+export const PORT_MAX = 65_535;
+
+export function parseInteger(value: string, min: number, max: number): number {
+  const digits = value.trim();
+  if (!/^[0-9]+$/.test(digits)) throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
+  const parsed = digits.length > INTEGER_DIGITS_MAX ? Number.POSITIVE_INFINITY : Number(digits);
+  if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
+    throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
+  }
+  return parsed;
+}
+
+/** An option parser for commander: integer in [min, max]. */
+export function integerIn(min: number, max: number): (value: string) => number {
+  return (value) => parseInteger(value, min, max);
+}
+
+export interface Target {
+  readonly host: string;
+  readonly port: number;
+  /** As the operator wrote it. */
+  readonly text: string;
+}
+
+/** HOST:PORT, with HOST a name, an IPv4 address or a bracketed IPv6 address. */
+export function parseTarget(value: string): Target {
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}))\:([0-9]{1,5})$/.exec(value.trim());
+  const host = match?.[1];
+  const portText = match?.[2];
+  if (host === undefined || portText === undefined) throw new InvalidArgumentError('must be HOST:PORT, for example 127.0.0.1:7400');
+  const port = Number(portText);
+  if (port < 1 || port > PORT_MAX) throw new InvalidArgumentError(`port must be from 1 to ${PORT_MAX}`);
+  return { host, port, text: value.trim() };
+}

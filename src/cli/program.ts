@@ -1,0 +1,144 @@
+// The command line: verbs and options (commander), and runCli, which parses, runs one verb and
+// returns its exit code. It never throws and never exits the process; main.ts sets exitCode.
+import type { Writable } from 'node:stream';
+import { Command, Option } from 'commander';
+import pino, { type Logger } from 'pino';
+import { REPAIR_STRATEGIES, parseStrategy } from '../recovery/index.js';
+import { endpointOf } from './backend.js';
+import { type CommandContext, runAppend, runDump, runInspect, runRepair, runStatus, runValidate } from './commands.js';
+import { EXIT_OK, type ExitCode, PROGRAM_NAME, exitCodeOf, formatError, isSilent } from './exit.js';
+import { type Target, integerIn, parseTarget } from './options.js';
+import { Output } from './output.js';
+import type { ProgressStream } from './progress.js';
+
+export interface CliIo {
+  readonly stdin: AsyncIterable<Buffer | string>;
+  readonly stdout: Writable;
+  readonly stderr: ProgressStream & Writable;
+}
+
+/** Limits of numeric options; the store checks its own ranges again when it opens. */
+const INDEX_OPTION_MAX = Number.MAX_SAFE_INTEGER;
+const SEGMENT_BYTES_OPTION_MAX = 1024 * 1024 * 1024;
+const BACKUPS_OPTION_MAX = 255;
+const SEGMENT_ID_OPTION_MAX = Number.MAX_SAFE_INTEGER;
+
+const BACKUPS_EXPECTED_HELP = 'local backup copies each sealed segment should have (default: what the store recorded when it was created)';
+
+interface CommonOptions {
+  readonly dataDir?: string;
+  readonly backups?: number;
+  readonly target?: Target;
+  readonly json?: boolean;
+  readonly verbose?: boolean;
+}
+
+const HELP_AFTER = `
+Exit codes: 0 ok; 1 damage found or not repaired; 2 usage or environment error.
+Every verb takes --data-dir DIR (a store on this machine) and --json (machine-readable output).
+--target HOST:PORT (a cluster node) is accepted by append, dump, validate, repair and status,
+but cluster mode is not built yet: it exits 2.`;
+
+const DUMP_HELP_AFTER = `
+Text output: one line per entry, "index<TAB>checksum<TAB>payload"; a payload that is not
+printable UTF-8 is shown as "base64:..."; a hole (entry lost by a repair) is
+"index<TAB>LOST<TAB>reason".
+--json output is NDJSON: one object per line, {"index","timestampMs","checksum","payload"} with
+the payload in base64, or {"index","lost":true,"reason"} for a hole.
+Opening the store recovers it first (a torn tail is rolled back); damage that needs a repair
+strategy makes dump exit 1 without output: run validate, then repair. Dump takes the store's
+lock while it runs and leaves the open segment open.`;
+
+function addCommon(cmd: Command, acceptsTarget: boolean, backupsHelp?: string): Command {
+  cmd.option('--data-dir <dir>', 'the store directory');
+  if (backupsHelp !== undefined) cmd.option('--backups <n>', backupsHelp, integerIn(0, BACKUPS_OPTION_MAX));
+  if (acceptsTarget) cmd.option('--target <host:port>', 'a cluster node (not built yet)', parseTarget);
+  return cmd.option('--json', 'machine-readable output').option('--verbose', 'logs on stderr (pino JSON) and stack traces of errors');
+}
+
+/**
+ * Without --verbose: append and dump (which open the store, and so may recover it) log warnings,
+ * so an operator sees a torn tail rolled back or damage repaired on open. Validate, repair,
+ * inspect and status log nothing: their report already names every finding and action.
+ */
+function loggerFor(verbose: boolean, quietLevel: 'warn' | 'silent', stderr: CliIo['stderr']): Logger {
+  return pino({ level: verbose ? 'debug' : quietLevel, base: { component: PROGRAM_NAME } }, stderr);
+}
+
+export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: Output): Command {
+  const context = (opts: CommonOptions, quietLevel: 'warn' | 'silent' = 'silent'): CommandContext => ({
+    out,
+    stdin: io.stdin,
+    stderr: io.stderr,
+    logger: loggerFor(opts.verbose === true, quietLevel, io.stderr),
+    json: opts.json === true,
+    backupRetentionCount: opts.backups,
+  });
+  const program = new Command(PROGRAM_NAME)
+    .description('A write-ahead log that detects and repairs damage.')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+      outputError: () => undefined, // runCli prints every error itself, as one line
+    })
+    .addHelpText('after', HELP_AFTER);
+
+  addCommon(program.command('append').description('append one entry per line of stdin; print the first and last index'), true, 'local backup copies kept of each sealed segment (default 1)')
+    .option('--segment-bytes <n>', 'segment roll size of a new store', integerIn(1, SEGMENT_BYTES_OPTION_MAX))
+    .action(async (opts: CommonOptions & { segmentBytes?: number }) => {
+      const options = opts.segmentBytes !== undefined ? { segmentBytesMax: opts.segmentBytes } : {};
+      setCode(await runAppend(context(opts, 'warn'), endpointOf(opts), options));
+    });
+
+  addCommon(program.command('dump').alias('read').description('print entries (verified) in index order'), true, BACKUPS_EXPECTED_HELP)
+    .option('--from <index>', 'first index to print', integerIn(1, INDEX_OPTION_MAX))
+    .option('--to <index>', 'last index to print', integerIn(1, INDEX_OPTION_MAX))
+    .addHelpText('after', DUMP_HELP_AFTER)
+    .action(async (opts: CommonOptions & { from?: number; to?: number }, cmd: Command) => {
+      if (opts.from !== undefined && opts.to !== undefined && opts.from > opts.to) cmd.error(`--from ${opts.from} is after --to ${opts.to}`);
+      const range = { ...(opts.from !== undefined ? { fromIndex: opts.from } : {}), ...(opts.to !== undefined ? { toIndex: opts.to } : {}) };
+      setCode(await runDump(context(opts, 'warn'), endpointOf(opts), range));
+    });
+
+  addCommon(program.command('validate').description('read every file and report damage (read-only); exit 1 when damaged'), true, BACKUPS_EXPECTED_HELP)
+    .action(async (opts: CommonOptions) => setCode(await runValidate(context(opts), endpointOf(opts))));
+
+  addCommon(program.command('repair').description('repair damage with a strategy; exit 0 when the store then validates clean'), true, BACKUPS_EXPECTED_HELP)
+    .addOption(new Option('--strategy <name>', 'what to do about damage a verified copy cannot fix').choices(REPAIR_STRATEGIES).default('partial'))
+    .option('--dry-run', 'report what would be done; change nothing (exit 1 while damage remains)')
+    .action(async (opts: CommonOptions & { strategy: string; dryRun?: boolean }) => {
+      const options = { strategy: parseStrategy(opts.strategy), dryRun: opts.dryRun === true };
+      setCode(await runRepair(context(opts), endpointOf(opts), options));
+    });
+
+  addCommon(program.command('inspect').description('list segments: state, index range, size, checksum (exit 0 whatever their state)'), false)
+    .option('--segment <id>', 'show only this segment (exit 2 if there is none)', integerIn(1, SEGMENT_ID_OPTION_MAX))
+    .action(async (opts: CommonOptions & { segment?: number }) => {
+      setCode(await runInspect(context(opts), endpointOf(opts), opts.segment !== undefined ? { segment: opts.segment } : {}));
+    });
+
+  addCommon(program.command('status').description('one-line summary of the store; exit 1 when damaged'), true)
+    .action(async (opts: CommonOptions) => setCode(await runStatus(context(opts), endpointOf(opts))));
+
+  return program;
+}
+
+/** Parses argv (without node and the script), runs one verb, returns the exit code. Never throws. */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<ExitCode> {
+  let code: ExitCode = EXIT_OK;
+  const out = new Output(io.stdout);
+  try {
+    await buildProgram(io, (c) => (code = c), out).parseAsync([...argv], { from: 'user' });
+    await out.flush();
+  } catch (error) {
+    // What the verb printed before it failed (entries dumped up to the damage) comes first.
+    await out.flush().catch(() => undefined);
+    // --verbose is read from argv directly: the error may be that parsing failed.
+    const verbose = argv.slice(0, argv.includes('--') ? argv.indexOf('--') : argv.length).includes('--verbose');
+    if (!isSilent(error)) io.stderr.write(formatError(error, verbose));
+    code = exitCodeOf(error);
+  }
+  // The Output keeps listening for EPIPE: a reader closing early must not crash the exit.
+  return code;
+}

@@ -1,0 +1,24 @@
+// What the write path needs of a node, local or remote. The local node calls its PeerHandlers
+// directly; remote ones go through src/rpc's PeerClient. Both throw on failure.
+import type { SegmentStart } from '../wal/index.js';
+import type { SegmentHolding } from './peer.js';
+import type { SegmentMeta } from './metadata.js';
+
+export interface PeerApi {
+  replicate(log: string, epoch: number, segment: SegmentStart, frames: readonly Buffer[], committedIndex: number): Promise<{ lastIndex: number }>;
+  fence(log: string, segmentId: number, epoch: number): Promise<SegmentHolding>;
+  seal(log: string, segmentId: number, epoch: number, lastIndex: number, expectedAggregate: string): Promise<SegmentHolding>;
+  readFrames(log: string, segmentId: number, from: number, to: number, bytesMax: number): Promise<{ frames: Buffer[]; faulty: number[]; lastIndex: number }>;
+}
+
+/** Resolves a node id to something that speaks to it (undefined when it is not a live member). */
+export type PeerResolver = (nodeId: string) => PeerApi | undefined;
+
+/** Segment metadata of one log, kept in etcd, updated by compare-and-swap. */
+export interface SegmentDirectory {
+  list(log: string): Promise<Array<{ meta: SegmentMeta; modRevision: number }>>;
+  /** Creates the record only if none exists; the new mod revision, or undefined when one existed. */
+  create(meta: SegmentMeta): Promise<number | undefined>;
+  /** Replaces the record only if it is still at modRevision; the new mod revision, or undefined. */
+  update(meta: SegmentMeta, modRevision: number): Promise<number | undefined>;
+}

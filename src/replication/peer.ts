@@ -1,0 +1,152 @@
+// What a node does when another node (the log's writer, or a peer catching up or repairing)
+// asks it about its copy of a segment. Transport-free: src/rpc adapts it to PeerService.
+//
+// Fault model: requests may come from a stale writer (refused by epoch), carry damaged or
+// hostile frames (each is verified before it is written), or ask for ranges the node does not
+// hold. A copy this node holds but cannot verify is reported as faulty, never as absent.
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { CorruptEntryError, EntryLostError, IndexOutOfRangeError, type SegmentRecord, type SegmentStart, checksumHex, format } from '../wal/index.js';
+import { BadRequestError } from './errors.js';
+import type { LogStores } from './logs.js';
+
+export const READ_FRAMES_BYTES_MAX = 4 * 1024 * 1024;
+export const FETCH_CHUNK_BYTES_DEFAULT = 1024 * 1024;
+export const FETCH_CHUNK_BYTES_MAX = 4 * 1024 * 1024;
+const INDEX_MAX = Number.MAX_SAFE_INTEGER;
+
+export interface SegmentHolding {
+  readonly present: boolean;
+  readonly sealed: boolean;
+  readonly firstIndex: number;
+  readonly lastIndex: number;
+  readonly indexCount: number;
+  readonly byteLength: number;
+  readonly aggregate: string;
+}
+
+export function holdingOf(record: SegmentRecord | undefined): SegmentHolding {
+  if (!record) return { present: false, sealed: false, firstIndex: 0, lastIndex: 0, indexCount: 0, byteLength: 0, aggregate: '' };
+  return {
+    present: true,
+    sealed: record.state === 'sealed',
+    firstIndex: record.firstIndex,
+    lastIndex: record.lastIndex,
+    indexCount: record.indexCount,
+    byteLength: record.byteLength,
+    aggregate: record.state === 'sealed' ? checksumHex(record.aggregateChecksum) : '',
+  };
+}
+
+export function checkIndex(field: string, value: number, min = 1): number {
+  if (!Number.isSafeInteger(value) || value < min || value > INDEX_MAX) throw new BadRequestError(field, `must be an integer from ${min} to 2^53-1`);
+  return value;
+}
+
+export class PeerHandlers {
+  /** The highest index each log's writer reported as acknowledged to clients. */
+  private readonly committed = new Map<string, number>();
+
+  constructor(
+    private readonly logs: LogStores,
+    private readonly logger: Logger,
+  ) {}
+
+  committedIndex(log: string): number {
+    return this.committed.get(log) ?? 0;
+  }
+
+  noteCommitted(log: string, index: number): void {
+    if (index > this.committedIndex(log)) this.committed.set(log, index);
+  }
+
+  async replicate(log: string, epoch: number, segment: SegmentStart, frames: readonly Buffer[], committedIndex: number): Promise<{ lastIndex: number }> {
+    checkIndex('segment.segment_id', segment.segmentId);
+    checkIndex('segment.first_index', segment.firstIndex);
+    if (frames.length === 0) throw new BadRequestError('frames', 'at least one frame is needed');
+    const store = await this.logs.checkEpoch(log, epoch);
+    const result = await store.appendFrames(segment, frames);
+    this.noteCommitted(log, Math.min(committedIndex, result.lastIndex));
+    return { lastIndex: result.lastIndex };
+  }
+
+  async fence(log: string, segmentId: number, epoch: number): Promise<SegmentHolding> {
+    checkIndex('segment.segment_id', segmentId);
+    const store = await this.logs.checkEpoch(log, epoch);
+    return holdingOf(store.segmentRecord(segmentId));
+  }
+
+  async seal(log: string, segmentId: number, epoch: number, lastIndex: number, expectedAggregate: string): Promise<SegmentHolding> {
+    checkIndex('segment.segment_id', segmentId);
+    checkIndex('last_index', lastIndex, 0);
+    const store = await this.logs.checkEpoch(log, epoch);
+    const record = await store.sealSegment(segmentId, lastIndex);
+    const holding = holdingOf(record);
+    if (expectedAggregate !== '' && holding.aggregate !== expectedAggregate) {
+      this.logger.error({ log, segment: segmentId, expected: expectedAggregate, actual: holding.aggregate }, 'sealed copy differs from the recorded aggregate checksum');
+    }
+    return holding;
+  }
+
+  async segmentInfo(log: string, segmentId: number, withChecksums: boolean): Promise<SegmentHolding & { checksums: string[]; damaged: boolean }> {
+    checkIndex('segment.segment_id', segmentId);
+    const store = await this.logs.store(log);
+    const holding = holdingOf(store.segmentRecord(segmentId));
+    const checksums: string[] = [];
+    let damaged = false;
+    if (withChecksums && holding.present) {
+      for (let index = holding.firstIndex; index <= holding.lastIndex; index += 1) {
+        try {
+          checksums.push(checksumHex((await store.readFrame(index)).checksum));
+        } catch (error) {
+          if (!(error instanceof CorruptEntryError || error instanceof EntryLostError)) throw error;
+          checksums.push('');
+          damaged = true;
+        }
+      }
+    }
+    return { ...holding, checksums, damaged };
+  }
+
+  /** Verified frames of segmentId from..to, up to bytesMax; damaged ones are listed as faulty. */
+  async readFrames(log: string, segmentId: number, from: number, to: number, bytesMax: number): Promise<{ frames: Buffer[]; faulty: number[]; lastIndex: number }> {
+    checkIndex('segment.segment_id', segmentId);
+    checkIndex('from_index', from);
+    checkIndex('to_index', to);
+    const limit = Math.min(Math.max(bytesMax || READ_FRAMES_BYTES_MAX, 1), READ_FRAMES_BYTES_MAX);
+    const store = await this.logs.store(log);
+    const record = store.segmentRecord(segmentId);
+    if (!record) return { frames: [], faulty: [], lastIndex: 0 };
+    const frames: Buffer[] = [];
+    const faulty: number[] = [];
+    let bytes = 0;
+    const last = Math.min(to, record.lastIndex);
+    for (let index = Math.max(from, record.firstIndex); index <= last; index += 1) {
+      try {
+        const { frame } = await store.readFrame(index);
+        if (frames.length > 0 && bytes + frame.byteLength > limit) break;
+        frames.push(frame);
+        bytes += frame.byteLength;
+      } catch (error) {
+        if (error instanceof CorruptEntryError || error instanceof EntryLostError) faulty.push(index);
+        else if (error instanceof IndexOutOfRangeError) break;
+        else throw error;
+      }
+    }
+    return { frames, faulty, lastIndex: record.lastIndex };
+  }
+
+  /** The file of a sealed segment, as chunks of at most chunkBytes. */
+  async openSegmentFile(log: string, segmentId: number, chunkBytes: number): Promise<{ totalBytes: number; chunks: AsyncIterable<Buffer> } | undefined> {
+    checkIndex('segment.segment_id', segmentId);
+    const store = await this.logs.store(log);
+    const record = store.segmentRecord(segmentId);
+    if (record?.state !== 'sealed') return undefined;
+    const path = join(this.logs.logDir(log), 'segments', format.segmentFileName(segmentId));
+    const { size } = await stat(path);
+    const highWaterMark = Math.min(Math.max(chunkBytes || FETCH_CHUNK_BYTES_DEFAULT, 4096), FETCH_CHUNK_BYTES_MAX);
+    return { totalBytes: size, chunks: createReadStream(path, { highWaterMark }) as AsyncIterable<Buffer> };
+  }
+}

@@ -1,0 +1,156 @@
+// gRPC clients for the three services, with promise methods, a deadline on every call and the
+// channel options that suit bulk transfer on loopback (a 16 MiB flow control window).
+import * as grpc from '@grpc/grpc-js';
+import type { PeerApi, SegmentHolding } from '../replication/index.js';
+import type { SegmentStart } from '../wal/index.js';
+import { loadProto } from './proto.js';
+import type { PeerServiceClient } from './generated/walrecovery/v1/PeerService.js';
+import type { WalServiceClient } from './generated/walrecovery/v1/WalService.js';
+import type { AdminServiceClient } from './generated/walrecovery/v1/AdminService.js';
+import type { ClusterStatus__Output } from './generated/walrecovery/v1/ClusterStatus.js';
+import type { ReadResponse__Output } from './generated/walrecovery/v1/ReadResponse.js';
+import type { SegmentChunk__Output } from './generated/walrecovery/v1/SegmentChunk.js';
+
+export const MESSAGE_BYTES_MAX = 32 * 1024 * 1024;
+export const RPC_DEADLINE_MS = 5_000;
+export const FORWARDED_METADATA_KEY = 'x-wal-recovery-forwarded';
+
+export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
+  'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
+  'grpc-node.flow_control_window': 16 * 1024 * 1024,
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 5_000,
+  'grpc.initial_reconnect_backoff_ms': 100,
+  'grpc.max_reconnect_backoff_ms': 2_000,
+};
+
+export function deadline(ms: number = RPC_DEADLINE_MS): Date {
+  return new Date(Date.now() + Math.max(1, Math.min(ms, 600_000)));
+}
+
+type Callback<T> = (error: grpc.ServiceError | null, value?: T) => void;
+
+function call<T>(invoke: (callback: Callback<T>) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    invoke((error, value) => {
+      if (error) reject(error);
+      else resolve(value as T);
+    });
+  });
+}
+
+function holding(r: { present: boolean; sealed: boolean; first_index: number; last_index: number; index_count?: number; byte_length?: number; aggregate?: string }): SegmentHolding {
+  return {
+    present: r.present,
+    sealed: r.sealed,
+    firstIndex: r.first_index,
+    lastIndex: r.last_index,
+    indexCount: r.index_count ?? 0,
+    byteLength: r.byte_length ?? 0,
+    aggregate: r.aggregate ?? '',
+  };
+}
+
+export class PeerClient implements PeerApi {
+  private readonly client: PeerServiceClient;
+
+  constructor(readonly address: string, private readonly deadlineMs = RPC_DEADLINE_MS) {
+    const { proto } = loadProto();
+    this.client = new proto.walrecovery.v1.PeerService(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  }
+
+  async replicate(log: string, epoch: number, segment: SegmentStart, frames: readonly Buffer[], committedIndex: number): Promise<{ lastIndex: number }> {
+    const request = { log, epoch, segment: { segment_id: segment.segmentId, first_index: segment.firstIndex, created_ms: segment.createdMs }, frames: [...frames], committed_index: committedIndex };
+    const response = await call<{ last_index: number }>((cb) => this.client.Replicate(request, { deadline: deadline(this.deadlineMs) }, cb));
+    return { lastIndex: response.last_index };
+  }
+
+  async fence(log: string, segmentId: number, epoch: number): Promise<SegmentHolding> {
+    const response = await call<{ present: boolean; sealed: boolean; first_index: number; last_index: number }>((cb) =>
+      this.client.Fence({ segment: { log, segment_id: segmentId }, epoch }, { deadline: deadline(this.deadlineMs) }, cb),
+    );
+    return holding(response);
+  }
+
+  async seal(log: string, segmentId: number, epoch: number, lastIndex: number, expectedAggregate: string): Promise<SegmentHolding> {
+    const response = await call<{ last_index: number; aggregate: string; index_count: number; byte_length: number }>((cb) =>
+      this.client.Seal({ segment: { log, segment_id: segmentId }, epoch, last_index: lastIndex, expected_aggregate: expectedAggregate }, { deadline: deadline(this.deadlineMs) }, cb),
+    );
+    return { present: true, sealed: true, firstIndex: 0, lastIndex: response.last_index, indexCount: response.index_count, byteLength: response.byte_length, aggregate: response.aggregate };
+  }
+
+  async readFrames(log: string, segmentId: number, from: number, to: number, bytesMax: number): Promise<{ frames: Buffer[]; faulty: number[]; lastIndex: number }> {
+    const response = await call<{ frames: Buffer[]; faulty: number[]; last_index: number }>((cb) =>
+      this.client.ReadFrames({ segment: { log, segment_id: segmentId }, from_index: from, to_index: to, bytes_max: bytesMax }, { deadline: deadline(this.deadlineMs) }, cb),
+    );
+    return { frames: response.frames, faulty: response.faulty, lastIndex: response.last_index };
+  }
+
+  async segmentInfo(log: string, segmentId: number, withChecksums: boolean): Promise<SegmentHolding & { checksums: string[]; damaged: boolean }> {
+    const response = await call<{ present: boolean; sealed: boolean; first_index: number; last_index: number; index_count: number; byte_length: number; aggregate: string; checksums: string[]; damaged: boolean }>((cb) =>
+      this.client.SegmentInfo({ segment: { log, segment_id: segmentId }, with_checksums: withChecksums }, { deadline: deadline(this.deadlineMs) }, cb),
+    );
+    return { ...holding(response), checksums: response.checksums, damaged: response.damaged };
+  }
+
+  fetchSegment(log: string, segmentId: number, chunkBytes: number, deadlineMs = 60_000): AsyncIterable<SegmentChunk__Output> {
+    return this.client.FetchSegment({ segment: { log, segment_id: segmentId }, chunk_bytes: chunkBytes }, { deadline: deadline(deadlineMs) });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+export interface AppendOutcome {
+  readonly firstIndex: number;
+  readonly lastIndex: number;
+}
+
+export class WalClient {
+  private readonly client: WalServiceClient;
+
+  constructor(readonly address: string) {
+    const { proto } = loadProto();
+    this.client = new proto.walrecovery.v1.WalService(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  }
+
+  async append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing?: boolean; deadlineMs?: number; forwarded?: boolean } = {}): Promise<AppendOutcome> {
+    const metadata = new grpc.Metadata();
+    if (options.forwarded) metadata.set(FORWARDED_METADATA_KEY, '1');
+    const response = await call<{ first_index: number; last_index: number }>((cb) =>
+      this.client.Append({ log, payloads: payloads.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)), create_if_missing: options.createIfMissing ?? false }, metadata, { deadline: deadline(options.deadlineMs ?? 30_000) }, cb),
+    );
+    return { firstIndex: response.first_index, lastIndex: response.last_index };
+  }
+
+  read(log: string, from: number, to: number, options: { deadlineMs?: number; batchMax?: number } = {}): AsyncIterable<ReadResponse__Output> {
+    return this.client.Read({ log, from_index: from, to_index: to, batch_max: options.batchMax ?? 256 }, { deadline: deadline(options.deadlineMs ?? 120_000) });
+  }
+
+  waitForReady(deadlineMs: number): Promise<void> {
+    return new Promise((resolve, reject) => this.client.waitForReady(deadline(deadlineMs), (error) => (error ? reject(error) : resolve())));
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+export class AdminClient {
+  private readonly client: AdminServiceClient;
+
+  constructor(readonly address: string) {
+    const { proto } = loadProto();
+    this.client = new proto.walrecovery.v1.AdminService(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  }
+
+  status(log = '', deadlineMs = RPC_DEADLINE_MS): Promise<ClusterStatus__Output> {
+    return call<ClusterStatus__Output>((cb) => this.client.GetClusterStatus({ log }, { deadline: deadline(deadlineMs) }, cb));
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

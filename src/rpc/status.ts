@@ -1,0 +1,58 @@
+// The one place that turns domain errors into gRPC statuses (grpc-js's serverErrorToStatus).
+import { status as Status, type ServiceError } from '@grpc/grpc-js';
+import {
+  CorruptEntryError,
+  DamageFoundError,
+  EntryLostError,
+  EntryTooLargeError,
+  IndexOutOfRangeError,
+  InvalidOptionError,
+  ReplicaRejectedError,
+  StoreClosedError,
+  StoreFailedError,
+  StoreLockedError,
+  WalError,
+} from '../wal/index.js';
+import {
+  BadRequestError,
+  FencedError,
+  NoVerifiedCopyError,
+  NotWriterError,
+  QuorumUnavailableError,
+  UnknownLogError,
+} from '../replication/index.js';
+
+export interface StatusObject {
+  readonly code: Status;
+  readonly details: string;
+}
+
+export function isServiceError(error: unknown): error is ServiceError {
+  return error instanceof Error && typeof (error as Partial<ServiceError>).code === 'number' && 'metadata' in error;
+}
+
+export function toStatus(error: unknown): StatusObject {
+  const details = error instanceof Error ? error.message : String(error);
+  if (isServiceError(error)) return { code: error.code, details: error.details };
+  if (error instanceof BadRequestError || error instanceof InvalidOptionError || error instanceof EntryTooLargeError) return { code: Status.INVALID_ARGUMENT, details };
+  if (error instanceof UnknownLogError) return { code: Status.NOT_FOUND, details };
+  if (error instanceof IndexOutOfRangeError) return { code: Status.OUT_OF_RANGE, details };
+  if (error instanceof FencedError || error instanceof ReplicaRejectedError || error instanceof DamageFoundError) return { code: Status.FAILED_PRECONDITION, details };
+  if (
+    error instanceof NotWriterError ||
+    error instanceof QuorumUnavailableError ||
+    error instanceof StoreClosedError ||
+    error instanceof StoreFailedError ||
+    error instanceof StoreLockedError
+  ) {
+    return { code: Status.UNAVAILABLE, details };
+  }
+  if (error instanceof NoVerifiedCopyError || error instanceof CorruptEntryError || error instanceof EntryLostError) return { code: Status.DATA_LOSS, details };
+  if (error instanceof WalError) return { code: Status.INVALID_ARGUMENT, details };
+  return { code: Status.INTERNAL, details: `internal error: ${details}` };
+}
+
+/** Whether a client may retry the call (elsewhere or later). */
+export function isRetryable(code: Status): boolean {
+  return code === Status.UNAVAILABLE || code === Status.DEADLINE_EXCEEDED || code === Status.RESOURCE_EXHAUSTED;
+}
