@@ -4,3 +4,4 @@ export { LogStores, type LogStoresOptions } from './logs.js';
 export { PeerHandlers, type SegmentHolding, holdingOf, checkIndex, READ_FRAMES_BYTES_MAX, FETCH_CHUNK_BYTES_DEFAULT } from './peer.js';
 export { type PeerApi, type PeerResolver, type SegmentDirectory } from './api.js';
 export * from './metadata.js';
+export { LogWriter, type WriterOptions } from './writer.js';

@@ -37,7 +37,9 @@ export function toStatus(error: unknown): StatusObject {
   if (error instanceof BadRequestError || error instanceof InvalidOptionError || error instanceof EntryTooLargeError) return { code: Status.INVALID_ARGUMENT, details };
   if (error instanceof UnknownLogError) return { code: Status.NOT_FOUND, details };
   if (error instanceof IndexOutOfRangeError) return { code: Status.OUT_OF_RANGE, details };
-  if (error instanceof FencedError || error instanceof ReplicaRejectedError || error instanceof DamageFoundError) return { code: Status.FAILED_PRECONDITION, details };
+  // ABORTED is reserved for fencing: a writer that sees it knows a newer writer exists.
+  if (error instanceof FencedError) return { code: Status.ABORTED, details };
+  if (error instanceof ReplicaRejectedError || error instanceof DamageFoundError) return { code: Status.FAILED_PRECONDITION, details };
   if (
     error instanceof NotWriterError ||
     error instanceof QuorumUnavailableError ||

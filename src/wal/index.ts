@@ -17,6 +17,6 @@ export {
 export { validateStore, repairDataDir, inspectDataDir, type ValidationReport, type DataDirOptions } from './offline.js';
 export { type GoodCopySource, type SegmentExpectation, LocalBackupSource } from './sources.js';
 export { type SegmentRecord, type HoleRecord } from './catalog.js';
-export { type Checksum64, checksum64, checksumHex } from './checksum.js';
+export { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksum64, checksumHex } from './checksum.js';
 export * as format from './format.js';
 export { writeFileAtomic } from './files.js';

@@ -13,7 +13,7 @@ export const WAL_DEFAULTS = Object.freeze({
   segmentBytesMax: 64 * MIB,
   entryBytesMax: 1 * MIB,
   groupCommitBytesMax: 4 * MIB,
-  checkpointBytes: 8 * MIB,
+  checkpointBytes: 1 * MIB,
   readIndexSegmentsMax: 16,
 });
 

@@ -9,6 +9,7 @@
 // copied, fetched frames again on arrival, and a rebuilt sealed segment against the recorded
 // aggregate checksum before it replaces anything.
 import { type FileHandle, open, rename, rm, writeFile, readFile } from 'node:fs/promises';
+import { relative } from 'node:path';
 import type { Logger } from 'pino';
 import {
   type DamageSignals,
@@ -148,15 +149,15 @@ async function repairFindings(ctx: RepairContext, inspection: StoreInspection, o
     if (segment.findings.length > 0) {
       const action = await repairSegmentWithRetries(ctx, segment, options);
       actions.push(action);
-      const rewrote = action.decision === 'reconstruct' || action.decision === 'skip' || action.decision === 'restore-file';
-      if (!options.dryRun && action.outcome === 'done' && rewrote && segment.mustBeSealed && ctx.recovery.backupRetentionCount > 0) {
-        // The segment's bytes are now verified (or changed, with a hole): its backups follow.
-        await writeBackups(ctx.layout, segment.segmentId, ctx.recovery.backupRetentionCount);
+      if (action.truncated.length > 0 && action.decision === 'rollback') {
+        cutIndex = action.truncated[0]?.first;
+        continue;
       }
-      if (action.truncated.length > 0 && action.decision === 'rollback') cutIndex = action.truncated[0]?.first;
-      // A segment sealed just before a crash may need both a repair and its first backup: copy
-      // it only once the segment itself is verified (repaired), never a damaged one.
-      else if (segment.backupFindings.length > 0 && (action.outcome === 'done' || action.outcome === 'planned')) {
+      // Backups follow a segment whose contents changed (a hole recorded), or whose own backups
+      // are damaged or missing (say, sealed just before a crash); never a damaged segment. A
+      // rebuilt segment equals its verified record, so intact backups of it stay as they are.
+      const needsBackup = (action.decision === 'skip' && segment.mustBeSealed) || segment.backupFindings.length > 0;
+      if (needsBackup && ctx.recovery.backupRetentionCount > 0 && (action.outcome === 'done' || action.outcome === 'planned')) {
         actions.push(await recopyBackups(ctx, segment, options.dryRun));
       }
     } else if (segment.backupFindings.length > 0) {
@@ -524,11 +525,16 @@ async function quarantineBackups(ctx: RepairContext, segmentId: number): Promise
 }
 
 async function recopyBackups(ctx: RepairContext, segment: SegmentInspection, dryRun: boolean): Promise<SegmentRepair> {
-  const detail = `backup copies rewritten from the verified segment (${segment.backupFindings.map((f) => f.detail).join('; ')})`;
+  const why = segment.backupFindings.map((f) => f.detail).join('; ') || 'the segment was rewritten';
+  const detail = `backup copies rewritten from the verified segment (${why})`;
   if (dryRun) return emptyRepair(segment.segmentId, 'recopy-backup', 'planned', detail);
+  const damaged = new Set(segment.backupFindings.map((f) => f.file));
   for (let copy = 1; copy <= ctx.recovery.backupRetentionCount; copy += 1) {
     const path = ctx.layout.backupPath(segment.segmentId, copy);
-    if (await exists(path)) await quarantineFile(ctx.layout, path, `backup-${copy}`, { keepOriginal: false, retention: ctx.recovery.backupRetentionCount, now: ctx.clock() });
+    // A damaged copy is kept in quarantine; an intact one is simply replaced by the same bytes.
+    if (damaged.has(relative(ctx.layout.dataDir, path)) && (await exists(path))) {
+      await quarantineFile(ctx.layout, path, `backup-${copy}`, { keepOriginal: false, retention: ctx.recovery.backupRetentionCount, now: ctx.clock() });
+    }
   }
   await writeBackups(ctx.layout, segment.segmentId, ctx.recovery.backupRetentionCount);
   return emptyRepair(segment.segmentId, 'recopy-backup', 'done', detail);

@@ -50,6 +50,21 @@ async function settle(result: void | 'stop' | Promise<void | 'stop'>): Promise<v
 
 export const SCAN_CHUNK_BYTES_DEFAULT = 1024 * 1024;
 
+// Scan windows are reused: validating a store of many segments would otherwise leave one
+// window per segment outside the JS heap until a full collection.
+const WINDOW_POOL_MAX = 4;
+const windowPool: Buffer[] = [];
+
+function acquireWindow(capacityBytes: number): Buffer {
+  const i = windowPool.findIndex((b) => b.byteLength >= capacityBytes && b.byteLength <= capacityBytes * 2);
+  if (i >= 0) return windowPool.splice(i, 1)[0] as Buffer;
+  return Buffer.allocUnsafe(capacityBytes);
+}
+
+function releaseWindow(buf: Buffer): void {
+  if (windowPool.length < WINDOW_POOL_MAX) windowPool.push(buf);
+}
+
 class Window {
   buf: Buffer;
   startOffset: number; // file offset of buf[0]
@@ -61,7 +76,7 @@ class Window {
     capacityBytes: number,
     startOffset: number,
   ) {
-    this.buf = Buffer.allocUnsafe(capacityBytes);
+    this.buf = acquireWindow(capacityBytes);
     this.startOffset = startOffset;
   }
 
@@ -106,6 +121,15 @@ export async function scanFrames(file: FileHandle, options: ScanOptions, visit: 
   const capacity = Math.max(chunkBytes, frameByteLength(options.entryBytesMax) + TRAILER_BYTES);
   const end = options.endOffsetBytes;
   const win = new Window(file, end, capacity, options.startOffsetBytes);
+  try {
+    return await scanWindow(win, options, visit);
+  } finally {
+    releaseWindow(win.buf);
+  }
+}
+
+async function scanWindow(win: Window, options: ScanOptions, visit: ScanVisitor): Promise<number> {
+  const end = options.endOffsetBytes;
   let pos = options.startOffsetBytes;
   await win.fillFrom(pos);
 

@@ -1,0 +1,363 @@
+// The write path of one log while this node is its writer (after BookKeeper's ledgers).
+//
+// The writer holds an epoch from the log's writer election; every node it writes to refuses
+// lower epochs, so an older writer cannot add entries once a newer one has fenced it. On start
+// it recovers any segment an earlier writer left open: fences the ensemble, reads the tail from
+// enough nodes to intersect every ack quorum, copies what some of them lack, seals the segment
+// at the highest index found and records it in etcd (compare-and-swap). Then it appends: client
+// batches are encoded once into frames, sent to every node of the segment's ensemble, and
+// acknowledged once an ack quorum has fsynced them. A member that fails makes the writer seal
+// the segment and open the next one with the members that are live (an ensemble change); the
+// member catches up on the sealed segment by itself.
+//
+// Fault model: any member (the writer included) may crash or stall at any time; etcd may be
+// briefly unreachable; another node may become writer at any time (then every call of this one
+// fails on its old epoch, and it stops).
+import type { Logger } from 'pino';
+import { type AppendResult, type SegmentStart, AGGREGATE_EMPTY as AGGREGATE_EMPTY_CHECKSUM, chainAggregate, checksumHex, format } from '../wal/index.js';
+import type { PeerResolver, SegmentDirectory, PeerApi } from './api.js';
+import { FencedError, NotWriterError, QuorumUnavailableError, ReplicationError } from './errors.js';
+import type { LogMeta, SegmentMeta } from './metadata.js';
+import type { SegmentHolding } from './peer.js';
+
+export interface WriterOptions {
+  readonly log: string;
+  readonly self: string;
+  readonly epoch: number;
+  readonly logMeta: LogMeta;
+  readonly directory: SegmentDirectory;
+  readonly peers: PeerResolver;
+  /** Ids of the members registered in etcd now. */
+  readonly liveMembers: () => readonly string[];
+  readonly logger: Logger;
+  readonly clock: () => number;
+  readonly onCommitted: (index: number) => void;
+  readonly groupCommitBytesMax: number;
+  readonly entryBytesMax: number;
+  /** Frames per ReadFrames call while copying a tail during recovery. */
+  readonly copyBytesMax?: number;
+}
+
+interface Pending {
+  readonly payloads: readonly Uint8Array[];
+  readonly bytes: number;
+  readonly resolve: (result: AppendResult) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+interface OpenSegment {
+  meta: SegmentMeta;
+  modRevision: number;
+  readonly start: SegmentStart;
+  nextIndex: number;
+  byteLength: number;
+  aggregate: bigint;
+}
+
+const RECOVERY_ATTEMPTS_MAX = 5;
+
+export class LogWriter {
+  private stopped: Error | undefined;
+  private current: OpenSegment | undefined;
+  private committed = 0;
+  private nextSegmentId = 1;
+  private nextFirstIndex = 1;
+  private readonly queue: Pending[] = [];
+  private running: Promise<void> | undefined;
+  private readonly ready: Promise<void>;
+
+  constructor(private readonly o: WriterOptions) {
+    this.ready = this.recover();
+    this.ready.catch((error: unknown) => this.stop(error instanceof Error ? error : new Error(String(error))));
+  }
+
+  get epoch(): number {
+    return this.o.epoch;
+  }
+
+  get committedIndex(): number {
+    return this.committed;
+  }
+
+  /** Resolves once earlier writers' segments are sealed and appends can start. */
+  whenReady(): Promise<void> {
+    return this.ready;
+  }
+
+  append(payloads: readonly Uint8Array[]): Promise<AppendResult> {
+    if (this.stopped) return Promise.reject(new NotWriterError(this.o.log, undefined));
+    let bytes = 0;
+    for (const payload of payloads) bytes += format.ENTRY_HEADER_BYTES + payload.byteLength;
+    return new Promise((resolve, reject) => {
+      this.queue.push({ payloads, bytes, resolve, reject });
+      this.running ??= this.loop();
+    });
+  }
+
+  /** Stops accepting appends; queued ones fail with NotWriterError (clients retry elsewhere). */
+  stop(reason?: Error): void {
+    if (this.stopped) return;
+    this.stopped = reason ?? new NotWriterError(this.o.log, undefined);
+    if (reason && !(reason instanceof NotWriterError)) this.o.logger.warn({ log: this.o.log, epoch: this.o.epoch, err: reason }, 'writer stopped');
+    for (const pending of this.queue.splice(0)) pending.reject(new NotWriterError(this.o.log, undefined));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Recovery of segments earlier writers left open
+
+  private async recover(): Promise<void> {
+    for (let attempt = 1; ; attempt += 1) {
+      const segments = await this.o.directory.list(this.o.log);
+      const unsealed = segments.filter((s) => s.meta.state !== 'SEALED');
+      if (unsealed.length === 0) {
+        const last = segments[segments.length - 1]?.meta;
+        this.nextSegmentId = (last?.segmentId ?? 0) + 1;
+        this.nextFirstIndex = (last?.lastIndex ?? 0) + 1;
+        this.committed = this.nextFirstIndex - 1;
+        this.o.onCommitted(this.committed);
+        this.o.logger.info({ log: this.o.log, epoch: this.o.epoch, nextIndex: this.nextFirstIndex }, 'writer ready');
+        return;
+      }
+      if (this.stopped) throw this.stopped;
+      try {
+        for (const segment of unsealed) await this.recoverSegment(segment.meta, segment.modRevision);
+      } catch (error) {
+        if (error instanceof FencedError || attempt >= RECOVERY_ATTEMPTS_MAX) throw error;
+        this.o.logger.warn({ log: this.o.log, epoch: this.o.epoch, err: error, attempt }, 'failed to recover an open segment; retrying');
+        await new Promise((r) => setTimeout(r, 200 * attempt));
+      }
+    }
+  }
+
+  private async recoverSegment(meta: SegmentMeta, modRevision: number): Promise<void> {
+    const { log, epoch } = this.o;
+    if (meta.writerEpoch > epoch) throw new FencedError(log, epoch, meta.writerEpoch);
+    const recovering: SegmentMeta = { ...meta, state: 'RECOVERING', writerEpoch: epoch };
+    const revision = await this.o.directory.update(recovering, modRevision);
+    if (revision === undefined) throw new ReplicationError(`segment ${meta.segmentId} changed in etcd while recovering it`);
+    const answers = await settle(meta.ensemble, (node) => this.peer(node).fence(log, meta.segmentId, epoch));
+    const needed = meta.ensemble.length - meta.ackQuorum + 1;
+    if (answers.ok.length < needed) {
+      if (answers.failed.some((f) => f.error instanceof FencedError)) throw new FencedError(log, epoch, epoch + 1);
+      throw new QuorumUnavailableError(log, answers.ok.length, needed);
+    }
+    const lastOf = (h: SegmentHolding): number => (h.present ? h.lastIndex : meta.firstIndex - 1);
+    const last = Math.max(meta.firstIndex - 1, ...answers.ok.map((a) => lastOf(a.value)));
+    const source = answers.ok.find((a) => lastOf(a.value) === last);
+    const start: SegmentStart = { segmentId: meta.segmentId, firstIndex: meta.firstIndex, createdMs: meta.createdMs };
+    for (const answer of answers.ok) {
+      if (source && answer.node !== source.node && lastOf(answer.value) < last) {
+        await this.copyTail(start, source.node, answer.node, lastOf(answer.value) + 1, last).catch((error: unknown) =>
+          this.o.logger.warn({ log, segment: meta.segmentId, peer: answer.node, err: error }, 'failed to copy the tail to a member; it will catch up'),
+        );
+      }
+    }
+    // Members that lacked the segment and got the tail copied now hold it; the rest answer with an error.
+    const holders = answers.ok.map((a) => a.node);
+    const seals = await settle(holders, (node) => this.peer(node).seal(log, meta.segmentId, epoch, last, ''));
+    const sealed = seals.ok.filter((s) => s.value.aggregate !== '');
+    const agreed = sealed[0]?.value;
+    if (!agreed && last >= meta.firstIndex) throw new QuorumUnavailableError(log, 0, 1);
+    if (sealed.some((s) => s.value.aggregate !== agreed?.aggregate)) {
+      this.o.logger.error({ log, segment: meta.segmentId, aggregates: sealed.map((s) => [s.node, s.value.aggregate]) }, 'members sealed different contents; the first is recorded and the others will be repaired');
+    }
+    const final: SegmentMeta = {
+      ...recovering,
+      state: 'SEALED',
+      lastIndex: last,
+      indexCount: last - meta.firstIndex + 1,
+      byteLength: agreed?.byteLength ?? format.SEGMENT_HEADER_BYTES + format.TRAILER_BYTES,
+      aggregate: agreed?.aggregate ?? checksumHex(AGGREGATE_EMPTY_CHECKSUM),
+    };
+    if ((await this.o.directory.update(final, revision)) === undefined) throw new ReplicationError(`segment ${meta.segmentId} changed in etcd while sealing it`);
+    this.o.logger.info({ log, segment: meta.segmentId, epoch, lastIndex: last, holders: holders.length }, 'recovered and sealed a segment an earlier writer left open');
+  }
+
+  private async copyTail(start: SegmentStart, from: string, to: string, first: number, last: number): Promise<void> {
+    let next = first;
+    while (next <= last) {
+      const { frames } = await this.peer(from).readFrames(this.o.log, start.segmentId, next, last, this.o.copyBytesMax ?? 4 * 1024 * 1024);
+      if (frames.length === 0) throw new ReplicationError(`member ${from} returned no frames from ${next}`);
+      await this.peer(to).replicate(this.o.log, this.o.epoch, start, frames, this.committed);
+      next += frames.length;
+    }
+  }
+
+  private peer(node: string): PeerApi {
+    const peer = this.o.peers(node);
+    if (!peer) throw new QuorumUnavailableError(this.o.log, 0, 1, { cause: new Error(`member ${node} is not live`) });
+    return peer;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Appends
+
+  private async loop(): Promise<void> {
+    try {
+      await this.ready;
+      while (this.queue.length > 0 && !this.stopped) {
+        let bytes = 0;
+        let take = 0;
+        for (let next = this.queue[0]; next && (take === 0 || bytes + next.bytes <= this.o.groupCommitBytesMax); next = this.queue[take]) {
+          bytes += next.bytes;
+          take += 1;
+        }
+        const batch = this.queue.splice(0, take);
+        await this.writeBatch(batch);
+      }
+    } catch (error) {
+      this.stop(error instanceof Error ? error : new Error(String(error)));
+    } finally {
+      this.running = undefined;
+      if (this.queue.length > 0 && !this.stopped) this.running = this.loop();
+    }
+  }
+
+  private async writeBatch(batch: readonly Pending[]): Promise<void> {
+    let segment: OpenSegment;
+    try {
+      segment = this.current ?? (await this.openSegment());
+    } catch (error) {
+      for (const p of batch) p.reject(error);
+      if (error instanceof FencedError) throw error;
+      return;
+    }
+    const timestampMs = this.o.clock();
+    const frames: Buffer[] = [];
+    const results: AppendResult[] = [];
+    let index = segment.nextIndex;
+    let aggregate = segment.aggregate;
+    for (const pending of batch) {
+      const first = index;
+      for (const payload of pending.payloads) {
+        const { frame, checksum } = format.encodeEntry({ index, timestampMs, flags: 0, payload });
+        frames.push(frame);
+        aggregate = chainAggregate(aggregate, checksum);
+        index += 1;
+      }
+      results.push({ firstIndex: first, lastIndex: index - 1 });
+    }
+    const last = index - 1;
+    const bytes = frames.reduce((sum, f) => sum + f.byteLength, 0);
+    const outcome = await this.replicateToQuorum(segment, frames, () => {
+      segment.nextIndex = index;
+      segment.byteLength += bytes;
+      segment.aggregate = aggregate;
+      this.committed = last;
+      this.o.onCommitted(last);
+      batch.forEach((p, i) => p.resolve(results[i] as AppendResult));
+    });
+    if (outcome.acks < segment.meta.ackQuorum) {
+      const error = outcome.fenced ? new FencedError(this.o.log, this.o.epoch, this.o.epoch + 1) : new QuorumUnavailableError(this.o.log, outcome.acks, segment.meta.ackQuorum);
+      for (const p of batch) p.reject(error);
+      // Some members may hold the batch without a quorum: sealing at the committed index drops it.
+      await this.sealCurrent().catch((e: unknown) => this.o.logger.warn({ log: this.o.log, err: e }, 'failed to seal after a failed batch; the next writer recovers the segment'));
+      if (outcome.fenced) throw error;
+      return;
+    }
+    if (outcome.acks < segment.meta.ensemble.length || segment.byteLength + format.TRAILER_BYTES >= this.o.logMeta.segmentBytesMax) {
+      await this.sealCurrent();
+    }
+  }
+
+  /** Sends frames to every member; calls onQuorum as soon as ackQuorum have them; waits for all. */
+  private async replicateToQuorum(segment: OpenSegment, frames: readonly Buffer[], onQuorum: () => void): Promise<{ acks: number; fenced: boolean }> {
+    let acks = 0;
+    let fenced = false;
+    let reached = false;
+    const committed = this.committed;
+    await Promise.all(
+      segment.meta.ensemble.map(async (node) => {
+        try {
+          await this.peer(node).replicate(this.o.log, this.o.epoch, segment.start, frames, committed);
+          acks += 1;
+          if (!reached && acks >= segment.meta.ackQuorum) {
+            reached = true;
+            onQuorum();
+          }
+        } catch (error) {
+          if (isFenced(error)) fenced = true;
+          this.o.logger.warn({ log: this.o.log, segment: segment.meta.segmentId, peer: node, err: error }, 'failed to replicate to a member');
+        }
+      }),
+    );
+    return { acks, fenced };
+  }
+
+  private async openSegment(): Promise<OpenSegment> {
+    const { logMeta } = this.o;
+    const live = new Set(this.o.liveMembers());
+    const others = [...live].filter((n) => n !== this.o.self).sort();
+    const ensemble = (live.has(this.o.self) ? [this.o.self, ...others] : others).slice(0, logMeta.replicationFactor);
+    if (ensemble.length < logMeta.ackQuorum) throw new QuorumUnavailableError(this.o.log, ensemble.length, logMeta.ackQuorum);
+    const meta: SegmentMeta = {
+      log: this.o.log,
+      segmentId: this.nextSegmentId,
+      ensemble,
+      ackQuorum: logMeta.ackQuorum,
+      state: 'OPEN',
+      writerEpoch: this.o.epoch,
+      firstIndex: this.nextFirstIndex,
+      lastIndex: this.nextFirstIndex - 1,
+      indexCount: 0,
+      byteLength: 0,
+      aggregate: '',
+      createdMs: this.o.clock(),
+    };
+    const modRevision = await this.o.directory.create(meta);
+    if (modRevision === undefined) throw new FencedError(this.o.log, this.o.epoch, this.o.epoch + 1);
+    this.current = {
+      meta,
+      modRevision,
+      start: { segmentId: meta.segmentId, firstIndex: meta.firstIndex, createdMs: meta.createdMs },
+      nextIndex: meta.firstIndex,
+      byteLength: format.SEGMENT_HEADER_BYTES,
+      aggregate: AGGREGATE_EMPTY_CHECKSUM,
+    };
+    this.o.logger.info({ log: this.o.log, segment: meta.segmentId, ensemble, firstIndex: meta.firstIndex }, 'opened segment');
+    return this.current;
+  }
+
+  /** Seals the open segment at the committed index on its members and records it in etcd. */
+  private async sealCurrent(): Promise<void> {
+    const segment = this.current;
+    if (!segment) return;
+    this.current = undefined;
+    const last = this.committed;
+    const expected = last >= segment.meta.firstIndex ? checksumHex(segment.aggregate) : '';
+    const seals = await settle(segment.meta.ensemble, (node) => this.peer(node).seal(this.o.log, segment.meta.segmentId, this.o.epoch, last, expected));
+    for (const s of seals.ok) {
+      if (expected !== '' && s.value.aggregate !== expected) this.o.logger.error({ log: this.o.log, segment: segment.meta.segmentId, peer: s.node, aggregate: s.value.aggregate, expected }, 'member sealed different contents');
+    }
+    const final: SegmentMeta = {
+      ...segment.meta,
+      state: 'SEALED',
+      lastIndex: last,
+      indexCount: last - segment.meta.firstIndex + 1,
+      byteLength: segment.byteLength + format.TRAILER_BYTES,
+      aggregate: checksumHex(segment.aggregate),
+    };
+    const revision = await this.o.directory.update(final, segment.modRevision);
+    if (revision === undefined) throw new FencedError(this.o.log, this.o.epoch, this.o.epoch + 1);
+    this.nextSegmentId = segment.meta.segmentId + 1;
+    this.nextFirstIndex = last + 1;
+    this.o.logger.info({ log: this.o.log, segment: segment.meta.segmentId, lastIndex: last, sealedOn: seals.ok.length }, 'sealed segment');
+  }
+}
+
+function isFenced(error: unknown): boolean {
+  if (error instanceof FencedError) return true;
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return code === 10; // ABORTED from a remote member: its fenced epoch is higher (src/rpc/status.ts)
+}
+
+async function settle<T>(nodes: readonly string[], call: (node: string) => Promise<T>): Promise<{ ok: Array<{ node: string; value: T }>; failed: Array<{ node: string; error: unknown }> }> {
+  const results = await Promise.allSettled(nodes.map(async (node) => ({ node, value: await call(node) })));
+  const ok: Array<{ node: string; value: T }> = [];
+  const failed: Array<{ node: string; error: unknown }> = [];
+  results.forEach((r, i) => {
+    if (r.status === 'fulfilled') ok.push(r.value);
+    else failed.push({ node: nodes[i] as string, error: r.reason });
+  });
+  return { ok, failed };
+}
