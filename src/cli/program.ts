@@ -10,6 +10,7 @@ import { EXIT_OK, type ExitCode, PROGRAM_NAME, exitCodeOf, formatError, isSilent
 import { type Target, integerIn, parseTarget } from './options.js';
 import { Output } from './output.js';
 import type { ProgressStream } from './progress.js';
+import { type NodeVerbOptions, runNode } from './server.js';
 
 export interface CliIo {
   readonly stdin: AsyncIterable<Buffer | string>;
@@ -120,6 +121,22 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
 
   addCommon(program.command('status').description('one-line summary of the store; exit 1 when damaged'), true)
     .action(async (opts: CommonOptions) => setCode(await runStatus(context(opts), endpointOf(opts))));
+
+  program
+    .command('node')
+    .description('run one cluster node until SIGINT or SIGTERM; prints {"node","target","metrics","pid"} once serving')
+    .requiredOption('--id <id>', 'node id, unique in the cluster (A-Z a-z 0-9 . _ -)')
+    .requiredOption('--data-dir <dir>', 'where this node keeps its logs')
+    .requiredOption('--listen <host:port>', 'gRPC address (port 0: any free port)')
+    .requiredOption('--etcd <urls>', 'etcd endpoints, comma-separated (http://127.0.0.1:2379)')
+    .option('--cluster <name>', 'cluster name: the etcd key prefix (default "default")')
+    .option('--metrics-listen <host:port>', 'serve Prometheus /metrics here')
+    .option('--segment-bytes <n>', 'segment roll size of logs this node creates', integerIn(4096, SEGMENT_BYTES_OPTION_MAX))
+    .option('--replication <n>', 'replication factor of logs this node creates (default 3)', integerIn(1, 15))
+    .option('--ack-quorum <n>', 'ack quorum of logs this node creates (default a majority)', integerIn(1, 15))
+    .option('--backups <n>', 'local backup copies of each sealed segment (default 0: replicas are the redundancy)', integerIn(0, BACKUPS_OPTION_MAX))
+    .option('--verbose', 'debug logs')
+    .action(async (opts: NodeVerbOptions) => setCode(await runNode(opts, (line) => out.write(line).then(() => out.flush()))));
 
   return program;
 }

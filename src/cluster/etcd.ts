@@ -89,17 +89,17 @@ export class EtcdMetadata {
     return response.kvs.map((kv) => decode(kv, parse));
   }
 
-  /** Creates the key only if it does not exist. */
-  async create(key: string, value: unknown, lease?: Lease): Promise<boolean> {
+  /** Creates the key only if it does not exist; its mod revision, or undefined when it existed. */
+  async create(key: string, value: unknown, lease?: Lease): Promise<number | undefined> {
     const put = lease ? lease.put(key).value(JSON.stringify(value)) : this.client.put(key).value(JSON.stringify(value));
     const result = await this.client.if(key, 'Create', '==', 0).then(put).commit();
-    return result.succeeded;
+    return result.succeeded ? Number(result.header.revision) : undefined;
   }
 
-  /** Replaces the value only if the key was last modified at modRevision. */
-  async compareAndSwap(key: string, value: unknown, modRevision: number): Promise<boolean> {
+  /** Replaces the value only if the key was last modified at modRevision; the new mod revision. */
+  async compareAndSwap(key: string, value: unknown, modRevision: number): Promise<number | undefined> {
     const result = await this.client.if(key, 'Mod', '==', modRevision).then(this.client.put(key).value(JSON.stringify(value))).commit();
-    return result.succeeded;
+    return result.succeeded ? Number(result.header.revision) : undefined;
   }
 
   async put(key: string, value: unknown, lease?: Lease): Promise<void> {

@@ -5,3 +5,4 @@ export { PeerHandlers, type SegmentHolding, holdingOf, checkIndex, READ_FRAMES_B
 export { type PeerApi, type PeerResolver, type SegmentDirectory } from './api.js';
 export * from './metadata.js';
 export { LogWriter, type WriterOptions } from './writer.js';
+export { catchUpLog, type CatchUpContext, type CatchUpResult } from './catchup.js';

@@ -1,0 +1,53 @@
+// Server verbs: `node` runs one cluster node in this process until SIGINT or SIGTERM.
+import { ClusterNode } from '../cluster/index.js';
+import { createLogger } from '../observability/index.js';
+import { EXIT_OK, type ExitCode } from './exit.js';
+
+export interface NodeVerbOptions {
+  readonly id: string;
+  readonly dataDir: string;
+  readonly listen: string;
+  readonly etcd: string;
+  readonly cluster?: string;
+  readonly metricsListen?: string;
+  readonly segmentBytes?: number;
+  readonly replication?: number;
+  readonly ackQuorum?: number;
+  readonly backups?: number;
+  readonly verbose?: boolean;
+}
+
+/** Resolves on the first SIGINT or SIGTERM (node as PID 1 in a container needs the handler). */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      resolve(signal);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
+export async function runNode(o: NodeVerbOptions, print: (line: string) => Promise<void>): Promise<ExitCode> {
+  const logger = createLogger({ level: o.verbose ? 'debug' : (process.env['WAL_RECOVERY_LOG_LEVEL'] ?? 'info'), base: { node: o.id } });
+  const node = await ClusterNode.start({
+    id: o.id,
+    dataDir: o.dataDir,
+    listen: o.listen,
+    etcd: o.etcd.split(',').map((s) => s.trim()).filter((s) => s !== ''),
+    logger,
+    ...(o.cluster !== undefined ? { cluster: o.cluster } : {}),
+    ...(o.metricsListen !== undefined ? { metricsListen: o.metricsListen } : {}),
+    ...(o.segmentBytes !== undefined ? { segmentBytesMax: o.segmentBytes } : {}),
+    ...(o.replication !== undefined ? { replicationFactor: o.replication } : {}),
+    ...(o.ackQuorum !== undefined ? { ackQuorum: o.ackQuorum } : {}),
+    ...(o.backups !== undefined ? { backupRetentionCount: o.backups } : {}),
+  });
+  await print(JSON.stringify({ node: node.id, target: node.address, metrics: node.metricsUrl, pid: process.pid }) + '\n');
+  const signal = await untilSignal();
+  logger.info({ signal }, 'stopping');
+  await node.stop();
+  return EXIT_OK;
+}

@@ -1,0 +1,334 @@
+// Everything one node does for one log: its local store, the writer election (and the writer
+// while this node holds it), catch-up on sealed segments, and the client-facing append and read.
+import type { Logger } from 'pino';
+import {
+  type AppendResult,
+  CorruptEntryError,
+  EntryLostError,
+  IndexOutOfRangeError,
+  type WalStore,
+  checksumHex,
+  format,
+} from '../wal/index.js';
+import {
+  type LogMeta,
+  type PeerHandlers,
+  type PeerResolver,
+  type SegmentMeta,
+  BadRequestError,
+  LogWriter,
+  NoVerifiedCopyError,
+  NotWriterError,
+  catchUpLog,
+} from '../replication/index.js';
+import type { NodeMetrics } from '../observability/index.js';
+import { Backoff, sleep } from './backoff.js';
+import type { EtcdSegmentDirectory } from './directory.js';
+import { Election } from './election.js';
+import type { EtcdMetadata } from './etcd.js';
+import type { NodeSession } from './session.js';
+
+export interface ReadEntry {
+  readonly index: number;
+  readonly timestampMs: number;
+  readonly payload: Buffer;
+  readonly checksum: string;
+  readonly lost: boolean;
+  readonly lostReason: string;
+}
+
+export interface LogRuntimeContext {
+  readonly self: string;
+  readonly etcd: EtcdMetadata;
+  readonly session: NodeSession;
+  readonly directory: EtcdSegmentDirectory;
+  readonly handlers: PeerHandlers;
+  readonly peers: PeerResolver;
+  readonly liveMembers: () => readonly string[];
+  /** Forwards an append to the writer's address (a WalService call marked as forwarded). */
+  readonly forwardAppend: (address: string, log: string, payloads: readonly Uint8Array[], deadlineMs: number) => Promise<AppendResult>;
+  /** The committed index the node at address reports for a log. */
+  readonly remoteCommitted: (address: string, log: string) => Promise<number>;
+  readonly addressOf: (nodeId: string) => string | undefined;
+  readonly metrics: NodeMetrics;
+  readonly logger: Logger;
+  readonly groupCommitBytesMax: number;
+  readonly entryBytesMax: number;
+  readonly catchUpIntervalMs: number;
+}
+
+const READ_FETCH_BYTES_MAX = 4 * 1024 * 1024;
+
+export class LogRuntime {
+  private writer: LogWriter | undefined;
+  private election: Election | undefined;
+  private segments: Array<{ meta: SegmentMeta; modRevision: number }> = [];
+  private catchUpRunning: Promise<void> | undefined;
+  private catchUpAgain = false;
+  private behind = false;
+  private unwatch: (() => Promise<void>) | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private readonly logger: Logger;
+
+  constructor(
+    private readonly ctx: LogRuntimeContext,
+    readonly meta: LogMeta,
+    readonly store: WalStore,
+  ) {
+    this.logger = ctx.logger.child({ log: meta.log });
+  }
+
+  get log(): string {
+    return this.meta.log;
+  }
+
+  async start(): Promise<void> {
+    await this.runCatchUp();
+    this.unwatch = await this.ctx.etcd.watchPrefix(this.ctx.etcd.keys.segmentsPrefix(this.log), () => this.scheduleCatchUp());
+    this.timer = setInterval(() => this.scheduleCatchUp(), this.ctx.catchUpIntervalMs);
+    this.timer.unref();
+    this.election = new Election(this.ctx.etcd, this.ctx.etcd.keys.writerPrefix(this.log), this.ctx.session, this.logger);
+    this.election.onChange((state, isSelf) => this.onLeader(state?.epoch, isSelf));
+    await this.election.start();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.writer?.stop();
+    await this.election?.stop();
+    await this.unwatch?.();
+    await this.catchUpRunning;
+  }
+
+  writerStatus(): { writer: string; epoch: number } {
+    const leadership = this.election?.leadership();
+    return { writer: leadership?.leader ?? '', epoch: leadership?.epoch ?? 0 };
+  }
+
+  segmentList(): ReadonlyArray<{ meta: SegmentMeta }> {
+    return this.segments;
+  }
+
+  /** The last index known acknowledged: exact on the writer, a lower bound elsewhere. */
+  committedIndex(): number {
+    if (this.writer && this.election?.isLeader()) return this.writer.committedIndex;
+    const sealed = this.segments.filter((s) => s.meta.state === 'SEALED').map((s) => s.meta.lastIndex);
+    return Math.max(this.ctx.handlers.committedIndex(this.log), ...sealed, 0);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Writer
+
+  private onLeader(epoch: number | undefined, isSelf: boolean): void {
+    if (this.stopped) return;
+    if (isSelf && epoch !== undefined) {
+      if (this.writer?.epoch === epoch) return;
+      this.writer?.stop();
+      this.writer = undefined;
+      void this.startWriter(epoch);
+    } else if (this.writer) {
+      this.logger.info({ epoch: this.writer.epoch }, 'no longer the writer');
+      this.writer.stop();
+      this.writer = undefined;
+    }
+  }
+
+  private async startWriter(epoch: number): Promise<void> {
+    const backoff = new Backoff({ initialMs: 200, maxMs: 3_000 });
+    while (!this.stopped && this.election?.leadership()?.epoch === epoch && this.election.isLeader()) {
+      await this.runCatchUp();
+      const writer = new LogWriter({
+        log: this.log,
+        self: this.ctx.self,
+        epoch,
+        logMeta: this.meta,
+        directory: this.ctx.directory,
+        peers: this.ctx.peers,
+        // A node that has not caught up cannot hold new segments yet (they must follow on).
+        liveMembers: () => this.ctx.liveMembers().filter((n) => n !== this.ctx.self || !this.behind),
+        logger: this.logger,
+        clock: Date.now,
+        onCommitted: (index) => this.ctx.handlers.noteCommitted(this.log, index),
+        groupCommitBytesMax: this.ctx.groupCommitBytesMax,
+        entryBytesMax: this.ctx.entryBytesMax,
+      });
+      this.writer = writer;
+      try {
+        await writer.whenReady();
+        this.logger.info({ epoch }, 'became the writer');
+        return;
+      } catch (error) {
+        if (this.writer === writer) this.writer = undefined;
+        this.logger.warn({ epoch, err: error }, 'failed to take over as writer; retrying');
+        await sleep(backoff.next());
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Catch-up
+
+  private scheduleCatchUp(): void {
+    if (this.stopped) return;
+    if (this.catchUpRunning) {
+      this.catchUpAgain = true;
+      return;
+    }
+    this.catchUpRunning = this.runCatchUp().finally(() => {
+      this.catchUpRunning = undefined;
+      if (this.catchUpAgain) {
+        this.catchUpAgain = false;
+        this.scheduleCatchUp();
+      }
+    });
+  }
+
+  private async runCatchUp(): Promise<void> {
+    try {
+      this.segments = await this.ctx.directory.list(this.log);
+      const result = await catchUpLog({ log: this.log, self: this.ctx.self, store: this.store, directory: this.ctx.directory, peers: this.ctx.peers, logger: this.logger });
+      this.behind = result.behind.length > 0;
+      this.ctx.metrics.segmentsBehind.set({ log: this.log }, result.behind.length);
+    } catch (error) {
+      this.logger.debug({ err: error }, 'failed to catch up; will retry');
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Client requests
+
+  async append(payloads: readonly Uint8Array[], forwarded: boolean, deadlineMs: number): Promise<AppendResult> {
+    if (payloads.length === 0) throw new BadRequestError('payloads', 'at least one payload is needed');
+    for (const payload of payloads) {
+      if (payload.byteLength > this.ctx.entryBytesMax) throw new BadRequestError('payloads', `an entry of ${payload.byteLength} bytes exceeds the limit of ${this.ctx.entryBytesMax}`);
+    }
+    const started = performance.now();
+    const end = Date.now() + deadlineMs;
+    const backoff = new Backoff({ initialMs: 50, maxMs: 1_000 });
+    for (;;) {
+      try {
+        const result = await this.appendOnce(payloads, forwarded, end - Date.now());
+        this.ctx.metrics.appendLatency.observe({ log: this.log }, (performance.now() - started) / 1000);
+        this.ctx.metrics.appendedEntries.inc({ log: this.log }, payloads.length);
+        return result;
+      } catch (error) {
+        // A forwarded call is answered as it is: its sender retries.
+        const retryable = error instanceof NotWriterError || isUnavailable(error);
+        if (forwarded || !retryable || Date.now() + 50 >= end) throw error;
+        await sleep(Math.min(backoff.next(), Math.max(0, end - Date.now())));
+      }
+    }
+  }
+
+  private async appendOnce(payloads: readonly Uint8Array[], forwarded: boolean, remainingMs: number): Promise<AppendResult> {
+    const leadership = this.election?.leadership();
+    if (this.writer && this.election?.isLeader()) {
+      await this.writer.whenReady();
+      return this.writer.append(payloads);
+    }
+    if (forwarded || !leadership) throw new NotWriterError(this.log, leadership?.leader);
+    if (leadership.leader === this.ctx.self) throw new NotWriterError(this.log, undefined); // elected, writer starting
+    const address = this.ctx.addressOf(leadership.leader);
+    if (!address) throw new NotWriterError(this.log, leadership.leader);
+    return this.ctx.forwardAppend(address, this.log, payloads, Math.max(100, remainingMs));
+  }
+
+  /** Verified entries from..to (to 0: the committed end), in batches of at most batchMax. */
+  async *read(from: number, to: number, batchMax: number): AsyncGenerator<ReadEntry[]> {
+    if (!Number.isSafeInteger(from) || from < 1) throw new BadRequestError('from_index', 'must be at least 1');
+    if (!Number.isSafeInteger(to) || to < 0) throw new BadRequestError('to_index', 'must be 0 or an index');
+    const committed = await this.knownCommitted(to);
+    if (to > committed) throw new IndexOutOfRangeError(to, 1, committed);
+    const upper = to === 0 ? committed : to;
+    const limit = Math.min(Math.max(batchMax || 256, 1), 4096);
+    let index = from;
+    while (index <= upper) {
+      const batch: ReadEntry[] = [];
+      while (index <= upper && batch.length < limit) {
+        const got = await this.readAt(index, Math.min(upper, index + limit - batch.length - 1));
+        batch.push(...got);
+        index += got.length;
+      }
+      yield batch;
+    }
+  }
+
+  private async knownCommitted(wanted: number): Promise<number> {
+    const local = this.committedIndex();
+    if (wanted !== 0 && wanted <= local) return local;
+    const leadership = this.election?.leadership();
+    const address = leadership && leadership.leader !== this.ctx.self ? this.ctx.addressOf(leadership.leader) : undefined;
+    if (!address) return local;
+    try {
+      return Math.max(local, await this.ctx.remoteCommitted(address, this.log));
+    } catch {
+      return local;
+    }
+  }
+
+  /** Entries from index (at least one), locally when the copy verifies, else from a member. */
+  private async readAt(index: number, upTo: number): Promise<ReadEntry[]> {
+    try {
+      const { frame, timestampMs, checksum } = await this.store.readFrame(index);
+      return [{ index, timestampMs, payload: frame.subarray(format.ENTRY_HEADER_BYTES), checksum: checksumHex(checksum), lost: false, lostReason: '' }];
+    } catch (error) {
+      if (error instanceof CorruptEntryError) {
+        this.logger.warn({ entryIndex: index }, 'local copy is damaged; reading the entry from another member');
+      } else if (!(error instanceof IndexOutOfRangeError || error instanceof EntryLostError)) {
+        throw error;
+      }
+      const remote = await this.readRemote(index, upTo);
+      if (remote.length > 0) return remote;
+      if (error instanceof EntryLostError) return [{ index, timestampMs: 0, payload: Buffer.alloc(0), checksum: '', lost: true, lostReason: error.reason }];
+      throw new NoVerifiedCopyError(this.log, index, error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  private async readRemote(index: number, upTo: number): Promise<ReadEntry[]> {
+    let segment = this.segments.find((s) => s.meta.firstIndex <= index && index <= Math.max(s.meta.lastIndex, s.meta.state === 'SEALED' ? 0 : Number.MAX_SAFE_INTEGER));
+    if (!segment) {
+      this.segments = await this.ctx.directory.list(this.log);
+      segment = this.segments.find((s) => s.meta.firstIndex <= index && (s.meta.state !== 'SEALED' || index <= s.meta.lastIndex));
+    }
+    if (!segment) return [];
+    const end = segment.meta.state === 'SEALED' ? Math.min(upTo, segment.meta.lastIndex) : upTo;
+    for (const node of segment.meta.ensemble) {
+      if (node === this.ctx.self) continue;
+      const peer = this.ctx.peers(node);
+      if (!peer) continue;
+      try {
+        const { frames } = await peer.readFrames(this.log, segment.meta.segmentId, index, end, READ_FETCH_BYTES_MAX);
+        const entries = verifyFrames(frames, index);
+        if (entries.length > 0) return entries;
+      } catch (error) {
+        this.logger.debug({ peer: node, entryIndex: index, err: error }, 'failed to read from a member');
+      }
+    }
+    return [];
+  }
+}
+
+/** Decodes frames fetched from a member, keeping the verified run that starts at `first`. */
+function verifyFrames(frames: readonly Buffer[], first: number): ReadEntry[] {
+  const entries: ReadEntry[] = [];
+  for (const frame of frames) {
+    const decoded = format.decodeFrameAt(frame, 0, frame.byteLength);
+    if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frame.byteLength || decoded.header.index !== first + entries.length) break;
+    entries.push({
+      index: decoded.header.index,
+      timestampMs: decoded.header.timestampMs,
+      payload: frame.subarray(format.ENTRY_HEADER_BYTES),
+      checksum: checksumHex(decoded.header.checksum),
+      lost: false,
+      lostReason: '',
+    });
+  }
+  return entries;
+}
+
+function isUnavailable(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return code === 14 || code === 4 || code === 10; // UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED
+}

@@ -1,0 +1,77 @@
+// Prometheus metrics of a node (prom-client), served as text on /metrics. RecoveryMetrics'
+// counters are read at scrape time, so the store's hot paths only bump plain numbers.
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { RecoveryMetrics } from '../recovery/index.js';
+
+export class NodeMetrics {
+  readonly registry = new Registry();
+  readonly appendLatency: Histogram<'log'>;
+  readonly appendedEntries: Counter<'log'>;
+  readonly replicationFailures: Counter<'log' | 'peer'>;
+  readonly segmentsBehind: Gauge<'log'>;
+  readonly repairDuration: Histogram<'outcome'>;
+
+  constructor(recovery: RecoveryMetrics, labels: { node: string; cluster: string }) {
+    this.registry.setDefaultLabels(labels);
+    collectDefaultMetrics({ register: this.registry, prefix: 'wal_recovery_process_' });
+    const counter = (name: string, help: string, read: () => number): void => {
+      // A counter whose value lives in RecoveryMetrics: set at scrape time.
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    };
+    counter('wal_recovery_recovery_attempts_total', 'Repair attempts (RecoveryMetrics.recovery_attempts)', () => recovery.recovery_attempts);
+    counter('wal_recovery_successful_recoveries_total', 'Repairs that ended with verified data (RecoveryMetrics.successful_recoveries)', () => recovery.successful_recoveries);
+    counter('wal_recovery_failed_recoveries_total', 'Repairs that did not (RecoveryMetrics.failed_recoveries)', () => recovery.failed_recoveries);
+    counter('wal_recovery_corrupted_segments_total', 'Segments found damaged (RecoveryMetrics.corrupted_segments)', () => recovery.corrupted_segments);
+    counter('wal_recovery_entries_lost_total', 'Entries given up by a repair and recorded as holes', () => recovery.entries_lost);
+    counter('wal_recovery_entries_repaired_total', 'Entries rebuilt from a verified copy', () => recovery.entries_repaired);
+    counter('wal_recovery_bytes_repaired_total', 'Bytes written by repairs', () => recovery.bytes_repaired);
+    counter('wal_recovery_torn_tails_truncated_total', 'Torn tails rolled back after a crash', () => recovery.torn_tails_truncated);
+    this.repairDuration = new Histogram({
+      name: 'wal_recovery_repair_duration_seconds',
+      help: 'Duration of each repair attempt',
+      labelNames: ['outcome'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+      registers: [this.registry],
+    });
+    recovery.onRepairDuration((ms, outcome) => this.repairDuration.observe({ outcome }, ms / 1000));
+    this.appendLatency = new Histogram({
+      name: 'wal_recovery_append_duration_seconds',
+      help: 'Time from receiving an append to acknowledging it (ack quorum fsynced)',
+      labelNames: ['log'],
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1],
+      registers: [this.registry],
+    });
+    this.appendedEntries = new Counter({ name: 'wal_recovery_appended_entries_total', help: 'Entries acknowledged to clients by this node', labelNames: ['log'], registers: [this.registry] });
+    this.replicationFailures = new Counter({ name: 'wal_recovery_replication_failures_total', help: 'Replicate calls to a member that failed', labelNames: ['log', 'peer'], registers: [this.registry] });
+    this.segmentsBehind = new Gauge({ name: 'wal_recovery_segments_behind', help: 'Sealed segments this node should hold but has not caught up on', labelNames: ['log'], registers: [this.registry] });
+  }
+
+  /** Serves /metrics on host:port; resolves with the bound port. */
+  async listen(host: string, port: number): Promise<{ server: Server; port: number }> {
+    const server = createServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end('not found\n');
+        return;
+      }
+      this.registry
+        .metrics()
+        .then((text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text))
+        .catch((error: unknown) => res.writeHead(500).end(String(error)));
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    const address = server.address();
+    return { server, port: typeof address === 'object' && address ? address.port : port };
+  }
+}

@@ -1,0 +1,101 @@
+// Catch-up: a node brings its copy of each sealed segment of a log in line with what etcd says
+// the segment must contain, by fetching the entries it lacks from the other members of the
+// segment's ensemble and sealing it where the writer sealed it. This is how a node that was down,
+// slow or cut off rejoins, and how a member dropped from an ensemble finishes its copy.
+//
+// Fault model: peers may be down or serve bad bytes (every frame is verified by the store on
+// arrival, and a sealed copy must end with the recorded aggregate checksum); etcd may be briefly
+// unreachable (the pass fails and runs again later). A copy that disagrees with etcd is left as
+// it is and reported: replacing it is the repair path's job, never catch-up's.
+import type { Logger } from 'pino';
+import { type WalStore, checksumHex } from '../wal/index.js';
+import type { PeerResolver, SegmentDirectory } from './api.js';
+import type { SegmentMeta } from './metadata.js';
+
+export interface CatchUpContext {
+  readonly log: string;
+  readonly self: string;
+  readonly store: WalStore;
+  readonly directory: SegmentDirectory;
+  readonly peers: PeerResolver;
+  readonly logger: Logger;
+}
+
+export interface CatchUpResult {
+  readonly segmentsSealed: number;
+  readonly entriesFetched: number;
+  /** Sealed segments whose local copy disagrees with etcd (left for repair). */
+  readonly mismatched: readonly number[];
+  /** Segments this node should hold but cannot fetch yet. */
+  readonly behind: readonly number[];
+}
+
+export const CATCH_UP_FETCH_BYTES_MAX = 4 * 1024 * 1024;
+
+export async function catchUpLog(ctx: CatchUpContext): Promise<CatchUpResult> {
+  const segments = await ctx.directory.list(ctx.log);
+  let segmentsSealed = 0;
+  let entriesFetched = 0;
+  const mismatched: number[] = [];
+  const behind: number[] = [];
+  for (const { meta } of segments) {
+    if (meta.state !== 'SEALED' || !meta.ensemble.includes(ctx.self)) continue;
+    const local = ctx.store.segmentRecord(meta.segmentId);
+    if (local?.state === 'sealed') {
+      if (local.lastIndex !== meta.lastIndex || checksumHex(local.aggregateChecksum) !== meta.aggregate) mismatched.push(meta.segmentId);
+      continue;
+    }
+    if (!local) {
+      if (meta.lastIndex < meta.firstIndex) continue; // an empty segment: nothing to hold
+      if (ctx.store.lastIndex + 1 !== meta.firstIndex || ctx.store.segmentRecords().some((r) => r.state === 'open')) {
+        behind.push(meta.segmentId);
+        break; // segments must be taken in order
+      }
+    }
+    const from = (local?.lastIndex ?? meta.firstIndex - 1) + 1;
+    try {
+      entriesFetched += await fetchInto(ctx, meta, from);
+      const sealed = await ctx.store.sealSegment(meta.segmentId, meta.lastIndex);
+      segmentsSealed += 1;
+      if (checksumHex(sealed.aggregateChecksum) !== meta.aggregate) {
+        mismatched.push(meta.segmentId);
+        ctx.logger.error({ log: ctx.log, segment: meta.segmentId, expected: meta.aggregate, actual: checksumHex(sealed.aggregateChecksum) }, 'caught-up segment disagrees with its recorded aggregate checksum');
+      } else {
+        ctx.logger.info({ log: ctx.log, segment: meta.segmentId, lastIndex: meta.lastIndex }, 'caught up and sealed segment');
+      }
+    } catch (error) {
+      ctx.logger.warn({ log: ctx.log, segment: meta.segmentId, err: error }, 'failed to catch up on segment; will retry');
+      behind.push(meta.segmentId);
+      break;
+    }
+  }
+  return { segmentsSealed, entriesFetched, mismatched, behind };
+}
+
+/** Fetches entries from..meta.lastIndex from the other members and appends them locally. */
+async function fetchInto(ctx: CatchUpContext, meta: SegmentMeta, from: number): Promise<number> {
+  const start = { segmentId: meta.segmentId, firstIndex: meta.firstIndex, createdMs: meta.createdMs };
+  let next = from;
+  let fetched = 0;
+  const others = meta.ensemble.filter((n) => n !== ctx.self);
+  while (next <= meta.lastIndex) {
+    let progressed = false;
+    for (const node of others) {
+      const peer = ctx.peers(node);
+      if (!peer) continue;
+      try {
+        const { frames } = await peer.readFrames(ctx.log, meta.segmentId, next, meta.lastIndex, CATCH_UP_FETCH_BYTES_MAX);
+        if (frames.length === 0) continue;
+        const result = await ctx.store.appendFrames(start, frames);
+        fetched += result.lastIndex - next + 1;
+        next = result.lastIndex + 1;
+        progressed = true;
+        break;
+      } catch (error) {
+        ctx.logger.debug({ log: ctx.log, segment: meta.segmentId, peer: node, err: error }, 'failed to fetch from a member; trying the next');
+      }
+    }
+    if (!progressed) throw new Error(`no member serves entries from ${next} of segment ${meta.segmentId}`);
+  }
+  return fetched;
+}

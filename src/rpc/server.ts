@@ -1,0 +1,238 @@
+// The gRPC server of a node: thin adapters from the three services to the domain code, plus the
+// standard health service and server reflection. Every input is validated here or in the domain
+// before use; every error leaves through toStatus.
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import { ReflectionService } from '@grpc/reflection';
+import type { Logger } from 'pino';
+import type { AppendResult } from '../wal/index.js';
+import { BadRequestError, type LogMeta, type PeerHandlers, type SegmentMeta } from '../replication/index.js';
+import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './clients.js';
+import { loadProto } from './proto.js';
+import { toStatus } from './status.js';
+import type { WalServiceHandlers } from './generated/walrecovery/v1/WalService.js';
+import type { PeerServiceHandlers } from './generated/walrecovery/v1/PeerService.js';
+import type { AdminServiceHandlers } from './generated/walrecovery/v1/AdminService.js';
+import type { ClusterStatus } from './generated/walrecovery/v1/ClusterStatus.js';
+import type { SegmentRef__Output } from './generated/walrecovery/v1/SegmentRef.js';
+
+export interface ReadEntryView {
+  readonly index: number;
+  readonly timestampMs: number;
+  readonly payload: Buffer;
+  readonly checksum: string;
+  readonly lost: boolean;
+  readonly lostReason: string;
+}
+
+export interface ClusterStatusView {
+  readonly cluster: string;
+  readonly node: string;
+  readonly members: ReadonlyArray<{ id: string; address: string; startedMs: number; version: string; metricsUrl: string }>;
+  readonly logs: ReadonlyArray<{ meta: LogMeta; writer: string; writerEpoch: number; committedIndex: number; segments: readonly SegmentMeta[] }>;
+}
+
+/** What the services need of a node. */
+export interface NodeApi {
+  readonly handlers: PeerHandlers;
+  readonly logger: Logger;
+  append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing: boolean; forwarded: boolean; deadlineMs: number }): Promise<AppendResult>;
+  read(log: string, from: number, to: number, batchMax: number): AsyncGenerator<ReadEntryView[]>;
+  clusterStatus(log: string): Promise<ClusterStatusView>;
+}
+
+export interface RpcServer {
+  readonly port: number;
+  setServing(serving: boolean): void;
+  stop(): Promise<void>;
+}
+
+const DEFAULT_DEADLINE_MS = 30_000;
+
+function remainingMs(call: { getDeadline(): grpc.Deadline }): number {
+  const deadline = call.getDeadline();
+  const at = deadline instanceof Date ? deadline.getTime() : Number(deadline);
+  if (!Number.isFinite(at)) return DEFAULT_DEADLINE_MS;
+  return Math.max(0, at - Date.now());
+}
+
+function fail(error: unknown, logger: Logger, method: string): Partial<grpc.StatusObject> {
+  const status = toStatus(error);
+  if (status.code === grpc.status.INTERNAL) logger.error({ err: error, method }, 'failed to serve a call');
+  return { code: status.code, details: status.details };
+}
+
+function ref(segment: SegmentRef__Output | null): { log: string; segmentId: number } {
+  if (!segment) throw new BadRequestError('segment', 'is required');
+  return { log: segment.log, segmentId: segment.segment_id };
+}
+
+function unary<Req, Res>(logger: Logger, method: string, handle: (request: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    handle(call.request, call).then(
+      (response) => callback(null, response),
+      (error: unknown) => callback(fail(error, logger, method)),
+    );
+  };
+}
+
+async function writeWithBackpressure<T>(call: grpc.ServerWritableStream<unknown, T>, message: T): Promise<void> {
+  if (!call.write(message)) await new Promise<void>((resolve) => call.once('drain', resolve));
+}
+
+function walService(api: NodeApi): WalServiceHandlers {
+  const { logger } = api;
+  return {
+    Append: unary(logger, 'Append', async (request, call) => {
+      const forwarded = call.metadata.get(FORWARDED_METADATA_KEY)[0] === '1';
+      const result = await api.append(request.log, request.payloads, { createIfMissing: request.create_if_missing, forwarded, deadlineMs: remainingMs(call) });
+      return { log: request.log, first_index: result.firstIndex, last_index: result.lastIndex };
+    }),
+    AppendStream: (call, callback) => {
+      void (async () => {
+        let first = 0;
+        let last = 0;
+        let log = '';
+        for await (const message of call as AsyncIterable<{ log: string; payloads: Buffer[]; create_if_missing: boolean }>) {
+          if (log !== '' && message.log !== log) throw new BadRequestError('log', 'every message of one stream must name the same log');
+          log = message.log;
+          const result = await api.append(message.log, message.payloads, { createIfMissing: message.create_if_missing, forwarded: false, deadlineMs: remainingMs(call) });
+          if (first === 0) first = result.firstIndex;
+          last = result.lastIndex;
+        }
+        if (first === 0) throw new BadRequestError('payloads', 'the stream carried no entries');
+        return { log, first_index: first, last_index: last };
+      })().then(
+        (response) => callback(null, response),
+        (error: unknown) => callback(fail(error, logger, 'AppendStream')),
+      );
+    },
+    Read: (call) => {
+      void (async () => {
+        const { log, from_index, to_index, batch_max } = call.request;
+        for await (const batch of api.read(log, from_index, to_index, batch_max)) {
+          if (call.cancelled) return;
+          await writeWithBackpressure(call, {
+            entries: batch.map((e) => ({ index: e.index, timestamp_ms: e.timestampMs, payload: e.payload, checksum: e.checksum, lost: e.lost, lost_reason: e.lostReason })),
+          });
+        }
+        call.end();
+      })().catch((error: unknown) => {
+        const status = fail(error, logger, 'Read');
+        call.emit('error', { ...status, metadata: new grpc.Metadata() });
+      });
+    },
+  };
+}
+
+function peerService(api: NodeApi): PeerServiceHandlers {
+  const { handlers, logger } = api;
+  return {
+    Replicate: unary(logger, 'Replicate', async (r) => {
+      if (!r.segment) throw new BadRequestError('segment', 'is required');
+      const segment = { segmentId: r.segment.segment_id, firstIndex: r.segment.first_index, createdMs: r.segment.created_ms };
+      return { last_index: (await handlers.replicate(r.log, r.epoch, segment, r.frames, r.committed_index)).lastIndex };
+    }),
+    Fence: unary(logger, 'Fence', async (r) => {
+      const { log, segmentId } = ref(r.segment);
+      const h = await handlers.fence(log, segmentId, r.epoch);
+      return { present: h.present, first_index: h.firstIndex, last_index: h.lastIndex, sealed: h.sealed };
+    }),
+    Seal: unary(logger, 'Seal', async (r) => {
+      const { log, segmentId } = ref(r.segment);
+      const h = await handlers.seal(log, segmentId, r.epoch, r.last_index, r.expected_aggregate);
+      return { last_index: h.lastIndex, aggregate: h.aggregate, index_count: h.indexCount, byte_length: h.byteLength };
+    }),
+    ReadFrames: unary(logger, 'ReadFrames', async (r) => {
+      const { log, segmentId } = ref(r.segment);
+      const result = await handlers.readFrames(log, segmentId, r.from_index, r.to_index, r.bytes_max);
+      return { frames: result.frames, faulty: result.faulty, last_index: result.lastIndex };
+    }),
+    SegmentInfo: unary(logger, 'SegmentInfo', async (r) => {
+      const { log, segmentId } = ref(r.segment);
+      const h = await handlers.segmentInfo(log, segmentId, r.with_checksums);
+      return { present: h.present, sealed: h.sealed, first_index: h.firstIndex, last_index: h.lastIndex, index_count: h.indexCount, byte_length: h.byteLength, aggregate: h.aggregate, checksums: h.checksums, damaged: h.damaged };
+    }),
+    FetchSegment: (call) => {
+      void (async () => {
+        const { log, segmentId } = ref(call.request.segment);
+        const file = await handlers.openSegmentFile(log, segmentId, call.request.chunk_bytes);
+        if (!file) throw new BadRequestError('segment', `segment ${segmentId} of log ${log} is not sealed here`);
+        let offset = 0;
+        for await (const chunk of file.chunks) {
+          if (call.cancelled) return;
+          await writeWithBackpressure(call, { offset_bytes: offset, data: chunk, total_bytes: file.totalBytes });
+          offset += chunk.byteLength;
+        }
+        call.end();
+      })().catch((error: unknown) => call.emit('error', { ...fail(error, logger, 'FetchSegment'), metadata: new grpc.Metadata() }));
+    },
+  };
+}
+
+function adminService(api: NodeApi): AdminServiceHandlers {
+  return {
+    GetClusterStatus: unary(api.logger, 'GetClusterStatus', async (r): Promise<ClusterStatus> => {
+      const view = await api.clusterStatus(r.log);
+      return {
+        cluster: view.cluster,
+        node: view.node,
+        members: view.members.map((m) => ({ id: m.id, address: m.address, started_ms: m.startedMs, version: m.version, metrics_url: m.metricsUrl })),
+        logs: view.logs.map((l) => ({
+          log: l.meta.log,
+          writer: l.writer,
+          writer_epoch: l.writerEpoch,
+          replication_factor: l.meta.replicationFactor,
+          ack_quorum: l.meta.ackQuorum,
+          committed_index: l.committedIndex,
+          segments: l.segments.map((s) => ({
+            segment_id: s.segmentId,
+            state: s.state,
+            ensemble: [...s.ensemble],
+            ack_quorum: s.ackQuorum,
+            writer_epoch: s.writerEpoch,
+            first_index: s.firstIndex,
+            last_index: s.lastIndex,
+            index_count: s.indexCount,
+            byte_length: s.byteLength,
+            aggregate: s.aggregate,
+          })),
+        })),
+      };
+    }),
+  };
+}
+
+export async function startRpcServer(api: NodeApi, listen: { host: string; port: number }): Promise<RpcServer> {
+  const { proto, packageDefinition } = loadProto();
+  const server = new grpc.Server({ ...CHANNEL_OPTIONS, 'grpc.max_receive_message_length': MESSAGE_BYTES_MAX });
+  server.addService(proto.walrecovery.v1.WalService.service, walService(api));
+  server.addService(proto.walrecovery.v1.PeerService.service, peerService(api));
+  server.addService(proto.walrecovery.v1.AdminService.service, adminService(api));
+  const health = new HealthImplementation({ '': 'NOT_SERVING', 'walrecovery.v1.WalService': 'NOT_SERVING' });
+  health.addToServer(server);
+  new ReflectionService(packageDefinition).addToServer(server);
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${listen.host}:${listen.port}`, grpc.ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound)));
+  });
+  return {
+    port,
+    setServing(serving: boolean) {
+      const status = serving ? 'SERVING' : 'NOT_SERVING';
+      health.setStatus('', status);
+      health.setStatus('walrecovery.v1.WalService', status);
+    },
+    stop() {
+      return new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2_000);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    },
+  };
+}
