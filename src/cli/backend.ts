@@ -5,9 +5,10 @@ import type { Logger } from 'pino';
 import type { RepairReport, RepairStrategy } from '../recovery/index.js';
 import { type DataDirOptions, type ValidationReport, WalStore, format, checksumHex, inspectDataDir, repairDataDir, validateStore } from '../wal/index.js';
 import { ClusterNotBuiltError, UsageError } from './exit.js';
+import { AdminClient as RpcAdminClient, WalClient } from '../rpc/index.js';
 import type { Target } from './options.js';
 
-export type Endpoint = { readonly kind: 'local'; readonly dataDir: string } | { readonly kind: 'cluster'; readonly target: Target };
+export type Endpoint = { readonly kind: 'local'; readonly dataDir: string } | { readonly kind: 'cluster'; readonly target: Target; readonly log: string };
 
 export type DumpRecord =
   | { readonly index: number; readonly timestampMs: number; readonly checksum: string; readonly payload: Buffer }
@@ -45,15 +46,16 @@ export interface OpenLogOptions {
   readonly backupRetentionCount?: number;
 }
 
-export function endpointOf(opts: { dataDir?: string; target?: Target }): Endpoint {
+export function endpointOf(opts: { dataDir?: string; target?: Target; log?: string }): Endpoint {
   if (opts.target !== undefined && opts.dataDir !== undefined) throw new UsageError('give --data-dir or --target, not both');
-  if (opts.target !== undefined) return { kind: 'cluster', target: opts.target };
+  if (opts.target !== undefined) return { kind: 'cluster', target: opts.target, log: opts.log ?? 'default' };
+  if (opts.log !== undefined) throw new UsageError('--log names a log of a cluster: it goes with --target (a data directory holds one log)');
   if (opts.dataDir === undefined || opts.dataDir === '') throw new UsageError('--data-dir DIR is required (or --target HOST:PORT)');
   return { kind: 'local', dataDir: opts.dataDir };
 }
 
 export async function openLog(endpoint: Endpoint, options: OpenLogOptions): Promise<LogClient> {
-  if (endpoint.kind === 'cluster') throw new ClusterNotBuiltError(endpoint.target.text);
+  if (endpoint.kind === 'cluster') return new ClusterLog(new WalClient(endpoint.target.text), endpoint.log, options.create);
   const store = await WalStore.open(endpoint.dataDir, {
     logger: options.logger,
     create: options.create,
@@ -72,7 +74,7 @@ export interface AdminOptions {
 }
 
 export function adminFor(endpoint: Endpoint, options: AdminOptions): AdminClient {
-  if (endpoint.kind === 'cluster') throw new ClusterNotBuiltError(endpoint.target.text);
+  if (endpoint.kind === 'cluster') throw new ClusterNotBuiltError(endpoint.target.text, 'validate and repair of a live cluster are not built yet');
   const dataDir = endpoint.dataDir;
   const logger = options.logger;
   const recovery = options.backupRetentionCount !== undefined ? { recovery: { backupRetentionCount: options.backupRetentionCount } } : {};
@@ -109,5 +111,44 @@ class LocalLog implements LogClient {
 
   close(): Promise<void> {
     return this.store.close();
+  }
+}
+
+/** A log of a cluster, through the WalService of one node (appends are forwarded to the writer). */
+class ClusterLog implements LogClient {
+  /** The nodes' default limit; a node refuses larger entries with INVALID_ARGUMENT anyway. */
+  readonly entryBytesMax = 1024 * 1024;
+
+  constructor(
+    private readonly client: WalClient,
+    private readonly log: string,
+    private readonly create: boolean,
+  ) {}
+
+  async append(payloads: readonly Buffer[]): Promise<AppendRange> {
+    return this.client.append(this.log, payloads, { createIfMissing: this.create });
+  }
+
+  async *entries(fromIndex: number | undefined, toIndex: number | undefined): AsyncIterable<DumpRecord> {
+    for await (const response of this.client.read(this.log, fromIndex ?? 1, toIndex ?? 0)) {
+      for (const e of response.entries) {
+        if (e.lost) yield { index: e.index, lost: true, reason: e.lost_reason };
+        else yield { index: e.index, timestampMs: e.timestamp_ms, checksum: e.checksum, payload: e.payload };
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.close();
+  }
+}
+
+/** Cluster status as a node reports it (members, writers, segments with their ensembles). */
+export async function clusterStatus(endpoint: Extract<Endpoint, { kind: 'cluster' }>, allLogs: boolean): Promise<unknown> {
+  const client = new RpcAdminClient(endpoint.target.text);
+  try {
+    return await client.status(allLogs ? '' : endpoint.log);
+  } finally {
+    client.close();
   }
 }

@@ -2,12 +2,12 @@
 // returns an exit code. Errors are thrown as they are; exit.ts alone turns them into codes.
 import type { Logger } from 'pino';
 import type { RepairStrategy } from '../recovery/index.js';
-import { type AdminClient, type AppendRange, type Endpoint, type OnProgress, type OpenLogOptions, adminFor, openLog } from './backend.js';
+import { type AdminClient, type AppendRange, type Endpoint, type OnProgress, type OpenLogOptions, adminFor, clusterStatus, openLog } from './backend.js';
 import { EXIT_DAMAGE, EXIT_OK, type ExitCode, PartialAppendError, SegmentNotFoundError } from './exit.js';
 import { lineBatches } from './lines.js';
 import type { Output } from './output.js';
 import { type ProgressStream, createProgress } from './progress.js';
-import { appendLines, dumpJson, dumpLine, inspectLines, repairLines, statusLines, statusOf, validateLines } from './render.js';
+import { type ClusterStatusLike, appendLines, clusterStatusLines, dumpJson, dumpLine, inspectLines, repairLines, statusLines, statusOf, validateLines } from './render.js';
 
 export interface CommandContext {
   readonly out: Output;
@@ -138,7 +138,13 @@ export async function runInspect(ctx: CommandContext, endpoint: Endpoint, option
 }
 
 /** A one-line summary of the store; exit 1 when it is damaged. */
-export async function runStatus(ctx: CommandContext, endpoint: Endpoint): Promise<ExitCode> {
+export async function runStatus(ctx: CommandContext, endpoint: Endpoint, allLogs = false): Promise<ExitCode> {
+  if (endpoint.kind === 'cluster') {
+    const status = await clusterStatus(endpoint, allLogs);
+    if (ctx.json) await ctx.out.json(status);
+    else await ctx.out.write(clusterStatusLines(status as ClusterStatusLike));
+    return EXIT_OK;
+  }
   const summary = statusOf(await admin(ctx, endpoint).inspect());
   if (ctx.json) await ctx.out.json(summary);
   else await ctx.out.write(statusLines(summary));

@@ -34,10 +34,17 @@ export class UsageError extends Error {
 /** --target was given, but the cluster client does not exist yet. */
 export class ClusterNotBuiltError extends Error {
   override readonly name = 'ClusterNotBuiltError';
-  constructor(readonly target: string) {
-    super(`--target ${target}: cluster mode is not built yet; use --data-dir DIR on the node's data directory`);
+  constructor(readonly target: string, what = 'cluster mode is not built yet') {
+    super(`--target ${target}: ${what}; use --data-dir DIR on a node's data directory (logs/<log>) with the node stopped`);
   }
 }
+
+/** A gRPC status from a node: DATA_LOSS is damage (1); every other failure is environmental (2). */
+function isRemoteError(error: unknown): error is Error & { code: number; details: string } {
+  return error instanceof Error && typeof (error as { code?: unknown }).code === 'number' && typeof (error as { details?: unknown }).details === 'string';
+}
+
+const DATA_LOSS = 15;
 
 /** inspect --segment named a segment the store does not have. */
 export class SegmentNotFoundError extends Error {
@@ -77,6 +84,7 @@ export function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof CommanderError) return REQUESTED_COMMANDER_CODES.has(error.code) ? EXIT_OK : EXIT_USAGE;
   if (error instanceof OutputClosedError) return EXIT_OK;
   if (error instanceof DamageFoundError || error instanceof CorruptEntryError || error instanceof EntryLostError) return EXIT_DAMAGE;
+  if (isRemoteError(error)) return error.code === DATA_LOSS ? EXIT_DAMAGE : EXIT_USAGE;
   if (
     error instanceof UsageError ||
     error instanceof ClusterNotBuiltError ||
@@ -103,6 +111,7 @@ export function isSilent(error: unknown): boolean {
 
 function messageOf(error: unknown): string {
   if (error instanceof CommanderError) return error.message.replace(/^error: /, '');
+  if (isRemoteError(error)) return `the node answered: ${error.details || error.message} (gRPC status ${error.code})`;
   if (error instanceof Error) {
     // A failed write or sync says little on its own; its cause is the system error.
     if (error instanceof StoreFailedError && error.cause instanceof Error) return `${error.message}: ${error.cause.message}`;

@@ -11,6 +11,7 @@ import { type Target, integerIn, parseTarget } from './options.js';
 import { Output } from './output.js';
 import type { ProgressStream } from './progress.js';
 import { type NodeVerbOptions, runNode } from './server.js';
+import { runPlayground } from './playground.js';
 
 export interface CliIo {
   readonly stdin: AsyncIterable<Buffer | string>;
@@ -30,6 +31,7 @@ interface CommonOptions {
   readonly dataDir?: string;
   readonly backups?: number;
   readonly target?: Target;
+  readonly log?: string;
   readonly json?: boolean;
   readonly verbose?: boolean;
 }
@@ -37,8 +39,8 @@ interface CommonOptions {
 const HELP_AFTER = `
 Exit codes: 0 ok; 1 damage found or not repaired; 2 usage or environment error.
 Every verb takes --data-dir DIR (a store on this machine) and --json (machine-readable output).
---target HOST:PORT (a cluster node) is accepted by append, dump, validate, repair and status,
-but cluster mode is not built yet: it exits 2.`;
+--target HOST:PORT (a cluster node, with --log NAME) works for append, dump and status; validate
+and repair of a live cluster are not built yet (exit 2). Server verbs: node, playground.`;
 
 const DUMP_HELP_AFTER = `
 Text output: one line per entry, "index<TAB>checksum<TAB>payload"; a payload that is not
@@ -53,7 +55,10 @@ lock while it runs and leaves the open segment open.`;
 function addCommon(cmd: Command, acceptsTarget: boolean, backupsHelp?: string): Command {
   cmd.option('--data-dir <dir>', 'the store directory');
   if (backupsHelp !== undefined) cmd.option('--backups <n>', backupsHelp, integerIn(0, BACKUPS_OPTION_MAX));
-  if (acceptsTarget) cmd.option('--target <host:port>', 'a cluster node (not built yet)', parseTarget);
+  if (acceptsTarget) {
+    cmd.option('--target <host:port>', 'a cluster node, instead of --data-dir', parseTarget);
+    cmd.option('--log <name>', 'with --target: the log (default "default")');
+  }
   return cmd.option('--json', 'machine-readable output').option('--verbose', 'logs on stderr (pino JSON) and stack traces of errors');
 }
 
@@ -119,8 +124,9 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
       setCode(await runInspect(context(opts), endpointOf(opts), opts.segment !== undefined ? { segment: opts.segment } : {}));
     });
 
-  addCommon(program.command('status').description('one-line summary of the store; exit 1 when damaged'), true)
-    .action(async (opts: CommonOptions) => setCode(await runStatus(context(opts), endpointOf(opts))));
+  addCommon(program.command('status').description('one-line summary of the store, or with --target the cluster: members, writers, segments'), true)
+    .option('--all-logs', 'with --target: every log, not only --log')
+    .action(async (opts: CommonOptions & { allLogs?: boolean }) => setCode(await runStatus(context(opts), endpointOf(opts), opts.allLogs === true)));
 
   program
     .command('node')
@@ -137,6 +143,18 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .option('--backups <n>', 'local backup copies of each sealed segment (default 0: replicas are the redundancy)', integerIn(0, BACKUPS_OPTION_MAX))
     .option('--verbose', 'debug logs')
     .action(async (opts: NodeVerbOptions) => setCode(await runNode(opts, (line) => out.write(line).then(() => out.flush()))));
+
+  program
+    .command('playground')
+    .description('run a local cluster on 127.0.0.1: etcd (from PATH) and N nodes, until SIGINT or SIGTERM')
+    .option('--nodes <n>', 'how many nodes (default 3)', integerIn(1, 9), 3)
+    .option('--dir <dir>', 'where etcd, the nodes and their logs keep their files (default: a new temp dir)')
+    .option('--segment-bytes <n>', 'segment roll size of logs the cluster creates', integerIn(4096, SEGMENT_BYTES_OPTION_MAX))
+    .option('--json', 'print one line {"etcd","nodes":[{"id","target","pid","dataDir","metrics"}]} once all nodes serve')
+    .action(async (opts: { nodes: number; dir?: string; segmentBytes?: number; json?: boolean }) => {
+      const options = { nodes: opts.nodes, json: opts.json === true, ...(opts.dir !== undefined ? { dir: opts.dir } : {}), ...(opts.segmentBytes !== undefined ? { segmentBytes: opts.segmentBytes } : {}) };
+      setCode(await runPlayground(options, (text) => out.write(text).then(() => out.flush())));
+    });
 
   return program;
 }

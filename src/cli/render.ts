@@ -137,3 +137,32 @@ export function statusLines(s: StatusSummary): string {
   const health = s.ok ? 'ok' : `damaged (${plural(s.findingCount, 'finding')}; run validate)`;
   return `log '${s.log}' in ${s.dataDir}: ${plural(s.segmentCount, 'segment')}, ${range}, ${plural(s.holeCount, 'lost entry', 'lost entries')}; ${health}\n`;
 }
+
+/** The fields of a node's ClusterStatus that status prints. */
+export interface ClusterStatusLike {
+  readonly cluster: string;
+  readonly node: string;
+  readonly members: ReadonlyArray<{ id: string; address: string }>;
+  readonly logs: ReadonlyArray<{
+    log: string;
+    writer: string;
+    writer_epoch: number;
+    committed_index: number;
+    replication_factor: number;
+    ack_quorum: number;
+    segments: ReadonlyArray<{ segment_id: number; state: string; ensemble: readonly string[]; first_index: number; last_index: number; aggregate: string }>;
+  }>;
+}
+
+export function clusterStatusLines(s: ClusterStatusLike): string {
+  const lines = [`cluster '${s.cluster}' as node ${s.node} sees it: ${plural(s.members.length, 'member')}`];
+  for (const m of s.members) lines.push(`  member ${m.id} at ${m.address}`);
+  for (const l of s.logs) {
+    lines.push(`log '${l.log}': writer ${l.writer || '(none)'} (epoch ${l.writer_epoch}), committed up to ${l.committed_index} (as this node knows it), replication ${l.replication_factor}, ack quorum ${l.ack_quorum}`);
+    for (const seg of l.segments) {
+      const range = seg.last_index >= seg.first_index ? `${seg.first_index}..${seg.last_index}` : `from ${seg.first_index}`;
+      lines.push(`  segment ${seg.segment_id} ${seg.state.padEnd(10)} ${range.padEnd(22)} on ${seg.ensemble.join(',')}${seg.aggregate ? `  ${seg.aggregate}` : ''}`);
+    }
+  }
+  return lines.join('\n') + '\n';
+}

@@ -255,7 +255,8 @@ export class LogRuntime {
     }
   }
 
-  private async knownCommitted(wanted: number): Promise<number> {
+  /** The committed index, asking the writer when this node's own knowledge may be behind. */
+  async knownCommitted(wanted: number): Promise<number> {
     const local = this.committedIndex();
     if (wanted !== 0 && wanted <= local) return local;
     const leadership = this.election?.leadership();

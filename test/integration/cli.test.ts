@@ -371,11 +371,17 @@ describe('bad input', () => {
     expectOneLineError(await run(['inspect', '--data-dir', dataDir, '--segment', '-3']), 2, /--segment/);
   });
 
-  it('--target exits 2: cluster mode is not built yet', async () => {
-    for (const verb of ['append', 'dump', 'validate', 'repair', 'status']) {
-      expectOneLineError(await run([verb, '--target', '127.0.0.1:7400']), 2, /cluster mode is not built yet/);
+  it('--target with no node listening exits 2 with one line; validate and repair of a cluster say they are not built', async () => {
+    const port = await closedPort();
+    for (const verb of ['dump', 'status']) {
+      expectOneLineError(await run([verb, '--target', `127.0.0.1:${port}`]), 2, /the node answered: .*\(gRPC status 14\)/);
+    }
+    expectOneLineError(await run(['append', '--target', `127.0.0.1:${port}`], 'x\n'), 2, /gRPC status 14/);
+    for (const verb of ['validate', 'repair']) {
+      expectOneLineError(await run([verb, '--target', `127.0.0.1:${port}`]), 2, /live cluster are not built yet/);
     }
     expectOneLineError(await run(['validate', '--target', 'no-port']), 2, /HOST:PORT/);
+    expectOneLineError(await run(['dump', '--data-dir', root, '--log', 'x']), 2, /--log .* goes with --target/);
   });
 
   it('--verbose adds the stack of an error after its one line', async () => {
@@ -385,6 +391,17 @@ describe('bad input', () => {
     expect(result.stderr).toMatch(/^\s+at /m);
   });
 });
+
+/** A loopback port with nothing listening on it (bound, then closed). */
+async function closedPort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolvePort) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolvePort(typeof address === 'object' && address ? address.port : 1));
+    });
+  });
+}
 
 const SCRIPT = '/usr/bin/script'; // util-linux: runs a command on a pseudo-terminal
 
