@@ -3,7 +3,7 @@
 // wal-recovery CLI finding and repairing every kind of damage. Runs the real CLI on real files
 // in a temporary directory, which it removes at the end (pass --keep to look at it afterwards).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, openSync, writeSync, closeSync, statSync, unlinkSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, openSync, writeSync, closeSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,16 +57,27 @@ try {
   run(['repair', '--data-dir', dataDir, '--strategy', 'partial']);
   run(['validate', '--data-dir', dataDir]);
 
-  step('4. A crash tears the last write: cut the open segment mid-entry; opening the log rolls it back');
-  run(['append', '--data-dir', dataDir], 'one more entry\nand another one that will be torn\n');
+  step('4. A crash: a writer is killed with SIGKILL mid-append, and its last write is torn in half');
+  const writer = spawnSync(process.execPath, ['--input-type=module', '-e', `
+    const { WalStore } = await import(${JSON.stringify(join(root, 'dist', 'index.js'))});
+    const pino = (await import('pino')).default;
+    const store = await WalStore.open(${JSON.stringify(dataDir)}, { logger: pino({ level: 'silent' }) });
+    const appends = [];
+    for (let i = 0; i < 50; i++) appends.push(store.append(Buffer.from('late entry ' + i)));
+    await Promise.all(appends);
+    console.log(store.lastIndex);
+    process.kill(process.pid, 'SIGKILL'); // no close(): the open segment stays open, as after a crash
+  `], { cwd: root, encoding: 'utf8' });
+  console.log(`  a writer appended up to index ${writer.stdout.trim()} and was killed (${writer.signal})`);
   const names = readdirSync(join(dataDir, 'segments')).sort();
   const last = join(dataDir, 'segments', names[names.length - 1]);
-  // close() sealed that segment; cut into its trailer and last entry to play a torn write
-  const size = statSync(last).size;
-  const tail = readFileSync(last).subarray(0, size - 64 - 10);
-  writeFileSync(last, tail);
+  const lastBytes = readFileSync(last);
+  // A torn write: the first 30 bytes of a frame reached the disk, the rest did not.
+  writeFileSync(last, Buffer.concat([lastBytes, lastBytes.subarray(lastBytes.length - 60, lastBytes.length - 30)]));
   run(['validate', '--data-dir', dataDir]);
-  run(['repair', '--data-dir', dataDir]);
+  console.log('  Opening the log (any verb that opens it, here dump) rolls the torn tail back, keeping the bytes in quarantine/:');
+  run(['dump', '--data-dir', dataDir, '--from', '2049']);
+  run(['validate', '--data-dir', dataDir]);
 
   step('5. Damage with no good copy left: SkipCorrupted records the hole and says so; reads of it say "entry lost"');
   const victim = segmentPath(2);
@@ -76,8 +87,7 @@ try {
   writeFileSync(victim, v);
   run(['repair', '--data-dir', dataDir, '--strategy', 'partial', '--backups', '0']);
   run(['repair', '--data-dir', dataDir, '--strategy', 'skip', '--backups', '0']);
-  const dump = run(['dump', '--data-dir', dataDir, '--json'], undefined);
-  void dump;
+  run(['dump', '--data-dir', dataDir, '--from', '417', '--to', '421']);
   console.log(`\nThe data directory is ${keep ? dataDir : 'removed (pass --keep to keep it)'}.`);
 } finally {
   if (!keep) rmSync(dir, { recursive: true, force: true });

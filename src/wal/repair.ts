@@ -439,6 +439,8 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
   await handle?.close();
   const truncated: IndexRange[] = plan.cutIndex !== undefined ? [{ first: plan.cutIndex, last: Math.max(plan.cutIndex, expected?.lastIndex ?? analysis.lastIndex) }] : [];
   const summary = `rebuilt ${sealed ? 'sealed' : 'open'} segment: ${countIndices(repaired)} entries from ${plan.source ?? 'no source'}, ${countIndices(lost)} lost, ${countIndices(truncated)} rolled back`;
+  repaired.splice(0, repaired.length, ...mergeRanges(repaired));
+  lost.splice(0, lost.length, ...mergeRanges(lost));
   if (plan.dryRun) return { segment: segment.segmentId, decision: plan.decision, outcome: 'planned', repaired, lost, truncated, ...(plan.source ? { source: plan.source } : {}), bytesWritten: writer.offset, detail: summary };
   const quarantinedAs = await quarantineFile(ctx.layout, segment.path, 'damaged', { keepOriginal: true, retention: ctx.recovery.backupRetentionCount, now: ctx.clock() });
   if (plan.cutIndex !== undefined) await quarantineBackups(ctx, segment.segmentId);
