@@ -6,3 +6,4 @@ export { type PeerApi, type PeerResolver, type SegmentDirectory } from './api.js
 export * from './metadata.js';
 export { LogWriter, type WriterOptions } from './writer.js';
 export { catchUpLog, type CatchUpContext, type CatchUpResult } from './catchup.js';
+export { ReplicaSource, type ReplicaSourceOptions } from './replica-source.js';

@@ -1,5 +1,5 @@
 // Public face of the WAL store domain.
-export { WalStore, ReplicaRejectedError, type AppendResult, type Entry, type OpenReport, type SegmentStart } from './store.js';
+export { WalStore, ReplicaRejectedError, type AppendResult, type Entry, type OpenReport, type SegmentStart, type OnlineRepairOptions } from './store.js';
 export { type WalOptions, type StoreSettings, WAL_DEFAULTS, resolveWalOptions } from './options.js';
 export {
   WalError,
@@ -20,3 +20,4 @@ export { type SegmentRecord, type HoleRecord } from './catalog.js';
 export { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksum64, checksumHex } from './checksum.js';
 export * as format from './format.js';
 export { writeFileAtomic } from './files.js';
+export { analyzeSegmentFile, isClean } from './analyze.js';

@@ -166,7 +166,8 @@ async function repairFindings(ctx: RepairContext, inspection: StoreInspection, o
   }
 }
 
-async function repairSegmentWithRetries(ctx: RepairContext, segment: SegmentInspection, options: RepairOptions): Promise<SegmentRepair> {
+/** Repairs one segment, with up to maxRecoveryAttempts attempts (also used by online repair). */
+export async function repairSegmentWithRetries(ctx: RepairContext, segment: SegmentInspection, options: RepairOptions): Promise<SegmentRepair> {
   let last: SegmentRepair | undefined;
   for (let attempt = 1; attempt <= ctx.recovery.maxRecoveryAttempts; attempt += 1) {
     const started = ctx.clock();

@@ -14,6 +14,7 @@ import { type Finding, type RecoveryConfig, type RepairReport, RecoveryMetrics, 
 import { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
 import { analyzeSegmentFile, analyzeSegmentHandle } from './analyze.js';
+import type { RepairStrategy, SegmentRepair } from '../recovery/index.js';
 import {
   CorruptEntryError,
   EntryLostError,
@@ -51,10 +52,10 @@ import {
   logIdOf,
   segmentFileName,
 } from './format.js';
-import { readCatalog } from './inspect.js';
+import { inspectSegment, readCatalog } from './inspect.js';
 import { type ResolvedWalOptions, type StoreSettings, type WalOptions, resolveWalOptions, validateSettings } from './options.js';
-import { type RepairContext, repairStore } from './repair.js';
-import { LocalBackupSource, writeBackups } from './sources.js';
+import { type RepairContext, repairSegmentWithRetries, repairStore } from './repair.js';
+import { type GoodCopySource, type SegmentExpectation, LocalBackupSource, writeBackups } from './sources.js';
 import { stat } from 'node:fs/promises';
 
 export interface AppendResult {
@@ -121,6 +122,17 @@ interface PendingOp {
 
 type Pending = PendingAppend | PendingOp;
 
+export interface OnlineRepairOptions {
+  readonly strategy: RepairStrategy;
+  readonly dryRun: boolean;
+  /** Tried before the local backups (replicas, in a cluster). */
+  readonly sources: readonly GoodCopySource[];
+  /** What the segment must contain (etcd's record, in a cluster); default: the local catalog. */
+  readonly expected?: SegmentExpectation;
+  /** Cluster interlock: whether an unreachable replica may hold the given indices. */
+  readonly heldElsewhere?: (segmentId: number, first: number, last: number) => boolean;
+}
+
 /** The identity of a segment as the log's writer chose it (replica mode). */
 export interface SegmentStart {
   readonly segmentId: number;
@@ -146,6 +158,7 @@ export class WalStore {
   private queue: Pending[] = [];
   private flushing: Promise<void> | undefined;
   private backupChain: Promise<void> = Promise.resolve();
+  private catalogWrites: Promise<void> = Promise.resolve();
   private failure: unknown;
   private closed = false;
   private generation: number;
@@ -378,6 +391,81 @@ export class WalStore {
     this.logger.warn({ log: this.settings.logName, segment: active.segmentId, entryIndex: lastIndex + 1, byteLength: cutBytes.byteLength }, 'cut unacknowledged entries before sealing');
   }
 
+  // -------------------------------------------------------------------------------------------
+  // Online repair of a sealed segment. Appends only ever touch the open segment, so a sealed one
+  // can be rebuilt and swapped in (temp file, fsync, rename) while the store keeps serving every
+  // other segment; reads of this one verify checksums as always, and fail over to replicas.
+
+  async repairSealedSegment(segmentId: number, options: OnlineRepairOptions): Promise<SegmentRepair> {
+    if (this.closed) throw new StoreClosedError();
+    if (this.active?.segmentId === segmentId) throw new WalError(`segment ${segmentId} is open; only sealed segments are repaired online`);
+    const local = this.segments.find((r) => r.segmentId === segmentId);
+    const expected = options.expected;
+    if (!local && !expected) throw new WalError(`segment ${segmentId} is not held here`);
+    const record: SegmentRecord = expected
+      ? {
+          segmentId,
+          firstIndex: expected.firstIndex,
+          lastIndex: expected.lastIndex,
+          indexCount: expected.indexCount,
+          byteLength: local?.byteLength ?? 0,
+          aggregateChecksum: expected.aggregateChecksum ?? local?.aggregateChecksum ?? AGGREGATE_EMPTY,
+          state: 'sealed',
+          createdMs: local?.createdMs ?? 0,
+        }
+      : (local as SegmentRecord);
+    const path = this.layout.segmentPath(segmentId);
+    const analysis = (await exists(path)) ? await analyzeSegmentFile(path, segmentId, { entryBytesMax: this.settings.entryBytesMax, firstIndexHint: record.firstIndex }) : undefined;
+    const inspection = inspectSegment({ log: this.settings.logName, layout: this.layout, segmentId, path, record, analysis, isLast: false });
+    if (inspection.findings.length === 0) {
+      return { segment: segmentId, decision: 'keep', outcome: 'done', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: 'segment verified against its record: nothing to repair' };
+    }
+    this.metrics.corrupted_segments += 1;
+    for (const finding of inspection.findings) this.reportFinding(finding, false);
+    const ctx: RepairContext = {
+      layout: this.layout,
+      settings: this.settings,
+      recovery: { ...this.recovery, repairStrategy: options.strategy },
+      sources: [...options.sources, new LocalBackupSource(this.layout, this.recovery.backupRetentionCount, this.settings.entryBytesMax)],
+      logger: this.logger,
+      metrics: this.metrics,
+      clock: this.options.clock,
+      ...(options.heldElsewhere ? { heldElsewhere: options.heldElsewhere } : {}),
+    };
+    const result = await repairSegmentWithRetries(ctx, inspection, { strategy: options.strategy, dryRun: options.dryRun });
+    if (!options.dryRun && result.outcome === 'done') await this.reloadSealedSegment(segmentId);
+    return result;
+  }
+
+  /** Re-reads a sealed segment after it was replaced: its record, its holes, no stale handle. */
+  private async reloadSealedSegment(segmentId: number): Promise<void> {
+    const cached = this.readIndexes.get(segmentId);
+    this.readIndexes.delete(segmentId);
+    await cached?.handle?.close().catch(() => undefined);
+    const path = this.layout.segmentPath(segmentId);
+    const analysis = await analyzeSegmentFile(path, segmentId, { entryBytesMax: this.settings.entryBytesMax });
+    const trailer = analysis.trailer;
+    if (!trailer) throw new WalError(`segment ${segmentId} has no trailer after its repair`);
+    const record: SegmentRecord = {
+      segmentId,
+      firstIndex: trailer.firstIndex,
+      lastIndex: trailer.lastIndex,
+      indexCount: trailer.indexCount,
+      byteLength: analysis.fileByteLength,
+      aggregateChecksum: trailer.aggregateChecksum,
+      state: 'sealed',
+      createdMs: analysis.header?.createdMs ?? 0,
+    };
+    const at = this.segments.findIndex((r) => r.segmentId === segmentId);
+    if (at >= 0) this.segments[at] = record;
+    else {
+      this.segments.push(record);
+      this.segments.sort((a, b) => a.segmentId - b.segmentId);
+    }
+    this.holes = [...this.holes.filter((h) => h.segmentId !== segmentId), ...analysis.holes.map((h) => ({ segmentId, firstIndex: h.firstIndex, count: h.count }))].sort((a, b) => a.firstIndex - b.firstIndex);
+    await this.writeCatalog();
+  }
+
   /** What this store holds of a segment (the open one included), or undefined. */
   segmentRecord(segmentId: number): SegmentRecord | undefined {
     if (this.active?.segmentId === segmentId) return this.activeRecord();
@@ -559,7 +647,14 @@ export class WalStore {
     }
   }
 
-  private async writeCatalog(): Promise<void> {
+  /** Catalog writes come from the append loop and from online repairs: one at a time. */
+  private writeCatalog(): Promise<void> {
+    const next = this.catalogWrites.then(() => this.writeCatalogNow());
+    this.catalogWrites = next.catch(() => undefined);
+    return next;
+  }
+
+  private async writeCatalogNow(): Promise<void> {
     if (this.active) this.active.checkpointedBytes = this.active.byteLength;
     this.generation += 1;
     const catalog: Catalog = {
@@ -656,8 +751,8 @@ export class WalStore {
     return readIndex;
   }
 
-  private reportFinding(finding: Finding): void {
-    this.metrics.corrupted_segments += 1;
+  private reportFinding(finding: Finding, countSegment = true): void {
+    if (countSegment) this.metrics.corrupted_segments += 1;
     this.logger.error({ log: finding.log, segment: finding.segment, entryIndex: finding.entryIndex, offsetBytes: finding.offsetBytes, kind: finding.kind }, describeFinding(finding));
   }
 

@@ -1,0 +1,148 @@
+// Replicas as a source of good copies for the repair engine (src/wal/repair.ts).
+//
+// Frames are gathered entry by entry from every other member of the segment's ensemble, so a
+// segment damaged in different places on every replica can still be rebuilt. Nothing a replica
+// sends is trusted: each frame is decoded and checked (header crc32, SHA3 checksum, index) here,
+// again by the repair engine, and a rebuilt sealed segment must match the aggregate checksum etcd
+// recorded. A replica that serves bytes failing verification is remembered as lying for that
+// segment and never used for it again in this repair.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { type GoodCopySource, type SegmentExpectation, analyzeSegmentFile, checksumHex, format, isClean } from '../wal/index.js';
+import type { PeerResolver } from './api.js';
+import type { SegmentMeta } from './metadata.js';
+
+export interface ReplicaSourceOptions {
+  readonly log: string;
+  readonly self: string;
+  readonly peers: PeerResolver;
+  /** The segment's record in etcd (ensemble, aggregate), or undefined when unknown. */
+  readonly segmentMeta: (segmentId: number) => Promise<SegmentMeta | undefined>;
+  /** Fetches a whole sealed segment file from a member into path (FetchSegment). */
+  readonly fetchFile?: (node: string, segmentId: number, path: string) => Promise<void>;
+  readonly tempDir: string;
+  readonly logger: Logger;
+  readonly entryBytesMax: number;
+}
+
+const FETCH_BYTES_MAX = 4 * 1024 * 1024;
+
+export class ReplicaSource implements GoodCopySource {
+  readonly name = 'replicas';
+  /**
+   * Indices some member could not be asked about (down, timed out). A member that answers
+   * "faulty" does not hold an intact copy; one that did not answer may: the interlock keeps
+   * SkipCorrupted and Rollback from giving up such entries.
+   */
+  private readonly uncertain = new Map<number, Set<number>>();
+  private readonly liars = new Map<number, Set<string>>();
+
+  constructor(private readonly o: ReplicaSourceOptions) {}
+
+  /** Whether an unreachable member may still hold an intact copy of any of first..last. */
+  mayBeHeldElsewhere(segmentId: number, first: number, last: number): boolean {
+    const uncertain = this.uncertain.get(segmentId);
+    if (!uncertain) return false;
+    for (let i = first; i <= last; i += 1) if (uncertain.has(i)) return true;
+    return false;
+  }
+
+  private markUncertain(segmentId: number, first: number, last: number): void {
+    let set = this.uncertain.get(segmentId);
+    if (!set) {
+      set = new Set();
+      this.uncertain.set(segmentId, set);
+    }
+    for (let i = first; i <= last && set.size < 1_000_000; i += 1) set.add(i);
+  }
+
+  private members(meta: SegmentMeta | undefined): string[] {
+    return (meta?.ensemble ?? []).filter((n) => n !== this.o.self && !this.liars.get(meta?.segmentId ?? 0)?.has(n));
+  }
+
+  async fetchFrames(segmentId: number, first: number, last: number): Promise<Map<number, Buffer>> {
+    const meta = await this.o.segmentMeta(segmentId);
+    const frames = new Map<number, Buffer>();
+    for (const node of this.members(meta)) {
+      const peer = this.o.peers(node);
+      if (!peer) {
+        this.markUncertain(segmentId, first, last);
+        continue;
+      }
+      let next = first;
+      while (next <= last) {
+        while (next <= last && frames.has(next)) next += 1;
+        if (next > last) break;
+        try {
+          const answer = await peer.readFrames(this.o.log, segmentId, next, last, FETCH_BYTES_MAX);
+          let advanced = next;
+          for (const frame of answer.frames) {
+            const decoded = format.decodeFrameAt(frame, 0, this.o.entryBytesMax);
+            if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frame.byteLength) {
+              this.distrust(segmentId, node, 'served a frame that fails verification');
+              break;
+            }
+            if (!frames.has(decoded.header.index)) frames.set(decoded.header.index, frame);
+            advanced = Math.max(advanced, decoded.header.index + 1);
+          }
+          const faultyMax = answer.faulty.length > 0 ? Math.max(...answer.faulty) + 1 : next;
+          const progressed = Math.max(advanced, faultyMax);
+          if (progressed <= next) break; // this member has nothing more from here
+          next = progressed;
+        } catch (error) {
+          this.markUncertain(segmentId, next, last);
+          this.o.logger.warn({ log: this.o.log, segment: segmentId, peer: node, err: error }, 'failed to fetch frames from a replica');
+          break;
+        }
+      }
+    }
+    return frames;
+  }
+
+  private distrust(segmentId: number, node: string, why: string): void {
+    let set = this.liars.get(segmentId);
+    if (!set) {
+      set = new Set();
+      this.liars.set(segmentId, set);
+    }
+    set.add(node);
+    this.o.logger.error({ log: this.o.log, segment: segmentId, peer: node }, `replica ${why}; not trusted for this segment`);
+  }
+
+  /** Members whose copies failed verification during this repair (to be scrubbed themselves). */
+  distrusted(segmentId: number): string[] {
+    return [...(this.liars.get(segmentId) ?? [])];
+  }
+
+  async fetchSegmentFile(segmentId: number, expected: SegmentExpectation): Promise<string | undefined> {
+    const fetchFile = this.o.fetchFile;
+    if (!fetchFile) return undefined;
+    const meta = await this.o.segmentMeta(segmentId);
+    for (const node of this.members(meta)) {
+      const dir = await mkdtemp(join(this.o.tempDir, 'fetch-'));
+      const path = join(dir, format.segmentFileName(segmentId));
+      try {
+        await fetchFile(node, segmentId, path);
+        if (await verifiesAgainst(path, segmentId, expected, meta, this.o.entryBytesMax)) return path;
+        this.distrust(segmentId, node, 'served a segment file that does not match its record');
+      } catch (error) {
+        this.o.logger.warn({ log: this.o.log, segment: segmentId, peer: node, err: error }, 'failed to fetch a segment file from a replica');
+      }
+      await rm(dir, { recursive: true, force: true });
+    }
+    return undefined;
+  }
+}
+
+async function verifiesAgainst(path: string, segmentId: number, expected: SegmentExpectation, meta: SegmentMeta | undefined, entryBytesMax: number): Promise<boolean> {
+  const analysis = await analyzeSegmentFile(path, segmentId, { entryBytesMax });
+  const aggregate = meta?.aggregate ?? (expected.aggregateChecksum === undefined ? undefined : checksumHex(expected.aggregateChecksum));
+  return (
+    isClean(analysis) &&
+    analysis.trailer !== undefined &&
+    analysis.firstIndex === expected.firstIndex &&
+    analysis.lastIndex === expected.lastIndex &&
+    (aggregate === undefined || checksumHex(analysis.aggregate) === aggregate)
+  );
+}
