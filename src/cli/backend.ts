@@ -74,7 +74,7 @@ export interface AdminOptions {
 }
 
 export function adminFor(endpoint: Endpoint, options: AdminOptions): AdminClient {
-  if (endpoint.kind === 'cluster') throw new ClusterNotBuiltError(endpoint.target.text, 'validate and repair of a live cluster are not built yet');
+  if (endpoint.kind === 'cluster') throw new ClusterNotBuiltError(endpoint.target.text, 'this verb works on a data directory only');
   const dataDir = endpoint.dataDir;
   const logger = options.logger;
   const recovery = options.backupRetentionCount !== undefined ? { recovery: { backupRetentionCount: options.backupRetentionCount } } : {};

@@ -5,6 +5,7 @@ import type { RepairStrategy } from '../recovery/index.js';
 import { type AdminClient, type AppendRange, type Endpoint, type OnProgress, type OpenLogOptions, adminFor, clusterStatus, openLog } from './backend.js';
 import { EXIT_DAMAGE, EXIT_OK, type ExitCode, PartialAppendError, SegmentNotFoundError } from './exit.js';
 import { lineBatches } from './lines.js';
+import { runClusterRepair, runClusterValidate } from './cluster-commands.js';
 import type { Output } from './output.js';
 import { type ProgressStream, createProgress } from './progress.js';
 import { type ClusterStatusLike, appendLines, clusterStatusLines, dumpJson, dumpLine, inspectLines, repairLines, statusLines, statusOf, validateLines } from './render.js';
@@ -98,7 +99,8 @@ async function withProgress<T>(ctx: CommandContext, label: string, work: (onProg
   }
 }
 
-export async function runValidate(ctx: CommandContext, endpoint: Endpoint): Promise<ExitCode> {
+export async function runValidate(ctx: CommandContext, endpoint: Endpoint, node = ''): Promise<ExitCode> {
+  if (endpoint.kind === 'cluster') return runClusterValidate(ctx, endpoint, node);
   const report = await withProgress(ctx, 'validating', (onProgress) => admin(ctx, endpoint).validate(onProgress));
   if (ctx.json) await ctx.out.json(report);
   else await ctx.out.write(validateLines(report));
@@ -108,9 +110,13 @@ export async function runValidate(ctx: CommandContext, endpoint: Endpoint): Prom
 export interface RepairOptions {
   readonly strategy: RepairStrategy;
   readonly dryRun: boolean;
+  /** With --target: the segment, and optionally the one node whose copy to repair. */
+  readonly segment?: number;
+  readonly node?: string;
 }
 
 export async function runRepair(ctx: CommandContext, endpoint: Endpoint, options: RepairOptions): Promise<ExitCode> {
+  if (endpoint.kind === 'cluster') return runClusterRepair(ctx, endpoint, options);
   const label = options.dryRun ? 'planning repair' : 'repairing';
   const report = await withProgress(ctx, label, (onProgress) => admin(ctx, endpoint).repair(options.strategy, options.dryRun, onProgress));
   if (ctx.json) await ctx.out.json(report);

@@ -39,8 +39,8 @@ interface CommonOptions {
 const HELP_AFTER = `
 Exit codes: 0 ok; 1 damage found or not repaired; 2 usage or environment error.
 Every verb takes --data-dir DIR (a store on this machine) and --json (machine-readable output).
---target HOST:PORT (a cluster node, with --log NAME) works for append, dump and status; validate
-and repair of a live cluster are not built yet (exit 2). Server verbs: node, playground.`;
+--target HOST:PORT (a cluster node, with --log NAME) works for append, dump, status, validate
+(--node ID) and repair (--segment ID [--node ID]). Server verbs: node, playground.`;
 
 const DUMP_HELP_AFTER = `
 Text output: one line per entry, "index<TAB>checksum<TAB>payload"; a payload that is not
@@ -108,13 +108,16 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     });
 
   addCommon(program.command('validate').description('read every file and report damage (read-only); exit 1 when damaged'), true, BACKUPS_EXPECTED_HELP)
-    .action(async (opts: CommonOptions) => setCode(await runValidate(context(opts), endpointOf(opts))));
+    .option('--node <id>', 'with --target: only this node (default: every live member)')
+    .action(async (opts: CommonOptions & { node?: string }) => setCode(await runValidate(context(opts), endpointOf(opts), opts.node ?? '')));
 
   addCommon(program.command('repair').description('repair damage with a strategy; exit 0 when the store then validates clean'), true, BACKUPS_EXPECTED_HELP)
     .addOption(new Option('--strategy <name>', 'what to do about damage a verified copy cannot fix').choices(REPAIR_STRATEGIES).default('partial'))
     .option('--dry-run', 'report what would be done; change nothing (exit 1 while damage remains)')
-    .action(async (opts: CommonOptions & { strategy: string; dryRun?: boolean }) => {
-      const options = { strategy: parseStrategy(opts.strategy), dryRun: opts.dryRun === true };
+    .option('--segment <id>', 'with --target: the sealed segment to repair', integerIn(1, SEGMENT_ID_OPTION_MAX))
+    .option('--node <id>', 'with --target: only this node\'s copy (default: every member whose copy is damaged)')
+    .action(async (opts: CommonOptions & { strategy: string; dryRun?: boolean; segment?: number; node?: string }) => {
+      const options = { strategy: parseStrategy(opts.strategy), dryRun: opts.dryRun === true, ...(opts.segment !== undefined ? { segment: opts.segment } : {}), ...(opts.node !== undefined ? { node: opts.node } : {}) };
       setCode(await runRepair(context(opts), endpointOf(opts), options));
     });
 
@@ -141,6 +144,9 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .option('--replication <n>', 'replication factor of logs this node creates (default 3)', integerIn(1, 15))
     .option('--ack-quorum <n>', 'ack quorum of logs this node creates (default a majority)', integerIn(1, 15))
     .option('--backups <n>', 'local backup copies of each sealed segment (default 0: replicas are the redundancy)', integerIn(0, BACKUPS_OPTION_MAX))
+    .addOption(new Option('--repair-strategy <name>', 'what to do about a damaged copy no replica can rebuild').choices(REPAIR_STRATEGIES).default('partial'))
+    .option('--scrub-bytes-per-second <n>', 'background scrub rate of sealed segments (0: off; default 16 MiB/s)', integerIn(0, 4 * 1024 * 1024 * 1024))
+    .option('--scrub-interval-ms <n>', 'pause between scrub passes (default 30000)', integerIn(100, 86_400_000))
     .option('--verbose', 'debug logs')
     .action(async (opts: NodeVerbOptions) => setCode(await runNode(opts, (line) => out.write(line).then(() => out.flush()))));
 

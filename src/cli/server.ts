@@ -1,6 +1,7 @@
 // Server verbs: `node` runs one cluster node in this process until SIGINT or SIGTERM.
 import { ClusterNode } from '../cluster/index.js';
 import { createLogger } from '../observability/index.js';
+import { parseStrategy } from '../recovery/index.js';
 import { EXIT_OK, type ExitCode } from './exit.js';
 
 export interface NodeVerbOptions {
@@ -14,6 +15,9 @@ export interface NodeVerbOptions {
   readonly replication?: number;
   readonly ackQuorum?: number;
   readonly backups?: number;
+  readonly repairStrategy?: string;
+  readonly scrubBytesPerSecond?: number;
+  readonly scrubIntervalMs?: number;
   readonly verbose?: boolean;
 }
 
@@ -44,6 +48,9 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
     ...(o.replication !== undefined ? { replicationFactor: o.replication } : {}),
     ...(o.ackQuorum !== undefined ? { ackQuorum: o.ackQuorum } : {}),
     ...(o.backups !== undefined ? { backupRetentionCount: o.backups } : {}),
+    ...(o.repairStrategy !== undefined ? { repairStrategy: parseStrategy(o.repairStrategy) } : {}),
+    ...(o.scrubBytesPerSecond !== undefined ? { scrubBytesPerSecondMax: o.scrubBytesPerSecond } : {}),
+    ...(o.scrubIntervalMs !== undefined ? { scrubIntervalMs: o.scrubIntervalMs } : {}),
   });
   await print(JSON.stringify({ node: node.id, target: node.address, metrics: node.metricsUrl, pid: process.pid }) + '\n');
   const signal = await untilSignal();

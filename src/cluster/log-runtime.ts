@@ -55,6 +55,8 @@ export interface LogRuntimeContext {
   readonly groupCommitBytesMax: number;
   readonly entryBytesMax: number;
   readonly catchUpIntervalMs: number;
+  /** A damaged local copy was found (read path): the node repairs it from replicas. */
+  readonly onDamage: (log: string, segmentId: number, detail: string) => void;
 }
 
 const READ_FETCH_BYTES_MAX = 4 * 1024 * 1024;
@@ -277,6 +279,10 @@ export class LogRuntime {
     } catch (error) {
       if (error instanceof CorruptEntryError) {
         this.logger.warn({ entryIndex: index }, 'local copy is damaged; reading the entry from another member');
+        const segment = error.finding.segment;
+        if (segment !== undefined && this.segments.some((s) => s.meta.segmentId === segment && s.meta.state === 'SEALED')) {
+          this.ctx.onDamage(this.log, segment, `read of entry ${index}: ${error.finding.detail}`);
+        }
       } else if (!(error instanceof IndexOutOfRangeError || error instanceof EntryLostError)) {
         throw error;
       }

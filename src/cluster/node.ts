@@ -3,10 +3,16 @@
 import type { Server as HttpServer } from 'node:http';
 import type { Logger } from 'pino';
 import { RecoveryMetrics } from '../recovery/index.js';
+import { UnknownSegmentError } from '../replication/index.js';
 import type { AppendResult } from '../wal/index.js';
-import { type LogMeta, type PeerApi, type PeerResolver, BadRequestError, LogStores, PeerHandlers, UnknownLogError, isValidLogName } from '../replication/index.js';
+import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, BadRequestError, LogStores, PeerHandlers, UnknownLogError, isValidLogName } from '../replication/index.js';
 import { NodeMetrics, createLogger } from '../observability/index.js';
-import { AdminClient, PeerClient, WalClient, type ClusterStatusView, type NodeApi, type RpcServer, startRpcServer } from '../rpc/index.js';
+import { AdminClient, PeerClient, WalClient, type ClusterStatusView, type NodeApi, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, startRpcServer } from '../rpc/index.js';
+import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
+import { RepairService, expectationOf } from './repairs.js';
+import { Scrubber } from './scrubber.js';
+import { createWriteStream } from 'node:fs';
+import { once } from 'node:events';
 import { Backoff, sleep } from './backoff.js';
 import { EtcdSegmentDirectory } from './directory.js';
 import { ClusterKeys, EtcdMetadata, connectEtcd } from './etcd.js';
@@ -28,6 +34,8 @@ export class ClusterNode implements NodeApi {
   private directory: EtcdSegmentDirectory | undefined;
   private rpc: RpcServer | undefined;
   private metricsServer: HttpServer | undefined;
+  private repairs: RepairService | undefined;
+  private scrubber: Scrubber | undefined;
   private stopped = false;
   readonly recovery = new RecoveryMetrics();
   readonly metrics: NodeMetrics;
@@ -75,11 +83,35 @@ export class ClusterNode implements NodeApi {
     this.directory = new EtcdSegmentDirectory(this.etcd);
     const member: MemberInfo = { id: options.id, address: this.address, startedMs: Date.now(), version: VERSION, metricsUrl: this.metricsUrl };
     this.session = new NodeSession(this.etcd, member, options.leaseTtlSeconds, this.logger);
+    this.repairs = new RepairService({
+      self: options.id,
+      logs: this.logs,
+      directory: this.directory,
+      peers: this.peers,
+      fetchFile: (node, log, segmentId, path) => this.fetchSegmentFile(node, log, segmentId, path),
+      tempDir: options.dataDir,
+      entryBytesMax: options.entryBytesMax,
+      strategy: options.repairStrategy,
+      roundsMax: 3,
+      logger: this.logger,
+    });
     await this.watchMembers();
     // Catch up on every known log before registering, so that a writer never puts this node
     // in a new ensemble while its copy is behind.
     await this.watchLogs();
     await this.session.start();
+    this.scrubber = new Scrubber({
+      self: options.id,
+      logs: this.logs,
+      directory: this.directory,
+      repairs: this.repairs,
+      bytesPerSecondMax: options.scrubBytesPerSecondMax,
+      passIntervalMs: options.scrubIntervalMs,
+      entryBytesMax: options.entryBytesMax,
+      metrics: this.metrics,
+      logger: this.logger,
+    });
+    this.scrubber.start();
     this.rpc.setServing(true);
     this.logger.info({ address: this.address, metrics: this.metricsUrl, cluster: options.cluster }, 'node serving');
   }
@@ -188,6 +220,7 @@ export class ClusterNode implements NodeApi {
             groupCommitBytesMax: this.options.groupCommitBytesMax,
             entryBytesMax: this.options.entryBytesMax,
             catchUpIntervalMs: this.options.catchUpIntervalMs,
+            onDamage: (log, segmentId, detail) => this.repairs?.schedule(log, segmentId, 'read', detail),
           },
           meta,
           store,
@@ -246,11 +279,134 @@ export class ClusterNode implements NodeApi {
   }
 
   // -------------------------------------------------------------------------------------------
+  // Repair and validation (AdminService)
+
+  private async fetchSegmentFile(node: string, log: string, segmentId: number, path: string): Promise<void> {
+    const address = this.members.get(node)?.address;
+    if (!address) throw new Error(`member ${node} is not live`);
+    const client = this.peers(node) as PeerClient;
+    const out = createWriteStream(path);
+    try {
+      for await (const chunk of client.fetchSegment(log, segmentId, 1024 * 1024)) {
+        if (!out.write(chunk.data)) await once(out, 'drain');
+      }
+    } finally {
+      out.end();
+      await once(out, 'close');
+    }
+  }
+
+  private async segmentMeta(log: string, segmentId: number): Promise<SegmentMeta> {
+    const meta = (await (this.directory as EtcdSegmentDirectory).list(log)).find((s) => s.meta.segmentId === segmentId)?.meta;
+    if (!meta) throw new UnknownSegmentError(log, segmentId);
+    return meta;
+  }
+
+  async repairSegment(log: string, segmentId: number, node: string, strategy: string, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>> {
+    const chosen = parseStrategy(strategy);
+    if (!isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
+    if (node !== '' && node !== this.options.id) {
+      const address = this.members.get(node)?.address;
+      if (!address) throw new BadRequestError('node', `${node.slice(0, 80)} is not a live member`);
+      const response = await this.adminClient(address).repairSegment({ log, segmentId, node, strategy: chosen, dryRun });
+      return response.results.map(fromResult);
+    }
+    if (node === this.options.id) {
+      const result = await (this.repairs as RepairService).repairNow(log, segmentId, { strategy: chosen, dryRun, source: 'request' });
+      return [{ ...result, node: this.options.id }];
+    }
+    // Every member, one after the other: a copy repaired first serves the ones after it.
+    const meta = await this.segmentMeta(log, segmentId);
+    const results: Array<SegmentRepair & { node: string }> = [];
+    for (const member of meta.ensemble) {
+      if (member === this.options.id || this.members.has(member)) {
+        try {
+          results.push(...(await this.repairSegment(log, segmentId, member, chosen, dryRun)));
+        } catch (error) {
+          results.push({ node: member, segment: segmentId, decision: 'escalate', outcome: 'failed', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: `failed to repair: ${error instanceof Error ? error.message : String(error)}` });
+        }
+      } else {
+        results.push({ node: member, segment: segmentId, decision: 'escalate', outcome: 'failed', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: `${member} is not a live member` });
+      }
+    }
+    return results;
+  }
+
+  async *validate(log: string, node: string): AsyncGenerator<ValidateMessageView> {
+    if (log !== '' && !isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
+    if (node === this.options.id) {
+      yield* this.validateLocal(log);
+      return;
+    }
+    const nodes = node === '' ? this.liveMembers() : [node];
+    let segmentsChecked = 0;
+    let bytesChecked = 0;
+    for (const member of nodes) {
+      const messages = member === this.options.id ? this.validateLocal(log) : this.validateRemote(member, log);
+      for await (const m of messages) {
+        if (m.done) {
+          segmentsChecked += m.segmentsChecked;
+          bytesChecked += m.bytesChecked;
+        } else {
+          yield m;
+        }
+      }
+    }
+    yield { ...EMPTY_VALIDATE, node: node || '*', log, done: true, segmentsChecked, bytesChecked };
+  }
+
+  private async *validateRemote(member: string, log: string): AsyncGenerator<ValidateMessageView> {
+    const address = this.members.get(member)?.address;
+    if (!address) throw new BadRequestError('node', `${member.slice(0, 80)} is not a live member`);
+    for await (const m of this.adminClient(address).validate(log, member)) {
+      yield { node: m.node, log: m.log, segment: m.segment_id, kind: m.kind, entryIndex: m.entry_index, indexCount: m.index_count, offsetBytes: m.offset_bytes, expectedChecksum: m.expected_checksum, actualChecksum: m.actual_checksum, detail: m.detail, done: m.done, segmentsChecked: m.segments_checked, bytesChecked: m.bytes_checked };
+    }
+  }
+
+  /** Every sealed segment this node should hold, checked against etcd's record. */
+  private async *validateLocal(log: string): AsyncGenerator<ValidateMessageView> {
+    const directory = this.directory as EtcdSegmentDirectory;
+    const logs = log === '' ? (await directory.listLogs()).map((m) => m.log) : [log];
+    let segmentsChecked = 0;
+    let bytesChecked = 0;
+    for (const name of logs) {
+      const store = await this.logs.store(name);
+      for (const { meta } of await directory.list(name)) {
+        if (meta.state !== 'SEALED' || !meta.ensemble.includes(this.options.id) || meta.lastIndex < meta.firstIndex) continue;
+        segmentsChecked += 1;
+        const base = { ...EMPTY_VALIDATE, node: this.options.id, log: name, segment: meta.segmentId };
+        if (!store.segmentRecord(meta.segmentId)) {
+          yield { ...base, kind: 'missing-segment', entryIndex: meta.firstIndex, indexCount: meta.indexCount, detail: 'this member does not hold the segment (catch-up pending)' };
+          continue;
+        }
+        const inspection = await store.checkSealedSegment(meta.segmentId, expectationOf(meta));
+        bytesChecked += inspection.analysis?.fileByteLength ?? 0;
+        for (const f of inspection.findings) {
+          yield { ...base, kind: f.kind, entryIndex: f.entryIndex ?? 0, indexCount: f.indexCount ?? 0, offsetBytes: f.offsetBytes ?? 0, expectedChecksum: f.expectedChecksum ?? '', actualChecksum: f.actualChecksum ?? '', detail: f.detail };
+        }
+      }
+    }
+    yield { ...EMPTY_VALIDATE, node: this.options.id, log, done: true, segmentsChecked, bytesChecked };
+  }
+
+  recoveryMetrics(): RecoveryMetricsSnapshot & { node: string } {
+    return { ...this.recovery.snapshot(), node: this.options.id };
+  }
+
+  watchEvents(log: string, listener: (event: RecoveryEventMessage) => void): () => void {
+    return (this.repairs as RepairService).onEvent((e) => {
+      if (log === '' || e.log === log) listener(e);
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
 
   /** Revokes the lease (others see this node gone at once), stops serving, closes the logs. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.repairs?.stop();
+    await this.scrubber?.stop();
     this.rpc?.setServing(false);
     for (const pending of this.runtimes.values()) {
       const runtime = await pending.catch(() => undefined);
@@ -265,4 +421,21 @@ export class ClusterNode implements NodeApi {
     await new Promise<void>((resolve) => (this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve()));
     this.logger.info('node stopped');
   }
+}
+
+const EMPTY_VALIDATE: ValidateMessageView = { node: '', log: '', segment: 0, kind: '', entryIndex: 0, indexCount: 0, offsetBytes: 0, expectedChecksum: '', actualChecksum: '', detail: '', done: false, segmentsChecked: 0, bytesChecked: 0 };
+
+function fromResult(r: { node: string; decision: string; outcome: string; repaired: Array<{ first: number; last: number }>; lost: Array<{ first: number; last: number }>; truncated: Array<{ first: number; last: number }>; source: string; detail: string; bytes_written: number }): SegmentRepair & { node: string } {
+  return {
+    node: r.node,
+    segment: 0,
+    decision: r.decision as SegmentRepair['decision'],
+    outcome: r.outcome as SegmentRepair['outcome'],
+    repaired: r.repaired,
+    lost: r.lost,
+    truncated: r.truncated,
+    ...(r.source ? { source: r.source } : {}),
+    detail: r.detail,
+    bytesWritten: r.bytes_written,
+  };
 }

@@ -1,6 +1,7 @@
 // Options of a node, with defaults filled and validated once.
 import type { Logger } from 'pino';
 import { InvalidOptionError } from '../wal/index.js';
+import { type RepairStrategy, parseStrategy } from '../recovery/index.js';
 
 export interface HostPort {
   readonly host: string;
@@ -27,6 +28,12 @@ export interface NodeOptions {
   readonly leaseTtlSeconds?: number;
   readonly rpcDeadlineMs?: number;
   readonly catchUpIntervalMs?: number;
+  /** What a node does about a damaged copy no replica can rebuild (default partial). */
+  readonly repairStrategy?: RepairStrategy;
+  /** Background scrub rate of sealed segments; 0 turns the scrubber off. */
+  readonly scrubBytesPerSecondMax?: number;
+  /** Pause between two scrub passes. */
+  readonly scrubIntervalMs?: number;
   readonly logger?: Logger;
 }
 
@@ -46,6 +53,9 @@ export interface ResolvedNodeOptions {
   readonly leaseTtlSeconds: number;
   readonly rpcDeadlineMs: number;
   readonly catchUpIntervalMs: number;
+  readonly repairStrategy: RepairStrategy;
+  readonly scrubBytesPerSecondMax: number;
+  readonly scrubIntervalMs: number;
 }
 
 const NAME = /^[A-Za-z0-9._-]{1,63}$/;
@@ -88,5 +98,8 @@ export function resolveNodeOptions(o: NodeOptions): ResolvedNodeOptions {
     leaseTtlSeconds: int('leaseTtlSeconds', o.leaseTtlSeconds ?? 3, 2, 60),
     rpcDeadlineMs: int('rpcDeadlineMs', o.rpcDeadlineMs ?? 5_000, 100, 600_000),
     catchUpIntervalMs: int('catchUpIntervalMs', o.catchUpIntervalMs ?? 2_000, 100, 600_000),
+    repairStrategy: parseStrategy(o.repairStrategy ?? 'partial'),
+    scrubBytesPerSecondMax: int('scrubBytesPerSecondMax', o.scrubBytesPerSecondMax ?? 16 * 1024 * 1024, 0, 4 * 1024 * 1024 * 1024),
+    scrubIntervalMs: int('scrubIntervalMs', o.scrubIntervalMs ?? 30_000, 100, 86_400_000),
   });
 }

@@ -11,6 +11,8 @@ export class NodeMetrics {
   readonly replicationFailures: Counter<'log' | 'peer'>;
   readonly segmentsBehind: Gauge<'log'>;
   readonly repairDuration: Histogram<'outcome'>;
+  readonly scrubBytes: Counter;
+  readonly scrubPassSeconds: Gauge;
 
   constructor(recovery: RecoveryMetrics, labels: { node: string; cluster: string }) {
     this.registry.setDefaultLabels(labels);
@@ -52,6 +54,8 @@ export class NodeMetrics {
     });
     this.appendedEntries = new Counter({ name: 'wal_recovery_appended_entries_total', help: 'Entries acknowledged to clients by this node', labelNames: ['log'], registers: [this.registry] });
     this.replicationFailures = new Counter({ name: 'wal_recovery_replication_failures_total', help: 'Replicate calls to a member that failed', labelNames: ['log', 'peer'], registers: [this.registry] });
+    this.scrubBytes = new Counter({ name: 'wal_recovery_scrub_bytes_total', help: 'Bytes of sealed segments re-verified by the scrubber', registers: [this.registry] });
+    this.scrubPassSeconds = new Gauge({ name: 'wal_recovery_scrub_pass_seconds', help: 'Duration of the last complete scrub pass', registers: [this.registry] });
     this.segmentsBehind = new Gauge({ name: 'wal_recovery_segments_behind', help: 'Sealed segments this node should hold but has not caught up on', labelNames: ['log'], registers: [this.registry] });
   }
 

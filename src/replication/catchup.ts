@@ -39,7 +39,10 @@ export async function catchUpLog(ctx: CatchUpContext): Promise<CatchUpResult> {
   const mismatched: number[] = [];
   const behind: number[] = [];
   for (const { meta } of segments) {
-    if (meta.state !== 'SEALED' || !meta.ensemble.includes(ctx.self)) continue;
+    // Segments outside this node's ensembles are fetched too: a store holds a contiguous run of
+    // indices, so a node that skipped one could never take part in a later segment (every
+    // Replicate to it would fail with index-gap once it is live again).
+    if (meta.state !== 'SEALED') continue;
     const local = ctx.store.segmentRecord(meta.segmentId);
     if (local?.state === 'sealed') {
       if (local.lastIndex !== meta.lastIndex || checksumHex(local.aggregateChecksum) !== meta.aggregate) mismatched.push(meta.segmentId);

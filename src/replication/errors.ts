@@ -53,3 +53,10 @@ export class NoVerifiedCopyError extends ReplicationError {
     super(`log ${log}: no verified copy of entry ${entryIndex}: ${detail}`);
   }
 }
+
+export class UnknownSegmentError extends ReplicationError {
+  override readonly name = 'UnknownSegmentError';
+  constructor(readonly log: string, readonly segmentId: number) {
+    super(`log ${log} has no segment ${segmentId}`);
+  }
+}

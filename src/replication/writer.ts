@@ -52,9 +52,13 @@ interface OpenSegment {
   nextIndex: number;
   byteLength: number;
   aggregate: bigint;
+  /** A member failed a send: seal at the next chance and open the next segment without it. */
+  degraded: boolean;
 }
 
 const RECOVERY_ATTEMPTS_MAX = 5;
+/** Batches sent to one member and not yet answered, before the writer waits for it. */
+const MEMBER_BATCHES_IN_FLIGHT_MAX = 8;
 
 export class LogWriter {
   private stopped: Error | undefined;
@@ -65,6 +69,8 @@ export class LogWriter {
   private readonly queue: Pending[] = [];
   private running: Promise<void> | undefined;
   private readonly ready: Promise<void>;
+  private readonly chains = new Map<string, Promise<void>>();
+  private readonly inFlight = new Map<string, number>();
 
   constructor(private readonly o: WriterOptions) {
     this.ready = this.recover();
@@ -213,75 +219,129 @@ export class LogWriter {
     }
   }
 
+  /**
+   * Writes a batch of client appends, in chunks that fit the open segment: a segment is sealed
+   * when the next entry would take it past segmentBytesMax, and the batch goes on in the next one.
+   * Clients are answered once every chunk of the batch reached the ack quorum.
+   */
   private async writeBatch(batch: readonly Pending[]): Promise<void> {
-    let segment: OpenSegment;
+    const items: Array<{ payload: Uint8Array; owner: number }> = [];
+    batch.forEach((pending, owner) => pending.payloads.forEach((payload) => items.push({ payload, owner })));
+    const firsts = new Array<number>(batch.length).fill(0);
+    const lasts = new Array<number>(batch.length).fill(0);
+    const timestampMs = this.o.clock();
+    let at = 0;
     try {
-      segment = this.current ?? (await this.openSegment());
+      while (at < items.length) {
+        const segment = this.current ?? (await this.openSegment());
+        const room = this.o.logMeta.segmentBytesMax - format.TRAILER_BYTES - segment.byteLength;
+        const hasEntries = segment.nextIndex > segment.meta.firstIndex;
+        const frames: Buffer[] = [];
+        const owners: number[] = [];
+        let bytes = 0;
+        let index = segment.nextIndex;
+        let aggregate = segment.aggregate;
+        while (at < items.length) {
+          const item = items[at] as (typeof items)[number];
+          const size = format.ENTRY_HEADER_BYTES + item.payload.byteLength;
+          if ((frames.length > 0 || hasEntries) && bytes + size > room) break;
+          const { frame, checksum } = format.encodeEntry({ index, timestampMs, flags: 0, payload: item.payload });
+          frames.push(frame);
+          owners.push(item.owner);
+          aggregate = chainAggregate(aggregate, checksum);
+          bytes += size;
+          index += 1;
+          at += 1;
+        }
+        if (frames.length === 0) {
+          await this.sealCurrent(); // full: the rest of the batch goes to the next segment
+          continue;
+        }
+        const first = segment.nextIndex;
+        const outcome = await this.replicateToQuorum(segment, frames, () => {
+          segment.nextIndex = index;
+          segment.byteLength += bytes;
+          segment.aggregate = aggregate;
+          this.committed = index - 1;
+          this.o.onCommitted(this.committed);
+          owners.forEach((owner, i) => {
+            if (firsts[owner] === 0) firsts[owner] = first + i;
+            lasts[owner] = first + i;
+          });
+        });
+        if (outcome.acks < segment.meta.ackQuorum) {
+          const error = outcome.fenced ? new FencedError(this.o.log, this.o.epoch, this.o.epoch + 1) : new QuorumUnavailableError(this.o.log, outcome.acks, segment.meta.ackQuorum);
+          // Some members may hold this chunk without a quorum: sealing at the committed index drops it.
+          await this.sealCurrent().catch((e: unknown) => this.o.logger.warn({ log: this.o.log, err: e }, 'failed to seal after a failed batch; the next writer recovers the segment'));
+          throw error;
+        }
+        if (segment.degraded || segment.byteLength + format.TRAILER_BYTES >= this.o.logMeta.segmentBytesMax) {
+          await this.sealCurrent();
+        }
+      }
     } catch (error) {
-      for (const p of batch) p.reject(error);
+      for (const pending of batch) pending.reject(error);
       if (error instanceof FencedError) throw error;
       return;
     }
-    const timestampMs = this.o.clock();
-    const frames: Buffer[] = [];
-    const results: AppendResult[] = [];
-    let index = segment.nextIndex;
-    let aggregate = segment.aggregate;
-    for (const pending of batch) {
-      const first = index;
-      for (const payload of pending.payloads) {
-        const { frame, checksum } = format.encodeEntry({ index, timestampMs, flags: 0, payload });
-        frames.push(frame);
-        aggregate = chainAggregate(aggregate, checksum);
-        index += 1;
-      }
-      results.push({ firstIndex: first, lastIndex: index - 1 });
-    }
-    const last = index - 1;
-    const bytes = frames.reduce((sum, f) => sum + f.byteLength, 0);
-    const outcome = await this.replicateToQuorum(segment, frames, () => {
-      segment.nextIndex = index;
-      segment.byteLength += bytes;
-      segment.aggregate = aggregate;
-      this.committed = last;
-      this.o.onCommitted(last);
-      batch.forEach((p, i) => p.resolve(results[i] as AppendResult));
-    });
-    if (outcome.acks < segment.meta.ackQuorum) {
-      const error = outcome.fenced ? new FencedError(this.o.log, this.o.epoch, this.o.epoch + 1) : new QuorumUnavailableError(this.o.log, outcome.acks, segment.meta.ackQuorum);
-      for (const p of batch) p.reject(error);
-      // Some members may hold the batch without a quorum: sealing at the committed index drops it.
-      await this.sealCurrent().catch((e: unknown) => this.o.logger.warn({ log: this.o.log, err: e }, 'failed to seal after a failed batch; the next writer recovers the segment'));
-      if (outcome.fenced) throw error;
-      return;
-    }
-    if (outcome.acks < segment.meta.ensemble.length || segment.byteLength + format.TRAILER_BYTES >= this.o.logMeta.segmentBytesMax) {
-      await this.sealCurrent();
-    }
+    batch.forEach((pending, i) => pending.resolve({ firstIndex: firsts[i] as number, lastIndex: lasts[i] as number }));
   }
 
-  /** Sends frames to every member; calls onQuorum as soon as ackQuorum have them; waits for all. */
+  /**
+   * Sends frames to every member and resolves as soon as ackQuorum have fsynced them (calling
+   * onQuorum first), or as soon as a quorum can no longer be reached. Sends to one member are
+   * chained, so each member receives batches in order while the writer goes on with the next
+   * batch: a slow member holds back only itself, up to MEMBER_BATCHES_IN_FLIGHT_MAX batches.
+   * A member that fails marks the segment degraded: the writer seals it and opens the next one.
+   */
   private async replicateToQuorum(segment: OpenSegment, frames: readonly Buffer[], onQuorum: () => void): Promise<{ acks: number; fenced: boolean }> {
-    let acks = 0;
-    let fenced = false;
-    let reached = false;
     const committed = this.committed;
-    await Promise.all(
-      segment.meta.ensemble.map(async (node) => {
-        try {
-          await this.peer(node).replicate(this.o.log, this.o.epoch, segment.start, frames, committed);
-          acks += 1;
-          if (!reached && acks >= segment.meta.ackQuorum) {
-            reached = true;
-            onQuorum();
-          }
-        } catch (error) {
-          if (isFenced(error)) fenced = true;
-          this.o.logger.warn({ log: this.o.log, segment: segment.meta.segmentId, peer: node, err: error }, 'failed to replicate to a member');
+    const ensemble = segment.meta.ensemble;
+    const quorum = segment.meta.ackQuorum;
+    for (const node of ensemble) {
+      if ((this.inFlight.get(node) ?? 0) >= MEMBER_BATCHES_IN_FLIGHT_MAX) await this.chains.get(node);
+    }
+    return new Promise((resolve) => {
+      let acks = 0;
+      let failures = 0;
+      let fenced = false;
+      let settled = false;
+      const settle = (): void => {
+        if (settled) return;
+        if (acks >= quorum) {
+          settled = true;
+          onQuorum();
+          resolve({ acks, fenced });
+        } else if (ensemble.length - failures < quorum) {
+          settled = true;
+          resolve({ acks, fenced });
         }
-      }),
-    );
-    return { acks, fenced };
+      };
+      for (const node of ensemble) {
+        void this.sendInOrder(node, () => this.peer(node).replicate(this.o.log, this.o.epoch, segment.start, frames, committed)).then(
+          () => {
+            acks += 1;
+            settle();
+          },
+          (error: unknown) => {
+            failures += 1;
+            segment.degraded = true;
+            if (isFenced(error)) fenced = true;
+            this.o.logger.warn({ log: this.o.log, segment: segment.meta.segmentId, peer: node, err: error }, 'failed to replicate to a member');
+            settle();
+          },
+        );
+      }
+    });
+  }
+
+  /** Runs send after every earlier send to the same member has settled. */
+  private sendInOrder<T>(node: string, send: () => Promise<T>): Promise<T> {
+    const previous = this.chains.get(node) ?? Promise.resolve();
+    this.inFlight.set(node, (this.inFlight.get(node) ?? 0) + 1);
+    const next = previous.then(send).finally(() => this.inFlight.set(node, (this.inFlight.get(node) ?? 1) - 1));
+    this.chains.set(node, next.then(() => undefined, () => undefined));
+    return next;
   }
 
   private async openSegment(): Promise<OpenSegment> {
@@ -313,6 +373,7 @@ export class LogWriter {
       nextIndex: meta.firstIndex,
       byteLength: format.SEGMENT_HEADER_BYTES,
       aggregate: AGGREGATE_EMPTY_CHECKSUM,
+      degraded: false,
     };
     this.o.logger.info({ log: this.o.log, segment: meta.segmentId, ensemble, firstIndex: meta.firstIndex }, 'opened segment');
     return this.current;
@@ -325,7 +386,8 @@ export class LogWriter {
     this.current = undefined;
     const last = this.committed;
     const expected = last >= segment.meta.firstIndex ? checksumHex(segment.aggregate) : '';
-    const seals = await settle(segment.meta.ensemble, (node) => this.peer(node).seal(this.o.log, segment.meta.segmentId, this.o.epoch, last, expected));
+    // Chained after the member's replicate calls still in flight: a seal never overtakes them.
+    const seals = await settle(segment.meta.ensemble, (node) => this.sendInOrder(node, () => this.peer(node).seal(this.o.log, segment.meta.segmentId, this.o.epoch, last, expected)));
     for (const s of seals.ok) {
       if (expected !== '' && s.value.aggregate !== expected) this.o.logger.error({ log: this.o.log, segment: segment.meta.segmentId, peer: s.node, aggregate: s.value.aggregate, expected }, 'member sealed different contents');
     }

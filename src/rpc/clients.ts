@@ -10,6 +10,10 @@ import type { AdminServiceClient } from './generated/walrecovery/v1/AdminService
 import type { ClusterStatus__Output } from './generated/walrecovery/v1/ClusterStatus.js';
 import type { ReadResponse__Output } from './generated/walrecovery/v1/ReadResponse.js';
 import type { SegmentChunk__Output } from './generated/walrecovery/v1/SegmentChunk.js';
+import type { RepairSegmentResponse__Output } from './generated/walrecovery/v1/RepairSegmentResponse.js';
+import type { ValidateMessage__Output } from './generated/walrecovery/v1/ValidateMessage.js';
+import type { RecoveryMetricsResponse__Output } from './generated/walrecovery/v1/RecoveryMetricsResponse.js';
+import type { RecoveryEvent__Output } from './generated/walrecovery/v1/RecoveryEvent.js';
 
 export const MESSAGE_BYTES_MAX = 32 * 1024 * 1024;
 export const RPC_DEADLINE_MS = 5_000;
@@ -148,6 +152,24 @@ export class AdminClient {
 
   status(log = '', deadlineMs = RPC_DEADLINE_MS): Promise<ClusterStatus__Output> {
     return call<ClusterStatus__Output>((cb) => this.client.GetClusterStatus({ log }, { deadline: deadline(deadlineMs) }, cb));
+  }
+
+  repairSegment(request: { log: string; segmentId: number; node?: string; strategy?: string; dryRun?: boolean }, deadlineMs = 300_000): Promise<RepairSegmentResponse__Output> {
+    const message = { log: request.log, segment_id: request.segmentId, node: request.node ?? '', strategy: request.strategy ?? '', dry_run: request.dryRun ?? false };
+    return call<RepairSegmentResponse__Output>((cb) => this.client.RepairSegment(message, { deadline: deadline(deadlineMs) }, cb));
+  }
+
+  validate(log = '', node = '', deadlineMs = 600_000): AsyncIterable<ValidateMessage__Output> {
+    return this.client.Validate({ log, node }, { deadline: deadline(deadlineMs) });
+  }
+
+  recoveryMetrics(deadlineMs = RPC_DEADLINE_MS): Promise<RecoveryMetricsResponse__Output> {
+    return call<RecoveryMetricsResponse__Output>((cb) => this.client.GetRecoveryMetrics({}, { deadline: deadline(deadlineMs) }, cb));
+  }
+
+  /** Streams recovery events until cancelled (the returned stream's cancel()). */
+  watchEvents(log = ''): grpc.ClientReadableStream<RecoveryEvent__Output> {
+    return this.client.WatchRecoveryEvents({ log });
   }
 
   close(): void {

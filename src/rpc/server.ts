@@ -6,6 +6,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import type { Logger } from 'pino';
 import type { AppendResult } from '../wal/index.js';
+import type { RecoveryMetricsSnapshot, SegmentRepair } from '../recovery/index.js';
 import { BadRequestError, type LogMeta, type PeerHandlers, type SegmentMeta } from '../replication/index.js';
 import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './clients.js';
 import { loadProto } from './proto.js';
@@ -32,6 +33,32 @@ export interface ClusterStatusView {
   readonly logs: ReadonlyArray<{ meta: LogMeta; writer: string; writerEpoch: number; committedIndex: number; segments: readonly SegmentMeta[] }>;
 }
 
+export interface ValidateMessageView {
+  readonly node: string;
+  readonly log: string;
+  readonly segment: number;
+  readonly kind: string;
+  readonly entryIndex: number;
+  readonly indexCount: number;
+  readonly offsetBytes: number;
+  readonly expectedChecksum: string;
+  readonly actualChecksum: string;
+  readonly detail: string;
+  readonly done: boolean;
+  readonly segmentsChecked: number;
+  readonly bytesChecked: number;
+}
+
+export interface RecoveryEventMessage {
+  readonly timeMs: number;
+  readonly node: string;
+  readonly log: string;
+  readonly segment: number;
+  readonly kind: string;
+  readonly source: string;
+  readonly detail: string;
+}
+
 /** What the services need of a node. */
 export interface NodeApi {
   readonly handlers: PeerHandlers;
@@ -39,6 +66,10 @@ export interface NodeApi {
   append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing: boolean; forwarded: boolean; deadlineMs: number }): Promise<AppendResult>;
   read(log: string, from: number, to: number, batchMax: number): AsyncGenerator<ReadEntryView[]>;
   clusterStatus(log: string): Promise<ClusterStatusView>;
+  repairSegment(log: string, segmentId: number, node: string, strategy: string, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>>;
+  validate(log: string, node: string): AsyncGenerator<ValidateMessageView>;
+  recoveryMetrics(): RecoveryMetricsSnapshot & { node: string };
+  watchEvents(log: string, listener: (event: RecoveryEventMessage) => void): () => void;
 }
 
 export interface RpcServer {
@@ -171,7 +202,70 @@ function peerService(api: NodeApi): PeerServiceHandlers {
 }
 
 function adminService(api: NodeApi): AdminServiceHandlers {
+  const { logger } = api;
   return {
+    RepairSegment: unary(logger, 'RepairSegment', async (r) => {
+      const results = await api.repairSegment(r.log, r.segment_id, r.node, r.strategy || 'partial', r.dry_run);
+      return {
+        log: r.log,
+        segment_id: r.segment_id,
+        results: results.map((x) => ({
+          node: x.node,
+          decision: x.decision,
+          outcome: x.outcome,
+          repaired: [...x.repaired],
+          lost: [...x.lost],
+          truncated: [...x.truncated],
+          source: x.source ?? '',
+          detail: x.detail,
+          bytes_written: x.bytesWritten,
+        })),
+      };
+    }),
+    Validate: (call) => {
+      void (async () => {
+        for await (const m of api.validate(call.request.log, call.request.node)) {
+          if (call.cancelled) return;
+          await writeWithBackpressure(call, {
+            node: m.node,
+            log: m.log,
+            segment_id: m.segment,
+            kind: m.kind,
+            entry_index: m.entryIndex,
+            index_count: m.indexCount,
+            offset_bytes: m.offsetBytes,
+            expected_checksum: m.expectedChecksum,
+            actual_checksum: m.actualChecksum,
+            detail: m.detail,
+            done: m.done,
+            segments_checked: m.segmentsChecked,
+            bytes_checked: m.bytesChecked,
+          });
+        }
+        call.end();
+      })().catch((error: unknown) => call.emit('error', { ...fail(error, logger, 'Validate'), metadata: new grpc.Metadata() }));
+    },
+    GetRecoveryMetrics: unary(logger, 'GetRecoveryMetrics', async () => {
+      const m = api.recoveryMetrics();
+      return {
+        node: m.node,
+        recovery_attempts: m.recovery_attempts,
+        successful_recoveries: m.successful_recoveries,
+        failed_recoveries: m.failed_recoveries,
+        corrupted_segments: m.corrupted_segments,
+        entries_lost: m.entries_lost,
+        entries_repaired: m.entries_repaired,
+        bytes_repaired: m.bytes_repaired,
+        torn_tails_truncated: m.torn_tails_truncated,
+      };
+    }),
+    WatchRecoveryEvents: (call) => {
+      const unsubscribe = api.watchEvents(call.request.log, (e) => {
+        call.write({ time_ms: e.timeMs, node: e.node, log: e.log, segment_id: e.segment, kind: e.kind, source: e.source, detail: e.detail });
+      });
+      call.on('cancelled', unsubscribe);
+      call.on('close', unsubscribe);
+    },
     GetClusterStatus: unary(api.logger, 'GetClusterStatus', async (r): Promise<ClusterStatus> => {
       const view = await api.clusterStatus(r.log);
       return {

@@ -1,5 +1,6 @@
 // The one place that turns domain errors into gRPC statuses (grpc-js's serverErrorToStatus).
 import { status as Status, type ServiceError } from '@grpc/grpc-js';
+import { InvalidRecoveryConfigError } from '../recovery/index.js';
 import {
   CorruptEntryError,
   DamageFoundError,
@@ -20,6 +21,7 @@ import {
   NotWriterError,
   QuorumUnavailableError,
   UnknownLogError,
+  UnknownSegmentError,
 } from '../replication/index.js';
 
 export interface StatusObject {
@@ -34,8 +36,8 @@ export function isServiceError(error: unknown): error is ServiceError {
 export function toStatus(error: unknown): StatusObject {
   const details = error instanceof Error ? error.message : String(error);
   if (isServiceError(error)) return { code: error.code, details: error.details };
-  if (error instanceof BadRequestError || error instanceof InvalidOptionError || error instanceof EntryTooLargeError) return { code: Status.INVALID_ARGUMENT, details };
-  if (error instanceof UnknownLogError) return { code: Status.NOT_FOUND, details };
+  if (error instanceof BadRequestError || error instanceof InvalidOptionError || error instanceof EntryTooLargeError || error instanceof InvalidRecoveryConfigError) return { code: Status.INVALID_ARGUMENT, details };
+  if (error instanceof UnknownLogError || error instanceof UnknownSegmentError) return { code: Status.NOT_FOUND, details };
   if (error instanceof IndexOutOfRangeError) return { code: Status.OUT_OF_RANGE, details };
   // ABORTED is reserved for fencing: a writer that sees it knows a newer writer exists.
   if (error instanceof FencedError) return { code: Status.ABORTED, details };

@@ -52,7 +52,7 @@ import {
   logIdOf,
   segmentFileName,
 } from './format.js';
-import { inspectSegment, readCatalog } from './inspect.js';
+import { type SegmentInspection, inspectSegment, readCatalog } from './inspect.js';
 import { type ResolvedWalOptions, type StoreSettings, type WalOptions, resolveWalOptions, validateSettings } from './options.js';
 import { type RepairContext, repairSegmentWithRetries, repairStore } from './repair.js';
 import { type GoodCopySource, type SegmentExpectation, LocalBackupSource, writeBackups } from './sources.js';
@@ -306,6 +306,13 @@ export class WalStore {
    */
   appendFrames(start: SegmentStart, frames: readonly Buffer[]): Promise<AppendResult> {
     return this.exclusive(async () => {
+      // Every frame is verified before anything is created: a bad request leaves no segment behind.
+      const decodedFrames = frames.map((frame) => decodeFrameAt(frame, 0, this.settings.entryBytesMax));
+      decodedFrames.forEach((decoded, i) => {
+        if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frames[i]?.byteLength || (decoded.header.flags & FLAG_HOLE) !== 0) {
+          throw new ReplicaRejectedError('bad-frame', 'a frame failed verification on arrival', this.lastIndex);
+        }
+      });
       let active = this.active;
       if (!active || active.segmentId !== start.segmentId) {
         if (active) throw new ReplicaRejectedError('segment-mismatch', `segment ${active.segmentId} is still open here, cannot start ${start.segmentId}`, active.lastIndex);
@@ -316,15 +323,17 @@ export class WalStore {
         if (start.firstIndex !== this.lastIndex + 1) {
           throw new ReplicaRejectedError('index-gap', `segment ${start.segmentId} starts at ${start.firstIndex} but this replica ends at ${this.lastIndex}`, this.lastIndex);
         }
+        const head = decodedFrames[0];
+        if (head?.kind === 'entry' && head.header.index !== start.firstIndex) {
+          throw new ReplicaRejectedError('index-gap', `segment ${start.segmentId} starts at ${start.firstIndex} but its first frame is ${head.header.index}`, this.lastIndex);
+        }
         active = await this.createSegment(start.firstIndex, start);
       }
       const accepted: Buffer[] = [];
       let next = active.lastIndex + 1;
-      for (const frame of frames) {
-        const decoded = decodeFrameAt(frame, 0, this.settings.entryBytesMax);
-        if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frame.byteLength || (decoded.header.flags & FLAG_HOLE) !== 0) {
-          throw new ReplicaRejectedError('bad-frame', 'a frame failed verification on arrival', active.lastIndex);
-        }
+      for (const [i, frame] of frames.entries()) {
+        const decoded = decodedFrames[i];
+        if (decoded?.kind !== 'entry') throw new ReplicaRejectedError('bad-frame', 'a frame failed verification on arrival', active.lastIndex);
         if (decoded.header.index < next) continue;
         if (decoded.header.index !== next) throw new ReplicaRejectedError('index-gap', `frame ${decoded.header.index} arrived but ${next} is next`, active.lastIndex);
         accepted.push(frame);
@@ -396,11 +405,11 @@ export class WalStore {
   // can be rebuilt and swapped in (temp file, fsync, rename) while the store keeps serving every
   // other segment; reads of this one verify checksums as always, and fail over to replicas.
 
-  async repairSealedSegment(segmentId: number, options: OnlineRepairOptions): Promise<SegmentRepair> {
+  /** Checks a sealed segment against its record (etcd's, in a cluster) without changing it. */
+  async checkSealedSegment(segmentId: number, expected?: SegmentExpectation): Promise<SegmentInspection> {
     if (this.closed) throw new StoreClosedError();
-    if (this.active?.segmentId === segmentId) throw new WalError(`segment ${segmentId} is open; only sealed segments are repaired online`);
+    if (this.active?.segmentId === segmentId) throw new WalError(`segment ${segmentId} is open; only sealed segments are checked against a record`);
     const local = this.segments.find((r) => r.segmentId === segmentId);
-    const expected = options.expected;
     if (!local && !expected) throw new WalError(`segment ${segmentId} is not held here`);
     const record: SegmentRecord = expected
       ? {
@@ -416,7 +425,11 @@ export class WalStore {
       : (local as SegmentRecord);
     const path = this.layout.segmentPath(segmentId);
     const analysis = (await exists(path)) ? await analyzeSegmentFile(path, segmentId, { entryBytesMax: this.settings.entryBytesMax, firstIndexHint: record.firstIndex }) : undefined;
-    const inspection = inspectSegment({ log: this.settings.logName, layout: this.layout, segmentId, path, record, analysis, isLast: false });
+    return inspectSegment({ log: this.settings.logName, layout: this.layout, segmentId, path, record, analysis, isLast: false });
+  }
+
+  async repairSealedSegment(segmentId: number, options: OnlineRepairOptions): Promise<SegmentRepair> {
+    const inspection = await this.checkSealedSegment(segmentId, options.expected);
     if (inspection.findings.length === 0) {
       return { segment: segmentId, decision: 'keep', outcome: 'done', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: 'segment verified against its record: nothing to repair' };
     }

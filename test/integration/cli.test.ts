@@ -371,15 +371,15 @@ describe('bad input', () => {
     expectOneLineError(await run(['inspect', '--data-dir', dataDir, '--segment', '-3']), 2, /--segment/);
   });
 
-  it('--target with no node listening exits 2 with one line; validate and repair of a cluster say they are not built', async () => {
+  it('--target with no node listening exits 2 with one line; repair --target needs --segment', async () => {
     const port = await closedPort();
     for (const verb of ['dump', 'status']) {
       expectOneLineError(await run([verb, '--target', `127.0.0.1:${port}`]), 2, /the node answered: .*\(gRPC status 14\)/);
     }
     expectOneLineError(await run(['append', '--target', `127.0.0.1:${port}`], 'x\n'), 2, /gRPC status 14/);
-    for (const verb of ['validate', 'repair']) {
-      expectOneLineError(await run([verb, '--target', `127.0.0.1:${port}`]), 2, /live cluster are not built yet/);
-    }
+    expectOneLineError(await run(['validate', '--target', `127.0.0.1:${port}`]), 2, /gRPC status 14/);
+    expectOneLineError(await run(['repair', '--target', `127.0.0.1:${port}`, '--segment', '1']), 2, /gRPC status 14/);
+    expectOneLineError(await run(['repair', '--target', `127.0.0.1:${port}`]), 2, /needs --segment/);
     expectOneLineError(await run(['validate', '--target', 'no-port']), 2, /HOST:PORT/);
     expectOneLineError(await run(['dump', '--data-dir', root, '--log', 'x']), 2, /--log .* goes with --target/);
   });

@@ -1,0 +1,61 @@
+// validate and repair against a live cluster (--target): they run on the nodes, through
+// AdminService, and print what the nodes report.
+import { AdminClient } from '../rpc/index.js';
+import type { RepairStrategy } from '../recovery/index.js';
+import type { Endpoint } from './backend.js';
+import type { CommandContext } from './commands.js';
+import { EXIT_DAMAGE, EXIT_OK, type ExitCode, UsageError } from './exit.js';
+
+type ClusterEndpoint = Extract<Endpoint, { kind: 'cluster' }>;
+
+function ranges(list: ReadonlyArray<{ first: number; last: number }>): string {
+  return list.map((r) => (r.first === r.last ? `${r.first}` : `${r.first}..${r.last}`)).join(', ');
+}
+
+export async function runClusterValidate(ctx: CommandContext, endpoint: ClusterEndpoint, node: string): Promise<ExitCode> {
+  const client = new AdminClient(endpoint.target.text);
+  const findings: unknown[] = [];
+  let summary = { segmentsChecked: 0, bytesChecked: 0 };
+  try {
+    for await (const m of client.validate(endpoint.log, node)) {
+      if (m.done) {
+        summary = { segmentsChecked: m.segments_checked, bytesChecked: m.bytes_checked };
+        continue;
+      }
+      findings.push(m);
+      if (!ctx.json) {
+        const where = [`node ${m.node}`, `segment ${m.segment_id}`, ...(m.entry_index ? [`entry ${m.entry_index}${m.index_count > 1 ? `..${m.entry_index + m.index_count - 1}` : ''}`] : []), ...(m.offset_bytes ? [`offset ${m.offset_bytes}`] : [])];
+        await ctx.out.write(`${m.kind} (${where.join(', ')}): ${m.detail}\n`);
+      }
+    }
+  } finally {
+    client.close();
+  }
+  if (ctx.json) await ctx.out.json({ log: endpoint.log, node: node || '*', ok: findings.length === 0, findings, ...summary });
+  else await ctx.out.write(`${findings.length === 0 ? 'ok' : `damage: ${findings.length} finding(s)`}: log '${endpoint.log}' on ${node || 'every live member'} (${summary.segmentsChecked} sealed segment copies, ${summary.bytesChecked} bytes checked)\n`);
+  return findings.length === 0 ? EXIT_OK : EXIT_DAMAGE;
+}
+
+export async function runClusterRepair(ctx: CommandContext, endpoint: ClusterEndpoint, o: { segment?: number; node?: string; strategy: RepairStrategy; dryRun: boolean }): Promise<ExitCode> {
+  if (o.segment === undefined) throw new UsageError('repair --target needs --segment ID (find damaged segments with validate --target)');
+  const client = new AdminClient(endpoint.target.text);
+  try {
+    const response = await client.repairSegment({ log: endpoint.log, segmentId: o.segment, node: o.node ?? '', strategy: o.strategy, dryRun: o.dryRun });
+    if (ctx.json) await ctx.out.json(response);
+    else {
+      const lines = [`repair of segment ${o.segment} of log '${endpoint.log}' with strategy ${o.strategy}${o.dryRun ? ' (dry run)' : ''}:`];
+      for (const r of response.results) {
+        const parts = [`${r.decision} ${r.outcome}`, r.detail];
+        if (r.repaired.length > 0) parts.push(`repaired ${ranges(r.repaired)}${r.source ? ` from ${r.source}` : ''}`);
+        if (r.lost.length > 0) parts.push(`LOST ${ranges(r.lost)}`);
+        if (r.truncated.length > 0) parts.push(`TRUNCATED ${ranges(r.truncated)}`);
+        lines.push(`  node ${r.node}: ${parts.join('; ')}`);
+      }
+      await ctx.out.write(lines.join('\n') + '\n');
+    }
+    const ok = response.results.every((r) => r.outcome === 'done' || r.outcome === 'planned');
+    return ok ? EXIT_OK : EXIT_DAMAGE;
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,141 @@
+// A node's repairs of its own copies of sealed segments, from replicas, and the events they
+// produce. Detections arrive from the read path, the scrubber, the coordinator and explicit
+// requests; each segment is repaired by one task at a time, with bounded attempts and backoff
+// between rounds, and never while the node serves other segments any less.
+import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { RepairStrategy, SegmentRepair } from '../recovery/index.js';
+import { type LogStores, type PeerResolver, type SegmentMeta, BadRequestError, ReplicaSource, UnknownSegmentError } from '../replication/index.js';
+import { Backoff, sleep } from './backoff.js';
+import type { EtcdSegmentDirectory } from './directory.js';
+
+export type DetectionSource = 'open' | 'read' | 'scrub' | 'request' | 'coordinator';
+
+export interface RecoveryEventView {
+  readonly timeMs: number;
+  readonly node: string;
+  readonly log: string;
+  readonly segment: number;
+  readonly kind: 'detected' | 'repaired' | 'repair-failed' | 'entries-lost' | 'replica-distrusted';
+  readonly source: DetectionSource;
+  readonly detail: string;
+}
+
+export interface RepairServiceOptions {
+  readonly self: string;
+  readonly logs: LogStores;
+  readonly directory: EtcdSegmentDirectory;
+  readonly peers: PeerResolver;
+  readonly fetchFile: (node: string, log: string, segmentId: number, path: string) => Promise<void>;
+  readonly tempDir: string;
+  readonly entryBytesMax: number;
+  readonly strategy: RepairStrategy;
+  /** Rounds of repair for one detection (each round is up to maxRecoveryAttempts attempts). */
+  readonly roundsMax: number;
+  readonly logger: Logger;
+}
+
+export function expectationOf(meta: SegmentMeta): { segmentId: number; firstIndex: number; lastIndex: number; indexCount: number; aggregateChecksum: bigint | undefined } {
+  return {
+    segmentId: meta.segmentId,
+    firstIndex: meta.firstIndex,
+    lastIndex: meta.lastIndex,
+    indexCount: meta.indexCount,
+    aggregateChecksum: /^[0-9a-f]{16}$/.test(meta.aggregate) ? BigInt(`0x${meta.aggregate}`) : undefined,
+  };
+}
+
+export class RepairService {
+  private readonly events = new EventEmitter();
+  private readonly scheduled = new Set<string>();
+  private stopped = false;
+
+  constructor(private readonly o: RepairServiceOptions) {
+    this.events.setMaxListeners(64);
+  }
+
+  onEvent(listener: (event: RecoveryEventView) => void): () => void {
+    this.events.on('event', listener);
+    return () => this.events.off('event', listener);
+  }
+
+  emit(event: Omit<RecoveryEventView, 'timeMs' | 'node'>): void {
+    const full: RecoveryEventView = { timeMs: Date.now(), node: this.o.self, ...event };
+    this.events.emit('event', full);
+  }
+
+  /** Queues a repair of this node's copy (deduplicated per segment); returns at once. */
+  schedule(log: string, segmentId: number, source: DetectionSource, detail: string): void {
+    const key = `${log}/${segmentId}`;
+    if (this.scheduled.has(key) || this.stopped) return;
+    this.scheduled.add(key);
+    this.emit({ log, segment: segmentId, kind: 'detected', source, detail });
+    void (async () => {
+      const backoff = new Backoff({ initialMs: 200, maxMs: 5_000 });
+      try {
+        for (let round = 1; round <= this.o.roundsMax && !this.stopped; round += 1) {
+          const result = await this.repairNow(log, segmentId, { strategy: this.o.strategy, dryRun: false, source }).catch((error: unknown) => {
+            this.o.logger.warn({ log, segment: segmentId, err: error, round }, 'failed to repair segment');
+            return undefined;
+          });
+          if (result && (result.outcome === 'done' || result.outcome === 'halted')) return;
+          await sleep(backoff.next());
+        }
+      } finally {
+        this.scheduled.delete(key);
+      }
+    })();
+  }
+
+  /** Repairs this node's copy of a sealed segment now (or plans it, dryRun). */
+  async repairNow(log: string, segmentId: number, options: { strategy: RepairStrategy; dryRun: boolean; source: DetectionSource }): Promise<SegmentRepair> {
+    const meta = (await this.o.directory.list(log)).find((s) => s.meta.segmentId === segmentId)?.meta;
+    if (!meta) throw new UnknownSegmentError(log, segmentId);
+    if (meta.state !== 'SEALED') throw new BadRequestError('segment_id', `segment ${segmentId} is ${meta.state}: only sealed segments are repaired`);
+    if (!meta.ensemble.includes(this.o.self)) {
+      return { segment: segmentId, decision: 'keep', outcome: 'done', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: `${this.o.self} is not in the segment's ensemble` };
+    }
+    const store = await this.o.logs.store(log);
+    if (!store.segmentRecord(segmentId)) {
+      return { segment: segmentId, decision: 'keep', outcome: 'failed', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: 'not held here yet: catch-up brings it' };
+    }
+    const source = new ReplicaSource({
+      log,
+      self: this.o.self,
+      peers: this.o.peers,
+      segmentMeta: async (id) => (id === segmentId ? meta : (await this.o.directory.list(log)).find((s) => s.meta.segmentId === id)?.meta),
+      fetchFile: (node, id, path) => this.o.fetchFile(node, log, id, path),
+      tempDir: join(this.o.logs.logDir(log)),
+      logger: this.o.logger,
+      entryBytesMax: this.o.entryBytesMax,
+    });
+    const started = performance.now();
+    const result = await store.repairSealedSegment(segmentId, {
+      strategy: options.strategy,
+      dryRun: options.dryRun,
+      sources: [source],
+      expected: expectationOf(meta),
+      heldElsewhere: (id, first, last) => source.mayBeHeldElsewhere(id, first, last),
+    });
+    for (const node of source.distrusted(segmentId)) {
+      this.emit({ log, segment: segmentId, kind: 'replica-distrusted', source: options.source, detail: `replica ${node} served bytes that fail verification` });
+    }
+    if (!options.dryRun) this.report(log, segmentId, options.source, result, performance.now() - started);
+    return result;
+  }
+
+  private report(log: string, segment: number, source: DetectionSource, result: SegmentRepair, durationMs: number): void {
+    if (result.decision === 'keep') return;
+    const ranges = (r: ReadonlyArray<{ first: number; last: number }>): string => r.map((x) => (x.first === x.last ? `${x.first}` : `${x.first}..${x.last}`)).join(', ');
+    if (result.lost.length > 0 || result.truncated.length > 0) {
+      this.emit({ log, segment, kind: 'entries-lost', source, detail: `lost ${ranges(result.lost)} truncated ${ranges(result.truncated)}: ${result.detail}` });
+    }
+    if (result.outcome === 'done') this.emit({ log, segment, kind: 'repaired', source, detail: `${result.detail} in ${durationMs.toFixed(1)} ms` });
+    else this.emit({ log, segment, kind: 'repair-failed', source, detail: result.detail });
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+}

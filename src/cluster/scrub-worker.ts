@@ -1,0 +1,48 @@
+// Worker thread of the scrubber: verifies sealed segment files off the main thread, so a node's
+// event loop keeps serving while its sealed data is re-read and re-hashed.
+import { parentPort } from 'node:worker_threads';
+import { analyzeSegmentFile, checksumHex, isClean } from '../wal/index.js';
+
+export interface ScrubRequest {
+  readonly id: number;
+  readonly path: string;
+  readonly segmentId: number;
+  readonly entryBytesMax: number;
+}
+
+export interface ScrubResult {
+  readonly id: number;
+  readonly ok: boolean;
+  readonly clean: boolean;
+  readonly sealed: boolean;
+  readonly firstIndex: number;
+  readonly lastIndex: number;
+  readonly indexCount: number;
+  readonly aggregate: string;
+  readonly fileByteLength: number;
+  readonly error: string;
+}
+
+export async function scrubFile(request: ScrubRequest): Promise<ScrubResult> {
+  try {
+    const a = await analyzeSegmentFile(request.path, request.segmentId, { entryBytesMax: request.entryBytesMax });
+    return {
+      id: request.id,
+      ok: true,
+      clean: isClean(a),
+      sealed: a.trailer !== undefined,
+      firstIndex: a.firstIndex ?? 0,
+      lastIndex: a.lastIndex,
+      indexCount: a.indexCount,
+      aggregate: checksumHex(a.aggregate),
+      fileByteLength: a.fileByteLength,
+      error: '',
+    };
+  } catch (error) {
+    return { id: request.id, ok: false, clean: false, sealed: false, firstIndex: 0, lastIndex: 0, indexCount: 0, aggregate: '', fileByteLength: 0, error: error instanceof Error ? error.message : String(error) };
+  }
+}
+
+parentPort?.on('message', (request: ScrubRequest) => {
+  void scrubFile(request).then((result) => parentPort?.postMessage(result));
+});
