@@ -57,8 +57,17 @@ export class ReplicaSource implements GoodCopySource {
     for (let i = first; i <= last && set.size < 1_000_000; i += 1) set.add(i);
   }
 
+  private calls = 0;
+
+  /**
+   * The other members, minus known liars, in an order that rotates with every call: when a
+   * rebuilt segment fails its aggregate check (a replica served self-consistent but wrong
+   * entries), the next attempt prefers another member's copies.
+   */
   private members(meta: SegmentMeta | undefined): string[] {
-    return (meta?.ensemble ?? []).filter((n) => n !== this.o.self && !this.liars.get(meta?.segmentId ?? 0)?.has(n));
+    const members = (meta?.ensemble ?? []).filter((n) => n !== this.o.self && !this.liars.get(meta?.segmentId ?? 0)?.has(n));
+    const shift = members.length === 0 ? 0 : this.calls++ % members.length;
+    return [...members.slice(shift), ...members.slice(0, shift)];
   }
 
   async fetchFrames(segmentId: number, first: number, last: number): Promise<Map<number, Buffer>> {

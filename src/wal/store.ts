@@ -35,6 +35,7 @@ import {
   fsyncDir,
   isNotFound,
   quarantineBytes,
+  quarantineFile,
   readRange,
   releaseLock,
   writeFileAtomic,
@@ -429,7 +430,16 @@ export class WalStore {
   }
 
   async repairSealedSegment(segmentId: number, options: OnlineRepairOptions): Promise<SegmentRepair> {
-    const inspection = await this.checkSealedSegment(segmentId, options.expected);
+    let inspection = await this.checkSealedSegment(segmentId, options.expected);
+    if (options.expected && options.strategy !== 'halt' && !options.dryRun && inspection.findings.length > 0 && inspection.findings.every((f) => f.kind === 'bad-catalog')) {
+      // Intact bytes that are not what the authority recorded (a lying or stale copy): no entry
+      // of it can be trusted, so the whole segment is replaced by a copy that matches the record.
+      await quarantineFile(this.layout, this.layout.segmentPath(segmentId), 'disagrees-with-record', { keepOriginal: false, retention: this.recovery.backupRetentionCount, now: this.options.clock() });
+      const cached = this.readIndexes.get(segmentId);
+      this.readIndexes.delete(segmentId);
+      await cached?.handle?.close().catch(() => undefined);
+      inspection = await this.checkSealedSegment(segmentId, options.expected);
+    }
     if (inspection.findings.length === 0) {
       return { segment: segmentId, decision: 'keep', outcome: 'done', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: 'segment verified against its record: nothing to repair' };
     }
