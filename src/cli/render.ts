@@ -142,6 +142,7 @@ export function statusLines(s: StatusSummary): string {
 export interface ClusterStatusLike {
   readonly cluster: string;
   readonly node: string;
+  readonly coordinator: string;
   readonly members: ReadonlyArray<{ id: string; address: string }>;
   readonly logs: ReadonlyArray<{
     log: string;
@@ -155,7 +156,7 @@ export interface ClusterStatusLike {
 }
 
 export function clusterStatusLines(s: ClusterStatusLike): string {
-  const lines = [`cluster '${s.cluster}' as node ${s.node} sees it: ${plural(s.members.length, 'member')}`];
+  const lines = [`cluster '${s.cluster}' as node ${s.node} sees it: ${plural(s.members.length, 'member')}, coordinator ${s.coordinator || '(none)'}`];
   for (const m of s.members) lines.push(`  member ${m.id} at ${m.address}`);
   for (const l of s.logs) {
     lines.push(`log '${l.log}': writer ${l.writer || '(none)'} (epoch ${l.writer_epoch}), committed up to ${l.committed_index} (as this node knows it), replication ${l.replication_factor}, ack quorum ${l.ack_quorum}`);

@@ -18,6 +18,7 @@ export interface NodeVerbOptions {
   readonly repairStrategy?: string;
   readonly scrubBytesPerSecond?: number;
   readonly scrubIntervalMs?: number;
+  readonly goneAfterMs?: number;
   readonly verbose?: boolean;
 }
 
@@ -51,6 +52,7 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
     ...(o.repairStrategy !== undefined ? { repairStrategy: parseStrategy(o.repairStrategy) } : {}),
     ...(o.scrubBytesPerSecond !== undefined ? { scrubBytesPerSecondMax: o.scrubBytesPerSecond } : {}),
     ...(o.scrubIntervalMs !== undefined ? { scrubIntervalMs: o.scrubIntervalMs } : {}),
+    ...(o.goneAfterMs !== undefined ? { goneAfterMs: o.goneAfterMs } : {}),
   });
   await print(JSON.stringify({ node: node.id, target: node.address, metrics: node.metricsUrl, pid: process.pid }) + '\n');
   const signal = await untilSignal();

@@ -24,6 +24,12 @@ export class ClusterKeys {
   coordinatorPrefix(): string {
     return `${this.root}coordinator/`;
   }
+  reportsPrefix(): string {
+    return `${this.root}reports/`;
+  }
+  report(log: string, segmentId: number, node: string): string {
+    return `${this.reportsPrefix()}${log}/${String(segmentId).padStart(20, '0')}/${node}`;
+  }
   logsPrefix(): string {
     return `${this.root}logs/`;
   }

@@ -55,6 +55,8 @@ export interface LogRuntimeContext {
   readonly groupCommitBytesMax: number;
   readonly entryBytesMax: number;
   readonly catchUpIntervalMs: number;
+  /** Copies a member's whole sealed segment file (FetchSegment) to path. */
+  readonly fetchFile: (node: string, log: string, segmentId: number, path: string) => Promise<void>;
   /** A damaged local copy was found (read path): the node repairs it from replicas. */
   readonly onDamage: (log: string, segmentId: number, detail: string) => void;
 }
@@ -67,7 +69,6 @@ export class LogRuntime {
   private segments: Array<{ meta: SegmentMeta; modRevision: number }> = [];
   private catchUpRunning: Promise<void> | undefined;
   private catchUpAgain = false;
-  private behind = false;
   private unwatch: (() => Promise<void>) | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -149,7 +150,7 @@ export class LogRuntime {
         directory: this.ctx.directory,
         peers: this.ctx.peers,
         // A node that has not caught up cannot hold new segments yet (they must follow on).
-        liveMembers: () => this.ctx.liveMembers().filter((n) => n !== this.ctx.self || !this.behind),
+        liveMembers: () => this.ctx.liveMembers(),
         logger: this.logger,
         clock: Date.now,
         onCommitted: (index) => this.ctx.handlers.noteCommitted(this.log, index),
@@ -190,8 +191,16 @@ export class LogRuntime {
   private async runCatchUp(): Promise<void> {
     try {
       this.segments = await this.ctx.directory.list(this.log);
-      const result = await catchUpLog({ log: this.log, self: this.ctx.self, store: this.store, directory: this.ctx.directory, peers: this.ctx.peers, logger: this.logger });
-      this.behind = result.behind.length > 0;
+      const result = await catchUpLog({
+        log: this.log,
+        self: this.ctx.self,
+        store: this.store,
+        directory: this.ctx.directory,
+        peers: this.ctx.peers,
+        logger: this.logger,
+        fetchFile: (node, segmentId, path) => this.ctx.fetchFile(node, this.log, segmentId, path),
+        tempDir: this.store.dataDir,
+      });
       this.ctx.metrics.segmentsBehind.set({ log: this.log }, result.behind.length);
     } catch (error) {
       this.logger.debug({ err: error }, 'failed to catch up; will retry');

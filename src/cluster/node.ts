@@ -11,6 +11,8 @@ import { AdminClient, PeerClient, WalClient, type ClusterStatusView, type NodeAp
 import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
 import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
+import { Coordinator } from './coordinator.js';
+import { currentLeader } from './election.js';
 import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
 import { Backoff, sleep } from './backoff.js';
@@ -36,6 +38,7 @@ export class ClusterNode implements NodeApi {
   private metricsServer: HttpServer | undefined;
   private repairs: RepairService | undefined;
   private scrubber: Scrubber | undefined;
+  private coordinator: Coordinator | undefined;
   private stopped = false;
   readonly recovery = new RecoveryMetrics();
   readonly metrics: NodeMetrics;
@@ -94,6 +97,12 @@ export class ClusterNode implements NodeApi {
       strategy: options.repairStrategy,
       roundsMax: 3,
       logger: this.logger,
+      report: async (log, segmentId, failure) => {
+        const etcd = this.etcd as EtcdMetadata;
+        const key = etcd.keys.report(log, segmentId, options.id);
+        if (!failure) await etcd.delete(key);
+        else await etcd.put(key, { log, segmentId, node: options.id, state: 'failed', detail: failure.detail, attempts: 0, updatedMs: Date.now() });
+      },
     });
     await this.watchMembers();
     // Catch up on every known log before registering, so that a writer never puts this node
@@ -112,6 +121,23 @@ export class ClusterNode implements NodeApi {
       logger: this.logger,
     });
     this.scrubber.start();
+    this.coordinator = new Coordinator({
+      self: options.id,
+      etcd: this.etcd,
+      session: this.session,
+      directory: this.directory,
+      liveMembers: () => this.liveMembers(),
+      repairOn: async (node, log, segmentId) => {
+        const results = await this.repairSegment(log, segmentId, node, options.repairStrategy, false);
+        return results.every((r) => r.outcome === 'done');
+      },
+      metrics: this.metrics,
+      logger: this.logger.child({ role: 'coordinator' }),
+      goneAfterMs: options.goneAfterMs,
+      intervalMs: options.coordinatorIntervalMs,
+      maxRecoveryAttempts: 3,
+    });
+    await this.coordinator.start();
     this.rpc.setServing(true);
     this.logger.info({ address: this.address, metrics: this.metricsUrl, cluster: options.cluster }, 'node serving');
   }
@@ -221,6 +247,7 @@ export class ClusterNode implements NodeApi {
             entryBytesMax: this.options.entryBytesMax,
             catchUpIntervalMs: this.options.catchUpIntervalMs,
             onDamage: (log, segmentId, detail) => this.repairs?.schedule(log, segmentId, 'read', detail),
+            fetchFile: (node, log, segmentId, path) => this.fetchSegmentFile(node, log, segmentId, path),
           },
           meta,
           store,
@@ -275,7 +302,8 @@ export class ClusterNode implements NodeApi {
       const writer = runtime?.writerStatus() ?? { writer: '', epoch: 0 };
       logs.push({ meta, writer: writer.writer, writerEpoch: writer.epoch, committedIndex: runtime?.committedIndex() ?? 0, segments: segments.map((s) => s.meta) });
     }
-    return { cluster: this.options.cluster, node: this.options.id, members: [...this.members.values()], logs };
+    const coordinator = (await currentLeader(this.etcd as EtcdMetadata, (this.etcd as EtcdMetadata).keys.coordinatorPrefix()).catch(() => undefined))?.leader ?? '';
+    return { cluster: this.options.cluster, node: this.options.id, coordinator, members: [...this.members.values()], logs };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -407,6 +435,7 @@ export class ClusterNode implements NodeApi {
     this.stopped = true;
     this.repairs?.stop();
     await this.scrubber?.stop();
+    await this.coordinator?.stop();
     this.rpc?.setServing(false);
     for (const pending of this.runtimes.values()) {
       const runtime = await pending.catch(() => undefined);

@@ -34,6 +34,9 @@ export interface NodeOptions {
   readonly scrubBytesPerSecondMax?: number;
   /** Pause between two scrub passes. */
   readonly scrubIntervalMs?: number;
+  /** A member missing this long is replaced in the ensembles of the sealed segments it held. */
+  readonly goneAfterMs?: number;
+  readonly coordinatorIntervalMs?: number;
   readonly logger?: Logger;
 }
 
@@ -56,6 +59,8 @@ export interface ResolvedNodeOptions {
   readonly repairStrategy: RepairStrategy;
   readonly scrubBytesPerSecondMax: number;
   readonly scrubIntervalMs: number;
+  readonly goneAfterMs: number;
+  readonly coordinatorIntervalMs: number;
 }
 
 const NAME = /^[A-Za-z0-9._-]{1,63}$/;
@@ -101,5 +106,7 @@ export function resolveNodeOptions(o: NodeOptions): ResolvedNodeOptions {
     repairStrategy: parseStrategy(o.repairStrategy ?? 'partial'),
     scrubBytesPerSecondMax: int('scrubBytesPerSecondMax', o.scrubBytesPerSecondMax ?? 16 * 1024 * 1024, 0, 4 * 1024 * 1024 * 1024),
     scrubIntervalMs: int('scrubIntervalMs', o.scrubIntervalMs ?? 30_000, 100, 86_400_000),
+    goneAfterMs: int('goneAfterMs', o.goneAfterMs ?? 30_000, 0, 86_400_000),
+    coordinatorIntervalMs: int('coordinatorIntervalMs', o.coordinatorIntervalMs ?? 2_000, 100, 600_000),
   });
 }

@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { RepairStrategy, SegmentRepair } from '../recovery/index.js';
-import { type LogStores, type PeerResolver, type SegmentMeta, BadRequestError, ReplicaSource, UnknownSegmentError } from '../replication/index.js';
+import { type LogStores, type PeerResolver, BadRequestError, ReplicaSource, UnknownSegmentError, expectationOfMeta } from '../replication/index.js';
 import { Backoff, sleep } from './backoff.js';
 import type { EtcdSegmentDirectory } from './directory.js';
 
@@ -34,17 +34,11 @@ export interface RepairServiceOptions {
   /** Rounds of repair for one detection (each round is up to maxRecoveryAttempts attempts). */
   readonly roundsMax: number;
   readonly logger: Logger;
+  /** Records (or clears, with undefined) a repair this node gave up on, for the coordinator. */
+  readonly report: (log: string, segmentId: number, failure: { detail: string } | undefined) => Promise<void>;
 }
 
-export function expectationOf(meta: SegmentMeta): { segmentId: number; firstIndex: number; lastIndex: number; indexCount: number; aggregateChecksum: bigint | undefined } {
-  return {
-    segmentId: meta.segmentId,
-    firstIndex: meta.firstIndex,
-    lastIndex: meta.lastIndex,
-    indexCount: meta.indexCount,
-    aggregateChecksum: /^[0-9a-f]{16}$/.test(meta.aggregate) ? BigInt(`0x${meta.aggregate}`) : undefined,
-  };
-}
+export const expectationOf = expectationOfMeta;
 
 export class RepairService {
   private readonly events = new EventEmitter();
@@ -73,15 +67,23 @@ export class RepairService {
     this.emit({ log, segment: segmentId, kind: 'detected', source, detail });
     void (async () => {
       const backoff = new Backoff({ initialMs: 200, maxMs: 5_000 });
+      let detail = 'no attempt made';
       try {
         for (let round = 1; round <= this.o.roundsMax && !this.stopped; round += 1) {
           const result = await this.repairNow(log, segmentId, { strategy: this.o.strategy, dryRun: false, source }).catch((error: unknown) => {
             this.o.logger.warn({ log, segment: segmentId, err: error, round }, 'failed to repair segment');
+            detail = error instanceof Error ? error.message : String(error);
             return undefined;
           });
-          if (result && (result.outcome === 'done' || result.outcome === 'halted')) return;
+          if (result && (result.outcome === 'done' || result.outcome === 'halted')) {
+            await this.o.report(log, segmentId, undefined).catch(() => undefined);
+            return;
+          }
+          if (result) detail = result.detail;
           await sleep(backoff.next());
         }
+        // Given up for now: the coordinator retries it later (and alerts if it never works).
+        if (!this.stopped) await this.o.report(log, segmentId, { detail }).catch((error: unknown) => this.o.logger.warn({ err: error }, 'failed to record a repair report in etcd'));
       } finally {
         this.scheduled.delete(key);
       }

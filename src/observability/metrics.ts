@@ -13,6 +13,7 @@ export class NodeMetrics {
   readonly repairDuration: Histogram<'outcome'>;
   readonly scrubBytes: Counter;
   readonly scrubPassSeconds: Gauge;
+  readonly underReplicatedSegments: Gauge;
 
   constructor(recovery: RecoveryMetrics, labels: { node: string; cluster: string }) {
     this.registry.setDefaultLabels(labels);
@@ -56,6 +57,7 @@ export class NodeMetrics {
     this.replicationFailures = new Counter({ name: 'wal_recovery_replication_failures_total', help: 'Replicate calls to a member that failed', labelNames: ['log', 'peer'], registers: [this.registry] });
     this.scrubBytes = new Counter({ name: 'wal_recovery_scrub_bytes_total', help: 'Bytes of sealed segments re-verified by the scrubber', registers: [this.registry] });
     this.scrubPassSeconds = new Gauge({ name: 'wal_recovery_scrub_pass_seconds', help: 'Duration of the last complete scrub pass', registers: [this.registry] });
+    this.underReplicatedSegments = new Gauge({ name: 'wal_recovery_under_replicated_segments', help: 'Sealed segments with a member gone and no node to take its place (set by the coordinator)', registers: [this.registry] });
     this.segmentsBehind = new Gauge({ name: 'wal_recovery_segments_behind', help: 'Sealed segments this node should hold but has not caught up on', labelNames: ['log'], registers: [this.registry] });
   }
 

@@ -10,7 +10,9 @@
 import type { Logger } from 'pino';
 import { type WalStore, checksumHex } from '../wal/index.js';
 import type { PeerResolver, SegmentDirectory } from './api.js';
-import type { SegmentMeta } from './metadata.js';
+import { type SegmentMeta, expectationOfMeta } from './metadata.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 
 export interface CatchUpContext {
   readonly log: string;
@@ -19,6 +21,10 @@ export interface CatchUpContext {
   readonly directory: SegmentDirectory;
   readonly peers: PeerResolver;
   readonly logger: Logger;
+  /** Copies a member's whole sealed segment file to path (PeerService.FetchSegment). */
+  readonly fetchFile: (node: string, segmentId: number, path: string) => Promise<void>;
+  /** A directory on the store's file system for copies in flight. */
+  readonly tempDir: string;
 }
 
 export interface CatchUpResult {
@@ -39,40 +45,64 @@ export async function catchUpLog(ctx: CatchUpContext): Promise<CatchUpResult> {
   const mismatched: number[] = [];
   const behind: number[] = [];
   for (const { meta } of segments) {
-    // Segments outside this node's ensembles are fetched too: a store holds a contiguous run of
-    // indices, so a node that skipped one could never take part in a later segment (every
-    // Replicate to it would fail with index-gap once it is live again).
     if (meta.state !== 'SEALED') continue;
+    const member = meta.ensemble.includes(ctx.self);
     const local = ctx.store.segmentRecord(meta.segmentId);
     if (local?.state === 'sealed') {
-      if (local.lastIndex !== meta.lastIndex || checksumHex(local.aggregateChecksum) !== meta.aggregate) mismatched.push(meta.segmentId);
+      if (member && (local.lastIndex !== meta.lastIndex || checksumHex(local.aggregateChecksum) !== meta.aggregate)) mismatched.push(meta.segmentId);
       continue;
     }
-    if (!local) {
-      if (meta.lastIndex < meta.firstIndex) continue; // an empty segment: nothing to hold
-      if (ctx.store.lastIndex + 1 !== meta.firstIndex || ctx.store.segmentRecords().some((r) => r.state === 'open')) {
-        behind.push(meta.segmentId);
-        break; // segments must be taken in order
-      }
-    }
-    const from = (local?.lastIndex ?? meta.firstIndex - 1) + 1;
     try {
-      entriesFetched += await fetchInto(ctx, meta, from);
-      const sealed = await ctx.store.sealSegment(meta.segmentId, meta.lastIndex);
-      segmentsSealed += 1;
-      if (checksumHex(sealed.aggregateChecksum) !== meta.aggregate) {
-        mismatched.push(meta.segmentId);
-        ctx.logger.error({ log: ctx.log, segment: meta.segmentId, expected: meta.aggregate, actual: checksumHex(sealed.aggregateChecksum) }, 'caught-up segment disagrees with its recorded aggregate checksum');
-      } else {
-        ctx.logger.info({ log: ctx.log, segment: meta.segmentId, lastIndex: meta.lastIndex }, 'caught up and sealed segment');
+      if (local) {
+        if (!member) {
+          // Dropped from the ensemble while it held the segment open: keep the verified prefix,
+          // sealed, so the segments after it can follow. It is no replica of record.
+          await ctx.store.sealSegment(meta.segmentId, Math.min(local.lastIndex, meta.lastIndex));
+          segmentsSealed += 1;
+          continue;
+        }
+        entriesFetched += await fetchInto(ctx, meta, local.lastIndex + 1);
+        const sealed = await ctx.store.sealSegment(meta.segmentId, meta.lastIndex);
+        segmentsSealed += 1;
+        if (checksumHex(sealed.aggregateChecksum) !== meta.aggregate) {
+          mismatched.push(meta.segmentId);
+          ctx.logger.error({ log: ctx.log, segment: meta.segmentId, expected: meta.aggregate, actual: checksumHex(sealed.aggregateChecksum) }, 'caught-up segment disagrees with its recorded aggregate checksum');
+        } else {
+          ctx.logger.info({ log: ctx.log, segment: meta.segmentId, lastIndex: meta.lastIndex }, 'caught up and sealed segment');
+        }
+        continue;
       }
+      if (!member || meta.lastIndex < meta.firstIndex) continue; // not ours, or empty
+      await installWhole(ctx, meta);
+      segmentsSealed += 1;
+      entriesFetched += meta.lastIndex - meta.firstIndex + 1;
+      ctx.logger.info({ log: ctx.log, segment: meta.segmentId, lastIndex: meta.lastIndex }, 'copied a sealed segment this node is a member of');
     } catch (error) {
       ctx.logger.warn({ log: ctx.log, segment: meta.segmentId, err: error }, 'failed to catch up on segment; will retry');
       behind.push(meta.segmentId);
-      break;
     }
   }
   return { segmentsSealed, entriesFetched, mismatched, behind };
+}
+
+/** Copies a whole sealed segment file from another member, verified against its record. */
+async function installWhole(ctx: CatchUpContext, meta: SegmentMeta): Promise<void> {
+  const expected = expectationOfMeta(meta);
+  let lastError: unknown = new Error('no other member to copy from');
+  for (const node of meta.ensemble.filter((n) => n !== ctx.self)) {
+    const dir = await mkdtemp(join(ctx.tempDir, 'install-'));
+    try {
+      const path = join(dir, 'segment.wal');
+      await ctx.fetchFile(node, meta.segmentId, path);
+      await ctx.store.installSealedSegment(meta.segmentId, path, expected);
+      return;
+    } catch (error) {
+      lastError = error;
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  throw lastError;
 }
 
 /** Fetches entries from..meta.lastIndex from the other members and appends them locally. */

@@ -49,6 +49,7 @@ export class LogStores {
           entryBytesMax: this.options.entryBytesMax,
           segmentBytesMax: 1024 * 1024 * 1024,
           sealOnClose: false,
+          allowSegmentGaps: true,
           recovery: { backupRetentionCount: this.options.backupRetentionCount },
           logger: this.options.logger.child({ log }),
           metrics: this.options.metrics,

@@ -86,3 +86,14 @@ export const LOG_NAME_PATTERN = /^[A-Za-z0-9._-]{1,63}$/;
 export function isValidLogName(log: string): boolean {
   return LOG_NAME_PATTERN.test(log) && log !== '.' && log !== '..';
 }
+
+/** What a sealed segment must contain, as the WAL store's repair and install checks take it. */
+export function expectationOfMeta(meta: SegmentMeta): { segmentId: number; firstIndex: number; lastIndex: number; indexCount: number; aggregateChecksum: bigint | undefined } {
+  return {
+    segmentId: meta.segmentId,
+    firstIndex: meta.firstIndex,
+    lastIndex: meta.lastIndex,
+    indexCount: meta.indexCount,
+    aggregateChecksum: /^[0-9a-f]{16}$/.test(meta.aggregate) ? BigInt(`0x${meta.aggregate}`) : undefined,
+  };
+}

@@ -70,6 +70,8 @@ export class LogWriter {
   private running: Promise<void> | undefined;
   private readonly ready: Promise<void>;
   private readonly chains = new Map<string, Promise<void>>();
+  /** A segment whose create failed without an answer: etcd may have applied it anyway. */
+  private createInDoubt = 0;
   private readonly inFlight = new Map<string, number>();
 
   constructor(private readonly o: WriterOptions) {
@@ -350,7 +352,7 @@ export class LogWriter {
     const others = [...live].filter((n) => n !== this.o.self).sort();
     const ensemble = (live.has(this.o.self) ? [this.o.self, ...others] : others).slice(0, logMeta.replicationFactor);
     if (ensemble.length < logMeta.ackQuorum) throw new QuorumUnavailableError(this.o.log, ensemble.length, logMeta.ackQuorum);
-    const meta: SegmentMeta = {
+    let meta: SegmentMeta = {
       log: this.o.log,
       segmentId: this.nextSegmentId,
       ensemble,
@@ -364,19 +366,42 @@ export class LogWriter {
       aggregate: '',
       createdMs: this.o.clock(),
     };
-    const modRevision = await this.o.directory.create(meta);
-    if (modRevision === undefined) throw new FencedError(this.o.log, this.o.epoch, this.o.epoch + 1);
+    const opened = await this.createOrAdopt(meta);
+    meta = opened.meta;
     this.current = {
       meta,
-      modRevision,
+      modRevision: opened.modRevision,
       start: { segmentId: meta.segmentId, firstIndex: meta.firstIndex, createdMs: meta.createdMs },
       nextIndex: meta.firstIndex,
       byteLength: format.SEGMENT_HEADER_BYTES,
       aggregate: AGGREGATE_EMPTY_CHECKSUM,
       degraded: false,
     };
-    this.o.logger.info({ log: this.o.log, segment: meta.segmentId, ensemble, firstIndex: meta.firstIndex }, 'opened segment');
+    this.o.logger.info({ log: this.o.log, segment: meta.segmentId, ensemble: meta.ensemble, firstIndex: meta.firstIndex }, 'opened segment');
     return this.current;
+  }
+
+  /**
+   * Creates the segment's record. When it exists already, it may be this writer's own earlier
+   * create that failed without an answer but was applied by etcd (etcd restarting): such a record
+   * (this epoch, OPEN, same first index; nothing was replicated under it) is adopted. Any other record
+   * means another writer got there first.
+   */
+  private async createOrAdopt(meta: SegmentMeta): Promise<{ meta: SegmentMeta; modRevision: number }> {
+    let modRevision: number | undefined;
+    try {
+      modRevision = await this.o.directory.create(meta);
+    } catch (error) {
+      this.createInDoubt = meta.segmentId;
+      throw error;
+    }
+    if (modRevision !== undefined) return { meta, modRevision };
+    const existing = this.createInDoubt === meta.segmentId ? (await this.o.directory.list(this.o.log)).find((s) => s.meta.segmentId === meta.segmentId) : undefined;
+    if (!existing || existing.meta.writerEpoch !== this.o.epoch || existing.meta.state !== 'OPEN' || existing.meta.firstIndex !== meta.firstIndex) {
+      throw new FencedError(this.o.log, this.o.epoch, this.o.epoch + 1);
+    }
+    this.o.logger.info({ log: this.o.log, segment: meta.segmentId, epoch: this.o.epoch }, 'adopted a segment record created by an earlier attempt');
+    return existing;
   }
 
   /** Seals the open segment at the committed index on its members and records it in etcd. */

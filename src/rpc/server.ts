@@ -29,6 +29,7 @@ export interface ReadEntryView {
 export interface ClusterStatusView {
   readonly cluster: string;
   readonly node: string;
+  readonly coordinator: string;
   readonly members: ReadonlyArray<{ id: string; address: string; startedMs: number; version: string; metricsUrl: string }>;
   readonly logs: ReadonlyArray<{ meta: LogMeta; writer: string; writerEpoch: number; committedIndex: number; segments: readonly SegmentMeta[] }>;
 }
@@ -271,6 +272,7 @@ function adminService(api: NodeApi): AdminServiceHandlers {
       return {
         cluster: view.cluster,
         node: view.node,
+        coordinator: view.coordinator,
         members: view.members.map((m) => ({ id: m.id, address: m.address, started_ms: m.startedMs, version: m.version, metrics_url: m.metricsUrl })),
         logs: view.logs.map((l) => ({
           log: l.meta.log,

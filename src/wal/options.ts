@@ -45,6 +45,11 @@ export interface WalOptions {
    * sealed is the log writer's decision, not this node's.
    */
   readonly sealOnClose?: boolean;
+  /**
+   * Replica mode: segments need not follow on from each other (a node holds only the segments
+   * whose ensemble it is in). Reads of indices in a gap say IndexOutOfRange.
+   */
+  readonly allowSegmentGaps?: boolean;
   /** Sources of verified copies besides the local backups (replicas, in a cluster). */
   readonly sources?: readonly GoodCopySource[];
   readonly clock?: () => number;
@@ -65,6 +70,7 @@ export interface ResolvedWalOptions extends StoreSettings {
   readonly recovery: RecoveryConfig;
   readonly sources: readonly GoodCopySource[];
   readonly sealOnClose: boolean;
+  readonly allowSegmentGaps: boolean;
   readonly clock: () => number;
 }
 
@@ -105,6 +111,7 @@ export function resolveWalOptions(options: WalOptions = {}): ResolvedWalOptions 
     recovery: resolveRecoveryConfig(options.recovery),
     sources: options.sources ?? [],
     sealOnClose: options.sealOnClose ?? true,
+    allowSegmentGaps: options.allowSegmentGaps ?? false,
     clock: options.clock ?? Date.now,
   });
 }

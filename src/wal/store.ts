@@ -13,7 +13,7 @@ import pino, { type Logger } from 'pino';
 import { type Finding, type RecoveryConfig, type RepairReport, RecoveryMetrics, describeFinding, decide } from '../recovery/index.js';
 import { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
-import { analyzeSegmentFile, analyzeSegmentHandle } from './analyze.js';
+import { analyzeSegmentFile, analyzeSegmentHandle, isClean } from './analyze.js';
 import type { RepairStrategy, SegmentRepair } from '../recovery/index.js';
 import {
   CorruptEntryError,
@@ -56,7 +56,7 @@ import {
 import { type SegmentInspection, inspectSegment, readCatalog } from './inspect.js';
 import { type ResolvedWalOptions, type StoreSettings, type WalOptions, resolveWalOptions, validateSettings } from './options.js';
 import { type RepairContext, repairSegmentWithRetries, repairStore } from './repair.js';
-import { type GoodCopySource, type SegmentExpectation, LocalBackupSource, writeBackups } from './sources.js';
+import { type GoodCopySource, type SegmentExpectation, LocalBackupSource, matchesExpectation, writeBackups } from './sources.js';
 import { stat } from 'node:fs/promises';
 
 export interface AppendResult {
@@ -321,14 +321,19 @@ export class WalStore {
         if (last && last.segmentId >= start.segmentId) {
           throw new ReplicaRejectedError('segment-mismatch', `segment ${start.segmentId} is already sealed here`, this.lastIndex);
         }
-        if (start.firstIndex !== this.lastIndex + 1) {
+        const followsOn = start.firstIndex === this.lastIndex + 1;
+        if (!followsOn && !(this.options.allowSegmentGaps && start.firstIndex > this.lastIndex)) {
           throw new ReplicaRejectedError('index-gap', `segment ${start.segmentId} starts at ${start.firstIndex} but this replica ends at ${this.lastIndex}`, this.lastIndex);
         }
         const head = decodedFrames[0];
         if (head?.kind === 'entry' && head.header.index !== start.firstIndex) {
           throw new ReplicaRejectedError('index-gap', `segment ${start.segmentId} starts at ${start.firstIndex} but its first frame is ${head.header.index}`, this.lastIndex);
         }
+        const gapped = (last?.segmentId ?? 0) + 1 !== start.segmentId;
         active = await this.createSegment(start.firstIndex, start);
+        // Open finds segments created after the catalog by probing consecutive ids: one that
+        // skips ids must be in the catalog before it holds an entry.
+        if (gapped) await this.writeCatalog();
       }
       const accepted: Buffer[] = [];
       let next = active.lastIndex + 1;
@@ -487,6 +492,45 @@ export class WalStore {
     }
     this.holes = [...this.holes.filter((h) => h.segmentId !== segmentId), ...analysis.holes.map((h) => ({ segmentId, firstIndex: h.firstIndex, count: h.count }))].sort((a, b) => a.firstIndex - b.firstIndex);
     await this.writeCatalog();
+  }
+
+  /**
+   * Replica mode: puts a whole sealed segment file (fetched from a replica) in place. The file
+   * is verified first (intact, sealed, named as this segment, and matching `expected` when
+   * given); the segment must not overlap one held already, nor come after the open one.
+   */
+  async installSealedSegment(segmentId: number, sourcePath: string, expected?: SegmentExpectation): Promise<SegmentRecord> {
+    if (this.closed) throw new StoreClosedError();
+    if (this.segmentRecord(segmentId)) throw new ReplicaRejectedError('segment-mismatch', `segment ${segmentId} is held here already`, this.lastIndex);
+    if (this.active && this.active.segmentId < segmentId) throw new ReplicaRejectedError('segment-mismatch', `segment ${this.active.segmentId} is still open here`, this.lastIndex);
+    const analysis = await analyzeSegmentFile(sourcePath, segmentId, { entryBytesMax: this.settings.entryBytesMax });
+    const trailer = analysis.trailer;
+    if (!isClean(analysis) || !trailer || (expected && !matchesExpectation(analysis, expected))) {
+      throw new ReplicaRejectedError('bad-frame', `the copy of segment ${segmentId} does not verify`, this.lastIndex);
+    }
+    const overlaps = this.segments.some((r) => r.firstIndex <= trailer.lastIndex && trailer.firstIndex <= r.lastIndex && r.lastIndex >= r.firstIndex);
+    const inOrder = this.segments.every((r) => (r.segmentId < segmentId ? r.lastIndex < trailer.firstIndex : r.firstIndex > trailer.lastIndex));
+    if (overlaps || !inOrder || (!this.options.allowSegmentGaps && !(trailer.firstIndex === this.lastIndex + 1))) {
+      throw new ReplicaRejectedError('index-gap', `segment ${segmentId} (${trailer.firstIndex}..${trailer.lastIndex}) does not fit the segments held here`, this.lastIndex);
+    }
+    const target = this.layout.segmentPath(segmentId);
+    await rename(sourcePath, target);
+    await fsyncDir(this.layout.segmentsDir);
+    const record: SegmentRecord = {
+      segmentId,
+      firstIndex: trailer.firstIndex,
+      lastIndex: trailer.lastIndex,
+      indexCount: trailer.indexCount,
+      byteLength: analysis.fileByteLength,
+      aggregateChecksum: trailer.aggregateChecksum,
+      state: 'sealed',
+      createdMs: analysis.header?.createdMs ?? 0,
+    };
+    this.segments.push(record);
+    this.segments.sort((a, b) => a.segmentId - b.segmentId);
+    await this.writeCatalog();
+    this.scheduleBackup(segmentId);
+    return record;
   }
 
   /** What this store holds of a segment (the open one included), or undefined. */
