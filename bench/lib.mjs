@@ -86,12 +86,44 @@ export function table(rows) {
  * stderr (store logs) is kept and shown only on failure. onLine(child, line) sees every other
  * stdout line as it arrives (progress messages such as "ready").
  */
-export function runTask(task, args, { nodeArgs = [], onLine, env } = {}) {
+export const TASK_TIMEOUT_MS = 180_000;
+
+/** Child processes started by the benchmarks and still running, by pid (killed on exit). */
+export const livePids = new Set();
+
+/** Sends signal to pid if it is still running (ignores processes that already exited). */
+export function killPid(pid, signal = 'SIGKILL') {
+  try {
+    process.kill(pid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** SIGKILLs every child still registered (called on exit and on SIGINT). */
+export function killAllChildren() {
+  for (const pid of livePids) killPid(pid, 'SIGKILL');
+  livePids.clear();
+}
+
+/**
+ * Runs `node <script> <task> <json>` (script: bench/tasks.mjs unless given) and resolves with the
+ * JSON the child reports. A child still running after timeoutMs (default TASK_TIMEOUT_MS) is
+ * killed and the promise rejects with a message saying so: no task can hang the whole run.
+ */
+export function runTask(task, args, { nodeArgs = [], onLine, env, script = TASKS_PATH, timeoutMs = TASK_TIMEOUT_MS } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...nodeArgs, TASKS_PATH, task, JSON.stringify(args)], {
+    const child = spawn(process.execPath, [...nodeArgs, script, task, JSON.stringify(args)], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, WAL_RECOVERY_LOG_LEVEL: process.env.WAL_RECOVERY_LOG_LEVEL ?? 'warn', ...env },
     });
+    if (child.pid !== undefined) livePids.add(child.pid);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killPid(child.pid, 'SIGKILL');
+    }, timeoutMs);
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8');
@@ -112,8 +144,18 @@ export function runTask(task, args, { nodeArgs = [], onLine, env } = {}) {
       stderr += chunk;
       if (stderr.length > 100_000) stderr = stderr.slice(-50_000);
     });
-    child.on('error', reject);
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      livePids.delete(child.pid);
+      reject(error);
+    });
     child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      livePids.delete(child.pid);
+      if (timedOut) {
+        reject(new Error(`bench task ${task} timed out after ${(timeoutMs / 1000).toFixed(0)} s and was killed\n${stderr.slice(-2000)}`));
+        return;
+      }
       const at = stdout.lastIndexOf(RESULT_MARK);
       if (at >= 0) {
         const line = stdout.slice(at + RESULT_MARK.length).split('\n')[0];

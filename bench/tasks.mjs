@@ -133,9 +133,11 @@ async function openClean({ dir, iterations }) {
  * Appends until killed. Prints "ready" once targetBytes are durable and at least sinceCheckpoint
  * bytes were acknowledged after the last catalog checkpoint (seen as a new CATALOG inode, since
  * the catalog is replaced by rename), so that the parent can kill it at a chosen distance from
- * the checkpoint: the tail open must scan.
+ * the checkpoint: the tail open must scan. With selfKill the writer SIGKILLs itself right there,
+ * synchronously, with its other appends still in flight (a parent's kill arrives a few hundred
+ * microseconds later, time enough for the next checkpoint to land).
  */
-async function crashWriter({ dir, payloadBytes, targetBytes, sinceCheckpoint = 0, batchEntries, inflight, options = {} }) {
+async function crashWriter({ dir, payloadBytes, targetBytes, sinceCheckpoint = 0, batchEntries, inflight, options = {}, selfKill = false }) {
   const store = await WalStore.open(dir, options);
   const catalog = join(dir, 'CATALOG');
   const batch = Array.from({ length: batchEntries }, (_, i) => payloadOf(payloadBytes, i));
@@ -158,6 +160,7 @@ async function crashWriter({ dir, payloadBytes, targetBytes, sinceCheckpoint = 0
       if (!announced && acked >= targetBytes && sinceLast >= sinceCheckpoint) {
         announced = true;
         process.stdout.write(`ready ${acked} ${sinceLast}\n`);
+        if (selfKill) process.kill(process.pid, 'SIGKILL');
       }
     }
   };
