@@ -149,9 +149,8 @@ export class LogRuntime {
         logMeta: this.meta,
         directory: this.ctx.directory,
         peers: this.ctx.peers,
-        // A node that has not caught up cannot hold new segments yet (they must follow on).
         liveMembers: () => this.ctx.liveMembers(),
-        logger: this.logger,
+        logger: this.ctx.logger, // the writer names the log in every line itself
         clock: Date.now,
         onCommitted: (index) => this.ctx.handlers.noteCommitted(this.log, index),
         groupCommitBytesMax: this.ctx.groupCommitBytesMax,
@@ -197,7 +196,7 @@ export class LogRuntime {
         store: this.store,
         directory: this.ctx.directory,
         peers: this.ctx.peers,
-        logger: this.logger,
+        logger: this.ctx.logger, // catch-up names the log in every line itself
         fetchFile: (node, segmentId, path) => this.ctx.fetchFile(node, this.log, segmentId, path),
         tempDir: this.store.dataDir,
       });

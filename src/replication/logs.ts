@@ -51,7 +51,7 @@ export class LogStores {
           sealOnClose: false,
           allowSegmentGaps: true,
           recovery: { backupRetentionCount: this.options.backupRetentionCount },
-          logger: this.options.logger.child({ log }),
+          logger: this.options.logger, // the store names the log in its lines itself
           metrics: this.options.metrics,
         });
         const raw = await readFile(join(dir, 'EPOCH'), 'utf8').catch(() => '0');
