@@ -215,7 +215,7 @@ describe('sealed segment, PartialReconstruct from the local backup', () => {
 
     const report = await repair(dir, 'partial');
     expect(report.remaining).toEqual([]);
-    expect(report.actions[0]?.repaired).toEqual(Array.from({ length: damaged }, (_, i) => ({ first: firstSlot + 1 + i, last: firstSlot + 1 + i })));
+    expect(report.actions[0]?.repaired).toEqual([{ first: firstSlot + 1, last: firstSlot + damaged }]); // reported as one merged range
     expect(report.entriesRepaired).toBe(damaged);
     expect((await fileBytes(segmentPath(dir, 1))).equals(await fileBytes(backupPath(dir, 1)))).toBe(true);
     expectAllIntact(await readAll(dir, storeOptions({ segmentBytesMax: BIG_SEGMENT_BYTES })), written);
