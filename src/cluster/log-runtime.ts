@@ -153,6 +153,7 @@ export class LogRuntime {
         logger: this.ctx.logger, // the writer names the log in every line itself
         clock: Date.now,
         onCommitted: (index) => this.ctx.handlers.noteCommitted(this.log, index),
+        onReplicated: (peer, lastIndex, committed) => this.ctx.metrics.replicationLag.set({ log: this.log, peer }, Math.max(0, committed - lastIndex)),
         groupCommitBytesMax: this.ctx.groupCommitBytesMax,
         entryBytesMax: this.ctx.entryBytesMax,
       });

@@ -97,6 +97,7 @@ export class ClusterNode implements NodeApi {
       strategy: options.repairStrategy,
       roundsMax: 3,
       logger: this.logger,
+      onUnavailable: (seconds) => this.metrics.segmentUnavailable.observe(seconds),
       report: async (log, segmentId, failure) => {
         const etcd = this.etcd as EtcdMetadata;
         const key = etcd.keys.report(log, segmentId, options.id);

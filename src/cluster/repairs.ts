@@ -36,6 +36,8 @@ export interface RepairServiceOptions {
   readonly logger: Logger;
   /** Records (or clears, with undefined) a repair this node gave up on, for the coordinator. */
   readonly report: (log: string, segmentId: number, failure: { detail: string } | undefined) => Promise<void>;
+  /** Seconds from a detection to the repair that made the local copy whole again. */
+  readonly onUnavailable?: (seconds: number) => void;
 }
 
 export const expectationOf = expectationOfMeta;
@@ -65,6 +67,7 @@ export class RepairService {
     if (this.scheduled.has(key) || this.stopped) return;
     this.scheduled.add(key);
     this.emit({ log, segment: segmentId, kind: 'detected', source, detail });
+    const detectedAt = performance.now();
     void (async () => {
       const backoff = new Backoff({ initialMs: 200, maxMs: 5_000 });
       let detail = 'no attempt made';
@@ -76,6 +79,7 @@ export class RepairService {
             return undefined;
           });
           if (result && (result.outcome === 'done' || result.outcome === 'halted')) {
+            if (result.outcome === 'done') this.o.onUnavailable?.((performance.now() - detectedAt) / 1000);
             await this.o.report(log, segmentId, undefined).catch(() => undefined);
             return;
           }

@@ -14,6 +14,8 @@ export class NodeMetrics {
   readonly scrubBytes: Counter;
   readonly scrubPassSeconds: Gauge;
   readonly underReplicatedSegments: Gauge;
+  readonly replicationLag: Gauge<'log' | 'peer'>;
+  readonly segmentUnavailable: Histogram;
 
   constructor(recovery: RecoveryMetrics, labels: { node: string; cluster: string }) {
     this.registry.setDefaultLabels(labels);
@@ -57,6 +59,13 @@ export class NodeMetrics {
     this.replicationFailures = new Counter({ name: 'wal_recovery_replication_failures_total', help: 'Replicate calls to a member that failed', labelNames: ['log', 'peer'], registers: [this.registry] });
     this.scrubBytes = new Counter({ name: 'wal_recovery_scrub_bytes_total', help: 'Bytes of sealed segments re-verified by the scrubber', registers: [this.registry] });
     this.scrubPassSeconds = new Gauge({ name: 'wal_recovery_scrub_pass_seconds', help: 'Duration of the last complete scrub pass', registers: [this.registry] });
+    this.replicationLag = new Gauge({ name: 'wal_recovery_replication_lag_entries', help: 'Entries committed by the writer that a member had not acknowledged at its last answer (set on the writer)', labelNames: ['log', 'peer'], registers: [this.registry] });
+    this.segmentUnavailable = new Histogram({
+      name: 'wal_recovery_segment_unavailable_seconds',
+      help: 'From the detection of a damaged local copy to its repair (reads meanwhile go to replicas)',
+      buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300],
+      registers: [this.registry],
+    });
     this.underReplicatedSegments = new Gauge({ name: 'wal_recovery_under_replicated_segments', help: 'Sealed segments with a member gone and no node to take its place (set by the coordinator)', registers: [this.registry] });
     this.segmentsBehind = new Gauge({ name: 'wal_recovery_segments_behind', help: 'Sealed segments this node should hold but has not caught up on', labelNames: ['log'], registers: [this.registry] });
   }

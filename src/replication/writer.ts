@@ -32,6 +32,8 @@ export interface WriterOptions {
   readonly logger: Logger;
   readonly clock: () => number;
   readonly onCommitted: (index: number) => void;
+  /** A member acknowledged everything up to lastIndex (for replication-lag metrics). */
+  readonly onReplicated?: (node: string, lastIndex: number, committedIndex: number) => void;
   readonly groupCommitBytesMax: number;
   readonly entryBytesMax: number;
   /** Frames per ReadFrames call while copying a tail during recovery. */
@@ -72,6 +74,7 @@ export class LogWriter {
   private readonly chains = new Map<string, Promise<void>>();
   /** A segment whose create failed without an answer: etcd may have applied it anyway. */
   private createInDoubt = 0;
+  private highestOpenedSegmentId = 0;
   private readonly inFlight = new Map<string, number>();
 
   constructor(private readonly o: WriterOptions) {
@@ -321,9 +324,10 @@ export class LogWriter {
       };
       for (const node of ensemble) {
         void this.sendInOrder(node, () => this.peer(node).replicate(this.o.log, this.o.epoch, segment.start, frames, committed)).then(
-          () => {
+          (answer) => {
             acks += 1;
             settle();
+            this.o.onReplicated?.(node, answer.lastIndex, this.committed);
           },
           (error: unknown) => {
             failures += 1;
@@ -368,6 +372,7 @@ export class LogWriter {
     };
     const opened = await this.createOrAdopt(meta);
     meta = opened.meta;
+    this.highestOpenedSegmentId = Math.max(this.highestOpenedSegmentId, meta.segmentId);
     this.current = {
       meta,
       modRevision: opened.modRevision,
@@ -396,7 +401,10 @@ export class LogWriter {
       throw error;
     }
     if (modRevision !== undefined) return { meta, modRevision };
-    const existing = this.createInDoubt === meta.segmentId ? (await this.o.directory.list(this.o.log)).find((s) => s.meta.segmentId === meta.segmentId) : undefined;
+    // Never adopt a segment this writer had open before (e.g. one whose seal failed in etcd):
+    // frames were written under it, and the new attempt would start it again from the beginning.
+    const inDoubt = this.createInDoubt === meta.segmentId && this.highestOpenedSegmentId < meta.segmentId;
+    const existing = inDoubt ? (await this.o.directory.list(this.o.log)).find((s) => s.meta.segmentId === meta.segmentId) : undefined;
     if (!existing || existing.meta.writerEpoch !== this.o.epoch || existing.meta.state !== 'OPEN' || existing.meta.firstIndex !== meta.firstIndex) {
       throw new FencedError(this.o.log, this.o.epoch, this.o.epoch + 1);
     }
