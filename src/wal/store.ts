@@ -436,7 +436,13 @@ export class WalStore {
 
   async repairSealedSegment(segmentId: number, options: OnlineRepairOptions): Promise<SegmentRepair> {
     let inspection = await this.checkSealedSegment(segmentId, options.expected);
-    if (options.expected && options.strategy !== 'halt' && !options.dryRun && inspection.findings.length > 0 && inspection.findings.every((f) => f.kind === 'bad-catalog')) {
+    const a = inspection.analysis;
+    const expectedAggregate = options.expected?.aggregateChecksum;
+    // Every entry intact (header and frames), yet not the contents the record says: no entry of
+    // this copy can be trusted, however self-consistent.
+    const intactButWrong =
+      a !== undefined && a.header !== undefined && a.ranges.length === 0 && expectedAggregate !== undefined && a.aggregate !== expectedAggregate;
+    if (options.expected && options.strategy !== 'halt' && !options.dryRun && inspection.findings.length > 0 && (intactButWrong || inspection.findings.every((f) => f.kind === 'bad-catalog'))) {
       // Intact bytes that are not what the authority recorded (a lying or stale copy): no entry
       // of it can be trusted, so the whole segment is replaced by a copy that matches the record.
       await quarantineFile(this.layout, this.layout.segmentPath(segmentId), 'disagrees-with-record', { keepOriginal: false, retention: this.recovery.backupRetentionCount, now: this.options.clock() });
@@ -801,6 +807,12 @@ export class WalStore {
       });
       for (const range of analysis.ranges) {
         this.reportFinding({ kind: range.kind, log: this.settings.logName, segment: record.segmentId, entryIndex: range.entryIndex ?? range.prevIndex + 1, offsetBytes: range.offsetBytes, byteLength: range.byteLength, detail: `found while reading: ${range.detail}` });
+      }
+      if (!isActive && record.state === 'sealed' && analysis.ranges.length === 0 && analysis.aggregate !== record.aggregateChecksum) {
+        // Entries that each verify but together are not the sealed segment that was recorded
+        // (rewritten by something that recomputed checksums): serve none of them.
+        starts.fill(-1);
+        this.reportFinding({ kind: 'bad-trailer', log: this.settings.logName, segment: record.segmentId, detail: `found while reading: entries do not add up to the recorded aggregate ${checksumHex(record.aggregateChecksum)}` });
       }
     } catch (error) {
       await handle?.close();
