@@ -22,20 +22,14 @@ import {
   catchUpLog,
 } from '../replication/index.js';
 import type { NodeMetrics } from '../observability/index.js';
+import type { ReadEntryView } from '../rpc/index.js';
 import { Backoff, sleep } from './backoff.js';
 import type { EtcdSegmentDirectory } from './directory.js';
 import { Election } from './election.js';
 import type { EtcdMetadata } from './etcd.js';
 import type { NodeSession } from './session.js';
 
-export interface ReadEntry {
-  readonly index: number;
-  readonly timestampMs: number;
-  readonly payload: Buffer;
-  readonly checksum: string;
-  readonly lost: boolean;
-  readonly lostReason: string;
-}
+
 
 export interface LogRuntimeContext {
   readonly self: string;
@@ -247,7 +241,7 @@ export class LogRuntime {
   }
 
   /** Verified entries from..to (to 0: the committed end), in batches of at most batchMax. */
-  async *read(from: number, to: number, batchMax: number): AsyncGenerator<ReadEntry[]> {
+  async *read(from: number, to: number, batchMax: number): AsyncGenerator<ReadEntryView[]> {
     if (!Number.isSafeInteger(from) || from < 1) throw new BadRequestError('from_index', 'must be at least 1');
     if (!Number.isSafeInteger(to) || to < 0) throw new BadRequestError('to_index', 'must be 0 or an index');
     const committed = await this.knownCommitted(to);
@@ -256,7 +250,7 @@ export class LogRuntime {
     const limit = Math.min(Math.max(batchMax || 256, 1), 4096);
     let index = from;
     while (index <= upper) {
-      const batch: ReadEntry[] = [];
+      const batch: ReadEntryView[] = [];
       while (index <= upper && batch.length < limit) {
         const got = await this.readAt(index, Math.min(upper, index + limit - batch.length - 1));
         batch.push(...got);
@@ -281,7 +275,7 @@ export class LogRuntime {
   }
 
   /** Entries from index (at least one), locally when the copy verifies, else from a member. */
-  private async readAt(index: number, upTo: number): Promise<ReadEntry[]> {
+  private async readAt(index: number, upTo: number): Promise<ReadEntryView[]> {
     try {
       const { frame, timestampMs, checksum } = await this.store.readFrame(index);
       return [{ index, timestampMs, payload: frame.subarray(format.ENTRY_HEADER_BYTES), checksum: checksumHex(checksum), lost: false, lostReason: '' }];
@@ -302,7 +296,7 @@ export class LogRuntime {
     }
   }
 
-  private async readRemote(index: number, upTo: number): Promise<ReadEntry[]> {
+  private async readRemote(index: number, upTo: number): Promise<ReadEntryView[]> {
     let segment = this.segments.find((s) => s.meta.firstIndex <= index && index <= Math.max(s.meta.lastIndex, s.meta.state === 'SEALED' ? 0 : Number.MAX_SAFE_INTEGER));
     if (!segment) {
       this.segments = await this.ctx.directory.list(this.log);
@@ -327,8 +321,8 @@ export class LogRuntime {
 }
 
 /** Decodes frames fetched from a member, keeping the verified run that starts at `first`. */
-function verifyFrames(frames: readonly Buffer[], first: number): ReadEntry[] {
-  const entries: ReadEntry[] = [];
+function verifyFrames(frames: readonly Buffer[], first: number): ReadEntryView[] {
+  const entries: ReadEntryView[] = [];
   for (const frame of frames) {
     const decoded = format.decodeFrameAt(frame, 0, frame.byteLength);
     if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frame.byteLength || decoded.header.index !== first + entries.length) break;

@@ -7,7 +7,7 @@ import { UnknownSegmentError } from '../replication/index.js';
 import type { AppendResult } from '../wal/index.js';
 import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, BadRequestError, LogStores, PeerHandlers, UnknownLogError, isValidLogName } from '../replication/index.js';
 import { NodeMetrics, createLogger } from '../observability/index.js';
-import { AdminClient, PeerClient, WalClient, type ClusterStatusView, type NodeApi, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, startRpcServer } from '../rpc/index.js';
+import { AdminClient, PeerClient, WalClient, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, startRpcServer } from '../rpc/index.js';
 import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
 import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
@@ -287,7 +287,7 @@ export class ClusterNode implements NodeApi {
     return runtime.append(payloads, options.forwarded, options.deadlineMs);
   }
 
-  async *read(log: string, from: number, to: number, batchMax: number): AsyncGenerator<Array<{ index: number; timestampMs: number; payload: Buffer; checksum: string; lost: boolean; lostReason: string }>> {
+  async *read(log: string, from: number, to: number, batchMax: number): AsyncGenerator<ReadEntryView[]> {
     const runtime = await this.runtimeOf(log, false, 0);
     yield* runtime.read(from, to, batchMax);
   }

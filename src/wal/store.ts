@@ -13,7 +13,7 @@ import pino, { type Logger } from 'pino';
 import { type Finding, type RecoveryConfig, type RepairReport, RecoveryMetrics, describeFinding, decide } from '../recovery/index.js';
 import { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
-import { analyzeSegmentFile, analyzeSegmentHandle, isClean } from './analyze.js';
+import { type SegmentAnalysis, analyzeSegmentFile, analyzeSegmentHandle, isClean } from './analyze.js';
 import type { RepairStrategy, SegmentRepair } from '../recovery/index.js';
 import {
   CorruptEntryError,
@@ -46,6 +46,7 @@ import {
   FLAG_HOLE,
   SEGMENT_HEADER_BYTES,
   TRAILER_BYTES,
+  type Trailer,
   decodeFrameAt,
   encodeEntryInto,
   encodeSegmentHeader,
@@ -480,16 +481,7 @@ export class WalStore {
     const analysis = await analyzeSegmentFile(path, segmentId, { entryBytesMax: this.settings.entryBytesMax });
     const trailer = analysis.trailer;
     if (!trailer) throw new WalError(`segment ${segmentId} has no trailer after its repair`);
-    const record: SegmentRecord = {
-      segmentId,
-      firstIndex: trailer.firstIndex,
-      lastIndex: trailer.lastIndex,
-      indexCount: trailer.indexCount,
-      byteLength: analysis.fileByteLength,
-      aggregateChecksum: trailer.aggregateChecksum,
-      state: 'sealed',
-      createdMs: analysis.header?.createdMs ?? 0,
-    };
+    const record = sealedRecordOf(segmentId, analysis, trailer);
     const at = this.segments.findIndex((r) => r.segmentId === segmentId);
     if (at >= 0) this.segments[at] = record;
     else {
@@ -522,16 +514,7 @@ export class WalStore {
     const target = this.layout.segmentPath(segmentId);
     await rename(sourcePath, target);
     await fsyncDir(this.layout.segmentsDir);
-    const record: SegmentRecord = {
-      segmentId,
-      firstIndex: trailer.firstIndex,
-      lastIndex: trailer.lastIndex,
-      indexCount: trailer.indexCount,
-      byteLength: analysis.fileByteLength,
-      aggregateChecksum: trailer.aggregateChecksum,
-      state: 'sealed',
-      createdMs: analysis.header?.createdMs ?? 0,
-    };
+    const record = sealedRecordOf(segmentId, analysis, trailer);
     this.segments.push(record);
     this.segments.sort((a, b) => a.segmentId - b.segmentId);
     await this.writeCatalog();
@@ -849,6 +832,20 @@ export class WalStore {
     this.reportFinding(finding);
     return new CorruptEntryError(index, finding);
   }
+}
+
+/** The catalog record of a sealed segment file, from its analysis. */
+function sealedRecordOf(segmentId: number, analysis: SegmentAnalysis, trailer: Trailer): SegmentRecord {
+  return {
+    segmentId,
+    firstIndex: trailer.firstIndex,
+    lastIndex: trailer.lastIndex,
+    indexCount: trailer.indexCount,
+    byteLength: analysis.fileByteLength,
+    aggregateChecksum: trailer.aggregateChecksum,
+    state: 'sealed',
+    createdMs: analysis.header?.createdMs ?? 0,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
