@@ -16,6 +16,7 @@ import {
   type PeerResolver,
   type SegmentMeta,
   BadRequestError,
+  FencedError,
   LogWriter,
   NoVerifiedCopyError,
   NotWriterError,
@@ -136,6 +137,7 @@ export class LogRuntime {
     const backoff = new Backoff({ initialMs: 200, maxMs: 3_000 });
     while (!this.stopped && this.election?.leadership()?.epoch === epoch && this.election.isLeader()) {
       await this.runCatchUp();
+      let ready = false;
       const writer = new LogWriter({
         log: this.log,
         self: this.ctx.self,
@@ -150,10 +152,19 @@ export class LogRuntime {
         onReplicated: (peer, lastIndex, committed) => this.ctx.metrics.replicationLag.set({ log: this.log, peer }, Math.max(0, committed - lastIndex)),
         groupCommitBytesMax: this.ctx.groupCommitBytesMax,
         entryBytesMax: this.ctx.entryBytesMax,
+        // A writer that fails on its own (etcd unreachable while it sealed, a quorum gone) while
+        // this node still holds the election must come back: nothing else would restart it.
+        onFailed: (reason) => {
+          // Before it was ready, this loop retries by itself.
+          if (!ready || this.writer !== writer || reason instanceof FencedError) return;
+          this.writer = undefined;
+          void sleep(backoff.next()).then(() => this.startWriter(epoch));
+        },
       });
       this.writer = writer;
       try {
         await writer.whenReady();
+        ready = true;
         this.logger.info({ epoch }, 'became the writer');
         return;
       } catch (error) {
@@ -297,19 +308,25 @@ export class LogRuntime {
   }
 
   private async readRemote(index: number, upTo: number): Promise<ReadEntryView[]> {
-    let segment = this.segments.find((s) => s.meta.firstIndex <= index && index <= Math.max(s.meta.lastIndex, s.meta.state === 'SEALED' ? 0 : Number.MAX_SAFE_INTEGER));
-    if (!segment) {
-      this.segments = await this.ctx.directory.list(this.log);
-      segment = this.segments.find((s) => s.meta.firstIndex <= index && (s.meta.state !== 'SEALED' || index <= s.meta.lastIndex));
-    }
-    if (!segment) return [];
-    const end = segment.meta.state === 'SEALED' ? Math.min(upTo, segment.meta.lastIndex) : upTo;
-    for (const node of segment.meta.ensemble) {
+    const found = await this.readRemoteFrom(this.segments, index, upTo);
+    if (found.length > 0) return found;
+    // The cached records may be stale (a segment sealed, an ensemble changed): read them again.
+    this.segments = await this.ctx.directory.list(this.log);
+    return this.readRemoteFrom(this.segments, index, upTo);
+  }
+
+  private async readRemoteFrom(segments: ReadonlyArray<{ meta: SegmentMeta }>, index: number, upTo: number): Promise<ReadEntryView[]> {
+    // The segment holding index: the last one starting at or before it.
+    let segment: SegmentMeta | undefined;
+    for (const { meta } of segments) if (meta.firstIndex <= index && (segment === undefined || meta.firstIndex > segment.firstIndex)) segment = meta;
+    if (!segment || (segment.state === 'SEALED' && index > segment.lastIndex)) return [];
+    const end = segment.state === 'SEALED' ? Math.min(upTo, segment.lastIndex) : upTo;
+    for (const node of segment.ensemble) {
       if (node === this.ctx.self) continue;
       const peer = this.ctx.peers(node);
       if (!peer) continue;
       try {
-        const { frames } = await peer.readFrames(this.log, segment.meta.segmentId, index, end, READ_FETCH_BYTES_MAX);
+        const { frames } = await peer.readFrames(this.log, segment.segmentId, index, end, READ_FETCH_BYTES_MAX);
         const entries = verifyFrames(frames, index);
         if (entries.length > 0) return entries;
       } catch (error) {

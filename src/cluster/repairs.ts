@@ -45,6 +45,8 @@ export const expectationOf = expectationOfMeta;
 export class RepairService {
   private readonly events = new EventEmitter();
   private readonly scheduled = new Set<string>();
+  /** The repair of each copy in progress: the next one waits (both would write the same temp file). */
+  private readonly running = new Map<string, Promise<SegmentRepair>>();
   private stopped = false;
 
   constructor(private readonly o: RepairServiceOptions) {
@@ -94,8 +96,20 @@ export class RepairService {
     })();
   }
 
-  /** Repairs this node's copy of a sealed segment now (or plans it, dryRun). */
+  /** Repairs this node's copy of a sealed segment now (or plans it, dryRun), after any repair of it already running. */
   async repairNow(log: string, segmentId: number, options: { strategy: RepairStrategy; dryRun: boolean; source: DetectionSource }): Promise<SegmentRepair> {
+    const key = `${log}/${segmentId}`;
+    const previous = this.running.get(key);
+    const run = (previous ? previous.catch(() => undefined) : Promise.resolve()).then(() => this.repairAlone(log, segmentId, options));
+    this.running.set(key, run);
+    try {
+      return await run;
+    } finally {
+      if (this.running.get(key) === run) this.running.delete(key);
+    }
+  }
+
+  private async repairAlone(log: string, segmentId: number, options: { strategy: RepairStrategy; dryRun: boolean; source: DetectionSource }): Promise<SegmentRepair> {
     const meta = (await this.o.directory.list(log)).find((s) => s.meta.segmentId === segmentId)?.meta;
     if (!meta) throw new UnknownSegmentError(log, segmentId);
     if (meta.state !== 'SEALED') throw new BadRequestError('segment_id', `segment ${segmentId} is ${meta.state}: only sealed segments are repaired`);
@@ -117,13 +131,15 @@ export class RepairService {
       entryBytesMax: this.o.entryBytesMax,
     });
     const started = performance.now();
-    const result = await store.repairSealedSegment(segmentId, {
-      strategy: options.strategy,
-      dryRun: options.dryRun,
-      sources: [source],
-      expected: expectationOf(meta),
-      heldElsewhere: (id, first, last) => source.mayBeHeldElsewhere(id, first, last),
-    });
+    const result = await store
+      .repairSealedSegment(segmentId, {
+        strategy: options.strategy,
+        dryRun: options.dryRun,
+        sources: [source],
+        expected: expectationOf(meta),
+        heldElsewhere: (id, first, last) => source.mayBeHeldElsewhere(id, first, last),
+      })
+      .finally(() => source.cleanup());
     for (const node of source.distrusted(segmentId)) {
       this.emit({ log, segment: segmentId, kind: 'replica-distrusted', source: options.source, detail: `replica ${node} served bytes that fail verification` });
     }

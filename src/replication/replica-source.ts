@@ -37,6 +37,12 @@ export class ReplicaSource implements GoodCopySource {
    */
   private readonly uncertain = new Map<number, Set<number>>();
   private readonly liars = new Map<number, Set<string>>();
+  private readonly tempDirs: string[] = [];
+
+  /** Removes the copies fetched into temporary directories (call once the repair is over). */
+  async cleanup(): Promise<void> {
+    for (const dir of this.tempDirs.splice(0)) await rm(dir, { recursive: true, force: true });
+  }
 
   constructor(private readonly o: ReplicaSourceOptions) {}
 
@@ -133,7 +139,10 @@ export class ReplicaSource implements GoodCopySource {
       const path = join(dir, format.segmentFileName(segmentId));
       try {
         await fetchFile(node, segmentId, path);
-        if (await verifiesAgainst(path, segmentId, expected, meta, this.o.entryBytesMax)) return path;
+        if (await verifiesAgainst(path, segmentId, expected, meta, this.o.entryBytesMax)) {
+          this.tempDirs.push(dir);
+          return path;
+        }
         this.distrust(segmentId, node, 'served a segment file that does not match its record');
       } catch (error) {
         this.o.logger.warn({ log: this.o.log, segment: segmentId, peer: node, err: error }, 'failed to fetch a segment file from a replica');

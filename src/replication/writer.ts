@@ -32,6 +32,8 @@ export interface WriterOptions {
   readonly logger: Logger;
   readonly clock: () => number;
   readonly onCommitted: (index: number) => void;
+  /** Called once when the writer stops by itself (not through stop() from outside). */
+  readonly onFailed?: (reason: Error) => void;
   /** A member acknowledged everything up to lastIndex (for replication-lag metrics). */
   readonly onReplicated?: (node: string, lastIndex: number, committedIndex: number) => void;
   readonly groupCommitBytesMax: number;
@@ -59,6 +61,8 @@ interface OpenSegment {
 }
 
 const RECOVERY_ATTEMPTS_MAX = 5;
+/** How long a member that failed a send is left out of new ensembles. */
+const SUSPECT_MS = 5_000;
 /** Batches sent to one member and not yet answered, before the writer waits for it. */
 const MEMBER_BATCHES_IN_FLIGHT_MAX = 8;
 
@@ -72,6 +76,9 @@ export class LogWriter {
   private running: Promise<void> | undefined;
   private readonly ready: Promise<void>;
   private readonly chains = new Map<string, Promise<void>>();
+  private readonly suspects = new Map<string, number>();
+  /** A seal reached the members but not etcd: recover the open segment before the next batch. */
+  private needsRecovery = false;
   /** A segment whose create failed without an answer: etcd may have applied it anyway. */
   private createInDoubt = 0;
   private highestOpenedSegmentId = 0;
@@ -111,6 +118,7 @@ export class LogWriter {
     this.stopped = reason ?? new NotWriterError(this.o.log, undefined);
     if (reason && !(reason instanceof NotWriterError)) this.o.logger.warn({ log: this.o.log, epoch: this.o.epoch, err: reason }, 'writer stopped');
     for (const pending of this.queue.splice(0)) pending.reject(new NotWriterError(this.o.log, undefined));
+    if (reason) this.o.onFailed?.(reason);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -230,6 +238,16 @@ export class LogWriter {
    * Clients are answered once every chunk of the batch reached the ack quorum.
    */
   private async writeBatch(batch: readonly Pending[]): Promise<void> {
+    if (this.needsRecovery) {
+      try {
+        await this.recover();
+        this.needsRecovery = false;
+      } catch (error) {
+        for (const pending of batch) pending.reject(error);
+        if (error instanceof FencedError) throw error;
+        return;
+      }
+    }
     const items: Array<{ payload: Uint8Array; owner: number }> = [];
     batch.forEach((pending, owner) => pending.payloads.forEach((payload) => items.push({ payload, owner })));
     const firsts = new Array<number>(batch.length).fill(0);
@@ -332,6 +350,7 @@ export class LogWriter {
           (error: unknown) => {
             failures += 1;
             segment.degraded = true;
+            this.suspects.set(node, Date.now());
             if (isFenced(error)) fenced = true;
             this.o.logger.warn({ log: this.o.log, segment: segment.meta.segmentId, peer: node, err: error }, 'failed to replicate to a member');
             settle();
@@ -353,8 +372,14 @@ export class LogWriter {
   private async openSegment(): Promise<OpenSegment> {
     const { logMeta } = this.o;
     const live = new Set(this.o.liveMembers());
-    const others = [...live].filter((n) => n !== this.o.self).sort();
-    const ensemble = (live.has(this.o.self) ? [this.o.self, ...others] : others).slice(0, logMeta.replicationFactor);
+    // A member that just failed a send stays out of new ensembles for a while (its etcd lease
+    // may take seconds to expire), unless it is needed to reach the ack quorum.
+    const now = Date.now();
+    const healthy = (n: string): boolean => now - (this.suspects.get(n) ?? 0) > SUSPECT_MS;
+    const others = [...live].filter((n) => n !== this.o.self).sort((a, b) => Number(healthy(b)) - Number(healthy(a)) || a.localeCompare(b));
+    const ordered = live.has(this.o.self) ? [this.o.self, ...others] : others;
+    const preferred = ordered.filter(healthy);
+    const ensemble = (preferred.length >= logMeta.ackQuorum ? preferred : ordered).slice(0, logMeta.replicationFactor);
     if (ensemble.length < logMeta.ackQuorum) throw new QuorumUnavailableError(this.o.log, ensemble.length, logMeta.ackQuorum);
     let meta: SegmentMeta = {
       log: this.o.log,
@@ -432,7 +457,15 @@ export class LogWriter {
       byteLength: segment.byteLength + format.TRAILER_BYTES,
       aggregate: checksumHex(segment.aggregate),
     };
-    const revision = await this.o.directory.update(final, segment.modRevision);
+    let revision: number | undefined;
+    try {
+      revision = await this.o.directory.update(final, segment.modRevision);
+    } catch (error) {
+      // etcd unreachable: the members hold the seal but etcd still says OPEN. Before anything
+      // else, the next batch recovers the segment as a new writer would (same epoch).
+      this.needsRecovery = true;
+      throw error;
+    }
     if (revision === undefined) throw new FencedError(this.o.log, this.o.epoch, this.o.epoch + 1);
     this.nextSegmentId = segment.meta.segmentId + 1;
     this.nextFirstIndex = last + 1;

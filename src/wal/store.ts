@@ -8,7 +8,7 @@
 // only. A torn tail (damage with no intact entry after it, at the end of the open segment) is
 // rolled back with its bytes quarantined; any other damage goes to the repair engine with the
 // configured strategy, and open refuses (DamageFoundError) rather than drop data silently.
-import { type FileHandle, open, rename } from 'node:fs/promises';
+import { type FileHandle, copyFile, open, rename } from 'node:fs/promises';
 import pino, { type Logger } from 'pino';
 import { type Finding, type RecoveryConfig, type RepairReport, RecoveryMetrics, describeFinding, decide } from '../recovery/index.js';
 import { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
@@ -436,21 +436,15 @@ export class WalStore {
   }
 
   async repairSealedSegment(segmentId: number, options: OnlineRepairOptions): Promise<SegmentRepair> {
-    let inspection = await this.checkSealedSegment(segmentId, options.expected);
+    const inspection = await this.checkSealedSegment(segmentId, options.expected);
     const a = inspection.analysis;
     const expectedAggregate = options.expected?.aggregateChecksum;
     // Every entry intact (header and frames), yet not the contents the record says: no entry of
     // this copy can be trusted, however self-consistent.
     const intactButWrong =
       a !== undefined && a.header !== undefined && a.ranges.length === 0 && expectedAggregate !== undefined && a.aggregate !== expectedAggregate;
-    if (options.expected && options.strategy !== 'halt' && !options.dryRun && inspection.findings.length > 0 && (intactButWrong || inspection.findings.every((f) => f.kind === 'bad-catalog'))) {
-      // Intact bytes that are not what the authority recorded (a lying or stale copy): no entry
-      // of it can be trusted, so the whole segment is replaced by a copy that matches the record.
-      await quarantineFile(this.layout, this.layout.segmentPath(segmentId), 'disagrees-with-record', { keepOriginal: false, retention: this.recovery.backupRetentionCount, now: this.options.clock() });
-      const cached = this.readIndexes.get(segmentId);
-      this.readIndexes.delete(segmentId);
-      await cached?.handle?.close().catch(() => undefined);
-      inspection = await this.checkSealedSegment(segmentId, options.expected);
+    if (options.expected && options.strategy !== 'halt' && inspection.findings.length > 0 && (intactButWrong || inspection.findings.every((f) => f.kind === 'bad-catalog'))) {
+      return this.replaceWholeSegment(segmentId, options.expected, options);
     }
     if (inspection.findings.length === 0) {
       return { segment: segmentId, decision: 'keep', outcome: 'done', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: 'segment verified against its record: nothing to repair' };
@@ -470,6 +464,39 @@ export class WalStore {
     const result = await repairSegmentWithRetries(ctx, inspection, { strategy: options.strategy, dryRun: options.dryRun });
     if (!options.dryRun && result.outcome === 'done') await this.reloadSealedSegment(segmentId);
     return result;
+  }
+
+  /**
+   * Replaces a copy whose intact bytes are not what the record says (a lying or stale copy) by a
+   * whole copy that matches the record. The local copy is moved to quarantine only once such a
+   * replacement is in hand: if no source has one, the copy stays (and is reported), because
+   * copies that agree with each other but not with the record may mean the record is wrong.
+   */
+  private async replaceWholeSegment(segmentId: number, expected: SegmentExpectation, options: OnlineRepairOptions): Promise<SegmentRepair> {
+    const started = performance.now();
+    const base = { segment: segmentId, repaired: [], lost: [], truncated: [] } as const;
+    this.metrics.corrupted_segments += 1;
+    for (const source of options.sources) {
+      const path = await source.fetchSegmentFile(segmentId, expected).catch(() => undefined);
+      if (path === undefined) continue;
+      const range = [{ first: expected.firstIndex, last: expected.lastIndex }];
+      if (options.dryRun) return { ...base, decision: 'restore-file', outcome: 'planned', repaired: range, source: source.name, bytesWritten: 0, detail: `would replace the whole copy with ${source.name}'s, which matches the record` };
+      // Copied, not moved: a source's file (a local backup) stays where it is.
+      const temp = `${this.layout.segmentPath(segmentId)}${TEMP_SUFFIX}`;
+      await copyFile(path, temp);
+      const tempHandle = await open(temp, 'r+');
+      await tempHandle.sync().finally(() => tempHandle.close());
+      const quarantinedAs = await quarantineFile(this.layout, this.layout.segmentPath(segmentId), 'disagrees-with-record', { keepOriginal: false, retention: Math.max(1, this.recovery.backupRetentionCount), now: this.options.clock() });
+      await rename(temp, this.layout.segmentPath(segmentId));
+      await fsyncDir(this.layout.segmentsDir);
+      await this.reloadSealedSegment(segmentId);
+      this.metrics.recordAttempt('success', performance.now() - started);
+      this.metrics.entries_repaired += expected.lastIndex - expected.firstIndex + 1;
+      this.logger.warn({ log: this.settings.logName, segment: segmentId, peer: source.name, quarantinedAs }, 'replaced a copy whose entries do not match the recorded aggregate');
+      return { ...base, decision: 'restore-file', outcome: 'done', repaired: range, source: source.name, quarantinedAs, bytesWritten: 0, detail: `replaced the whole copy (its entries did not add up to the record) with ${source.name}'s` };
+    }
+    if (!options.dryRun) this.metrics.recordAttempt('failure', performance.now() - started);
+    return { ...base, decision: 'escalate', outcome: options.dryRun ? 'planned' : 'failed', bytesWritten: 0, detail: 'the copy does not add up to the recorded aggregate and no source holds one that does; left as it is' };
   }
 
   /** Re-reads a sealed segment after it was replaced: its record, its holes, no stale handle. */
