@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { RecoveryMetrics } from '../recovery/index.js';
 import { UnknownSegmentError } from '../replication/index.js';
 import type { AppendResult } from '../wal/index.js';
-import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, BadRequestError, LogStores, PeerHandlers, UnknownLogError, isValidLogName } from '../replication/index.js';
+import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, BadRequestError, LogStores, PeerHandlers, ReplicaSource, UnknownLogError, isValidLogName } from '../replication/index.js';
 import { NodeMetrics, createLogger } from '../observability/index.js';
 import { AdminClient, PeerClient, WalClient, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, startRpcServer } from '../rpc/index.js';
 import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
@@ -52,7 +52,25 @@ export class ClusterNode implements NodeApi {
     readonly logger: Logger,
   ) {
     this.metrics = new NodeMetrics(this.recovery, { node: options.id, cluster: options.cluster });
-    this.logs = new LogStores({ dataDir: options.dataDir, backupRetentionCount: options.backupRetentionCount, entryBytesMax: options.entryBytesMax, logger, metrics: this.recovery });
+    this.logs = new LogStores({
+      dataDir: options.dataDir,
+      backupRetentionCount: options.backupRetentionCount,
+      entryBytesMax: options.entryBytesMax,
+      logger,
+      metrics: this.recovery,
+      sourcesFor: (log) => [
+        new ReplicaSource({
+          log,
+          self: options.id,
+          peers: this.peers,
+          segmentMeta: async (segmentId) => (await this.directory?.list(log))?.find((s) => s.meta.segmentId === segmentId)?.meta,
+          fetchFile: (node, segmentId, path) => this.fetchSegmentFile(node, log, segmentId, path),
+          tempDir: options.dataDir,
+          logger,
+          entryBytesMax: options.entryBytesMax,
+        }),
+      ],
+    });
     this.handlers = new PeerHandlers(this.logs, logger);
   }
 

@@ -4,7 +4,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { RecoveryMetrics } from '../recovery/index.js';
-import { WalStore } from '../wal/index.js';
+import { type GoodCopySource, WalStore } from '../wal/index.js';
 import { writeFileAtomic } from '../wal/index.js';
 import { BadRequestError, FencedError } from './errors.js';
 import { isValidLogName } from './metadata.js';
@@ -15,6 +15,8 @@ export interface LogStoresOptions {
   readonly entryBytesMax: number;
   readonly logger: Logger;
   readonly metrics: RecoveryMetrics;
+  /** Sources of verified copies for the recovery a store runs when it opens (replicas). */
+  readonly sourcesFor?: (log: string) => readonly GoodCopySource[];
 }
 
 interface OpenLog {
@@ -51,6 +53,8 @@ export class LogStores {
           sealOnClose: false,
           allowSegmentGaps: true,
           recovery: { backupRetentionCount: this.options.backupRetentionCount },
+          // Damage found on open (say, inside the open segment) is rebuilt from the replicas.
+          sources: this.options.sourcesFor?.(log) ?? [],
           logger: this.options.logger, // the store names the log in its lines itself
           metrics: this.options.metrics,
         });

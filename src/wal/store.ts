@@ -102,6 +102,12 @@ interface ReadIndex {
   readonly handle: FileHandle | undefined; // undefined: use the active segment's handle
   readonly starts: number[];
   readonly lengths: number[];
+  /**
+   * The low 32 bits of each entry's checksum when it was indexed (written here, or read and, for
+   * a sealed segment, checked against its aggregate). A frame rewritten in place since then, even
+   * with recomputed checksums (a lying copy), no longer matches and is not served.
+   */
+  readonly checkWords: number[];
 }
 
 interface PendingAppend {
@@ -272,6 +278,9 @@ export class WalStore {
       const detail = decoded.kind === 'entry' && !decoded.bodyOk ? 'entry checksum does not match its bytes' : 'entry header is damaged';
       throw this.corrupt(index, record.segmentId, start, detail, decoded.kind === 'entry' ? decoded : undefined);
     }
+    if (checkWordOf(decoded.header.checksum) !== readIndex.checkWords[slot]) {
+      throw this.corrupt(index, record.segmentId, start, 'entry was rewritten since it was indexed: its checksum is not the one recorded');
+    }
     return { frame, timestampMs: decoded.header.timestampMs, checksum: decoded.header.checksum, segmentId: record.segmentId };
   }
 
@@ -354,6 +363,7 @@ export class WalStore {
       for (const frame of accepted) {
         offsets?.starts.push(offset);
         offsets?.lengths.push(frame.byteLength);
+        offsets?.checkWords.push(frame.readUInt32BE(12));
         offset += frame.byteLength;
         active.aggregate = chainAggregate(active.aggregate, frame.readBigUInt64BE(8));
         active.lastIndex += 1;
@@ -404,6 +414,7 @@ export class WalStore {
     active.aggregate = analysis.aggregate;
     readIndex.starts.length = Math.max(0, slot + 1);
     readIndex.lengths.length = Math.max(0, slot + 1);
+    readIndex.checkWords.length = Math.max(0, slot + 1);
     this.logger.warn({ log: this.settings.logName, segment: active.segmentId, entryIndex: lastIndex + 1, byteLength: cutBytes.byteLength }, 'cut unacknowledged entries before sealing');
   }
 
@@ -644,6 +655,7 @@ export class WalStore {
         const checksum = encodeEntryInto(buf, cursor, { index, timestampMs, flags: 0, payload });
         currentOffsets?.starts.push(active.byteLength + (cursor - pendingFrom));
         currentOffsets?.lengths.push(frameBytes);
+        currentOffsets?.checkWords.push(checkWordOf(checksum));
         active.aggregate = chainAggregate(active.aggregate, checksum);
         active.lastIndex = index;
         active.indexCount += 1;
@@ -678,7 +690,7 @@ export class WalStore {
     const active: ActiveSegment = { segmentId, firstIndex, createdMs, handle, byteLength: SEGMENT_HEADER_BYTES, lastIndex: firstIndex - 1, indexCount: 0, aggregate: AGGREGATE_EMPTY, checkpointedBytes: SEGMENT_HEADER_BYTES };
     this.active = active;
     this.segments.push(this.activeRecord());
-    this.readIndexes.set(segmentId, { handle: undefined, starts: [], lengths: [] });
+    this.readIndexes.set(segmentId, { handle: undefined, starts: [], lengths: [], checkWords: [] });
     return active;
   }
 
@@ -799,6 +811,7 @@ export class WalStore {
     const handle = isActive ? undefined : await open(this.layout.segmentPath(record.segmentId), 'r');
     const starts: number[] = [];
     const lengths: number[] = [];
+    const checkWords: number[] = [];
     try {
       const size = isActive ? (this.active as ActiveSegment).byteLength : (await (handle as FileHandle).stat()).size;
       const analysis = await analyzeSegmentHandle(handle ?? (this.active as ActiveSegment).handle, record.segmentId, size, {
@@ -809,10 +822,12 @@ export class WalStore {
           while (starts.length < slot) {
             starts.push(-1);
             lengths.push(0);
+            checkWords.push(0);
           }
           const isHole = (frame.readUInt16LE(36) & FLAG_HOLE) !== 0;
           starts.push(offsetBytes);
           lengths.push(isHole ? 0 : frame.byteLength);
+          checkWords.push(frame.readUInt32BE(12));
         },
       });
       for (const range of analysis.ranges) {
@@ -829,7 +844,7 @@ export class WalStore {
       if (isNotFound(error)) throw this.corrupt(record.firstIndex, record.segmentId, undefined, 'segment file is missing');
       throw error;
     }
-    const readIndex: ReadIndex = { handle, starts, lengths };
+    const readIndex: ReadIndex = { handle, starts, lengths, checkWords };
     this.readIndexes.set(record.segmentId, readIndex);
     while (this.readIndexes.size > this.options.readIndexSegmentsMax) {
       const [oldestId, oldest] = this.readIndexes.entries().next().value as [number, ReadIndex];
@@ -877,6 +892,11 @@ function sealedRecordOf(segmentId: number, analysis: SegmentAnalysis, trailer: T
 
 // ---------------------------------------------------------------------------------------------
 // Recovery on open
+
+/** The low 32 bits of an entry checksum: what a read index keeps per entry. */
+function checkWordOf(checksum: Checksum64): number {
+  return Number(checksum & 0xffffffffn);
+}
 
 async function prepareDir(dataDir: string, create: boolean): Promise<void> {
   try {
