@@ -42,9 +42,15 @@ export interface RepairServiceOptions {
 
 export const expectationOf = expectationOfMeta;
 
+/** After giving up on a copy, scrub and read detections of it wait this long (the coordinator retries). */
+const GIVE_UP_HOLD_OFF_MS = 10 * 60_000;
+
 export class RepairService {
   private readonly events = new EventEmitter();
   private readonly scheduled = new Set<string>();
+  private readonly gaveUpAt = new Map<string, number>();
+  /** Copies found damaged and not repaired since: counted once in corrupted_segments. */
+  private readonly knownDamaged = new Set<string>();
   /** The repair of each copy in progress: the next one waits (both would write the same temp file). */
   private readonly running = new Map<string, Promise<SegmentRepair>>();
   private stopped = false;
@@ -67,6 +73,10 @@ export class RepairService {
   schedule(log: string, segmentId: number, source: DetectionSource, detail: string): void {
     const key = `${log}/${segmentId}`;
     if (this.scheduled.has(key) || this.stopped) return;
+    // A copy this node gave up on is the coordinator's to retry: the scrubber and reads finding
+    // it again do not start another round (or another alert) until the hold-off has passed.
+    const gaveUp = this.gaveUpAt.get(key);
+    if (gaveUp !== undefined && source !== 'request' && Date.now() - gaveUp < GIVE_UP_HOLD_OFF_MS) return;
     this.scheduled.add(key);
     this.emit({ log, segment: segmentId, kind: 'detected', source, detail });
     const detectedAt = performance.now();
@@ -81,6 +91,7 @@ export class RepairService {
             return undefined;
           });
           if (result && (result.outcome === 'done' || result.outcome === 'halted')) {
+            this.gaveUpAt.delete(key);
             if (result.outcome === 'done') this.o.onUnavailable?.((performance.now() - detectedAt) / 1000);
             await this.o.report(log, segmentId, undefined).catch(() => undefined);
             return;
@@ -89,6 +100,7 @@ export class RepairService {
           await sleep(backoff.next());
         }
         // Given up for now: the coordinator retries it later (and alerts if it never works).
+        this.gaveUpAt.set(key, Date.now());
         if (!this.stopped) await this.o.report(log, segmentId, { detail }).catch((error: unknown) => this.o.logger.warn({ err: error }, 'failed to record a repair report in etcd'));
       } finally {
         this.scheduled.delete(key);
@@ -138,8 +150,13 @@ export class RepairService {
         sources: [source],
         expected: expectationOf(meta),
         heldElsewhere: (id, first, last) => source.mayBeHeldElsewhere(id, first, last),
+        countDamage: !this.knownDamaged.has(`${log}/${segmentId}`),
       })
       .finally(() => source.cleanup());
+    if (!options.dryRun) {
+      if (result.outcome === 'done') this.knownDamaged.delete(`${log}/${segmentId}`);
+      else if (result.decision !== 'keep') this.knownDamaged.add(`${log}/${segmentId}`);
+    }
     for (const node of source.distrusted(segmentId)) {
       this.emit({ log, segment: segmentId, kind: 'replica-distrusted', source: options.source, detail: `replica ${node} served bytes that fail verification` });
     }

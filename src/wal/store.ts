@@ -139,6 +139,8 @@ export interface OnlineRepairOptions {
   readonly expected?: SegmentExpectation;
   /** Cluster interlock: whether an unreachable replica may hold the given indices. */
   readonly heldElsewhere?: (segmentId: number, first: number, last: number) => boolean;
+  /** Count this damage in corrupted_segments (false when it was counted at an earlier attempt). */
+  readonly countDamage?: boolean;
 }
 
 /** The identity of a segment as the log's writer chose it (replica mode). */
@@ -460,7 +462,7 @@ export class WalStore {
     if (inspection.findings.length === 0) {
       return { segment: segmentId, decision: 'keep', outcome: 'done', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: 'segment verified against its record: nothing to repair' };
     }
-    this.metrics.corrupted_segments += 1;
+    if (options.countDamage !== false) this.metrics.corrupted_segments += 1;
     for (const finding of inspection.findings) this.reportFinding(finding, false);
     const ctx: RepairContext = {
       layout: this.layout,
@@ -486,7 +488,7 @@ export class WalStore {
   private async replaceWholeSegment(segmentId: number, expected: SegmentExpectation, options: OnlineRepairOptions): Promise<SegmentRepair> {
     const started = performance.now();
     const base = { segment: segmentId, repaired: [], lost: [], truncated: [] } as const;
-    this.metrics.corrupted_segments += 1;
+    if (options.countDamage !== false) this.metrics.corrupted_segments += 1;
     for (const source of options.sources) {
       const path = await source.fetchSegmentFile(segmentId, expected).catch(() => undefined);
       if (path === undefined) continue;
