@@ -37,7 +37,10 @@ export function untilSignal(): Promise<NodeJS.Signals> {
 
 export async function runNode(o: NodeVerbOptions, print: (line: string) => Promise<void>): Promise<ExitCode> {
   const logger = createLogger({ level: o.verbose ? 'debug' : (process.env['WAL_RECOVERY_LOG_LEVEL'] ?? 'info'), base: { node: o.id } });
-  const node = await ClusterNode.start({
+  // Installed before starting: a node still starting (etcd unreachable, say) must stop on
+  // SIGTERM too — as PID 1 in a container nothing else would deliver it.
+  const signal = untilSignal();
+  const starting = ClusterNode.start({
     id: o.id,
     dataDir: o.dataDir,
     listen: o.listen,
@@ -54,9 +57,15 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
     ...(o.scrubIntervalMs !== undefined ? { scrubIntervalMs: o.scrubIntervalMs } : {}),
     ...(o.goneAfterMs !== undefined ? { goneAfterMs: o.goneAfterMs } : {}),
   });
+  const first = await Promise.race([starting, signal]);
+  if (typeof first === 'string') {
+    logger.info({ signal: first }, 'stopped before serving');
+    // Nothing was acknowledged yet; what start() left open is recovered like after a crash.
+    process.exit(0);
+  }
+  const node = first;
   await print(JSON.stringify({ node: node.id, target: node.address, metrics: node.metricsUrl, pid: process.pid }) + '\n');
-  const signal = await untilSignal();
-  logger.info({ signal }, 'stopping');
+  logger.info({ signal: await signal }, 'stopping');
   await node.stop();
   return EXIT_OK;
 }

@@ -45,6 +45,7 @@ export interface LogRuntimeContext {
   /** The committed index the node at address reports for a log. */
   readonly remoteCommitted: (address: string, log: string) => Promise<number>;
   readonly addressOf: (nodeId: string) => string | undefined;
+  readonly memberStartedMs: (nodeId: string) => number | undefined;
   readonly metrics: NodeMetrics;
   readonly logger: Logger;
   readonly groupCommitBytesMax: number;
@@ -146,6 +147,7 @@ export class LogRuntime {
         directory: this.ctx.directory,
         peers: this.ctx.peers,
         liveMembers: () => this.ctx.liveMembers(),
+        memberStartedMs: (node) => this.ctx.memberStartedMs(node),
         logger: this.ctx.logger, // the writer names the log in every line itself
         clock: Date.now,
         onCommitted: (index) => this.ctx.handlers.noteCommitted(this.log, index),

@@ -39,6 +39,7 @@ export class ClusterNode implements NodeApi {
   private repairs: RepairService | undefined;
   private scrubber: Scrubber | undefined;
   private coordinator: Coordinator | undefined;
+  private reopenTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   readonly recovery = new RecoveryMetrics();
   readonly metrics: NodeMetrics;
@@ -241,6 +242,9 @@ export class ClusterNode implements NodeApi {
     this.unwatchers.push(await etcd.watchPrefix(etcd.keys.logsPrefix(), (key) => {
       if (key.endsWith('/meta')) void openAll();
     }));
+    // A log that failed to open (its store locked or damaged for now) is tried again.
+    this.reopenTimer = setInterval(() => void openAll(), this.options.catchUpIntervalMs * 5);
+    this.reopenTimer.unref();
   }
 
   private runtime(meta: LogMeta): Promise<LogRuntime> {
@@ -260,6 +264,7 @@ export class ClusterNode implements NodeApi {
             forwardAppend: (address, log, payloads, deadlineMs) => this.walClient(address).append(log, payloads, { forwarded: true, deadlineMs }),
             remoteCommitted: async (address, log) => (await this.adminClient(address).status(log)).logs.find((l) => l.log === log)?.committed_index ?? 0,
             addressOf: (nodeId) => this.members.get(nodeId)?.address,
+            memberStartedMs: (nodeId) => this.members.get(nodeId)?.startedMs,
             metrics: this.metrics,
             logger: this.logger,
             groupCommitBytesMax: this.options.groupCommitBytesMax,
@@ -452,6 +457,7 @@ export class ClusterNode implements NodeApi {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    if (this.reopenTimer) clearInterval(this.reopenTimer);
     this.repairs?.stop();
     await this.scrubber?.stop();
     await this.coordinator?.stop();

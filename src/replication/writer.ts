@@ -29,6 +29,8 @@ export interface WriterOptions {
   readonly peers: PeerResolver;
   /** Ids of the members registered in etcd now. */
   readonly liveMembers: () => readonly string[];
+  /** When a member's current process started (a restarted member is no longer suspect). */
+  readonly memberStartedMs?: (node: string) => number | undefined;
   readonly logger: Logger;
   readonly clock: () => number;
   readonly onCommitted: (index: number) => void;
@@ -58,6 +60,12 @@ interface OpenSegment {
   aggregate: bigint;
   /** A member failed a send: seal at the next chance and open the next segment without it. */
   degraded: boolean;
+  /**
+   * Members that failed a send in this segment. Later sends to them fail at once instead of
+   * each waiting out its own deadline behind the one before (a hung member would otherwise hold
+   * the writer for up to MEMBER_BATCHES_IN_FLIGHT_MAX + 1 deadlines); they catch up by themselves.
+   */
+  readonly failed: Set<string>;
 }
 
 const RECOVERY_ATTEMPTS_MAX = 5;
@@ -175,10 +183,15 @@ export class LogWriter {
     const holders = answers.ok.map((a) => a.node);
     const seals = await settle(holders, (node) => this.peer(node).seal(log, meta.segmentId, epoch, last, ''));
     const sealed = seals.ok.filter((s) => s.value.aggregate !== '');
-    const agreed = sealed[0]?.value;
+    // One writer per epoch wrote every frame, so sealed copies agree unless one is damaged: the
+    // contents most members hold are recorded, and the others are repaired from them.
+    const votes = new Map<string, number>();
+    for (const s of sealed) votes.set(s.value.aggregate, (votes.get(s.value.aggregate) ?? 0) + 1);
+    const majority = [...votes.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
+    const agreed = sealed.find((s) => s.value.aggregate === majority)?.value;
     if (!agreed && last >= meta.firstIndex) throw new QuorumUnavailableError(log, 0, 1);
-    if (sealed.some((s) => s.value.aggregate !== agreed?.aggregate)) {
-      this.o.logger.error({ log, segment: meta.segmentId, aggregates: sealed.map((s) => [s.node, s.value.aggregate]) }, 'members sealed different contents; the first is recorded and the others will be repaired');
+    if (votes.size > 1) {
+      this.o.logger.error({ log, segment: meta.segmentId, aggregates: sealed.map((s) => [s.node, s.value.aggregate]) }, 'members sealed different contents; the majority is recorded and the others will be repaired');
     }
     const final: SegmentMeta = {
       ...recovering,
@@ -294,8 +307,11 @@ export class LogWriter {
         });
         if (outcome.acks < segment.meta.ackQuorum) {
           const error = outcome.fenced ? new FencedError(this.o.log, this.o.epoch, this.o.epoch + 1) : new QuorumUnavailableError(this.o.log, outcome.acks, segment.meta.ackQuorum);
-          // Some members may hold this chunk without a quorum: sealing at the committed index drops it.
-          await this.sealCurrent().catch((e: unknown) => this.o.logger.warn({ log: this.o.log, err: e }, 'failed to seal after a failed batch; the next writer recovers the segment'));
+          // Some members may hold this chunk without a quorum, others may be in a state this writer
+          // does not know: before the next batch, the segment is recovered from what the members
+          // hold (fence, highest index, seal, record), exactly as a new writer would.
+          this.current = undefined;
+          this.needsRecovery = true;
           throw error;
         }
         if (segment.degraded || segment.byteLength + format.TRAILER_BYTES >= this.o.logMeta.segmentBytesMax) {
@@ -341,7 +357,7 @@ export class LogWriter {
         }
       };
       for (const node of ensemble) {
-        void this.sendInOrder(node, () => this.peer(node).replicate(this.o.log, this.o.epoch, segment.start, frames, committed)).then(
+        void this.sendInOrder(node, () => this.skipFailed(segment, node) ?? this.peer(node).replicate(this.o.log, this.o.epoch, segment.start, frames, committed)).then(
           (answer) => {
             acks += 1;
             settle();
@@ -350,6 +366,7 @@ export class LogWriter {
           (error: unknown) => {
             failures += 1;
             segment.degraded = true;
+            segment.failed.add(node);
             this.suspects.set(node, Date.now());
             if (isFenced(error)) fenced = true;
             this.o.logger.warn({ log: this.o.log, segment: segment.meta.segmentId, peer: node, err: error }, 'failed to replicate to a member');
@@ -358,6 +375,12 @@ export class LogWriter {
         );
       }
     });
+  }
+
+  /** A rejection for a member that already failed a send in this segment, else undefined. */
+  private skipFailed(segment: OpenSegment, node: string): Promise<never> | undefined {
+    if (!segment.failed.has(node)) return undefined;
+    return Promise.reject(new ReplicationError(`member ${node} failed an earlier send in segment ${segment.meta.segmentId}`));
   }
 
   /** Runs send after every earlier send to the same member has settled. */
@@ -375,7 +398,10 @@ export class LogWriter {
     // A member that just failed a send stays out of new ensembles for a while (its etcd lease
     // may take seconds to expire), unless it is needed to reach the ack quorum.
     const now = Date.now();
-    const healthy = (n: string): boolean => now - (this.suspects.get(n) ?? 0) > SUSPECT_MS;
+    const healthy = (n: string): boolean => {
+      const failedAt = this.suspects.get(n) ?? 0;
+      return now - failedAt > SUSPECT_MS || (this.o.memberStartedMs?.(n) ?? 0) > failedAt;
+    };
     const others = [...live].filter((n) => n !== this.o.self).sort((a, b) => Number(healthy(b)) - Number(healthy(a)) || a.localeCompare(b));
     const ordered = live.has(this.o.self) ? [this.o.self, ...others] : others;
     const preferred = ordered.filter(healthy);
@@ -406,6 +432,7 @@ export class LogWriter {
       byteLength: format.SEGMENT_HEADER_BYTES,
       aggregate: AGGREGATE_EMPTY_CHECKSUM,
       degraded: false,
+      failed: new Set(),
     };
     this.o.logger.info({ log: this.o.log, segment: meta.segmentId, ensemble: meta.ensemble, firstIndex: meta.firstIndex }, 'opened segment');
     return this.current;
@@ -445,9 +472,15 @@ export class LogWriter {
     const last = this.committed;
     const expected = last >= segment.meta.firstIndex ? checksumHex(segment.aggregate) : '';
     // Chained after the member's replicate calls still in flight: a seal never overtakes them.
-    const seals = await settle(segment.meta.ensemble, (node) => this.sendInOrder(node, () => this.peer(node).seal(this.o.log, segment.meta.segmentId, this.o.epoch, last, expected)));
+    const seals = await settle(segment.meta.ensemble, (node) => this.sendInOrder(node, () => this.skipFailed(segment, node) ?? this.peer(node).seal(this.o.log, segment.meta.segmentId, this.o.epoch, last, expected)));
     for (const s of seals.ok) {
       if (expected !== '' && s.value.aggregate !== expected) this.o.logger.error({ log: this.o.log, segment: segment.meta.segmentId, peer: s.node, aggregate: s.value.aggregate, expected }, 'member sealed different contents');
+    }
+    const agreeing = seals.ok.filter((s) => expected === '' || s.value.aggregate === expected).length;
+    if (agreeing < segment.meta.ackQuorum) {
+      // Never record contents an ack quorum of members does not hold: recover from what they do.
+      this.needsRecovery = true;
+      throw new QuorumUnavailableError(this.o.log, agreeing, segment.meta.ackQuorum);
     }
     const final: SegmentMeta = {
       ...segment.meta,

@@ -7,6 +7,7 @@
 import { constants } from 'node:fs';
 import { type FileHandle, link, mkdir, open, readFile, rename, rm, stat, unlink, writeFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
 import { segmentFileName } from './format.js';
 import { StoreLockedError } from './errors.js';
 
@@ -146,8 +147,12 @@ export async function readRange(handle: FileHandle, offsetBytes: number, byteLen
 }
 
 // ---------------------------------------------------------------------------------------------
-// The lock: one writer process per store. The file holds the holder's pid; a lock whose holder
-// is gone (kill -9) is taken over.
+// The lock: one writer process per store. The file holds the holder's pid and a token unique to
+// that process. A lock whose holder is gone (kill -9) is taken over; so is one that names this
+// process's pid with another token: a previous incarnation with the same pid (a container's
+// node is always PID 1, so after a restart the stale lock names "1" again).
+
+const PROCESS_TOKEN = randomUUID();
 
 function pidAlive(pid: number): boolean {
   try {
@@ -161,20 +166,22 @@ function pidAlive(pid: number): boolean {
 export async function acquireLock(layout: StoreLayout): Promise<void> {
   for (let attempt = 0; attempt < 2; attempt += 1) {
     try {
-      await writeFile(layout.lockPath, `${process.pid}\n`, { flag: 'wx' });
+      await writeFile(layout.lockPath, `${process.pid} ${PROCESS_TOKEN}\n`, { flag: 'wx' });
       return;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
-    const holder = Number.parseInt(await readFile(layout.lockPath, 'utf8').catch(() => ''), 10);
-    if (Number.isInteger(holder) && holder > 0 && (holder === process.pid || pidAlive(holder))) {
-      throw new StoreLockedError(layout.dataDir, holder);
-    }
+    const [pidText, token] = (await readFile(layout.lockPath, 'utf8').catch(() => '')).trim().split(/\s+/);
+    const holder = Number.parseInt(pidText ?? '', 10);
+    const held = Number.isInteger(holder) && holder > 0 && (holder === process.pid ? token === PROCESS_TOKEN : pidAlive(holder));
+    if (held) throw new StoreLockedError(layout.dataDir, holder);
     await rm(layout.lockPath, { force: true });
   }
   throw new StoreLockedError(layout.dataDir, -1);
 }
 
 export async function releaseLock(layout: StoreLayout): Promise<void> {
-  await rm(layout.lockPath, { force: true });
+  const [pidText, token] = (await readFile(layout.lockPath, 'utf8').catch(() => '')).trim().split(/\s+/);
+  // Only our own lock: never remove one another process took over meanwhile.
+  if (Number(pidText) === process.pid && token === PROCESS_TOKEN) await rm(layout.lockPath, { force: true });
 }

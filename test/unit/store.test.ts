@@ -279,6 +279,19 @@ describe('errors', () => {
     expect(again.lastIndex).toBe(1);
     expect(await again.append(payloadOf(2))).toEqual({ firstIndex: 2, lastIndex: 2 });
   });
+
+  // Found by the container chaos suite: a node in a container is always PID 1, so after a
+  // restart the stale LOCK names the new process's own pid.
+  it('takes over a LOCK naming its own pid from an earlier incarnation, but not its own lock', async () => {
+    const store = await openStore();
+    await store.append(payloadOf(1));
+    await store.close();
+    await writeFile(join(dir, 'LOCK'), `${process.pid} token-of-a-previous-incarnation\n`);
+    const again = await openStore();
+    expect(again.lastIndex).toBe(1);
+    await expect(openStore()).rejects.toBeInstanceOf(StoreLockedError);
+    await again.close();
+  });
 });
 
 describe('repair of a sealed segment without its backup', () => {
