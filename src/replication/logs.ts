@@ -22,6 +22,8 @@ export interface LogStoresOptions {
 interface OpenLog {
   readonly store: WalStore;
   fencedEpoch: number;
+  /** Raises of the fenced epoch, one at a time (they share EPOCH's temp file). */
+  raising: Promise<void>;
 }
 
 export class LogStores {
@@ -60,7 +62,7 @@ export class LogStores {
         });
         const raw = await readFile(join(dir, 'EPOCH'), 'utf8').catch(() => '0');
         const fencedEpoch = Number.parseInt(raw, 10);
-        return { store, fencedEpoch: Number.isSafeInteger(fencedEpoch) ? fencedEpoch : 0 };
+        return { store, fencedEpoch: Number.isSafeInteger(fencedEpoch) ? fencedEpoch : 0, raising: Promise.resolve() };
       })();
       this.logs.set(log, pending);
       pending.catch(() => this.logs.delete(log));
@@ -73,8 +75,16 @@ export class LogStores {
     const open = await this.open(log);
     if (epoch < open.fencedEpoch) throw new FencedError(log, epoch, open.fencedEpoch);
     if (epoch > open.fencedEpoch) {
-      await writeFileAtomic(join(this.logDir(log), 'EPOCH'), this.logDir(log), Buffer.from(`${epoch}\n`));
-      open.fencedEpoch = epoch;
+      // Serialized: two raises at once would race on EPOCH.tmp, and a lower epoch finishing last
+      // would lower the fence again. A request whose epoch was overtaken meanwhile is refused.
+      const raise = open.raising.then(async () => {
+        if (epoch <= open.fencedEpoch) return;
+        await writeFileAtomic(join(this.logDir(log), 'EPOCH'), this.logDir(log), Buffer.from(`${epoch}\n`));
+        open.fencedEpoch = epoch;
+      });
+      open.raising = raise.catch(() => undefined);
+      await raise;
+      if (epoch < open.fencedEpoch) throw new FencedError(log, epoch, open.fencedEpoch);
     }
     return open.store;
   }

@@ -16,7 +16,7 @@
 import type { Logger } from 'pino';
 import { type AppendResult, type SegmentStart, AGGREGATE_EMPTY as AGGREGATE_EMPTY_CHECKSUM, chainAggregate, checksumHex, format } from '../wal/index.js';
 import type { PeerResolver, SegmentDirectory, PeerApi } from './api.js';
-import { FencedError, NotWriterError, QuorumUnavailableError, ReplicationError } from './errors.js';
+import { BadRequestError, FencedError, NotWriterError, QuorumUnavailableError, ReplicationError } from './errors.js';
 import type { LogMeta, SegmentMeta } from './metadata.js';
 import type { SegmentHolding } from './peer.js';
 
@@ -113,7 +113,11 @@ export class LogWriter {
   append(payloads: readonly Uint8Array[]): Promise<AppendResult> {
     if (this.stopped) return Promise.reject(new NotWriterError(this.o.log, undefined));
     let bytes = 0;
-    for (const payload of payloads) bytes += format.ENTRY_HEADER_BYTES + payload.byteLength;
+    for (const payload of payloads) {
+      // Refused here: every member would refuse it, and the writer would take them all for failed.
+      if (payload.byteLength > this.o.entryBytesMax) return Promise.reject(new BadRequestError('payloads', `an entry of ${payload.byteLength} bytes exceeds the limit of ${this.o.entryBytesMax}`));
+      bytes += format.ENTRY_HEADER_BYTES + payload.byteLength;
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({ payloads, bytes, resolve, reject });
       this.running ??= this.loop();
@@ -165,7 +169,7 @@ export class LogWriter {
     const answers = await settle(meta.ensemble, (node) => this.peer(node).fence(log, meta.segmentId, epoch));
     const needed = meta.ensemble.length - meta.ackQuorum + 1;
     if (answers.ok.length < needed) {
-      if (answers.failed.some((f) => f.error instanceof FencedError)) throw new FencedError(log, epoch, epoch + 1);
+      if (answers.failed.some((f) => isFenced(f.error))) throw new FencedError(log, epoch, epoch + 1);
       throw new QuorumUnavailableError(log, answers.ok.length, needed);
     }
     const lastOf = (h: SegmentHolding): number => (h.present ? h.lastIndex : meta.firstIndex - 1);

@@ -1,0 +1,424 @@
+// LogWriter over three real nodes (LogStores + PeerHandlers in temporary directories), a fake
+// etcd with compare-and-swap and a fake transport that injects member faults: quorum
+// acknowledgement, contiguous indices, byte-identical replicas, segment rolls, member failure,
+// writer failover and fencing, and a seal that misses etcd.
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { FencedError, NotWriterError, QuorumUnavailableError, type SegmentMeta } from '../../src/replication/index.js';
+import { type AppendResult, checksumHex, format } from '../../src/wal/index.js';
+import { EtcdUnreachableError, type WriterUnderTest, TestCluster, acknowledgedBy, payloadOf, startWriter, until } from '../support/replication-fakes.js';
+
+const LOG = 'orders';
+const SEGMENT_BYTES_LARGE = 1024 * 1024;
+const SEGMENT_BYTES_SMALL = 4096;
+
+let cluster: TestCluster;
+const writers: WriterUnderTest[] = [];
+
+function writerOn(self: string, epoch: number, segmentBytesMax = SEGMENT_BYTES_LARGE, caller?: string): WriterUnderTest {
+  const handle = startWriter(cluster, { log: LOG, self, epoch, segmentBytesMax, ...(caller ? { caller } : {}) });
+  writers.push(handle);
+  return handle;
+}
+
+function payloads(from: number, count: number, byteLength = 48): Buffer[] {
+  return Array.from({ length: count }, (_, i) => payloadOf(from + i, byteLength));
+}
+
+async function lastIndexOn(node: string): Promise<number> {
+  return (await cluster.node(node).store(LOG)).lastIndex;
+}
+
+async function framesOn(node: string, first: number, last: number): Promise<Buffer[]> {
+  const store = await cluster.node(node).store(LOG);
+  const frames: Buffer[] = [];
+  for (let index = first; index <= last; index += 1) frames.push((await store.readFrame(index)).frame);
+  return frames;
+}
+
+/** Every SEALED record agrees with the sealed copies on `holders`, which are byte-identical files. */
+async function expectSealedCopiesMatchRecords(holders: readonly string[]): Promise<SegmentMeta[]> {
+  const sealed = cluster.directory.snapshot(LOG).map((r) => r.meta).filter((m) => m.state === 'SEALED');
+  for (const meta of sealed) {
+    const files: Buffer[] = [];
+    for (const node of holders.filter((n) => meta.ensemble.includes(n))) {
+      const record = (await cluster.node(node).store(LOG)).segmentRecord(meta.segmentId);
+      expect(record?.state, `segment ${meta.segmentId} on ${node}`).toBe('sealed');
+      expect(record?.lastIndex).toBe(meta.lastIndex);
+      expect(record?.indexCount).toBe(meta.indexCount);
+      expect(record?.byteLength).toBe(meta.byteLength);
+      expect(checksumHex(record?.aggregateChecksum ?? 0n)).toBe(meta.aggregate);
+      files.push(await readFile(cluster.node(node).segmentPath(LOG, meta.segmentId)));
+    }
+    expect(files.length).toBeGreaterThanOrEqual(2);
+    for (const file of files) expect(file.equals(files[0] as Buffer)).toBe(true);
+  }
+  return sealed;
+}
+
+beforeEach(async () => {
+  cluster = await TestCluster.start(['a', 'b', 'c']);
+});
+
+afterEach(async () => {
+  for (const { writer } of writers.splice(0)) writer.stop();
+  await cluster.close();
+  vi.restoreAllMocks();
+});
+
+describe('appends', () => {
+  it('acknowledges an append once 2 of 3 members have it, not before', async () => {
+    const handle = writerOn('a', 1);
+    const { writer } = handle;
+    await writer.whenReady();
+    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
+    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
+    let answer: AppendResult | undefined;
+    const pending = writer.append([payloadOf(1)]).then((r) => (answer = r));
+    await until(async () => (await lastIndexOn('a')) === 1 && cluster.network.heldCount('b') === 1 && cluster.network.heldCount('c') === 1);
+    await Promise.resolve();
+    expect(answer).toBeUndefined(); // only a has it
+    expect(writer.committedIndex).toBe(0);
+
+    cluster.network.heal('b');
+    await pending;
+    expect(answer).toEqual({ firstIndex: 1, lastIndex: 1 });
+    expect(writer.committedIndex).toBe(1);
+    expect(await lastIndexOn('c')).toBe(0); // c still has not got it: 2 of 3 sufficed
+
+    cluster.network.heal('c');
+    await acknowledgedBy(handle, ['a', 'c'], 1);
+    expect((await framesOn('c', 1, 1))[0]?.equals((await framesOn('a', 1, 1))[0] as Buffer)).toBe(true);
+  });
+
+  it('gives concurrent appends contiguous indices and every member identical frames', async () => {
+    const handle = writerOn('a', 1);
+    const { writer, committed } = handle;
+    const batches = Array.from({ length: 40 }, (_, i) => payloads(i * 10, 1 + (i % 5)));
+    const results = await Promise.all(batches.map((batch) => writer.append(batch)));
+    const total = batches.reduce((n, b) => n + b.length, 0);
+    const ranges = results.map((r, i) => ({ ...r, count: (batches[i] as Buffer[]).length })).sort((x, y) => x.firstIndex - y.firstIndex);
+    let next = 1;
+    for (const range of ranges) {
+      expect(range.firstIndex).toBe(next);
+      expect(range.lastIndex - range.firstIndex + 1).toBe(range.count);
+      next = range.lastIndex + 1;
+    }
+    expect(next - 1).toBe(total);
+    expect(writer.committedIndex).toBe(total);
+    expect(committed).toEqual([...committed].sort((x, y) => x - y)); // never goes back
+
+    // Each payload sits at the index its append was given, on every member.
+    await acknowledgedBy(handle, ['a', 'b', 'c'], total);
+    for (const node of ['a', 'b', 'c']) {
+      const store = await cluster.node(node).store(LOG);
+      for (const [i, batch] of batches.entries()) {
+        const r = results[i] as AppendResult;
+        for (const [k, payload] of batch.entries()) expect(Buffer.from((await store.read(r.firstIndex + k)).payload).equals(payload)).toBe(true);
+      }
+    }
+    const reference = await framesOn('a', 1, total);
+    for (const node of ['b', 'c']) expect((await framesOn(node, 1, total)).every((f, i) => f.equals(reference[i] as Buffer))).toBe(true);
+  });
+
+  it('rolls segments: sealed copies are byte-identical on all members and etcd records each SEALED with its last index and aggregate', async () => {
+    const handle = writerOn('a', 1, SEGMENT_BYTES_SMALL);
+    let last = 0;
+    for (let i = 0; i < 30; i += 1) last = (await handle.writer.append(payloads(i * 4, 4, 100))).lastIndex;
+    await acknowledgedBy(handle, ['a', 'b', 'c'], last);
+    const records = cluster.directory.snapshot(LOG).map((r) => r.meta);
+    expect(records.length).toBeGreaterThan(3);
+    const sealed = await expectSealedCopiesMatchRecords(['a', 'b', 'c']);
+    expect(sealed.length).toBe(records.length - 1);
+    expect(records[records.length - 1]?.state).toBe('OPEN');
+    // Records tile the index space with no gap or overlap.
+    let next = 1;
+    for (const meta of sealed) {
+      expect(meta.firstIndex).toBe(next);
+      expect(meta.indexCount).toBe(meta.lastIndex - meta.firstIndex + 1);
+      expect(meta.ensemble).toEqual(['a', 'b', 'c']);
+      next = meta.lastIndex + 1;
+    }
+    expect(records[records.length - 1]?.firstIndex).toBe(next);
+  });
+
+  it('spreads a batch larger than a segment over several, never past segmentBytesMax', async () => {
+    const handle = writerOn('a', 1, SEGMENT_BYTES_SMALL);
+    const batch = payloads(1, 100, 200); // 24 000 bytes of frames into 4 KiB segments
+    expect(await handle.writer.append(batch)).toEqual({ firstIndex: 1, lastIndex: 100 });
+    await acknowledgedBy(handle, ['a', 'b', 'c'], 100);
+    const records = cluster.directory.snapshot(LOG).map((r) => r.meta);
+    const perSegment = Math.floor((SEGMENT_BYTES_SMALL - format.SEGMENT_HEADER_BYTES - format.TRAILER_BYTES) / (format.ENTRY_HEADER_BYTES + 200));
+    expect(records.length).toBe(Math.ceil(100 / perSegment));
+    for (const node of ['a', 'b', 'c']) {
+      for (const meta of records) expect((await stat(cluster.node(node).segmentPath(LOG, meta.segmentId))).size).toBeLessThanOrEqual(SEGMENT_BYTES_SMALL);
+    }
+    const sealed = await expectSealedCopiesMatchRecords(['a', 'b', 'c']);
+    for (const meta of sealed) expect(meta.indexCount).toBe(perSegment); // full before rolling
+    const store = await cluster.node('b').store(LOG);
+    for (let index = 1; index <= 100; index += 1) expect(Buffer.from((await store.read(index)).payload).equals(batch[index - 1] as Buffer)).toBe(true);
+  });
+});
+
+describe('member failure', () => {
+  it('a member that fails: appends are still acknowledged by 2 of 3, the segment is sealed and the next opened without it', async () => {
+    const handle = writerOn('a', 1);
+    const { writer } = handle;
+    await writer.append(payloads(1, 3));
+    await acknowledgedBy(handle, ['c'], 3);
+    cluster.network.fail('c', { kind: 'unavailable' });
+    expect(await writer.append(payloads(4, 3))).toEqual({ firstIndex: 4, lastIndex: 6 });
+    expect(await writer.append(payloads(7, 3))).toEqual({ firstIndex: 7, lastIndex: 9 });
+    const [first, second] = cluster.directory.snapshot(LOG).map((r) => r.meta);
+    expect(first).toMatchObject({ state: 'SEALED', ensemble: ['a', 'b', 'c'], firstIndex: 1, lastIndex: 6 });
+    expect(second).toMatchObject({ state: 'OPEN', ensemble: ['a', 'b'], firstIndex: 7 });
+    await expectSealedCopiesMatchRecords(['a', 'b']);
+    expect(await lastIndexOn('b')).toBe(9);
+    // c keeps what it got before it failed, open: catch-up finishes it (catchup.test.ts).
+    expect((await cluster.node('c').store(LOG)).segmentRecord(1)).toMatchObject({ state: 'open', lastIndex: 3 });
+  });
+
+  it('a member that hangs until the deadline holds back acknowledgements only until the deadline', async () => {
+    const deadlineMs = 250;
+    const { writer } = writerOn('a', 1);
+    await writer.append(payloads(1, 1));
+    cluster.network.fail('c', { kind: 'hang', deadlineMs });
+    const startedMs = Date.now();
+    // Appends keep coming while c hangs: the writer must not queue them behind c's deadlines.
+    let last = 1;
+    while (cluster.directory.snapshot(LOG).length < 2) last = (await writer.append(payloads(last + 1, 1))).lastIndex;
+    last = (await writer.append(payloads(last + 1, 1))).lastIndex;
+    const elapsedMs = Date.now() - startedMs;
+    expect(elapsedMs).toBeLessThan(4 * deadlineMs);
+    const [first, second] = cluster.directory.snapshot(LOG).map((r) => r.meta);
+    expect(first?.state).toBe('SEALED');
+    expect(second?.ensemble).toEqual(['a', 'b']);
+    expect(writer.committedIndex).toBe(last);
+  });
+
+  it('a member left out after a failure rejoins new ensembles once its suspect window has passed', async () => {
+    const { writer } = writerOn('a', 1, SEGMENT_BYTES_SMALL);
+    const fill = (from: number): Promise<AppendResult> => writer.append(payloads(from, 3, 1000)); // 3 fill a 4 KiB segment
+    const ensembles = (): string[][] => cluster.directory.snapshot(LOG).map((r) => [...r.meta.ensemble]);
+    cluster.network.fail('c', { kind: 'unavailable' });
+    await fill(1);
+    cluster.network.heal('c');
+    await fill(4);
+    await fill(7);
+    await fill(10);
+    const withinWindow = ensembles();
+    expect(withinWindow.length).toBeGreaterThanOrEqual(3);
+    expect(withinWindow.slice(1)).toEqual(withinWindow.slice(1).map(() => ['a', 'b']));
+    const realNow = Date.now.bind(Date);
+    vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 60_000);
+    await fill(13);
+    const after = ensembles();
+    expect(after.length).toBe(withinWindow.length + 1);
+    expect(after[after.length - 1]).toEqual(['a', 'b', 'c']);
+  });
+
+  it('with 2 of 3 members failing, appends reject with QuorumUnavailableError and nothing is acknowledged', async () => {
+    const handle = writerOn('a', 1);
+    const { writer, committed } = handle;
+    await writer.whenReady();
+    cluster.network.fail('b', { kind: 'unavailable' });
+    cluster.network.fail('c', { kind: 'unavailable' });
+    await expect(writer.append(payloads(1, 3))).rejects.toBeInstanceOf(QuorumUnavailableError);
+    await expect(writer.append(payloads(4, 1))).rejects.toBeInstanceOf(QuorumUnavailableError);
+    expect(writer.committedIndex).toBe(0);
+    expect(committed.every((i) => i === 0)).toBe(true);
+    expect(cluster.directory.segment(LOG, 1).state).not.toBe('SEALED'); // nothing recorded without a quorum
+    expect(await lastIndexOn('b')).toBe(0);
+    expect(await lastIndexOn('c')).toBe(0);
+
+    // Once they are back, the writer recovers the segment from what the members hold (a has the
+    // unacknowledged 1..3, which the protocol may keep) and appends go on after it.
+    await acknowledgedBy(handle, ['a'], 3);
+    cluster.network.heal('b');
+    cluster.network.heal('c');
+    const next = await writer.append(payloads(4, 2));
+    const sealed = cluster.directory.segment(LOG, 1);
+    expect(sealed).toMatchObject({ state: 'SEALED', firstIndex: 1 });
+    expect(next).toEqual({ firstIndex: sealed.lastIndex + 1, lastIndex: sealed.lastIndex + 2 });
+    await expectSealedCopiesMatchRecords(['a', 'b', 'c']);
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'OPEN', firstIndex: sealed.lastIndex + 1 });
+  });
+});
+
+describe('writer failover', () => {
+  /**
+   * Writer A (epoch 5, on a) leaves segment 1 open with entries 1..3 on every member, 4..6 on a
+   * and b only (c held), and 7..8 on a only (b and c held, never acknowledged); then its process
+   * dies. Requests still held are never delivered.
+   */
+  async function writerDiesMidSegment(): Promise<{ acknowledged: Buffer[]; unacknowledged: Buffer[] }> {
+    const handle = writerOn('a', 5, SEGMENT_BYTES_LARGE, 'A');
+    const { writer } = handle;
+    expect(await writer.append(payloads(1, 3))).toEqual({ firstIndex: 1, lastIndex: 3 });
+    await acknowledgedBy(handle, ['a', 'b', 'c'], 3);
+    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
+    expect(await writer.append(payloads(4, 3))).toEqual({ firstIndex: 4, lastIndex: 6 });
+    await acknowledgedBy(handle, ['a', 'b'], 6);
+    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
+    void writer.append(payloads(7, 2)).catch(() => undefined);
+    await acknowledgedBy(handle, ['a'], 8);
+    cluster.network.kill('A');
+    cluster.network.heal('b');
+    cluster.network.heal('c');
+    expect([await lastIndexOn('a'), await lastIndexOn('b'), await lastIndexOn('c')]).toEqual([8, 6, 3]);
+    return { acknowledged: payloads(1, 6), unacknowledged: payloads(7, 2) };
+  }
+
+  it('the next writer fences, seals the open segment at the highest index the members hold, copies the tail and records it SEALED', async () => {
+    const { acknowledged, unacknowledged } = await writerDiesMidSegment();
+    const b = writerOn('b', 9);
+    await b.writer.whenReady();
+    const record = cluster.directory.segment(LOG, 1);
+    expect(record).toMatchObject({ state: 'SEALED', writerEpoch: 9, firstIndex: 1, lastIndex: 8, indexCount: 8 });
+    await expectSealedCopiesMatchRecords(['a', 'b', 'c']); // c and b got the tail copied
+    for (const node of ['a', 'b', 'c']) {
+      expect(await cluster.node(node).logs.fencedEpoch(LOG)).toBe(9);
+      const store = await cluster.node(node).store(LOG);
+      for (const [i, payload] of [...acknowledged, ...unacknowledged].entries()) expect(Buffer.from((await store.read(i + 1)).payload).equals(payload)).toBe(true);
+    }
+    expect(b.writer.committedIndex).toBe(8);
+    expect(await b.writer.append(payloads(9, 2))).toEqual({ firstIndex: 9, lastIndex: 10 });
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'OPEN', writerEpoch: 9, firstIndex: 9 });
+  });
+
+  it('with the old writer\'s node unreachable, the next writer seals at what the answering members hold: every acknowledged entry', async () => {
+    const { acknowledged } = await writerDiesMidSegment();
+    cluster.network.fail('a', { kind: 'unavailable' });
+    const b = writerOn('b', 9);
+    await b.writer.whenReady();
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', lastIndex: 6, indexCount: 6 });
+    await expectSealedCopiesMatchRecords(['b', 'c']);
+    const store = await cluster.node('c').store(LOG);
+    for (const [i, payload] of acknowledged.entries()) expect(Buffer.from((await store.read(i + 1)).payload).equals(payload)).toBe(true);
+    // a still holds 7..8 open; catch-up cuts them (catchup.test.ts).
+    expect((await cluster.node('a').store(LOG)).segmentRecord(1)).toMatchObject({ state: 'open', lastIndex: 8 });
+  });
+
+  it('with fewer members answering than intersect every ack quorum, the next writer does not seal', async () => {
+    const { writer } = writerOn('a', 5, SEGMENT_BYTES_LARGE, 'A');
+    await writer.append(payloads(1, 2));
+    cluster.network.kill('A');
+    cluster.network.fail('a', { kind: 'unavailable' });
+    cluster.network.fail('c', { kind: 'unavailable' });
+    const b = writerOn('b', 9);
+    // Only b answers: an acknowledged entry may sit on a and c alone, so sealing now could lose it.
+    await expect(b.writer.whenReady()).rejects.toBeInstanceOf(QuorumUnavailableError);
+    expect(cluster.directory.segment(LOG, 1).state).toBe('RECOVERING');
+    expect((await cluster.node('b').store(LOG)).segmentRecord(1)?.state).toBe('open');
+  }, 10_000);
+
+  it('the old writer, used again, is fenced by the members and adds no entries', async () => {
+    const a = writerOn('a', 5);
+    expect(await a.writer.append(payloads(1, 4))).toEqual({ firstIndex: 1, lastIndex: 4 });
+    await acknowledgedBy(a, ['a', 'b', 'c'], 4);
+    const b = writerOn('b', 9);
+    await b.writer.whenReady();
+    const recorded = cluster.directory.snapshot(LOG);
+
+    await expect(a.writer.append(payloads(100, 2))).rejects.toBeInstanceOf(FencedError);
+    expect(a.failures.some((e) => e instanceof FencedError)).toBe(true);
+    await expect(a.writer.append(payloads(102, 1))).rejects.toBeInstanceOf(NotWriterError);
+    for (const node of ['a', 'b', 'c']) expect(await lastIndexOn(node)).toBe(4);
+    expect(cluster.directory.snapshot(LOG)).toEqual(recorded); // etcd untouched by A
+    expect(a.writer.committedIndex).toBe(4);
+
+    expect(await b.writer.append(payloads(5, 1))).toEqual({ firstIndex: 5, lastIndex: 5 });
+  });
+
+  it('a writer with a lower epoch than the one recorded for the open segment stops fenced', async () => {
+    const b = writerOn('b', 9);
+    await b.writer.append(payloads(1, 2));
+    const old = writerOn('a', 5);
+    await expect(old.writer.whenReady()).rejects.toBeInstanceOf(FencedError);
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'OPEN', writerEpoch: 9 });
+    await expect(old.writer.append(payloads(3, 1))).rejects.toBeInstanceOf(NotWriterError);
+    expect(await b.writer.append(payloads(3, 1))).toEqual({ firstIndex: 3, lastIndex: 3 });
+  });
+});
+
+describe('fencing on a member', () => {
+  it('concurrent requests raising the fenced epoch neither fail spuriously nor lower the fence', async () => {
+    const node = cluster.node('a');
+    const handlers = node.handlers;
+    // Same epoch twice (a writer's replicate and its own recovery's fence), then two epochs at
+    // once, in both orders: only a lower epoch may be refused, and only as fenced.
+    const same = await Promise.allSettled([handlers.fence(LOG, 1, 3), handlers.fence(LOG, 1, 3)]);
+    expect(same.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
+    for (const [first, second] of [[5, 9], [12, 10], [13, 14]] as const) {
+      const answers = await Promise.allSettled([handlers.fence(LOG, 1, first), handlers.fence(LOG, 1, second)]);
+      const highest = Math.max(first, second);
+      for (const [i, answer] of answers.entries()) {
+        const epoch = i === 0 ? first : second;
+        if (epoch === highest) expect(answer.status).toBe('fulfilled');
+        else if (answer.status === 'rejected') expect(answer.reason).toBeInstanceOf(FencedError);
+      }
+      expect(await node.logs.fencedEpoch(LOG)).toBe(highest);
+      expect((await readFile(join(node.logs.logDir(LOG), 'EPOCH'), 'utf8')).trim()).toBe(String(highest));
+    }
+    await expect(handlers.fence(LOG, 1, 13)).rejects.toBeInstanceOf(FencedError);
+  });
+});
+
+describe('etcd faults', () => {
+  /** Appends 3 entries of 1000 bytes per call: each call after the first fills and seals a 4 KiB segment. */
+  const fill = (writer: WriterUnderTest['writer'], from: number): Promise<AppendResult> => writer.append(payloads(from, 3, 1000));
+
+  it('a seal that misses etcd: the next batch recovers the segment and appends continue', async () => {
+    const handle = writerOn('a', 1, SEGMENT_BYTES_SMALL);
+    const { writer } = handle;
+    expect(await fill(writer, 1)).toEqual({ firstIndex: 1, lastIndex: 3 });
+    cluster.directory.failNext('update');
+    // The seal reaches the members but not etcd: the batch is refused (its outcome is unknown
+    // to the writer's client), though entries 1..3 are sealed on the members.
+    await expect(fill(writer, 4)).rejects.toBeInstanceOf(EtcdUnreachableError);
+    expect(cluster.directory.segment(LOG, 1).state).toBe('OPEN');
+    expect((await cluster.node('a').store(LOG)).segmentRecord(1)?.state).toBe('sealed');
+
+    const next = await fill(writer, 4);
+    expect(next).toEqual({ firstIndex: 4, lastIndex: 6 });
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', lastIndex: 3 });
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'OPEN', firstIndex: 4 });
+    await expectSealedCopiesMatchRecords(['a', 'b', 'c']);
+    await acknowledgedBy(handle, ['a', 'b', 'c'], 6);
+  });
+
+  it('a seal that etcd applied without answering: the next batch finds it sealed and appends continue', async () => {
+    const { writer } = writerOn('a', 1, SEGMENT_BYTES_SMALL);
+    await fill(writer, 1);
+    cluster.directory.failNext('update', { applied: true });
+    await expect(fill(writer, 4)).rejects.toBeInstanceOf(EtcdUnreachableError);
+    const sealed = cluster.directory.snapshot(LOG)[0];
+    expect(sealed?.meta).toMatchObject({ state: 'SEALED', lastIndex: 3 });
+    expect(await fill(writer, 4)).toEqual({ firstIndex: 4, lastIndex: 6 });
+    expect(cluster.directory.snapshot(LOG)[0]).toEqual(sealed); // not rewritten
+    await expectSealedCopiesMatchRecords(['a', 'b', 'c']);
+  });
+
+  it('a segment create that etcd applied without answering is adopted by the next batch', async () => {
+    const handle = writerOn('a', 1);
+    const { writer } = handle;
+    await writer.whenReady();
+    cluster.directory.failNext('create', { applied: true });
+    await expect(writer.append(payloads(1, 1))).rejects.toBeInstanceOf(EtcdUnreachableError);
+    expect(await writer.append(payloads(1, 2))).toEqual({ firstIndex: 1, lastIndex: 2 });
+    expect(cluster.directory.snapshot(LOG).map((r) => r.meta.segmentId)).toEqual([1]);
+    await acknowledgedBy(handle, ['a', 'b', 'c'], 2);
+  });
+
+  it('etcd unreachable while the writer starts: recovery retries and the writer becomes ready', async () => {
+    const a = writerOn('a', 5);
+    await a.writer.append(payloads(1, 2));
+    a.writer.stop();
+    cluster.directory.failNext('update'); // the RECOVERING update of the first attempt
+    const b = writerOn('b', 9);
+    await b.writer.whenReady();
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', lastIndex: 2 });
+    expect(await b.writer.append(payloads(3, 1))).toEqual({ firstIndex: 3, lastIndex: 3 });
+  });
+});
