@@ -8,7 +8,7 @@
 // repair again. Every byte written was verified: intact frames by their checksums as they are
 // copied, fetched frames again on arrival, and a rebuilt sealed segment against the recorded
 // aggregate checksum before it replaces anything.
-import { type FileHandle, open, rename, rm, writeFile, readFile } from 'node:fs/promises';
+import { type FileHandle, copyFile, open, rename, rm, writeFile } from 'node:fs/promises';
 import { relative } from 'node:path';
 import type { Logger } from 'pino';
 import {
@@ -462,11 +462,13 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
     const detail = `restored the whole segment from ${src.name}`;
     const range = { first: expected.firstIndex, last: expected.lastIndex };
     if (options.dryRun) return { segment: segment.segmentId, decision: 'restore-file', outcome: 'planned', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: 0, detail };
-    const bytes = await readFile(path);
-    // Verify the copy as it will stand, before it is put in place.
+    // Copied by the kernel (memory stays flat whatever the segment's size), made durable, and
+    // verified as it will stand before a rename puts it in place.
     const temp = `${segment.path}${TEMP_SUFFIX}`;
     await ensureDir(ctx.layout.segmentsDir);
-    await writeFileAtomic(temp, ctx.layout.segmentsDir, bytes);
+    await copyFile(path, temp);
+    const tempHandle = await open(temp, 'r+');
+    await tempHandle.sync().finally(() => tempHandle.close());
     const check = await analyzeSegmentFile(temp, segment.segmentId, { entryBytesMax: ctx.settings.entryBytesMax });
     if (check.ranges.length > 0 || check.trailer === undefined || check.aggregate !== (expected.aggregateChecksum ?? check.aggregate)) {
       await rm(temp, { force: true });
@@ -474,7 +476,7 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
     }
     await rename(temp, segment.path);
     await fsyncDir(ctx.layout.segmentsDir);
-    return { segment: segment.segmentId, decision: 'restore-file', outcome: 'done', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: bytes.byteLength, detail };
+    return { segment: segment.segmentId, decision: 'restore-file', outcome: 'done', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: check.fileByteLength, detail };
   }
   const cluster: LostCluster = { first: expected.firstIndex, last: expected.lastIndex, ranges: [], atOpenTail: false, endKnown: true };
   const decision = decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail: false, goodCopy: false, heldElsewhere: ctx.heldElsewhere?.(segment.segmentId, cluster.first, cluster.last) ?? false, strategy: options.strategy });
