@@ -27,6 +27,7 @@ import {
 } from './lib.mjs';
 import { WAL_DEFAULTS } from '../dist/index.js';
 import { benchCluster } from './cluster.mjs';
+import { benchRepair } from './repair.mjs';
 
 const argv = process.argv.slice(2);
 const flag = (name) => argv.includes(`--${name}`);
@@ -36,12 +37,12 @@ const valueOf = (name) => {
   return argv[i].includes('=') ? argv[i].split('=')[1] : argv[i + 1];
 };
 if (flag('help')) {
-  console.log('usage: node bench/run.mjs [--quick] [--json] [--only 1,2,3,4,5,6]');
+  console.log('usage: node bench/run.mjs [--quick] [--json] [--only 1,2,3,4,5,6,7]');
   process.exit(0);
 }
 const QUICK = flag('quick') || process.env.BENCH_QUICK === '1';
 const JSON_OUT = flag('json');
-const ONLY = new Set((valueOf('only') ?? '1,2,3,4,5,6').split(',').map((s) => Number(s.trim())));
+const ONLY = new Set((valueOf('only') ?? '1,2,3,4,5,6,7').split(',').map((s) => Number(s.trim())));
 
 // crashTargets: [bytes acknowledged, distance from the last checkpoint as a fraction of the default
 // checkpointBytes (1: the ack just before the next checkpoint would land, the worst case)].
@@ -359,6 +360,7 @@ async function main() {
   if (ONLY.has(3) || ONLY.has(4)) await guarded(ONLY.has(3) ? 3 : 4, 'Validate throughput and memory', benchValidateAndMemory);
   if (ONLY.has(5)) await guarded(5, 'Appends, single node', benchAppend);
   if (ONLY.has(6)) await guarded(6, 'Cluster appends', benchClusterSection);
+  if (ONLY.has(7)) await guarded(7, 'Online segment repair', benchRepairSection);
   results.totalSeconds = (performance.now() - t0) / 1000;
   log(`done in ${results.totalSeconds.toFixed(1)} s`);
 }
@@ -367,6 +369,12 @@ async function benchClusterSection() {
   const r = await benchCluster({ root, sizes: SIZES.cluster, log: (msg) => log(`6: ${msg}`) });
   sections.push(r.section);
   results.benches.cluster = r.results;
+}
+
+async function benchRepairSection() {
+  const r = await benchRepair({ root, quick: QUICK, log: (msg) => log(`7: ${msg}`) });
+  sections.push(r.section);
+  results.benches.repair = r.results;
 }
 
 async function benchValidateAndMemory() {
