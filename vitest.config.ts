@@ -3,9 +3,12 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts', 'src/**/*.test.ts'],
-    // Tests spawn real processes and fsync real files: keep the pool small on 2 cores.
+    // Tests spawn real processes (etcd, node clusters) and fsync real files: one file at a time
+    // on 2 cores, so that timing-sensitive multi-process suites never share the machine with
+    // another one (slower overall, but not flaky).
     pool: 'forks',
-    maxWorkers: 2,
+    maxWorkers: 1,
+    fileParallelism: false,
     testTimeout: 60_000,
     hookTimeout: 60_000,
   },

@@ -48,6 +48,8 @@ import {
   TRAILER_BYTES,
   type Trailer,
   decodeFrameAt,
+  decodeSegmentHeader,
+  decodeTrailer,
   encodeEntryInto,
   encodeSegmentHeader,
   encodeTrailer,
@@ -165,6 +167,7 @@ export class WalStore {
   private holes: HoleRecord[];
   private active: ActiveSegment | undefined;
   private readonly readIndexes = new Map<number, ReadIndex>();
+  private readonly readIndexBuilds = new Map<number, Promise<ReadIndex>>();
   private queue: Pending[] = [];
   private flushing: Promise<void> | undefined;
   private backupChain: Promise<void> = Promise.resolve();
@@ -512,25 +515,49 @@ export class WalStore {
     return { ...base, decision: 'escalate', outcome: options.dryRun ? 'planned' : 'failed', bytesWritten: 0, detail: 'the copy does not add up to the recorded aggregate and no source holds one that does; left as it is' };
   }
 
-  /** Re-reads a sealed segment after it was replaced: its record, its holes, no stale handle. */
+  /**
+   * Takes in a sealed segment after it was replaced: its record (from its trailer), its holes, and
+   * a fresh read index, built here (one pass over the file, which also checks the entries against
+   * the trailer's aggregate) so that the first read after a repair does not pay for it.
+   */
   private async reloadSealedSegment(segmentId: number): Promise<void> {
     const cached = this.readIndexes.get(segmentId);
     this.readIndexes.delete(segmentId);
     await cached?.handle?.close().catch(() => undefined);
     const path = this.layout.segmentPath(segmentId);
-    const analysis = await analyzeSegmentFile(path, segmentId, { entryBytesMax: this.settings.entryBytesMax });
-    const trailer = analysis.trailer;
-    if (!trailer) throw new WalError(`segment ${segmentId} has no trailer after its repair`);
-    const record = sealedRecordOf(segmentId, analysis, trailer);
+    const handle = await open(path, 'r');
+    let header: ReturnType<typeof decodeSegmentHeader>;
+    let trailer: ReturnType<typeof decodeTrailer>;
+    let size: number;
+    try {
+      size = (await handle.stat()).size;
+      header = decodeSegmentHeader(await readRange(handle, 0, SEGMENT_HEADER_BYTES));
+      trailer = decodeTrailer(await readRange(handle, Math.max(0, size - TRAILER_BYTES), TRAILER_BYTES));
+    } finally {
+      await handle.close();
+    }
+    if (!trailer.ok || !header.ok) throw new WalError(`segment ${segmentId} has no valid header or trailer after its repair`);
+    const t = trailer.trailer;
+    const record: SegmentRecord = { segmentId, firstIndex: t.firstIndex, lastIndex: t.lastIndex, indexCount: t.indexCount, byteLength: size, aggregateChecksum: t.aggregateChecksum, state: 'sealed', createdMs: header.header.createdMs };
     const at = this.segments.findIndex((r) => r.segmentId === segmentId);
     if (at >= 0) this.segments[at] = record;
     else {
       this.segments.push(record);
       this.segments.sort((a, b) => a.segmentId - b.segmentId);
     }
-    this.holes = [...this.holes.filter((h) => h.segmentId !== segmentId), ...analysis.holes.map((h) => ({ segmentId, firstIndex: h.firstIndex, count: h.count }))].sort((a, b) => a.firstIndex - b.firstIndex);
+    const index = await this.readIndexFor(record);
+    const holes: HoleRecord[] = [];
+    index.lengths.forEach((length, slot) => {
+      if (length !== 0 || (index.starts[slot] ?? -1) < 0) return;
+      const first = t.firstIndex + slot;
+      const last = holes[holes.length - 1];
+      if (last && last.firstIndex + last.count === first) holes[holes.length - 1] = { ...last, count: last.count + 1 };
+      else holes.push({ segmentId, firstIndex: first, count: 1 });
+    });
+    this.holes = [...this.holes.filter((h) => h.segmentId !== segmentId), ...holes].sort((a, b) => a.firstIndex - b.firstIndex);
     await this.writeCatalog();
   }
+
 
   /**
    * Replica mode: puts a whole sealed segment file (fetched from a replica) in place. The file
@@ -809,6 +836,15 @@ export class WalStore {
       this.readIndexes.set(record.segmentId, cached);
       return cached;
     }
+    // Readers arriving while an index is built wait for that one build.
+    const building = this.readIndexBuilds.get(record.segmentId);
+    if (building) return building;
+    const build = this.buildReadIndex(record).finally(() => this.readIndexBuilds.delete(record.segmentId));
+    this.readIndexBuilds.set(record.segmentId, build);
+    return build;
+  }
+
+  private async buildReadIndex(record: SegmentRecord): Promise<ReadIndex> {
     const isActive = this.active?.segmentId === record.segmentId;
     const handle = isActive ? undefined : await open(this.layout.segmentPath(record.segmentId), 'r');
     const starts: number[] = [];
