@@ -117,6 +117,11 @@ export class ClusterNode implements NodeApi {
       roundsMax: 3,
       logger: this.logger,
       onUnavailable: (seconds) => this.metrics.segmentUnavailable.observe(seconds),
+      checkPeer: (node, log, segmentId) => {
+        void this.repairSegment(log, segmentId, node, options.repairStrategy, false).catch((error: unknown) =>
+          this.logger.warn({ log, segment: segmentId, peer: node, err: error }, 'failed to have a distrusted replica check its copy'),
+        );
+      },
       report: async (log, segmentId, failure) => {
         const etcd = this.etcd as EtcdMetadata;
         const key = etcd.keys.report(log, segmentId, options.id);

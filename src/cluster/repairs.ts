@@ -36,6 +36,8 @@ export interface RepairServiceOptions {
   readonly logger: Logger;
   /** Records (or clears, with undefined) a repair this node gave up on, for the coordinator. */
   readonly report: (log: string, segmentId: number, failure: { detail: string } | undefined) => Promise<void>;
+  /** Asks another member to check its copy of a segment (it served bytes that failed verification). */
+  readonly checkPeer?: (node: string, log: string, segmentId: number) => void;
   /** Seconds from a detection to the repair that made the local copy whole again. */
   readonly onUnavailable?: (seconds: number) => void;
 }
@@ -159,6 +161,8 @@ export class RepairService {
     }
     for (const node of source.distrusted(segmentId)) {
       this.emit({ log, segment: segmentId, kind: 'replica-distrusted', source: options.source, detail: `replica ${node} served bytes that fail verification` });
+      // Its own copy is suspect: have it checked (and repaired) against the record now.
+      this.o.checkPeer?.(node, log, segmentId);
     }
     if (!options.dryRun) this.report(log, segmentId, options.source, result, performance.now() - started);
     return result;
