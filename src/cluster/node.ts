@@ -197,31 +197,15 @@ export class ClusterNode implements NodeApi {
   private readonly peers: PeerResolver = (nodeId: string): PeerApi | undefined => {
     if (nodeId === this.options.id) return this.handlers;
     const address = this.members.get(nodeId)?.address;
-    if (!address) return undefined;
-    let client = this.peerClients.get(address);
-    if (!client) {
-      client = new PeerClient(address, this.options.rpcDeadlineMs);
-      this.peerClients.set(address, client);
-    }
-    return client;
+    return address === undefined ? undefined : cached(this.peerClients, address, () => new PeerClient(address, this.options.rpcDeadlineMs));
   };
 
   private walClient(address: string): WalClient {
-    let client = this.walClients.get(address);
-    if (!client) {
-      client = new WalClient(address);
-      this.walClients.set(address, client);
-    }
-    return client;
+    return cached(this.walClients, address, () => new WalClient(address));
   }
 
   private adminClient(address: string): AdminClient {
-    let client = this.adminClients.get(address);
-    if (!client) {
-      client = new AdminClient(address);
-      this.adminClients.set(address, client);
-    }
-    return client;
+    return cached(this.adminClients, address, () => new AdminClient(address));
   }
 
   // -------------------------------------------------------------------------------------------
@@ -497,4 +481,14 @@ function fromResult(r: { node: string; decision: string; outcome: string; repair
     detail: r.detail,
     bytesWritten: r.bytes_written,
   };
+}
+
+/** One client per address, made on first use (channels are reused for every call). */
+function cached<T>(clients: Map<string, T>, address: string, make: () => T): T {
+  let client = clients.get(address);
+  if (client === undefined) {
+    client = make();
+    clients.set(address, client);
+  }
+  return client;
 }
