@@ -142,10 +142,17 @@ describe('a three-node cluster', () => {
     record(appender);
     await expectSealedIdentical(CATCH_UP_TIMEOUT_MS);
     await expectAllReadBack(follower);
-    const { log: status } = await c.logStatus(LOG, writer);
-    const later = status.segments.slice(before);
     // The rejoined node is a member again: some segment opened after its restart includes it.
-    expect(later.some((s) => s.ensemble.includes(follower.id)), JSON.stringify(later.map((s) => [s.segment_id, s.ensemble, s.index_count]))).toBe(true);
+    // A segment opens only when one fills, so keep appending (256 KiB segments) until one does.
+    const client = writer.walClient();
+    const later = await pollUntil('a segment opened after the restart that includes the follower', 60_000, async () => {
+      const { log: status } = await c.logStatus(LOG, writer);
+      const opened = status.segments.slice(before);
+      if (opened.some((s) => s.ensemble.includes(follower.id))) return opened;
+      await client.append(LOG, Array.from({ length: 256 }, () => Buffer.alloc(256, 7)));
+      return undefined;
+    }, 100);
+    expect(later.some((s) => s.ensemble.includes(follower.id))).toBe(true);
     // Not asserted (see the report): while a member is down or refusing, the writer seals and
     // opens a segment per failed batch until the member's lease ends, so this count varies.
     console.info(`follower test: ${later.length} segments opened, ${appender.errorCount} append errors`);
