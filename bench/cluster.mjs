@@ -25,7 +25,7 @@ const now = () => performance.now();
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const round4 = (x) => Math.round(x * 1e4) / 1e4;
 
-function payloadOf(bytes) {
+export function payloadOf(bytes) {
   const buf = Buffer.allocUnsafe(bytes);
   for (let i = 0; i < bytes; i += 1) buf[i] = (i * 31 + 17) & 0xff;
   return buf;
@@ -86,7 +86,7 @@ function startProcess(name, command, args, env) {
   return proc;
 }
 
-function httpGet(url, timeoutMs = 1_000) {
+export function httpGet(url, timeoutMs = 1_000) {
   return new Promise((resolve, reject) => {
     const req = http.get(url, { timeout: timeoutMs }, (res) => {
       let body = '';
@@ -132,12 +132,13 @@ export async function startEtcd(dir) {
   }
 }
 
-export async function startNode(id, dataDir, etcdUrl, cluster) {
+/** Starts a `wal-recovery node` process and waits for its ready line; extraArgs go to the verb. */
+export async function startNode(id, dataDir, etcdUrl, cluster, extraArgs = []) {
   mkdirSync(dataDir, { recursive: true });
   const proc = startProcess(
     id,
     process.execPath,
-    [CLI, 'node', '--id', id, '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--etcd', etcdUrl, '--cluster', cluster],
+    [CLI, 'node', '--id', id, '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--etcd', etcdUrl, '--cluster', cluster, ...extraArgs],
     { WAL_RECOVERY_LOG_LEVEL: process.env.WAL_RECOVERY_LOG_LEVEL ?? 'warn' },
   );
   const line = await new Promise((resolve, reject) => {
@@ -160,6 +161,8 @@ export async function startNode(id, dataDir, etcdUrl, cluster) {
   const info = JSON.parse(line);
   proc.id = info.node;
   proc.target = info.target;
+  proc.metrics = info.metrics;
+  proc.dataDir = dataDir;
   return proc;
 }
 
@@ -177,7 +180,7 @@ function cpuSeconds(pid) {
 // ---------------------------------------------------------------------------------------------
 // Loads (child processes)
 
-function errorKey(error) {
+export function errorKey(error) {
   const code = error?.code !== undefined ? `code ${error.code}` : error?.name ?? 'Error';
   return `${code}: ${String(error?.details ?? error?.message ?? error).slice(0, 160)}`;
 }

@@ -13,21 +13,18 @@
 //     (a) and (b).
 //
 // The driver side (benchRepair, called by run.mjs) starts etcd and three nodes itself (same
-// helpers as bench/cluster.mjs, plus --segment-bytes, --scrub-bytes-per-second 0 and
+// helpers as bench/cluster.mjs, with --segment-bytes, --scrub-bytes-per-second 0 and
 // --metrics-listen); child tasks: `node bench/repair.mjs reader|tcpSink|tcpSource '<json>'`.
 // Everything started is stopped by pid in a finally block; the data dir is removed.
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
-import http from 'node:http';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { KIB, MIB, fmtBytes, fmtMs, fmtRate, killPid, livePids, reportResult, runTask, summary, table } from './lib.mjs';
-import { startEtcd } from './cluster.mjs';
+import { KIB, MIB, fmtBytes, fmtMs, fmtRate, reportResult, runTask, summary, table } from './lib.mjs';
+import { errorKey, httpGet, payloadOf, startEtcd, startNode } from './cluster.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
-const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const LOG = 'repairbench';
 const PAYLOAD_BYTES = 4 * KIB;
 const ENTRY_HEADER_BYTES = 40;
@@ -39,106 +36,6 @@ const now = () => performance.now();
 const abs = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const round3 = (x) => Math.round(x * 1e3) / 1e3;
-
-function payloadOf(bytes) {
-  const buf = Buffer.allocUnsafe(bytes);
-  for (let i = 0; i < bytes; i += 1) buf[i] = (i * 31 + 17) & 0xff;
-  return buf;
-}
-
-function errorKey(error) {
-  const code = error?.code !== undefined ? `code ${error.code}` : error?.name ?? 'Error';
-  return `${code}: ${String(error?.details ?? error?.message ?? error).slice(0, 160)}`;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes (as in bench/cluster.mjs, with extra node flags)
-
-function startProcess(name, command, args, env) {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  livePids.add(child.pid);
-  const proc = { name, child, pid: child.pid, stderrLines: [], stdoutLines: [], exited: undefined };
-  const exited = new Promise((resolve) => {
-    child.on('exit', (code, signal) => {
-      proc.exited = { code, signal };
-      livePids.delete(child.pid);
-      resolve(proc.exited);
-    });
-  });
-  child.on('error', (error) => proc.stderrLines.push(`spawn error: ${error.message}`));
-  const lines = (stream, into, max) => {
-    let pending = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk) => {
-      pending += chunk;
-      let nl;
-      while ((nl = pending.indexOf('\n')) >= 0) {
-        into.push(pending.slice(0, nl));
-        if (into.length > max) into.splice(0, into.length - max);
-        pending = pending.slice(nl + 1);
-        proc.onLine?.();
-      }
-    });
-  };
-  lines(child.stdout, proc.stdoutLines, 50);
-  lines(child.stderr, proc.stderrLines, 400);
-  proc.stop = async (graceMs = 5_000) => {
-    if (proc.exited) return proc.exited;
-    killPid(proc.pid, 'SIGTERM');
-    const timer = setTimeout(() => killPid(proc.pid, 'SIGKILL'), graceMs);
-    const result = await exited;
-    clearTimeout(timer);
-    return result;
-  };
-  proc.waitExit = exited;
-  return proc;
-}
-
-async function startNode(id, dataDir, etcdUrl, cluster, extraArgs) {
-  mkdirSync(dataDir, { recursive: true });
-  const proc = startProcess(
-    id,
-    process.execPath,
-    [CLI, 'node', '--id', id, '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--etcd', etcdUrl, '--cluster', cluster, '--metrics-listen', '127.0.0.1:0', ...extraArgs],
-    { WAL_RECOVERY_LOG_LEVEL: process.env.WAL_RECOVERY_LOG_LEVEL ?? 'warn' },
-  );
-  const line = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`node ${id} printed no ready line within 20 s; stderr: ${proc.stderrLines.slice(-5).join(' | ')}`)), 20_000);
-    const check = () => {
-      const found = proc.stdoutLines.find((l) => l.startsWith('{'));
-      if (found) {
-        clearTimeout(timer);
-        resolve(found);
-      }
-    };
-    proc.onLine = check;
-    proc.waitExit.then((e) => {
-      clearTimeout(timer);
-      reject(new Error(`node ${id} exited before serving (${JSON.stringify(e)}); stderr: ${proc.stderrLines.slice(-5).join(' | ')}`));
-    });
-    check();
-  });
-  proc.onLine = undefined;
-  const info = JSON.parse(line);
-  proc.id = info.node;
-  proc.target = info.target;
-  proc.metrics = info.metrics;
-  proc.dataDir = dataDir;
-  return proc;
-}
-
-function httpGet(url, timeoutMs = 2_000) {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-  });
-}
 
 /** Sum and count of a Prometheus histogram (all label sets), or undefined. */
 async function histogram(metricsUrl, name) {
@@ -362,7 +259,7 @@ export async function benchRepair({ root, quick, log }) {
     const extra = ['--segment-bytes', String(segmentBytes), '--scrub-bytes-per-second', '0'];
     const nodes = [];
     for (const id of ['n1', 'n2', 'n3']) {
-      const node = await startNode(id, join(base, id), etcd.url, cluster, extra);
+      const node = await startNode(id, join(base, id), etcd.url, cluster, ['--metrics-listen', '127.0.0.1:0', ...extra]);
       procs.push(node);
       nodes.push(node);
     }
