@@ -129,40 +129,10 @@ export class TestCluster {
   }
 
   private async launch(node: TestNode): Promise<void> {
-    const args = [CLI, 'node', '--id', node.id, '--data-dir', node.dataDir, '--listen', node.target, '--etcd', this.options.etcd];
+    const args = ['node', '--id', node.id, '--data-dir', node.dataDir, '--listen', node.target, '--etcd', this.options.etcd];
     if (this.options.segmentBytes !== undefined) args.push('--segment-bytes', String(this.options.segmentBytes));
     if (this.options.cluster !== undefined) args.push('--cluster', this.options.cluster);
-    const log = openSync(node.logPath, 'a');
-    const env: NodeJS.ProcessEnv = { ...process.env, WAL_RECOVERY_LOG_LEVEL: process.env['WAL_RECOVERY_LOG_LEVEL'] ?? 'info' };
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', log], env });
-    closeSync(log);
-    trackChild(child);
-    node.child = child;
-    node.line = await new Promise<NodeLine>((resolveLine, reject) => {
-      const stdout = child.stdout;
-      if (!stdout) return reject(new Error('no stdout'));
-      const lines = createInterface({ input: stdout });
-      const timer = setTimeout(() => reject(new Error(`node ${node.id} printed no JSON line within ${START_TIMEOUT_MS} ms (log: ${node.logPath})`)), START_TIMEOUT_MS);
-      const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
-        clearTimeout(timer);
-        void readFile(node.logPath, 'utf8').then((text) => reject(new Error(`node ${node.id} exited (${String(code ?? signal)}) before serving:\n${text.slice(-3000)}`)));
-      };
-      child.once('exit', onExit);
-      lines.once('line', (text) => {
-        clearTimeout(timer);
-        child.off('exit', onExit);
-        try {
-          resolveLine(JSON.parse(text) as NodeLine);
-        } catch (error) {
-          reject(new Error(`node ${node.id} printed a line that is not JSON: ${text}`, { cause: error }));
-        }
-      });
-    }).catch(async (error: unknown) => {
-      await killAndWait(child, 'SIGKILL');
-      throw error;
-    });
-    if (node.line.target !== node.target) throw new Error(`node ${node.id} serves on ${node.line.target}, not ${node.target}`);
-    await node.walClient().waitForReady(10_000);
+    await launchNode(node, args);
   }
 
   /** kill -9 (default) or SIGTERM by pid; waits for the exit. */
@@ -399,4 +369,41 @@ export async function compareSealedSegments(cluster: TestCluster, log: string, v
     }
   }
   return { compared, differences };
+}
+
+/**
+ * Starts `wal-recovery node` with args (after the script) for node, stderr appended to its log,
+ * and waits for its JSON line and its gRPC channel. Shared by the test clusters.
+ */
+export async function launchNode(node: TestNode, args: readonly string[]): Promise<void> {
+  const log = openSync(node.logPath, 'a');
+  const env: NodeJS.ProcessEnv = { ...process.env, WAL_RECOVERY_LOG_LEVEL: process.env['WAL_RECOVERY_LOG_LEVEL'] ?? 'info' };
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', log], env });
+  closeSync(log);
+  trackChild(child);
+  node.child = child;
+  node.line = await new Promise<NodeLine>((resolveLine, reject) => {
+    const stdout = child.stdout;
+    if (!stdout) return reject(new Error('no stdout'));
+    const lines = createInterface({ input: stdout });
+    const timer = setTimeout(() => reject(new Error(`node ${node.id} printed no JSON line within ${START_TIMEOUT_MS} ms (log: ${node.logPath})`)), START_TIMEOUT_MS);
+    const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+      clearTimeout(timer);
+      void readFile(node.logPath, 'utf8').then((text) => reject(new Error(`node ${node.id} exited (${String(code ?? signal)}) before serving:\n${text.slice(-3000)}`)));
+    };
+    child.once('exit', onExit);
+    lines.once('line', (text) => {
+      clearTimeout(timer);
+      child.off('exit', onExit);
+      try {
+        resolveLine(JSON.parse(text) as NodeLine);
+      } catch (error) {
+        reject(new Error(`node ${node.id} printed a line that is not JSON: ${text}`, { cause: error }));
+      }
+    });
+  }).catch(async (error: unknown) => {
+    await killAndWait(child, 'SIGKILL');
+    throw error;
+  });  if (node.line.target !== node.target) throw new Error(`node ${node.id} serves on ${node.line.target}, not ${node.target}`);
+  await node.walClient().waitForReady(10_000);
 }

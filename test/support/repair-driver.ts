@@ -3,22 +3,17 @@
 // fault injectors that damage sealed segment files in place (flip, zero, delete, bad header, a
 // "lying" rewrite that stays self-consistent), and probes over the AdminService (validate,
 // recovery events). Processes are stopped by pid; the root directory is removed on dispose.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { AGGREGATE_EMPTY, chainAggregate } from '../../src/wal/checksum.js';
 import { ENTRY_HEADER_BYTES, SEGMENT_HEADER_BYTES, TRAILER_BYTES, decodeFrameAt, decodeTrailer, encodeEntryInto, encodeTrailer } from '../../src/wal/format.js';
 import type { AdminClient, WalClient } from '../../src/rpc/index.js';
 import type { RecoveryEvent__Output } from '../../src/rpc/generated/walrecovery/v1/RecoveryEvent.js';
 import type { SegmentStatus__Output } from '../../src/rpc/generated/walrecovery/v1/SegmentStatus.js';
 import type { ValidateMessage__Output } from '../../src/rpc/generated/walrecovery/v1/ValidateMessage.js';
-import { CLI, type NodeLine, TestNode, payloadFor, pollUntil } from './cluster.js';
-import { freePort, killAndWait, trackChild } from './etcd.js';
-
-const START_TIMEOUT_MS = 30_000;
+import { TestNode, launchNode, payloadFor, pollUntil } from './cluster.js';
+import { freePort, killAndWait } from './etcd.js';
 const ENTRY_BYTES_MAX = 1024 * 1024;
 
 export interface NodeSpec {
@@ -68,37 +63,8 @@ export class RepairCluster {
 
   private async launch(node: TestNode): Promise<void> {
     const spec = this.specs.get(node.id);
-    const args = [CLI, 'node', '--id', node.id, '--data-dir', node.dataDir, '--listen', node.target, '--etcd', this.etcd, '--cluster', this.cluster, ...(spec?.args ?? [])];
-    const log = openSync(node.logPath, 'a');
-    const env: NodeJS.ProcessEnv = { ...process.env, WAL_RECOVERY_LOG_LEVEL: process.env['WAL_RECOVERY_LOG_LEVEL'] ?? 'info' };
-    const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', log], env });
-    closeSync(log);
-    trackChild(child);
-    node.child = child;
-    node.line = await new Promise<NodeLine>((resolveLine, reject) => {
-      const stdout = child.stdout;
-      if (!stdout) return reject(new Error('no stdout'));
-      const lines = createInterface({ input: stdout });
-      const timer = setTimeout(() => reject(new Error(`node ${node.id} printed no JSON line within ${START_TIMEOUT_MS} ms (log: ${node.logPath})`)), START_TIMEOUT_MS);
-      const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
-        clearTimeout(timer);
-        void readFile(node.logPath, 'utf8').then((text) => reject(new Error(`node ${node.id} exited (${String(code ?? signal)}) before serving:\n${text.slice(-3000)}`)));
-      };
-      child.once('exit', onExit);
-      lines.once('line', (text) => {
-        clearTimeout(timer);
-        child.off('exit', onExit);
-        try {
-          resolveLine(JSON.parse(text) as NodeLine);
-        } catch (error) {
-          reject(new Error(`node ${node.id} printed a line that is not JSON: ${text}`, { cause: error }));
-        }
-      });
-    }).catch(async (error: unknown) => {
-      await killAndWait(child, 'SIGKILL');
-      throw error;
-    });
-    await node.walClient().waitForReady(10_000);
+    const args = ['node', '--id', node.id, '--data-dir', node.dataDir, '--listen', node.target, '--etcd', this.etcd, '--cluster', this.cluster, ...(spec?.args ?? [])];
+    await launchNode(node, args);
   }
 
   /** kill -9 (default) or SIGTERM by pid; waits for the exit. */
