@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { GenericContainer, type StartedTestContainer, Wait } from 'testcontainers';
 import { AdminClient, WalClient } from '../../src/rpc/index.js';
+import { pollUntil } from '../support/cluster.js';
 import type { ClusterStatus__Output } from '../../src/rpc/generated/walrecovery/v1/ClusterStatus.js';
 import type { RecoveryMetricsResponse__Output } from '../../src/rpc/generated/walrecovery/v1/RecoveryMetricsResponse.js';
 
@@ -112,20 +113,7 @@ export class Prng {
   }
 }
 
-export async function pollUntil<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, intervalMs = 250): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() >= until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: lastError });
-    await sleepMs(intervalMs);
-  }
-}
+export { pollUntil };
 
 // ---------------------------------------------------------------------------------------------
 
