@@ -168,6 +168,8 @@ export class WalStore {
   private active: ActiveSegment | undefined;
   private readonly readIndexes = new Map<number, ReadIndex>();
   private readonly readIndexBuilds = new Map<number, Promise<ReadIndex>>();
+  /** Bumped when a sealed segment's file is replaced: an index built from the old file is stale. */
+  private readonly segmentVersions = new Map<number, number>();
   private queue: Pending[] = [];
   private flushing: Promise<void> | undefined;
   private backupChain: Promise<void> = Promise.resolve();
@@ -521,6 +523,8 @@ export class WalStore {
    * the trailer's aggregate) so that the first read after a repair does not pay for it.
    */
   private async reloadSealedSegment(segmentId: number): Promise<void> {
+    this.segmentVersions.set(segmentId, (this.segmentVersions.get(segmentId) ?? 0) + 1);
+    this.readIndexBuilds.delete(segmentId); // a build still running reads the old file
     const cached = this.readIndexes.get(segmentId);
     this.readIndexes.delete(segmentId);
     await cached?.handle?.close().catch(() => undefined);
@@ -839,12 +843,15 @@ export class WalStore {
     // Readers arriving while an index is built wait for that one build.
     const building = this.readIndexBuilds.get(record.segmentId);
     if (building) return building;
-    const build = this.buildReadIndex(record).finally(() => this.readIndexBuilds.delete(record.segmentId));
+    const version = this.segmentVersions.get(record.segmentId) ?? 0;
+    const build = this.buildReadIndex(record, version).finally(() => {
+      if (this.readIndexBuilds.get(record.segmentId) === build) this.readIndexBuilds.delete(record.segmentId);
+    });
     this.readIndexBuilds.set(record.segmentId, build);
     return build;
   }
 
-  private async buildReadIndex(record: SegmentRecord): Promise<ReadIndex> {
+  private async buildReadIndex(record: SegmentRecord, version: number): Promise<ReadIndex> {
     const isActive = this.active?.segmentId === record.segmentId;
     const handle = isActive ? undefined : await open(this.layout.segmentPath(record.segmentId), 'r');
     const starts: number[] = [];
@@ -883,6 +890,11 @@ export class WalStore {
       throw error;
     }
     const readIndex: ReadIndex = { handle, starts, lengths, checkWords };
+    if ((this.segmentVersions.get(record.segmentId) ?? 0) !== version) {
+      // The file was replaced (repaired) while this index was being built from the old one.
+      await handle?.close();
+      return this.readIndexFor(this.segmentRecord(record.segmentId) ?? record);
+    }
     this.readIndexes.set(record.segmentId, readIndex);
     while (this.readIndexes.size > this.options.readIndexSegmentsMax) {
       const [oldestId, oldest] = this.readIndexes.entries().next().value as [number, ReadIndex];
