@@ -1,6 +1,7 @@
 // Worker thread of the scrubber: verifies sealed segment files off the main thread, so a node's
 // event loop keeps serving while its sealed data is re-read and re-hashed.
 import { parentPort } from 'node:worker_threads';
+import { nodeDisk } from '../io/index.js';
 import { analyzeSegmentFile, checksumHex, isClean } from '../wal/index.js';
 
 export interface ScrubRequest {
@@ -25,7 +26,7 @@ export interface ScrubResult {
 
 export async function scrubFile(request: ScrubRequest): Promise<ScrubResult> {
   try {
-    const a = await analyzeSegmentFile(request.path, request.segmentId, { entryBytesMax: request.entryBytesMax });
+    const a = await analyzeSegmentFile(nodeDisk, request.path, request.segmentId, { entryBytesMax: request.entryBytesMax });
     return {
       id: request.id,
       ok: true,

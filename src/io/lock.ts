@@ -38,8 +38,10 @@ interface Holder {
 function parseHolder(text: string): Holder | undefined {
   const [pidText, token, host] = text.trim().split(/\s+/);
   const pid = Number.parseInt(pidText ?? '', 10);
-  if (!Number.isInteger(pid) || pid <= 0 || !token) return undefined;
-  return { pid, token, host: host ?? hostname() };
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  // A lock without a token (written by hand or by other tooling) still names a pid: it is held
+  // while that pid runs. The token only tells this process from an earlier one with its pid.
+  return { pid, token: token ?? '', host: host ?? hostname() };
 }
 
 function pidAlive(pid: number): boolean {

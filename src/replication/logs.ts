@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { RecoveryMetrics } from '../recovery/index.js';
 import { type GoodCopySource, WalStore } from '../wal/index.js';
 import { writeFileAtomic } from '../wal/index.js';
+import { nodeDisk } from '../io/index.js';
 import { BadRequestError, FencedError } from './errors.js';
 import { isValidLogName } from './metadata.js';
 
@@ -79,7 +80,7 @@ export class LogStores {
       // would lower the fence again. A request whose epoch was overtaken meanwhile is refused.
       const raise = open.raising.then(async () => {
         if (epoch <= open.fencedEpoch) return;
-        await writeFileAtomic(join(this.logDir(log), 'EPOCH'), this.logDir(log), Buffer.from(`${epoch}\n`));
+        await writeFileAtomic(nodeDisk, join(this.logDir(log), 'EPOCH'), this.logDir(log), Buffer.from(`${epoch}\n`));
         open.fencedEpoch = epoch;
       });
       open.raising = raise.catch(() => undefined);

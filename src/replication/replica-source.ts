@@ -10,6 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { type GoodCopySource, type SegmentExpectation, analyzeSegmentFile, checksumHex, format, isClean } from '../wal/index.js';
+import { nodeDisk } from '../io/index.js';
 import type { PeerResolver } from './api.js';
 import type { SegmentMeta } from './metadata.js';
 
@@ -154,7 +155,7 @@ export class ReplicaSource implements GoodCopySource {
 }
 
 async function verifiesAgainst(path: string, segmentId: number, expected: SegmentExpectation, meta: SegmentMeta | undefined, entryBytesMax: number): Promise<boolean> {
-  const analysis = await analyzeSegmentFile(path, segmentId, { entryBytesMax });
+  const analysis = await analyzeSegmentFile(nodeDisk, path, segmentId, { entryBytesMax });
   const aggregate = meta?.aggregate ?? (expected.aggregateChecksum === undefined ? undefined : checksumHex(expected.aggregateChecksum));
   return (
     isClean(analysis) &&

@@ -1,7 +1,7 @@
 // Analysis of one segment file: reads it with the scanner and turns the items into what is
 // intact, what is damaged and which indices each damaged range loses. Read-only; memory bounded
 // by the scanner's window plus one record per damaged range.
-import { type FileHandle, open } from 'node:fs/promises';
+import type { Disk } from '../io/index.js';
 import type { FindingKind } from '../recovery/index.js';
 import { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
 import {
@@ -15,7 +15,7 @@ import {
   TRAILER_BYTES,
 } from './format.js';
 import { readRange } from './files.js';
-import { type ScanItem, scanFrames } from './scan.js';
+import { type ScanFile, type ScanItem, scanFrames } from './scan.js';
 
 export interface DamageRange {
   readonly kind: FindingKind;
@@ -206,7 +206,7 @@ class Analyzer {
 }
 
 export async function analyzeSegmentHandle(
-  handle: FileHandle,
+  handle: ScanFile,
   segmentId: number,
   fileByteLength: number,
   options: AnalyzeOptions,
@@ -245,10 +245,10 @@ export async function analyzeSegmentHandle(
   };
 }
 
-export async function analyzeSegmentFile(path: string, segmentId: number, options: AnalyzeOptions): Promise<SegmentAnalysis> {
-  const handle = await open(path, 'r');
+export async function analyzeSegmentFile(disk: Disk, path: string, segmentId: number, options: AnalyzeOptions): Promise<SegmentAnalysis> {
+  const handle = await disk.open(path, 'r');
   try {
-    const { size } = await handle.stat();
+    const size = await handle.byteLength();
     return await analyzeSegmentHandle(handle, segmentId, size, options);
   } finally {
     await handle.close();

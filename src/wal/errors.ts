@@ -21,8 +21,9 @@ export class StoreNotFoundError extends WalError {
 /** Another live process holds the store's lock. */
 export class StoreLockedError extends WalError {
   override readonly name = 'StoreLockedError';
-  constructor(readonly dataDir: string, readonly holderPid: number) {
-    super(`store ${dataDir} is locked by process ${holderPid}`);
+  /** holderPid: -1 when the holder is unknown. cause: the Disk's lock error (its `holder` says where). */
+  constructor(readonly dataDir: string, readonly holderPid: number, options?: { cause?: unknown }) {
+    super(`store ${dataDir} is locked by process ${holderPid}`, options);
   }
 }
 

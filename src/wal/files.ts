@@ -4,15 +4,15 @@
 // write temp -> fsync -> rename -> fsync the directory, so a reader sees the old file or the new
 // one, never a mix. Nothing is deleted that repair replaced: it is hard-linked or moved into
 // quarantine/ first.
-import { constants } from 'node:fs';
-import { type FileHandle, link, mkdir, open, readFile, rename, rm, stat, unlink, writeFile, readdir } from 'node:fs/promises';
+//
+// Every file step goes through the layout's Disk (src/io): the real file system in production,
+// an in-memory disk with faults under the simulator.
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
+import { type Disk, type DiskFile, type DiskLock, errorCode } from '../io/index.js';
 import { segmentFileName } from './format.js';
 import { StoreLockedError } from './errors.js';
 
 export const CATALOG_FILE = 'CATALOG';
-export const LOCK_FILE = 'LOCK';
 export const REPAIR_INTENT_FILE = 'REPAIRING';
 export const SEGMENTS_DIR = 'segments';
 export const QUARANTINE_DIR = 'quarantine';
@@ -24,15 +24,14 @@ export class StoreLayout {
   readonly quarantineDir: string;
   readonly backupDir: string;
   readonly catalogPath: string;
-  readonly lockPath: string;
   readonly repairIntentPath: string;
 
-  constructor(readonly dataDir: string, backupDir?: string) {
+  /** disk: where every file of this store is read and written. */
+  constructor(readonly disk: Disk, readonly dataDir: string, backupDir?: string) {
     this.segmentsDir = join(dataDir, SEGMENTS_DIR);
     this.quarantineDir = join(dataDir, QUARANTINE_DIR);
     this.backupDir = backupDir ?? join(dataDir, BACKUPS_DIR);
     this.catalogPath = join(dataDir, CATALOG_FILE);
-    this.lockPath = join(dataDir, LOCK_FILE);
     this.repairIntentPath = join(dataDir, REPAIR_INTENT_FILE);
   }
 
@@ -46,54 +45,51 @@ export class StoreLayout {
   }
 }
 
-export async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
+/** Writes all of bytes at position (a write may be short; the rest is written after it). */
+export async function writeAll(file: Pick<DiskFile, 'write'>, bytes: Uint8Array, position: number): Promise<void> {
+  let written = 0;
+  while (written < bytes.byteLength) {
+    const { bytesWritten } = await file.write(bytes, written, bytes.byteLength - written, position + written);
+    if (bytesWritten <= 0) throw new Error(`wal: a write at offset ${position + written} made no progress`); // never spin
+    written += bytesWritten;
   }
 }
 
-export async function ensureDir(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
+/** Creates or replaces path with bytes and fsyncs it (not atomic: see writeFileAtomic). */
+export async function writeFileSynced(disk: Disk, path: string, bytes: Uint8Array): Promise<void> {
+  const file = await disk.open(path, 'w');
+  try {
+    await writeAll(file, bytes, 0);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
 }
 
 /** Writes bytes to path atomically and durably. */
-export async function writeFileAtomic(path: string, dir: string, bytes: Uint8Array): Promise<void> {
+export async function writeFileAtomic(disk: Disk, path: string, dir: string, bytes: Uint8Array): Promise<void> {
   const temp = `${path}${TEMP_SUFFIX}`;
-  const handle = await open(temp, 'w', 0o644);
+  await writeFileSynced(disk, temp, bytes);
+  await disk.rename(temp, path);
+  await disk.fsyncDir(dir);
+}
+
+/** Makes an existing file's bytes durable (after a copy). */
+export async function syncFile(disk: Disk, path: string): Promise<void> {
+  const file = await disk.open(path, 'r+');
   try {
-    await handle.writeFile(bytes);
-    await handle.sync();
+    await file.sync();
   } finally {
-    await handle.close();
-  }
-  await rename(temp, path);
-  await fsyncDir(dir);
-}
-
-export async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (error) {
-    if (isNotFound(error)) return false;
-    throw error;
+    await file.close();
   }
 }
 
-export function isNotFound(error: unknown): boolean {
-  return (error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+export async function exists(disk: Disk, path: string): Promise<boolean> {
+  return (await disk.stat(path)) !== undefined;
 }
 
-export async function fileByteLength(path: string): Promise<number | undefined> {
-  try {
-    return (await stat(path)).size;
-  } catch (error) {
-    if (isNotFound(error)) return undefined;
-    throw error;
-  }
+export async function fileByteLength(disk: Disk, path: string): Promise<number | undefined> {
+  return (await disk.stat(path))?.byteLength;
 }
 
 /**
@@ -107,81 +103,56 @@ export async function quarantineFile(
   label: string,
   options: { keepOriginal: boolean; retention: number; now: number },
 ): Promise<string> {
-  await ensureDir(layout.quarantineDir);
+  const disk = layout.disk;
+  await disk.mkdirp(layout.quarantineDir);
   const base = path.slice(path.lastIndexOf('/') + 1);
   const name = `${base}.${options.now}.${label}`;
   const target = join(layout.quarantineDir, name);
-  if (options.keepOriginal) await link(path, target);
-  else await rename(path, target);
-  await fsyncDir(layout.quarantineDir);
+  if (options.keepOriginal) await disk.link(path, target);
+  else await disk.rename(path, target);
+  await disk.fsyncDir(layout.quarantineDir);
   await pruneQuarantine(layout, base, label, Math.max(1, options.retention));
   return name;
 }
 
 /** Keeps the newest `retention` quarantined copies of one file with one label. */
 async function pruneQuarantine(layout: StoreLayout, base: string, label: string, retention: number): Promise<void> {
-  const names = (await readdir(layout.quarantineDir)).filter((name) => name.startsWith(`${base}.`) && name.endsWith(`.${label}`)).sort();
+  const names = (await layout.disk.readdir(layout.quarantineDir)).filter((name) => name.startsWith(`${base}.`) && name.endsWith(`.${label}`)).sort();
   const excess = names.length - retention;
   for (let i = 0; i < excess; i += 1) {
     const name = names[i];
-    if (name !== undefined) await unlink(join(layout.quarantineDir, name));
+    if (name !== undefined) await layout.disk.unlink(join(layout.quarantineDir, name));
   }
 }
 
 /** Copies a byte range of a file into quarantine (torn tails, cut ranges). */
 export async function quarantineBytes(layout: StoreLayout, name: string, bytes: Uint8Array): Promise<string> {
-  await ensureDir(layout.quarantineDir);
-  await writeFileAtomic(join(layout.quarantineDir, name), layout.quarantineDir, bytes);
+  await layout.disk.mkdirp(layout.quarantineDir);
+  await writeFileAtomic(layout.disk, join(layout.quarantineDir, name), layout.quarantineDir, bytes);
   return name;
 }
 
-export async function readRange(handle: FileHandle, offsetBytes: number, byteLength: number): Promise<Buffer> {
+export async function readRange(file: Pick<DiskFile, 'read'>, offsetBytes: number, byteLength: number): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(byteLength);
   let filled = 0;
   while (filled < byteLength) {
-    const { bytesRead } = await handle.read(buf, filled, byteLength - filled, offsetBytes + filled);
+    const { bytesRead } = await file.read(buf, filled, byteLength - filled, offsetBytes + filled);
     if (bytesRead === 0) break;
     filled += bytesRead;
   }
   return filled === byteLength ? buf : buf.subarray(0, filled);
 }
 
-// ---------------------------------------------------------------------------------------------
-// The lock: one writer process per store. The file holds the holder's pid and a token unique to
-// that process. A lock whose holder is gone (kill -9) is taken over; so is one that names this
-// process's pid with another token: a previous incarnation with the same pid (a container's
-// node is always PID 1, so after a restart the stale lock names "1" again).
-
-const PROCESS_TOKEN = randomUUID();
-
-function pidAlive(pid: number): boolean {
+/**
+ * Takes the store's lock: one writer process per store (the Disk takes it atomically; see
+ * src/io/lock.ts for how a stale lock is told from a live one). A held lock is StoreLockedError.
+ */
+export async function lockStore(layout: StoreLayout): Promise<DiskLock> {
   try {
-    process.kill(pid, 0);
-    return true;
+    return await layout.disk.lock(layout.dataDir);
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+    if (errorCode(error) !== 'ELOCKED') throw error;
+    const pid = (error as { pid?: unknown }).pid;
+    throw new StoreLockedError(layout.dataDir, typeof pid === 'number' ? pid : -1, { cause: error });
   }
-}
-
-export async function acquireLock(layout: StoreLayout): Promise<void> {
-  for (let attempt = 0; attempt < 2; attempt += 1) {
-    try {
-      await writeFile(layout.lockPath, `${process.pid} ${PROCESS_TOKEN}\n`, { flag: 'wx' });
-      return;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    const [pidText, token] = (await readFile(layout.lockPath, 'utf8').catch(() => '')).trim().split(/\s+/);
-    const holder = Number.parseInt(pidText ?? '', 10);
-    const held = Number.isInteger(holder) && holder > 0 && (holder === process.pid ? token === PROCESS_TOKEN : pidAlive(holder));
-    if (held) throw new StoreLockedError(layout.dataDir, holder);
-    await rm(layout.lockPath, { force: true });
-  }
-  throw new StoreLockedError(layout.dataDir, -1);
-}
-
-export async function releaseLock(layout: StoreLayout): Promise<void> {
-  const [pidText, token] = (await readFile(layout.lockPath, 'utf8').catch(() => '')).trim().split(/\s+/);
-  // Only our own lock: never remove one another process took over meanwhile.
-  if (Number(pidText) === process.pid && token === PROCESS_TOKEN) await rm(layout.lockPath, { force: true });
 }

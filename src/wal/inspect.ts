@@ -1,14 +1,14 @@
 // Whole-store inspection: reads the catalog, every segment file and every backup copy, and says
 // what is intact and what is damaged, as findings. Read-only. Used by validate, by repair (which
 // acts on what it finds) and by open when the catalog cannot be trusted.
-import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { relative } from 'node:path';
+import { type Disk, isNotFound } from '../io/index.js';
 import type { Finding } from '../recovery/index.js';
 import { checksumHex } from './checksum.js';
 import { type SegmentAnalysis, type DamageRange, analyzeSegmentFile, isClean } from './analyze.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, decodeCatalog } from './catalog.js';
 import { StoreNotFoundError } from './errors.js';
-import { type StoreLayout, fileByteLength, isNotFound, readRange, TEMP_SUFFIX } from './files.js';
+import { type StoreLayout, fileByteLength, readRange, TEMP_SUFFIX } from './files.js';
 import { SEGMENT_HEADER_BYTES, decodeSegmentHeader, parseSegmentFileName } from './format.js';
 import { type SegmentExpectation, matchesExpectation } from './sources.js';
 
@@ -63,7 +63,7 @@ export interface InspectOptions {
 export async function readCatalog(layout: StoreLayout): Promise<{ catalog: Catalog | undefined; problem: string | undefined; missing: boolean }> {
   let bytes: Buffer;
   try {
-    bytes = await readFile(layout.catalogPath);
+    bytes = await layout.disk.readFile(layout.catalogPath);
   } catch (error) {
     if (isNotFound(error)) return { catalog: undefined, problem: 'catalog file is missing', missing: true };
     throw error;
@@ -72,9 +72,9 @@ export async function readCatalog(layout: StoreLayout): Promise<{ catalog: Catal
   return decoded.ok ? { catalog: decoded.catalog, problem: undefined, missing: false } : { catalog: undefined, problem: decoded.reason, missing: false };
 }
 
-export async function assertStoreDir(dataDir: string): Promise<void> {
+export async function assertStoreDir(disk: Disk, dataDir: string): Promise<void> {
   try {
-    if (!(await stat(dataDir)).isDirectory()) throw new StoreNotFoundError(dataDir);
+    if (!(await disk.stat(dataDir))?.isDirectory) throw new StoreNotFoundError(dataDir);
   } catch (error) {
     if (error instanceof StoreNotFoundError) throw error;
     throw new StoreNotFoundError(dataDir, { cause: error });
@@ -85,7 +85,7 @@ export async function assertStoreDir(dataDir: string): Promise<void> {
 export async function listSegmentFiles(layout: StoreLayout): Promise<{ ids: number[]; others: string[] }> {
   let names: string[];
   try {
-    names = await readdir(layout.segmentsDir);
+    names = await layout.disk.readdir(layout.segmentsDir);
   } catch (error) {
     if (isNotFound(error)) return { ids: [], others: [] };
     throw error;
@@ -102,7 +102,7 @@ export async function listSegmentFiles(layout: StoreLayout): Promise<{ ids: numb
 }
 
 export async function inspectStore(layout: StoreLayout, options: InspectOptions): Promise<StoreInspection> {
-  await assertStoreDir(layout.dataDir);
+  await assertStoreDir(layout.disk, layout.dataDir);
   const log = options.logName;
   const { catalog, problem: catalogProblem, missing: catalogMissing } = await readCatalog(layout);
   const files = await listSegmentFiles(layout);
@@ -120,7 +120,7 @@ export async function inspectStore(layout: StoreLayout, options: InspectOptions)
   let bytesTotal = 0;
   const sizes = new Map<number, number>();
   for (const id of files.ids) {
-    const size = (await fileByteLength(layout.segmentPath(id))) ?? 0;
+    const size = (await fileByteLength(layout.disk, layout.segmentPath(id))) ?? 0;
     sizes.set(id, size);
     bytesTotal += size * (1 + options.backupCopies);
   }
@@ -139,7 +139,7 @@ export async function inspectStore(layout: StoreLayout, options: InspectOptions)
     const isLast = i === ids.length - 1;
     const firstIndexHint = record?.firstIndex ?? (previousLast === undefined ? undefined : previousLast + 1);
     const analysis = present.has(segmentId)
-      ? await analyzeSegmentFile(path, segmentId, { entryBytesMax: options.entryBytesMax, ...(firstIndexHint === undefined ? {} : { firstIndexHint }) })
+      ? await analyzeSegmentFile(layout.disk, path, segmentId, { entryBytesMax: options.entryBytesMax, ...(firstIndexHint === undefined ? {} : { firstIndexHint }) })
       : undefined;
     progress(sizes.get(segmentId) ?? 0);
     const inspection = inspectSegment({ log, layout, segmentId, path, record, analysis, isLast });
@@ -198,7 +198,7 @@ async function findDuplicates(layout: StoreLayout, ids: readonly number[]): Prom
   const strays = new Map<number, number>();
   const present = new Set(ids);
   for (const id of ids) {
-    const handle = await open(layout.segmentPath(id), 'r');
+    const handle = await layout.disk.open(layout.segmentPath(id), 'r');
     try {
       const decoded = decodeSegmentHeader(await readRange(handle, 0, SEGMENT_HEADER_BYTES));
       if (decoded.ok && decoded.header.segmentId !== id && present.has(decoded.header.segmentId)) strays.set(id, decoded.header.segmentId);
@@ -343,7 +343,7 @@ async function inspectBackups(
     const path = layout.backupPath(segment.segmentId, copy);
     let problem: string | undefined;
     try {
-      const analysis = await analyzeSegmentFile(path, segment.segmentId, { entryBytesMax: options.entryBytesMax });
+      const analysis = await analyzeSegmentFile(layout.disk, path, segment.segmentId, { entryBytesMax: options.entryBytesMax });
       if (!isClean(analysis) || analysis.trailer === undefined) problem = 'backup copy is damaged';
       else if (!matchesExpectation(analysis, expected)) problem = 'backup copy differs from the sealed segment';
     } catch (error) {

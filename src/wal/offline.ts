@@ -1,10 +1,11 @@
 // Operations on a data directory without opening it for writing: validate (read-only), inspect
 // and repair. These are what the CLI runs with --data-dir.
 import pino, { type Logger } from 'pino';
+import { type Clock, type Disk, nodeDisk, systemClock } from '../io/index.js';
 import { type Finding, type RepairReport, type RepairStrategy, RecoveryMetrics, resolveRecoveryConfig, type RecoveryConfig } from '../recovery/index.js';
 import { checksumHex } from './checksum.js';
 import type { HoleRecord } from './catalog.js';
-import { StoreLayout, acquireLock, releaseLock } from './files.js';
+import { StoreLayout, lockStore } from './files.js';
 import { type StoreInspection, inspectStore, readCatalog, assertStoreDir } from './inspect.js';
 import { type StoreSettings, WAL_DEFAULTS, validateSettings } from './options.js';
 import { repairStore } from './repair.js';
@@ -19,6 +20,10 @@ export interface DataDirOptions {
   readonly metrics?: RecoveryMetrics;
   readonly sources?: readonly GoodCopySource[];
   readonly onProgress?: (bytesDone: number, bytesTotal: number) => void;
+  /** Where the store's files live (default: nodeDisk, the real file system). */
+  readonly disk?: Disk;
+  /** Quarantine names and hole timestamps (nowMs); durations (monotonicMs). Default: the system's. */
+  readonly clock?: Clock;
 }
 
 export interface SegmentSummary {
@@ -45,7 +50,7 @@ export interface ValidationReport {
 }
 
 async function settingsOf(layout: StoreLayout, options: DataDirOptions): Promise<{ settings: StoreSettings; recordedBackups: number | undefined }> {
-  await assertStoreDir(layout.dataDir);
+  await assertStoreDir(layout.disk, layout.dataDir);
   const { catalog } = await readCatalog(layout);
   if (catalog) {
     return {
@@ -81,8 +86,9 @@ function summarize(inspection: StoreInspection): SegmentSummary[] {
 
 /** Reads every file of the store and reports what is damaged. Never writes. */
 export async function validateStore(dataDir: string, options: DataDirOptions = {}): Promise<ValidationReport> {
-  const started = performance.now();
-  const layout = new StoreLayout(dataDir, options.backupDir);
+  const clock = options.clock ?? systemClock;
+  const started = clock.monotonicMs();
+  const layout = new StoreLayout(options.disk ?? nodeDisk, dataDir, options.backupDir);
   const { settings, recordedBackups } = await settingsOf(layout, options);
   const recovery = recoveryOf(options, recordedBackups);
   const inspection = await inspectStore(layout, {
@@ -99,7 +105,7 @@ export async function validateStore(dataDir: string, options: DataDirOptions = {
     holes: inspection.holes,
     segments: summarize(inspection),
     bytesScanned: inspection.bytesScanned,
-    durationMs: performance.now() - started,
+    durationMs: clock.monotonicMs() - started,
   };
 }
 
@@ -114,11 +120,11 @@ export async function repairDataDir(
   repair: { strategy: RepairStrategy; dryRun: boolean },
   options: DataDirOptions = {},
 ): Promise<RepairReport> {
-  const layout = new StoreLayout(dataDir, options.backupDir);
+  const layout = new StoreLayout(options.disk ?? nodeDisk, dataDir, options.backupDir);
   const { settings, recordedBackups } = await settingsOf(layout, options);
   const recovery = recoveryOf(options, recordedBackups, { repairStrategy: repair.strategy });
   const logger = options.logger ?? pino({ level: 'silent' });
-  await acquireLock(layout);
+  const lock = await lockStore(layout);
   try {
     return await repairStore(
       {
@@ -128,11 +134,11 @@ export async function repairDataDir(
         sources: [new LocalBackupSource(layout, recovery.backupRetentionCount, settings.entryBytesMax), ...(options.sources ?? [])],
         logger,
         metrics: options.metrics ?? new RecoveryMetrics(),
-        clock: Date.now,
+        clock: options.clock ?? systemClock,
       },
       { strategy: repair.strategy, dryRun: repair.dryRun, ...(options.onProgress ? { onProgress: options.onProgress } : {}) },
     );
   } finally {
-    await releaseLock(layout);
+    await lock.release();
   }
 }

@@ -1,5 +1,6 @@
 // Options of a WAL store: defaults filled and validated once into a readonly object.
 import type { Logger } from 'pino';
+import { type Clock, type Disk, nodeDisk, systemClock } from '../io/index.js';
 import { type RecoveryConfig, type RecoveryMetrics, resolveRecoveryConfig } from '../recovery/index.js';
 import { InvalidOptionError } from './errors.js';
 import { ENTRY_HEADER_BYTES, LOG_NAME_BYTES_MAX, SEGMENT_HEADER_BYTES, TRAILER_BYTES } from './format.js';
@@ -52,7 +53,10 @@ export interface WalOptions {
   readonly allowSegmentGaps?: boolean;
   /** Sources of verified copies besides the local backups (replicas, in a cluster). */
   readonly sources?: readonly GoodCopySource[];
-  readonly clock?: () => number;
+  /** Where the store's files live (default: nodeDisk). The simulator passes an in-memory disk. */
+  readonly disk?: Disk;
+  /** Entry timestamps, createdMs and quarantine names (nowMs); durations (monotonicMs). */
+  readonly clock?: Clock;
 }
 
 export interface StoreSettings {
@@ -71,7 +75,8 @@ export interface ResolvedWalOptions extends StoreSettings {
   readonly sources: readonly GoodCopySource[];
   readonly sealOnClose: boolean;
   readonly allowSegmentGaps: boolean;
-  readonly clock: () => number;
+  readonly disk: Disk;
+  readonly clock: Clock;
 }
 
 function integer(option: string, value: number, min: number, max: number): number {
@@ -112,6 +117,7 @@ export function resolveWalOptions(options: WalOptions = {}): ResolvedWalOptions 
     sources: options.sources ?? [],
     sealOnClose: options.sealOnClose ?? true,
     allowSegmentGaps: options.allowSegmentGaps ?? false,
-    clock: options.clock ?? Date.now,
+    disk: options.disk ?? nodeDisk,
+    clock: options.clock ?? systemClock,
   });
 }

@@ -8,9 +8,9 @@
 // repair again. Every byte written was verified: intact frames by their checksums as they are
 // copied, fetched frames again on arrival, and a rebuilt sealed segment against the recorded
 // aggregate checksum before it replaces anything.
-import { type FileHandle, copyFile, open, rename, rm, writeFile } from 'node:fs/promises';
 import { relative } from 'node:path';
 import type { Logger } from 'pino';
+import type { Clock, DiskFile } from '../io/index.js';
 import {
   type DamageSignals,
   type IndexRange,
@@ -30,13 +30,14 @@ import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from
 import { analyzeSegmentFile } from './analyze.js';
 import {
   type StoreLayout,
-  fsyncDir,
   quarantineBytes,
   quarantineFile,
   readRange,
+  syncFile,
+  writeAll,
   writeFileAtomic,
+  writeFileSynced,
   TEMP_SUFFIX,
-  ensureDir,
   exists,
 } from './files.js';
 import {
@@ -56,6 +57,7 @@ import { type LostCluster, type SegmentInspection, type StoreInspection, inspect
 import type { StoreSettings } from './options.js';
 import { type GoodCopySource, type SegmentExpectation, writeBackups } from './sources.js';
 
+/** What repair works with. Files are reached through layout.disk (the one Disk of the store). */
 export interface RepairContext {
   readonly layout: StoreLayout;
   readonly settings: StoreSettings;
@@ -63,7 +65,7 @@ export interface RepairContext {
   readonly sources: readonly GoodCopySource[];
   readonly logger: Logger;
   readonly metrics: RecoveryMetrics;
-  readonly clock: () => number;
+  readonly clock: Clock;
   /** Cluster interlock: whether a replica may still hold an index we have no verified copy of. */
   readonly heldElsewhere?: (segmentId: number, first: number, last: number) => boolean;
 }
@@ -84,8 +86,9 @@ class UnrepairableError extends Error {
 
 /** Repairs the whole store. The caller holds the store's lock. */
 export async function repairStore(ctx: RepairContext, options: RepairOptions): Promise<RepairReport> {
-  const started = ctx.clock();
-  const startedAt = new Date(started).toISOString();
+  const disk = ctx.layout.disk;
+  const started = ctx.clock.monotonicMs();
+  const startedAt = new Date(ctx.clock.nowMs()).toISOString();
   const inspectOptions = { entryBytesMax: ctx.settings.entryBytesMax, logName: ctx.settings.logName, backupCopies: ctx.recovery.backupRetentionCount };
   const before = await inspectStore(ctx.layout, options.onProgress ? { ...inspectOptions, onProgress: options.onProgress } : inspectOptions);
   const actions: SegmentRepair[] = [];
@@ -94,8 +97,8 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
       ctx.logger.warn({ log: finding.log, segment: finding.segment, entryIndex: finding.entryIndex, offsetBytes: finding.offsetBytes, kind: finding.kind }, `damage found: ${describeFinding(finding)}`);
     }
     ctx.metrics.corrupted_segments += new Set(before.findings.map((f) => f.segment ?? -1)).size;
-    if (!options.dryRun) await writeFile(ctx.layout.repairIntentPath, JSON.stringify({ strategy: options.strategy, startedAt }) + '\n', { flush: true });
-    await fsyncDir(ctx.layout.dataDir);
+    if (!options.dryRun) await writeFileSynced(disk, ctx.layout.repairIntentPath, Buffer.from(JSON.stringify({ strategy: options.strategy, startedAt }) + '\n'));
+    await disk.fsyncDir(ctx.layout.dataDir);
     await repairFindings(ctx, before, options, actions);
   }
   let after = before;
@@ -112,9 +115,9 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
   }
   // Also when nothing was found: an intent left by an interrupted repair that had already
   // finished its work would otherwise send every later open through a full repair.
-  if (!options.dryRun && (before.findings.length > 0 || (await exists(ctx.layout.repairIntentPath)))) {
-    await rm(ctx.layout.repairIntentPath, { force: true });
-    await fsyncDir(ctx.layout.dataDir);
+  if (!options.dryRun && (before.findings.length > 0 || (await exists(disk, ctx.layout.repairIntentPath)))) {
+    await disk.remove(ctx.layout.repairIntentPath);
+    await disk.fsyncDir(ctx.layout.dataDir);
   }
   const repaired = actions.flatMap((a) => a.repaired);
   const lost = actions.flatMap((a) => a.lost);
@@ -125,7 +128,7 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
     strategy: options.strategy,
     dryRun: options.dryRun,
     startedAt,
-    durationMs: ctx.clock() - started,
+    durationMs: ctx.clock.monotonicMs() - started,
     findings: before.findings,
     actions,
     remaining: options.dryRun ? before.findings : after.findings,
@@ -170,7 +173,7 @@ async function repairFindings(ctx: RepairContext, inspection: StoreInspection, o
 export async function repairSegmentWithRetries(ctx: RepairContext, segment: SegmentInspection, options: RepairOptions): Promise<SegmentRepair> {
   let last: SegmentRepair | undefined;
   for (let attempt = 1; attempt <= ctx.recovery.maxRecoveryAttempts; attempt += 1) {
-    const started = ctx.clock();
+    const started = ctx.clock.monotonicMs();
     let retryable = false;
     try {
       last = await repairSegment(ctx, segment, options);
@@ -181,7 +184,7 @@ export async function repairSegmentWithRetries(ctx: RepairContext, segment: Segm
     }
     if (options.dryRun) return last;
     const outcome = last.outcome === 'done' ? 'success' : 'failure';
-    ctx.metrics.recordAttempt(outcome, ctx.clock() - started);
+    ctx.metrics.recordAttempt(outcome, ctx.clock.monotonicMs() - started);
     const logFields = { log: ctx.settings.logName, segment: segment.segmentId, decision: last.decision, attempt };
     if (last.outcome === 'done') {
       ctx.metrics.entries_repaired += countIndices(last.repaired);
@@ -319,11 +322,11 @@ async function truncateTornTail(ctx: RepairContext, segment: SegmentInspection, 
   const tornBytes = analysis.fileByteLength - cut;
   const detail = `torn tail of ${tornBytes} bytes at offset ${cut} rolled back to index ${analysis.lastIndex}`;
   if (dryRun) return { ...emptyRepair(segment.segmentId, 'truncate-torn-tail', 'planned', detail) };
-  const handle = await open(segment.path, 'r+');
+  const handle = await ctx.layout.disk.open(segment.path, 'r+');
   let quarantinedAs: string;
   try {
     const torn = await readRange(handle, cut, tornBytes);
-    quarantinedAs = await quarantineBytes(ctx.layout, `${segmentFileName(segment.segmentId)}.${ctx.clock()}.torn-at-${cut}`, torn);
+    quarantinedAs = await quarantineBytes(ctx.layout, `${segmentFileName(segment.segmentId)}.${ctx.clock.nowMs()}.torn-at-${cut}`, torn);
     await handle.truncate(cut);
     await handle.sync();
   } finally {
@@ -343,12 +346,12 @@ interface RebuildPlan {
   readonly decision: RepairDecision;
 }
 
-/** Buffers writes to a file in chunks of about 1 MiB. */
+/** Buffers writes to a file in chunks of about 1 MiB; the file is written front to back. */
 class ChunkWriter {
   private chunks: Buffer[] = [];
   private pending = 0;
   offset = 0;
-  constructor(private readonly handle: FileHandle | undefined) {}
+  constructor(private readonly handle: DiskFile | undefined) {}
   async write(bytes: Buffer): Promise<void> {
     this.chunks.push(Buffer.from(bytes));
     this.pending += bytes.byteLength;
@@ -356,7 +359,7 @@ class ChunkWriter {
     if (this.pending >= 1024 * 1024) await this.flush();
   }
   async flush(): Promise<void> {
-    if (this.handle && this.pending > 0) await this.handle.write(Buffer.concat(this.chunks, this.pending));
+    if (this.handle && this.pending > 0) await writeAll(this.handle, Buffer.concat(this.chunks, this.pending), this.offset - this.pending);
     this.chunks = [];
     this.pending = 0;
   }
@@ -371,7 +374,8 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
   const sealed = segment.mustBeSealed && plan.cutIndex === undefined ? true : segment.mustBeSealed && plan.cutIndex !== undefined;
   const endIndex = plan.cutIndex !== undefined ? plan.cutIndex - 1 : sealed ? (expected?.lastIndex ?? analysis.lastIndex) : Math.max(analysis.lastIndex, syncedLoss(segment)?.last ?? 0);
   const temp = `${segment.path}${TEMP_SUFFIX}`;
-  const handle = plan.dryRun ? undefined : await open(temp, 'w');
+  const disk = ctx.layout.disk;
+  const handle = plan.dryRun ? undefined : await disk.open(temp, 'w');
   const writer = new ChunkWriter(handle);
   const repaired: IndexRange[] = [];
   const lost: IndexRange[] = [];
@@ -397,7 +401,7 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
       if (!plan.allowHoles) throw new UnrepairableError(`no verified copy of entry ${next}`, true);
       let end = next;
       while (end + 1 <= upTo && !plan.frames.has(end + 1)) end += 1;
-      const hole = encodeEntry({ index: next, timestampMs: ctx.clock(), flags: FLAG_HOLE, payload: encodeHolePayload(end - next + 1, 'lost: damaged and no verified copy') });
+      const hole = encodeEntry({ index: next, timestampMs: ctx.clock.nowMs(), flags: FLAG_HOLE, payload: encodeHolePayload(end - next + 1, 'lost: damaged and no verified copy') });
       await writeFrame(hole.frame);
       lost.push({ first: next, last: end });
       next = end + 1;
@@ -408,12 +412,12 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
     const header = analysis.header ?? {
       segmentId: segment.segmentId,
       firstIndex,
-      createdMs: segment.record?.createdMs ?? ctx.clock(),
+      createdMs: segment.record?.createdMs ?? ctx.clock.nowMs(),
       logId: logIdOf(ctx.settings.logName),
       logName: ctx.settings.logName,
     };
     await writer.write(encodeSegmentHeader(header));
-    await analyzeSegmentFile(segment.path, segment.segmentId, {
+    await analyzeSegmentFile(disk, segment.path, segment.segmentId, {
       entryBytesMax: ctx.settings.entryBytesMax,
       firstIndexHint: firstIndex,
       onIntactFrame: async (index, frame) => {
@@ -434,7 +438,7 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
     await handle?.sync();
   } catch (error) {
     await handle?.close();
-    if (handle) await rm(temp, { force: true });
+    if (handle) await disk.remove(temp);
     throw error;
   }
   await handle?.close();
@@ -443,10 +447,10 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
   repaired.splice(0, repaired.length, ...mergeRanges(repaired));
   lost.splice(0, lost.length, ...mergeRanges(lost));
   if (plan.dryRun) return { segment: segment.segmentId, decision: plan.decision, outcome: 'planned', repaired, lost, truncated, ...(plan.source ? { source: plan.source } : {}), bytesWritten: writer.offset, detail: summary };
-  const quarantinedAs = await quarantineFile(ctx.layout, segment.path, 'damaged', { keepOriginal: true, retention: ctx.recovery.backupRetentionCount, now: ctx.clock() });
+  const quarantinedAs = await quarantineFile(ctx.layout, segment.path, 'damaged', { keepOriginal: true, retention: ctx.recovery.backupRetentionCount, now: ctx.clock.nowMs() });
   if (plan.cutIndex !== undefined) await quarantineBackups(ctx, segment.segmentId);
-  await rename(temp, segment.path);
-  await fsyncDir(ctx.layout.segmentsDir);
+  await disk.rename(temp, segment.path);
+  await disk.fsyncDir(ctx.layout.segmentsDir);
   return { segment: segment.segmentId, decision: plan.decision, outcome: 'done', repaired, lost, truncated, ...(plan.source ? { source: plan.source } : {}), quarantinedAs, bytesWritten: writer.offset, detail: summary };
 }
 
@@ -456,6 +460,7 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
     segment.expected ?? (record ? { segmentId: record.segmentId, firstIndex: record.firstIndex, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregateChecksum: undefined } : undefined);
   if (!expected) return emptyRepair(segment.segmentId, 'escalate', 'failed', 'segment file is missing and which entries it held is unknown');
   if (options.strategy === 'halt') return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment file is missing; not touched');
+  const disk = ctx.layout.disk;
   for (const src of ctx.sources) {
     const path = await src.fetchSegmentFile(segment.segmentId, expected);
     if (path === undefined) continue;
@@ -465,17 +470,16 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
     // Copied by the kernel (memory stays flat whatever the segment's size), made durable, and
     // verified as it will stand before a rename puts it in place.
     const temp = `${segment.path}${TEMP_SUFFIX}`;
-    await ensureDir(ctx.layout.segmentsDir);
-    await copyFile(path, temp);
-    const tempHandle = await open(temp, 'r+');
-    await tempHandle.sync().finally(() => tempHandle.close());
-    const check = await analyzeSegmentFile(temp, segment.segmentId, { entryBytesMax: ctx.settings.entryBytesMax });
+    await disk.mkdirp(ctx.layout.segmentsDir);
+    await disk.copyFile(path, temp);
+    await syncFile(disk, temp);
+    const check = await analyzeSegmentFile(disk, temp, segment.segmentId, { entryBytesMax: ctx.settings.entryBytesMax });
     if (check.ranges.length > 0 || check.trailer === undefined || check.aggregate !== (expected.aggregateChecksum ?? check.aggregate)) {
-      await rm(temp, { force: true });
+      await disk.remove(temp);
       continue;
     }
-    await rename(temp, segment.path);
-    await fsyncDir(ctx.layout.segmentsDir);
+    await disk.rename(temp, segment.path);
+    await disk.fsyncDir(ctx.layout.segmentsDir);
     return { segment: segment.segmentId, decision: 'restore-file', outcome: 'done', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: check.fileByteLength, detail };
   }
   const cluster: LostCluster = { first: expected.firstIndex, last: expected.lastIndex, ranges: [], atOpenTail: false, endKnown: true };
@@ -487,13 +491,13 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
     return { segment: segment.segmentId, decision: 'rollback', outcome: options.dryRun ? 'planned' : 'done', repaired: [], lost: [], truncated: [range], bytesWritten: 0, detail: `segment file is missing: log rolled back to index ${range.first - 1}` };
   }
   // skip: an empty sealed segment holding one hole for the whole range.
-  const hole = encodeEntry({ index: range.first, timestampMs: ctx.clock(), flags: FLAG_HOLE, payload: encodeHolePayload(range.last - range.first + 1, 'lost: segment file missing and no verified copy') });
-  const header = encodeSegmentHeader({ segmentId: segment.segmentId, firstIndex: range.first, createdMs: record?.createdMs ?? ctx.clock(), logId: logIdOf(ctx.settings.logName), logName: ctx.settings.logName });
+  const hole = encodeEntry({ index: range.first, timestampMs: ctx.clock.nowMs(), flags: FLAG_HOLE, payload: encodeHolePayload(range.last - range.first + 1, 'lost: segment file missing and no verified copy') });
+  const header = encodeSegmentHeader({ segmentId: segment.segmentId, firstIndex: range.first, createdMs: record?.createdMs ?? ctx.clock.nowMs(), logId: logIdOf(ctx.settings.logName), logName: ctx.settings.logName });
   const trailer = encodeTrailer({ segmentId: segment.segmentId, firstIndex: range.first, lastIndex: range.last, indexCount: range.last - range.first + 1, aggregateChecksum: chainAggregate(AGGREGATE_EMPTY, hole.checksum), entriesByteLength: hole.frame.byteLength });
   const bytes = Buffer.concat([header, hole.frame, trailer]);
   if (!options.dryRun) {
-    await ensureDir(ctx.layout.segmentsDir);
-    await writeFileAtomic(segment.path, ctx.layout.segmentsDir, bytes);
+    await disk.mkdirp(ctx.layout.segmentsDir);
+    await writeFileAtomic(disk, segment.path, ctx.layout.segmentsDir, bytes);
   }
   return { segment: segment.segmentId, decision: 'skip', outcome: options.dryRun ? 'planned' : 'done', repaired: [], lost: [range], truncated: [], bytesWritten: bytes.byteLength, detail: 'segment file is missing: recorded as a hole' };
 }
@@ -501,8 +505,8 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
 async function quarantineUnexpected(ctx: RepairContext, path: string, dryRun: boolean): Promise<SegmentRepair> {
   const detail = `moved ${path} to quarantine`;
   if (dryRun) return emptyRepair(-1, 'quarantine-file', 'planned', detail);
-  const quarantinedAs = await quarantineFile(ctx.layout, path, 'unexpected', { keepOriginal: false, retention: Number.MAX_SAFE_INTEGER, now: ctx.clock() });
-  await fsyncDir(ctx.layout.segmentsDir);
+  const quarantinedAs = await quarantineFile(ctx.layout, path, 'unexpected', { keepOriginal: false, retention: Number.MAX_SAFE_INTEGER, now: ctx.clock.nowMs() });
+  await ctx.layout.disk.fsyncDir(ctx.layout.segmentsDir);
   return { ...emptyRepair(-1, 'quarantine-file', 'done', detail), quarantinedAs };
 }
 
@@ -512,8 +516,8 @@ async function quarantineRolledBack(ctx: RepairContext, segment: SegmentInspecti
   const truncated = first !== undefined && last >= first ? [{ first, last }] : [];
   const detail = 'segment after the rollback point moved to quarantine';
   if (dryRun || !segment.present) return { segment: segment.segmentId, decision: 'rollback', outcome: dryRun ? 'planned' : 'done', repaired: [], lost: [], truncated, bytesWritten: 0, detail };
-  const quarantinedAs = await quarantineFile(ctx.layout, segment.path, 'rolled-back', { keepOriginal: false, retention: Number.MAX_SAFE_INTEGER, now: ctx.clock() });
-  await fsyncDir(ctx.layout.segmentsDir);
+  const quarantinedAs = await quarantineFile(ctx.layout, segment.path, 'rolled-back', { keepOriginal: false, retention: Number.MAX_SAFE_INTEGER, now: ctx.clock.nowMs() });
+  await ctx.layout.disk.fsyncDir(ctx.layout.segmentsDir);
   await quarantineBackups(ctx, segment.segmentId);
   return { segment: segment.segmentId, decision: 'rollback', outcome: 'done', repaired: [], lost: [], truncated, quarantinedAs, bytesWritten: 0, detail };
 }
@@ -525,7 +529,7 @@ async function quarantineRolledBack(ctx: RepairContext, segment: SegmentInspecti
 async function quarantineBackups(ctx: RepairContext, segmentId: number): Promise<void> {
   for (let copy = 1; copy <= Math.max(ctx.recovery.backupRetentionCount, 8); copy += 1) {
     const path = ctx.layout.backupPath(segmentId, copy);
-    if (await exists(path)) await quarantineFile(ctx.layout, path, `rolled-back-backup-${copy}`, { keepOriginal: false, retention: Number.MAX_SAFE_INTEGER, now: ctx.clock() });
+    if (await exists(ctx.layout.disk, path)) await quarantineFile(ctx.layout, path, `rolled-back-backup-${copy}`, { keepOriginal: false, retention: Number.MAX_SAFE_INTEGER, now: ctx.clock.nowMs() });
   }
 }
 
@@ -537,8 +541,8 @@ async function recopyBackups(ctx: RepairContext, segment: SegmentInspection, dry
   for (let copy = 1; copy <= ctx.recovery.backupRetentionCount; copy += 1) {
     const path = ctx.layout.backupPath(segment.segmentId, copy);
     // A damaged copy is kept in quarantine; an intact one is simply replaced by the same bytes.
-    if (damaged.has(relative(ctx.layout.dataDir, path)) && (await exists(path))) {
-      await quarantineFile(ctx.layout, path, `backup-${copy}`, { keepOriginal: false, retention: ctx.recovery.backupRetentionCount, now: ctx.clock() });
+    if (damaged.has(relative(ctx.layout.dataDir, path)) && (await exists(ctx.layout.disk, path))) {
+      await quarantineFile(ctx.layout, path, `backup-${copy}`, { keepOriginal: false, retention: ctx.recovery.backupRetentionCount, now: ctx.clock.nowMs() });
     }
   }
   await writeBackups(ctx.layout, segment.segmentId, ctx.recovery.backupRetentionCount);
@@ -565,7 +569,7 @@ export async function writeCatalog(ctx: RepairContext, inspection: StoreInspecti
       byteLength: analysis.fileByteLength,
       aggregateChecksum: analysis.aggregate,
       state: trailer ? 'sealed' : 'open',
-      createdMs: analysis.header?.createdMs ?? segment.record?.createdMs ?? ctx.clock(),
+      createdMs: analysis.header?.createdMs ?? segment.record?.createdMs ?? ctx.clock.nowMs(),
     });
   }
   const holes: HoleRecord[] = [...inspection.holes];
@@ -576,10 +580,10 @@ export async function writeCatalog(ctx: RepairContext, inspection: StoreInspecti
     segmentBytesMax: ctx.settings.segmentBytesMax,
     entryBytesMax: ctx.settings.entryBytesMax,
     backupRetentionCount: ctx.recovery.backupRetentionCount,
-    createdMs: previous?.createdMs ?? ctx.clock(),
+    createdMs: previous?.createdMs ?? ctx.clock.nowMs(),
     segments,
     holes,
   };
-  await writeFileAtomic(ctx.layout.catalogPath, ctx.layout.dataDir, encodeCatalog(catalog));
+  await writeFileAtomic(ctx.layout.disk, ctx.layout.catalogPath, ctx.layout.dataDir, encodeCatalog(catalog));
   return catalog;
 }

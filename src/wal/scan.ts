@@ -5,7 +5,7 @@
 // crc32 passed, and after damage resynchronises on the next frame marker whose header checksum
 // passes. It reports what it finds as items; interpreting them (torn tail, gap, corruption) is
 // the analyser's job.
-import type { FileHandle } from 'node:fs/promises';
+import type { DiskFile } from '../io/index.js';
 import type { Checksum64 } from './checksum.js';
 import {
   type EntryHeader,
@@ -30,6 +30,9 @@ export type ScanItem =
     }
   | { readonly kind: 'trailer'; readonly offsetBytes: number; readonly trailer: Trailer }
   | { readonly kind: 'damage'; readonly offsetBytes: number; readonly byteLength: number; readonly reason: DamageReason };
+
+/** All the scanner needs of a file: positioned reads (a DiskFile, or a Node FileHandle). */
+export type ScanFile = Pick<DiskFile, 'read'>;
 
 export interface ScanOptions {
   readonly startOffsetBytes: number;
@@ -71,7 +74,7 @@ class Window {
   length = 0; // valid bytes in buf
 
   constructor(
-    private readonly file: FileHandle,
+    private readonly file: ScanFile,
     private endOffset: number,
     capacityBytes: number,
     startOffset: number,
@@ -116,7 +119,7 @@ class Window {
  * Scans frames from startOffsetBytes to endOffsetBytes, calling visit for each item in order.
  * Returns the offset where the scan ended.
  */
-export async function scanFrames(file: FileHandle, options: ScanOptions, visit: ScanVisitor): Promise<number> {
+export async function scanFrames(file: ScanFile, options: ScanOptions, visit: ScanVisitor): Promise<number> {
   const chunkBytes = options.chunkBytes ?? SCAN_CHUNK_BYTES_DEFAULT;
   const capacity = Math.max(chunkBytes, frameByteLength(options.entryBytesMax) + TRAILER_BYTES);
   const end = options.endOffsetBytes;

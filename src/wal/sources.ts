@@ -2,12 +2,10 @@
 // and checked again (header crc32, SHA3 checksum, index) before it is written, and a rebuilt
 // sealed segment must match the recorded aggregate checksum before it replaces anything.
 // The local backups are one source; replicas plug in through the same interface.
-import { copyFile, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Checksum64 } from './checksum.js';
 import { analyzeSegmentFile, isClean } from './analyze.js';
-import { type StoreLayout, ensureDir, exists, fsyncDir, TEMP_SUFFIX } from './files.js';
-import { rename } from 'node:fs/promises';
+import { type StoreLayout, exists, syncFile, TEMP_SUFFIX } from './files.js';
 
 export interface SegmentExpectation {
   readonly segmentId: number;
@@ -25,7 +23,10 @@ export interface GoodCopySource {
    * by the frame's own index. Indices the source has no intact copy of are absent.
    */
   fetchFrames(segmentId: number, first: number, last: number): Promise<Map<number, Buffer>>;
-  /** A local path to a whole copy of the sealed segment that verifies against `expected`. */
+  /**
+   * A path to a whole copy of the sealed segment that verifies against `expected`, on the same
+   * Disk as the store that asks (the store copies or renames it from there).
+   */
   fetchSegmentFile(segmentId: number, expected: SegmentExpectation): Promise<string | undefined>;
 }
 
@@ -55,8 +56,8 @@ export class LocalBackupSource implements GoodCopySource {
     const frames = new Map<number, Buffer>();
     for (let copy = 1; copy <= this.copies; copy += 1) {
       const path = this.layout.backupPath(segmentId, copy);
-      if (!(await exists(path))) continue;
-      await analyzeSegmentFile(path, segmentId, {
+      if (!(await exists(this.layout.disk, path))) continue;
+      await analyzeSegmentFile(this.layout.disk, path, segmentId, {
         entryBytesMax: this.entryBytesMax,
         onIntactFrame: (index, frame) => {
           if (index >= first && index <= last && !frames.has(index)) frames.set(index, Buffer.from(frame));
@@ -69,8 +70,8 @@ export class LocalBackupSource implements GoodCopySource {
   async fetchSegmentFile(segmentId: number, expected: SegmentExpectation): Promise<string | undefined> {
     for (let copy = 1; copy <= this.copies; copy += 1) {
       const path = this.layout.backupPath(segmentId, copy);
-      if (!(await exists(path))) continue;
-      const analysis = await analyzeSegmentFile(path, segmentId, { entryBytesMax: this.entryBytesMax });
+      if (!(await exists(this.layout.disk, path))) continue;
+      const analysis = await analyzeSegmentFile(this.layout.disk, path, segmentId, { entryBytesMax: this.entryBytesMax });
       if (isClean(analysis) && analysis.trailer !== undefined && matchesExpectation(analysis, expected)) return path;
     }
     return undefined;
@@ -79,20 +80,16 @@ export class LocalBackupSource implements GoodCopySource {
 
 /** Copies a sealed segment into each backup slot (temp, fsync, rename, fsync dir). */
 export async function writeBackups(layout: StoreLayout, segmentId: number, copies: number): Promise<void> {
+  const disk = layout.disk;
   const source = layout.segmentPath(segmentId);
   for (let copy = 1; copy <= copies; copy += 1) {
     const target = layout.backupPath(segmentId, copy);
     const dir = dirname(target);
-    await ensureDir(dir);
+    await disk.mkdirp(dir);
     const temp = `${target}${TEMP_SUFFIX}`;
-    await copyFile(source, temp);
-    const handle = await open(temp, 'r+');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, target);
-    await fsyncDir(dir);
+    await disk.copyFile(source, temp);
+    await syncFile(disk, temp);
+    await disk.rename(temp, target);
+    await disk.fsyncDir(dir);
   }
 }

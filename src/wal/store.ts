@@ -8,8 +8,8 @@
 // only. A torn tail (damage with no intact entry after it, at the end of the open segment) is
 // rolled back with its bytes quarantined; any other damage goes to the repair engine with the
 // configured strategy, and open refuses (DamageFoundError) rather than drop data silently.
-import { type FileHandle, copyFile, open, rename } from 'node:fs/promises';
 import pino, { type Logger } from 'pino';
+import { type DiskFile, type DiskLock, type DiskStat, isNotFound } from '../io/index.js';
 import { type Finding, type RecoveryConfig, type RepairReport, RecoveryMetrics, describeFinding, decide } from '../recovery/index.js';
 import { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
@@ -28,16 +28,13 @@ import {
 } from './errors.js';
 import {
   StoreLayout,
-  acquireLock,
-  ensureDir,
   exists,
   fileByteLength,
-  fsyncDir,
-  isNotFound,
+  lockStore,
   quarantineBytes,
   quarantineFile,
   readRange,
-  releaseLock,
+  syncFile,
   writeFileAtomic,
   TEMP_SUFFIX,
 } from './files.js';
@@ -60,7 +57,6 @@ import { type SegmentInspection, inspectSegment, readCatalog } from './inspect.j
 import { type ResolvedWalOptions, type StoreSettings, type WalOptions, resolveWalOptions, validateSettings } from './options.js';
 import { type RepairContext, repairSegmentWithRetries, repairStore } from './repair.js';
 import { type GoodCopySource, type SegmentExpectation, LocalBackupSource, matchesExpectation, writeBackups } from './sources.js';
-import { stat } from 'node:fs/promises';
 
 export interface AppendResult {
   readonly firstIndex: number;
@@ -92,7 +88,7 @@ interface ActiveSegment {
   readonly segmentId: number;
   readonly firstIndex: number;
   readonly createdMs: number;
-  readonly handle: FileHandle;
+  readonly handle: DiskFile;
   byteLength: number;
   lastIndex: number;
   indexCount: number;
@@ -101,7 +97,7 @@ interface ActiveSegment {
 }
 
 interface ReadIndex {
-  readonly handle: FileHandle | undefined; // undefined: use the active segment's handle
+  readonly handle: DiskFile | undefined; // undefined: use the active segment's handle
   readonly starts: number[];
   readonly lengths: number[];
   /**
@@ -181,6 +177,8 @@ export class WalStore {
   private constructor(
     readonly dataDir: string,
     private readonly layout: StoreLayout,
+    /** The store's directory lock, released on close. */
+    private readonly lock: DiskLock,
     readonly settings: StoreSettings,
     private readonly options: ResolvedWalOptions,
     readonly logger: Logger,
@@ -198,21 +196,21 @@ export class WalStore {
   /** Opens (and, unless told not to, creates) the store in dataDir, recovering it first. */
   static async open(dataDir: string, walOptions: WalOptions = {}): Promise<WalStore> {
     const options = resolveWalOptions(walOptions);
-    const layout = new StoreLayout(dataDir, options.backupDir);
+    const layout = new StoreLayout(options.disk, dataDir, options.backupDir);
     const logger = walOptions.logger ?? pino({ level: DEFAULT_LOG_LEVEL, base: { component: 'wal' } }, pino.destination(2));
     const metrics = walOptions.metrics ?? new RecoveryMetrics();
-    await prepareDir(dataDir, options.create);
-    await acquireLock(layout);
+    await prepareDir(layout, options.create);
+    const lock = await lockStore(layout);
     try {
       const explicitBackups = walOptions.recovery?.backupRetentionCount !== undefined;
       const { catalog, report, active, recovery } = await recover(layout, options, explicitBackups, logger, metrics);
       const settings = validateSettings({ logName: catalog.logName, segmentBytesMax: catalog.segmentBytesMax, entryBytesMax: catalog.entryBytesMax });
-      const store = new WalStore(dataDir, layout, settings, options, logger, metrics, catalog, report, recovery);
+      const store = new WalStore(dataDir, layout, lock, settings, options, logger, metrics, catalog, report, recovery);
       store.active = active;
       for (const segmentId of report.sealedSinceCheckpoint) store.scheduleBackup(segmentId);
       return store;
     } catch (error) {
-      await releaseLock(layout);
+      await lock.release();
       throw error;
     }
   }
@@ -411,7 +409,7 @@ export class WalStore {
     const cut = slot < 0 ? SEGMENT_HEADER_BYTES : (readIndex.starts[slot] ?? -1) + (readIndex.lengths[slot] ?? 0);
     if (cut < SEGMENT_HEADER_BYTES) throw new WalError(`cannot locate the end of entry ${lastIndex} to truncate after it`);
     const cutBytes = await readRange(active.handle, cut, active.byteLength - cut);
-    await quarantineBytes(this.layout, `${segmentFileName(active.segmentId)}.${this.options.clock()}.unacknowledged-after-${lastIndex}`, cutBytes);
+    await quarantineBytes(this.layout, `${segmentFileName(active.segmentId)}.${this.options.clock.nowMs()}.unacknowledged-after-${lastIndex}`, cutBytes);
     await active.handle.truncate(cut);
     await active.handle.sync();
     const analysis = await analyzeSegmentHandle(active.handle, active.segmentId, cut, { entryBytesMax: this.settings.entryBytesMax });
@@ -449,7 +447,7 @@ export class WalStore {
         }
       : (local as SegmentRecord);
     const path = this.layout.segmentPath(segmentId);
-    const analysis = (await exists(path)) ? await analyzeSegmentFile(path, segmentId, { entryBytesMax: this.settings.entryBytesMax, firstIndexHint: record.firstIndex }) : undefined;
+    const analysis = (await exists(this.layout.disk, path)) ? await analyzeSegmentFile(this.layout.disk, path, segmentId, { entryBytesMax: this.settings.entryBytesMax, firstIndexHint: record.firstIndex }) : undefined;
     return inspectSegment({ log: this.settings.logName, layout: this.layout, segmentId, path, record, analysis, isLast: false });
   }
 
@@ -491,7 +489,8 @@ export class WalStore {
    * copies that agree with each other but not with the record may mean the record is wrong.
    */
   private async replaceWholeSegment(segmentId: number, expected: SegmentExpectation, options: OnlineRepairOptions): Promise<SegmentRepair> {
-    const started = performance.now();
+    const disk = this.layout.disk;
+    const started = this.options.clock.monotonicMs();
     const base = { segment: segmentId, repaired: [], lost: [], truncated: [] } as const;
     if (options.countDamage !== false) this.metrics.corrupted_segments += 1;
     for (const source of options.sources) {
@@ -501,19 +500,18 @@ export class WalStore {
       if (options.dryRun) return { ...base, decision: 'restore-file', outcome: 'planned', repaired: range, source: source.name, bytesWritten: 0, detail: `would replace the whole copy with ${source.name}'s, which matches the record` };
       // Copied, not moved: a source's file (a local backup) stays where it is.
       const temp = `${this.layout.segmentPath(segmentId)}${TEMP_SUFFIX}`;
-      await copyFile(path, temp);
-      const tempHandle = await open(temp, 'r+');
-      await tempHandle.sync().finally(() => tempHandle.close());
-      const quarantinedAs = await quarantineFile(this.layout, this.layout.segmentPath(segmentId), 'disagrees-with-record', { keepOriginal: false, retention: Math.max(1, this.recovery.backupRetentionCount), now: this.options.clock() });
-      await rename(temp, this.layout.segmentPath(segmentId));
-      await fsyncDir(this.layout.segmentsDir);
+      await disk.copyFile(path, temp);
+      await syncFile(disk, temp);
+      const quarantinedAs = await quarantineFile(this.layout, this.layout.segmentPath(segmentId), 'disagrees-with-record', { keepOriginal: false, retention: Math.max(1, this.recovery.backupRetentionCount), now: this.options.clock.nowMs() });
+      await disk.rename(temp, this.layout.segmentPath(segmentId));
+      await disk.fsyncDir(this.layout.segmentsDir);
       await this.reloadSealedSegment(segmentId);
-      this.metrics.recordAttempt('success', performance.now() - started);
+      this.metrics.recordAttempt('success', this.options.clock.monotonicMs() - started);
       this.metrics.entries_repaired += expected.lastIndex - expected.firstIndex + 1;
       this.logger.warn({ log: this.settings.logName, segment: segmentId, peer: source.name, quarantinedAs }, 'replaced a copy whose entries do not match the recorded aggregate');
       return { ...base, decision: 'restore-file', outcome: 'done', repaired: range, source: source.name, quarantinedAs, bytesWritten: 0, detail: `replaced the whole copy (its entries did not add up to the record) with ${source.name}'s` };
     }
-    if (!options.dryRun) this.metrics.recordAttempt('failure', performance.now() - started);
+    if (!options.dryRun) this.metrics.recordAttempt('failure', this.options.clock.monotonicMs() - started);
     return { ...base, decision: 'escalate', outcome: options.dryRun ? 'planned' : 'failed', bytesWritten: 0, detail: 'the copy does not add up to the recorded aggregate and no source holds one that does; left as it is' };
   }
 
@@ -529,12 +527,12 @@ export class WalStore {
     this.readIndexes.delete(segmentId);
     await cached?.handle?.close().catch(() => undefined);
     const path = this.layout.segmentPath(segmentId);
-    const handle = await open(path, 'r');
+    const handle = await this.layout.disk.open(path, 'r');
     let header: ReturnType<typeof decodeSegmentHeader>;
     let trailer: ReturnType<typeof decodeTrailer>;
     let size: number;
     try {
-      size = (await handle.stat()).size;
+      size = await handle.byteLength();
       header = decodeSegmentHeader(await readRange(handle, 0, SEGMENT_HEADER_BYTES));
       trailer = decodeTrailer(await readRange(handle, Math.max(0, size - TRAILER_BYTES), TRAILER_BYTES));
     } finally {
@@ -572,7 +570,7 @@ export class WalStore {
     if (this.closed) throw new StoreClosedError();
     if (this.segmentRecord(segmentId)) throw new ReplicaRejectedError('segment-mismatch', `segment ${segmentId} is held here already`, this.lastIndex);
     if (this.active && this.active.segmentId < segmentId) throw new ReplicaRejectedError('segment-mismatch', `segment ${this.active.segmentId} is still open here`, this.lastIndex);
-    const analysis = await analyzeSegmentFile(sourcePath, segmentId, { entryBytesMax: this.settings.entryBytesMax });
+    const analysis = await analyzeSegmentFile(this.layout.disk, sourcePath, segmentId, { entryBytesMax: this.settings.entryBytesMax });
     const trailer = analysis.trailer;
     if (!isClean(analysis) || !trailer || (expected && !matchesExpectation(analysis, expected))) {
       throw new ReplicaRejectedError('bad-frame', `the copy of segment ${segmentId} does not verify`, this.lastIndex);
@@ -583,8 +581,8 @@ export class WalStore {
       throw new ReplicaRejectedError('index-gap', `segment ${segmentId} (${trailer.firstIndex}..${trailer.lastIndex}) does not fit the segments held here`, this.lastIndex);
     }
     const target = this.layout.segmentPath(segmentId);
-    await rename(sourcePath, target);
-    await fsyncDir(this.layout.segmentsDir);
+    await this.layout.disk.rename(sourcePath, target);
+    await this.layout.disk.fsyncDir(this.layout.segmentsDir);
     const record = sealedRecordOf(segmentId, analysis, trailer);
     this.segments.push(record);
     this.segments.sort((a, b) => a.segmentId - b.segmentId);
@@ -614,7 +612,7 @@ export class WalStore {
       await this.active?.handle.close().catch(() => undefined);
       for (const readIndex of this.readIndexes.values()) await readIndex.handle?.close().catch(() => undefined);
       this.readIndexes.clear();
-      await releaseLock(this.layout);
+      await this.lock.release();
     }
   }
 
@@ -666,7 +664,7 @@ export class WalStore {
 
   private async writeBatch(batch: readonly PendingAppend[], bytes: number): Promise<AppendResult[]> {
     const buf = Buffer.allocUnsafe(bytes);
-    const timestampMs = this.options.clock();
+    const timestampMs = this.options.clock.nowMs();
     const results: AppendResult[] = [];
     let cursor = 0;
     let pendingFrom = 0;
@@ -715,11 +713,11 @@ export class WalStore {
   private async createSegment(firstIndex: number, start?: SegmentStart): Promise<ActiveSegment> {
     const last = this.segments[this.segments.length - 1];
     const segmentId = start?.segmentId ?? (last?.segmentId ?? 0) + 1;
-    const createdMs = start?.createdMs ?? this.options.clock();
+    const createdMs = start?.createdMs ?? this.options.clock.nowMs();
     const header = encodeSegmentHeader({ segmentId, firstIndex, createdMs, logId: logIdOf(this.settings.logName), logName: this.settings.logName });
     const path = this.layout.segmentPath(segmentId);
-    await writeFileAtomic(path, this.layout.segmentsDir, header);
-    const handle = await open(path, 'r+');
+    await writeFileAtomic(this.layout.disk, path, this.layout.segmentsDir, header);
+    const handle = await this.layout.disk.open(path, 'r+');
     const active: ActiveSegment = { segmentId, firstIndex, createdMs, handle, byteLength: SEGMENT_HEADER_BYTES, lastIndex: firstIndex - 1, indexCount: 0, aggregate: AGGREGATE_EMPTY, checkpointedBytes: SEGMENT_HEADER_BYTES };
     this.active = active;
     this.segments.push(this.activeRecord());
@@ -796,11 +794,11 @@ export class WalStore {
       segments: this.segmentRecords(),
       holes: this.holes,
     };
-    await writeFileAtomic(this.layout.catalogPath, this.layout.dataDir, encodeCatalog(catalog));
+    await writeFileAtomic(this.layout.disk, this.layout.catalogPath, this.layout.dataDir, encodeCatalog(catalog));
   }
 
   private createdMs(): number {
-    return this.segments[0]?.createdMs ?? this.options.clock();
+    return this.segments[0]?.createdMs ?? this.options.clock.nowMs();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -853,12 +851,12 @@ export class WalStore {
 
   private async buildReadIndex(record: SegmentRecord, version: number): Promise<ReadIndex> {
     const isActive = this.active?.segmentId === record.segmentId;
-    const handle = isActive ? undefined : await open(this.layout.segmentPath(record.segmentId), 'r');
+    const handle = isActive ? undefined : await this.layout.disk.open(this.layout.segmentPath(record.segmentId), 'r');
     const starts: number[] = [];
     const lengths: number[] = [];
     const checkWords: number[] = [];
     try {
-      const size = isActive ? (this.active as ActiveSegment).byteLength : (await (handle as FileHandle).stat()).size;
+      const size = isActive ? (this.active as ActiveSegment).byteLength : await (handle as DiskFile).byteLength();
       const analysis = await analyzeSegmentHandle(handle ?? (this.active as ActiveSegment).handle, record.segmentId, size, {
         entryBytesMax: this.settings.entryBytesMax,
         firstIndexHint: record.firstIndex,
@@ -948,14 +946,19 @@ function checkWordOf(checksum: Checksum64): number {
   return Number(checksum & 0xffffffffn);
 }
 
-async function prepareDir(dataDir: string, create: boolean): Promise<void> {
+async function prepareDir(layout: StoreLayout, create: boolean): Promise<void> {
+  const dataDir = layout.dataDir;
+  let info: DiskStat | undefined;
   try {
-    const info = await stat(dataDir);
-    if (!info.isDirectory()) throw new StoreNotFoundError(dataDir);
+    info = await layout.disk.stat(dataDir);
   } catch (error) {
-    if (error instanceof StoreNotFoundError) throw error;
-    if (!isNotFound(error) || !create) throw new StoreNotFoundError(dataDir, { cause: error });
-    await ensureDir(dataDir);
+    throw new StoreNotFoundError(dataDir, { cause: error });
+  }
+  if (info === undefined) {
+    if (!create) throw new StoreNotFoundError(dataDir);
+    await layout.disk.mkdirp(dataDir);
+  } else if (!info.isDirectory) {
+    throw new StoreNotFoundError(dataDir);
   }
 }
 
@@ -967,14 +970,14 @@ interface Recovered {
 }
 
 async function recover(layout: StoreLayout, options: ResolvedWalOptions, explicitBackups: boolean, logger: Logger, metrics: RecoveryMetrics): Promise<Recovered> {
-  const started = performance.now();
-  const elapsed = (): number => performance.now() - started;
+  const started = options.clock.monotonicMs();
+  const elapsed = (): number => options.clock.monotonicMs() - started;
   const read = await readCatalog(layout);
-  const intent = await exists(layout.repairIntentPath);
+  const intent = await exists(layout.disk, layout.repairIntentPath);
   if (read.missing && !intent && !(await hasSegments(layout))) {
-    const catalog: Catalog = { generation: 1, logName: options.logName, logId: logIdOf(options.logName), segmentBytesMax: options.segmentBytesMax, entryBytesMax: options.entryBytesMax, backupRetentionCount: options.recovery.backupRetentionCount, createdMs: options.clock(), segments: [], holes: [] };
-    await ensureDir(layout.segmentsDir);
-    await writeFileAtomic(layout.catalogPath, layout.dataDir, encodeCatalog(catalog));
+    const catalog: Catalog = { generation: 1, logName: options.logName, logId: logIdOf(options.logName), segmentBytesMax: options.segmentBytesMax, entryBytesMax: options.entryBytesMax, backupRetentionCount: options.recovery.backupRetentionCount, createdMs: options.clock.nowMs(), segments: [], holes: [] };
+    await layout.disk.mkdirp(layout.segmentsDir);
+    await writeFileAtomic(layout.disk, layout.catalogPath, layout.dataDir, encodeCatalog(catalog));
     return { catalog, recovery: options.recovery, report: { state: 'created', durationMs: elapsed(), segmentsScanned: 0, bytesScanned: 0, findings: [], tornTails: [], sealedSinceCheckpoint: [] }, active: undefined };
   }
   const settings: StoreSettings = read.catalog
@@ -1035,13 +1038,14 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
     segments.pop();
     tail.push({ id: last.segmentId, resume: last });
   }
+  const disk = ctx.layout.disk;
   let probe = (last?.segmentId ?? 0) + 1;
-  while (await exists(ctx.layout.segmentPath(probe))) {
+  while (await exists(disk, ctx.layout.segmentPath(probe))) {
     tail.push({ id: probe, resume: undefined });
     probe += 1;
   }
   const leftoverTemp = `${ctx.layout.segmentPath(probe)}${TEMP_SUFFIX}`;
-  if (await exists(leftoverTemp)) await rename(leftoverTemp, `${leftoverTemp}.abandoned`).catch(() => undefined);
+  if (await exists(disk, leftoverTemp)) await disk.rename(leftoverTemp, `${leftoverTemp}.abandoned`).catch(() => undefined);
   if (tail.length === 0) {
     return { catalog, active: undefined, report: { state: 'clean', segmentsScanned: 0, bytesScanned: 0, findings: [], tornTails: [], sealedSinceCheckpoint: [] } };
   }
@@ -1054,12 +1058,12 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
   for (let i = 0; i < tail.length; i += 1) {
     const { id, resume } = tail[i] as { id: number; resume: SegmentRecord | undefined };
     const path = ctx.layout.segmentPath(id);
-    const size = (await fileByteLength(path)) ?? -1;
+    const size = (await fileByteLength(disk, path)) ?? -1;
     if (size < 0 || (resume && size < resume.byteLength)) return 'corrupt';
     const resumePoint = resume && resume.byteLength >= SEGMENT_HEADER_BYTES
       ? { offsetBytes: resume.byteLength, lastIndex: resume.lastIndex, indexCount: resume.indexCount, aggregate: resume.aggregateChecksum }
       : undefined;
-    const analysis = await analyzeSegmentFile(path, id, { entryBytesMax: ctx.settings.entryBytesMax, firstIndexHint: expectedFirst, ...(resumePoint ? { resume: resumePoint } : {}) });
+    const analysis = await analyzeSegmentFile(disk, path, id, { entryBytesMax: ctx.settings.entryBytesMax, firstIndexHint: expectedFirst, ...(resumePoint ? { resume: resumePoint } : {}) });
     bytesScanned += size - (resumePoint?.offsetBytes ?? 0);
     const firstIndex = analysis.header?.firstIndex;
     if (firstIndex === undefined || firstIndex !== expectedFirst || analysis.trailerProblem !== undefined) return 'corrupt';
@@ -1083,34 +1087,34 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
       byteLength: analysis.trailer ? size : analysis.goodEndOffsetBytes,
       aggregateChecksum: analysis.aggregate,
       state: sealed ? 'sealed' : 'open',
-      createdMs: analysis.header?.createdMs ?? ctx.clock(),
+      createdMs: analysis.header?.createdMs ?? ctx.clock.nowMs(),
     };
     segments.push(record);
     if (sealed) sealedSinceCheckpoint.push(id);
     expectedFirst = analysis.lastIndex + 1;
     if (!sealed) {
-      const handle = await open(path, 'r+');
+      const handle = await disk.open(path, 'r+');
       active = { segmentId: id, firstIndex, createdMs: record.createdMs, handle, byteLength: record.byteLength, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregate: record.aggregateChecksum, checkpointedBytes: record.byteLength };
     }
   }
   const holes = catalog.holes;
   const updated: Catalog = { ...catalog, generation: catalog.generation + 1, segments, holes };
   const changed = tornTails.length > 0 || tail.some((t) => t.resume === undefined);
-  if (changed) await writeFileAtomic(ctx.layout.catalogPath, ctx.layout.dataDir, encodeCatalog(updated));
+  if (changed) await writeFileAtomic(disk, ctx.layout.catalogPath, ctx.layout.dataDir, encodeCatalog(updated));
   for (const finding of findings) ctx.logger.warn({ log: finding.log, segment: finding.segment, entryIndex: finding.entryIndex, offsetBytes: finding.offsetBytes, kind: finding.kind }, describeFinding(finding));
   return { catalog: updated, active, report: { state: 'recovered-tail', segmentsScanned: tail.length, bytesScanned, findings, tornTails, sealedSinceCheckpoint } };
 }
 
 async function truncateTail(ctx: RepairContext, segmentId: number, cutOffsetBytes: number, sizeBytes: number): Promise<{ segment: number; offsetBytes: number; byteLength: number; quarantinedAs: string }> {
   const path = ctx.layout.segmentPath(segmentId);
-  const handle = await open(path, 'r+');
+  const handle = await ctx.layout.disk.open(path, 'r+');
   try {
     const torn = await readRange(handle, cutOffsetBytes, sizeBytes - cutOffsetBytes);
-    const quarantinedAs = await quarantineBytes(ctx.layout, `${segmentFileName(segmentId)}.${ctx.clock()}.torn-at-${cutOffsetBytes}`, torn);
+    const quarantinedAs = await quarantineBytes(ctx.layout, `${segmentFileName(segmentId)}.${ctx.clock.nowMs()}.torn-at-${cutOffsetBytes}`, torn);
     await handle.truncate(cutOffsetBytes);
     await handle.sync();
     ctx.metrics.torn_tails_truncated += 1;
-    await fsyncDir(ctx.layout.segmentsDir);
+    await ctx.layout.disk.fsyncDir(ctx.layout.segmentsDir);
     return { segment: segmentId, offsetBytes: cutOffsetBytes, byteLength: sizeBytes - cutOffsetBytes, quarantinedAs };
   } finally {
     await handle.close();

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { systemClock } from '../../src/io/index.js';
 import {
   EntryTooLargeError,
   IndexOutOfRangeError,
@@ -72,7 +73,7 @@ describe('append and read', () => {
   });
 
   it('stamps entries with the configured clock', async () => {
-    const store = await openStore({ clock: () => 1_700_000_000_123 });
+    const store = await openStore({ clock: { ...systemClock, nowMs: () => 1_700_000_000_123 } });
     await store.append(payloadOf(1));
     expect((await store.read(1)).timestampMs).toBe(1_700_000_000_123);
   });
