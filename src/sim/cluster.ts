@@ -1,0 +1,209 @@
+// The simulated cluster: N nodes, each a process (killable, restartable) running the real
+// LogStores, PeerHandlers, LogWriter and catch-up code on its own simulated disk, connected by
+// the simulated network and sharing the simulated etcd. The writer election is the simulator's
+// (it grants epochs from etcd's revision counter, as the real election's create revision does);
+// a deposed writer is told only after a lag, as the etcd3 client learns of a lost lease late.
+import pino, { type Logger } from 'pino';
+import { type Clock, type Disk, type SeededRandom } from '../io/index.js';
+import { RecoveryMetrics } from '../recovery/index.js';
+import { type LogMeta, LogStores, LogWriter, PeerHandlers, type PeerResolver, type SegmentDirectory, catchUpLog } from '../replication/index.js';
+import type { SimEtcd } from './directory.js';
+import { type CrashMode, SimFileSystem } from './disk.js';
+import type { SimLoop, SimProcess } from './loop.js';
+import type { SimNetwork } from './network.js';
+
+export const SIM_LOG = 'sim';
+const DATA_DIR = '/data';
+
+export interface SimNodeRuntime {
+  readonly process: SimProcess;
+  readonly disk: Disk;
+  readonly clock: Clock;
+  readonly stores: LogStores;
+  readonly handlers: PeerHandlers;
+  readonly peers: PeerResolver;
+  readonly directory: SegmentDirectory;
+  writer: LogWriter | undefined;
+}
+
+export class SimNode {
+  readonly fs: SimFileSystem;
+  runtime: SimNodeRuntime | undefined;
+  private incarnation = 0;
+  crashes = 0;
+
+  constructor(readonly id: string, private readonly sim: SimCluster, random: SeededRandom) {
+    this.fs = new SimFileSystem(id, random);
+  }
+
+  get alive(): boolean {
+    return this.runtime?.process.alive === true;
+  }
+
+  start(): SimNodeRuntime {
+    const process: SimProcess = { name: `${this.id}#${(this.incarnation += 1)}`, incarnation: this.incarnation, alive: true };
+    const disk = this.fs.diskFor(this.sim.loop, process);
+    const clock = this.sim.loop.clockFor(process);
+    const stores = new LogStores({
+      dataDir: DATA_DIR,
+      backupRetentionCount: 0,
+      entryBytesMax: this.sim.logMeta.segmentBytesMax,
+      logger: this.sim.logger,
+      metrics: this.sim.metrics,
+      disk,
+      clock,
+    });
+    const handlers = new PeerHandlers(stores, this.sim.logger);
+    const peers = this.sim.network.resolverFor(this.id, process, (node) => this.sim.isLive(node));
+    const directory = this.sim.etcd.directoryFor(process);
+    const runtime: SimNodeRuntime = { process, disk, clock, stores, handlers, peers, directory, writer: undefined };
+    this.runtime = runtime;
+    this.sim.network.attach(this.id, { process, handlers });
+    // A node opens (and recovers) its logs at start, as src/cluster/node.ts does.
+    stores.store(SIM_LOG).catch((error: unknown) => this.sim.trace(`${this.id} failed to open its log: ${describe(error)}`));
+    return runtime;
+  }
+
+  /** kill -9, and the machine loses power with it: unsynced state goes per the crash mode. */
+  crash(mode: CrashMode): void {
+    const runtime = this.runtime;
+    if (!runtime) return;
+    runtime.process.alive = false;
+    this.runtime = undefined;
+    this.sim.network.attach(this.id, undefined);
+    this.fs.crash(mode);
+    this.crashes += 1;
+  }
+
+  /** Runs one catch-up pass (as the node's background loop does). */
+  async catchUp(): Promise<void> {
+    const runtime = this.runtime;
+    if (!runtime) return;
+    const store = await runtime.stores.store(SIM_LOG);
+    await catchUpLog({
+      log: SIM_LOG,
+      self: this.id,
+      store,
+      directory: runtime.directory,
+      peers: runtime.peers,
+      logger: this.sim.logger,
+      fetchFile: (node, segmentId, path) => this.sim.fetchFile(runtime, node, segmentId, path),
+      tempDir: store.dataDir,
+      disk: runtime.disk,
+    });
+  }
+}
+
+export class SimCluster {
+  readonly nodes: SimNode[];
+  readonly metrics = new RecoveryMetrics();
+  readonly logger: Logger = pino({ level: process.env['WAL_SIM_LOG'] ?? 'silent' });
+  readonly logMeta: LogMeta;
+  /** The node the (simulated) election names writer, and its epoch. */
+  writerNode: SimNode | undefined;
+  writerEpoch = 0;
+
+  constructor(
+    readonly loop: SimLoop,
+    readonly network: SimNetwork,
+    readonly etcd: SimEtcd,
+    random: SeededRandom,
+    nodeCount: number,
+    segmentBytesMax: number,
+    readonly trace: (line: string) => void,
+  ) {
+    this.logMeta = { log: SIM_LOG, replicationFactor: 3, ackQuorum: 2, segmentBytesMax, createdMs: 0 };
+    this.nodes = Array.from({ length: nodeCount }, (_, i) => new SimNode(`n${i + 1}`, this, random.fork()));
+  }
+
+  isLive(node: string): boolean {
+    return this.nodes.find((n) => n.id === node)?.alive === true;
+  }
+
+  liveIds(): string[] {
+    return this.nodes.filter((n) => n.alive).map((n) => n.id);
+  }
+
+  node(id: string): SimNode {
+    const node = this.nodes.find((n) => n.id === id);
+    if (!node) throw new Error(`no node ${id}`);
+    return node;
+  }
+
+  /**
+   * The election moves to node with a new, higher epoch. The previous writer is told it lost
+   * only after lagMs (it may keep writing meanwhile: the members' fences must stop it).
+   */
+  elect(node: SimNode, lagMs: number): void {
+    const previous = this.writerNode?.runtime?.writer;
+    const previousRuntime = this.writerNode?.runtime;
+    if (previous && previousRuntime) this.loop.schedule(lagMs, () => previous.stop(), previousRuntime.process);
+    this.writerEpoch = this.etcd.nextEpoch();
+    this.writerNode = node;
+    this.trace(`elect ${node.id} epoch ${this.writerEpoch}`);
+    this.startWriter(node, this.writerEpoch);
+  }
+
+  /** Starts a writer on node for epoch, as src/cluster/log-runtime.ts does while elected. */
+  startWriter(node: SimNode, epoch: number): void {
+    const runtime = node.runtime;
+    if (!runtime) return;
+    const writer = new LogWriter({
+      log: SIM_LOG,
+      self: node.id,
+      epoch,
+      logMeta: this.logMeta,
+      directory: runtime.directory,
+      peers: runtime.peers,
+      liveMembers: () => this.liveIds(),
+      logger: this.logger,
+      clock: runtime.clock,
+      onCommitted: (index) => runtime.handlers.noteCommitted(SIM_LOG, index),
+      onFailed: () => {
+        // A writer that fails while its node is still elected comes back after a backoff.
+        if (runtime.writer !== writer) return;
+        runtime.writer = undefined;
+        this.loop.schedule(200, () => {
+          if (this.writerNode === node && this.writerEpoch === epoch && node.runtime === runtime && !runtime.writer) this.startWriter(node, epoch);
+        }, runtime.process);
+      },
+      groupCommitBytesMax: 64 * 1024,
+      entryBytesMax: 4096,
+    });
+    runtime.writer = writer;
+    writer.whenReady().then(
+      () => this.trace(`${node.id} writer ready epoch ${epoch} committed ${writer.committedIndex}`),
+      (error: unknown) => {
+        this.trace(`${node.id} writer epoch ${epoch} failed to start: ${describe(error)}`);
+        if (runtime.writer === writer) runtime.writer = undefined;
+        this.loop.schedule(300, () => {
+          if (this.writerNode === node && this.writerEpoch === epoch && node.runtime === runtime && !runtime.writer) this.startWriter(node, epoch);
+        }, runtime.process);
+      },
+    );
+  }
+
+  /** FetchSegment from node into path on the caller's disk, over the simulated network. */
+  async fetchFile(caller: SimNodeRuntime, node: string, segmentId: number, path: string): Promise<void> {
+    const source = this.nodes.find((n) => n.id === node)?.runtime;
+    if (!source) throw new Error(`${node} is unavailable`);
+    await this.loop.sleep(0.5, caller.process);
+    const opened = await source.handlers.openSegmentFile(SIM_LOG, segmentId, 64 * 1024);
+    if (!opened) throw new Error(`${node} does not hold segment ${segmentId} sealed`);
+    const file = await caller.disk.open(path, 'w');
+    try {
+      let offset = 0;
+      for await (const chunk of opened.chunks) {
+        await file.write(chunk, 0, chunk.byteLength, offset);
+        offset += chunk.byteLength;
+      }
+    } finally {
+      await file.close();
+    }
+  }
+}
+
+export function describe(error: unknown): string {
+  if (error instanceof Error) return `${error.name}: ${error.message}`.slice(0, 300);
+  return String(error).slice(0, 300);
+}

@@ -1,0 +1,156 @@
+// A simulated network between the nodes' PeerHandlers: every remote call takes a delay drawn
+// from the seed each way, may be dropped (request or reply), and is cut by partitions (one-way
+// too). A caller whose request or reply is lost waits out its deadline and gets
+// DEADLINE_EXCEEDED, as with grpc-js. Errors a remote handler raises reach the caller as a
+// status (src/rpc's toStatus), as over gRPC; calls to the caller's own node go directly, as in
+// src/cluster/node.ts.
+import type { SeededRandom } from '../io/index.js';
+import type { PeerApi, PeerHandlers, PeerResolver } from '../replication/index.js';
+import { toStatus } from '../rpc/index.js';
+import type { SimLoop, SimProcess } from './loop.js';
+
+export const STATUS_DEADLINE_EXCEEDED = 4;
+export const STATUS_UNAVAILABLE = 14;
+export const RPC_DEADLINE_MS = 5_000;
+
+/** What grpc-js hands a caller when a call fails. */
+export class SimServiceError extends Error {
+  override readonly name = 'SimServiceError';
+  readonly metadata = {};
+  constructor(readonly code: number, readonly details: string) {
+    super(`${code} ${details}`);
+  }
+}
+
+export interface NetworkFaults {
+  /** Probability that a request or a reply is lost. */
+  dropProbability: number;
+  delayMsMin: number;
+  delayMsMax: number;
+  /** Occasional slow messages: probability and extra delay. */
+  slowProbability: number;
+  slowMsMax: number;
+}
+
+export const CALM_NETWORK: NetworkFaults = { dropProbability: 0, delayMsMin: 0.05, delayMsMax: 1, slowProbability: 0, slowMsMax: 0 };
+
+/** Where a node's live incarnation can be reached. */
+export interface Endpoint {
+  readonly process: SimProcess;
+  readonly handlers: PeerHandlers;
+}
+
+export class SimNetwork {
+  faults: NetworkFaults = { ...CALM_NETWORK };
+  /** "a>b": messages from a to b are lost. */
+  private readonly cuts = new Set<string>();
+  private readonly endpoints = new Map<string, Endpoint>();
+  messages = 0;
+  dropped = 0;
+
+  constructor(private readonly loop: SimLoop, private readonly random: SeededRandom) {}
+
+  attach(node: string, endpoint: Endpoint | undefined): void {
+    if (endpoint) this.endpoints.set(node, endpoint);
+    else this.endpoints.delete(node);
+  }
+
+  cut(from: string, to: string): void {
+    this.cuts.add(`${from}>${to}`);
+  }
+
+  /** Partitions node from every other (both ways). */
+  isolate(node: string, others: readonly string[]): void {
+    for (const other of others) {
+      if (other === node) continue;
+      this.cut(node, other);
+      this.cut(other, node);
+    }
+  }
+
+  healAll(): void {
+    this.cuts.clear();
+    this.faults = { ...CALM_NETWORK };
+  }
+
+  /** The resolver code running in process caller on node self uses. */
+  resolverFor(self: string, caller: SimProcess, isLive: (node: string) => boolean): PeerResolver {
+    return (id) => {
+      if (!isLive(id)) return undefined;
+      return this.api(self, id, caller);
+    };
+  }
+
+  private api(self: string, target: string, caller: SimProcess): PeerApi {
+    const via = <T>(call: (h: PeerHandlers) => Promise<T>): Promise<T> => (target === self ? this.local(target, caller, call) : this.remote(self, target, caller, call));
+    return {
+      replicate: (log, epoch, segment, frames, committedIndex) => via((h) => h.replicate(log, epoch, segment, frames.map((f) => Buffer.from(f)), committedIndex)),
+      fence: (log, segmentId, epoch) => via((h) => h.fence(log, segmentId, epoch)),
+      seal: (log, segmentId, epoch, lastIndex, expected) => via((h) => h.seal(log, segmentId, epoch, lastIndex, expected)),
+      readFrames: (log, segmentId, from, to, bytesMax) => via((h) => h.readFrames(log, segmentId, from, to, bytesMax)),
+    };
+  }
+
+  private local<T>(node: string, caller: SimProcess, call: (h: PeerHandlers) => Promise<T>): Promise<T> {
+    const endpoint = this.endpoints.get(node);
+    if (!endpoint || endpoint.process !== caller) return new Promise<T>(() => undefined); // our own process is gone
+    return call(endpoint.handlers);
+  }
+
+  private delayMs(): number {
+    const f = this.faults;
+    let ms = f.delayMsMin + this.random.next() * (f.delayMsMax - f.delayMsMin);
+    if (f.slowProbability > 0 && this.random.chance(f.slowProbability)) ms += this.random.next() * f.slowMsMax;
+    return ms;
+  }
+
+  private lost(from: string, to: string): boolean {
+    if (this.cuts.has(`${from}>${to}`)) return true;
+    return this.faults.dropProbability > 0 && this.random.chance(this.faults.dropProbability);
+  }
+
+  private remote<T>(from: string, to: string, caller: SimProcess, call: (h: PeerHandlers) => Promise<T>): Promise<T> {
+    this.messages += 1;
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const settle = (fn: () => void): void => {
+        if (settled) return;
+        settled = true;
+        cancelDeadline();
+        fn();
+      };
+      const cancelDeadline = this.loop.schedule(RPC_DEADLINE_MS, () => settle(() => reject(new SimServiceError(STATUS_DEADLINE_EXCEEDED, `call to ${to}: deadline exceeded`))), caller);
+      if (this.lost(from, to)) {
+        this.dropped += 1;
+        return;
+      }
+      this.loop.schedule(this.delayMs(), () => {
+        const endpoint = this.endpoints.get(to);
+        if (!endpoint || !endpoint.process.alive) {
+          // Connection refused: the caller learns it after a round trip.
+          this.loop.schedule(this.delayMs(), () => settle(() => reject(new SimServiceError(STATUS_UNAVAILABLE, `${to} is unavailable`))), caller);
+          return;
+        }
+        const reply = (fn: () => void): void => {
+          if (this.lost(to, from)) {
+            this.dropped += 1;
+            return;
+          }
+          this.loop.schedule(this.delayMs(), () => settle(fn), caller);
+        };
+        call(endpoint.handlers).then(
+          (value) => reply(() => resolve(value)),
+          (error: unknown) => {
+            const status = toStatus(error);
+            reply(() => reject(new SimServiceError(status.code, status.details)));
+          },
+        );
+      }, endpoint0(this.endpoints.get(to)));
+    });
+  }
+}
+
+/** The handler runs in the target's process: if it dies before the request arrives, nothing runs. */
+function endpoint0(endpoint: Endpoint | undefined): SimProcess | undefined {
+  return endpoint?.process;
+}

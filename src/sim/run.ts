@@ -1,0 +1,341 @@
+// One simulation run: a seed decides the workload (clients appending and reading), the faults
+// (crashes with each crash mode, writer changes, partitions, lossy and slow networks, etcd
+// outages) and every latency, so one seed always gives one trace. After the faulty phase every
+// fault is healed, a fresh writer takes over, the nodes catch up, and the model checks the log
+// the cluster holds against everything clients were told.
+import { createHash } from 'node:crypto';
+import { SeededRandom } from '../io/index.js';
+import { CorruptEntryError, EntryLostError, IndexOutOfRangeError, format } from '../wal/index.js';
+import { SIM_LOG, SimCluster, type SimNode, describe } from './cluster.js';
+import { SimEtcd } from './directory.js';
+import { CRASH_MODES, type CrashMode, DEFAULT_DISK_LATENCY } from './disk.js';
+import { SimLoop } from './loop.js';
+import { Model, type Violation } from './model.js';
+import { SimNetwork } from './network.js';
+import { startStoreWorkload } from './store-run.js';
+
+export interface SimOptions {
+  readonly seed: number;
+  /** Virtual duration of the faulty phase. */
+  readonly durationMs?: number;
+  readonly clients?: number;
+  readonly readers?: number;
+  readonly nodes?: number;
+  readonly segmentBytesMax?: number;
+  /** Mean virtual time between two faults. */
+  readonly faultEveryMs?: number;
+  /** Keep the last lines of the trace for the report of a failing seed. */
+  readonly traceLinesMax?: number;
+}
+
+export interface SimResult {
+  readonly seed: number;
+  readonly ok: boolean;
+  readonly operations: number;
+  readonly faults: Readonly<Record<string, number>>;
+  readonly violations: readonly Violation[];
+  readonly traceHash: string;
+  readonly steps: number;
+  readonly virtualMs: number;
+  readonly trace: readonly string[];
+}
+
+export const SIM_DEFAULTS = Object.freeze({ durationMs: 20_000, clients: 4, readers: 2, nodes: 3, segmentBytesMax: 8 * 1024, faultEveryMs: 700, traceLinesMax: 60 });
+
+const QUIESCE_MS_MAX = 60_000;
+const CLIENT_DEADLINE_MS = 5_000;
+
+export async function runSeed(options: SimOptions): Promise<SimResult> {
+  const o = { ...SIM_DEFAULTS, ...options };
+  const random = new SeededRandom(o.seed);
+  const loop = new SimLoop();
+  const hash = createHash('sha3-256');
+  const lines: string[] = [];
+  const trace = (line: string): void => {
+    const text = `${loop.nowMs.toFixed(3)} ${line}`;
+    hash.update(text).update('\n');
+    lines.push(text);
+    if (lines.length > o.traceLinesMax) lines.shift();
+  };
+  const network = new SimNetwork(loop, random.fork());
+  const etcd = new SimEtcd(loop, random.fork());
+  const cluster = new SimCluster(loop, network, etcd, random.fork(), o.nodes, o.segmentBytesMax, trace);
+  const model = new Model(() => loop.nowMs);
+  const faults: Record<string, number> = {};
+  const countFault = (kind: string): void => {
+    faults[kind] = (faults[kind] ?? 0) + 1;
+  };
+  let faulty = true;
+
+  for (const node of cluster.nodes) node.start();
+  cluster.elect(cluster.nodes[0] as SimNode, 0);
+  const standalone = startStoreWorkload(loop, random.fork(), trace, countFault, () => !faulty);
+
+  // --- clients ----------------------------------------------------------------------------
+  const workload = random.fork();
+  let sequence = 0;
+  const appendOnce = (client: number): Promise<void> => {
+    const count = 1 + workload.int(3);
+    const payloads = Array.from({ length: count }, () => `c${client}-${(sequence += 1)}-${'x'.repeat(workload.int(200))}`);
+    const target = cluster.writerNode;
+    return new Promise<void>((resolve) => {
+      let done = false;
+      const finish = (what: () => void): void => {
+        if (done) return;
+        done = true;
+        what();
+        resolve();
+      };
+      loop.schedule(CLIENT_DEADLINE_MS, () => finish(() => (model.appendsFailed += 1)));
+      const writer = target?.runtime?.writer;
+      if (!writer) {
+        loop.schedule(5 + workload.next() * 20, () => finish(() => (model.appendsFailed += 1)));
+        return;
+      }
+      writer.append(payloads.map((p) => Buffer.from(p))).then(
+        (result) =>
+          finish(() => {
+            trace(`ack ${result.firstIndex}..${result.lastIndex} ${payloads.map((p) => p.split('-', 2).join('-')).join(',')}`);
+            model.ack(result.firstIndex, result.lastIndex, payloads);
+          }),
+        () => finish(() => (model.appendsFailed += 1)),
+      );
+    });
+  };
+  for (let client = 0; client < o.clients; client += 1) {
+    const run = async (): Promise<void> => {
+      while (faulty) {
+        await appendOnce(client);
+        await loop.sleep(workload.next() * 10);
+      }
+    };
+    void run();
+  }
+
+  // --- readers: the read path a node serves, up to the committed index it knows ----------
+  const readOnce = async (): Promise<void> => {
+    const live = cluster.nodes.filter((n) => n.alive);
+    if (live.length === 0) return;
+    const node = workload.pick(live);
+    const runtime = node.runtime;
+    if (!runtime) return;
+    const writer = runtime.writer;
+    const committed = writer && cluster.writerNode === node ? writer.committedIndex : runtime.handlers.committedIndex(SIM_LOG);
+    if (committed < 1) return;
+    const index = 1 + workload.int(committed);
+    try {
+      const store = await runtime.stores.store(SIM_LOG);
+      const { frame } = await store.readFrame(index);
+      const payload = frame.subarray(format.ENTRY_HEADER_BYTES).toString();
+      if (!runtime.process.alive) return;
+      trace(`read ${node.id} ${index} ${payload.split('-', 2).join('-')}`);
+      model.read(index, payload, node.id);
+    } catch (error) {
+      if (!(error instanceof IndexOutOfRangeError || error instanceof CorruptEntryError || error instanceof EntryLostError)) model.readsFailed += 1;
+      else model.readsFailed += 1;
+    }
+  };
+  for (let reader = 0; reader < o.readers; reader += 1) {
+    const run = async (): Promise<void> => {
+      while (faulty) {
+        await readOnce();
+        await loop.sleep(1 + workload.next() * 15);
+      }
+    };
+    void run();
+  }
+
+  // --- faults -----------------------------------------------------------------------------
+  const chaos = random.fork();
+  const ids = cluster.nodes.map((n) => n.id);
+  const injectFault = (): void => {
+    const roll = chaos.int(100);
+    const down = cluster.nodes.filter((n) => !n.alive);
+    if (roll < 30) {
+      // Crash a node (at most R - AQ at a time), restart it later.
+      if (down.length >= 1) return;
+      const node = chaos.pick(cluster.nodes);
+      const mode: CrashMode = chaos.pick(CRASH_MODES);
+      countFault(`crash:${mode}`);
+      trace(`crash ${node.id} ${mode}`);
+      node.crash(mode);
+      loop.schedule(50 + chaos.next() * 3_000, () => {
+        if (node.alive) return;
+        trace(`restart ${node.id}`);
+        node.start();
+      });
+    } else if (roll < 50) {
+      const live = cluster.nodes.filter((n) => n.alive);
+      if (live.length === 0) return;
+      countFault('writer-change');
+      cluster.elect(chaos.pick(live), chaos.next() * 3_000);
+    } else if (roll < 62) {
+      const node = chaos.pick(ids);
+      countFault('partition');
+      trace(`isolate ${node}`);
+      network.isolate(node, ids);
+      loop.schedule(100 + chaos.next() * 3_000, () => {
+        trace(`heal partitions`);
+        network.healAll();
+      });
+    } else if (roll < 70) {
+      const from = chaos.pick(ids);
+      const to = chaos.pick(ids.filter((id) => id !== from));
+      countFault('one-way-cut');
+      trace(`cut ${from}>${to}`);
+      network.cut(from, to);
+      loop.schedule(100 + chaos.next() * 3_000, () => network.healAll());
+    } else if (roll < 80) {
+      countFault('lossy-network');
+      network.faults = { dropProbability: chaos.next() * 0.2, delayMsMin: 0.05, delayMsMax: 1 + chaos.next() * 30, slowProbability: 0.1, slowMsMax: 6_000 };
+      trace(`network lossy drop=${network.faults.dropProbability.toFixed(3)}`);
+      loop.schedule(100 + chaos.next() * 2_000, () => network.healAll());
+    } else if (roll < 88) {
+      countFault('etcd-outage');
+      trace('etcd down');
+      etcd.down = true;
+      loop.schedule(100 + chaos.next() * 2_000, () => {
+        trace('etcd up');
+        etcd.down = false;
+      });
+    } else if (roll < 91) {
+      // One node's disk turns slow: fdatasync takes up to a second for a while.
+      const node = chaos.pick(cluster.nodes);
+      countFault('slow-disk');
+      trace(`slow disk ${node.id}`);
+      node.fs.latency = { opMsMax: 2, syncMsMin: 5, syncMsMax: 50 + chaos.next() * 1_000 };
+      loop.schedule(100 + chaos.next() * 3_000, () => (node.fs.latency = DEFAULT_DISK_LATENCY));
+    } else if (roll < 95) {
+      countFault('etcd-lost-answers');
+      etcd.lostAnswerProbability = 0.3;
+      loop.schedule(100 + chaos.next() * 2_000, () => (etcd.lostAnswerProbability = 0));
+    } else {
+      // Catch-up passes run on every node now and then (the node's background loop).
+      countFault('catch-up-pass');
+      for (const node of cluster.nodes) node.catchUp().catch((error: unknown) => trace(`${node.id} catch-up failed: ${describe(error)}`));
+    }
+  };
+  const scheduleFaults = (): void => {
+    loop.schedule(chaos.next() * 2 * o.faultEveryMs, () => {
+      if (!faulty) return;
+      injectFault();
+      scheduleFaults();
+    });
+  };
+  scheduleFaults();
+
+  // Catch-up runs periodically on every node.
+  const catchUpLoop = (): void => {
+    loop.schedule(500, () => {
+      for (const node of cluster.nodes) node.catchUp().catch(() => undefined);
+      catchUpLoop();
+    });
+  };
+  catchUpLoop();
+
+  // Online checks after every step are the model's (ack and read); run the faulty phase.
+  const anyViolation = (): boolean => model.violations.length > 0 || standalone.model.violations.length > 0;
+  await loop.run(o.durationMs, anyViolation);
+
+  // --- quiescence -------------------------------------------------------------------------
+  faulty = false;
+  network.healAll();
+  for (const node of cluster.nodes) node.fs.latency = DEFAULT_DISK_LATENCY;
+  etcd.down = false;
+  etcd.lostAnswerProbability = 0;
+  for (const node of cluster.nodes) if (!node.alive) node.start();
+  trace('quiesce');
+  await standalone.finish();
+  await loop.run(loop.nowMs + 6_000, () => model.violations.length > 0);
+  const finalWriter = chaos.pick(cluster.nodes);
+  cluster.elect(finalWriter, 0);
+  const deadline = loop.nowMs + QUIESCE_MS_MAX;
+  let finalAppend: { firstIndex: number; lastIndex: number } | undefined;
+  while (loop.nowMs < deadline && model.violations.length === 0 && !finalAppend) {
+    await loop.run(loop.nowMs + 500);
+    const writer = finalWriter.runtime?.writer;
+    if (!writer) continue;
+    const attempt = writer.append([Buffer.from('final')]).then((r) => (finalAppend = r), () => undefined);
+    await loop.run(loop.nowMs + 2_000, () => finalAppend !== undefined);
+    await attempt;
+  }
+  if (!finalAppend) model.violate('log-accepts-appends', `no append succeeded within ${QUIESCE_MS_MAX} ms after every fault was healed`);
+  else model.ack(finalAppend.firstIndex, finalAppend.lastIndex, ['final']);
+  // Let every node catch up on the sealed segments.
+  for (let pass = 0; pass < 3; pass += 1) {
+    await Promise.all(cluster.nodes.map((n) => n.catchUp().catch(() => undefined)).map((p) => loop.run(loop.nowMs + 2_000).then(() => p)));
+  }
+  await loop.run(loop.nowMs + 2_000);
+
+  if (finalAppend && model.violations.length === 0) await checkFinal(cluster, model, finalAppend.lastIndex);
+  const violations = [...standalone.model.violations.map((v) => ({ ...v, invariant: `store:${v.invariant}` })), ...model.violations];
+  const operations = [model, standalone.model].reduce((sum, m) => sum + m.appendsAcked + m.appendsFailed + m.readsServed + m.readsFailed, 0);
+  trace(`end acked=${model.appendsAcked} reads=${model.readsServed} violations=${violations.length}`);
+  return {
+    seed: o.seed,
+    ok: violations.length === 0,
+    operations,
+    faults,
+    violations,
+    traceHash: hash.digest('hex').slice(0, 16),
+    steps: loop.steps,
+    virtualMs: Math.round(loop.nowMs),
+    trace: lines,
+  };
+}
+
+/** Reads the whole log back from the segments' members and checks it against the model. */
+async function checkFinal(cluster: SimCluster, model: Model, committedIndex: number): Promise<void> {
+  const records = cluster.etcd.snapshotOf(SIM_LOG);
+  const finalLog = new Map<number, string>();
+  const pending: Array<Promise<void>> = [];
+  for (const { meta } of records) {
+    if (meta.state === 'SEALED' && meta.lastIndex < meta.firstIndex) continue;
+    for (const member of meta.ensemble) {
+      const runtime = cluster.node(member).runtime;
+      if (!runtime) continue;
+      pending.push(
+        (async () => {
+          const store = await runtime.stores.store(SIM_LOG);
+          const local = store.segmentRecord(meta.segmentId);
+          if (meta.state === 'SEALED') {
+            if (!local || local.state !== 'sealed') {
+              model.violate('sealed-replicas-converge', `${member} does not hold segment ${meta.segmentId} sealed after catch-up (${local ? `open at ${local.lastIndex}` : 'absent'})`);
+              return;
+            }
+            if (local.lastIndex !== meta.lastIndex) {
+              model.violate('sealed-replicas-converge', `${member} sealed segment ${meta.segmentId} at ${local.lastIndex}, etcd says ${meta.lastIndex}`);
+              return;
+            }
+          }
+          const last = meta.state === 'SEALED' ? meta.lastIndex : Math.min(committedIndex, local?.lastIndex ?? 0);
+          for (let index = meta.firstIndex; index <= last; index += 1) {
+            try {
+              const { frame } = await store.readFrame(index);
+              const payload = frame.subarray(format.ENTRY_HEADER_BYTES).toString();
+              const seen = finalLog.get(index);
+              if (seen !== undefined && seen !== payload) model.violate('sealed-replicas-converge', `members disagree at index ${index}: ${seen} and ${payload} (${member})`);
+              finalLog.set(index, payload);
+            } catch (error) {
+              model.violate('sealed-replicas-converge', `${member} cannot serve index ${index} of segment ${meta.segmentId}: ${describe(error)}`);
+              return;
+            }
+          }
+        })(),
+      );
+    }
+  }
+  while (pending.length > 0) {
+    const all = Promise.all(pending.splice(0));
+    let finished = false;
+    void all.then(
+      () => (finished = true),
+      (error: unknown) => {
+        finished = true;
+        model.violate('nodes-reopen-their-logs', `a member cannot open its log after every fault was healed: ${describe(error)}`);
+      },
+    );
+    while (!finished) await cluster.loop.run(cluster.loop.nowMs + 1_000, () => finished);
+  }
+  model.checkFinal(finalLog, committedIndex);
+}
