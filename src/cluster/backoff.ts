@@ -1,4 +1,8 @@
-// Exponential backoff with jitter and a maximum, in one place (grpc-js style).
+// Exponential backoff with jitter and a maximum, in one place (grpc-js style). The jitter comes
+// from an injected Random (src/io), so that a simulator replays the same delays from one seed;
+// waiting is the caller's Clock.sleep.
+import { type Random, clampTimerMs, systemRandom } from '../io/index.js';
+
 export interface BackoffOptions {
   readonly initialMs: number;
   readonly maxMs: number;
@@ -8,30 +12,20 @@ export interface BackoffOptions {
 
 export class Backoff {
   private nextMs: number;
-  constructor(private readonly options: BackoffOptions) {
+  constructor(
+    private readonly options: BackoffOptions,
+    private readonly random: Random = systemRandom,
+  ) {
     this.nextMs = options.initialMs;
   }
   /** The delay to wait now; grows the next one. */
   next(): number {
     const jitter = this.options.jitter ?? 0.2;
-    const delay = this.nextMs * (1 - jitter + Math.random() * 2 * jitter);
+    const delay = this.nextMs * (1 - jitter + this.random.next() * 2 * jitter);
     this.nextMs = Math.min(this.options.maxMs, this.nextMs * (this.options.multiplier ?? 2));
-    return Math.max(0, Math.min(delay, 2_147_483_647));
+    return clampTimerMs(delay);
   }
   reset(): void {
     this.nextMs = this.options.initialMs;
   }
-}
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }

@@ -12,8 +12,8 @@
 // from etcd); etcd may be briefly unreachable (a round fails and the next one retries); members
 // come and go while it works (every change is a CAS on the record it read).
 import type { Logger } from 'pino';
+import type { Clock } from '../io/index.js';
 import { type SegmentMeta } from '../replication/index.js';
-import { sleep } from './backoff.js';
 import type { EtcdSegmentDirectory } from './directory.js';
 import { Election } from './election.js';
 import type { EtcdMetadata } from './etcd.js';
@@ -49,6 +49,8 @@ export interface CoordinatorOptions {
   readonly goneAfterMs: number;
   readonly intervalMs: number;
   readonly maxRecoveryAttempts: number;
+  /** Report times (nowMs, stored in etcd); how long members have been missing (monotonicMs). */
+  readonly clock: Clock;
 }
 
 export class Coordinator {
@@ -86,14 +88,14 @@ export class Coordinator {
       } catch (error) {
         this.o.logger.debug({ err: error }, 'coordinator round failed; the next one retries');
       }
-      await sleep(this.o.intervalMs, this.abort.signal);
+      await this.o.clock.sleep(this.o.intervalMs, this.abort.signal);
     }
   }
 
   /** One pass of the coordinator's duties. Exposed for tests. */
   async round(): Promise<{ reassigned: number; underReplicated: number; retried: number }> {
     const live = new Set(this.o.liveMembers());
-    const now = Date.now();
+    const now = this.o.clock.monotonicMs(); // local durations only: missingSince never leaves this process
     let reassigned = 0;
     let underReplicated = 0;
     for (const { log } of await this.o.directory.listLogs()) {
@@ -136,7 +138,7 @@ export class Coordinator {
     for (const { key, value, modRevision } of reports) {
       if (value.state === 'abandoned') continue;
       const backoffMs = Math.min(30_000, 500 * 2 ** value.attempts);
-      if (Date.now() - value.updatedMs < backoffMs) continue;
+      if (this.o.clock.nowMs() - value.updatedMs < backoffMs) continue;
       retried += 1;
       const intact = await this.o.repairOn(value.node, value.log, value.segmentId).catch(() => false);
       if (intact) {
@@ -146,7 +148,7 @@ export class Coordinator {
       }
       const attempts = value.attempts + 1;
       const state = attempts >= this.o.maxRecoveryAttempts ? 'abandoned' : 'failed';
-      await this.o.etcd.compareAndSwap(key, { ...value, attempts, state, updatedMs: Date.now() }, modRevision);
+      await this.o.etcd.compareAndSwap(key, { ...value, attempts, state, updatedMs: this.o.clock.nowMs() }, modRevision);
       if (state === 'abandoned') {
         this.o.logger.error({ log: value.log, segment: value.segmentId, node: value.node, attempts }, `repair abandoned after ${attempts} rounds: ${value.detail} (an operator must choose: repair --strategy skip|rollback)`);
       }

@@ -1,6 +1,7 @@
 // Everything one node does for one log: its local store, the writer election (and the writer
 // while this node holds it), catch-up on sealed segments, and the client-facing append and read.
 import type { Logger } from 'pino';
+import type { Clock, Disk, Random } from '../io/index.js';
 import {
   type AppendResult,
   CorruptEntryError,
@@ -24,13 +25,11 @@ import {
 } from '../replication/index.js';
 import type { NodeMetrics } from '../observability/index.js';
 import type { ReadEntryView } from '../rpc/index.js';
-import { Backoff, sleep } from './backoff.js';
+import { Backoff } from './backoff.js';
 import type { EtcdSegmentDirectory } from './directory.js';
 import { Election } from './election.js';
 import type { EtcdMetadata } from './etcd.js';
 import type { NodeSession } from './session.js';
-
-
 
 export interface LogRuntimeContext {
   readonly self: string;
@@ -55,6 +54,12 @@ export interface LogRuntimeContext {
   readonly fetchFile: (node: string, log: string, segmentId: number, path: string) => Promise<void>;
   /** A damaged local copy was found (read path): the node repairs it from replicas. */
   readonly onDamage: (log: string, segmentId: number, detail: string) => void;
+  /** The writer's clock; catch-up timer, append deadlines and backoff waits. */
+  readonly clock: Clock;
+  /** Backoff jitter. */
+  readonly random: Random;
+  /** The disk the log's store is on (catch-up's temporary copies). */
+  readonly disk: Disk;
 }
 
 const READ_FETCH_BYTES_MAX = 4 * 1024 * 1024;
@@ -66,7 +71,7 @@ export class LogRuntime {
   private catchUpRunning: Promise<void> | undefined;
   private catchUpAgain = false;
   private unwatch: (() => Promise<void>) | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private cancelTimer: (() => void) | undefined;
   private stopped = false;
   private readonly logger: Logger;
 
@@ -85,8 +90,7 @@ export class LogRuntime {
   async start(): Promise<void> {
     await this.runCatchUp();
     this.unwatch = await this.ctx.etcd.watchPrefix(this.ctx.etcd.keys.segmentsPrefix(this.log), () => this.scheduleCatchUp());
-    this.timer = setInterval(() => this.scheduleCatchUp(), this.ctx.catchUpIntervalMs);
-    this.timer.unref();
+    this.armCatchUpTimer();
     this.election = new Election(this.ctx.etcd, this.ctx.etcd.keys.writerPrefix(this.log), this.ctx.session, this.logger);
     this.election.onChange((state, isSelf) => this.onLeader(state?.epoch, isSelf));
     await this.election.start();
@@ -94,7 +98,7 @@ export class LogRuntime {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
+    this.cancelTimer?.();
     this.writer?.stop();
     await this.election?.stop();
     await this.unwatch?.();
@@ -135,7 +139,7 @@ export class LogRuntime {
   }
 
   private async startWriter(epoch: number): Promise<void> {
-    const backoff = new Backoff({ initialMs: 200, maxMs: 3_000 });
+    const backoff = new Backoff({ initialMs: 200, maxMs: 3_000 }, this.ctx.random);
     while (!this.stopped && this.election?.leadership()?.epoch === epoch && this.election.isLeader()) {
       await this.runCatchUp();
       let ready = false;
@@ -149,7 +153,7 @@ export class LogRuntime {
         liveMembers: () => this.ctx.liveMembers(),
         memberStartedMs: (node) => this.ctx.memberStartedMs(node),
         logger: this.ctx.logger, // the writer names the log in every line itself
-        clock: Date.now,
+        clock: this.ctx.clock,
         onCommitted: (index) => this.ctx.handlers.noteCommitted(this.log, index),
         onReplicated: (peer, lastIndex, committed) => this.ctx.metrics.replicationLag.set({ log: this.log, peer }, Math.max(0, committed - lastIndex)),
         groupCommitBytesMax: this.ctx.groupCommitBytesMax,
@@ -160,7 +164,7 @@ export class LogRuntime {
           // Before it was ready, this loop retries by itself.
           if (!ready || this.writer !== writer || reason instanceof FencedError) return;
           this.writer = undefined;
-          void sleep(backoff.next()).then(() => this.startWriter(epoch));
+          void this.ctx.clock.sleep(backoff.next()).then(() => this.startWriter(epoch));
         },
       });
       this.writer = writer;
@@ -172,13 +176,22 @@ export class LogRuntime {
       } catch (error) {
         if (this.writer === writer) this.writer = undefined;
         this.logger.warn({ epoch, err: error }, 'failed to take over as writer; retrying');
-        await sleep(backoff.next());
+        await this.ctx.clock.sleep(backoff.next());
       }
     }
   }
 
   // -------------------------------------------------------------------------------------------
   // Catch-up
+
+  /** A catch-up every catchUpIntervalMs until stop() (the segment watch may miss changes). */
+  private armCatchUpTimer(): void {
+    if (this.stopped) return;
+    this.cancelTimer = this.ctx.clock.setTimer(this.ctx.catchUpIntervalMs, () => {
+      this.scheduleCatchUp();
+      this.armCatchUpTimer();
+    });
+  }
 
   private scheduleCatchUp(): void {
     if (this.stopped) return;
@@ -207,6 +220,7 @@ export class LogRuntime {
         logger: this.ctx.logger, // catch-up names the log in every line itself
         fetchFile: (node, segmentId, path) => this.ctx.fetchFile(node, this.log, segmentId, path),
         tempDir: this.store.dataDir,
+        disk: this.ctx.disk,
       });
       this.ctx.metrics.segmentsBehind.set({ log: this.log }, result.behind.length);
     } catch (error) {
@@ -222,20 +236,21 @@ export class LogRuntime {
     for (const payload of payloads) {
       if (payload.byteLength > this.ctx.entryBytesMax) throw new BadRequestError('payloads', `an entry of ${payload.byteLength} bytes exceeds the limit of ${this.ctx.entryBytesMax}`);
     }
-    const started = performance.now();
-    const end = Date.now() + deadlineMs;
-    const backoff = new Backoff({ initialMs: 50, maxMs: 1_000 });
+    const { clock } = this.ctx;
+    const started = clock.monotonicMs();
+    const end = started + deadlineMs;
+    const backoff = new Backoff({ initialMs: 50, maxMs: 1_000 }, this.ctx.random);
     for (;;) {
       try {
-        const result = await this.appendOnce(payloads, forwarded, end - Date.now());
-        this.ctx.metrics.appendLatency.observe({ log: this.log }, (performance.now() - started) / 1000);
+        const result = await this.appendOnce(payloads, forwarded, end - clock.monotonicMs());
+        this.ctx.metrics.appendLatency.observe({ log: this.log }, (clock.monotonicMs() - started) / 1000);
         this.ctx.metrics.appendedEntries.inc({ log: this.log }, payloads.length);
         return result;
       } catch (error) {
         // A forwarded call is answered as it is: its sender retries.
         const retryable = error instanceof NotWriterError || isUnavailable(error);
-        if (forwarded || !retryable || Date.now() + 50 >= end) throw error;
-        await sleep(Math.min(backoff.next(), Math.max(0, end - Date.now())));
+        if (forwarded || !retryable || clock.monotonicMs() + 50 >= end) throw error;
+        await clock.sleep(Math.min(backoff.next(), Math.max(0, end - clock.monotonicMs())));
       }
     }
   }

@@ -1,7 +1,13 @@
 // One wal-recovery node: its logs on local disk, a gRPC server (WalService, PeerService,
 // AdminService, health, reflection), its etcd session, and a LogRuntime per log.
+//
+// This is the production edge of the io seams: the node picks node:fs (nodeDisk), the system
+// clock and Math.random here and hands them to everything it builds; nothing below it reaches
+// time, randomness or files any other way (the simulator builds the same parts on its own).
 import type { Server as HttpServer } from 'node:http';
+import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
+import { type Clock, type Disk, type Random, nodeDisk, systemClock, systemRandom } from '../io/index.js';
 import { RecoveryMetrics } from '../recovery/index.js';
 import { UnknownSegmentError } from '../replication/index.js';
 import type { AppendResult } from '../wal/index.js';
@@ -11,11 +17,10 @@ import { AdminClient, PeerClient, WalClient, type ClusterStatusView, type NodeAp
 import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
 import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
+import { InThreadScrubChecker, type ScrubChecker, ScrubWorkerPool, scrubWorkerScriptPath } from './scrub-pool.js';
 import { Coordinator } from './coordinator.js';
 import { currentLeader } from './election.js';
-import { createWriteStream } from 'node:fs';
-import { once } from 'node:events';
-import { Backoff, sleep } from './backoff.js';
+import { Backoff } from './backoff.js';
 import { EtcdSegmentDirectory } from './directory.js';
 import { ClusterKeys, EtcdMetadata, connectEtcd } from './etcd.js';
 import { LogRuntime } from './log-runtime.js';
@@ -23,6 +28,18 @@ import { type MemberInfo, NodeSession, parseMemberInfo } from './session.js';
 import { type NodeOptions, type ResolvedNodeOptions, resolveNodeOptions } from './options.js';
 
 export const VERSION = '0.1.0';
+
+/** What the node's parts reach the world through (src/io). */
+interface NodeIo {
+  readonly disk: Disk;
+  readonly clock: Clock;
+  readonly random: Random;
+}
+
+const PRODUCTION_IO: NodeIo = Object.freeze({ disk: nodeDisk, clock: systemClock, random: systemRandom });
+
+/** Chunk size asked of a member streaming a whole segment file (FetchSegment). */
+const FETCH_CHUNK_BYTES = 1024 * 1024;
 
 export class ClusterNode implements NodeApi {
   private readonly runtimes = new Map<string, Promise<LogRuntime>>();
@@ -39,7 +56,7 @@ export class ClusterNode implements NodeApi {
   private repairs: RepairService | undefined;
   private scrubber: Scrubber | undefined;
   private coordinator: Coordinator | undefined;
-  private reopenTimer: NodeJS.Timeout | undefined;
+  private cancelReopen: (() => void) | undefined;
   private stopped = false;
   readonly recovery = new RecoveryMetrics();
   readonly metrics: NodeMetrics;
@@ -51,6 +68,7 @@ export class ClusterNode implements NodeApi {
   private constructor(
     readonly options: ResolvedNodeOptions,
     readonly logger: Logger,
+    private readonly io: NodeIo,
   ) {
     this.metrics = new NodeMetrics(this.recovery, { node: options.id, cluster: options.cluster });
     this.logs = new LogStores({
@@ -59,6 +77,8 @@ export class ClusterNode implements NodeApi {
       entryBytesMax: options.entryBytesMax,
       logger,
       metrics: this.recovery,
+      disk: io.disk,
+      clock: io.clock,
       sourcesFor: (log) => [
         new ReplicaSource({
           log,
@@ -67,6 +87,7 @@ export class ClusterNode implements NodeApi {
           segmentMeta: async (segmentId) => (await this.directory?.list(log))?.find((s) => s.meta.segmentId === segmentId)?.meta,
           fetchFile: (node, segmentId, path) => this.fetchSegmentFile(node, log, segmentId, path),
           tempDir: options.dataDir,
+          disk: io.disk,
           logger,
           entryBytesMax: options.entryBytesMax,
         }),
@@ -82,7 +103,7 @@ export class ClusterNode implements NodeApi {
   static async start(nodeOptions: NodeOptions): Promise<ClusterNode> {
     const options = resolveNodeOptions(nodeOptions);
     const logger = nodeOptions.logger ?? createLogger({ base: { node: options.id } });
-    const node = new ClusterNode(options, logger);
+    const node = new ClusterNode(options, logger, PRODUCTION_IO);
     try {
       await node.startServing();
       return node;
@@ -103,8 +124,9 @@ export class ClusterNode implements NodeApi {
     }
     this.etcd = new EtcdMetadata(connectEtcd(options.etcd), new ClusterKeys(options.cluster));
     this.directory = new EtcdSegmentDirectory(this.etcd);
-    const member: MemberInfo = { id: options.id, address: this.address, startedMs: Date.now(), version: VERSION, metricsUrl: this.metricsUrl };
-    this.session = new NodeSession(this.etcd, member, options.leaseTtlSeconds, this.logger);
+    const { disk, clock, random } = this.io;
+    const member: MemberInfo = { id: options.id, address: this.address, startedMs: clock.nowMs(), version: VERSION, metricsUrl: this.metricsUrl };
+    this.session = new NodeSession(this.etcd, member, options.leaseTtlSeconds, this.logger, clock, random);
     this.repairs = new RepairService({
       self: options.id,
       logs: this.logs,
@@ -116,6 +138,9 @@ export class ClusterNode implements NodeApi {
       strategy: options.repairStrategy,
       roundsMax: 3,
       logger: this.logger,
+      clock,
+      random,
+      disk,
       onUnavailable: (seconds) => this.metrics.segmentUnavailable.observe(seconds),
       checkPeer: (node, log, segmentId) => {
         void this.repairSegment(log, segmentId, node, options.repairStrategy, false).catch((error: unknown) =>
@@ -126,7 +151,7 @@ export class ClusterNode implements NodeApi {
         const etcd = this.etcd as EtcdMetadata;
         const key = etcd.keys.report(log, segmentId, options.id);
         if (!failure) await etcd.delete(key);
-        else await etcd.put(key, { log, segmentId, node: options.id, state: 'failed', detail: failure.detail, attempts: 0, updatedMs: Date.now() });
+        else await etcd.put(key, { log, segmentId, node: options.id, state: 'failed', detail: failure.detail, attempts: 0, updatedMs: clock.nowMs() });
       },
     });
     await this.watchMembers();
@@ -144,6 +169,9 @@ export class ClusterNode implements NodeApi {
       entryBytesMax: options.entryBytesMax,
       metrics: this.metrics,
       logger: this.logger,
+      checker: await this.scrubChecker(),
+      clock,
+      random,
     });
     this.scrubber.start();
     this.coordinator = new Coordinator({
@@ -161,10 +189,19 @@ export class ClusterNode implements NodeApi {
       goneAfterMs: options.goneAfterMs,
       intervalMs: options.coordinatorIntervalMs,
       maxRecoveryAttempts: 3,
+      clock,
     });
     await this.coordinator.start();
     this.rpc.setServing(true);
     this.logger.info({ address: this.address, metrics: this.metricsUrl, cluster: options.cluster }, 'node serving');
+  }
+
+  /** Scrub checks in a worker thread, or in this thread when running from TypeScript sources (tests). */
+  private async scrubChecker(): Promise<ScrubChecker> {
+    const inThread = new InThreadScrubChecker(this.io.disk);
+    const script = scrubWorkerScriptPath();
+    if (!(await nodeDisk.stat(script))) return inThread; // the program's own files are on node:fs
+    return new ScrubWorkerPool({ spawn: () => new Worker(script), fallback: inThread, logger: this.logger });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -173,7 +210,7 @@ export class ClusterNode implements NodeApi {
   private async watchMembers(): Promise<void> {
     const etcd = this.etcd as EtcdMetadata;
     const refresh = async (): Promise<void> => {
-      const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
+      const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 }, this.io.random);
       while (!this.stopped) {
         try {
           const list = await etcd.list(etcd.keys.membersPrefix(), parseMemberInfo);
@@ -182,7 +219,7 @@ export class ClusterNode implements NodeApi {
           return;
         } catch (error) {
           this.logger.debug({ err: error }, 'failed to list members; retrying');
-          await sleep(backoff.next());
+          await this.io.clock.sleep(backoff.next());
         }
       }
     };
@@ -215,14 +252,14 @@ export class ClusterNode implements NodeApi {
     const etcd = this.etcd as EtcdMetadata;
     const directory = this.directory as EtcdSegmentDirectory;
     const openAll = async (): Promise<void> => {
-      const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
+      const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 }, this.io.random);
       while (!this.stopped) {
         try {
           for (const meta of await directory.listLogs()) void this.runtime(meta).catch((error: unknown) => this.logger.error({ log: meta.log, err: error }, 'failed to open log'));
           return;
         } catch (error) {
           this.logger.debug({ err: error }, 'failed to list logs; retrying');
-          await sleep(backoff.next());
+          await this.io.clock.sleep(backoff.next());
         }
       }
     };
@@ -232,8 +269,14 @@ export class ClusterNode implements NodeApi {
       if (key.endsWith('/meta')) void openAll();
     }));
     // A log that failed to open (its store locked or damaged for now) is tried again.
-    this.reopenTimer = setInterval(() => void openAll(), this.options.catchUpIntervalMs * 5);
-    this.reopenTimer.unref();
+    const reopenEvery = (): void => {
+      if (this.stopped) return;
+      this.cancelReopen = this.io.clock.setTimer(this.options.catchUpIntervalMs * 5, () => {
+        void openAll();
+        reopenEvery();
+      });
+    };
+    reopenEvery();
   }
 
   private runtime(meta: LogMeta): Promise<LogRuntime> {
@@ -261,11 +304,18 @@ export class ClusterNode implements NodeApi {
             catchUpIntervalMs: this.options.catchUpIntervalMs,
             onDamage: (log, segmentId, detail) => this.repairs?.schedule(log, segmentId, 'read', detail),
             fetchFile: (node, log, segmentId, path) => this.fetchSegmentFile(node, log, segmentId, path),
+            clock: this.io.clock,
+            random: this.io.random,
+            disk: this.io.disk,
           },
           meta,
           store,
         );
-        await runtime.start();
+        // A runtime that failed to start is stopped: its catch-up timer must not outlive it.
+        await runtime.start().catch(async (error: unknown) => {
+          await runtime.stop().catch(() => undefined);
+          throw error;
+        });
         return runtime;
       })();
       this.runtimes.set(meta.log, pending);
@@ -281,7 +331,7 @@ export class ClusterNode implements NodeApi {
     const directory = this.directory as EtcdSegmentDirectory;
     let meta = (await directory.logMeta(log))?.value;
     if (!meta && createIfMissing) {
-      const created: LogMeta = { log, replicationFactor: this.options.replicationFactor, ackQuorum: this.options.ackQuorum, segmentBytesMax: this.options.segmentBytesMax, createdMs: Date.now() };
+      const created: LogMeta = { log, replicationFactor: this.options.replicationFactor, ackQuorum: this.options.ackQuorum, segmentBytesMax: this.options.segmentBytesMax, createdMs: this.io.clock.nowMs() };
       await directory.createLog(created);
       meta = (await directory.logMeta(log))?.value;
       this.logger.info({ log, replicationFactor: created.replicationFactor, ackQuorum: created.ackQuorum }, 'created log');
@@ -326,14 +376,19 @@ export class ClusterNode implements NodeApi {
     const address = this.members.get(node)?.address;
     if (!address) throw new Error(`member ${node} is not live`);
     const client = this.peers(node) as PeerClient;
-    const out = createWriteStream(path);
+    const out = await this.io.disk.open(path, 'w');
     try {
-      for await (const chunk of client.fetchSegment(log, segmentId, 1024 * 1024)) {
-        if (!out.write(chunk.data)) await once(out, 'drain');
+      let position = 0;
+      for await (const chunk of client.fetchSegment(log, segmentId, FETCH_CHUNK_BYTES)) {
+        for (let at = 0; at < chunk.data.byteLength; ) {
+          const { bytesWritten } = await out.write(chunk.data, at, chunk.data.byteLength - at, position);
+          if (bytesWritten <= 0) throw new Error(`failed to write the fetched segment ${segmentId} at offset ${position}: no progress`);
+          at += bytesWritten;
+          position += bytesWritten;
+        }
       }
     } finally {
-      out.end();
-      await once(out, 'close');
+      await out.close();
     }
   }
 
@@ -446,7 +501,7 @@ export class ClusterNode implements NodeApi {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.reopenTimer) clearInterval(this.reopenTimer);
+    this.cancelReopen?.();
     this.repairs?.stop();
     await this.scrubber?.stop();
     await this.coordinator?.stop();

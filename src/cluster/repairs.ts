@@ -5,9 +5,10 @@
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import type { Clock, Disk, Random } from '../io/index.js';
 import type { RepairStrategy, SegmentRepair } from '../recovery/index.js';
 import { type LogStores, type PeerResolver, BadRequestError, ReplicaSource, UnknownSegmentError, expectationOfMeta } from '../replication/index.js';
-import { Backoff, sleep } from './backoff.js';
+import { Backoff } from './backoff.js';
 import type { EtcdSegmentDirectory } from './directory.js';
 
 export type DetectionSource = 'open' | 'read' | 'scrub' | 'request' | 'coordinator';
@@ -40,6 +41,12 @@ export interface RepairServiceOptions {
   readonly checkPeer?: (node: string, log: string, segmentId: number) => void;
   /** Seconds from a detection to the repair that made the local copy whole again. */
   readonly onUnavailable?: (seconds: number) => void;
+  /** Event times (nowMs); hold-offs, backoff waits and repair durations (monotonicMs, sleep). */
+  readonly clock: Clock;
+  /** Backoff jitter between repair rounds. */
+  readonly random: Random;
+  /** The disk tempDir is on (the stores'): replica copies are fetched and verified there. */
+  readonly disk: Disk;
 }
 
 export const expectationOf = expectationOfMeta;
@@ -67,7 +74,7 @@ export class RepairService {
   }
 
   emit(event: Omit<RecoveryEventView, 'timeMs' | 'node'>): void {
-    const full: RecoveryEventView = { timeMs: Date.now(), node: this.o.self, ...event };
+    const full: RecoveryEventView = { timeMs: this.o.clock.nowMs(), node: this.o.self, ...event };
     this.events.emit('event', full);
   }
 
@@ -78,12 +85,12 @@ export class RepairService {
     // A copy this node gave up on is the coordinator's to retry: the scrubber and reads finding
     // it again do not start another round (or another alert) until the hold-off has passed.
     const gaveUp = this.gaveUpAt.get(key);
-    if (gaveUp !== undefined && source !== 'request' && Date.now() - gaveUp < GIVE_UP_HOLD_OFF_MS) return;
+    if (gaveUp !== undefined && source !== 'request' && this.o.clock.monotonicMs() - gaveUp < GIVE_UP_HOLD_OFF_MS) return;
     this.scheduled.add(key);
     this.emit({ log, segment: segmentId, kind: 'detected', source, detail });
-    const detectedAt = performance.now();
+    const detectedAt = this.o.clock.monotonicMs();
     void (async () => {
-      const backoff = new Backoff({ initialMs: 200, maxMs: 5_000 });
+      const backoff = new Backoff({ initialMs: 200, maxMs: 5_000 }, this.o.random);
       let detail = 'no attempt made';
       try {
         for (let round = 1; round <= this.o.roundsMax && !this.stopped; round += 1) {
@@ -94,15 +101,15 @@ export class RepairService {
           });
           if (result && (result.outcome === 'done' || result.outcome === 'halted')) {
             this.gaveUpAt.delete(key);
-            if (result.outcome === 'done') this.o.onUnavailable?.((performance.now() - detectedAt) / 1000);
+            if (result.outcome === 'done') this.o.onUnavailable?.((this.o.clock.monotonicMs() - detectedAt) / 1000);
             await this.o.report(log, segmentId, undefined).catch(() => undefined);
             return;
           }
           if (result) detail = result.detail;
-          await sleep(backoff.next());
+          await this.o.clock.sleep(backoff.next());
         }
         // Given up for now: the coordinator retries it later (and alerts if it never works).
-        this.gaveUpAt.set(key, Date.now());
+        this.gaveUpAt.set(key, this.o.clock.monotonicMs());
         if (!this.stopped) await this.o.report(log, segmentId, { detail }).catch((error: unknown) => this.o.logger.warn({ err: error }, 'failed to record a repair report in etcd'));
       } finally {
         this.scheduled.delete(key);
@@ -141,10 +148,11 @@ export class RepairService {
       segmentMeta: async (id) => (id === segmentId ? meta : (await this.o.directory.list(log)).find((s) => s.meta.segmentId === id)?.meta),
       fetchFile: (node, id, path) => this.o.fetchFile(node, log, id, path),
       tempDir: join(this.o.logs.logDir(log)),
+      disk: this.o.disk,
       logger: this.o.logger,
       entryBytesMax: this.o.entryBytesMax,
     });
-    const started = performance.now();
+    const started = this.o.clock.monotonicMs();
     const result = await store
       .repairSealedSegment(segmentId, {
         strategy: options.strategy,
@@ -164,7 +172,7 @@ export class RepairService {
       // Its own copy is suspect: have it checked (and repaired) against the record now.
       this.o.checkPeer?.(node, log, segmentId);
     }
-    if (!options.dryRun) this.report(log, segmentId, options.source, result, performance.now() - started);
+    if (!options.dryRun) this.report(log, segmentId, options.source, result, this.o.clock.monotonicMs() - started);
     return result;
   }
 

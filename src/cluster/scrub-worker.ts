@@ -1,7 +1,9 @@
 // Worker thread of the scrubber: verifies sealed segment files off the main thread, so a node's
-// event loop keeps serving while its sealed data is re-read and re-hashed.
+// event loop keeps serving while its sealed data is re-read and re-hashed. This file is the
+// production edge of the scrub checks: the thread reads through nodeDisk. scrubFile itself takes
+// any Disk (InThreadScrubChecker runs it in the caller's thread, on the caller's disk).
 import { parentPort } from 'node:worker_threads';
-import { nodeDisk } from '../io/index.js';
+import { type Disk, nodeDisk } from '../io/index.js';
 import { analyzeSegmentFile, checksumHex, isClean } from '../wal/index.js';
 
 export interface ScrubRequest {
@@ -24,9 +26,9 @@ export interface ScrubResult {
   readonly error: string;
 }
 
-export async function scrubFile(request: ScrubRequest): Promise<ScrubResult> {
+export async function scrubFile(disk: Disk, request: ScrubRequest): Promise<ScrubResult> {
   try {
-    const a = await analyzeSegmentFile(nodeDisk, request.path, request.segmentId, { entryBytesMax: request.entryBytesMax });
+    const a = await analyzeSegmentFile(disk, request.path, request.segmentId, { entryBytesMax: request.entryBytesMax });
     return {
       id: request.id,
       ok: true,
@@ -45,5 +47,5 @@ export async function scrubFile(request: ScrubRequest): Promise<ScrubResult> {
 }
 
 parentPort?.on('message', (request: ScrubRequest) => {
-  void scrubFile(request).then((result) => parentPort?.postMessage(result));
+  void scrubFile(nodeDisk, request).then((result) => parentPort?.postMessage(result));
 });

@@ -4,7 +4,8 @@
 // listeners, who campaign again.
 import type { Lease } from 'etcd3';
 import type { Logger } from 'pino';
-import { Backoff, sleep } from './backoff.js';
+import type { Clock, Random } from '../io/index.js';
+import { Backoff } from './backoff.js';
 import type { EtcdMetadata } from './etcd.js';
 
 export interface MemberInfo {
@@ -34,6 +35,8 @@ export class NodeSession {
     readonly member: MemberInfo,
     private readonly ttlSeconds: number,
     private readonly logger: Logger,
+    private readonly clock: Clock,
+    private readonly random: Random,
   ) {}
 
   /** Called with each new lease (the first and every one after a loss). */
@@ -56,7 +59,7 @@ export class NodeSession {
   }
 
   private async establish(): Promise<void> {
-    const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
+    const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 }, this.random);
     while (!this.abort.signal.aborted) {
       try {
         const lease = this.meta.client.lease(this.ttlSeconds, { autoKeepAlive: true });
@@ -70,7 +73,7 @@ export class NodeSession {
         return;
       } catch (error) {
         this.logger.warn({ node: this.member.id, err: error }, 'failed to register in etcd; retrying');
-        await sleep(backoff.next(), this.abort.signal);
+        await this.clock.sleep(backoff.next(), this.abort.signal);
       }
     }
   }

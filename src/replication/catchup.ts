@@ -7,12 +7,12 @@
 // arrival, and a sealed copy must end with the recorded aggregate checksum); etcd may be briefly
 // unreachable (the pass fails and runs again later). A copy that disagrees with etcd is left as
 // it is and reported: replacing it is the repair path's job, never catch-up's.
+import { join } from 'node:path';
 import type { Logger } from 'pino';
+import type { Disk } from '../io/index.js';
 import { type WalStore, checksumHex } from '../wal/index.js';
 import type { PeerResolver, SegmentDirectory } from './api.js';
 import { type SegmentMeta, expectationOfMeta } from './metadata.js';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 
 export interface CatchUpContext {
   readonly log: string;
@@ -25,6 +25,8 @@ export interface CatchUpContext {
   readonly fetchFile: (node: string, segmentId: number, path: string) => Promise<void>;
   /** A directory on the store's file system for copies in flight. */
   readonly tempDir: string;
+  /** The disk tempDir is on (the store's). */
+  readonly disk: Disk;
 }
 
 export interface CatchUpResult {
@@ -90,7 +92,7 @@ async function installWhole(ctx: CatchUpContext, meta: SegmentMeta): Promise<voi
   const expected = expectationOfMeta(meta);
   let lastError: unknown = new Error('no other member to copy from');
   for (const node of meta.ensemble.filter((n) => n !== ctx.self)) {
-    const dir = await mkdtemp(join(ctx.tempDir, 'install-'));
+    const dir = await ctx.disk.mkdtemp(join(ctx.tempDir, 'install-'));
     try {
       const path = join(dir, 'segment.wal');
       await ctx.fetchFile(node, meta.segmentId, path);
@@ -99,7 +101,7 @@ async function installWhole(ctx: CatchUpContext, meta: SegmentMeta): Promise<voi
     } catch (error) {
       lastError = error;
     } finally {
-      await rm(dir, { recursive: true, force: true });
+      await ctx.disk.remove(dir);
     }
   }
   throw lastError;

@@ -1,12 +1,12 @@
 // The logs a node keeps: one WalStore per log (replica mode) under <data-dir>/logs/<log>/, and
-// the highest writer epoch the node has been fenced with for each, kept durably in EPOCH.
-import { mkdir, readFile } from 'node:fs/promises';
+// the highest writer epoch the node has been fenced with for each, kept durably in EPOCH. Every
+// file is reached through the injected Disk, and the stores take the same Disk and Clock.
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import type { Clock, Disk } from '../io/index.js';
 import type { RecoveryMetrics } from '../recovery/index.js';
 import { type GoodCopySource, WalStore } from '../wal/index.js';
 import { writeFileAtomic } from '../wal/index.js';
-import { nodeDisk } from '../io/index.js';
 import { BadRequestError, FencedError } from './errors.js';
 import { isValidLogName } from './metadata.js';
 
@@ -16,6 +16,10 @@ export interface LogStoresOptions {
   readonly entryBytesMax: number;
   readonly logger: Logger;
   readonly metrics: RecoveryMetrics;
+  /** Where the stores and EPOCH files live (nodeDisk in production). */
+  readonly disk: Disk;
+  /** The stores' entry timestamps and durations (systemClock in production). */
+  readonly clock: Clock;
   /** Sources of verified copies for the recovery a store runs when it opens (replicas). */
   readonly sourcesFor?: (log: string) => readonly GoodCopySource[];
 }
@@ -32,6 +36,11 @@ export class LogStores {
 
   constructor(private readonly options: LogStoresOptions) {}
 
+  /** The disk every store of this node uses (segment files are served from it too). */
+  get disk(): Disk {
+    return this.options.disk;
+  }
+
   logDir(log: string): string {
     if (!isValidLogName(log)) throw new BadRequestError('log', `invalid log name '${log.slice(0, 80)}'`);
     return join(this.options.dataDir, 'logs', log);
@@ -47,7 +56,8 @@ export class LogStores {
     let pending = this.logs.get(log);
     if (!pending) {
       pending = (async () => {
-        await mkdir(dir, { recursive: true });
+        const { disk } = this.options;
+        await disk.mkdirp(dir);
         const store = await WalStore.open(dir, {
           logName: log,
           // A replica holds whatever entries the writer sends; the writer enforces the limit.
@@ -60,8 +70,10 @@ export class LogStores {
           sources: this.options.sourcesFor?.(log) ?? [],
           logger: this.options.logger, // the store names the log in its lines itself
           metrics: this.options.metrics,
+          disk,
+          clock: this.options.clock,
         });
-        const raw = await readFile(join(dir, 'EPOCH'), 'utf8').catch(() => '0');
+        const raw = await disk.readFile(join(dir, 'EPOCH')).then((bytes) => bytes.toString('utf8'), () => '0');
         const fencedEpoch = Number.parseInt(raw, 10);
         return { store, fencedEpoch: Number.isSafeInteger(fencedEpoch) ? fencedEpoch : 0, raising: Promise.resolve() };
       })();
@@ -80,7 +92,7 @@ export class LogStores {
       // would lower the fence again. A request whose epoch was overtaken meanwhile is refused.
       const raise = open.raising.then(async () => {
         if (epoch <= open.fencedEpoch) return;
-        await writeFileAtomic(nodeDisk, join(this.logDir(log), 'EPOCH'), this.logDir(log), Buffer.from(`${epoch}\n`));
+        await writeFileAtomic(this.options.disk, join(this.logDir(log), 'EPOCH'), this.logDir(log), Buffer.from(`${epoch}\n`));
         open.fencedEpoch = epoch;
       });
       open.raising = raise.catch(() => undefined);

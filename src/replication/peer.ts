@@ -4,10 +4,10 @@
 // Fault model: requests may come from a stale writer (refused by epoch), carry damaged or
 // hostile frames (each is verified before it is written), or ask for ranges the node does not
 // hold. A copy this node holds but cannot verify is reported as faulty, never as absent.
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+// Segment files are read through the stores' Disk (LogStores.disk), never the file system directly.
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { DiskError } from '../io/index.js';
 import { CorruptEntryError, EntryLostError, IndexOutOfRangeError, type SegmentRecord, type SegmentStart, checksumHex, format } from '../wal/index.js';
 import { BadRequestError } from './errors.js';
 import type { LogStores } from './logs.js';
@@ -145,8 +145,10 @@ export class PeerHandlers {
     const record = store.segmentRecord(segmentId);
     if (record?.state !== 'sealed') return undefined;
     const path = join(this.logs.logDir(log), 'segments', format.segmentFileName(segmentId));
-    const { size } = await stat(path);
-    const highWaterMark = Math.min(Math.max(chunkBytes || FETCH_CHUNK_BYTES_DEFAULT, 4096), FETCH_CHUNK_BYTES_MAX);
-    return { totalBytes: size, chunks: createReadStream(path, { highWaterMark }) as AsyncIterable<Buffer> };
+    const disk = this.logs.disk;
+    const info = await disk.stat(path);
+    if (!info) throw new DiskError('ENOENT', 'stat', path); // as a failed stat always did
+    const chunkBytesClamped = Math.min(Math.max(chunkBytes || FETCH_CHUNK_BYTES_DEFAULT, 4096), FETCH_CHUNK_BYTES_MAX);
+    return { totalBytes: info.byteLength, chunks: disk.readChunks(path, chunkBytesClamped) };
   }
 }

@@ -6,11 +6,10 @@
 // again by the repair engine, and a rebuilt sealed segment must match the aggregate checksum etcd
 // recorded. A replica that serves bytes failing verification is remembered as lying for that
 // segment and never used for it again in this repair.
-import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import type { Disk } from '../io/index.js';
 import { type GoodCopySource, type SegmentExpectation, analyzeSegmentFile, checksumHex, format, isClean } from '../wal/index.js';
-import { nodeDisk } from '../io/index.js';
 import type { PeerResolver } from './api.js';
 import type { SegmentMeta } from './metadata.js';
 
@@ -23,6 +22,8 @@ export interface ReplicaSourceOptions {
   /** Fetches a whole sealed segment file from a member into path (FetchSegment). */
   readonly fetchFile?: (node: string, segmentId: number, path: string) => Promise<void>;
   readonly tempDir: string;
+  /** The disk tempDir is on; fetched copies are verified on it. */
+  readonly disk: Disk;
   readonly logger: Logger;
   readonly entryBytesMax: number;
 }
@@ -42,7 +43,7 @@ export class ReplicaSource implements GoodCopySource {
 
   /** Removes the copies fetched into temporary directories (call once the repair is over). */
   async cleanup(): Promise<void> {
-    for (const dir of this.tempDirs.splice(0)) await rm(dir, { recursive: true, force: true });
+    for (const dir of this.tempDirs.splice(0)) await this.o.disk.remove(dir);
   }
 
   constructor(private readonly o: ReplicaSourceOptions) {}
@@ -136,11 +137,11 @@ export class ReplicaSource implements GoodCopySource {
     if (!fetchFile) return undefined;
     const meta = await this.o.segmentMeta(segmentId);
     for (const node of this.members(meta)) {
-      const dir = await mkdtemp(join(this.o.tempDir, 'fetch-'));
+      const dir = await this.o.disk.mkdtemp(join(this.o.tempDir, 'fetch-'));
       const path = join(dir, format.segmentFileName(segmentId));
       try {
         await fetchFile(node, segmentId, path);
-        if (await verifiesAgainst(path, segmentId, expected, meta, this.o.entryBytesMax)) {
+        if (await verifiesAgainst(this.o.disk, path, segmentId, expected, meta, this.o.entryBytesMax)) {
           this.tempDirs.push(dir);
           return path;
         }
@@ -148,14 +149,14 @@ export class ReplicaSource implements GoodCopySource {
       } catch (error) {
         this.o.logger.warn({ log: this.o.log, segment: segmentId, peer: node, err: error }, 'failed to fetch a segment file from a replica');
       }
-      await rm(dir, { recursive: true, force: true });
+      await this.o.disk.remove(dir);
     }
     return undefined;
   }
 }
 
-async function verifiesAgainst(path: string, segmentId: number, expected: SegmentExpectation, meta: SegmentMeta | undefined, entryBytesMax: number): Promise<boolean> {
-  const analysis = await analyzeSegmentFile(nodeDisk, path, segmentId, { entryBytesMax });
+async function verifiesAgainst(disk: Disk, path: string, segmentId: number, expected: SegmentExpectation, meta: SegmentMeta | undefined, entryBytesMax: number): Promise<boolean> {
+  const analysis = await analyzeSegmentFile(disk, path, segmentId, { entryBytesMax });
   const aggregate = meta?.aggregate ?? (expected.aggregateChecksum === undefined ? undefined : checksumHex(expected.aggregateChecksum));
   return (
     isClean(analysis) &&

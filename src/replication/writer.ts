@@ -14,6 +14,7 @@
 // briefly unreachable; another node may become writer at any time (then every call of this one
 // fails on its old epoch, and it stops).
 import type { Logger } from 'pino';
+import type { Clock } from '../io/index.js';
 import { type AppendResult, type SegmentStart, AGGREGATE_EMPTY as AGGREGATE_EMPTY_CHECKSUM, chainAggregate, checksumHex, format } from '../wal/index.js';
 import type { PeerResolver, SegmentDirectory, PeerApi } from './api.js';
 import { BadRequestError, FencedError, NotWriterError, QuorumUnavailableError, ReplicationError } from './errors.js';
@@ -32,7 +33,8 @@ export interface WriterOptions {
   /** When a member's current process started (a restarted member is no longer suspect). */
   readonly memberStartedMs?: (node: string) => number | undefined;
   readonly logger: Logger;
-  readonly clock: () => number;
+  /** Entry timestamps, createdMs and suspect times (nowMs); waits between recovery attempts. */
+  readonly clock: Clock;
   readonly onCommitted: (index: number) => void;
   /** Called once when the writer stops by itself (not through stop() from outside). */
   readonly onFailed?: (reason: Error) => void;
@@ -155,7 +157,7 @@ export class LogWriter {
       } catch (error) {
         if (error instanceof FencedError || attempt >= RECOVERY_ATTEMPTS_MAX) throw error;
         this.o.logger.warn({ log: this.o.log, epoch: this.o.epoch, err: error, attempt }, 'failed to recover an open segment; retrying');
-        await new Promise((r) => setTimeout(r, 200 * attempt));
+        await this.o.clock.sleep(200 * attempt);
       }
     }
   }
@@ -269,7 +271,7 @@ export class LogWriter {
     batch.forEach((pending, owner) => pending.payloads.forEach((payload) => items.push({ payload, owner })));
     const firsts = new Array<number>(batch.length).fill(0);
     const lasts = new Array<number>(batch.length).fill(0);
-    const timestampMs = this.o.clock();
+    const timestampMs = this.o.clock.nowMs();
     let at = 0;
     try {
       while (at < items.length) {
@@ -371,7 +373,7 @@ export class LogWriter {
             failures += 1;
             segment.degraded = true;
             segment.failed.add(node);
-            this.suspects.set(node, Date.now());
+            this.suspects.set(node, this.o.clock.nowMs());
             if (isFenced(error)) fenced = true;
             this.o.logger.warn({ log: this.o.log, segment: segment.meta.segmentId, peer: node, err: error }, 'failed to replicate to a member');
             settle();
@@ -401,7 +403,8 @@ export class LogWriter {
     const live = new Set(this.o.liveMembers());
     // A member that just failed a send stays out of new ensembles for a while (its etcd lease
     // may take seconds to expire), unless it is needed to reach the ack quorum.
-    const now = Date.now();
+    // Wall-clock time: it is compared with the member's start time, recorded by its own process.
+    const now = this.o.clock.nowMs();
     const healthy = (n: string): boolean => {
       const failedAt = this.suspects.get(n) ?? 0;
       return now - failedAt > SUSPECT_MS || (this.o.memberStartedMs?.(n) ?? 0) > failedAt;
@@ -423,7 +426,7 @@ export class LogWriter {
       indexCount: 0,
       byteLength: 0,
       aggregate: '',
-      createdMs: this.o.clock(),
+      createdMs: this.o.clock.nowMs(),
     };
     const opened = await this.createOrAdopt(meta);
     meta = opened.meta;

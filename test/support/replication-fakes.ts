@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import pino from 'pino';
+import { type Clock, nodeDisk, systemClock } from '../../src/io/index.js';
 import { RecoveryMetrics } from '../../src/recovery/index.js';
 import { LogStores, LogWriter, PeerHandlers, type LogMeta, type PeerApi, type PeerResolver, type SegmentDirectory, type SegmentMeta, parseSegmentMeta } from '../../src/replication/index.js';
 import { toStatus } from '../../src/rpc/index.js';
@@ -141,7 +142,7 @@ export class TestNode {
 
   static async start(id: string, root: string): Promise<TestNode> {
     const dataDir = await mkdtemp(join(root, `${id}-`));
-    const logs = new LogStores({ dataDir, backupRetentionCount: 0, entryBytesMax: ENTRY_BYTES_MAX, logger: silent, metrics: new RecoveryMetrics() });
+    const logs = new LogStores({ dataDir, backupRetentionCount: 0, entryBytesMax: ENTRY_BYTES_MAX, logger: silent, metrics: new RecoveryMetrics(), disk: nodeDisk, clock: systemClock });
     return new TestNode(id, dataDir, logs, new PeerHandlers(logs, silent));
   }
 
@@ -214,6 +215,8 @@ export interface WriterUnderTest {
   readonly failures: Error[];
   /** The highest index each member acknowledged to this writer (onReplicated). */
   readonly replicated: Map<string, number>;
+  /** The writer's clock (advance() it to move past time windows). */
+  readonly clock: SteppingClock;
 }
 
 export interface StartWriterOptions {
@@ -232,6 +235,7 @@ export function startWriter(cluster: TestCluster, o: StartWriterOptions): Writer
   const committed: number[] = [];
   const failures: Error[] = [];
   const replicated = new Map<string, number>();
+  const clock = new SteppingClock();
   const writer = new LogWriter({
     log: o.log,
     self: o.self,
@@ -241,14 +245,14 @@ export function startWriter(cluster: TestCluster, o: StartWriterOptions): Writer
     peers: cluster.network.resolverFor(o.self, o.caller ?? o.self),
     liveMembers: o.live ?? (() => [...cluster.nodes.keys()].sort()),
     logger: silent,
-    clock: fakeClock(),
+    clock,
     onCommitted: (index) => committed.push(index),
     onFailed: (reason) => failures.push(reason),
     onReplicated: (node, lastIndex) => replicated.set(node, Math.max(lastIndex, replicated.get(node) ?? 0)),
     groupCommitBytesMax: o.groupCommitBytesMax ?? 256 * 1024,
     entryBytesMax: ENTRY_BYTES_MAX,
   });
-  return { writer, committed, failures, replicated };
+  return { writer, committed, failures, replicated, clock };
 }
 
 /** Resolves once each of nodes has acknowledged index to the writer (its send chain settled). */
@@ -410,10 +414,34 @@ export async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 
   }
 }
 
-/** A clock for entry timestamps and createdMs that moves on by 1 ms per reading. */
-export function fakeClock(startMs = 1_700_000_000_000): () => number {
-  let now = startMs;
-  return () => now++;
+/**
+ * A clock whose wall time (entry timestamps, createdMs, suspect times) moves on by 1 ms per
+ * reading, and jumps with advance(). Waits and timers are real (systemClock): the fake network's
+ * delays and deadlines take real time.
+ */
+export class SteppingClock implements Clock {
+  private wallMs: number;
+  private aheadMs = 0;
+  constructor(startMs = 1_700_000_000_000) {
+    this.wallMs = startMs;
+  }
+  nowMs(): number {
+    return this.wallMs++;
+  }
+  monotonicMs(): number {
+    return systemClock.monotonicMs() + this.aheadMs;
+  }
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return systemClock.sleep(ms, signal);
+  }
+  setTimer(ms: number, fn: () => void): () => void {
+    return systemClock.setTimer(ms, fn);
+  }
+  /** Moves both clocks on by ms at once (waits already running are not shortened). */
+  advance(ms: number): void {
+    this.wallMs += ms;
+    this.aheadMs += ms;
+  }
 }
 
 /** A payload that names its number, so a misplaced entry shows in a failure message. */

@@ -5,6 +5,7 @@
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { nodeDisk } from '../../src/io/index.js';
 import { type CatchUpResult, catchUpLog } from '../../src/replication/index.js';
 import { AGGREGATE_EMPTY, chainAggregate, checksumHex } from '../../src/wal/index.js';
 import { TestCluster, type WriterUnderTest, acknowledgedBy, payloadOf, startWriter } from '../support/replication-fakes.js';
@@ -31,6 +32,7 @@ async function catchUp(node: string, fetchFile?: (from: string, segmentId: numbe
     logger: store.logger,
     fetchFile: fetchFile ?? ((from, segmentId, path) => cluster.fetchFile(from, LOG, segmentId, path)),
     tempDir: store.dataDir,
+    disk: nodeDisk,
   });
 }
 

@@ -4,7 +4,7 @@
 // writer failover and fencing, and a seal that misses etcd.
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FencedError, NotWriterError, QuorumUnavailableError, type SegmentMeta } from '../../src/replication/index.js';
 import { type AppendResult, checksumHex, format } from '../../src/wal/index.js';
 import { EtcdUnreachableError, type WriterUnderTest, TestCluster, acknowledgedBy, payloadOf, startWriter, until } from '../support/replication-fakes.js';
@@ -64,7 +64,6 @@ beforeEach(async () => {
 afterEach(async () => {
   for (const { writer } of writers.splice(0)) writer.stop();
   await cluster.close();
-  vi.restoreAllMocks();
 });
 
 describe('appends', () => {
@@ -198,7 +197,7 @@ describe('member failure', () => {
   });
 
   it('a member left out after a failure rejoins new ensembles once its suspect window has passed', async () => {
-    const { writer } = writerOn('a', 1, SEGMENT_BYTES_SMALL);
+    const { writer, clock } = writerOn('a', 1, SEGMENT_BYTES_SMALL);
     const fill = (from: number): Promise<AppendResult> => writer.append(payloads(from, 3, 1000)); // 3 fill a 4 KiB segment
     const ensembles = (): string[][] => cluster.directory.snapshot(LOG).map((r) => [...r.meta.ensemble]);
     cluster.network.fail('c', { kind: 'unavailable' });
@@ -210,8 +209,7 @@ describe('member failure', () => {
     const withinWindow = ensembles();
     expect(withinWindow.length).toBeGreaterThanOrEqual(3);
     expect(withinWindow.slice(1)).toEqual(withinWindow.slice(1).map(() => ['a', 'b']));
-    const realNow = Date.now.bind(Date);
-    vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 60_000);
+    clock.advance(60_000);
     await fill(13);
     const after = ensembles();
     expect(after.length).toBe(withinWindow.length + 1);
