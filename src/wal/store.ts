@@ -94,10 +94,27 @@ interface ActiveSegment {
   indexCount: number;
   aggregate: Checksum64;
   checkpointedBytes: number;
+  /**
+   * What the last completed fdatasync covers (byteLength above is always synced). lastIndex,
+   * indexCount and aggregate run ahead while a write is in flight; reads, the catalog and the
+   * answers to peers use only this, so nothing is served or recorded before it is durable.
+   */
+  durable: { lastIndex: number; indexCount: number; aggregate: Checksum64 };
+}
+
+/** Read-index slots of frames written by one writeAndSync, added once they are durable. */
+interface IndexedFrames {
+  readonly starts: number[];
+  readonly lengths: number[];
+  readonly checkWords: number[];
 }
 
 interface ReadIndex {
-  readonly handle: DiskFile | undefined; // undefined: use the active segment's handle
+  /** The segment's file, open for reading (the active segment's own handle while it is open). */
+  readonly handle: DiskFile;
+  /** Reads using the handle now; a retired index closes it when the last one finishes. */
+  users: number;
+  retired: boolean;
   readonly starts: number[];
   readonly lengths: number[];
   /**
@@ -222,7 +239,7 @@ export class WalStore {
 
   /** The last index written (0 for an empty log). */
   get lastIndex(): number {
-    if (this.active) return this.active.lastIndex;
+    if (this.active) return this.active.durable.lastIndex;
     const last = this.segments[this.segments.length - 1];
     return last ? last.lastIndex : 0;
   }
@@ -272,12 +289,18 @@ export class WalStore {
     const slot = index - record.firstIndex;
     const start = readIndex.starts[slot];
     const length = readIndex.lengths[slot];
-    const handle = readIndex.handle ?? this.active?.handle;
-    if (start === undefined || length === undefined || start < 0 || handle === undefined) {
+    if (start === undefined || length === undefined || start < 0) {
       throw this.corrupt(index, record.segmentId, undefined, 'entry could not be located: the bytes around it are damaged');
     }
     if (length === 0) throw new EntryLostError(index, record.segmentId, 'recorded as lost by a repair');
-    const frame = await readRange(handle, start, length);
+    readIndex.users += 1;
+    let frame: Buffer;
+    try {
+      frame = await readRange(readIndex.handle, start, length);
+    } finally {
+      readIndex.users -= 1;
+      if (readIndex.retired && readIndex.users === 0) await readIndex.handle.close().catch(() => undefined);
+    }
     const decoded = decodeFrameAt(frame, 0, this.settings.entryBytesMax);
     if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.header.index !== index || decoded.frameByteLength !== length) {
       const detail = decoded.kind === 'entry' && !decoded.bodyOk ? 'entry checksum does not match its bytes' : 'entry header is damaged';
@@ -363,18 +386,18 @@ export class WalStore {
       const firstIndex = active.lastIndex + 1;
       if (accepted.length === 0) return { firstIndex, lastIndex: active.lastIndex };
       const bytes = Buffer.concat(accepted);
-      const offsets = this.readIndexes.get(active.segmentId);
+      const indexed: IndexedFrames = { starts: [], lengths: [], checkWords: [] };
       let offset = active.byteLength;
       for (const frame of accepted) {
-        offsets?.starts.push(offset);
-        offsets?.lengths.push(frame.byteLength);
-        offsets?.checkWords.push(frame.readUInt32BE(12));
+        indexed.starts.push(offset);
+        indexed.lengths.push(frame.byteLength);
+        indexed.checkWords.push(frame.readUInt32BE(12));
         offset += frame.byteLength;
         active.aggregate = chainAggregate(active.aggregate, frame.readBigUInt64BE(8));
         active.lastIndex += 1;
         active.indexCount += 1;
       }
-      await this.writeAndSync(active, bytes);
+      await this.writeAndSync(active, bytes, indexed);
       return { firstIndex, lastIndex: active.lastIndex };
     });
   }
@@ -417,6 +440,7 @@ export class WalStore {
     active.lastIndex = analysis.lastIndex;
     active.indexCount = analysis.indexCount;
     active.aggregate = analysis.aggregate;
+    markDurable(active);
     readIndex.starts.length = Math.max(0, slot + 1);
     readIndex.lengths.length = Math.max(0, slot + 1);
     readIndex.checkWords.length = Math.max(0, slot + 1);
@@ -502,7 +526,9 @@ export class WalStore {
       const temp = `${this.layout.segmentPath(segmentId)}${TEMP_SUFFIX}`;
       await disk.copyFile(path, temp);
       await syncFile(disk, temp);
-      const quarantinedAs = await quarantineFile(this.layout, this.layout.segmentPath(segmentId), 'disagrees-with-record', { keepOriginal: false, retention: Math.max(1, this.recovery.backupRetentionCount), now: this.options.clock.nowMs() });
+      // The old copy is linked into quarantine and the new one renamed over it: at every instant
+      // the segment's name holds one whole copy, old or new (a crash never leaves neither).
+      const quarantinedAs = await quarantineFile(this.layout, this.layout.segmentPath(segmentId), 'disagrees-with-record', { keepOriginal: true, retention: Math.max(1, this.recovery.backupRetentionCount), now: this.options.clock.nowMs() });
       await disk.rename(temp, this.layout.segmentPath(segmentId));
       await disk.fsyncDir(this.layout.segmentsDir);
       await this.reloadSealedSegment(segmentId);
@@ -525,7 +551,7 @@ export class WalStore {
     this.readIndexBuilds.delete(segmentId); // a build still running reads the old file
     const cached = this.readIndexes.get(segmentId);
     this.readIndexes.delete(segmentId);
-    await cached?.handle?.close().catch(() => undefined);
+    if (cached) await retire(cached);
     const path = this.layout.segmentPath(segmentId);
     const handle = await this.layout.disk.open(path, 'r');
     let header: ReturnType<typeof decodeSegmentHeader>;
@@ -568,27 +594,33 @@ export class WalStore {
    */
   async installSealedSegment(segmentId: number, sourcePath: string, expected?: SegmentExpectation): Promise<SegmentRecord> {
     if (this.closed) throw new StoreClosedError();
-    if (this.segmentRecord(segmentId)) throw new ReplicaRejectedError('segment-mismatch', `segment ${segmentId} is held here already`, this.lastIndex);
-    if (this.active && this.active.segmentId < segmentId) throw new ReplicaRejectedError('segment-mismatch', `segment ${this.active.segmentId} is still open here`, this.lastIndex);
+    // Synced before it is verified and renamed in: what was checked is what a crash leaves.
+    await syncFile(this.layout.disk, sourcePath);
     const analysis = await analyzeSegmentFile(this.layout.disk, sourcePath, segmentId, { entryBytesMax: this.settings.entryBytesMax });
     const trailer = analysis.trailer;
     if (!isClean(analysis) || !trailer || (expected && !matchesExpectation(analysis, expected))) {
       throw new ReplicaRejectedError('bad-frame', `the copy of segment ${segmentId} does not verify`, this.lastIndex);
     }
-    const overlaps = this.segments.some((r) => r.firstIndex <= trailer.lastIndex && trailer.firstIndex <= r.lastIndex && r.lastIndex >= r.firstIndex);
-    const inOrder = this.segments.every((r) => (r.segmentId < segmentId ? r.lastIndex < trailer.firstIndex : r.firstIndex > trailer.lastIndex));
-    if (overlaps || !inOrder || (!this.options.allowSegmentGaps && !(trailer.firstIndex === this.lastIndex + 1))) {
-      throw new ReplicaRejectedError('index-gap', `segment ${segmentId} (${trailer.firstIndex}..${trailer.lastIndex}) does not fit the segments held here`, this.lastIndex);
-    }
-    const target = this.layout.segmentPath(segmentId);
-    await this.layout.disk.rename(sourcePath, target);
-    await this.layout.disk.fsyncDir(this.layout.segmentsDir);
-    const record = sealedRecordOf(segmentId, analysis, trailer);
-    this.segments.push(record);
-    this.segments.sort((a, b) => a.segmentId - b.segmentId);
-    await this.writeCatalog();
-    this.scheduleBackup(segmentId);
-    return record;
+    // Checked and put in place in queue order, so no write or seal runs between the check and
+    // the rename, and the catalog is written from durable state only.
+    return this.exclusive(async () => {
+      if (this.segmentRecord(segmentId)) throw new ReplicaRejectedError('segment-mismatch', `segment ${segmentId} is held here already`, this.lastIndex);
+      if (this.active && this.active.segmentId < segmentId) throw new ReplicaRejectedError('segment-mismatch', `segment ${this.active.segmentId} is still open here`, this.lastIndex);
+      const overlaps = this.segments.some((r) => r.firstIndex <= trailer.lastIndex && trailer.firstIndex <= r.lastIndex && r.lastIndex >= r.firstIndex);
+      const inOrder = this.segments.every((r) => (r.segmentId < segmentId ? r.lastIndex < trailer.firstIndex : r.firstIndex > trailer.lastIndex));
+      if (overlaps || !inOrder || (!this.options.allowSegmentGaps && !(trailer.firstIndex === this.lastIndex + 1))) {
+        throw new ReplicaRejectedError('index-gap', `segment ${segmentId} (${trailer.firstIndex}..${trailer.lastIndex}) does not fit the segments held here`, this.lastIndex);
+      }
+      const target = this.layout.segmentPath(segmentId);
+      await this.layout.disk.rename(sourcePath, target);
+      await this.layout.disk.fsyncDir(this.layout.segmentsDir);
+      const record = sealedRecordOf(segmentId, analysis, trailer);
+      this.segments.push(record);
+      this.segments.sort((a, b) => a.segmentId - b.segmentId);
+      await this.writeCatalog();
+      this.scheduleBackup(segmentId);
+      return record;
+    });
   }
 
   /** What this store holds of a segment (the open one included), or undefined. */
@@ -610,7 +642,7 @@ export class WalStore {
       }
     } finally {
       await this.active?.handle.close().catch(() => undefined);
-      for (const readIndex of this.readIndexes.values()) await readIndex.handle?.close().catch(() => undefined);
+      for (const readIndex of this.readIndexes.values()) if (readIndex.handle !== this.active?.handle) await retire(readIndex);
       this.readIndexes.clear();
       await this.lock.release();
     }
@@ -669,24 +701,24 @@ export class WalStore {
     let cursor = 0;
     let pendingFrom = 0;
     let active = this.active ?? (await this.createSegment(this.lastIndex + 1));
-    let currentOffsets = this.readIndexes.get(active.segmentId);
+    let indexed: IndexedFrames = { starts: [], lengths: [], checkWords: [] };
     for (const request of batch) {
       const firstIndex = active.lastIndex + 1;
       for (const payload of request.payloads) {
         const frameBytes = ENTRY_HEADER_BYTES + payload.byteLength;
         const segmentBytes = active.byteLength + (cursor - pendingFrom);
         if (active.indexCount > 0 && segmentBytes + frameBytes + TRAILER_BYTES > this.settings.segmentBytesMax) {
-          await this.writeAndSync(active, buf.subarray(pendingFrom, cursor));
+          await this.writeAndSync(active, buf.subarray(pendingFrom, cursor), indexed);
           pendingFrom = cursor;
+          indexed = { starts: [], lengths: [], checkWords: [] };
           await this.sealActive();
           active = await this.createSegment(active.lastIndex + 1);
-          currentOffsets = this.readIndexes.get(active.segmentId);
         }
         const index = active.lastIndex + 1;
         const checksum = encodeEntryInto(buf, cursor, { index, timestampMs, flags: 0, payload });
-        currentOffsets?.starts.push(active.byteLength + (cursor - pendingFrom));
-        currentOffsets?.lengths.push(frameBytes);
-        currentOffsets?.checkWords.push(checkWordOf(checksum));
+        indexed.starts.push(active.byteLength + (cursor - pendingFrom));
+        indexed.lengths.push(frameBytes);
+        indexed.checkWords.push(checkWordOf(checksum));
         active.aggregate = chainAggregate(active.aggregate, checksum);
         active.lastIndex = index;
         active.indexCount += 1;
@@ -694,20 +726,33 @@ export class WalStore {
       }
       results.push({ firstIndex: Math.min(firstIndex, active.lastIndex), lastIndex: active.lastIndex });
     }
-    await this.writeAndSync(active, buf.subarray(pendingFrom, cursor));
+    await this.writeAndSync(active, buf.subarray(pendingFrom, cursor), indexed);
     return results;
   }
 
-  private async writeAndSync(active: ActiveSegment, bytes: Buffer): Promise<void> {
+  /**
+   * Writes bytes at the end of the open segment and syncs them. Only then do they count: the
+   * durable state moves up to the in-memory one, and their frames join the read index (a read
+   * never sees a frame a crash could still take away, nor a slot whose bytes are not there).
+   */
+  private async writeAndSync(active: ActiveSegment, bytes: Buffer, indexed?: IndexedFrames): Promise<void> {
     if (bytes.byteLength > 0) {
       let written = 0;
       while (written < bytes.byteLength) {
         const { bytesWritten } = await active.handle.write(bytes, written, bytes.byteLength - written, active.byteLength + written);
+        if (bytesWritten <= 0) throw new Error(`write of segment ${active.segmentId} made no progress`);
         written += bytesWritten;
       }
     }
     await active.handle.datasync();
     active.byteLength += bytes.byteLength;
+    markDurable(active);
+    const readIndex = this.readIndexes.get(active.segmentId);
+    if (readIndex && indexed) {
+      readIndex.starts.push(...indexed.starts);
+      readIndex.lengths.push(...indexed.lengths);
+      readIndex.checkWords.push(...indexed.checkWords);
+    }
   }
 
   private async createSegment(firstIndex: number, start?: SegmentStart): Promise<ActiveSegment> {
@@ -718,17 +763,18 @@ export class WalStore {
     const path = this.layout.segmentPath(segmentId);
     await writeFileAtomic(this.layout.disk, path, this.layout.segmentsDir, header);
     const handle = await this.layout.disk.open(path, 'r+');
-    const active: ActiveSegment = { segmentId, firstIndex, createdMs, handle, byteLength: SEGMENT_HEADER_BYTES, lastIndex: firstIndex - 1, indexCount: 0, aggregate: AGGREGATE_EMPTY, checkpointedBytes: SEGMENT_HEADER_BYTES };
+    const active = activeSegment({ segmentId, firstIndex, createdMs, handle, byteLength: SEGMENT_HEADER_BYTES, lastIndex: firstIndex - 1, indexCount: 0, aggregate: AGGREGATE_EMPTY });
     this.active = active;
     this.segments.push(this.activeRecord());
-    this.readIndexes.set(segmentId, { handle: undefined, starts: [], lengths: [], checkWords: [] });
+    this.readIndexes.set(segmentId, { handle, users: 0, retired: false, starts: [], lengths: [], checkWords: [] });
     return active;
   }
 
   private activeRecord(): SegmentRecord {
     const a = this.active;
     if (!a) throw new Error('no active segment');
-    return { segmentId: a.segmentId, firstIndex: a.firstIndex, lastIndex: a.lastIndex, indexCount: a.indexCount, byteLength: a.byteLength, aggregateChecksum: a.aggregate, state: 'open', createdMs: a.createdMs };
+    const d = a.durable;
+    return { segmentId: a.segmentId, firstIndex: a.firstIndex, lastIndex: d.lastIndex, indexCount: d.indexCount, byteLength: a.byteLength, aggregateChecksum: d.aggregate, state: 'open', createdMs: a.createdMs };
   }
 
   private async sealActive(): Promise<void> {
@@ -746,9 +792,8 @@ export class WalStore {
     const record: SegmentRecord = { ...this.activeRecord(), state: 'sealed' };
     this.segments[this.segments.length - 1] = record;
     this.active = undefined;
-    const readIndex = this.readIndexes.get(active.segmentId);
-    if (readIndex) this.readIndexes.set(active.segmentId, { ...readIndex, handle: active.handle });
-    else await active.handle.close();
+    // The read index (if cached) keeps reading through the segment's handle; else close it.
+    if (this.readIndexes.get(active.segmentId)?.handle !== active.handle) await active.handle.close();
     await this.writeCatalog();
     this.logger.debug({ log: this.settings.logName, segment: active.segmentId, aggregate: checksumHex(active.aggregate) }, 'sealed segment');
     this.scheduleBackup(active.segmentId);
@@ -823,7 +868,7 @@ export class WalStore {
     while (lo <= hi) {
       const mid = (lo + hi) >> 1;
       const record = this.segments[mid] as SegmentRecord;
-      const last = this.active?.segmentId === record.segmentId ? this.active.lastIndex : record.lastIndex;
+      const last = this.active?.segmentId === record.segmentId ? this.active.durable.lastIndex : record.lastIndex;
       if (index < record.firstIndex) hi = mid - 1;
       else if (index > last) lo = mid + 1;
       else return record;
@@ -849,58 +894,88 @@ export class WalStore {
     return build;
   }
 
+  /**
+   * Builds a segment's read index from its file, through a read handle of its own (the active
+   * segment's writer handle may be closed by a seal meanwhile). For the open segment only synced
+   * bytes are indexed, and since frames made durable during the scan are not pushed into an index
+   * that is not installed yet, the scan runs again until it caught up with the durable end; the
+   * check and the install happen with no await between them, so no durable frame is ever missed.
+   */
   private async buildReadIndex(record: SegmentRecord, version: number): Promise<ReadIndex> {
-    const isActive = this.active?.segmentId === record.segmentId;
-    const handle = isActive ? undefined : await this.layout.disk.open(this.layout.segmentPath(record.segmentId), 'r');
-    const starts: number[] = [];
-    const lengths: number[] = [];
-    const checkWords: number[] = [];
+    let handle: DiskFile;
     try {
-      const size = isActive ? (this.active as ActiveSegment).byteLength : await (handle as DiskFile).byteLength();
-      const analysis = await analyzeSegmentHandle(handle ?? (this.active as ActiveSegment).handle, record.segmentId, size, {
-        entryBytesMax: this.settings.entryBytesMax,
-        firstIndexHint: record.firstIndex,
-        onIntactFrame: (index, frame, offsetBytes) => {
-          const slot = index - record.firstIndex;
-          while (starts.length < slot) {
-            starts.push(-1);
-            lengths.push(0);
-            checkWords.push(0);
-          }
-          const isHole = (frame.readUInt16LE(36) & FLAG_HOLE) !== 0;
-          starts.push(offsetBytes);
-          lengths.push(isHole ? 0 : frame.byteLength);
-          checkWords.push(frame.readUInt32BE(12));
-        },
-      });
-      for (const range of analysis.ranges) {
-        this.reportFinding({ kind: range.kind, log: this.settings.logName, segment: record.segmentId, entryIndex: range.entryIndex ?? range.prevIndex + 1, offsetBytes: range.offsetBytes, byteLength: range.byteLength, detail: `found while reading: ${range.detail}` });
-      }
-      if (!isActive && record.state === 'sealed' && analysis.ranges.length === 0 && analysis.aggregate !== record.aggregateChecksum) {
-        // Entries that each verify but together are not the sealed segment that was recorded
-        // (rewritten by something that recomputed checksums): serve none of them.
-        starts.fill(-1);
-        this.reportFinding({ kind: 'bad-trailer', log: this.settings.logName, segment: record.segmentId, detail: `found while reading: entries do not add up to the recorded aggregate ${checksumHex(record.aggregateChecksum)}` });
-      }
+      handle = await this.layout.disk.open(this.layout.segmentPath(record.segmentId), 'r');
     } catch (error) {
-      await handle?.close();
       if (isNotFound(error)) throw this.corrupt(record.firstIndex, record.segmentId, undefined, 'segment file is missing');
       throw error;
     }
-    const readIndex: ReadIndex = { handle, starts, lengths, checkWords };
+    let built: { starts: number[]; lengths: number[]; checkWords: number[] } | undefined;
+    let caughtUp = false;
+    try {
+      for (let attempt = 0; attempt < READ_INDEX_BUILD_ATTEMPTS_MAX && !caughtUp; attempt += 1) {
+        const active = this.active?.segmentId === record.segmentId ? this.active : undefined;
+        const size = active ? active.byteLength : await handle.byteLength();
+        built = await this.scanForIndex(handle, active ? this.activeRecord() : record, size, active === undefined);
+        const now = this.active?.segmentId === record.segmentId ? this.active : undefined;
+        caughtUp = now === active && (now === undefined || now.byteLength === size);
+      }
+    } catch (error) {
+      await handle.close().catch(() => undefined);
+      throw error;
+    }
+    const readIndex: ReadIndex = { handle, users: 0, retired: false, ...(built as { starts: number[]; lengths: number[]; checkWords: number[] }) };
     if ((this.segmentVersions.get(record.segmentId) ?? 0) !== version) {
       // The file was replaced (repaired) while this index was being built from the old one.
-      await handle?.close();
+      await handle.close();
       return this.readIndexFor(this.segmentRecord(record.segmentId) ?? record);
+    }
+    if (!caughtUp) {
+      // Appends kept landing during every scan: serve this read from the index as built, and
+      // let the next read build again (never install an index that may miss durable frames).
+      readIndex.retired = true;
+      return readIndex;
     }
     this.readIndexes.set(record.segmentId, readIndex);
     while (this.readIndexes.size > this.options.readIndexSegmentsMax) {
       const [oldestId, oldest] = this.readIndexes.entries().next().value as [number, ReadIndex];
       if (oldestId === this.active?.segmentId) break;
       this.readIndexes.delete(oldestId);
-      await oldest.handle?.close();
+      await retire(oldest);
     }
     return readIndex;
+  }
+
+  /** One pass over a segment's first byteLength bytes: each intact frame's offset and length. */
+  private async scanForIndex(handle: DiskFile, record: SegmentRecord, byteLength: number, sealed: boolean): Promise<{ starts: number[]; lengths: number[]; checkWords: number[] }> {
+    const starts: number[] = [];
+    const lengths: number[] = [];
+    const checkWords: number[] = [];
+    const analysis = await analyzeSegmentHandle(handle, record.segmentId, byteLength, {
+      entryBytesMax: this.settings.entryBytesMax,
+      firstIndexHint: record.firstIndex,
+      onIntactFrame: (index, frame, offsetBytes) => {
+        const slot = index - record.firstIndex;
+        while (starts.length < slot) {
+          starts.push(-1);
+          lengths.push(0);
+          checkWords.push(0);
+        }
+        const isHole = (frame.readUInt16LE(36) & FLAG_HOLE) !== 0;
+        starts.push(offsetBytes);
+        lengths.push(isHole ? 0 : frame.byteLength);
+        checkWords.push(frame.readUInt32BE(12));
+      },
+    });
+    for (const range of analysis.ranges) {
+      this.reportFinding({ kind: range.kind, log: this.settings.logName, segment: record.segmentId, entryIndex: range.entryIndex ?? range.prevIndex + 1, offsetBytes: range.offsetBytes, byteLength: range.byteLength, detail: `found while reading: ${range.detail}` });
+    }
+    if (sealed && record.state === 'sealed' && analysis.ranges.length === 0 && analysis.aggregate !== record.aggregateChecksum) {
+      // Entries that each verify but together are not the sealed segment that was recorded
+      // (rewritten by something that recomputed checksums): serve none of them.
+      starts.fill(-1);
+      this.reportFinding({ kind: 'bad-trailer', log: this.settings.logName, segment: record.segmentId, detail: `found while reading: entries do not add up to the recorded aggregate ${checksumHex(record.aggregateChecksum)}` });
+    }
+    return { starts, lengths, checkWords };
   }
 
   private reportFinding(finding: Finding, countSegment = true): void {
@@ -922,6 +997,24 @@ export class WalStore {
     this.reportFinding(finding);
     return new CorruptEntryError(index, finding);
   }
+}
+
+/** Scans of the open segment's read index before giving up on catching up with its appends. */
+const READ_INDEX_BUILD_ATTEMPTS_MAX = 4;
+
+/** Closes an index's handle now, or when the last read using it finishes. */
+async function retire(readIndex: ReadIndex): Promise<void> {
+  readIndex.retired = true;
+  if (readIndex.users === 0) await readIndex.handle.close().catch(() => undefined);
+}
+
+function activeSegment(fields: Omit<ActiveSegment, 'durable' | 'checkpointedBytes'>): ActiveSegment {
+  return { ...fields, checkpointedBytes: fields.byteLength, durable: { lastIndex: fields.lastIndex, indexCount: fields.indexCount, aggregate: fields.aggregate } };
+}
+
+/** After a sync that covered everything written: the durable state catches up. */
+function markDurable(active: ActiveSegment): void {
+  active.durable = { lastIndex: active.lastIndex, indexCount: active.indexCount, aggregate: active.aggregate };
 }
 
 /** The catalog record of a sealed segment file, from its analysis. */
@@ -1094,7 +1187,7 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
     expectedFirst = analysis.lastIndex + 1;
     if (!sealed) {
       const handle = await disk.open(path, 'r+');
-      active = { segmentId: id, firstIndex, createdMs: record.createdMs, handle, byteLength: record.byteLength, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregate: record.aggregateChecksum, checkpointedBytes: record.byteLength };
+      active = activeSegment({ segmentId: id, firstIndex, createdMs: record.createdMs, handle, byteLength: record.byteLength, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregate: record.aggregateChecksum });
     }
   }
   const holes = catalog.holes;
