@@ -1,5 +1,5 @@
 // Segment metadata of each log in etcd (replication's SegmentDirectory), updated by CAS.
-import { type SegmentDirectory, type SegmentMeta, type LogMeta, parseSegmentMeta, parseLogMeta } from '../replication/index.js';
+import { type LeaderGuard, type SegmentDirectory, type SegmentMeta, type LogMeta, parseSegmentMeta, parseLogMeta } from '../replication/index.js';
 import type { EtcdMetadata, Versioned } from './etcd.js';
 
 export class EtcdSegmentDirectory implements SegmentDirectory {
@@ -10,8 +10,10 @@ export class EtcdSegmentDirectory implements SegmentDirectory {
     return records.map((r) => ({ meta: r.value, modRevision: r.modRevision })).sort((a, b) => a.meta.segmentId - b.meta.segmentId);
   }
 
-  async create(meta: SegmentMeta): Promise<number | undefined> {
-    return this.meta.create(this.meta.keys.segment(meta.log, meta.segmentId), meta);
+  async create(meta: SegmentMeta, leader?: LeaderGuard): Promise<number | undefined> {
+    const key = this.meta.keys.segment(meta.log, meta.segmentId);
+    if (!leader) return this.meta.create(key, meta);
+    return this.meta.createWhile(key, meta, leader.key, leader.epoch);
   }
 
   async update(meta: SegmentMeta, modRevision: number): Promise<number | undefined> {

@@ -10,6 +10,8 @@ import type { NodeSession } from './session.js';
 export interface Leadership {
   readonly leader: string;
   readonly epoch: number;
+  /** The leader's election key: writes conditional on leadership compare its create revision. */
+  readonly key: string;
 }
 
 export function parseCandidate(raw: unknown): string {
@@ -22,7 +24,7 @@ export async function currentLeader(meta: EtcdMetadata, prefix: string): Promise
   const response = await meta.client.getAll().prefix(prefix).sort('Create', 'Ascend').limit(1).exec();
   const kv = response.kvs[0];
   if (!kv) return undefined;
-  return { leader: parseCandidate(JSON.parse(kv.value.toString())), epoch: Number(kv.create_revision) };
+  return { leader: parseCandidate(JSON.parse(kv.value.toString())), epoch: Number(kv.create_revision), key: kv.key.toString() };
 }
 
 export class Election {

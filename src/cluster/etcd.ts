@@ -102,6 +102,19 @@ export class EtcdMetadata {
     return result.succeeded ? Number(result.header.revision) : undefined;
   }
 
+  /**
+   * Creates key only if it does not exist and guardKey still exists with create revision
+   * guardCreateRevision (an election key still held); the new revision, or undefined.
+   */
+  async createWhile(key: string, value: unknown, guardKey: string, guardCreateRevision: number): Promise<number | undefined> {
+    const result = await this.client
+      .if(key, 'Create', '==', 0)
+      .and(guardKey, 'Create', '==', guardCreateRevision)
+      .then(this.client.put(key).value(JSON.stringify(value)))
+      .commit();
+    return result.succeeded ? Number(result.header.revision) : undefined;
+  }
+
   /** Replaces the value only if the key was last modified at modRevision; the new mod revision. */
   async compareAndSwap(key: string, value: unknown, modRevision: number): Promise<number | undefined> {
     const result = await this.client.if(key, 'Mod', '==', modRevision).then(this.client.put(key).value(JSON.stringify(value))).commit();

@@ -2,29 +2,20 @@
 // while this node holds it), catch-up on sealed segments, and the client-facing append and read.
 import type { Logger } from 'pino';
 import type { Clock, Disk, Random } from '../io/index.js';
-import {
-  type AppendResult,
-  CorruptEntryError,
-  EntryLostError,
-  IndexOutOfRangeError,
-  type WalStore,
-  checksumHex,
-  format,
-} from '../wal/index.js';
+import type { AppendResult, WalStore } from '../wal/index.js';
 import {
   type LogMeta,
   type PeerHandlers,
   type PeerResolver,
+  type ReadEntry,
   type SegmentMeta,
   BadRequestError,
-  FencedError,
+  LogReader,
   LogWriter,
-  NoVerifiedCopyError,
   NotWriterError,
   catchUpLog,
 } from '../replication/index.js';
 import type { NodeMetrics } from '../observability/index.js';
-import type { ReadEntryView } from '../rpc/index.js';
 import { Backoff } from './backoff.js';
 import type { EtcdSegmentDirectory } from './directory.js';
 import { Election } from './election.js';
@@ -62,8 +53,6 @@ export interface LogRuntimeContext {
   readonly disk: Disk;
 }
 
-const READ_FETCH_BYTES_MAX = 4 * 1024 * 1024;
-
 export class LogRuntime {
   private writer: LogWriter | undefined;
   private election: Election | undefined;
@@ -73,7 +62,10 @@ export class LogRuntime {
   private unwatch: (() => Promise<void>) | undefined;
   private cancelTimer: (() => void) | undefined;
   private stopped = false;
+  /** The epoch whose writer start-up loop is running, if any. */
+  private startingEpoch: number | undefined;
   private readonly logger: Logger;
+  private readonly reader: LogReader;
 
   constructor(
     private readonly ctx: LogRuntimeContext,
@@ -81,6 +73,17 @@ export class LogRuntime {
     readonly store: WalStore,
   ) {
     this.logger = ctx.logger.child({ log: meta.log });
+    this.reader = new LogReader({
+      log: meta.log,
+      self: ctx.self,
+      store,
+      directory: ctx.directory,
+      peers: ctx.peers,
+      logger: ctx.logger,
+      localCommitted: () => this.localCommitted(),
+      writerCommitted: () => this.writerCommitted(),
+      onDamage: (segmentId, detail) => ctx.onDamage(meta.log, segmentId, detail),
+    });
   }
 
   get log(): string {
@@ -116,9 +119,24 @@ export class LogRuntime {
 
   /** The last index known acknowledged: exact on the writer, a lower bound elsewhere. */
   committedIndex(): number {
-    if (this.writer && this.election?.isLeader()) return this.writer.committedIndex;
-    const sealed = this.segments.filter((s) => s.meta.state === 'SEALED').map((s) => s.meta.lastIndex);
-    return Math.max(this.ctx.handlers.committedIndex(this.log), ...sealed, 0);
+    return this.reader.committedIndex();
+  }
+
+  /**
+   * The ready writer knows exactly; anyone else (a writer still recovering included: its own
+   * count starts at 0) knows what the writer reported to this node as a member.
+   */
+  private localCommitted(): number {
+    const writer = this.writer;
+    const own = writer && writer.isReady && this.election?.isLeader() ? writer.committedIndex : 0;
+    return Math.max(own, this.ctx.handlers.committedIndex(this.log));
+  }
+
+  /** The writer's committed index, asked over the network (undefined when this node is the writer or there is none). */
+  private async writerCommitted(): Promise<number | undefined> {
+    const leadership = this.election?.leadership();
+    const address = leadership && leadership.leader !== this.ctx.self ? this.ctx.addressOf(leadership.leader) : undefined;
+    return address ? this.ctx.remoteCommitted(address, this.log) : undefined;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -138,9 +156,20 @@ export class LogRuntime {
     }
   }
 
-  private async startWriter(epoch: number): Promise<void> {
+  /** Starts the writer for epoch unless a start-up loop for it already runs (one writer per epoch). */
+  private startWriter(epoch: number): Promise<void> {
+    if (this.startingEpoch === epoch) return Promise.resolve();
+    this.startingEpoch = epoch;
+    return this.runWriterStart(epoch).finally(() => {
+      if (this.startingEpoch === epoch) this.startingEpoch = undefined;
+    });
+  }
+
+  private async runWriterStart(epoch: number): Promise<void> {
     const backoff = new Backoff({ initialMs: 200, maxMs: 3_000 }, this.ctx.random);
-    while (!this.stopped && this.election?.leadership()?.epoch === epoch && this.election.isLeader()) {
+    for (;;) {
+      const leadership = this.election?.leadership();
+      if (this.stopped || leadership?.epoch !== epoch || !this.election?.isLeader()) return;
       await this.runCatchUp();
       let ready = false;
       const writer = new LogWriter({
@@ -149,6 +178,7 @@ export class LogRuntime {
         epoch,
         logMeta: this.meta,
         directory: this.ctx.directory,
+        leader: { key: leadership.key, epoch },
         peers: this.ctx.peers,
         liveMembers: () => this.ctx.liveMembers(),
         memberStartedMs: (node) => this.ctx.memberStartedMs(node),
@@ -158,11 +188,13 @@ export class LogRuntime {
         onReplicated: (peer, lastIndex, committed) => this.ctx.metrics.replicationLag.set({ log: this.log, peer }, Math.max(0, committed - lastIndex)),
         groupCommitBytesMax: this.ctx.groupCommitBytesMax,
         entryBytesMax: this.ctx.entryBytesMax,
-        // A writer that fails on its own (etcd unreachable while it sealed, a quorum gone) while
-        // this node still holds the election must come back: nothing else would restart it.
-        onFailed: (reason) => {
+        // A writer that fails on its own (etcd unreachable while it sealed, a quorum gone, a
+        // record of another epoch) while this node still holds the election must come back:
+        // nothing else would restart it. A writer truly deposed finds the election moved and
+        // the start-up loop ends there.
+        onFailed: () => {
           // Before it was ready, this loop retries by itself.
-          if (!ready || this.writer !== writer || reason instanceof FencedError) return;
+          if (!ready || this.writer !== writer) return;
           this.writer = undefined;
           void this.ctx.clock.sleep(backoff.next()).then(() => this.startWriter(epoch));
         },
@@ -211,6 +243,7 @@ export class LogRuntime {
   private async runCatchUp(): Promise<void> {
     try {
       this.segments = await this.ctx.directory.list(this.log);
+      this.reader.setRecords(this.segments);
       const result = await catchUpLog({
         log: this.log,
         self: this.ctx.self,
@@ -223,6 +256,9 @@ export class LogRuntime {
         disk: this.ctx.disk,
       });
       this.ctx.metrics.segmentsBehind.set({ log: this.log }, result.behind.length);
+      // A copy that disagrees with its record is never served (src/replication/reader.ts) and
+      // is replaced at once, not at the next scrub.
+      for (const segmentId of result.mismatched) this.ctx.onDamage(this.log, segmentId, 'catch-up: the sealed copy disagrees with its record in etcd');
     } catch (error) {
       this.logger.debug({ err: error }, 'failed to catch up; will retry');
     }
@@ -268,108 +304,15 @@ export class LogRuntime {
     return this.ctx.forwardAppend(address, this.log, payloads, Math.max(100, remainingMs));
   }
 
-  /** Verified entries from..to (to 0: the committed end), in batches of at most batchMax. */
-  async *read(from: number, to: number, batchMax: number): AsyncGenerator<ReadEntryView[]> {
-    if (!Number.isSafeInteger(from) || from < 1) throw new BadRequestError('from_index', 'must be at least 1');
-    if (!Number.isSafeInteger(to) || to < 0) throw new BadRequestError('to_index', 'must be 0 or an index');
-    const committed = await this.knownCommitted(to);
-    if (to > committed) throw new IndexOutOfRangeError(to, 1, committed);
-    const upper = to === 0 ? committed : to;
-    const limit = Math.min(Math.max(batchMax || 256, 1), 4096);
-    let index = from;
-    while (index <= upper) {
-      const batch: ReadEntryView[] = [];
-      while (index <= upper && batch.length < limit) {
-        const got = await this.readAt(index, Math.min(upper, index + limit - batch.length - 1));
-        batch.push(...got);
-        index += got.length;
-      }
-      yield batch;
-    }
+  /** Verified, acknowledged entries from..to (to 0: the committed end); see src/replication/reader.ts. */
+  read(from: number, to: number, batchMax: number): AsyncGenerator<ReadEntry[]> {
+    return this.reader.read(from, to, batchMax);
   }
 
   /** The committed index, asking the writer when this node's own knowledge may be behind. */
-  async knownCommitted(wanted: number): Promise<number> {
-    const local = this.committedIndex();
-    if (wanted !== 0 && wanted <= local) return local;
-    const leadership = this.election?.leadership();
-    const address = leadership && leadership.leader !== this.ctx.self ? this.ctx.addressOf(leadership.leader) : undefined;
-    if (!address) return local;
-    try {
-      return Math.max(local, await this.ctx.remoteCommitted(address, this.log));
-    } catch {
-      return local;
-    }
+  knownCommitted(wanted: number): Promise<number> {
+    return this.reader.knownCommitted(wanted);
   }
-
-  /** Entries from index (at least one), locally when the copy verifies, else from a member. */
-  private async readAt(index: number, upTo: number): Promise<ReadEntryView[]> {
-    try {
-      const { frame, timestampMs, checksum } = await this.store.readFrame(index);
-      return [{ index, timestampMs, payload: frame.subarray(format.ENTRY_HEADER_BYTES), checksum: checksumHex(checksum), lost: false, lostReason: '' }];
-    } catch (error) {
-      if (error instanceof CorruptEntryError) {
-        this.logger.warn({ entryIndex: index }, 'local copy is damaged; reading the entry from another member');
-        const segment = error.finding.segment;
-        if (segment !== undefined && this.segments.some((s) => s.meta.segmentId === segment && s.meta.state === 'SEALED')) {
-          this.ctx.onDamage(this.log, segment, `read of entry ${index}: ${error.finding.detail}`);
-        }
-      } else if (!(error instanceof IndexOutOfRangeError || error instanceof EntryLostError)) {
-        throw error;
-      }
-      const remote = await this.readRemote(index, upTo);
-      if (remote.length > 0) return remote;
-      if (error instanceof EntryLostError) return [{ index, timestampMs: 0, payload: Buffer.alloc(0), checksum: '', lost: true, lostReason: error.reason }];
-      throw new NoVerifiedCopyError(this.log, index, error instanceof Error ? error.message : String(error));
-    }
-  }
-
-  private async readRemote(index: number, upTo: number): Promise<ReadEntryView[]> {
-    const found = await this.readRemoteFrom(this.segments, index, upTo);
-    if (found.length > 0) return found;
-    // The cached records may be stale (a segment sealed, an ensemble changed): read them again.
-    this.segments = await this.ctx.directory.list(this.log);
-    return this.readRemoteFrom(this.segments, index, upTo);
-  }
-
-  private async readRemoteFrom(segments: ReadonlyArray<{ meta: SegmentMeta }>, index: number, upTo: number): Promise<ReadEntryView[]> {
-    // The segment holding index: the last one starting at or before it.
-    let segment: SegmentMeta | undefined;
-    for (const { meta } of segments) if (meta.firstIndex <= index && (segment === undefined || meta.firstIndex > segment.firstIndex)) segment = meta;
-    if (!segment || (segment.state === 'SEALED' && index > segment.lastIndex)) return [];
-    const end = segment.state === 'SEALED' ? Math.min(upTo, segment.lastIndex) : upTo;
-    for (const node of segment.ensemble) {
-      if (node === this.ctx.self) continue;
-      const peer = this.ctx.peers(node);
-      if (!peer) continue;
-      try {
-        const { frames } = await peer.readFrames(this.log, segment.segmentId, index, end, READ_FETCH_BYTES_MAX);
-        const entries = verifyFrames(frames, index);
-        if (entries.length > 0) return entries;
-      } catch (error) {
-        this.logger.debug({ peer: node, entryIndex: index, err: error }, 'failed to read from a member');
-      }
-    }
-    return [];
-  }
-}
-
-/** Decodes frames fetched from a member, keeping the verified run that starts at `first`. */
-function verifyFrames(frames: readonly Buffer[], first: number): ReadEntryView[] {
-  const entries: ReadEntryView[] = [];
-  for (const frame of frames) {
-    const decoded = format.decodeFrameAt(frame, 0, frame.byteLength);
-    if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frame.byteLength || decoded.header.index !== first + entries.length) break;
-    entries.push({
-      index: decoded.header.index,
-      timestampMs: decoded.header.timestampMs,
-      payload: frame.subarray(format.ENTRY_HEADER_BYTES),
-      checksum: checksumHex(decoded.header.checksum),
-      lost: false,
-      lostReason: '',
-    });
-  }
-  return entries;
 }
 
 function isUnavailable(error: unknown): boolean {

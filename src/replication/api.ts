@@ -8,17 +8,39 @@ export interface PeerApi {
   replicate(log: string, epoch: number, segment: SegmentStart, frames: readonly Buffer[], committedIndex: number): Promise<{ lastIndex: number }>;
   fence(log: string, segmentId: number, epoch: number): Promise<SegmentHolding>;
   seal(log: string, segmentId: number, epoch: number, lastIndex: number, expectedAggregate: string): Promise<SegmentHolding>;
-  readFrames(log: string, segmentId: number, from: number, to: number, bytesMax: number): Promise<{ frames: Buffer[]; faulty: number[]; lastIndex: number }>;
+  readFrames(log: string, segmentId: number, from: number, to: number, bytesMax: number): Promise<FramesAnswer>;
+}
+
+/** Frames a member serves of one segment, with what its copy of the segment is. */
+export interface FramesAnswer {
+  readonly frames: Buffer[];
+  /** Indices it holds whose bytes fail verification. */
+  readonly faulty: number[];
+  /** Its last index of the segment (0 when it does not hold it). */
+  readonly lastIndex: number;
+  readonly sealed: boolean;
+  /** Its aggregate checksum when sealed, else ''. */
+  readonly aggregate: string;
 }
 
 /** Resolves a node id to something that speaks to it (undefined when it is not a live member). */
 export type PeerResolver = (nodeId: string) => PeerApi | undefined;
 
+/** The writer's election key and its create revision (the epoch). */
+export interface LeaderGuard {
+  readonly key: string;
+  readonly epoch: number;
+}
+
 /** Segment metadata of one log, kept in etcd, updated by compare-and-swap. */
 export interface SegmentDirectory {
   list(log: string): Promise<Array<{ meta: SegmentMeta; modRevision: number }>>;
-  /** Creates the record only if none exists; the new mod revision, or undefined when one existed. */
-  create(meta: SegmentMeta): Promise<number | undefined>;
+  /**
+   * Creates the record only if none exists and, when leader is given, only while that election
+   * key still holds the writer election (one etcd transaction): a deposed writer cannot open a
+   * segment. The new mod revision, or undefined when the record existed or the leader is gone.
+   */
+  create(meta: SegmentMeta, leader?: LeaderGuard): Promise<number | undefined>;
   /** Replaces the record only if it is still at modRevision; the new mod revision, or undefined. */
   update(meta: SegmentMeta, modRevision: number): Promise<number | undefined>;
 }

@@ -2,8 +2,9 @@
 export * from './errors.js';
 export { LogStores, type LogStoresOptions } from './logs.js';
 export { PeerHandlers, type SegmentHolding, holdingOf, checkIndex, READ_FRAMES_BYTES_MAX, FETCH_CHUNK_BYTES_DEFAULT } from './peer.js';
-export { type PeerApi, type PeerResolver, type SegmentDirectory } from './api.js';
+export { type PeerApi, type PeerResolver, type SegmentDirectory, type LeaderGuard, type FramesAnswer } from './api.js';
 export * from './metadata.js';
 export { LogWriter, type WriterOptions } from './writer.js';
 export { catchUpLog, type CatchUpContext, type CatchUpResult } from './catchup.js';
 export { ReplicaSource, type ReplicaSourceOptions } from './replica-source.js';
+export { LogReader, type LogReaderContext, type ReadEntry, READ_FETCH_BYTES_MAX } from './reader.js';

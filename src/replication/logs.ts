@@ -27,8 +27,15 @@ export interface LogStoresOptions {
 interface OpenLog {
   readonly store: WalStore;
   fencedEpoch: number;
-  /** Raises of the fenced epoch, one at a time (they share EPOCH's temp file). */
-  raising: Promise<void>;
+  /**
+   * The writer-facing operations on this log (replicate, fence, seal), one at a time in arrival
+   * order, each with its epoch check inside. This is what makes a fence atomic with writes: a
+   * Replicate that arrived before Fence(e) is written (and covered by Fence's answer) before
+   * Fence runs; one that arrives after finds the fence raised and is refused. Without it, a
+   * write checked against the old epoch could be acknowledged after Fence answered a lower
+   * last index, and the new writer would seal below an acknowledged entry.
+   */
+  chain: Promise<void>;
 }
 
 export class LogStores {
@@ -75,7 +82,7 @@ export class LogStores {
         });
         const raw = await disk.readFile(join(dir, 'EPOCH')).then((bytes) => bytes.toString('utf8'), () => '0');
         const fencedEpoch = Number.parseInt(raw, 10);
-        return { store, fencedEpoch: Number.isSafeInteger(fencedEpoch) ? fencedEpoch : 0, raising: Promise.resolve() };
+        return { store, fencedEpoch: Number.isSafeInteger(fencedEpoch) ? fencedEpoch : 0, chain: Promise.resolve() };
       })();
       this.logs.set(log, pending);
       pending.catch(() => this.logs.delete(log));
@@ -83,23 +90,26 @@ export class LogStores {
     return pending;
   }
 
-  /** Refuses epochs below the fenced one; raises (durably) the fenced epoch to `epoch`. */
-  async checkEpoch(log: string, epoch: number): Promise<WalStore> {
+  /**
+   * Runs fn on the log's store under epoch, in the log's order of writer operations: refuses an
+   * epoch below the fenced one, raises (durably) the fence to a higher one, then runs fn with no
+   * other writer operation of this log in between.
+   */
+  async withEpoch<T>(log: string, epoch: number, fn: (store: WalStore) => Promise<T>): Promise<T> {
     const open = await this.open(log);
-    if (epoch < open.fencedEpoch) throw new FencedError(log, epoch, open.fencedEpoch);
-    if (epoch > open.fencedEpoch) {
-      // Serialized: two raises at once would race on EPOCH.tmp, and a lower epoch finishing last
-      // would lower the fence again. A request whose epoch was overtaken meanwhile is refused.
-      const raise = open.raising.then(async () => {
-        if (epoch <= open.fencedEpoch) return;
+    const run = open.chain.then(async () => {
+      if (epoch < open.fencedEpoch) throw new FencedError(log, epoch, open.fencedEpoch);
+      if (epoch > open.fencedEpoch) {
         await writeFileAtomic(this.options.disk, join(this.logDir(log), 'EPOCH'), this.logDir(log), Buffer.from(`${epoch}\n`));
         open.fencedEpoch = epoch;
-      });
-      open.raising = raise.catch(() => undefined);
-      await raise;
-      if (epoch < open.fencedEpoch) throw new FencedError(log, epoch, open.fencedEpoch);
-    }
-    return open.store;
+      }
+      return fn(open.store);
+    });
+    open.chain = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   }
 
   async fencedEpoch(log: string): Promise<number> {

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { DiskError } from '../io/index.js';
 import { CorruptEntryError, EntryLostError, IndexOutOfRangeError, type SegmentRecord, type SegmentStart, checksumHex, format } from '../wal/index.js';
 import { BadRequestError } from './errors.js';
+import type { FramesAnswer } from './api.js';
 import type { LogStores } from './logs.js';
 
 export const READ_FRAMES_BYTES_MAX = 4 * 1024 * 1024;
@@ -66,23 +67,21 @@ export class PeerHandlers {
     checkIndex('segment.segment_id', segment.segmentId);
     checkIndex('segment.first_index', segment.firstIndex);
     if (frames.length === 0) throw new BadRequestError('frames', 'at least one frame is needed');
-    const store = await this.logs.checkEpoch(log, epoch);
-    const result = await store.appendFrames(segment, frames);
+    const result = await this.logs.withEpoch(log, epoch, (store) => store.appendFrames(segment, frames));
     this.noteCommitted(log, Math.min(committedIndex, result.lastIndex));
     return { lastIndex: result.lastIndex };
   }
 
   async fence(log: string, segmentId: number, epoch: number): Promise<SegmentHolding> {
     checkIndex('segment.segment_id', segmentId);
-    const store = await this.logs.checkEpoch(log, epoch);
-    return holdingOf(store.segmentRecord(segmentId));
+    // Ordered behind every write that arrived before it: the answer covers all of them.
+    return this.logs.withEpoch(log, epoch, async (store) => holdingOf(store.segmentRecord(segmentId)));
   }
 
   async seal(log: string, segmentId: number, epoch: number, lastIndex: number, expectedAggregate: string): Promise<SegmentHolding> {
     checkIndex('segment.segment_id', segmentId);
     checkIndex('last_index', lastIndex, 0);
-    const store = await this.logs.checkEpoch(log, epoch);
-    const record = await store.sealSegment(segmentId, lastIndex);
+    const record = await this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex));
     const holding = holdingOf(record);
     if (expectedAggregate !== '' && holding.aggregate !== expectedAggregate) {
       this.logger.error({ log, segment: segmentId, expected: expectedAggregate, actual: holding.aggregate }, 'sealed copy differs from the recorded aggregate checksum');
@@ -111,14 +110,14 @@ export class PeerHandlers {
   }
 
   /** Verified frames of segmentId from..to, up to bytesMax; damaged ones are listed as faulty. */
-  async readFrames(log: string, segmentId: number, from: number, to: number, bytesMax: number): Promise<{ frames: Buffer[]; faulty: number[]; lastIndex: number }> {
+  async readFrames(log: string, segmentId: number, from: number, to: number, bytesMax: number): Promise<FramesAnswer> {
     checkIndex('segment.segment_id', segmentId);
     checkIndex('from_index', from);
     checkIndex('to_index', to);
     const limit = Math.min(Math.max(bytesMax || READ_FRAMES_BYTES_MAX, 1), READ_FRAMES_BYTES_MAX);
     const store = await this.logs.store(log);
     const record = store.segmentRecord(segmentId);
-    if (!record) return { frames: [], faulty: [], lastIndex: 0 };
+    if (!record) return { frames: [], faulty: [], lastIndex: 0, sealed: false, aggregate: '' };
     const frames: Buffer[] = [];
     const faulty: number[] = [];
     let bytes = 0;
@@ -135,7 +134,8 @@ export class PeerHandlers {
         else throw error;
       }
     }
-    return { frames, faulty, lastIndex: record.lastIndex };
+    const holding = holdingOf(record);
+    return { frames, faulty, lastIndex: record.lastIndex, sealed: holding.sealed, aggregate: holding.aggregate };
   }
 
   /** The file of a sealed segment, as chunks of at most chunkBytes. */

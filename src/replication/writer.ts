@@ -16,7 +16,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../io/index.js';
 import { type AppendResult, type SegmentStart, AGGREGATE_EMPTY as AGGREGATE_EMPTY_CHECKSUM, chainAggregate, checksumHex, format } from '../wal/index.js';
-import type { PeerResolver, SegmentDirectory, PeerApi } from './api.js';
+import type { LeaderGuard, PeerResolver, SegmentDirectory, PeerApi } from './api.js';
 import { BadRequestError, FencedError, NotWriterError, QuorumUnavailableError, ReplicationError } from './errors.js';
 import type { LogMeta, SegmentMeta } from './metadata.js';
 import type { SegmentHolding } from './peer.js';
@@ -27,6 +27,8 @@ export interface WriterOptions {
   readonly epoch: number;
   readonly logMeta: LogMeta;
   readonly directory: SegmentDirectory;
+  /** The election key that makes this node writer: segment records are created only while it holds. */
+  readonly leader?: LeaderGuard;
   readonly peers: PeerResolver;
   /** Ids of the members registered in etcd now. */
   readonly liveMembers: () => readonly string[];
@@ -85,6 +87,7 @@ export class LogWriter {
   private readonly queue: Pending[] = [];
   private running: Promise<void> | undefined;
   private readonly ready: Promise<void>;
+  private readyDone = false;
   private readonly chains = new Map<string, Promise<void>>();
   private readonly suspects = new Map<string, number>();
   /** A seal reached the members but not etcd: recover the open segment before the next batch. */
@@ -96,6 +99,7 @@ export class LogWriter {
 
   constructor(private readonly o: WriterOptions) {
     this.ready = this.recover();
+    this.ready.then(() => (this.readyDone = true), () => undefined);
     this.ready.catch((error: unknown) => this.stop(error instanceof Error ? error : new Error(String(error))));
   }
 
@@ -105,6 +109,11 @@ export class LogWriter {
 
   get committedIndex(): number {
     return this.committed;
+  }
+
+  /** True once earlier writers' segments are recovered: committedIndex is exact from then on. */
+  get isReady(): boolean {
+    return this.readyDone;
   }
 
   /** Resolves once earlier writers' segments are sealed and appends can start. */
@@ -175,27 +184,34 @@ export class LogWriter {
       throw new QuorumUnavailableError(log, answers.ok.length, needed);
     }
     const lastOf = (h: SegmentHolding): number => (h.present ? h.lastIndex : meta.firstIndex - 1);
-    const last = Math.max(meta.firstIndex - 1, ...answers.ok.map((a) => lastOf(a.value)));
-    const source = answers.ok.find((a) => lastOf(a.value) === last);
+    // A member that holds the segment sealed was sealed by its writer (at its committed index)
+    // or by an earlier recovery (at the highest index of a fence quorum, which intersects every
+    // ack quorum): either way that point covers every acknowledged entry and is final. Entries
+    // another member holds past it were never acknowledged.
+    const sealedPoints = new Set(answers.ok.filter((a) => a.value.present && a.value.sealed).map((a) => a.value.lastIndex));
+    if (sealedPoints.size > 1) throw new ReplicationError(`members of segment ${meta.segmentId} are sealed at different points (${[...sealedPoints].join(', ')}); refusing to choose`);
+    const last = sealedPoints.size === 1 ? ([...sealedPoints][0] as number) : Math.max(meta.firstIndex - 1, ...answers.ok.map((a) => lastOf(a.value)));
+    const source = answers.ok.find((a) => lastOf(a.value) >= last && a.value.present);
     const start: SegmentStart = { segmentId: meta.segmentId, firstIndex: meta.firstIndex, createdMs: meta.createdMs };
     for (const answer of answers.ok) {
-      if (source && answer.node !== source.node && lastOf(answer.value) < last) {
+      if (source && answer.node !== source.node && !answer.value.sealed && lastOf(answer.value) < last) {
         await this.copyTail(start, source.node, answer.node, lastOf(answer.value) + 1, last).catch((error: unknown) =>
-          this.o.logger.warn({ log, segment: meta.segmentId, peer: answer.node, err: error }, 'failed to copy the tail to a member; it will catch up'),
+          this.o.logger.warn({ log, segment: meta.segmentId, peer: answer.node, err: error }, 'failed to copy the tail to a member'),
         );
       }
     }
     // Members that lacked the segment and got the tail copied now hold it; the rest answer with an error.
     const holders = answers.ok.map((a) => a.node);
     const seals = await settle(holders, (node) => this.peer(node).seal(log, meta.segmentId, epoch, last, ''));
-    const sealed = seals.ok.filter((s) => s.value.aggregate !== '');
-    // One writer per epoch wrote every frame, so sealed copies agree unless one is damaged: the
-    // contents most members hold are recorded, and the others are repaired from them.
+    const sealed = seals.ok.filter((s) => s.value.aggregate !== '' && s.value.lastIndex === last);
+    // One writer per epoch wrote every frame, so sealed copies agree unless one is damaged.
     const votes = new Map<string, number>();
     for (const s of sealed) votes.set(s.value.aggregate, (votes.get(s.value.aggregate) ?? 0) + 1);
-    const majority = [...votes.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
+    const [majority, agreeing] = [...votes.entries()].sort((a, b) => b[1] - a[1])[0] ?? ['', 0];
     const agreed = sealed.find((s) => s.value.aggregate === majority)?.value;
-    if (!agreed && last >= meta.firstIndex) throw new QuorumUnavailableError(log, 0, 1);
+    // The record says SEALED only once an ack quorum holds the segment sealed at that point with
+    // the same contents: a seal point one member holds alone would be committed with one copy.
+    if (last >= meta.firstIndex && agreeing < meta.ackQuorum) throw new QuorumUnavailableError(log, agreeing, meta.ackQuorum);
     if (votes.size > 1) {
       this.o.logger.error({ log, segment: meta.segmentId, aggregates: sealed.map((s) => [s.node, s.value.aggregate]) }, 'members sealed different contents; the majority is recorded and the others will be repaired');
     }
@@ -454,18 +470,26 @@ export class LogWriter {
   private async createOrAdopt(meta: SegmentMeta): Promise<{ meta: SegmentMeta; modRevision: number }> {
     let modRevision: number | undefined;
     try {
-      modRevision = await this.o.directory.create(meta);
+      modRevision = await this.o.directory.create(meta, this.o.leader);
     } catch (error) {
       this.createInDoubt = meta.segmentId;
       throw error;
     }
     if (modRevision !== undefined) return { meta, modRevision };
+    const existing = (await this.o.directory.list(this.o.log)).find((s) => s.meta.segmentId === meta.segmentId);
+    if (!existing) throw new FencedError(this.o.log, this.o.epoch, this.o.epoch + 1); // our election key is gone
+    if (existing.meta.writerEpoch < this.o.epoch) {
+      // An older writer, deposed but not yet told, opened this segment after this writer's
+      // recovery found every segment sealed. A higher epoch always wins: recover it (fence its
+      // members, seal it where a quorum holds it) before the next batch, then go on.
+      this.needsRecovery = true;
+      throw new ReplicationError(`segment ${meta.segmentId} was opened by an older writer (epoch ${existing.meta.writerEpoch}); recovering it first`);
+    }
     // Never adopt a segment this writer had open before (e.g. one whose seal failed in etcd):
     // frames were written under it, and the new attempt would start it again from the beginning.
     const inDoubt = this.createInDoubt === meta.segmentId && this.highestOpenedSegmentId < meta.segmentId;
-    const existing = inDoubt ? (await this.o.directory.list(this.o.log)).find((s) => s.meta.segmentId === meta.segmentId) : undefined;
-    if (!existing || existing.meta.writerEpoch !== this.o.epoch || existing.meta.state !== 'OPEN' || existing.meta.firstIndex !== meta.firstIndex) {
-      throw new FencedError(this.o.log, this.o.epoch, this.o.epoch + 1);
+    if (!inDoubt || existing.meta.writerEpoch !== this.o.epoch || existing.meta.state !== 'OPEN' || existing.meta.firstIndex !== meta.firstIndex) {
+      throw new FencedError(this.o.log, this.o.epoch, existing.meta.writerEpoch);
     }
     this.o.logger.info({ log: this.o.log, segment: meta.segmentId, epoch: this.o.epoch }, 'adopted a segment record created by an earlier attempt');
     return existing;

@@ -1,7 +1,7 @@
 // gRPC clients for the three services, with promise methods, a deadline on every call and the
 // channel options that suit bulk transfer on loopback (a 16 MiB flow control window).
 import * as grpc from '@grpc/grpc-js';
-import type { PeerApi, SegmentHolding } from '../replication/index.js';
+import type { FramesAnswer, PeerApi, SegmentHolding } from '../replication/index.js';
 import type { SegmentStart } from '../wal/index.js';
 import { loadProto } from './proto.js';
 import type { PeerServiceClient } from './generated/walrecovery/v1/PeerService.js';
@@ -84,11 +84,11 @@ export class PeerClient implements PeerApi {
     return { present: true, sealed: true, firstIndex: 0, lastIndex: response.last_index, indexCount: response.index_count, byteLength: response.byte_length, aggregate: response.aggregate };
   }
 
-  async readFrames(log: string, segmentId: number, from: number, to: number, bytesMax: number): Promise<{ frames: Buffer[]; faulty: number[]; lastIndex: number }> {
-    const response = await call<{ frames: Buffer[]; faulty: number[]; last_index: number }>((cb) =>
+  async readFrames(log: string, segmentId: number, from: number, to: number, bytesMax: number): Promise<FramesAnswer> {
+    const response = await call<{ frames: Buffer[]; faulty: number[]; last_index: number; sealed: boolean; aggregate: string }>((cb) =>
       this.client.ReadFrames({ segment: { log, segment_id: segmentId }, from_index: from, to_index: to, bytes_max: bytesMax }, { deadline: deadline(this.deadlineMs) }, cb),
     );
-    return { frames: response.frames, faulty: response.faulty, lastIndex: response.last_index };
+    return { frames: response.frames, faulty: response.faulty, lastIndex: response.last_index, sealed: response.sealed, aggregate: response.aggregate };
   }
 
   async segmentInfo(log: string, segmentId: number, withChecksums: boolean): Promise<SegmentHolding & { checksums: string[]; damaged: boolean }> {

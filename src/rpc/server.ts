@@ -178,7 +178,7 @@ function peerService(api: NodeApi): PeerServiceHandlers {
     ReadFrames: unary(logger, 'ReadFrames', async (r) => {
       const { log, segmentId } = ref(r.segment);
       const result = await handlers.readFrames(log, segmentId, r.from_index, r.to_index, r.bytes_max);
-      return { frames: result.frames, faulty: result.faulty, last_index: result.lastIndex };
+      return { frames: result.frames, faulty: result.faulty, last_index: result.lastIndex, sealed: result.sealed, aggregate: result.aggregate };
     }),
     SegmentInfo: unary(logger, 'SegmentInfo', async (r) => {
       const { log, segmentId } = ref(r.segment);

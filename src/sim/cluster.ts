@@ -6,7 +6,7 @@
 import pino, { type Logger } from 'pino';
 import { type Clock, type Disk, type SeededRandom } from '../io/index.js';
 import { RecoveryMetrics } from '../recovery/index.js';
-import { type LogMeta, LogStores, LogWriter, PeerHandlers, type PeerResolver, type SegmentDirectory, catchUpLog } from '../replication/index.js';
+import { type LogMeta, LogReader, LogStores, LogWriter, PeerHandlers, type PeerResolver, type SegmentDirectory, catchUpLog } from '../replication/index.js';
 import type { SimEtcd } from './directory.js';
 import { type CrashMode, SimFileSystem } from './disk.js';
 import type { SimLoop, SimProcess } from './loop.js';
@@ -24,6 +24,7 @@ export interface SimNodeRuntime {
   readonly peers: PeerResolver;
   readonly directory: SegmentDirectory;
   writer: LogWriter | undefined;
+  reader: Promise<LogReader> | undefined;
 }
 
 export class SimNode {
@@ -56,9 +57,9 @@ export class SimNode {
     const handlers = new PeerHandlers(stores, this.sim.logger);
     const peers = this.sim.network.resolverFor(this.id, process, (node) => this.sim.isLive(node));
     const directory = this.sim.etcd.directoryFor(process);
-    const runtime: SimNodeRuntime = { process, disk, clock, stores, handlers, peers, directory, writer: undefined };
+    const runtime: SimNodeRuntime = { process, disk, clock, stores, handlers, peers, directory, writer: undefined, reader: undefined };
     this.runtime = runtime;
-    this.sim.network.attach(this.id, { process, handlers });
+    this.sim.network.attach(this.id, { process, handlers, committed: () => (runtime.writer?.isReady ? runtime.writer.committedIndex : undefined) });
     // A node opens (and recovers) its logs at start, as src/cluster/node.ts does.
     stores.store(SIM_LOG).catch((error: unknown) => this.sim.trace(`${this.id} failed to open its log: ${describe(error)}`));
     return runtime;
@@ -75,11 +76,41 @@ export class SimNode {
     this.crashes += 1;
   }
 
+  /** The node's read path (src/replication/reader.ts), as its LogRuntime builds it. */
+  readerOf(runtime: SimNodeRuntime): Promise<LogReader> {
+    runtime.reader ??= runtime.stores.store(SIM_LOG).then(
+      (store) =>
+        new LogReader({
+          log: SIM_LOG,
+          self: this.id,
+          store,
+          directory: runtime.directory,
+          peers: runtime.peers,
+          logger: this.sim.logger,
+          localCommitted: () => {
+            const writer = runtime.writer;
+            const own = writer?.isReady && this.sim.writerNode === this ? writer.committedIndex : 0;
+            return Math.max(own, runtime.handlers.committedIndex(SIM_LOG));
+          },
+          writerCommitted: async () => {
+            const writer = this.sim.writerNode;
+            if (!writer || writer === this) return undefined;
+            return this.sim.network.askCommitted(this.id, writer.id, runtime.process);
+          },
+          onDamage: () => undefined,
+        }),
+    );
+    runtime.reader.catch(() => (runtime.reader = undefined));
+    return runtime.reader;
+  }
+
   /** Runs one catch-up pass (as the node's background loop does). */
   async catchUp(): Promise<void> {
     const runtime = this.runtime;
     if (!runtime) return;
     const store = await runtime.stores.store(SIM_LOG);
+    const reader = await this.readerOf(runtime);
+    reader.setRecords(await runtime.directory.list(SIM_LOG));
     await catchUpLog({
       log: SIM_LOG,
       self: this.id,
@@ -154,6 +185,7 @@ export class SimCluster {
       epoch,
       logMeta: this.logMeta,
       directory: runtime.directory,
+      leader: { key: `election/${epoch}`, epoch },
       peers: runtime.peers,
       liveMembers: () => this.liveIds(),
       logger: this.logger,
@@ -204,6 +236,9 @@ export class SimCluster {
 }
 
 export function describe(error: unknown): string {
+  const findings = (error as { findings?: ReadonlyArray<{ kind: string; segment?: number; detail?: string }> } | undefined)?.findings;
+  const first = findings?.[0];
+  if (error instanceof Error && first) return `${error.name}: ${first.kind} in segment ${first.segment ?? '?'}: ${first.detail ?? ''}`.slice(0, 300);
   if (error instanceof Error) return `${error.name}: ${error.message}`.slice(0, 300);
   return String(error).slice(0, 300);
 }

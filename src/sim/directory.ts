@@ -31,14 +31,24 @@ export class SimEtcd {
   directoryFor(caller: SimProcess): SegmentDirectory {
     return {
       list: (log) => this.call(caller, () => this.snapshotOf(log)),
-      create: (meta) => this.call(caller, () => (this.records.has(keyOf(meta.log, meta.segmentId)) ? undefined : this.put(meta)), true),
+      create: (meta, leader) =>
+        this.call(caller, () => {
+          if (this.records.has(keyOf(meta.log, meta.segmentId))) return undefined;
+          // The election key of that epoch must still be the leader's (etcd: a transaction).
+          if (leader && leader.epoch !== this.leaderEpoch) return undefined;
+          return this.put(meta);
+        }, true),
       update: (meta, modRevision) => this.call(caller, () => (this.records.get(keyOf(meta.log, meta.segmentId))?.modRevision === modRevision ? this.put(meta) : undefined), true),
     };
   }
 
-  /** A new writer epoch (the create revision of a new election key). */
+  /** The epoch of the election key that holds the writer election now. */
+  leaderEpoch = 0;
+
+  /** A new leader: its epoch is the create revision of its election key. */
   nextEpoch(): number {
     this.revision += 1;
+    this.leaderEpoch = this.revision;
     return this.revision;
   }
 

@@ -38,6 +38,8 @@ export const CALM_NETWORK: NetworkFaults = { dropProbability: 0, delayMsMin: 0.0
 export interface Endpoint {
   readonly process: SimProcess;
   readonly handlers: PeerHandlers;
+  /** The committed index the node reports (WalService's committed query), if it is the writer. */
+  readonly committed: () => number | undefined;
 }
 
 export class SimNetwork {
@@ -89,6 +91,14 @@ export class SimNetwork {
       seal: (log, segmentId, epoch, lastIndex, expected) => via((h) => h.seal(log, segmentId, epoch, lastIndex, expected)),
       readFrames: (log, segmentId, from, to, bytesMax) => via((h) => h.readFrames(log, segmentId, from, to, bytesMax)),
     };
+  }
+
+  /** Asks node to for its committed index, as a non-writer asks the writer. */
+  askCommitted(from: string, to: string, caller: SimProcess): Promise<number | undefined> {
+    return this.remote(from, to, caller, async () => {
+      const endpoint = this.endpoints.get(to);
+      return endpoint?.committed();
+    });
   }
 
   private local<T>(node: string, caller: SimProcess, call: (h: PeerHandlers) => Promise<T>): Promise<T> {

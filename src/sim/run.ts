@@ -5,7 +5,7 @@
 // the cluster holds against everything clients were told.
 import { createHash } from 'node:crypto';
 import { SeededRandom } from '../io/index.js';
-import { CorruptEntryError, EntryLostError, IndexOutOfRangeError, format } from '../wal/index.js';
+import { format } from '../wal/index.js';
 import { SIM_LOG, SimCluster, type SimNode, describe } from './cluster.js';
 import { SimEtcd } from './directory.js';
 import { CRASH_MODES, type CrashMode, DEFAULT_DISK_LATENCY } from './disk.js';
@@ -113,26 +113,30 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   }
 
   // --- readers: the read path a node serves, up to the committed index it knows ----------
+  // A read is a Read call to a node: the node's LogReader decides what it may serve.
   const readOnce = async (): Promise<void> => {
     const live = cluster.nodes.filter((n) => n.alive);
     if (live.length === 0) return;
     const node = workload.pick(live);
     const runtime = node.runtime;
     if (!runtime) return;
-    const writer = runtime.writer;
-    const committed = writer && cluster.writerNode === node ? writer.committedIndex : runtime.handlers.committedIndex(SIM_LOG);
-    if (committed < 1) return;
-    const index = 1 + workload.int(committed);
     try {
-      const store = await runtime.stores.store(SIM_LOG);
-      const { frame } = await store.readFrame(index);
-      const payload = frame.subarray(format.ENTRY_HEADER_BYTES).toString();
-      if (!runtime.process.alive) return;
-      trace(`read ${node.id} ${index} ${payload.split('-', 2).join('-')}`);
-      model.read(index, payload, node.id);
-    } catch (error) {
-      if (!(error instanceof IndexOutOfRangeError || error instanceof CorruptEntryError || error instanceof EntryLostError)) model.readsFailed += 1;
-      else model.readsFailed += 1;
+      const reader = await node.readerOf(runtime);
+      const committed = await reader.knownCommitted(0);
+      if (committed < 1) return;
+      const from = 1 + workload.int(committed);
+      const to = workload.chance(0.5) ? 0 : Math.min(committed, from + workload.int(8));
+      for await (const batch of reader.read(from, to, 16)) {
+        if (!runtime.process.alive) return;
+        for (const entry of batch) {
+          if (entry.lost) continue;
+          const payload = entry.payload.toString();
+          trace(`read ${node.id} ${entry.index} ${payload.split('-', 2).join('-')}`);
+          model.read(entry.index, payload, node.id);
+        }
+      }
+    } catch {
+      model.readsFailed += 1;
     }
   };
   for (let reader = 0; reader < o.readers; reader += 1) {
