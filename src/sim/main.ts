@@ -11,8 +11,8 @@ function summaryLine(r: SimResult): string {
   return `seed ${r.seed} ${verdict} ops=${r.operations} steps=${r.steps} virtual=${r.virtualMs}ms trace=${r.traceHash} faults: ${faults}`;
 }
 
-async function main(): Promise<number> {
-  const { values } = parseArgs({
+function parseOptions() {
+  return parseArgs({
     options: {
       seed: { type: 'string' },
       seeds: { type: 'string' },
@@ -22,11 +22,31 @@ async function main(): Promise<number> {
       'time-budget-ms': { type: 'string' },
     },
   });
+}
+
+async function main(): Promise<number> {
+  let parsed: ReturnType<typeof parseOptions>;
+  try {
+    parsed = parseOptions();
+  } catch (error) {
+    process.stderr.write(`wal-recovery sim: ${error instanceof Error ? error.message : String(error)}\nusage: npm run sim -- --seed N | --seeds K [--start S] [--json] [--duration-ms D] [--time-budget-ms B]\n`);
+    return 2;
+  }
+  const { values } = parsed;
+
+  if (values.seed !== undefined && values.seeds !== undefined) {
+    process.stderr.write('wal-recovery sim: give --seed N (one seed) or --seeds K [--start S] (a sweep), not both\n');
+    return 2;
+  }
   const one = values.seed !== undefined ? Number(values.seed) : undefined;
   const count = values.seeds !== undefined ? Number(values.seeds) : 1;
   const start = values.start !== undefined ? Number(values.start) : one ?? 1;
   const durationMs = values['duration-ms'] !== undefined ? Number(values['duration-ms']) : undefined;
   const budgetMs = values['time-budget-ms'] !== undefined ? Number(values['time-budget-ms']) : Number.POSITIVE_INFINITY;
+  if (durationMs !== undefined && (!Number.isSafeInteger(durationMs) || durationMs < 1_000)) {
+    process.stderr.write('wal-recovery sim: --duration-ms must be an integer of at least 1000\n');
+    return 2;
+  }
   for (const [name, value] of [['seed', start], ['seeds', count]] as const) {
     if (!Number.isSafeInteger(value) || value < 0) {
       process.stderr.write(`wal-recovery sim: --${name} must be a non-negative integer\n`);
