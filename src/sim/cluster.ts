@@ -6,6 +6,7 @@
 import pino, { type Logger } from 'pino';
 import { type Clock, type Disk, type SeededRandom } from '../io/index.js';
 import { RecoveryMetrics } from '../recovery/index.js';
+import type { WalStore } from '../wal/index.js';
 import { type LogMeta, LogReader, LogStores, LogWriter, PeerHandlers, type PeerResolver, type SegmentDirectory, catchUpLog } from '../replication/index.js';
 import type { SimEtcd } from './directory.js';
 import { type CrashMode, SimFileSystem } from './disk.js';
@@ -25,6 +26,8 @@ export interface SimNodeRuntime {
   readonly directory: SegmentDirectory;
   writer: LogWriter | undefined;
   reader: Promise<LogReader> | undefined;
+  /** The log's store once open. */
+  store?: WalStore;
 }
 
 export class SimNode {
@@ -32,6 +35,8 @@ export class SimNode {
   runtime: SimNodeRuntime | undefined;
   private incarnation = 0;
   crashes = 0;
+  /** Per segment, the last index the store said was durable when the node crashed. */
+  private durableAtCrash: Map<number, number> | undefined;
 
   constructor(readonly id: string, private readonly sim: SimCluster, random: SeededRandom) {
     this.fs = new SimFileSystem(id, random);
@@ -61,7 +66,15 @@ export class SimNode {
     this.runtime = runtime;
     this.sim.network.attach(this.id, { process, handlers, committed: () => (runtime.writer?.isReady ? runtime.writer.committedIndex : undefined) });
     // A node opens (and recovers) its logs at start, as src/cluster/node.ts does.
-    stores.store(SIM_LOG).catch((error: unknown) => this.sim.trace(`${this.id} failed to open its log: ${describe(error)}`));
+    const expected = this.durableAtCrash;
+    this.durableAtCrash = undefined;
+    stores.store(SIM_LOG).then(
+      (store) => {
+        runtime.store = store;
+        if (expected) this.checkDurable(store, expected);
+      },
+      (error: unknown) => this.sim.trace(`${this.id} failed to open its log: ${describe(error)}`),
+    );
     return runtime;
   }
 
@@ -69,11 +82,23 @@ export class SimNode {
   crash(mode: CrashMode): void {
     const runtime = this.runtime;
     if (!runtime) return;
+    // What the store has said is durable (its records hold synced state only) must survive.
+    if (runtime.store) this.durableAtCrash = new Map(runtime.store.segmentRecords().map((r) => [r.segmentId, r.lastIndex]));
     runtime.process.alive = false;
     this.runtime = undefined;
     this.sim.network.attach(this.id, undefined);
     this.fs.crash(mode);
     this.crashes += 1;
+  }
+
+  /** After a restart: every segment holds at least what was durable before the crash. */
+  private checkDurable(store: WalStore, expected: ReadonlyMap<number, number>): void {
+    for (const [segmentId, lastIndex] of expected) {
+      const now = store.segmentRecord(segmentId);
+      if (!now || now.lastIndex < lastIndex) {
+        this.sim.violate('durable-entries-survive-a-crash', `${this.id}: segment ${segmentId} held ${lastIndex} durably before the crash, ${now ? now.lastIndex : 'nothing'} after it`);
+      }
+    }
   }
 
   /** The node's read path (src/replication/reader.ts), as its LogRuntime builds it. */
@@ -133,6 +158,8 @@ export class SimCluster {
   /** The node the (simulated) election names writer, and its epoch. */
   writerNode: SimNode | undefined;
   writerEpoch = 0;
+  /** Where violations found by the cluster itself go (the run's model). */
+  violate: (invariant: string, detail: string) => void = () => undefined;
 
   constructor(
     readonly loop: SimLoop,

@@ -61,6 +61,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   const etcd = new SimEtcd(loop, random.fork());
   const cluster = new SimCluster(loop, network, etcd, random.fork(), o.nodes, o.segmentBytesMax, trace);
   const model = new Model(() => loop.nowMs);
+  cluster.violate = (invariant, detail) => model.violate(invariant, detail);
   const faults: Record<string, number> = {};
   const countFault = (kind: string): void => {
     faults[kind] = (faults[kind] ?? 0) + 1;
