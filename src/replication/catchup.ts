@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import type { Disk } from '../io/index.js';
 import { type WalStore, checksumHex } from '../wal/index.js';
 import type { PeerResolver, SegmentDirectory } from './api.js';
+import { ReplicationError } from './errors.js';
 import { type SegmentMeta, expectationOfMeta } from './metadata.js';
 
 export interface CatchUpContext {
@@ -107,21 +108,43 @@ async function installWhole(ctx: CatchUpContext, meta: SegmentMeta): Promise<voi
   throw lastError;
 }
 
-/** Fetches entries from..meta.lastIndex from the other members and appends them locally. */
+/**
+ * Consecutive rounds (every member not skipped asked once) in which no member advanced the local
+ * copy, before a pass gives up on the segment (it is left behind; the next pass retries): a
+ * round in which every member failed once (one read timing out) is tried once more.
+ */
+export const FETCH_ROUNDS_WITHOUT_PROGRESS_MAX = 2;
+
+/**
+ * Fetches entries from..meta.lastIndex from the other members and appends them locally.
+ *
+ * Progress is what the local copy gained (the append's lastIndex moved past next), never that a
+ * member answered: a member serving frames below next (a stale or misbehaving copy, or a reply
+ * to an older request) is accepted by the store as a retry and adds nothing. Such a member is
+ * skipped for the rest of the pass; rounds without progress are bounded, so the loop always ends.
+ */
 async function fetchInto(ctx: CatchUpContext, meta: SegmentMeta, from: number): Promise<number> {
   const start = { segmentId: meta.segmentId, firstIndex: meta.firstIndex, createdMs: meta.createdMs };
   let next = from;
   let fetched = 0;
+  let roundsWithoutProgress = 0;
   const others = meta.ensemble.filter((n) => n !== ctx.self);
+  const skipped = new Set<string>();
   while (next <= meta.lastIndex) {
     let progressed = false;
     for (const node of others) {
+      if (skipped.has(node)) continue;
       const peer = ctx.peers(node);
       if (!peer) continue;
       try {
         const { frames } = await peer.readFrames(ctx.log, meta.segmentId, next, meta.lastIndex, CATCH_UP_FETCH_BYTES_MAX);
         if (frames.length === 0) continue;
         const result = await ctx.store.appendFrames(start, frames);
+        if (result.lastIndex < next) {
+          skipped.add(node);
+          ctx.logger.warn({ log: ctx.log, segment: meta.segmentId, peer: node, entryIndex: next }, 'failed to fetch from a member: it served no frame at or after the next index; skipping it for this pass');
+          continue;
+        }
         fetched += result.lastIndex - next + 1;
         next = result.lastIndex + 1;
         progressed = true;
@@ -130,7 +153,10 @@ async function fetchInto(ctx: CatchUpContext, meta: SegmentMeta, from: number): 
         ctx.logger.debug({ log: ctx.log, segment: meta.segmentId, peer: node, err: error }, 'failed to fetch from a member; trying the next');
       }
     }
-    if (!progressed) throw new Error(`no member serves entries from ${next} of segment ${meta.segmentId}`);
+    roundsWithoutProgress = progressed ? 0 : roundsWithoutProgress + 1;
+    if (roundsWithoutProgress >= FETCH_ROUNDS_WITHOUT_PROGRESS_MAX || others.every((n) => skipped.has(n))) {
+      throw new ReplicationError(`no member serves entries from ${next} of segment ${meta.segmentId}`);
+    }
   }
   return fetched;
 }
