@@ -26,6 +26,11 @@ export interface SegmentMeta {
   /** 16 hex digits once SEALED, '' before. */
   readonly aggregate: string;
   readonly createdMs: number;
+  /**
+   * Members the coordinator replaced in the ensemble (gone at the time). They may come back
+   * holding their copy: repair still asks them, and an entry they may hold is never given up.
+   */
+  readonly formerMembers?: readonly string[];
 }
 
 export class MalformedRecordError extends Error {
@@ -77,7 +82,14 @@ export function parseSegmentMeta(raw: unknown): SegmentMeta {
     byteLength: int(r, 'byteLength'),
     aggregate: r['aggregate'],
     createdMs: int(r, 'createdMs'),
+    ...formerMembersOf(r['formerMembers']),
   };
+}
+
+function formerMembersOf(raw: unknown): { formerMembers?: readonly string[] } {
+  if (raw === undefined) return {};
+  if (!Array.isArray(raw) || raw.some((n) => typeof n !== 'string')) throw new MalformedRecordError('bad formerMembers');
+  return { formerMembers: raw as string[] };
 }
 
 export const LOG_NAME_PATTERN = /^[A-Za-z0-9._-]{1,63}$/;

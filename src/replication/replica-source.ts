@@ -73,9 +73,12 @@ export class ReplicaSource implements GoodCopySource {
    * entries), the next attempt prefers another member's copies.
    */
   private members(meta: SegmentMeta | undefined): string[] {
-    const members = (meta?.ensemble ?? []).filter((n) => n !== this.o.self && !this.liars.get(meta?.segmentId ?? 0)?.has(n));
+    const usable = (n: string): boolean => n !== this.o.self && !this.liars.get(meta?.segmentId ?? 0)?.has(n);
+    const members = (meta?.ensemble ?? []).filter(usable);
     const shift = members.length === 0 ? 0 : this.calls++ % members.length;
-    return [...members.slice(shift), ...members.slice(0, shift)];
+    // Former members (replaced while gone) may hold an intact copy too: asked after the others.
+    const former = (meta?.formerMembers ?? []).filter((n) => usable(n) && !members.includes(n));
+    return [...members.slice(shift), ...members.slice(0, shift), ...former];
   }
 
   async fetchFrames(segmentId: number, first: number, last: number): Promise<Map<number, Buffer>> {
@@ -147,6 +150,8 @@ export class ReplicaSource implements GoodCopySource {
         }
         this.distrust(segmentId, node, 'served a segment file that does not match its record');
       } catch (error) {
+        // Not reached is not absent: it may hold the segment, so nothing of it may be given up.
+        this.markUncertain(segmentId, expected.firstIndex, expected.lastIndex);
         this.o.logger.warn({ log: this.o.log, segment: segmentId, peer: node, err: error }, 'failed to fetch a segment file from a replica');
       }
       await this.o.disk.remove(dir);
