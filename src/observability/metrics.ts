@@ -19,7 +19,9 @@ export class NodeMetrics {
 
   constructor(recovery: RecoveryMetrics, labels: { node: string; cluster: string }) {
     this.registry.setDefaultLabels(labels);
-    collectDefaultMetrics({ register: this.registry, prefix: 'wal_recovery_process_' });
+    // The standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes, ...) that
+    // dashboards and alert rules expect; a prefix made them wal_recovery_process_process_....
+    collectDefaultMetrics({ register: this.registry });
     const counter = (name: string, help: string, read: () => number): void => {
       // A counter whose value lives in RecoveryMetrics: set at scrape time.
       new Counter({
