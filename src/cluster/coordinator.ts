@@ -12,10 +12,10 @@
 // from etcd); etcd may be briefly unreachable (a round fails and the next one retries); members
 // come and go while it works (every change is a CAS on the record it read).
 import type { Logger } from 'pino';
-import type { Clock } from '../io/index.js';
+import type { Clock, Random } from '../io/index.js';
 import { type SegmentMeta } from '../replication/index.js';
 import type { EtcdSegmentDirectory } from './directory.js';
-import { Election } from './election.js';
+import { Election, etcdElectionStore } from './election.js';
 import type { EtcdMetadata } from './etcd.js';
 import type { NodeSession } from './session.js';
 import type { NodeMetrics } from '../observability/index.js';
@@ -51,6 +51,8 @@ export interface CoordinatorOptions {
   readonly maxRecoveryAttempts: number;
   /** Report times (nowMs, stored in etcd); how long members have been missing (monotonicMs). */
   readonly clock: Clock;
+  /** Backoff jitter (the coordinator election's campaign retries). */
+  readonly random: Random;
 }
 
 export class Coordinator {
@@ -62,7 +64,7 @@ export class Coordinator {
   private readonly missingSince = new Map<string, number>();
 
   constructor(private readonly o: CoordinatorOptions) {
-    this.election = new Election(o.etcd, o.etcd.keys.coordinatorPrefix(), o.session, o.logger);
+    this.election = new Election({ store: etcdElectionStore(o.etcd), prefix: o.etcd.keys.coordinatorPrefix(), session: o.session, logger: o.logger, clock: o.clock, random: o.random });
   }
 
   isLeader(): boolean {

@@ -18,7 +18,7 @@ import {
 import type { NodeMetrics } from '../observability/index.js';
 import { Backoff } from './backoff.js';
 import type { EtcdSegmentDirectory } from './directory.js';
-import { Election } from './election.js';
+import { Election, etcdElectionStore } from './election.js';
 import type { EtcdMetadata } from './etcd.js';
 import type { NodeSession } from './session.js';
 
@@ -94,7 +94,14 @@ export class LogRuntime {
     await this.runCatchUp();
     this.unwatch = await this.ctx.etcd.watchPrefix(this.ctx.etcd.keys.segmentsPrefix(this.log), () => this.scheduleCatchUp());
     this.armCatchUpTimer();
-    this.election = new Election(this.ctx.etcd, this.ctx.etcd.keys.writerPrefix(this.log), this.ctx.session, this.logger);
+    this.election = new Election({
+      store: etcdElectionStore(this.ctx.etcd),
+      prefix: this.ctx.etcd.keys.writerPrefix(this.log),
+      session: this.ctx.session,
+      logger: this.logger,
+      clock: this.ctx.clock,
+      random: this.ctx.random,
+    });
     this.election.onChange((state, isSelf) => this.onLeader(state?.epoch, isSelf));
     await this.election.start();
   }

@@ -190,6 +190,7 @@ export class ClusterNode implements NodeApi {
       intervalMs: options.coordinatorIntervalMs,
       maxRecoveryAttempts: 3,
       clock,
+      random,
     });
     await this.coordinator.start();
     this.rpc.setServing(true);

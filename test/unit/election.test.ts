@@ -1,0 +1,301 @@
+// The election's candidacy under etcd faults, on fakes of its narrow interfaces (ElectionStore,
+// ElectionSession, a lease and a clock whose waits the test releases): a campaign whose create
+// fails is retried with backoff until the key exists (issue 9, defect 4: after one etcd blip a
+// node was left without a candidacy until its next lease), and stops when the lease is gone, the
+// candidate resigns or the election stops. Resigning deletes the key (retried too) and rejoining
+// campaigns again.
+import { describe, expect, it } from 'vitest';
+import { type Clock, SeededRandom } from '../../src/io/index.js';
+import { CAMPAIGN_BACKOFF, type CandidateLease, Election, type ElectionSession, type ElectionStore, type Leadership } from '../../src/cluster/election.js';
+import { silent, until } from '../support/replication-fakes.js';
+
+const PREFIX = 'logs/events/writer/';
+
+class FakeLease implements CandidateLease {
+  constructor(readonly id: string) {}
+  async grant(): Promise<string> {
+    return this.id;
+  }
+}
+
+class EtcdUnreachable extends Error {
+  override readonly name = 'EtcdUnreachable';
+}
+
+/** Election keys with create revisions, and calls that fail as when etcd cannot be reached. */
+class FakeElectionStore implements ElectionStore<FakeLease> {
+  private revision = 0;
+  readonly keys = new Map<string, { value: string; createRevision: number; lease: FakeLease | undefined }>();
+  private readonly watchers = new Set<() => void>();
+  /** Creates that fail before applying; with applied, the next one applies and its answer is lost. */
+  createFailures = 0;
+  createAppliedAnswerLost = false;
+  deleteFailures = 0;
+  readonly calls = { create: 0, delete: 0 };
+  private createGate: Promise<void> = Promise.resolve();
+
+  /** Creates wait (before applying) until the returned gate is released. */
+  holdCreates(): { release: () => void } {
+    let release = (): void => undefined;
+    this.createGate = new Promise((resolve) => (release = resolve));
+    return { release: () => release() };
+  }
+
+  async create(key: string, value: unknown, lease: FakeLease): Promise<number | undefined> {
+    this.calls.create += 1;
+    await Promise.resolve();
+    await this.createGate;
+    if (this.createFailures > 0) {
+      this.createFailures -= 1;
+      throw new EtcdUnreachable('etcd: create failed: unreachable');
+    }
+    let result: number | undefined;
+    if (!this.keys.has(key)) {
+      this.revision += 1;
+      this.keys.set(key, { value: JSON.stringify(value), createRevision: this.revision, lease });
+      this.changed();
+      result = this.revision;
+    }
+    if (this.createAppliedAnswerLost) {
+      this.createAppliedAnswerLost = false;
+      throw new EtcdUnreachable('etcd: create applied, answer lost');
+    }
+    return result;
+  }
+
+  async delete(key: string): Promise<void> {
+    this.calls.delete += 1;
+    await Promise.resolve();
+    if (this.deleteFailures > 0) {
+      this.deleteFailures -= 1;
+      throw new EtcdUnreachable('etcd: delete failed: unreachable');
+    }
+    if (this.keys.delete(key)) this.changed();
+  }
+
+  async watchPrefix(_prefix: string, onChange: () => void): Promise<() => Promise<void>> {
+    this.watchers.add(onChange);
+    return async () => void this.watchers.delete(onChange);
+  }
+
+  async leader(prefix: string): Promise<Leadership | undefined> {
+    const first = [...this.keys.entries()].filter(([key]) => key.startsWith(prefix)).sort((a, b) => a[1].createRevision - b[1].createRevision)[0];
+    return first ? { leader: JSON.parse(first[1].value) as string, epoch: first[1].createRevision, key: first[0] } : undefined;
+  }
+
+  /** Another node's candidacy. */
+  addCandidate(node: string): void {
+    this.revision += 1;
+    this.keys.set(`${PREFIX}${node}-x`, { value: JSON.stringify(node), createRevision: this.revision, lease: undefined });
+    this.changed();
+  }
+
+  keysOf(node: string): string[] {
+    return [...this.keys.keys()].filter((key) => key.startsWith(`${PREFIX}${node}-`));
+  }
+
+  private changed(): void {
+    for (const watcher of this.watchers) watcher();
+  }
+}
+
+class FakeSession implements ElectionSession<FakeLease> {
+  private lease: FakeLease | undefined;
+  private readonly leaseListeners: Array<(lease: FakeLease) => void> = [];
+  private readonly lostListeners: Array<() => void> = [];
+  constructor(readonly member: { readonly id: string }) {}
+  onLease(listener: (lease: FakeLease) => void): void {
+    this.leaseListeners.push(listener);
+    if (this.lease) listener(this.lease);
+  }
+  onLost(listener: () => void): void {
+    this.lostListeners.push(listener);
+  }
+  currentLease(): FakeLease | undefined {
+    return this.lease;
+  }
+  grant(lease: FakeLease): void {
+    this.lease = lease;
+    for (const listener of this.leaseListeners) listener(lease);
+  }
+  lose(): void {
+    this.lease = undefined;
+    for (const listener of this.lostListeners) listener();
+  }
+}
+
+/** Waits last until the test releases them (or their signal aborts); their lengths are recorded. */
+class ManualClock implements Clock {
+  readonly sleeps: number[] = [];
+  private readonly waiting: Array<() => void> = [];
+  nowMs(): number {
+    return 1_700_000_000_000;
+  }
+  monotonicMs(): number {
+    return 0;
+  }
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    this.sleeps.push(ms);
+    return new Promise((resolve) => {
+      if (signal?.aborted) return resolve();
+      signal?.addEventListener('abort', () => resolve(), { once: true });
+      this.waiting.push(resolve);
+    });
+  }
+  setTimer(): () => void {
+    throw new Error('not used by the election');
+  }
+  get waitingCount(): number {
+    return this.waiting.length;
+  }
+  /** Ends every wait in progress. */
+  release(): void {
+    for (const resolve of this.waiting.splice(0)) resolve();
+  }
+}
+
+function electionOf(node: string): { election: Election<FakeLease>; store: FakeElectionStore; session: FakeSession; clock: ManualClock; changes: Array<{ leader: string | undefined; isSelf: boolean }> } {
+  const store = new FakeElectionStore();
+  const session = new FakeSession({ id: node });
+  const clock = new ManualClock();
+  const election = new Election({ store, prefix: PREFIX, session, logger: silent, clock, random: new SeededRandom(9) });
+  const changes: Array<{ leader: string | undefined; isSelf: boolean }> = [];
+  election.onChange((state, isSelf) => changes.push({ leader: state?.leader, isSelf }));
+  return { election, store, session, clock, changes };
+}
+
+/** Releases the clock's waits until cond holds. */
+async function releaseUntil(clock: ManualClock, cond: () => boolean): Promise<void> {
+  await until(() => {
+    clock.release();
+    return cond();
+  });
+}
+
+describe('election campaign under etcd faults', () => {
+  it('a campaign whose create fails (an etcd blip) is retried with backoff until the candidacy key exists', async () => {
+    const { election, store, session, clock, changes } = electionOf('a');
+    await election.start();
+    store.createFailures = 3;
+    session.grant(new FakeLease('1'));
+    await releaseUntil(clock, () => election.isLeader());
+    expect(store.calls.create).toBe(4);
+    expect(store.keysOf('a')).toEqual([`${PREFIX}a-1`]);
+    expect(election.isCandidate()).toBe(true);
+    expect(changes.at(-1)).toEqual({ leader: 'a', isSelf: true });
+    // Three waits, growing (jitter of +-20 % around 100, 200, 400 ms).
+    expect(clock.sleeps).toHaveLength(3);
+    clock.sleeps.forEach((ms, i) => {
+      const base = CAMPAIGN_BACKOFF.initialMs * 2 ** i;
+      expect(ms).toBeGreaterThanOrEqual(base * 0.8);
+      expect(ms).toBeLessThanOrEqual(base * 1.2);
+    });
+    await election.stop();
+  });
+
+  it('a create applied by etcd whose answer was lost ends the retries: the retry finds the key', async () => {
+    const { election, store, session, clock } = electionOf('a');
+    await election.start();
+    store.createAppliedAnswerLost = true;
+    session.grant(new FakeLease('1'));
+    await releaseUntil(clock, () => election.isLeader());
+    expect(store.calls.create).toBe(2);
+    expect(store.keysOf('a')).toEqual([`${PREFIX}a-1`]);
+    await election.stop();
+  });
+
+  it('a campaign that keeps failing stops retrying once its lease is lost, and the next lease campaigns', async () => {
+    const { election, store, session, clock } = electionOf('a');
+    await election.start();
+    store.createFailures = Number.MAX_SAFE_INTEGER;
+    const first = new FakeLease('1');
+    session.grant(first);
+    await releaseUntil(clock, () => store.calls.create >= 3);
+    session.lose();
+    clock.release();
+    await until(() => clock.waitingCount === 0);
+    const callsAtLoss = store.calls.create;
+    for (let i = 0; i < 5; i += 1) {
+      clock.release();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(store.calls.create - callsAtLoss).toBeLessThanOrEqual(1); // at most the attempt in flight
+    store.createFailures = 0;
+    session.grant(new FakeLease('2'));
+    await releaseUntil(clock, () => election.isLeader());
+    expect(store.keysOf('a')).toEqual([`${PREFIX}a-2`]);
+    await election.stop();
+  });
+
+  it('stop() ends a campaign waiting to retry', async () => {
+    const { election, store, session, clock } = electionOf('a');
+    await election.start();
+    store.createFailures = Number.MAX_SAFE_INTEGER;
+    session.grant(new FakeLease('1'));
+    await until(() => clock.waitingCount === 1);
+    await election.stop(); // would hang if the campaign's wait were not cut short
+    const calls = store.calls.create;
+    clock.release();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(store.calls.create).toBe(calls);
+  });
+
+  it('a follower whose campaign failed still ends with a candidacy, so it takes over when the leader goes (no node left without one)', async () => {
+    const { election, store, session, clock, changes } = electionOf('b');
+    store.addCandidate('a');
+    await election.start();
+    store.createFailures = 2;
+    session.grant(new FakeLease('7'));
+    await releaseUntil(clock, () => election.isCandidate());
+    expect(election.isLeader()).toBe(false);
+    store.keys.delete(`${PREFIX}a-x`); // a's lease expired
+    election.evaluate(); // the watch would say so
+    await until(() => election.isLeader());
+    expect(changes.at(-1)).toEqual({ leader: 'b', isSelf: true });
+    await election.stop();
+  });
+});
+
+describe('election resign and rejoin', () => {
+  it('resign deletes the candidacy key, retrying through etcd failures, and listeners hear at once that this node leads no more', async () => {
+    const { election, store, session, clock, changes } = electionOf('a');
+    await election.start();
+    session.grant(new FakeLease('1'));
+    await until(() => election.isLeader());
+    store.addCandidate('b');
+    store.deleteFailures = 2;
+    const resigned = election.resign();
+    expect(election.isLeader()).toBe(false);
+    expect(changes.at(-1)).toEqual({ leader: 'a', isSelf: false });
+    await releaseUntil(clock, () => store.keysOf('a').length === 0);
+    await resigned;
+    expect(store.calls.delete).toBe(3);
+    await until(() => changes.at(-1)?.leader === 'b');
+    expect(changes.at(-1)).toEqual({ leader: 'b', isSelf: false });
+    // No campaign while resigned, even with a new lease.
+    session.grant(new FakeLease('2'));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(store.keysOf('a')).toEqual([]);
+    election.rejoin();
+    await until(() => election.isCandidate());
+    expect(store.keysOf('a')).toEqual([`${PREFIX}a-2`]);
+    expect(election.isLeader()).toBe(false); // b's key is older
+    await election.stop();
+  });
+
+  it('resigning while a create is in flight withdraws the key that create made', async () => {
+    const { election, store, session } = electionOf('a');
+    await election.start();
+    const gate = store.holdCreates();
+    session.grant(new FakeLease('1'));
+    await until(() => store.calls.create === 1);
+    const resigned = election.resign();
+    gate.release();
+    await resigned;
+    await until(() => store.calls.delete === 1);
+    expect(store.keysOf('a')).toEqual([]);
+    expect(election.isCandidate()).toBe(false);
+    expect(election.isLeader()).toBe(false);
+    await election.stop();
+  });
+});
