@@ -4,9 +4,11 @@
 // real etcd and real gRPC servers.
 //
 // - MemoryDirectory: segment records with etcd's compare-and-swap semantics (one revision
-//   counter for the whole store, create-only puts, updates conditional on the mod revision), and
+//   counter for the whole store, create-only puts, updates conditional on the mod revision,
+//   creates guarded by the writer election as in src/sim/directory.ts: `leaderEpoch`), and
 //   switches that make calls throw as when etcd cannot be reached (optionally after applying).
-// - TestNode: one node's real LogStores + PeerHandlers in its own data directory.
+// - TestNode: one node's real LogStores + PeerHandlers in its own data directory, on a disk whose
+//   fdatasyncs can be held (a slow write: the store's queue waits behind it).
 // - FakeNetwork: a PeerResolver that hands out the nodes' PeerHandlers. Errors a remote node
 //   raises reach the caller as grpc-js would deliver them (a ServiceError-shaped error whose
 //   code comes from src/rpc's toStatus); the caller's own node is called directly, as in
@@ -18,9 +20,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import pino from 'pino';
-import { type Clock, nodeDisk, systemClock } from '../../src/io/index.js';
+import { type Clock, type Disk, type DiskFile, type DiskLock, type DiskStat, type OpenMode, nodeDisk, systemClock } from '../../src/io/index.js';
 import { RecoveryMetrics } from '../../src/recovery/index.js';
-import { LogStores, LogWriter, PeerHandlers, type LogMeta, type PeerApi, type PeerResolver, type SegmentDirectory, type SegmentMeta, parseSegmentMeta } from '../../src/replication/index.js';
+import {
+  LogStores,
+  LogWriter,
+  PeerHandlers,
+  type LeaderGuard,
+  type LogMeta,
+  type PeerApi,
+  type PeerResolver,
+  type SegmentDirectory,
+  type SegmentMeta,
+  parseSegmentMeta,
+} from '../../src/replication/index.js';
 import { toStatus } from '../../src/rpc/index.js';
 import { type WalStore, format } from '../../src/wal/index.js';
 
@@ -54,6 +67,12 @@ export class MemoryDirectory implements SegmentDirectory {
   private readonly failures: Array<{ op: DirectoryOp; applied: boolean }> = [];
   /** While true, every call throws as when etcd cannot be reached. */
   unreachable = false;
+  /**
+   * The epoch (create revision) of the election key that holds the writer election now. A create
+   * with a leader guard succeeds only while the guard's epoch is this one (etcd: one transaction
+   * comparing the election key's create revision), as in src/sim/directory.ts.
+   */
+  leaderEpoch = 0;
   readonly calls: Record<DirectoryOp, number> = { list: 0, create: 0, update: 0 };
 
   /** The next call of op throws; with applied, etcd applies it first (the answer is lost). */
@@ -66,10 +85,11 @@ export class MemoryDirectory implements SegmentDirectory {
     return this.snapshot(log);
   }
 
-  async create(meta: SegmentMeta): Promise<number | undefined> {
+  async create(meta: SegmentMeta, leader?: LeaderGuard): Promise<number | undefined> {
     const failure = await this.enter('create');
     const key = keyOf(meta.log, meta.segmentId);
-    const result = this.records.has(key) ? undefined : this.put(key, meta);
+    const deposed = leader !== undefined && leader.epoch !== this.leaderEpoch;
+    const result = this.records.has(key) || deposed ? undefined : this.put(key, meta);
     if (failure) throw new EtcdUnreachableError('etcd: create applied, answer lost');
     return result;
   }
@@ -138,12 +158,15 @@ export class TestNode {
     readonly dataDir: string,
     readonly logs: LogStores,
     readonly handlers: PeerHandlers,
+    /** The node's disk: holdDatasyncs() makes its writes slow. */
+    readonly disk: HoldableSyncDisk,
   ) {}
 
   static async start(id: string, root: string): Promise<TestNode> {
     const dataDir = await mkdtemp(join(root, `${id}-`));
-    const logs = new LogStores({ dataDir, backupRetentionCount: 0, entryBytesMax: ENTRY_BYTES_MAX, logger: silent, metrics: new RecoveryMetrics(), disk: nodeDisk, clock: systemClock });
-    return new TestNode(id, dataDir, logs, new PeerHandlers(logs, silent));
+    const disk = new HoldableSyncDisk(nodeDisk);
+    const logs = new LogStores({ dataDir, backupRetentionCount: 0, entryBytesMax: ENTRY_BYTES_MAX, logger: silent, metrics: new RecoveryMetrics(), disk, clock: systemClock });
+    return new TestNode(id, dataDir, logs, new PeerHandlers(logs, silent), disk);
   }
 
   store(log: string): Promise<WalStore> {
@@ -155,7 +178,91 @@ export class TestNode {
   }
 
   close(): Promise<void> {
+    this.disk.releaseDatasyncs();
     return this.logs.closeAll();
+  }
+}
+
+/**
+ * node:fs, except that while held every fdatasync (the store's append: write, then fdatasync,
+ * then the entries count) waits until released. Renames and fsyncs (EPOCH, catalogs, new
+ * segment headers) are never held, so only the appends in flight are slow.
+ */
+export class HoldableSyncDisk implements Disk {
+  private held: Array<() => void> | undefined;
+
+  constructor(private readonly inner: Disk) {}
+
+  /** From now on, fdatasyncs wait until releaseDatasyncs(). */
+  holdDatasyncs(): void {
+    this.held ??= [];
+  }
+
+  releaseDatasyncs(): void {
+    const waiting = this.held ?? [];
+    this.held = undefined;
+    for (const release of waiting) release();
+  }
+
+  /** fdatasyncs waiting now. */
+  get datasyncsWaiting(): number {
+    return this.held?.length ?? 0;
+  }
+
+  async open(path: string, mode: OpenMode): Promise<DiskFile> {
+    const file = await this.inner.open(path, mode);
+    return {
+      read: (buf, offset, byteLength, position) => file.read(buf, offset, byteLength, position),
+      write: (buf, offset, byteLength, position) => file.write(buf, offset, byteLength, position),
+      truncate: (byteLength) => file.truncate(byteLength),
+      datasync: async () => {
+        const held = this.held;
+        if (held) await new Promise<void>((resolve) => held.push(resolve));
+        return file.datasync();
+      },
+      sync: () => file.sync(),
+      byteLength: () => file.byteLength(),
+      close: () => file.close(),
+    };
+  }
+  stat(path: string): Promise<DiskStat | undefined> {
+    return this.inner.stat(path);
+  }
+  readFile(path: string): Promise<Buffer> {
+    return this.inner.readFile(path);
+  }
+  rename(from: string, to: string): Promise<void> {
+    return this.inner.rename(from, to);
+  }
+  link(from: string, to: string): Promise<void> {
+    return this.inner.link(from, to);
+  }
+  unlink(path: string): Promise<void> {
+    return this.inner.unlink(path);
+  }
+  remove(path: string): Promise<void> {
+    return this.inner.remove(path);
+  }
+  mkdirp(dir: string): Promise<void> {
+    return this.inner.mkdirp(dir);
+  }
+  readdir(dir: string): Promise<string[]> {
+    return this.inner.readdir(dir);
+  }
+  fsyncDir(dir: string): Promise<void> {
+    return this.inner.fsyncDir(dir);
+  }
+  copyFile(from: string, to: string): Promise<void> {
+    return this.inner.copyFile(from, to);
+  }
+  mkdtemp(prefix: string): Promise<string> {
+    return this.inner.mkdtemp(prefix);
+  }
+  lock(dir: string): Promise<DiskLock> {
+    return this.inner.lock(dir);
+  }
+  readChunks(path: string, chunkBytes: number): AsyncIterable<Buffer> {
+    return this.inner.readChunks(path, chunkBytes);
   }
 }
 
@@ -228,6 +335,11 @@ export interface StartWriterOptions {
   readonly caller?: string;
   readonly live?: () => readonly string[];
   readonly groupCommitBytesMax?: number;
+  /**
+   * Creates segment records only while the writer election is still this epoch's
+   * (MemoryDirectory.leaderEpoch), as LogRuntime's writers do. Default: no guard.
+   */
+  readonly guarded?: boolean;
 }
 
 /** A LogWriter on cluster node self, wired to the fake directory and network. */
@@ -242,6 +354,7 @@ export function startWriter(cluster: TestCluster, o: StartWriterOptions): Writer
     epoch: o.epoch,
     logMeta: logMetaOf(o.log, o.segmentBytesMax),
     directory: cluster.directory,
+    ...(o.guarded ? { leader: { key: `writer/${o.self}-${o.epoch}`, epoch: o.epoch } } : {}),
     peers: cluster.network.resolverFor(o.self, o.caller ?? o.self),
     liveMembers: o.live ?? (() => [...cluster.nodes.keys()].sort()),
     logger: silent,

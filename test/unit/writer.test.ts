@@ -1,7 +1,8 @@
 // LogWriter over three real nodes (LogStores + PeerHandlers in temporary directories), a fake
 // etcd with compare-and-swap and a fake transport that injects member faults: quorum
 // acknowledgement, contiguous indices, byte-identical replicas, segment rolls, member failure,
-// writer failover and fencing, and a seal that misses etcd.
+// writer failover and fencing (a recovery that cannot seal on an ack quorum, a member an earlier
+// recovery sealed, a deposed writer opening a segment), and a seal that misses etcd.
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -16,11 +17,14 @@ const SEGMENT_BYTES_SMALL = 4096;
 let cluster: TestCluster;
 const writers: WriterUnderTest[] = [];
 
-function writerOn(self: string, epoch: number, segmentBytesMax = SEGMENT_BYTES_LARGE, caller?: string): WriterUnderTest {
-  const handle = startWriter(cluster, { log: LOG, self, epoch, segmentBytesMax, ...(caller ? { caller } : {}) });
+function writerOn(self: string, epoch: number, segmentBytesMax = SEGMENT_BYTES_LARGE, caller?: string, guarded = false): WriterUnderTest {
+  const handle = startWriter(cluster, { log: LOG, self, epoch, segmentBytesMax, guarded, ...(caller ? { caller } : {}) });
   writers.push(handle);
   return handle;
 }
+
+/** The payload byte length of one entry that fills a SEGMENT_BYTES_SMALL segment: the writer seals it right after. */
+const FILLING_ENTRY_BYTES = SEGMENT_BYTES_SMALL - format.SEGMENT_HEADER_BYTES - format.TRAILER_BYTES - format.ENTRY_HEADER_BYTES;
 
 function payloads(from: number, count: number, byteLength = 48): Buffer[] {
   return Array.from({ length: count }, (_, i) => payloadOf(from + i, byteLength));
@@ -311,6 +315,65 @@ describe('writer failover', () => {
     expect((await cluster.node('b').store(LOG)).segmentRecord(1)?.state).toBe('open');
   }, 10_000);
 
+  it('copying the tail to one member fails while the other is down: no SEALED record on one sealed copy; the writer retries, then fails', async () => {
+    // A (epoch 5) leaves 1..2 on every member and 3..4 on a alone (never acknowledged).
+    const a = writerOn('a', 5, SEGMENT_BYTES_LARGE, 'A');
+    await a.writer.append(payloads(1, 2));
+    await acknowledgedBy(a, ['a', 'b', 'c'], 2);
+    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
+    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
+    void a.writer.append(payloads(3, 2)).catch(() => undefined);
+    await acknowledgedBy(a, ['a'], 4);
+    cluster.network.kill('A');
+    cluster.network.heal('b');
+    cluster.network.heal('c');
+    // B (epoch 9, on b) fences a and b (c is down): the seal point is 4, which only a holds, and
+    // copying 3..4 to b fails. a alone can seal at 4: one copy, not an ack quorum.
+    cluster.network.fail('c', { kind: 'unavailable' });
+    cluster.network.fail('b', { kind: 'unavailable' }, ['replicate']);
+    const b = writerOn('b', 9);
+    await expect(b.writer.whenReady()).rejects.toBeInstanceOf(QuorumUnavailableError);
+    expect(cluster.network.callCount('b', 'replicate')).toBeGreaterThan(1); // the copy was tried on every attempt
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'RECOVERING', writerEpoch: 9 });
+    expect((await cluster.node('a').store(LOG)).segmentRecord(1)).toMatchObject({ state: 'sealed', lastIndex: 4 });
+    expect((await cluster.node('b').store(LOG)).segmentRecord(1)).toMatchObject({ state: 'open', lastIndex: 2 });
+
+    // With b reachable again, the next writer copies the tail and records the seal point a holds.
+    cluster.network.heal('b');
+    const next = writerOn('b', 10);
+    await next.writer.whenReady();
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', lastIndex: 4, indexCount: 4 });
+    await expectSealedCopiesMatchRecords(['a', 'b']);
+  }, 15_000);
+
+  it('a member an earlier recovery sealed at 3 before crashing: the next recovery seals at 3 although one member holds 4, and every member agrees with etcd', async () => {
+    // A (epoch 5) leaves 1..3 on every member and 4 on b alone (never acknowledged).
+    const a = writerOn('a', 5, SEGMENT_BYTES_LARGE, 'A');
+    await a.writer.append(payloads(1, 3));
+    await acknowledgedBy(a, ['a', 'b', 'c'], 3);
+    cluster.network.fail('a', { kind: 'hold' }, ['replicate']);
+    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
+    void a.writer.append(payloads(4, 1)).catch(() => undefined);
+    await acknowledgedBy(a, ['b'], 4);
+    cluster.network.kill('A');
+    cluster.network.heal('a');
+    cluster.network.heal('c');
+    expect([await lastIndexOn('a'), await lastIndexOn('b'), await lastIndexOn('c')]).toEqual([3, 4, 3]);
+    // A recovery of epoch 7 (b unreachable to it) marked the record, fenced a and c, sealed them at
+    // 3 (the highest index of its fence quorum) and crashed before its compare-and-swap to SEALED.
+    cluster.directory.edit(LOG, 1, (meta) => ({ ...meta, state: 'RECOVERING', writerEpoch: 7 }));
+    for (const node of ['a', 'c']) {
+      await cluster.node(node).handlers.fence(LOG, 1, 7);
+      await cluster.node(node).handlers.seal(LOG, 1, 7, 3, '');
+    }
+
+    const c = writerOn('c', 9);
+    await c.writer.whenReady();
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', writerEpoch: 9, lastIndex: 3, indexCount: 3 });
+    await expectSealedCopiesMatchRecords(['a', 'b', 'c']); // b's 4 is cut
+    expect(await c.writer.append(payloads(40, 1))).toEqual({ firstIndex: 4, lastIndex: 4 });
+  });
+
   it('the old writer, used again, is fenced by the members and adds no entries', async () => {
     const a = writerOn('a', 5);
     expect(await a.writer.append(payloads(1, 4))).toEqual({ firstIndex: 1, lastIndex: 4 });
@@ -337,6 +400,56 @@ describe('writer failover', () => {
     expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'OPEN', writerEpoch: 9 });
     await expect(old.writer.append(payloads(3, 1))).rejects.toBeInstanceOf(NotWriterError);
     expect(await b.writer.append(payloads(3, 1))).toEqual({ firstIndex: 3, lastIndex: 3 });
+  });
+});
+
+describe('a deposed writer opening a segment', () => {
+  /** Appends one entry that fills a SEGMENT_BYTES_SMALL segment: the writer seals it and holds no open segment. */
+  async function appendAndSealAll(handle: WriterUnderTest, from: number): Promise<AppendResult> {
+    const result = await handle.writer.append([payloadOf(from, FILLING_ENTRY_BYTES)]);
+    expect(cluster.directory.snapshot(LOG).every((r) => r.meta.state === 'SEALED')).toBe(true);
+    return result;
+  }
+
+  it('a writer whose election key is gone cannot create the next segment record; the new writer proceeds', async () => {
+    cluster.directory.leaderEpoch = 1;
+    const a = writerOn('a', 1, SEGMENT_BYTES_SMALL, 'A', true);
+    expect(await appendAndSealAll(a, 1)).toEqual({ firstIndex: 1, lastIndex: 1 });
+    // B is elected (epoch 2) and finds every segment sealed: it fences no one.
+    cluster.directory.leaderEpoch = 2;
+    const b = writerOn('b', 2, SEGMENT_BYTES_SMALL, 'B', true);
+    await b.writer.whenReady();
+
+    // A, not yet told, tries to open segment 2 with its next batch.
+    await expect(a.writer.append(payloads(100, 1))).rejects.toBeInstanceOf(FencedError);
+    expect(cluster.directory.snapshot(LOG).map((r) => r.meta.segmentId)).toEqual([1]);
+    for (const node of ['a', 'b', 'c']) expect(await lastIndexOn(node)).toBe(1);
+
+    expect(await b.writer.append(payloads(2, 2))).toEqual({ firstIndex: 2, lastIndex: 3 });
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'OPEN', writerEpoch: 2, firstIndex: 2 });
+    expect(b.failures).toEqual([]);
+  });
+
+  it('a segment record of a lower epoch met while opening a segment is recovered (fenced, sealed) and the new writer goes on', async () => {
+    const a = writerOn('a', 1, SEGMENT_BYTES_SMALL, 'A');
+    await appendAndSealAll(a, 1);
+    const b = writerOn('b', 2, SEGMENT_BYTES_SMALL, 'B');
+    await b.writer.whenReady();
+    // A (no election guard on its creates) opens segment 2 after B found every segment sealed,
+    // and its members, never fenced by B, acknowledge 2..3.
+    expect(await a.writer.append(payloads(2, 2))).toEqual({ firstIndex: 2, lastIndex: 3 });
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'OPEN', writerEpoch: 1 });
+
+    // B's next batch meets segment 2 of epoch 1: refused while B recovers it, not the end of B.
+    await expect(b.writer.append(payloads(200, 1))).rejects.not.toBeInstanceOf(FencedError);
+    expect(b.failures).toEqual([]);
+    const next = await b.writer.append(payloads(4, 1));
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'SEALED', writerEpoch: 2, lastIndex: 3 }); // A's acknowledged 2..3 kept
+    expect(next).toEqual({ firstIndex: 4, lastIndex: 4 });
+    expect(cluster.directory.segment(LOG, 3)).toMatchObject({ state: 'OPEN', writerEpoch: 2, firstIndex: 4 });
+    await expectSealedCopiesMatchRecords(['a', 'b', 'c']);
+    for (const node of ['a', 'b', 'c']) expect(await cluster.node(node).logs.fencedEpoch(LOG)).toBe(2);
+    await expect(a.writer.append(payloads(300, 1))).rejects.toBeInstanceOf(FencedError);
   });
 });
 

@@ -1,0 +1,72 @@
+// PeerHandlers on one real node (LogStores in a temporary directory, on a disk whose fdatasyncs
+// can be held): the writer-facing operations of a log (Replicate, Fence, Seal) against each
+// other, and what ReadFrames says about the copy it serves from.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FencedError, type SegmentHolding } from '../../src/replication/index.js';
+import { type SegmentStart, format } from '../../src/wal/index.js';
+import { type TestNode, TestCluster, payloadOf, sleep, until } from '../support/replication-fakes.js';
+
+const LOG = 'orders';
+const SEGMENT: SegmentStart = { segmentId: 1, firstIndex: 1, createdMs: 1_700_000_000_000 };
+
+let cluster: TestCluster;
+let node: TestNode;
+
+function frames(first: number, count: number): Buffer[] {
+  return Array.from({ length: count }, (_, i) => format.encodeEntry({ index: first + i, timestampMs: 1_700_000_000_000 + first + i, flags: 0, payload: payloadOf(first + i) }).frame);
+}
+
+beforeEach(async () => {
+  cluster = await TestCluster.start(['a']);
+  node = cluster.node('a');
+});
+
+afterEach(async () => {
+  await cluster.close();
+});
+
+describe('fencing is atomic with writes', () => {
+  it('a Replicate queued behind a slow fdatasync when Fence(e2) arrives: the fence answer covers it, or it is refused as fenced', async () => {
+    const { handlers } = node;
+    expect(await handlers.replicate(LOG, 1, SEGMENT, frames(1, 2), 0)).toEqual({ lastIndex: 2 });
+
+    // Writer of epoch 1 sends 3, then 4; the fdatasync of 3 is slow, so 4 waits in the store's
+    // queue (both passed their epoch check against fence 1 on arrival). Then the next writer's
+    // Fence(2) arrives.
+    node.disk.holdDatasyncs();
+    const slow = handlers.replicate(LOG, 1, SEGMENT, frames(3, 1), 2);
+    await until(() => node.disk.datasyncsWaiting === 1);
+    const queued = handlers.replicate(LOG, 1, SEGMENT, frames(4, 1), 2);
+    await sleep(20); // 4 reaches the member before the fence does
+    const fence = handlers.fence(LOG, 1, 2);
+    // Give a fence answered from memory every chance to answer while the writes are in flight.
+    await Promise.race([fence, sleep(200)]);
+    node.disk.releaseDatasyncs();
+    const [fenced, ...writes] = await Promise.allSettled([fence, slow, queued]);
+
+    expect(fenced.status).toBe('fulfilled');
+    const covered = (fenced as PromiseFulfilledResult<SegmentHolding>).value.lastIndex;
+    for (const write of writes) {
+      // Invariant 8: an acknowledged write is inside the fence answer; otherwise it is refused.
+      if (write.status === 'fulfilled') expect(write.value.lastIndex).toBeLessThanOrEqual(covered);
+      else expect(write.reason).toBeInstanceOf(FencedError);
+    }
+    // What the fence reported is what the member holds: the new writer seals from it.
+    expect((await node.store(LOG)).segmentRecord(1)?.lastIndex).toBe(covered);
+    await expect(handlers.replicate(LOG, 1, SEGMENT, frames(covered + 1, 1), covered)).rejects.toBeInstanceOf(FencedError);
+  });
+});
+
+describe('ReadFrames', () => {
+  it('says whether the copy it serves from is sealed, and its aggregate checksum then', async () => {
+    const { handlers } = node;
+    await handlers.replicate(LOG, 1, SEGMENT, frames(1, 3), 0);
+    const open = await handlers.readFrames(LOG, 1, 1, 3, 0);
+    expect(open).toMatchObject({ lastIndex: 3, sealed: false, aggregate: '', faulty: [] });
+    expect(open.frames.length).toBe(3);
+    const sealed = await handlers.seal(LOG, 1, 1, 3, '');
+    expect(await handlers.readFrames(LOG, 1, 2, 3, 0)).toMatchObject({ lastIndex: 3, sealed: true, aggregate: sealed.aggregate });
+    expect(sealed.aggregate).toMatch(/^[0-9a-f]{16}$/);
+    expect(await handlers.readFrames(LOG, 2, 1, 3, 0)).toEqual({ frames: [], faulty: [], lastIndex: 0, sealed: false, aggregate: '' });
+  });
+});
