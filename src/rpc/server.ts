@@ -108,8 +108,64 @@ function unary<Req, Res>(logger: Logger, method: string, handle: (request: Req, 
   };
 }
 
-async function writeWithBackpressure<T>(call: grpc.ServerWritableStream<unknown, T>, message: T): Promise<void> {
-  if (!call.write(message)) await new Promise<void>((resolve) => call.once('drain', resolve));
+const GONE = Symbol('gone');
+
+/** Whether the call can no longer be written to (cancelled, past its deadline, failed or closed). */
+function isGone(call: grpc.ServerWritableStream<unknown, unknown>): boolean {
+  return call.cancelled || call.destroyed || call.writableEnded;
+}
+
+/**
+ * Writes every item of source to a server stream with backpressure, then ends the call. A call
+ * that is cancelled, passes its deadline, fails or closes emits no 'drain' ever again: every wait
+ * (for the source's next item, for 'drain') also ends when the call is gone, and the source is
+ * then released with iterator.return() (a generator's finally runs, a file stream is destroyed
+ * and its descriptor closed) as soon as its step in progress settles. Nothing is written after.
+ * The loop ends: every round writes one item, or the source or the call is finished.
+ */
+async function streamTo<T, M>(call: grpc.ServerWritableStream<unknown, M>, source: AsyncIterable<T>, toMessage: (item: T) => M): Promise<void> {
+  const iterator = source[Symbol.asyncIterator]();
+  let markGone = (): void => undefined;
+  const gone = new Promise<typeof GONE>((resolve) => (markGone = () => resolve(GONE)));
+  const events = ['cancelled', 'close', 'error'] as const;
+  for (const event of events) call.on(event, markGone);
+  if (isGone(call)) markGone();
+  let sourceDone = false;
+  try {
+    // The source is started even for a call already gone: return() releases only a started
+    // source (an eagerly opened file stream's descriptor is closed by its iterator's finally).
+    for (;;) {
+      const pending = iterator.next();
+      pending.catch(() => undefined); // settles after the call is gone: nobody awaits it then
+      const next = await Promise.race([pending, gone]);
+      if (next === GONE) return;
+      if (next.done) {
+        sourceDone = true;
+        if (!isGone(call)) call.end();
+        return;
+      }
+      if (isGone(call)) return;
+      if (call.write(toMessage(next.value))) continue;
+      let onDrain = (): void => undefined;
+      const drained = new Promise<void>((resolve) => (onDrain = resolve));
+      call.once('drain', onDrain);
+      const woke = await Promise.race([drained, gone]);
+      call.off('drain', onDrain);
+      if (woke === GONE) return;
+    }
+  } catch (error) {
+    sourceDone = true; // a source that threw is finished
+    throw error;
+  } finally {
+    for (const event of events) call.off(event, markGone);
+    if (!sourceDone) void Promise.resolve(iterator.return?.()).catch(() => undefined);
+  }
+}
+
+/** Ends a server stream with the status of error, unless the call is gone already. */
+function failStream(call: grpc.ServerWritableStream<unknown, unknown>, error: unknown, logger: Logger, method: string): void {
+  const status = fail(error, logger, method);
+  if (!isGone(call)) call.emit('error', { ...status, metadata: new grpc.Metadata() });
 }
 
 function walService(api: NodeApi): WalServiceHandlers {
@@ -140,19 +196,10 @@ function walService(api: NodeApi): WalServiceHandlers {
       );
     },
     Read: (call) => {
-      void (async () => {
-        const { log, from_index, to_index, batch_max } = call.request;
-        for await (const batch of api.read(log, from_index, to_index, batch_max)) {
-          if (call.cancelled) return;
-          await writeWithBackpressure(call, {
-            entries: batch.map((e) => ({ index: e.index, timestamp_ms: e.timestampMs, payload: e.payload, checksum: e.checksum, lost: e.lost, lost_reason: e.lostReason })),
-          });
-        }
-        call.end();
-      })().catch((error: unknown) => {
-        const status = fail(error, logger, 'Read');
-        call.emit('error', { ...status, metadata: new grpc.Metadata() });
-      });
+      const { log, from_index, to_index, batch_max } = call.request;
+      streamTo(call, api.read(log, from_index, to_index, batch_max), (batch) => ({
+        entries: batch.map((e) => ({ index: e.index, timestamp_ms: e.timestampMs, payload: e.payload, checksum: e.checksum, lost: e.lost, lost_reason: e.lostReason })),
+      })).catch((error: unknown) => failStream(call, error, logger, 'Read'));
     },
   };
 }
@@ -191,13 +238,12 @@ function peerService(api: NodeApi): PeerServiceHandlers {
         const file = await handlers.openSegmentFile(log, segmentId, call.request.chunk_bytes);
         if (!file) throw new BadRequestError('segment', `segment ${segmentId} of log ${log} is not sealed here`);
         let offset = 0;
-        for await (const chunk of file.chunks) {
-          if (call.cancelled) return;
-          await writeWithBackpressure(call, { offset_bytes: offset, data: chunk, total_bytes: file.totalBytes });
+        await streamTo(call, file.chunks, (chunk) => {
+          const message = { offset_bytes: offset, data: chunk, total_bytes: file.totalBytes };
           offset += chunk.byteLength;
-        }
-        call.end();
-      })().catch((error: unknown) => call.emit('error', { ...fail(error, logger, 'FetchSegment'), metadata: new grpc.Metadata() }));
+          return message;
+        });
+      })().catch((error: unknown) => failStream(call, error, logger, 'FetchSegment'));
     },
   };
 }
@@ -224,27 +270,21 @@ function adminService(api: NodeApi): AdminServiceHandlers {
       };
     }),
     Validate: (call) => {
-      void (async () => {
-        for await (const m of api.validate(call.request.log, call.request.node)) {
-          if (call.cancelled) return;
-          await writeWithBackpressure(call, {
-            node: m.node,
-            log: m.log,
-            segment_id: m.segment,
-            kind: m.kind,
-            entry_index: m.entryIndex,
-            index_count: m.indexCount,
-            offset_bytes: m.offsetBytes,
-            expected_checksum: m.expectedChecksum,
-            actual_checksum: m.actualChecksum,
-            detail: m.detail,
-            done: m.done,
-            segments_checked: m.segmentsChecked,
-            bytes_checked: m.bytesChecked,
-          });
-        }
-        call.end();
-      })().catch((error: unknown) => call.emit('error', { ...fail(error, logger, 'Validate'), metadata: new grpc.Metadata() }));
+      streamTo(call, api.validate(call.request.log, call.request.node), (m) => ({
+        node: m.node,
+        log: m.log,
+        segment_id: m.segment,
+        kind: m.kind,
+        entry_index: m.entryIndex,
+        index_count: m.indexCount,
+        offset_bytes: m.offsetBytes,
+        expected_checksum: m.expectedChecksum,
+        actual_checksum: m.actualChecksum,
+        detail: m.detail,
+        done: m.done,
+        segments_checked: m.segmentsChecked,
+        bytes_checked: m.bytesChecked,
+      })).catch((error: unknown) => failStream(call, error, logger, 'Validate'));
     },
     GetRecoveryMetrics: unary(logger, 'GetRecoveryMetrics', async () => {
       const m = api.recoveryMetrics();
