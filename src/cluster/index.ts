@@ -2,3 +2,4 @@
 export { ClusterNode, VERSION } from './node.js';
 export { type NodeOptions, type ResolvedNodeOptions, resolveNodeOptions, parseHostPort } from './options.js';
 export { ClusterKeys, EtcdMetadata, connectEtcd } from './etcd.js';
+export { RepairService, type RepairServiceOptions, type DetectionSource } from './repairs.js';

@@ -7,9 +7,8 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock, Disk, Random } from '../io/index.js';
 import type { RepairStrategy, SegmentRepair } from '../recovery/index.js';
-import { type LogStores, type PeerResolver, BadRequestError, ReplicaSource, UnknownSegmentError, expectationOfMeta } from '../replication/index.js';
+import { type LogStores, type PeerResolver, type SegmentDirectory, BadRequestError, ReplicaSource, UnknownSegmentError, expectationOfMeta } from '../replication/index.js';
 import { Backoff } from './backoff.js';
-import type { EtcdSegmentDirectory } from './directory.js';
 
 export type DetectionSource = 'open' | 'read' | 'scrub' | 'request' | 'coordinator';
 
@@ -26,7 +25,7 @@ export interface RecoveryEventView {
 export interface RepairServiceOptions {
   readonly self: string;
   readonly logs: LogStores;
-  readonly directory: EtcdSegmentDirectory;
+  readonly directory: Pick<SegmentDirectory, 'list'>;
   readonly peers: PeerResolver;
   readonly fetchFile: (node: string, log: string, segmentId: number, path: string) => Promise<void>;
   readonly tempDir: string;

@@ -6,8 +6,9 @@
 import pino, { type Logger } from 'pino';
 import { type Clock, type Disk, type SeededRandom } from '../io/index.js';
 import { RecoveryMetrics } from '../recovery/index.js';
-import type { WalStore } from '../wal/index.js';
-import { type LogMeta, LogReader, LogStores, LogWriter, PeerHandlers, type PeerResolver, type SegmentDirectory, catchUpLog } from '../replication/index.js';
+import { type WalStore, format } from '../wal/index.js';
+import { RepairService } from '../cluster/index.js';
+import { type LogMeta, LogReader, LogStores, LogWriter, PeerHandlers, type PeerResolver, type SegmentDirectory, catchUpLog, expectationOfMeta } from '../replication/index.js';
 import type { SimEtcd } from './directory.js';
 import { type CrashMode, SimFileSystem } from './disk.js';
 import type { SimLoop, SimProcess } from './loop.js';
@@ -28,6 +29,8 @@ export interface SimNodeRuntime {
   reader: Promise<LogReader> | undefined;
   /** The log's store once open. */
   store?: WalStore;
+  /** The node's repairs of its sealed copies from replicas (src/cluster/repairs.ts). */
+  readonly repairs: RepairService;
 }
 
 export class SimNode {
@@ -38,8 +41,40 @@ export class SimNode {
   /** Per segment, the last index the store said was durable when the node crashed. */
   private durableAtCrash: Map<number, number> | undefined;
 
-  constructor(readonly id: string, private readonly sim: SimCluster, random: SeededRandom) {
-    this.fs = new SimFileSystem(id, random);
+  constructor(readonly id: string, private readonly sim: SimCluster, private readonly random: SeededRandom) {
+    this.fs = new SimFileSystem(id, random.fork());
+  }
+
+  /**
+   * One scrub pass (as the node's Scrubber does): every sealed copy it holds is checked against
+   * etcd's record; a damaged one goes to the repair service. With source 'coordinator' it
+   * stands for the coordinator retrying a repair the node gave up on (no hold-off).
+   */
+  async scrub(source: 'scrub' | 'coordinator' = 'scrub'): Promise<void> {
+    const runtime = this.runtime;
+    if (!runtime?.store) return;
+    const store = runtime.store;
+    for (const { meta } of await runtime.directory.list(SIM_LOG)) {
+      if (meta.state !== 'SEALED' || !meta.ensemble.includes(this.id) || store.segmentRecord(meta.segmentId)?.state !== 'sealed') continue;
+      const inspection = await store.checkSealedSegment(meta.segmentId, expectationOfMeta(meta));
+      if (inspection.findings.length === 0) continue;
+      if (source === 'coordinator') await runtime.repairs.repairNow(SIM_LOG, meta.segmentId, { strategy: 'partial', dryRun: false, source }).catch(() => undefined);
+      else runtime.repairs.schedule(SIM_LOG, meta.segmentId, source, inspection.findings[0]?.detail ?? 'damaged');
+    }
+  }
+
+  /** Sealed segment files this node holds (etcd SEALED, sealed here): candidates for bit rot. */
+  sealedFiles(sealedIds: ReadonlySet<number>): Array<{ segmentId: number; path: string; byteLength: number }> {
+    const store = this.runtime?.store;
+    if (!store) return [];
+    const files: Array<{ segmentId: number; path: string; byteLength: number }> = [];
+    for (const record of store.segmentRecords()) {
+      if (record.state !== 'sealed' || !sealedIds.has(record.segmentId)) continue;
+      const path = `${DATA_DIR}/logs/${SIM_LOG}/segments/${format.segmentFileName(record.segmentId)}`;
+      const bytes = this.fs.bytesOf(path);
+      if (bytes) files.push({ segmentId: record.segmentId, path, byteLength: bytes.byteLength });
+    }
+    return files;
   }
 
   get alive(): boolean {
@@ -62,7 +97,23 @@ export class SimNode {
     const handlers = new PeerHandlers(stores, this.sim.logger);
     const peers = this.sim.network.resolverFor(this.id, process, (node) => this.sim.isLive(node));
     const directory = this.sim.etcd.directoryFor(process);
-    const runtime: SimNodeRuntime = { process, disk, clock, stores, handlers, peers, directory, writer: undefined, reader: undefined };
+    const repairs = new RepairService({
+      self: this.id,
+      logs: stores,
+      directory,
+      peers,
+      fetchFile: (node, _log, segmentId, path) => this.sim.fetchFile(runtime, node, segmentId, path),
+      tempDir: DATA_DIR,
+      entryBytesMax: this.sim.logMeta.segmentBytesMax,
+      strategy: 'partial',
+      roundsMax: 3,
+      logger: this.sim.logger,
+      report: async () => undefined,
+      clock,
+      random: this.random.fork(),
+      disk,
+    });
+    const runtime: SimNodeRuntime = { process, disk, clock, stores, handlers, peers, directory, writer: undefined, reader: undefined, repairs };
     this.runtime = runtime;
     this.sim.network.attach(this.id, { process, handlers, committed: () => (runtime.writer?.isReady ? runtime.writer.committedIndex : undefined) });
     // A node opens (and recovers) its logs at start, as src/cluster/node.ts does.
@@ -122,7 +173,7 @@ export class SimNode {
             if (!writer || writer === this) return undefined;
             return this.sim.network.askCommitted(this.id, writer.id, runtime.process);
           },
-          onDamage: () => undefined,
+          onDamage: (segmentId, detail) => runtime.repairs.schedule(SIM_LOG, segmentId, 'read', detail),
         }),
     );
     runtime.reader.catch(() => (runtime.reader = undefined));

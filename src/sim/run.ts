@@ -43,6 +43,9 @@ export interface SimResult {
 export const SIM_DEFAULTS = Object.freeze({ durationMs: 20_000, clients: 4, readers: 2, nodes: 3, segmentBytesMax: 8 * 1024, faultEveryMs: 700, traceLinesMax: 60 });
 
 const QUIESCE_MS_MAX = 60_000;
+/** Bit rot hits a segment again (on any node) only this long after the last time. */
+const DAMAGE_SPACING_MS = 15_000;
+const HEADER_BYTES = format.SEGMENT_HEADER_BYTES;
 const CLIENT_DEADLINE_MS = 5_000;
 
 export async function runSeed(options: SimOptions): Promise<SimResult> {
@@ -67,6 +70,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     faults[kind] = (faults[kind] ?? 0) + 1;
   };
   let faulty = true;
+  const damagedAt = new Map<number, number>();
 
   for (const node of cluster.nodes) node.start();
   cluster.elect(cluster.nodes[0] as SimNode, 0);
@@ -156,7 +160,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   const injectFault = (): void => {
     const roll = chaos.int(100);
     const down = cluster.nodes.filter((n) => !n.alive);
-    if (roll < 30) {
+    if (roll < 27) {
       // Crash a node (at most R - AQ at a time), restart it later.
       if (down.length >= 1) return;
       const node = chaos.pick(cluster.nodes);
@@ -169,12 +173,12 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         trace(`restart ${node.id}`);
         node.start();
       });
-    } else if (roll < 50) {
+    } else if (roll < 45) {
       const live = cluster.nodes.filter((n) => n.alive);
       if (live.length === 0) return;
       countFault('writer-change');
       cluster.elect(chaos.pick(live), chaos.next() * 3_000);
-    } else if (roll < 62) {
+    } else if (roll < 55) {
       const node = chaos.pick(ids);
       countFault('partition');
       trace(`isolate ${node}`);
@@ -183,19 +187,19 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         trace(`heal partitions`);
         network.healAll();
       });
-    } else if (roll < 70) {
+    } else if (roll < 62) {
       const from = chaos.pick(ids);
       const to = chaos.pick(ids.filter((id) => id !== from));
       countFault('one-way-cut');
       trace(`cut ${from}>${to}`);
       network.cut(from, to);
       loop.schedule(100 + chaos.next() * 3_000, () => network.healAll());
-    } else if (roll < 80) {
+    } else if (roll < 71) {
       countFault('lossy-network');
       network.faults = { dropProbability: chaos.next() * 0.2, delayMsMin: 0.05, delayMsMax: 1 + chaos.next() * 30, slowProbability: 0.1, slowMsMax: 6_000 };
       trace(`network lossy drop=${network.faults.dropProbability.toFixed(3)}`);
       loop.schedule(100 + chaos.next() * 2_000, () => network.healAll());
-    } else if (roll < 88) {
+    } else if (roll < 78) {
       countFault('etcd-outage');
       trace('etcd down');
       etcd.down = true;
@@ -203,14 +207,34 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         trace('etcd up');
         etcd.down = false;
       });
-    } else if (roll < 91) {
+    } else if (roll < 83) {
       // One node's disk turns slow: fdatasync takes up to a second for a while.
       const node = chaos.pick(cluster.nodes);
       countFault('slow-disk');
       trace(`slow disk ${node.id}`);
       node.fs.latency = { opMsMax: 2, syncMsMin: 5, syncMsMax: 50 + chaos.next() * 1_000 };
       loop.schedule(100 + chaos.next() * 3_000, () => (node.fs.latency = DEFAULT_DISK_LATENCY));
-    } else if (roll < 95) {
+    } else if (roll < 97) {
+      // Bit rot or a lost write in a sealed segment file on one node: never on a segment damaged
+      // recently anywhere (one intact copy of every entry must remain: losing every copy is out
+      // of scope), at most once per 15 s per segment.
+      const node = chaos.pick(cluster.nodes);
+      const sealed = new Set(etcd.snapshotOf(SIM_LOG).filter((r) => r.meta.state === 'SEALED').map((r) => r.meta.segmentId));
+      const files = node.sealedFiles(sealed).filter((f) => loop.nowMs - (damagedAt.get(f.segmentId) ?? -Infinity) > DAMAGE_SPACING_MS);
+      if (files.length === 0) return;
+      const file = chaos.pick(files);
+      const offset = HEADER_BYTES + chaos.int(Math.max(1, file.byteLength - HEADER_BYTES));
+      damagedAt.set(file.segmentId, loop.nowMs);
+      if (chaos.chance(0.5)) {
+        countFault('bit-flip');
+        node.fs.flipBit(file.path, offset, chaos.int(8));
+        trace(`bit flip ${node.id} segment ${file.segmentId} at ${offset}`);
+      } else {
+        countFault('zeroed-sector');
+        node.fs.zeroSector(file.path, offset);
+        trace(`zeroed sector ${node.id} segment ${file.segmentId} at ${offset}`);
+      }
+    } else if (roll < 99) {
       countFault('etcd-lost-answers');
       etcd.lostAnswerProbability = 0.3;
       loop.schedule(100 + chaos.next() * 2_000, () => (etcd.lostAnswerProbability = 0));
@@ -228,6 +252,15 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     });
   };
   scheduleFaults();
+
+  // Scrub passes run periodically on every node.
+  const scrubLoop = (): void => {
+    loop.schedule(2_000, () => {
+      for (const node of cluster.nodes) node.scrub().catch(() => undefined);
+      scrubLoop();
+    });
+  };
+  scrubLoop();
 
   // Catch-up runs periodically on every node.
   const catchUpLoop = (): void => {
@@ -266,11 +299,12 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   }
   if (!finalAppend) model.violate('log-accepts-appends', `no append succeeded within ${QUIESCE_MS_MAX} ms after every fault was healed`);
   else model.ack(finalAppend.firstIndex, finalAppend.lastIndex, ['final']);
-  // Let every node catch up on the sealed segments.
+  // Let every node catch up on the sealed segments and repair what the scrubber finds.
   for (let pass = 0; pass < 3; pass += 1) {
     await Promise.all(cluster.nodes.map((n) => n.catchUp().catch(() => undefined)).map((p) => loop.run(loop.nowMs + 2_000).then(() => p)));
+    await Promise.all(cluster.nodes.map((n) => n.scrub('coordinator').catch(() => undefined)).map((p) => loop.run(loop.nowMs + 5_000).then(() => p)));
   }
-  await loop.run(loop.nowMs + 2_000);
+  await loop.run(loop.nowMs + 5_000);
 
   if (finalAppend && model.violations.length === 0) await checkFinal(cluster, model, finalAppend.lastIndex);
   const violations = [...standalone.model.violations.map((v) => ({ ...v, invariant: `store:${v.invariant}` })), ...model.violations];
