@@ -1,5 +1,8 @@
 // Everything one node does for one log: its local store, the writer election (and the writer
 // while this node holds it), catch-up on sealed segments, and the client-facing append and read.
+// A node whose own store of the log is stuck or failed (LocalStoreHealth) gives up the writer
+// role: it stops its writer and resigns from the election until the store answers again, so that
+// another node takes over (its process, and so its lease, being alive would otherwise keep it).
 import type { Logger } from 'pino';
 import type { Clock, Disk, Random } from '../io/index.js';
 import type { AppendResult, WalStore } from '../wal/index.js';
@@ -8,6 +11,7 @@ import {
   type PeerHandlers,
   type PeerResolver,
   type ReadEntry,
+  type SegmentDirectory,
   type SegmentMeta,
   BadRequestError,
   LogReader,
@@ -17,16 +21,22 @@ import {
 } from '../replication/index.js';
 import type { NodeMetrics } from '../observability/index.js';
 import { Backoff } from './backoff.js';
-import type { EtcdSegmentDirectory } from './directory.js';
-import { Election, etcdElectionStore } from './election.js';
-import type { EtcdMetadata } from './etcd.js';
-import type { NodeSession } from './session.js';
+import type { CandidateLease, Election } from './election.js';
+import { OwnStoreFailingError } from './errors.js';
+import type { LocalStoreHealth } from './local-peer.js';
+
+/** What a log's runtime needs of its writer election (Election in production). */
+export type WriterElection = Pick<Election<CandidateLease>, 'onChange' | 'start' | 'stop' | 'leadership' | 'isLeader' | 'resign' | 'rejoin'>;
 
 export interface LogRuntimeContext {
   readonly self: string;
-  readonly etcd: EtcdMetadata;
-  readonly session: NodeSession;
-  readonly directory: EtcdSegmentDirectory;
+  /** Calls onChange after every change of the log's segment records in etcd, until the returned function. */
+  readonly watchSegments: (log: string, onChange: () => void) => Promise<() => Promise<void>>;
+  /** The log's writer election (not started). */
+  readonly writerElection: (log: string, logger: Logger) => WriterElection;
+  readonly directory: SegmentDirectory;
+  /** Whether this node's own store of a log is stuck or failed (its PeerApi calls overrun their deadline). */
+  readonly localStore: LocalStoreHealth;
   readonly handlers: PeerHandlers;
   readonly peers: PeerResolver;
   readonly liveMembers: () => readonly string[];
@@ -55,7 +65,8 @@ export interface LogRuntimeContext {
 
 export class LogRuntime {
   private writer: LogWriter | undefined;
-  private election: Election | undefined;
+  private election: WriterElection | undefined;
+  private unwatchLocalStore: (() => void) | undefined;
   private segments: Array<{ meta: SegmentMeta; modRevision: number }> = [];
   private catchUpRunning: Promise<void> | undefined;
   private catchUpAgain = false;
@@ -92,22 +103,22 @@ export class LogRuntime {
 
   async start(): Promise<void> {
     await this.runCatchUp();
-    this.unwatch = await this.ctx.etcd.watchPrefix(this.ctx.etcd.keys.segmentsPrefix(this.log), () => this.scheduleCatchUp());
+    this.unwatch = await this.ctx.watchSegments(this.log, () => this.scheduleCatchUp());
     this.armCatchUpTimer();
-    this.election = new Election({
-      store: etcdElectionStore(this.ctx.etcd),
-      prefix: this.ctx.etcd.keys.writerPrefix(this.log),
-      session: this.ctx.session,
-      logger: this.logger,
-      clock: this.ctx.clock,
-      random: this.ctx.random,
+    const election = this.ctx.writerElection(this.log, this.logger);
+    this.election = election;
+    election.onChange((state, isSelf) => this.onLeader(state?.epoch, isSelf));
+    this.unwatchLocalStore = this.ctx.localStore.onChange((log, failing) => {
+      if (log === this.log) void this.onLocalStore(failing);
     });
-    this.election.onChange((state, isSelf) => this.onLeader(state?.epoch, isSelf));
-    await this.election.start();
+    // Resigned before the first lease: a node whose store is failing never campaigns.
+    if (this.ctx.localStore.failing(this.log)) await this.onLocalStore(true);
+    await election.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.unwatchLocalStore?.();
     this.cancelTimer?.();
     this.writer?.stop();
     await this.election?.stop();
@@ -149,9 +160,29 @@ export class LogRuntime {
   // -------------------------------------------------------------------------------------------
   // Writer
 
+  /**
+   * This node's store of the log stopped answering within the deadline (or failed), or answers
+   * again. While it fails, the node is no writer and no candidate: its writer stops (queued
+   * appends fail with NotWriterError, clients retry on the next writer) and it resigns, so the
+   * election moves on. When every overrunning call has settled, it campaigns again.
+   */
+  private async onLocalStore(failing: boolean): Promise<void> {
+    if (this.stopped) return;
+    if (failing) {
+      this.logger.error({ node: this.ctx.self }, 'failed to get answers from this node\'s own store within the deadline: giving up the writer role until it answers');
+      const writer = this.writer;
+      this.writer = undefined;
+      writer?.stop(new OwnStoreFailingError(this.log));
+      await this.election?.resign();
+    } else {
+      this.logger.info({ node: this.ctx.self }, 'this node\'s own store answers again: campaigning for the writer role');
+      this.election?.rejoin();
+    }
+  }
+
   private onLeader(epoch: number | undefined, isSelf: boolean): void {
     if (this.stopped) return;
-    if (isSelf && epoch !== undefined) {
+    if (isSelf && epoch !== undefined && !this.ctx.localStore.failing(this.log)) {
       if (this.writer?.epoch === epoch) return;
       this.writer?.stop();
       this.writer = undefined;
@@ -176,7 +207,7 @@ export class LogRuntime {
     const backoff = new Backoff({ initialMs: 200, maxMs: 3_000 }, this.ctx.random);
     for (;;) {
       const leadership = this.election?.leadership();
-      if (this.stopped || leadership?.epoch !== epoch || !this.election?.isLeader()) return;
+      if (this.stopped || leadership?.epoch !== epoch || !this.election?.isLeader() || this.ctx.localStore.failing(this.log)) return;
       await this.runCatchUp();
       let ready = false;
       const writer = new LogWriter({
@@ -300,9 +331,12 @@ export class LogRuntime {
 
   private async appendOnce(payloads: readonly Uint8Array[], forwarded: boolean, remainingMs: number): Promise<AppendResult> {
     const leadership = this.election?.leadership();
-    if (this.writer && this.election?.isLeader()) {
-      await this.writer.whenReady();
-      return this.writer.append(payloads);
+    const writer = this.writer;
+    if (writer && this.election?.isLeader()) {
+      // The same writer after the await: this.writer may have been stopped or replaced meanwhile
+      // (then this one refuses with NotWriterError, which the caller retries).
+      await writer.whenReady();
+      return writer.append(payloads);
     }
     if (forwarded || !leadership) throw new NotWriterError(this.log, leadership?.leader);
     if (leadership.leader === this.ctx.self) throw new NotWriterError(this.log, undefined); // elected, writer starting

@@ -3,11 +3,11 @@
 // file is reached through the injected Disk, and the stores take the same Disk and Clock.
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { Clock, Disk } from '../io/index.js';
+import { type Clock, type Disk, isNotFound } from '../io/index.js';
 import type { RecoveryMetrics } from '../recovery/index.js';
 import { type GoodCopySource, WalStore } from '../wal/index.js';
 import { writeFileAtomic } from '../wal/index.js';
-import { BadRequestError, FencedError } from './errors.js';
+import { BadRequestError, FencedError, ReplicationError } from './errors.js';
 import { isValidLogName } from './metadata.js';
 
 export interface LogStoresOptions {
@@ -80,9 +80,11 @@ export class LogStores {
           disk,
           clock: this.options.clock,
         });
-        const raw = await disk.readFile(join(dir, 'EPOCH')).then((bytes) => bytes.toString('utf8'), () => '0');
-        const fencedEpoch = Number.parseInt(raw, 10);
-        return { store, fencedEpoch: Number.isSafeInteger(fencedEpoch) ? fencedEpoch : 0, chain: Promise.resolve() };
+        const fencedEpoch = await readFencedEpoch(disk, join(dir, 'EPOCH'), log).catch(async (error: unknown) => {
+          await store.close().catch(() => undefined);
+          throw error;
+        });
+        return { store, fencedEpoch, chain: Promise.resolve() };
       })();
       this.logs.set(log, pending);
       pending.catch(() => this.logs.delete(log));
@@ -127,4 +129,22 @@ export class LogStores {
     }
     this.logs.clear();
   }
+}
+
+/**
+ * The persisted fence. Missing means never fenced (0). Unreadable or garbled is damage, and the
+ * log does not open on this node: taking it for 0 would let a deposed writer's writes in after
+ * this node answered a newer writer's Fence (DESIGN section 6, invariant 8).
+ */
+async function readFencedEpoch(disk: Disk, path: string, log: string): Promise<number> {
+  let text: string;
+  try {
+    text = (await disk.readFile(path)).toString('utf8');
+  } catch (error) {
+    if (isNotFound(error)) return 0;
+    throw new ReplicationError(`log ${log}: the fence file ${path} cannot be read; refusing to open the log without it`, { cause: error });
+  }
+  const epoch = /^\d{1,16}\n?$/.test(text) ? Number(text.trim()) : Number.NaN;
+  if (!Number.isSafeInteger(epoch)) throw new ReplicationError(`log ${log}: the fence file ${path} is damaged (${JSON.stringify(text.slice(0, 40))}); refusing to open the log without it`);
+  return epoch;
 }

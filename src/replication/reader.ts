@@ -52,16 +52,16 @@ export const READ_FETCH_BYTES_MAX = 4 * 1024 * 1024;
 export const READ_BATCH_DEFAULT = 256;
 export const READ_BATCH_MAX = 4096;
 
-type Records = ReadonlyArray<{ meta: SegmentMeta }>;
+type Records = ReadonlyArray<{ meta: SegmentMeta; modRevision?: number }>;
 
 export class LogReader {
   private records: Records = [];
 
   constructor(private readonly ctx: LogReaderContext) {}
 
-  /** The records this reader last read from etcd (catch-up shares them). */
+  /** Records read from etcd elsewhere (catch-up shares its list). */
   setRecords(records: Records): void {
-    this.records = records;
+    this.records = mergeRecords(this.records, records);
   }
 
   /** The last index known acknowledged without asking anyone: sealed records and what the writer reported. */
@@ -104,7 +104,7 @@ export class LogReader {
   }
 
   async refresh(): Promise<Records> {
-    this.records = await this.ctx.directory.list(this.ctx.log);
+    this.records = mergeRecords(this.records, await this.ctx.directory.list(this.ctx.log));
     return this.records;
   }
 
@@ -115,10 +115,17 @@ export class LogReader {
     return upper > sealedEnd;
   }
 
-  /** The record of the segment holding index: the last one starting at or before it. */
+  /**
+   * The record of the segment holding index: the last one starting at or before it. Of two
+   * starting at the same index, the later segment: the earlier one was sealed empty (its writer
+   * died before its first entry was acknowledged) and holds nothing.
+   */
   private recordOf(index: number): SegmentMeta | undefined {
     let found: SegmentMeta | undefined;
-    for (const { meta } of this.records) if (meta.firstIndex <= index && (found === undefined || meta.firstIndex > found.firstIndex)) found = meta;
+    for (const { meta } of this.records) {
+      if (meta.firstIndex > index) continue;
+      if (found === undefined || meta.firstIndex > found.firstIndex || (meta.firstIndex === found.firstIndex && meta.segmentId > found.segmentId)) found = meta;
+    }
     return found;
   }
 
@@ -188,6 +195,22 @@ export class LogReader {
     }
     return [];
   }
+}
+
+/**
+ * The newer of two lists, record by record: etcd answers can arrive out of order (a catch-up's
+ * list issued before a seal may land after a read's list issued after it), and a record must
+ * never go back to a state it left (rule 4). A list without revisions replaces the cache.
+ */
+function mergeRecords(cached: Records, fresh: Records): Records {
+  if (fresh.some((r) => r.modRevision === undefined) || cached.some((r) => r.modRevision === undefined)) return fresh;
+  const byId = new Map<number, { meta: SegmentMeta; modRevision?: number }>();
+  for (const r of cached) byId.set(r.meta.segmentId, r);
+  for (const r of fresh) {
+    const old = byId.get(r.meta.segmentId);
+    if (!old || (old.modRevision ?? 0) <= (r.modRevision ?? 0)) byId.set(r.meta.segmentId, r);
+  }
+  return [...byId.values()].sort((a, b) => a.meta.segmentId - b.meta.segmentId);
 }
 
 /** Decodes frames fetched from a member, keeping the verified run first..end. */

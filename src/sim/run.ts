@@ -377,4 +377,27 @@ async function checkFinal(cluster: SimCluster, model: Model, committedIndex: num
     while (!finished) await cluster.loop.run(cluster.loop.nowMs + 1_000, () => finished);
   }
   model.checkFinal(finalLog, committedIndex);
+  // Every node serves the whole log through its read path once every fault is healed.
+  const readBack = Promise.all(
+    cluster.nodes.map(async (node) => {
+      const runtime = node.runtime;
+      if (!runtime) return;
+      let next = 1;
+      try {
+        const reader = await node.readerOf(runtime);
+        for await (const batch of reader.read(1, committedIndex, 256)) {
+          for (const entry of batch) {
+            const held = finalLog.get(entry.index);
+            if (!entry.lost && held !== entry.payload.toString()) model.violate('reads-return-acknowledged-entries', `${node.id} read ${entry.index} after quiescence as something other than the log holds`);
+            next = entry.index + 1;
+          }
+        }
+      } catch (error) {
+        model.violate('log-readable-after-faults', `${node.id} cannot read the log from index ${next} after every fault was healed: ${describe(error)}`);
+      }
+    }),
+  );
+  let read = false;
+  void readBack.finally(() => (read = true));
+  while (!read) await cluster.loop.run(cluster.loop.nowMs + 1_000, () => read);
 }
