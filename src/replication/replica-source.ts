@@ -144,11 +144,15 @@ export class ReplicaSource implements GoodCopySource {
       const path = join(dir, format.segmentFileName(segmentId));
       try {
         await fetchFile(node, segmentId, path);
-        if (await verifiesAgainst(this.o.disk, path, segmentId, expected, meta, this.o.entryBytesMax)) {
+        const verdict = await verifiesAgainst(this.o.disk, path, segmentId, expected, meta, this.o.entryBytesMax);
+        if (verdict === 'matches') {
           this.tempDirs.push(dir);
           return path;
         }
-        this.distrust(segmentId, node, 'served a segment file that does not match its record');
+        if (verdict === 'differs') this.distrust(segmentId, node, 'served a segment file that does not match its record');
+        // A damaged copy is faulty, not lying, and not absent: its intact entries still count
+        // (entry-by-entry repair asks for them), and nothing of it may be given up.
+        else this.markUncertain(segmentId, expected.firstIndex, expected.lastIndex);
       } catch (error) {
         // Not reached is not absent: it may hold the segment, so nothing of it may be given up.
         this.markUncertain(segmentId, expected.firstIndex, expected.lastIndex);
@@ -160,14 +164,15 @@ export class ReplicaSource implements GoodCopySource {
   }
 }
 
-async function verifiesAgainst(disk: Disk, path: string, segmentId: number, expected: SegmentExpectation, meta: SegmentMeta | undefined, entryBytesMax: number): Promise<boolean> {
+/**
+ * 'matches' the record; 'damaged' (some bytes fail their checksums: a faulty copy, whose intact
+ * entries may still serve); 'differs' (intact, yet not what the record says: a lying or stale
+ * copy, not to be trusted for this segment).
+ */
+async function verifiesAgainst(disk: Disk, path: string, segmentId: number, expected: SegmentExpectation, meta: SegmentMeta | undefined, entryBytesMax: number): Promise<'matches' | 'damaged' | 'differs'> {
   const analysis = await analyzeSegmentFile(disk, path, segmentId, { entryBytesMax });
+  if (!isClean(analysis) || analysis.trailer === undefined) return 'damaged';
   const aggregate = meta?.aggregate ?? (expected.aggregateChecksum === undefined ? undefined : checksumHex(expected.aggregateChecksum));
-  return (
-    isClean(analysis) &&
-    analysis.trailer !== undefined &&
-    analysis.firstIndex === expected.firstIndex &&
-    analysis.lastIndex === expected.lastIndex &&
-    (aggregate === undefined || checksumHex(analysis.aggregate) === aggregate)
-  );
+  const matches = analysis.firstIndex === expected.firstIndex && analysis.lastIndex === expected.lastIndex && (aggregate === undefined || checksumHex(analysis.aggregate) === aggregate);
+  return matches ? 'matches' : 'differs';
 }
