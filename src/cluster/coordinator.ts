@@ -6,19 +6,21 @@
 // - finishes repairs nodes could not: a node records a repair it gave up on under reports/ in
 //   etcd; the coordinator retries it (RepairSegment on that node) with backoff, up to
 //   maxRecoveryAttempts rounds, then marks it abandoned and raises an alert-worthy event.
+// The two duties run as independent loops: a repair retry that is slow (each waits at most
+// reportRetryDeadlineMs, and at most repairConcurrencyMax run at once) never delays restoring
+// replication away from a member that is gone.
 // All its state is in etcd, so a new coordinator picks up where the last one stopped.
 //
 // Fault model: the coordinator may die at any time (its duties are idempotent and re-derived
 // from etcd); etcd may be briefly unreachable (a round fails and the next one retries); members
 // come and go while it works (every change is a CAS on the record it read).
 import type { Logger } from 'pino';
-import type { Clock, Random } from '../io/index.js';
+import type { Gauge } from 'prom-client';
+import type { Clock } from '../io/index.js';
 import { type SegmentMeta } from '../replication/index.js';
 import type { EtcdSegmentDirectory } from './directory.js';
-import { Election, etcdElectionStore } from './election.js';
-import type { EtcdMetadata } from './etcd.js';
-import type { NodeSession } from './session.js';
-import type { NodeMetrics } from '../observability/index.js';
+import type { Election } from './election.js';
+import type { EtcdMetadata, Versioned } from './etcd.js';
 
 export interface RepairReportRecord {
   readonly log: string;
@@ -36,35 +38,74 @@ export function parseRepairReport(raw: unknown): RepairReportRecord {
   return { log: r.log, segmentId: r.segmentId, node: r.node, state: r.state === 'abandoned' ? 'abandoned' : 'failed', detail: String(r.detail ?? ''), attempts: Number(r.attempts ?? 0), updatedMs: Number(r.updatedMs ?? 0) };
 }
 
+/** The repair reports under reports/ in etcd (etcdRepairReports in production). */
+export interface RepairReportStore {
+  list(): Promise<Array<Versioned<RepairReportRecord>>>;
+  /** Deletes the report if it is still at modRevision. */
+  remove(key: string, modRevision: number): Promise<void>;
+  /** Replaces the report if it is still at modRevision. */
+  update(key: string, value: RepairReportRecord, modRevision: number): Promise<void>;
+}
+
+export function etcdRepairReports(etcd: EtcdMetadata): RepairReportStore {
+  return {
+    list: () => etcd.list(etcd.keys.reportsPrefix(), parseRepairReport),
+    remove: async (key, modRevision) => {
+      await etcd.client.if(key, 'Mod', '==', modRevision).then(etcd.client.delete().key(key)).commit();
+    },
+    update: async (key, value, modRevision) => {
+      await etcd.compareAndSwap(key, value, modRevision);
+    },
+  };
+}
+
+/** How long the coordinator waits for one retried repair (the repair itself may go on). */
+export const REPORT_RETRY_DEADLINE_MS = 30_000;
+/** Retried repairs the coordinator has in flight at once. */
+export const REPAIR_CONCURRENCY_MAX = 4;
+
 export interface CoordinatorOptions {
   readonly self: string;
-  readonly etcd: EtcdMetadata;
-  readonly session: NodeSession;
-  readonly directory: EtcdSegmentDirectory;
+  /** The coordinator election (its own prefix, the node's session). */
+  readonly election: Pick<Election, 'onChange' | 'start' | 'stop'>;
+  readonly directory: Pick<EtcdSegmentDirectory, 'listLogs' | 'list' | 'update'>;
+  readonly reports: RepairReportStore;
   readonly liveMembers: () => readonly string[];
-  /** Asks a node to repair its copy; resolves with whether it is now intact. */
-  readonly repairOn: (node: string, log: string, segmentId: number) => Promise<boolean>;
-  readonly metrics: NodeMetrics;
+  /**
+   * Asks a node to repair its copy; resolves with whether it is now intact. deadlineMs bounds the
+   * call (the coordinator also stops waiting then, whatever the call does).
+   */
+  readonly repairOn: (node: string, log: string, segmentId: number, deadlineMs: number) => Promise<boolean>;
+  readonly metrics: { readonly underReplicatedSegments: Pick<Gauge, 'set'> };
   readonly logger: Logger;
   readonly goneAfterMs: number;
   readonly intervalMs: number;
   readonly maxRecoveryAttempts: number;
-  /** Report times (nowMs, stored in etcd); how long members have been missing (monotonicMs). */
+  /** Default REPORT_RETRY_DEADLINE_MS. */
+  readonly reportRetryDeadlineMs?: number;
+  /** Default REPAIR_CONCURRENCY_MAX. */
+  readonly repairConcurrencyMax?: number;
+  /** Report times (nowMs, stored in etcd); how long members have been missing (monotonicMs); deadlines (setTimer). */
   readonly clock: Clock;
-  /** Backoff jitter (the coordinator election's campaign retries). */
-  readonly random: Random;
 }
 
+const TIMED_OUT = Symbol('timed out');
+
 export class Coordinator {
-  private readonly election: Election;
   private leading = false;
   private loop: Promise<void> | undefined;
   private readonly abort = new AbortController();
   /** When each member was first seen missing (cleared when it is back). */
   private readonly missingSince = new Map<string, number>();
+  private readonly reportRetryDeadlineMs: number;
+  private readonly repairConcurrencyMax: number;
 
   constructor(private readonly o: CoordinatorOptions) {
-    this.election = new Election({ store: etcdElectionStore(o.etcd), prefix: o.etcd.keys.coordinatorPrefix(), session: o.session, logger: o.logger, clock: o.clock, random: o.random });
+    this.reportRetryDeadlineMs = o.reportRetryDeadlineMs ?? REPORT_RETRY_DEADLINE_MS;
+    this.repairConcurrencyMax = o.repairConcurrencyMax ?? REPAIR_CONCURRENCY_MAX;
+    if (!(this.reportRetryDeadlineMs > 0) || !Number.isSafeInteger(this.repairConcurrencyMax) || this.repairConcurrencyMax < 1) {
+      throw new Error('coordinator: reportRetryDeadlineMs must be positive and repairConcurrencyMax at least 1');
+    }
   }
 
   isLeader(): boolean {
@@ -72,30 +113,42 @@ export class Coordinator {
   }
 
   async start(): Promise<void> {
-    this.election.onChange((state, isSelf) => {
+    this.o.election.onChange((state, isSelf) => {
       const leading = isSelf && state !== undefined;
       if (leading === this.leading) return;
       this.leading = leading;
       this.o.logger.info({ epoch: state?.epoch }, leading ? 'became the coordinator' : 'no longer the coordinator');
       if (leading) this.loop ??= this.run().finally(() => (this.loop = undefined));
     });
-    await this.election.start();
+    await this.o.election.start();
   }
 
+  /** The duties, each in its own loop: neither waits for the other. */
   private async run(): Promise<void> {
     this.missingSince.clear(); // a new coordinator starts its own clocks: it never acts early
+    await Promise.all([this.every('restore replication', () => this.restoreReplication()), this.every('retry repair reports', () => this.retryReports())]);
+  }
+
+  private async every(duty: string, once: () => Promise<unknown>): Promise<void> {
     while (this.leading && !this.abort.signal.aborted) {
       try {
-        await this.round();
+        await once();
       } catch (error) {
-        this.o.logger.debug({ err: error }, 'coordinator round failed; the next one retries');
+        this.o.logger.debug({ err: error, duty }, 'coordinator round failed; the next one retries');
       }
       await this.o.clock.sleep(this.o.intervalMs, this.abort.signal);
     }
   }
 
-  /** One pass of the coordinator's duties. Exposed for tests. */
+  /** One pass of both duties, replication first. Exposed for tests. */
   async round(): Promise<{ reassigned: number; underReplicated: number; retried: number }> {
+    const replication = await this.restoreReplication();
+    const retried = await this.retryReports();
+    return { ...replication, retried };
+  }
+
+  /** Replaces members gone longer than goneAfterMs in the ensembles of sealed segments. Exposed for tests. */
+  async restoreReplication(): Promise<{ reassigned: number; underReplicated: number }> {
     const live = new Set(this.o.liveMembers());
     const now = this.o.clock.monotonicMs(); // local durations only: missingSince never leaves this process
     let reassigned = 0;
@@ -114,8 +167,7 @@ export class Coordinator {
       }
     }
     this.o.metrics.underReplicatedSegments.set(underReplicated);
-    const retried = await this.retryReports();
-    return { reassigned, underReplicated, retried };
+    return { reassigned, underReplicated };
   }
 
   /** Replaces gone members of a sealed segment's ensemble by live nodes outside it. */
@@ -134,34 +186,64 @@ export class Coordinator {
     return replacements.size === gone.length;
   }
 
-  private async retryReports(): Promise<number> {
-    const reports = await this.o.etcd.list(this.o.etcd.keys.reportsPrefix(), parseRepairReport);
-    let retried = 0;
-    for (const { key, value, modRevision } of reports) {
-      if (value.state === 'abandoned') continue;
+  /**
+   * Retries the repairs nodes gave up on whose backoff has passed, at most repairConcurrencyMax
+   * at once, each waited for at most reportRetryDeadlineMs. Exposed for tests.
+   */
+  async retryReports(): Promise<number> {
+    const due = (await this.o.reports.list()).filter(({ value }) => {
+      if (value.state === 'abandoned') return false;
       const backoffMs = Math.min(30_000, 500 * 2 ** value.attempts);
-      if (this.o.clock.nowMs() - value.updatedMs < backoffMs) continue;
-      retried += 1;
-      const intact = await this.o.repairOn(value.node, value.log, value.segmentId).catch(() => false);
-      if (intact) {
-        await this.o.etcd.client.if(key, 'Mod', '==', modRevision).then(this.o.etcd.client.delete().key(key)).commit();
-        this.o.logger.info({ log: value.log, segment: value.segmentId, node: value.node }, 'coordinator finished a repair a node had given up on');
-        continue;
+      return this.o.clock.nowMs() - value.updatedMs >= backoffMs;
+    });
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      for (let report = due[next++]; report && !this.abort.signal.aborted; report = due[next++]) {
+        await this.retryReport(report).catch((error: unknown) => this.o.logger.debug({ err: error, log: report?.value.log }, 'failed to retry a repair report; the next round retries'));
       }
-      const attempts = value.attempts + 1;
-      const state = attempts >= this.o.maxRecoveryAttempts ? 'abandoned' : 'failed';
-      await this.o.etcd.compareAndSwap(key, { ...value, attempts, state, updatedMs: this.o.clock.nowMs() }, modRevision);
-      if (state === 'abandoned') {
-        this.o.logger.error({ log: value.log, segment: value.segmentId, node: value.node, attempts }, `repair abandoned after ${attempts} rounds: ${value.detail} (an operator must choose: repair --strategy skip|rollback)`);
-      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.repairConcurrencyMax, due.length) }, worker));
+    return due.length;
+  }
+
+  private async retryReport({ key, value, modRevision }: Versioned<RepairReportRecord>): Promise<void> {
+    const deadlineMs = this.reportRetryDeadlineMs;
+    const outcome = await this.withinDeadline(this.o.repairOn(value.node, value.log, value.segmentId, deadlineMs), deadlineMs);
+    if (this.abort.signal.aborted) return; // stopped: a new coordinator retries it
+    if (outcome === true) {
+      await this.o.reports.remove(key, modRevision);
+      this.o.logger.info({ log: value.log, segment: value.segmentId, node: value.node }, 'coordinator finished a repair a node had given up on');
+      return;
     }
-    return retried;
+    const attempts = value.attempts + 1;
+    const state = attempts >= this.o.maxRecoveryAttempts ? 'abandoned' : 'failed';
+    const detail = outcome === TIMED_OUT ? `${value.detail} (the coordinator's retry got no answer within ${deadlineMs} ms)` : value.detail;
+    await this.o.reports.update(key, { ...value, attempts, state, detail, updatedMs: this.o.clock.nowMs() }, modRevision);
+    if (state === 'abandoned') {
+      this.o.logger.error({ log: value.log, segment: value.segmentId, node: value.node, attempts }, `repair abandoned after ${attempts} rounds: ${detail} (an operator must choose: repair --strategy skip|rollback)`);
+    }
+  }
+
+  /** Whether the repair left the copy intact (a failed call: false), or TIMED_OUT after deadlineMs or at stop. The call goes on. */
+  private withinDeadline(call: Promise<boolean>, deadlineMs: number): Promise<boolean | typeof TIMED_OUT> {
+    return new Promise((resolve) => {
+      if (this.abort.signal.aborted) return resolve(TIMED_OUT);
+      const done = (value: boolean | typeof TIMED_OUT): void => {
+        cancelTimer();
+        this.abort.signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      };
+      const onAbort = (): void => done(TIMED_OUT);
+      const cancelTimer = this.o.clock.setTimer(deadlineMs, () => done(TIMED_OUT));
+      this.abort.signal.addEventListener('abort', onAbort, { once: true });
+      call.then(done, () => done(false));
+    });
   }
 
   async stop(): Promise<void> {
     this.leading = false;
     this.abort.abort();
-    await this.election.stop();
+    await this.o.election.stop();
     await this.loop;
   }
 }

@@ -18,8 +18,8 @@ import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from 
 import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
 import { InThreadScrubChecker, type ScrubChecker, ScrubWorkerPool, scrubWorkerScriptPath } from './scrub-pool.js';
-import { Coordinator } from './coordinator.js';
-import { currentLeader } from './election.js';
+import { Coordinator, etcdRepairReports } from './coordinator.js';
+import { Election, currentLeader, etcdElectionStore } from './election.js';
 import { Backoff } from './backoff.js';
 import { EtcdSegmentDirectory } from './directory.js';
 import { ClusterKeys, EtcdMetadata, connectEtcd } from './etcd.js';
@@ -176,21 +176,17 @@ export class ClusterNode implements NodeApi {
     this.scrubber.start();
     this.coordinator = new Coordinator({
       self: options.id,
-      etcd: this.etcd,
-      session: this.session,
+      election: new Election({ store: etcdElectionStore(this.etcd), prefix: this.etcd.keys.coordinatorPrefix(), session: this.session, logger: this.logger.child({ role: 'coordinator' }), clock, random }),
       directory: this.directory,
+      reports: etcdRepairReports(this.etcd),
       liveMembers: () => this.liveMembers(),
-      repairOn: async (node, log, segmentId) => {
-        const results = await this.repairSegment(log, segmentId, node, options.repairStrategy, false);
-        return results.every((r) => r.outcome === 'done');
-      },
+      repairOn: (node, log, segmentId, deadlineMs) => this.repairOnFor(node, log, segmentId, deadlineMs),
       metrics: this.metrics,
       logger: this.logger.child({ role: 'coordinator' }),
       goneAfterMs: options.goneAfterMs,
       intervalMs: options.coordinatorIntervalMs,
       maxRecoveryAttempts: 3,
       clock,
-      random,
     });
     await this.coordinator.start();
     this.rpc.setServing(true);
@@ -397,6 +393,19 @@ export class ClusterNode implements NodeApi {
     const meta = (await (this.directory as EtcdSegmentDirectory).list(log)).find((s) => s.meta.segmentId === segmentId)?.meta;
     if (!meta) throw new UnknownSegmentError(log, segmentId);
     return meta;
+  }
+
+  /**
+   * The coordinator's retry of a repair a node gave up on: that node's copy only, the remote call
+   * bounded by deadlineMs (the coordinator stops waiting for a local one at the same deadline).
+   */
+  private async repairOnFor(node: string, log: string, segmentId: number, deadlineMs: number): Promise<boolean> {
+    const strategy = this.options.repairStrategy;
+    if (node === this.options.id) return (await (this.repairs as RepairService).repairNow(log, segmentId, { strategy, dryRun: false, source: 'coordinator' })).outcome === 'done';
+    const address = this.members.get(node)?.address;
+    if (!address) return false;
+    const response = await this.adminClient(address).repairSegment({ log, segmentId, node, strategy, dryRun: false }, deadlineMs);
+    return response.results.every((r) => r.outcome === 'done');
   }
 
   async repairSegment(log: string, segmentId: number, node: string, strategy: string, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>> {

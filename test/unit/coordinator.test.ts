@@ -1,0 +1,175 @@
+// The coordinator's two duties on fakes (its election, the segment records with etcd's CAS, the
+// repair reports, and repairs that answer late or never): restoring replication away from a gone
+// member never waits behind retried repair reports (issue 9, defect 9: reports were retried one at
+// a time with a 300 s deadline each, inside the same round); each retry is waited for at most
+// reportRetryDeadlineMs; at most repairConcurrencyMax retries run at once.
+import { Gauge } from 'prom-client';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Coordinator, type CoordinatorOptions, type RepairReportRecord, type RepairReportStore } from '../../src/cluster/coordinator.js';
+import type { Leadership } from '../../src/cluster/election.js';
+import type { Versioned } from '../../src/cluster/etcd.js';
+import type { SegmentMeta } from '../../src/replication/index.js';
+import { MemoryDirectory, SteppingClock, logMetaOf, silent, until } from '../support/replication-fakes.js';
+
+const LOG = 'events';
+
+class FakeElection {
+  private readonly listeners: Array<(state: Leadership | undefined, isSelf: boolean) => void> = [];
+  onChange(listener: (state: Leadership | undefined, isSelf: boolean) => void): void {
+    this.listeners.push(listener);
+  }
+  async start(): Promise<void> {}
+  async stop(): Promise<void> {}
+  lead(): void {
+    for (const listener of this.listeners) listener({ leader: 'a', epoch: 1, key: 'coordinator/a-1' }, true);
+  }
+}
+
+class FakeReports implements RepairReportStore {
+  private revision = 0;
+  readonly records = new Map<string, { value: RepairReportRecord; modRevision: number }>();
+
+  add(node: string, segmentId: number): void {
+    this.revision += 1;
+    this.records.set(`${LOG}/${segmentId}/${node}`, { value: { log: LOG, segmentId, node, state: 'failed', detail: 'no intact copy', attempts: 0, updatedMs: 0 }, modRevision: this.revision });
+  }
+  async list(): Promise<Array<Versioned<RepairReportRecord>>> {
+    return [...this.records.entries()].map(([key, r]) => ({ key, value: r.value, createRevision: 1, modRevision: r.modRevision, lease: '0' }));
+  }
+  async remove(key: string, modRevision: number): Promise<void> {
+    if (this.records.get(key)?.modRevision === modRevision) this.records.delete(key);
+  }
+  async update(key: string, value: RepairReportRecord, modRevision: number): Promise<void> {
+    if (this.records.get(key)?.modRevision !== modRevision) return;
+    this.revision += 1;
+    this.records.set(key, { value, modRevision: this.revision });
+  }
+}
+
+/** Repairs that answer when the test says (or never), counting how many are in flight. */
+class FakeRepairs {
+  inFlight = 0;
+  inFlightMax = 0;
+  calls = 0;
+  deadlines: number[] = [];
+  private readonly waiting: Array<(intact: boolean) => void> = [];
+  /** Answer after this many ms (undefined: never). */
+  answerAfterMs: number | undefined;
+
+  readonly repairOn = (_node: string, _log: string, _segmentId: number, deadlineMs: number): Promise<boolean> => {
+    this.calls += 1;
+    this.deadlines.push(deadlineMs);
+    this.inFlight += 1;
+    this.inFlightMax = Math.max(this.inFlightMax, this.inFlight);
+    return new Promise<boolean>((resolve) => {
+      const answer = (intact: boolean): void => {
+        this.inFlight -= 1;
+        resolve(intact);
+      };
+      if (this.answerAfterMs === undefined) this.waiting.push(answer);
+      else setTimeout(() => answer(true), this.answerAfterMs);
+    });
+  };
+}
+
+function sealed(segmentId: number, ensemble: readonly string[]): SegmentMeta {
+  return { log: LOG, segmentId, ensemble, ackQuorum: 2, state: 'SEALED', writerEpoch: 1, firstIndex: segmentId * 10, lastIndex: segmentId * 10 + 9, indexCount: 10, byteLength: 1000, aggregate: '0123456789abcdef', createdMs: 1 };
+}
+
+interface Harness {
+  readonly coordinator: Coordinator;
+  readonly election: FakeElection;
+  readonly directory: MemoryDirectory;
+  readonly reports: FakeReports;
+  readonly repairs: FakeRepairs;
+  readonly live: Set<string>;
+  readonly clock: SteppingClock;
+}
+
+const running: Coordinator[] = [];
+
+afterEach(async () => {
+  for (const coordinator of running.splice(0)) await coordinator.stop();
+});
+
+async function harness(overrides: Partial<CoordinatorOptions> = {}): Promise<Harness> {
+  const election = new FakeElection();
+  const directory = new MemoryDirectory();
+  const reports = new FakeReports();
+  const repairs = new FakeRepairs();
+  const live = new Set(['a', 'b', 'c', 'd', 'e']);
+  const clock = new SteppingClock();
+  await directory.create(sealed(1, ['a', 'b', 'e']));
+  await directory.create(sealed(2, ['b', 'c', 'd']));
+  const coordinator = new Coordinator({
+    self: 'a',
+    election,
+    directory: { listLogs: async () => [logMetaOf(LOG, 1024 * 1024)], list: (log) => directory.list(log), update: (meta, revision) => directory.update(meta, revision) },
+    reports,
+    liveMembers: () => [...live].sort(),
+    repairOn: repairs.repairOn,
+    metrics: { underReplicatedSegments: new Gauge({ name: 'test_under_replicated', help: 'test', registers: [] }) },
+    logger: silent,
+    goneAfterMs: 200,
+    intervalMs: 50,
+    maxRecoveryAttempts: 3,
+    reportRetryDeadlineMs: 60_000,
+    repairConcurrencyMax: 2,
+    clock,
+    ...overrides,
+  });
+  running.push(coordinator);
+  return { coordinator, election, directory, reports, repairs, live, clock };
+}
+
+describe('coordinator duties', () => {
+  it('re-replication away from a gone member is not held behind report retries that never answer', async () => {
+    const h = await harness();
+    for (let segmentId = 10; segmentId < 16; segmentId += 1) h.reports.add('b', segmentId);
+    await h.coordinator.start();
+    h.election.lead();
+    await until(() => h.repairs.inFlight === 2); // the retries hang (within their 60 s deadline)
+    h.live.delete('e'); // e leaves; after goneAfterMs its sealed segments get a new member
+    await until(() => !h.directory.segment(LOG, 1).ensemble.includes('e'), 5_000);
+    expect(h.directory.segment(LOG, 1).ensemble).toEqual(['a', 'b', 'c']);
+    expect(h.directory.segment(LOG, 2).ensemble).toEqual(['b', 'c', 'd']);
+    expect(h.repairs.inFlight).toBe(2); // still hanging: replication did not wait for them
+  });
+
+  it('a retry that gets no answer within reportRetryDeadlineMs counts as a failed attempt, and the report is abandoned after maxRecoveryAttempts', async () => {
+    const h = await harness({ reportRetryDeadlineMs: 100 });
+    h.reports.add('b', 10);
+    for (let round = 1; round <= 3; round += 1) {
+      const started = Date.now();
+      expect(await h.coordinator.retryReports()).toBe(1);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect([...h.reports.records.values()][0]?.value).toMatchObject({ attempts: round, state: round < 3 ? 'failed' : 'abandoned' });
+      h.clock.advance(60_000); // past the report's backoff
+    }
+    expect([...h.reports.records.values()][0]?.value.detail).toContain('no answer within 100 ms');
+    expect(h.repairs.deadlines).toEqual([100, 100, 100]);
+    expect(await h.coordinator.retryReports()).toBe(0); // abandoned: an operator's decision now
+  });
+
+  it('at most repairConcurrencyMax retries run at once, and every due report is retried in one pass', async () => {
+    const h = await harness();
+    h.repairs.answerAfterMs = 30;
+    for (let segmentId = 10; segmentId < 15; segmentId += 1) h.reports.add(segmentId % 2 === 0 ? 'b' : 'c', segmentId);
+    expect(await h.coordinator.retryReports()).toBe(5);
+    expect(h.repairs.calls).toBe(5);
+    expect(h.repairs.inFlightMax).toBe(2);
+    expect(h.reports.records.size).toBe(0); // each answered intact: its report is removed
+  });
+
+  it('stop() does not wait for retries that never answer', async () => {
+    const h = await harness();
+    h.reports.add('b', 10);
+    await h.coordinator.start();
+    h.election.lead();
+    await until(() => h.repairs.inFlight === 1);
+    const started = Date.now();
+    await h.coordinator.stop();
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect([...h.reports.records.values()][0]?.value.attempts).toBe(0); // a stopped coordinator records nothing
+  });
+});
