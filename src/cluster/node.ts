@@ -23,6 +23,7 @@ import { Election, currentLeader, etcdElectionStore } from './election.js';
 import { Backoff } from './backoff.js';
 import { EtcdSegmentDirectory } from './directory.js';
 import { ClusterKeys, EtcdMetadata, connectEtcd } from './etcd.js';
+import { LocalPeer } from './local-peer.js';
 import { LogRuntime } from './log-runtime.js';
 import { type MemberInfo, NodeSession, parseMemberInfo } from './session.js';
 import { type NodeOptions, type ResolvedNodeOptions, resolveNodeOptions } from './options.js';
@@ -62,6 +63,8 @@ export class ClusterNode implements NodeApi {
   readonly metrics: NodeMetrics;
   readonly logs: LogStores;
   readonly handlers: PeerHandlers;
+  /** This node's own store as a peer, with the remote peers' deadline (src/cluster/local-peer.ts). */
+  private readonly localPeer: LocalPeer;
   address = '';
   metricsUrl = '';
 
@@ -94,6 +97,7 @@ export class ClusterNode implements NodeApi {
       ],
     });
     this.handlers = new PeerHandlers(this.logs, logger);
+    this.localPeer = new LocalPeer(this.handlers, { deadlineMs: options.rpcDeadlineMs, clock: io.clock });
   }
 
   get id(): string {
@@ -229,7 +233,7 @@ export class ClusterNode implements NodeApi {
   }
 
   private readonly peers: PeerResolver = (nodeId: string): PeerApi | undefined => {
-    if (nodeId === this.options.id) return this.handlers;
+    if (nodeId === this.options.id) return this.localPeer;
     const address = this.members.get(nodeId)?.address;
     return address === undefined ? undefined : cached(this.peerClients, address, () => new PeerClient(address, this.options.rpcDeadlineMs));
   };
@@ -284,9 +288,13 @@ export class ClusterNode implements NodeApi {
         const runtime = new LogRuntime(
           {
             self: this.options.id,
-            etcd: this.etcd as EtcdMetadata,
-            session: this.session as NodeSession,
+            watchSegments: (log, onChange) => (this.etcd as EtcdMetadata).watchPrefix((this.etcd as EtcdMetadata).keys.segmentsPrefix(log), () => onChange()),
+            writerElection: (log, logger) => {
+              const etcd = this.etcd as EtcdMetadata;
+              return new Election({ store: etcdElectionStore(etcd), prefix: etcd.keys.writerPrefix(log), session: this.session as NodeSession, logger, clock: this.io.clock, random: this.io.random });
+            },
             directory: this.directory as EtcdSegmentDirectory,
+            localStore: this.localPeer,
             handlers: this.handlers,
             peers: this.peers,
             liveMembers: () => this.liveMembers(),

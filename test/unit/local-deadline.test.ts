@@ -1,0 +1,246 @@
+// A node's own store that hangs (issue 9, defect 5): calls a node made to its own store had no
+// deadline while remote members have the RPC deadline, so with a hung local fsync the writer
+// blocked, recovery waited forever on its own Fence, appends never answered, and the node kept its
+// lease and the writer role. Here, on real stores whose fdatasyncs the test holds (the fakes of
+// test/support/replication-fakes.ts): a local call past the deadline rejects as DEADLINE_EXCEEDED
+// without cancelling the store's operation; the writer goes on with the other members; a new
+// writer's recovery ends; and a LogRuntime whose store hangs stops its writer and resigns until
+// the store answers again.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LocalPeer } from '../../src/cluster/local-peer.js';
+import { LogRuntime, type WriterElection } from '../../src/cluster/log-runtime.js';
+import type { Leadership } from '../../src/cluster/election.js';
+import { SeededRandom, systemClock } from '../../src/io/index.js';
+import { NodeMetrics } from '../../src/observability/index.js';
+import { RecoveryMetrics } from '../../src/recovery/index.js';
+import { LogWriter, type PeerApi, type PeerResolver } from '../../src/replication/index.js';
+import { isServiceError, toStatus } from '../../src/rpc/index.js';
+import { StoreFailedError, format } from '../../src/wal/index.js';
+import { ENTRY_BYTES_MAX, TestCluster, logMetaOf, payloadOf, silent, until } from '../support/replication-fakes.js';
+
+const LOG = 'events';
+const DEADLINE_MS = 200;
+const SEGMENT_BYTES = 1024 * 1024;
+
+let cluster: TestCluster;
+const cleanups: Array<() => unknown> = [];
+
+beforeEach(async () => {
+  cluster = await TestCluster.start(['a', 'b', 'c']);
+});
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  await cluster.close();
+});
+
+/** Node self's resolver, its own store behind a LocalPeer (as src/cluster/node.ts builds it). */
+function resolverWithLocalPeer(self: string, local: LocalPeer): PeerResolver {
+  const network = cluster.network.resolverFor(self);
+  return (id) => (id === self ? local : network(id));
+}
+
+function localPeerOf(self: string): LocalPeer {
+  const direct = cluster.network.resolverFor(self)(self) as PeerApi;
+  return new LocalPeer(direct, { deadlineMs: DEADLINE_MS, clock: systemClock });
+}
+
+function frame(index: number): Buffer {
+  return format.encodeEntry({ index, timestampMs: 1, flags: 0, payload: payloadOf(index) }).frame;
+}
+
+function writerOn(self: string, epoch: number, peers: PeerResolver): LogWriter {
+  const writer = new LogWriter({
+    log: LOG,
+    self,
+    epoch,
+    logMeta: logMetaOf(LOG, SEGMENT_BYTES),
+    directory: cluster.directory,
+    peers,
+    liveMembers: () => ['a', 'b', 'c'],
+    logger: silent,
+    clock: systemClock,
+    onCommitted: () => undefined,
+    groupCommitBytesMax: 256 * 1024,
+    entryBytesMax: ENTRY_BYTES_MAX,
+  });
+  cleanups.push(() => writer.stop());
+  return writer;
+}
+
+describe('local peer deadline', () => {
+  it('a local call whose fsync hangs rejects at the RPC deadline as DEADLINE_EXCEEDED, and the store still completes it', async () => {
+    const local = localPeerOf('a');
+    const changes: boolean[] = [];
+    local.onChange((log, failing) => log === LOG && changes.push(failing));
+    cluster.node('a').disk.holdDatasyncs();
+    const started = Date.now();
+    const error: unknown = await local.replicate(LOG, 1, { segmentId: 1, firstIndex: 1, createdMs: 1 }, [frame(1)], 0).then(
+      () => new Error('answered while its fsync was held'),
+      (e: unknown) => e,
+    );
+    expect(Date.now() - started).toBeGreaterThanOrEqual(DEADLINE_MS - 5);
+    expect(isServiceError(error)).toBe(true);
+    expect(toStatus(error).code).toBe(4); // DEADLINE_EXCEEDED, as grpc-js reports a remote call's
+    expect(local.failing(LOG)).toBe(true);
+    expect(changes).toEqual([true]);
+    // Not cancelled: once the fsync returns, the store has the entry and the log is healthy again.
+    cluster.node('a').disk.releaseDatasyncs();
+    await until(() => !local.failing(LOG));
+    expect((await cluster.node('a').store(LOG)).segmentRecord(1)).toMatchObject({ state: 'open', lastIndex: 1 });
+    expect(changes).toEqual([true, false]);
+  });
+
+  it('calls that answer in time pass through unchanged (answers and errors)', async () => {
+    const local = localPeerOf('a');
+    expect(await local.replicate(LOG, 1, { segmentId: 1, firstIndex: 1, createdMs: 1 }, [frame(1)], 0)).toEqual({ lastIndex: 1 });
+    const refused: unknown = await local.replicate(LOG, 1, { segmentId: 1, firstIndex: 1, createdMs: 1 }, [frame(3)], 0).catch((e: unknown) => e);
+    expect(toStatus(refused).code).toBe(9); // FAILED_PRECONDITION: an index gap, the store's own answer
+    expect(local.failing(LOG)).toBe(false);
+  });
+
+  it('a store that failed for good counts as failing until a call to it succeeds', async () => {
+    let fail = true;
+    const inner: PeerApi = {
+      replicate: async () => {
+        if (fail) throw new StoreFailedError({ cause: new Error('EIO') });
+        return { lastIndex: 1 };
+      },
+      fence: async () => ({ present: false, sealed: false, firstIndex: 0, lastIndex: 0, indexCount: 0, byteLength: 0, aggregate: '' }),
+      seal: async () => ({ present: false, sealed: false, firstIndex: 0, lastIndex: 0, indexCount: 0, byteLength: 0, aggregate: '' }),
+      readFrames: async () => ({ frames: [], faulty: [], lastIndex: 0, sealed: false, aggregate: '' }),
+    };
+    const local = new LocalPeer(inner, { deadlineMs: DEADLINE_MS, clock: systemClock });
+    await expect(local.replicate(LOG, 1, { segmentId: 1, firstIndex: 1, createdMs: 1 }, [frame(1)], 0)).rejects.toBeInstanceOf(StoreFailedError);
+    expect(local.failing(LOG)).toBe(true);
+    expect(local.failing('other')).toBe(false);
+    fail = false;
+    await local.replicate(LOG, 1, { segmentId: 1, firstIndex: 1, createdMs: 1 }, [frame(1)], 0);
+    expect(local.failing(LOG)).toBe(false);
+  });
+});
+
+describe('a writer whose own store hangs', () => {
+  it('keeps answering appends from the other members instead of blocking behind its own fsync', async () => {
+    const local = localPeerOf('a');
+    const writer = writerOn('a', 1, resolverWithLocalPeer('a', local));
+    await writer.append([payloadOf(1)]);
+    cluster.node('a').disk.holdDatasyncs();
+    // More batches than a member may have in flight (8): without a local deadline the writer
+    // waited for its own send chain, which never settles.
+    const started = Date.now();
+    for (let n = 2; n <= 14; n += 1) await writer.append([payloadOf(n)]);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(local.failing(LOG)).toBe(true);
+    // The segment a was failing in is sealed by b and c; the next one leaves a out.
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED' });
+    expect(cluster.directory.snapshot(LOG).at(-1)?.meta.ensemble).not.toContain('a');
+  });
+
+  it('a new writer whose own Fence hangs recovers the open segment from the other members', async () => {
+    const previous = writerOn('b', 1, cluster.network.resolverFor('b'));
+    await previous.append([payloadOf(1), payloadOf(2)]);
+    cluster.node('a').disk.holdDatasyncs();
+    await previous.append([payloadOf(3)]); // b and c acknowledge; a's copy waits on its fsync
+    previous.stop();
+    // a's Fence is queued behind its hung append (one order of writer operations per log).
+    const local = localPeerOf('a');
+    const writer = writerOn('a', 2, resolverWithLocalPeer('a', local));
+    await writer.whenReady();
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', lastIndex: 3, writerEpoch: 2 });
+    expect(local.failing(LOG)).toBe(true);
+  });
+});
+
+/** The writer election as LogRuntime sees it; resign() hands the role to b as etcd would. */
+class FakeWriterElection implements WriterElection {
+  state: Leadership | undefined;
+  resigned = 0;
+  rejoined = 0;
+  private readonly listeners: Array<(state: Leadership | undefined, isSelf: boolean) => void> = [];
+  constructor(private readonly self: string) {}
+  onChange(listener: (state: Leadership | undefined, isSelf: boolean) => void): void {
+    this.listeners.push(listener);
+  }
+  async start(): Promise<void> {}
+  async stop(): Promise<void> {}
+  leadership(): Leadership | undefined {
+    return this.state;
+  }
+  isLeader(): boolean {
+    return this.state?.leader === this.self;
+  }
+  async resign(): Promise<void> {
+    this.resigned += 1;
+    this.elect('b', (this.state?.epoch ?? 0) + 1);
+  }
+  rejoin(): void {
+    this.rejoined += 1;
+  }
+  elect(leader: string, epoch: number): void {
+    this.state = { leader, epoch, key: `writer/${leader}-${epoch}` };
+    for (const listener of this.listeners) listener(this.state, leader === this.self);
+  }
+}
+
+describe('a LogRuntime whose own store hangs', () => {
+  it('stops its writer and resigns, so appends go to the next writer; it campaigns again once the store answers', async () => {
+    const a = cluster.node('a');
+    const local = localPeerOf('a');
+    const election = new FakeWriterElection('a');
+    const forwarded: string[] = [];
+    const runtime = new LogRuntime(
+      {
+        self: 'a',
+        watchSegments: async () => async () => undefined,
+        writerElection: () => election,
+        directory: cluster.directory,
+        localStore: local,
+        handlers: a.handlers,
+        peers: resolverWithLocalPeer('a', local),
+        liveMembers: () => ['a', 'b', 'c'],
+        forwardAppend: async (address, _log, payloads) => {
+          forwarded.push(address);
+          return { firstIndex: 100, lastIndex: 99 + payloads.length };
+        },
+        remoteCommitted: async () => 0,
+        addressOf: (node) => `${node}:1`,
+        memberStartedMs: () => undefined,
+        metrics: new NodeMetrics(new RecoveryMetrics(), { node: 'a', cluster: 'test' }),
+        logger: silent,
+        groupCommitBytesMax: 256 * 1024,
+        entryBytesMax: ENTRY_BYTES_MAX,
+        catchUpIntervalMs: 60_000,
+        fetchFile: async () => {
+          throw new Error('not used');
+        },
+        onDamage: () => undefined,
+        clock: systemClock,
+        random: new SeededRandom(5),
+        disk: a.disk,
+      },
+      logMetaOf(LOG, SEGMENT_BYTES),
+      await a.store(LOG),
+    );
+    cleanups.push(() => runtime.stop());
+    await runtime.start();
+    cluster.directory.leaderEpoch = 1;
+    election.elect('a', 1);
+    expect(await runtime.append([payloadOf(1)], false, 5_000)).toEqual({ firstIndex: 1, lastIndex: 1 });
+
+    a.disk.holdDatasyncs();
+    await runtime.append([payloadOf(2)], false, 5_000); // b and c acknowledge it
+    await until(() => election.resigned === 1); // a's own send overran the deadline
+    expect(election.isLeader()).toBe(false);
+    expect(await runtime.append([payloadOf(3)], false, 5_000)).toMatchObject({ firstIndex: 100 });
+    expect(forwarded).toEqual(['b:1']);
+    // Elected again while the store still hangs: no writer starts.
+    election.elect('a', 3);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(runtime.committedIndex()).toBeLessThan(3);
+
+    a.disk.releaseDatasyncs();
+    await until(() => election.rejoined === 1);
+    expect(local.failing(LOG)).toBe(false);
+  });
+});
