@@ -180,7 +180,10 @@ export class Coordinator {
       if (candidate !== undefined) replacements.set(node, candidate);
     });
     const ensemble = meta.ensemble.map((n) => replacements.get(n) ?? n);
-    const updated: SegmentMeta = { ...meta, ensemble };
+    // The replaced members may come back with their copies: they stay repair sources and
+    // protected holders (src/replication/replica-source.ts).
+    const formerMembers = [...new Set([...(meta.formerMembers ?? []), ...replacements.keys()])];
+    const updated: SegmentMeta = { ...meta, ensemble, formerMembers };
     if ((await this.o.directory.update(updated, modRevision)) === undefined) return false; // changed meanwhile: next round
     this.o.logger.warn({ log: meta.log, segment: meta.segmentId, from: [...replacements.keys()], to: [...replacements.values()] }, 're-replicating a sealed segment away from a member that is gone');
     return replacements.size === gone.length;
