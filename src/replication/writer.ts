@@ -95,6 +95,8 @@ export class LogWriter {
   /** A segment whose create failed without an answer: etcd may have applied it anyway. */
   private createInDoubt = 0;
   private highestOpenedSegmentId = 0;
+  /** The segment this writer opened last: what it acknowledged in it (nextIndex, aggregate). */
+  private lastOpened: OpenSegment | undefined;
   private readonly inFlight = new Map<string, number>();
 
   constructor(private readonly o: WriterOptions) {
@@ -190,7 +192,17 @@ export class LogWriter {
     // another member holds past it were never acknowledged.
     const sealedPoints = new Set(answers.ok.filter((a) => a.value.present && a.value.sealed).map((a) => a.value.lastIndex));
     if (sealedPoints.size > 1) throw new ReplicationError(`members of segment ${meta.segmentId} are sealed at different points (${[...sealedPoints].join(', ')}); refusing to choose`);
-    const last = sealedPoints.size === 1 ? ([...sealedPoints][0] as number) : Math.max(meta.firstIndex - 1, ...answers.ok.map((a) => lastOf(a.value)));
+    // This writer's own segment (a batch or a seal of it failed): its committed index is exact,
+    // and its own acknowledgements show that an ack quorum durably holds every entry up to it,
+    // whether those members answer now or not. It seals there, as sealCurrent does; entries past
+    // it were never acknowledged. Sealing at the highest index instead would need an ack quorum
+    // to take the unacknowledged tail, and with a member down (a two-member ensemble after a
+    // failure) the log would stop until it returned. A writer that did not open the segment
+    // cannot know what was acknowledged: it takes the highest index a fence quorum holds.
+    const opened = this.lastOpened;
+    const own = opened !== undefined && opened.meta.segmentId === meta.segmentId && meta.writerEpoch === epoch;
+    const highest = Math.max(meta.firstIndex - 1, ...answers.ok.map((a) => lastOf(a.value)));
+    const last = sealedPoints.size === 1 ? ([...sealedPoints][0] as number) : own ? opened.nextIndex - 1 : highest;
     const source = answers.ok.find((a) => lastOf(a.value) >= last && a.value.present);
     const start: SegmentStart = { segmentId: meta.segmentId, firstIndex: meta.firstIndex, createdMs: meta.createdMs };
     for (const answer of answers.ok) {
@@ -209,9 +221,12 @@ export class LogWriter {
     for (const s of sealed) votes.set(s.value.aggregate, (votes.get(s.value.aggregate) ?? 0) + 1);
     const [majority, agreeing] = [...votes.entries()].sort((a, b) => b[1] - a[1])[0] ?? ['', 0];
     const agreed = sealed.find((s) => s.value.aggregate === majority)?.value;
-    // The record says SEALED only once an ack quorum holds the segment sealed at that point with
-    // the same contents: a seal point one member holds alone would be committed with one copy.
-    if (last >= meta.firstIndex && agreeing < meta.ackQuorum) throw new QuorumUnavailableError(log, agreeing, meta.ackQuorum);
+    // The record says SEALED only once an ack quorum holds the segment up to that point with the
+    // same contents: sealed there alike, or (its own segment, up to its committed index) as this
+    // writer's acknowledgements show. A seal point one member holds alone would be committed with
+    // one copy.
+    const acknowledgedByQuorum = own && last === opened.nextIndex - 1 && agreed?.aggregate === checksumHex(opened.aggregate);
+    if (last >= meta.firstIndex && agreeing < meta.ackQuorum && !acknowledgedByQuorum) throw new QuorumUnavailableError(log, agreeing, meta.ackQuorum);
     if (votes.size > 1) {
       this.o.logger.error({ log, segment: meta.segmentId, aggregates: sealed.map((s) => [s.node, s.value.aggregate]) }, 'members sealed different contents; the majority is recorded and the others will be repaired');
     }
@@ -224,7 +239,7 @@ export class LogWriter {
       aggregate: agreed?.aggregate ?? checksumHex(AGGREGATE_EMPTY_CHECKSUM),
     };
     if ((await this.o.directory.update(final, revision)) === undefined) throw new ReplicationError(`segment ${meta.segmentId} changed in etcd while sealing it`);
-    this.o.logger.info({ log, segment: meta.segmentId, epoch, lastIndex: last, holders: holders.length }, 'recovered and sealed a segment an earlier writer left open');
+    this.o.logger.info({ log, segment: meta.segmentId, epoch, lastIndex: last, holders: holders.length, sealedOn: agreeing, own }, 'recovered and sealed a segment an earlier writer left open');
   }
 
   private async copyTail(start: SegmentStart, from: string, to: string, first: number, last: number): Promise<void> {
@@ -447,7 +462,7 @@ export class LogWriter {
     const opened = await this.createOrAdopt(meta);
     meta = opened.meta;
     this.highestOpenedSegmentId = Math.max(this.highestOpenedSegmentId, meta.segmentId);
-    this.current = {
+    this.current = this.lastOpened = {
       meta,
       modRevision: opened.modRevision,
       start: { segmentId: meta.segmentId, firstIndex: meta.firstIndex, createdMs: meta.createdMs },

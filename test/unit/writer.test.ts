@@ -41,10 +41,14 @@ async function framesOn(node: string, first: number, last: number): Promise<Buff
   return frames;
 }
 
-/** Every SEALED record agrees with the sealed copies on `holders`, which are byte-identical files. */
+/**
+ * Every SEALED record agrees with the sealed copies on `holders`, which are byte-identical files.
+ * An empty sealed segment holds no entry: members that never got a frame of it hold no copy.
+ */
 async function expectSealedCopiesMatchRecords(holders: readonly string[]): Promise<SegmentMeta[]> {
   const sealed = cluster.directory.snapshot(LOG).map((r) => r.meta).filter((m) => m.state === 'SEALED');
   for (const meta of sealed) {
+    if (meta.indexCount === 0) continue;
     const files: Buffer[] = [];
     for (const node of holders.filter((n) => meta.ensemble.includes(n))) {
       const record = (await cluster.node(node).store(LOG)).segmentRecord(meta.segmentId);
@@ -220,6 +224,26 @@ describe('member failure', () => {
     expect(after[after.length - 1]).toEqual(['a', 'b', 'c']);
   });
 
+  it('a member of a two-member ensemble that fails: the writer seals its own segment at its committed index on the member left and goes on without it', async () => {
+    let live = ['a', 'b']; // c joins later
+    const handle = startWriter(cluster, { log: LOG, self: 'a', epoch: 1, segmentBytesMax: SEGMENT_BYTES_LARGE, live: () => live });
+    writers.push(handle);
+    const { writer } = handle;
+    expect(await writer.append(payloads(1, 3))).toEqual({ firstIndex: 1, lastIndex: 3 });
+    await acknowledgedBy(handle, ['a', 'b'], 3);
+    expect(cluster.directory.segment(LOG, 1).ensemble).toEqual(['a', 'b']);
+    live = ['a', 'b', 'c'];
+    cluster.network.fail('b', { kind: 'unavailable' });
+    // 4..5 reach a alone: refused. Every entry up to 3 is on a and b (b acknowledged it), so the
+    // writer can seal there with b down; it must not wait for b to take the unacknowledged 4..5.
+    await expect(writer.append(payloads(4, 2))).rejects.toBeInstanceOf(QuorumUnavailableError);
+    expect(await writer.append(payloads(4, 2))).toEqual({ firstIndex: 4, lastIndex: 5 });
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', lastIndex: 3, indexCount: 3 });
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'OPEN', ensemble: ['a', 'c'], firstIndex: 4 });
+    expect((await cluster.node('a').store(LOG)).segmentRecord(1)).toMatchObject({ state: 'sealed', lastIndex: 3 });
+    expect(handle.failures).toEqual([]);
+  });
+
   it('with 2 of 3 members failing, appends reject with QuorumUnavailableError and nothing is acknowledged', async () => {
     const handle = writerOn('a', 1);
     const { writer, committed } = handle;
@@ -234,15 +258,17 @@ describe('member failure', () => {
     expect(await lastIndexOn('b')).toBe(0);
     expect(await lastIndexOn('c')).toBe(0);
 
-    // Once they are back, the writer recovers the segment from what the members hold (a has the
-    // unacknowledged 1..3, which the protocol may keep) and appends go on after it.
+    // Once they are back, the writer recovers its segment: it knows a's 1..3 were never
+    // acknowledged, so it seals at its committed index (0, an empty segment) and appends go on.
     await acknowledgedBy(handle, ['a'], 3);
     cluster.network.heal('b');
     cluster.network.heal('c');
     const next = await writer.append(payloads(4, 2));
     const sealed = cluster.directory.segment(LOG, 1);
-    expect(sealed).toMatchObject({ state: 'SEALED', firstIndex: 1 });
-    expect(next).toEqual({ firstIndex: sealed.lastIndex + 1, lastIndex: sealed.lastIndex + 2 });
+    expect(sealed).toMatchObject({ state: 'SEALED', firstIndex: 1, lastIndex: 0, indexCount: 0 });
+    expect((await cluster.node('a').store(LOG)).segmentRecord(1)).toMatchObject({ state: 'sealed', lastIndex: 0 });
+    expect(next).toEqual({ firstIndex: 1, lastIndex: 2 });
+    expect(Buffer.from((await (await cluster.node('a').store(LOG)).read(1)).payload).equals(payloadOf(4))).toBe(true);
     await expectSealedCopiesMatchRecords(['a', 'b', 'c']);
     expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'OPEN', firstIndex: sealed.lastIndex + 1 });
   });
