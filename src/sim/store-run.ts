@@ -13,7 +13,26 @@ import type { SimLoop, SimProcess } from './loop.js';
 import { Model } from './model.js';
 
 const STORE_DIR = '/store';
+const SEGMENT_BYTES_MAX = 8 * 1024;
+/**
+ * Explicit, and small against the payloads below: a group commit of large payloads spans several
+ * 4 KiB pages (and is split into several write + fdatasync steps), so a crash that writes pages
+ * back out of order can leave intact frames after a torn one.
+ */
+const GROUP_COMMIT_BYTES_MAX = 4 * 1024;
 const logger = pino({ level: process.env['WAL_SIM_LOG'] ?? 'silent' });
+
+/**
+ * One append request: mostly a few small payloads; sometimes payloads of a few KiB; now and then
+ * a batch of several KiB-sized payloads over 4 KiB in all (one group commit over several pages).
+ */
+function workloadBatch(random: SeededRandom, next: () => number): string[] {
+  const roll = random.next();
+  const count = roll < 0.1 ? 2 + random.int(2) : 1 + random.int(3);
+  const fillerMax = roll < 0.1 ? 3 * 1024 : roll < 0.3 ? 4 * 1024 : 300;
+  const fillerMin = roll < 0.1 ? 2 * 1024 : 0;
+  return Array.from({ length: count }, () => `s-${next()}-${'y'.repeat(fillerMin + random.int(fillerMax - fillerMin))}`);
+}
 
 export interface StoreRunHandle {
   readonly model: Model;
@@ -37,7 +56,8 @@ export function startStoreWorkload(loop: SimLoop, random: SeededRandom, trace: (
       clock: loop.clockFor(process),
       logger,
       metrics,
-      segmentBytesMax: 8 * 1024,
+      segmentBytesMax: SEGMENT_BYTES_MAX,
+      groupCommitBytesMax: GROUP_COMMIT_BYTES_MAX,
       checkpointBytes: 4 * 1024,
       recovery: { backupRetentionCount: 1 },
     });
@@ -58,7 +78,7 @@ export function startStoreWorkload(loop: SimLoop, random: SeededRandom, trace: (
     while (!stopped()) {
       const target = current;
       if (target) {
-        const payloads = Array.from({ length: 1 + random.int(3) }, () => `s-${(sequence += 1)}-${'y'.repeat(random.int(300))}`);
+        const payloads = workloadBatch(random, () => (sequence += 1));
         try {
           const store = await target.store;
           const result = await store.append(payloads.map((p) => Buffer.from(p)));

@@ -17,6 +17,16 @@ import {
 import { readRange } from './files.js';
 import { type ScanFile, type ScanItem, scanFrames } from './scan.js';
 
+/** What the analysis had established at one offset: everything intact before it. */
+export interface AnalysisPoint {
+  readonly lastIndex: number;
+  readonly indexCount: number;
+  readonly aggregate: Checksum64;
+  readonly goodEndOffsetBytes: number;
+  readonly intactEntryCount: number;
+  readonly holeCount: number;
+}
+
 export interface DamageRange {
   readonly kind: FindingKind;
   readonly offsetBytes: number;
@@ -29,6 +39,13 @@ export interface DamageRange {
   readonly expectedChecksum?: string;
   readonly actualChecksum?: string;
   readonly detail: string;
+  /**
+   * Bytes a crash can leave (a frame failing its checks, a file ending inside a frame), as
+   * opposed to intact bytes out of place (a misplaced frame, skipped indices, a foreign trailer).
+   */
+  readonly crashShaped: boolean;
+  /** The analysis as it stood where this range begins. */
+  readonly before: AnalysisPoint;
 }
 
 export interface HoleFrame {
@@ -98,8 +115,16 @@ class Analyzer {
     this.goodEnd = resume?.offsetBytes ?? SEGMENT_HEADER_BYTES;
   }
 
-  private addRange(range: Omit<DamageRange, 'prevIndex' | 'nextIndex'>): void {
-    this.ranges.push({ ...range, prevIndex: this.lastIndex, nextIndex: undefined });
+  private addRange(range: Omit<DamageRange, 'prevIndex' | 'nextIndex' | 'before'>): void {
+    const before: AnalysisPoint = {
+      lastIndex: this.lastIndex,
+      indexCount: this.indexCount,
+      aggregate: this.aggregate,
+      goodEndOffsetBytes: this.goodEnd,
+      intactEntryCount: this.intactEntryCount,
+      holeCount: this.holes.length,
+    };
+    this.ranges.push({ ...range, prevIndex: this.lastIndex, nextIndex: undefined, before });
   }
 
   private closeRanges(nextIndex: number): void {
@@ -123,7 +148,7 @@ class Analyzer {
           : item.reason === 'bad-trailer'
             ? 'trailer checksum mismatch'
             : 'no valid frame header here';
-    this.addRange({ kind, offsetBytes: item.offsetBytes, byteLength: item.byteLength, detail });
+    this.addRange({ kind, offsetBytes: item.offsetBytes, byteLength: item.byteLength, detail, crashShaped: item.reason !== 'after-trailer' });
   }
 
   private visitEntry(item: Extract<ScanItem, { kind: 'entry' }>): void | Promise<void> {
@@ -137,13 +162,14 @@ class Analyzer {
         expectedChecksum: checksumHex(header.checksum),
         actualChecksum: checksumHex(item.actualChecksum),
         detail: 'entry checksum does not match its bytes',
+        crashShaped: true,
       });
       return;
     }
     const isHole = (header.flags & FLAG_HOLE) !== 0;
     const hole = isHole ? decodeHolePayload(item.frame.subarray(ENTRY_HEADER_BYTES)) : undefined;
     if (isHole && hole === undefined) {
-      this.addRange({ kind: 'bad-entry-header', offsetBytes: item.offsetBytes, byteLength: item.frameByteLength, entryIndex: header.index, detail: 'malformed hole record' });
+      this.addRange({ kind: 'bad-entry-header', offsetBytes: item.offsetBytes, byteLength: item.frameByteLength, entryIndex: header.index, detail: 'malformed hole record', crashShaped: false });
       return;
     }
     const count = hole?.count ?? 1;
@@ -159,6 +185,7 @@ class Analyzer {
         byteLength: item.frameByteLength,
         entryIndex: header.index,
         detail: `intact entry ${header.index} where ${expected} belongs`,
+        crashShaped: false,
       });
       return;
     }
@@ -171,6 +198,7 @@ class Analyzer {
           byteLength: 0,
           entryIndex: expected,
           detail: `indices ${expected}..${header.index - 1} are missing`,
+          crashShaped: false,
         });
       }
     }
@@ -188,7 +216,7 @@ class Analyzer {
     if (trailer.segmentId !== this.segmentId) {
       // Another segment's trailer (a copied or misnamed file): its indices say nothing about this
       // segment, so it must not close the damaged ranges before it as losing nothing.
-      this.addRange({ kind: 'bad-trailer', offsetBytes, byteLength: TRAILER_BYTES, detail: `trailer names segment ${trailer.segmentId}, the file name says ${this.segmentId}` });
+      this.addRange({ kind: 'bad-trailer', offsetBytes, byteLength: TRAILER_BYTES, detail: `trailer names segment ${trailer.segmentId}, the file name says ${this.segmentId}`, crashShaped: false });
       return;
     }
     this.trailer = trailer;
@@ -253,6 +281,26 @@ export async function analyzeSegmentFile(disk: Disk, path: string, segmentId: nu
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * The analysis of the segment's bytes before ranges[rangeIndex]: what remains once a torn write
+ * is rolled back from there (the file's length is still the length found).
+ */
+export function analysisBefore(analysis: SegmentAnalysis, rangeIndex: number): SegmentAnalysis {
+  const range = analysis.ranges[rangeIndex];
+  if (range === undefined) throw new RangeError(`no damaged range ${rangeIndex} in segment ${analysis.segmentId}`);
+  const at = range.before;
+  return {
+    ...analysis,
+    lastIndex: at.lastIndex,
+    indexCount: at.indexCount,
+    aggregate: at.aggregate,
+    goodEndOffsetBytes: at.goodEndOffsetBytes,
+    ranges: analysis.ranges.slice(0, rangeIndex),
+    holes: analysis.holes.slice(0, at.holeCount),
+    intactEntryCount: at.intactEntryCount,
+  };
 }
 
 /** A segment that analysed with no damage of any kind. */

@@ -5,23 +5,27 @@ import { relative } from 'node:path';
 import { type Disk, isNotFound } from '../io/index.js';
 import type { Finding } from '../recovery/index.js';
 import { checksumHex } from './checksum.js';
-import { type SegmentAnalysis, type DamageRange, analyzeSegmentFile, isClean } from './analyze.js';
+import { type SegmentAnalysis, type DamageRange, analysisBefore, analyzeSegmentFile, isClean } from './analyze.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, decodeCatalog } from './catalog.js';
 import { StoreNotFoundError } from './errors.js';
 import { type StoreLayout, fileByteLength, readRange, TEMP_SUFFIX } from './files.js';
 import { SEGMENT_HEADER_BYTES, decodeSegmentHeader, parseSegmentFileName } from './format.js';
 import { type SegmentExpectation, matchesExpectation } from './sources.js';
+import { type TornWrite, findTornWrite } from './torn.js';
 
 /** Indices a damaged stretch of a segment loses (first > last when it loses none). */
 export interface LostCluster {
   readonly first: number;
   readonly last: number;
   readonly ranges: readonly DamageRange[];
-  /** At the end of the open (last, unsealed) segment with nothing intact after it. */
+  /**
+   * A write torn by a crash (src/wal/torn.ts): from its first damaged byte to the end of the open
+   * segment, intact frames after it included, nothing was acknowledged. It loses no index.
+   */
   readonly atOpenTail: boolean;
   /**
    * False when the damage runs to the end of a segment whose last index nothing records (an
-   * unsealed segment, not a torn tail): how many entries it held is unknown.
+   * unsealed segment, not a torn write): how many entries it held is unknown.
    */
   readonly endKnown: boolean;
 }
@@ -31,7 +35,10 @@ export interface SegmentInspection {
   readonly path: string;
   readonly present: boolean;
   readonly record: SegmentRecord | undefined;
+  /** With a torn write, the analysis of what stays: the bytes before it (fileByteLength is the file's). */
   readonly analysis: SegmentAnalysis | undefined;
+  /** Where a write torn by a crash begins, in the open segment; everything from there is cut. */
+  readonly tornWrite: TornWrite | undefined;
   /** The segment must be sealed: the catalog says so, it has a trailer, or a later one exists. */
   readonly mustBeSealed: boolean;
   readonly expected: SegmentExpectation | undefined;
@@ -57,6 +64,14 @@ export interface InspectOptions {
   readonly logName: string;
   /** Backup copies expected of each sealed segment (0: do not look at backups). */
   readonly backupCopies: number;
+  /** The most bytes the store writes between two fdatasyncs: bounds a torn write (tornWindowBytesOf). */
+  readonly tornWindowBytes: number;
+  /**
+   * Replica mode: the store holds only some of the log's segments, so a gap between two whole
+   * segment files (one's last index below the next one's first) is not damage. Gaps and
+   * misplaced indices inside a segment, and segments that overlap, still are.
+   */
+  readonly allowSegmentGaps: boolean;
   readonly onProgress?: (bytesDone: number, bytesTotal: number) => void;
 }
 
@@ -142,7 +157,8 @@ export async function inspectStore(layout: StoreLayout, options: InspectOptions)
       ? await analyzeSegmentFile(layout.disk, path, segmentId, { entryBytesMax: options.entryBytesMax, ...(firstIndexHint === undefined ? {} : { firstIndexHint }) })
       : undefined;
     progress(sizes.get(segmentId) ?? 0);
-    const inspection = inspectSegment({ log, layout, segmentId, path, record, analysis, isLast });
+    const tornWrite = analysis && isLast ? await tornWriteOf(layout, path, record, analysis, options.tornWindowBytes) : undefined;
+    const inspection = inspectSegment({ log, layout, segmentId, path, record, analysis, isLast, ...(tornWrite ? { tornWrite } : {}) });
     segments.push(inspection);
     if (inspection.expected) previousLast = inspection.expected.lastIndex;
     else if (analysis) previousLast = analysis.lastIndex;
@@ -153,7 +169,8 @@ export async function inspectStore(layout: StoreLayout, options: InspectOptions)
     const cur = segments[i] as SegmentInspection;
     const prevLast = prev.expected?.lastIndex ?? prev.analysis?.lastIndex;
     const curFirst = cur.expected?.firstIndex ?? cur.analysis?.firstIndex;
-    if (prevLast !== undefined && curFirst !== undefined && curFirst !== prevLast + 1) {
+    const segmentsBetweenHeldElsewhere = options.allowSegmentGaps && curFirst !== undefined && prevLast !== undefined && curFirst > prevLast + 1;
+    if (prevLast !== undefined && curFirst !== undefined && curFirst !== prevLast + 1 && !segmentsBetweenHeldElsewhere) {
       (cur.findings as Finding[]).push({
         kind: curFirst > prevLast + 1 ? 'index-gap' : 'misplaced-entry',
         log,
@@ -190,6 +207,19 @@ export async function inspectStore(layout: StoreLayout, options: InspectOptions)
   return { dataDir: layout.dataDir, log, catalog, catalogProblem, segments, unexpectedFiles, holes, findings, bytesScanned: bytesDone };
 }
 
+/** The torn write in the last segment, when it is an open one (header intact, not sealed). */
+async function tornWriteOf(layout: StoreLayout, path: string, record: SegmentRecord | undefined, analysis: SegmentAnalysis, tornWindowBytes: number): Promise<TornWrite | undefined> {
+  const open = analysis.headerProblem === undefined && analysis.trailer === undefined && record?.state !== 'sealed';
+  if (!open || analysis.ranges.length === 0) return undefined;
+  const syncedEndBytes = record?.state === 'open' ? Math.max(SEGMENT_HEADER_BYTES, record.byteLength) : SEGMENT_HEADER_BYTES;
+  const handle = await layout.disk.open(path, 'r');
+  try {
+    return await findTornWrite(handle, analysis, { inOpenSegment: true, syncedEndBytes, tornWindowBytes });
+  } finally {
+    await handle.close();
+  }
+}
+
 /**
  * Segment files whose intact header names another segment that is present too: duplicated or
  * misnamed copies, not segments of their own. Reads only the 128-byte headers.
@@ -217,6 +247,8 @@ interface SegmentContext {
   readonly record: SegmentRecord | undefined;
   readonly analysis: SegmentAnalysis | undefined;
   readonly isLast: boolean;
+  /** A torn write found in this (open, last) segment. */
+  readonly tornWrite?: TornWrite;
 }
 
 function expectationOf(ctx: SegmentContext): SegmentExpectation | undefined {
@@ -244,28 +276,32 @@ function expectationOf(ctx: SegmentContext): SegmentExpectation | undefined {
 }
 
 export function inspectSegment(ctx: SegmentContext): SegmentInspection {
-  const { log, segmentId, record, analysis } = ctx;
+  const { log, segmentId, record } = ctx;
+  const tornWrite = ctx.tornWrite;
   const file = relative(ctx.layout.dataDir, ctx.path);
   const findings: Finding[] = [];
   const expected = expectationOf(ctx);
   const mustBeSealed = expected !== undefined || !ctx.isLast;
   const base = { log, segment: segmentId, file };
 
-  if (analysis === undefined) {
+  const found = ctx.analysis;
+  if (found === undefined) {
     findings.push({
       ...base,
       kind: 'missing-segment',
       ...(record ? { entryIndex: record.firstIndex, indexCount: record.indexCount } : {}),
       detail: 'the catalog lists this segment but its file is missing',
     });
-    return { segmentId, path: ctx.path, present: false, record, analysis, mustBeSealed: true, expected, clusters: [], findings, backupFindings: [] };
+    return { segmentId, path: ctx.path, present: false, record, analysis: undefined, tornWrite: undefined, mustBeSealed: true, expected, clusters: [], findings, backupFindings: [] };
   }
+  // What stays once the torn write is rolled back.
+  const analysis = tornWrite ? analysisBefore(found, tornWrite.rangeIndex) : found;
   if (analysis.headerProblem !== undefined) {
     findings.push({ ...base, kind: 'bad-header', offsetBytes: 0, byteLength: Math.min(128, analysis.fileByteLength), detail: analysis.headerProblem });
   }
   // A header is written whole (temp, fsync, rename) before any entry: damage to it is never a
-  // torn write, so nothing in a segment with a damaged header counts as a torn tail.
-  const clusters = clusterRanges(analysis, expected, ctx.isLast && !mustBeSealed && analysis.headerProblem === undefined);
+  // torn write, so nothing in a segment with a damaged header counts as one (tornWriteOf).
+  const clusters = clusterRanges(found, expected, tornWrite);
   for (const cluster of clusters) {
     const lost = cluster.last - cluster.first + 1;
     for (const range of cluster.ranges) {
@@ -278,7 +314,7 @@ export function inspectSegment(ctx: SegmentContext): SegmentInspection {
         byteLength: range.byteLength,
         ...(range.expectedChecksum ? { expectedChecksum: range.expectedChecksum } : {}),
         ...(range.actualChecksum ? { actualChecksum: range.actualChecksum } : {}),
-        detail: cluster.atOpenTail ? `torn write at the end of the open segment (${range.detail})` : range.detail,
+        detail: cluster.atOpenTail ? `torn write in the last write of the open segment, rolled back from offset ${tornWrite?.offsetBytes ?? range.offsetBytes} (${range.detail})` : range.detail,
       });
     }
   }
@@ -305,27 +341,36 @@ export function inspectSegment(ctx: SegmentContext): SegmentInspection {
       detail: `file is ${analysis.fileByteLength} bytes but ${record.byteLength} were synced (up to index ${record.lastIndex})`,
     });
   }
-  return { segmentId, path: ctx.path, present: true, record, analysis, mustBeSealed, expected, clusters, findings, backupFindings: [] };
+  return { segmentId, path: ctx.path, present: true, record, analysis, tornWrite, mustBeSealed, expected, clusters, findings, backupFindings: [] };
 }
 
-/** Groups damaged ranges that lie between the same two intact indices; each group loses the indices between. */
-function clusterRanges(analysis: SegmentAnalysis, expected: SegmentExpectation | undefined, isOpen: boolean): LostCluster[] {
+/**
+ * Groups damaged ranges that lie between the same two intact indices; each group loses the
+ * indices between. The ranges of a torn write (it and everything after it) form one last
+ * cluster that loses nothing: none of it was acknowledged.
+ */
+function clusterRanges(analysis: SegmentAnalysis, expected: SegmentExpectation | undefined, tornWrite: TornWrite | undefined): LostCluster[] {
   const clusters: LostCluster[] = [];
+  const ranges = tornWrite ? analysis.ranges.slice(0, tornWrite.rangeIndex) : analysis.ranges;
   let current: DamageRange[] = [];
   const flush = (): void => {
     const first = current[0];
     if (first === undefined) return;
     const atEnd = first.nextIndex === undefined;
     const endIndex = atEnd ? (expected ? expected.lastIndex + 1 : first.prevIndex + 1) : (first.nextIndex as number);
-    clusters.push({ first: first.prevIndex + 1, last: endIndex - 1, ranges: current, atOpenTail: atEnd && isOpen, endKnown: !atEnd || isOpen || expected !== undefined });
+    clusters.push({ first: first.prevIndex + 1, last: endIndex - 1, ranges: current, atOpenTail: false, endKnown: !atEnd || expected !== undefined });
     current = [];
   };
-  for (const range of analysis.ranges) {
+  for (const range of ranges) {
     const head = current[0];
     if (head && (head.prevIndex !== range.prevIndex || head.nextIndex !== range.nextIndex)) flush();
     current.push(range);
   }
   flush();
+  const torn = tornWrite ? analysis.ranges[tornWrite.rangeIndex] : undefined;
+  if (tornWrite && torn) {
+    clusters.push({ first: torn.prevIndex + 1, last: torn.prevIndex, ranges: analysis.ranges.slice(tornWrite.rangeIndex), atOpenTail: true, endKnown: true });
+  }
   return clusters;
 }
 

@@ -7,7 +7,7 @@ import { checksumHex } from './checksum.js';
 import type { HoleRecord } from './catalog.js';
 import { StoreLayout, lockStore } from './files.js';
 import { type StoreInspection, inspectStore, readCatalog, assertStoreDir } from './inspect.js';
-import { type StoreSettings, WAL_DEFAULTS, validateSettings } from './options.js';
+import { type StoreSettings, WAL_DEFAULTS, resolveWalOptions, tornWindowBytesOf, validateSettings } from './options.js';
 import { repairStore } from './repair.js';
 import { type GoodCopySource, LocalBackupSource } from './sources.js';
 
@@ -16,6 +16,17 @@ export interface DataDirOptions {
   readonly recovery?: Partial<RecoveryConfig>;
   /** Largest payload to accept when the catalog (which records it) is lost. */
   readonly entryBytesMax?: number;
+  /**
+   * The groupCommitBytesMax the store ran with (default: WAL_DEFAULTS.groupCommitBytesMax): bounds the write a crash
+   * can tear, so damage in the open segment within it of the end is a torn write.
+   */
+  readonly groupCommitBytesMax?: number;
+  /**
+   * Replica mode (a cluster node's log directory): the store holds only some of the log's
+   * segments, so gaps between whole segment files are not damage. Nothing on disk records the
+   * mode; the caller says (default false: every gap is damage).
+   */
+  readonly allowSegmentGaps?: boolean;
   readonly logger?: Logger;
   readonly metrics?: RecoveryMetrics;
   readonly sources?: readonly GoodCopySource[];
@@ -61,6 +72,12 @@ async function settingsOf(layout: StoreLayout, options: DataDirOptions): Promise
   return { settings: { logName: WAL_DEFAULTS.logName, segmentBytesMax: WAL_DEFAULTS.segmentBytesMax, entryBytesMax: options.entryBytesMax ?? WAL_DEFAULTS.entryBytesMax }, recordedBackups: undefined };
 }
 
+function windowOf(options: DataDirOptions, settings: StoreSettings): number {
+  // Validated as the store validates it.
+  const { groupCommitBytesMax } = resolveWalOptions(options.groupCommitBytesMax === undefined ? {} : { groupCommitBytesMax: options.groupCommitBytesMax });
+  return tornWindowBytesOf(groupCommitBytesMax, settings.entryBytesMax);
+}
+
 /** RecoveryConfig from the options, with the store's recorded backup count unless overridden. */
 function recoveryOf(options: DataDirOptions, recordedBackups: number | undefined, overrides: Partial<RecoveryConfig> = {}): RecoveryConfig {
   const backups = options.recovery?.backupRetentionCount ?? recordedBackups;
@@ -95,6 +112,8 @@ export async function validateStore(dataDir: string, options: DataDirOptions = {
     entryBytesMax: settings.entryBytesMax,
     logName: settings.logName,
     backupCopies: recovery.backupRetentionCount,
+    tornWindowBytes: windowOf(options, settings),
+    allowSegmentGaps: options.allowSegmentGaps ?? false,
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   return {
@@ -135,6 +154,8 @@ export async function repairDataDir(
         logger,
         metrics: options.metrics ?? new RecoveryMetrics(),
         clock: options.clock ?? systemClock,
+        tornWindowBytes: windowOf(options, settings),
+        allowSegmentGaps: options.allowSegmentGaps ?? false,
       },
       { strategy: repair.strategy, dryRun: repair.dryRun, ...(options.onProgress ? { onProgress: options.onProgress } : {}) },
     );

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { type Clock, type Disk, nodeDisk, systemClock } from '../io/index.js';
 import { type RecoveryConfig, type RecoveryMetrics, resolveRecoveryConfig } from '../recovery/index.js';
 import { InvalidOptionError } from './errors.js';
-import { ENTRY_HEADER_BYTES, LOG_NAME_BYTES_MAX, SEGMENT_HEADER_BYTES, TRAILER_BYTES } from './format.js';
+import { ENTRY_HEADER_BYTES, LOG_NAME_BYTES_MAX, SEGMENT_HEADER_BYTES, TRAILER_BYTES, frameByteLength } from './format.js';
 import type { GoodCopySource } from './sources.js';
 
 export const KIB = 1024;
@@ -28,7 +28,13 @@ export interface WalOptions {
   readonly segmentBytesMax?: number;
   /** Largest payload accepted (new stores; an existing store keeps its own). */
   readonly entryBytesMax?: number;
-  /** Most bytes one group commit writes before it syncs. */
+  /**
+   * Most bytes the store writes between two fdatasyncs (a larger batch is written in several
+   * write + fdatasync steps; a single frame larger than this is written alone). It bounds the
+   * write a crash can tear: recovery treats damage within this many bytes of the end of the open
+   * segment as possibly torn (tornWindowBytesOf), so reopen a crashed store with at least the
+   * value it ran with.
+   */
   readonly groupCommitBytesMax?: number;
   /** Appended bytes between catalog checkpoints; bounds the scan after a crash. */
   readonly checkpointBytes?: number;
@@ -77,6 +83,15 @@ export interface ResolvedWalOptions extends StoreSettings {
   readonly allowSegmentGaps: boolean;
   readonly disk: Disk;
   readonly clock: Clock;
+}
+
+/**
+ * The largest single write the store issues before an fdatasync: groupCommitBytesMax, or one
+ * whole frame when a frame can be larger (a frame is never split across syncs), or a trailer.
+ * Damage in the open segment is a torn write only within this many bytes of its end.
+ */
+export function tornWindowBytesOf(groupCommitBytesMax: number, entryBytesMax: number): number {
+  return Math.max(groupCommitBytesMax, frameByteLength(entryBytesMax), TRAILER_BYTES);
 }
 
 function integer(option: string, value: number, min: number, max: number): number {

@@ -66,6 +66,10 @@ export interface RepairContext {
   readonly logger: Logger;
   readonly metrics: RecoveryMetrics;
   readonly clock: Clock;
+  /** The most bytes the store writes between two fdatasyncs: bounds a torn write (tornWindowBytesOf). */
+  readonly tornWindowBytes: number;
+  /** Replica mode: gaps between whole segment files are segments held elsewhere, not damage. */
+  readonly allowSegmentGaps: boolean;
   /** Cluster interlock: whether a replica may still hold an index we have no verified copy of. */
   readonly heldElsewhere?: (segmentId: number, first: number, last: number) => boolean;
 }
@@ -89,7 +93,13 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
   const disk = ctx.layout.disk;
   const started = ctx.clock.monotonicMs();
   const startedAt = new Date(ctx.clock.nowMs()).toISOString();
-  const inspectOptions = { entryBytesMax: ctx.settings.entryBytesMax, logName: ctx.settings.logName, backupCopies: ctx.recovery.backupRetentionCount };
+  const inspectOptions = {
+    entryBytesMax: ctx.settings.entryBytesMax,
+    logName: ctx.settings.logName,
+    backupCopies: ctx.recovery.backupRetentionCount,
+    tornWindowBytes: ctx.tornWindowBytes,
+    allowSegmentGaps: ctx.allowSegmentGaps,
+  };
   const before = await inspectStore(ctx.layout, options.onProgress ? { ...inspectOptions, onProgress: options.onProgress } : inspectOptions);
   const actions: SegmentRepair[] = [];
   if (before.findings.length > 0) {
@@ -318,7 +328,8 @@ function syncedLoss(segment: SegmentInspection): IndexRange | undefined {
 async function truncateTornTail(ctx: RepairContext, segment: SegmentInspection, dryRun: boolean): Promise<SegmentRepair> {
   const analysis = segment.analysis;
   if (!analysis) throw new Error('unreachable');
-  const cut = analysis.goodEndOffsetBytes;
+  // From the torn write's first damaged byte: intact frames after it were never acknowledged.
+  const cut = segment.tornWrite?.offsetBytes ?? analysis.goodEndOffsetBytes;
   const tornBytes = analysis.fileByteLength - cut;
   const detail = `torn tail of ${tornBytes} bytes at offset ${cut} rolled back to index ${analysis.lastIndex}`;
   if (dryRun) return { ...emptyRepair(segment.segmentId, 'truncate-torn-tail', 'planned', detail) };
@@ -420,8 +431,9 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
     await analyzeSegmentFile(disk, segment.path, segment.segmentId, {
       entryBytesMax: ctx.settings.entryBytesMax,
       firstIndexHint: firstIndex,
-      onIntactFrame: async (index, frame) => {
+      onIntactFrame: async (index, frame, offsetBytes) => {
         if (index < next || index > endIndex) return;
+        if (segment.tornWrite && offsetBytes >= segment.tornWrite.offsetBytes) return; // torn: never acknowledged
         await fill(index - 1);
         await writeFrame(frame);
         next = index + frameIndexCount(frame);

@@ -1,19 +1,31 @@
 // The WAL store: append with group commit, verified reads, seal and roll, backups, and recovery
 // on open.
 //
-// Fault model: the process may die at any instant; the disk may tear the last unsynced write, or
-// flip, zero or drop bytes anywhere. An append is acknowledged only after the fdatasync that
-// covers it returned; after that, no crash loses it. Opening after a clean shutdown reads the
-// catalog and stats one path; after a crash it scans the open segment from its last checkpoint
-// only. A torn tail (damage with no intact entry after it, at the end of the open segment) is
-// rolled back with its bytes quarantined; any other damage goes to the repair engine with the
-// configured strategy, and open refuses (DamageFoundError) rather than drop data silently.
+// Fault model: the process may die at any instant; the disk may tear the last unsynced write
+// (cut it short, or write its pages back in any order), or flip, zero or drop bytes anywhere. An
+// append is acknowledged only after the fdatasync that covers it returned; after that, no crash
+// loses it. The store never writes more than groupCommitBytesMax bytes between two fdatasyncs (a
+// larger batch goes in several write + fdatasync steps; a frame larger than that goes alone), so
+// a crash can only damage the last tornWindowBytesOf(...) bytes of the open segment.
+//
+// Opening after a clean shutdown reads the catalog and stats one path; after a crash it scans the
+// open segment from its last checkpoint only. Damage there is a torn write, rolled back from its
+// first damaged byte (everything after it, intact frames included, kept in quarantine), when it
+// lies within that window of the end of the file, past the checkpoint, is bytes a crash can leave
+// (not an intact frame out of place), and either nothing intact follows it or it holds sectors
+// never written back (zeros). Any other damage, or damage in a sealed segment, is corruption: it
+// goes to the repair engine with the configured strategy, and open refuses (DamageFoundError)
+// rather than drop data silently. The rule is TORN_WRITE_RULES in src/recovery/decision.ts.
+//
+// Replica mode (allowSegmentGaps): the node holds only the segments whose ensemble names it, so
+// index gaps between whole segment files are segments held elsewhere, never damage.
 import pino, { type Logger } from 'pino';
-import { type DiskFile, type DiskLock, type DiskStat, isNotFound } from '../io/index.js';
+import { type Disk, type DiskFile, type DiskLock, type DiskStat, isNotFound } from '../io/index.js';
 import { type Finding, type RecoveryConfig, type RepairReport, RecoveryMetrics, describeFinding, decide } from '../recovery/index.js';
 import { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
-import { type SegmentAnalysis, analyzeSegmentFile, analyzeSegmentHandle, isClean } from './analyze.js';
+import { type SegmentAnalysis, analysisBefore, analyzeSegmentFile, analyzeSegmentHandle, isClean } from './analyze.js';
+import { type LastWriteWindow, type TornWrite, findTornWrite } from './torn.js';
 import type { RepairStrategy, SegmentRepair } from '../recovery/index.js';
 import {
   CorruptEntryError,
@@ -54,7 +66,7 @@ import {
   segmentFileName,
 } from './format.js';
 import { type SegmentInspection, inspectSegment, readCatalog } from './inspect.js';
-import { type ResolvedWalOptions, type StoreSettings, type WalOptions, resolveWalOptions, validateSettings } from './options.js';
+import { type ResolvedWalOptions, type StoreSettings, type WalOptions, resolveWalOptions, tornWindowBytesOf, validateSettings } from './options.js';
 import { type RepairContext, repairSegmentWithRetries, repairStore } from './repair.js';
 import { type GoodCopySource, type SegmentExpectation, LocalBackupSource, matchesExpectation, writeBackups } from './sources.js';
 
@@ -499,6 +511,8 @@ export class WalStore {
       logger: this.logger,
       metrics: this.metrics,
       clock: this.options.clock,
+      tornWindowBytes: tornWindowBytesOf(this.options.groupCommitBytesMax, this.settings.entryBytesMax),
+      allowSegmentGaps: this.options.allowSegmentGaps,
       ...(options.heldElsewhere ? { heldElsewhere: options.heldElsewhere } : {}),
     };
     const result = await repairSegmentWithRetries(ctx, inspection, { strategy: options.strategy, dryRun: options.dryRun });
@@ -734,17 +748,24 @@ export class WalStore {
    * Writes bytes at the end of the open segment and syncs them. Only then do they count: the
    * durable state moves up to the in-memory one, and their frames join the read index (a read
    * never sees a frame a crash could still take away, nor a slot whose bytes are not there).
+   *
+   * Never more than groupCommitBytesMax bytes between two fdatasyncs (a frame larger than that
+   * alone): recovery relies on it to tell the write a crash tore from corruption (tornWindowBytesOf).
+   * A larger batch is written in several write + fdatasync steps, split between frames.
    */
   private async writeAndSync(active: ActiveSegment, bytes: Buffer, indexed?: IndexedFrames): Promise<void> {
-    if (bytes.byteLength > 0) {
-      let written = 0;
-      while (written < bytes.byteLength) {
-        const { bytesWritten } = await active.handle.write(bytes, written, bytes.byteLength - written, active.byteLength + written);
+    let from = 0;
+    for (const to of this.syncStepEnds(active, bytes.byteLength, indexed)) {
+      let written = from;
+      while (written < to) {
+        const { bytesWritten } = await active.handle.write(bytes, written, to - written, active.byteLength + written);
         if (bytesWritten <= 0) throw new Error(`write of segment ${active.segmentId} made no progress`);
         written += bytesWritten;
       }
+      await active.handle.datasync();
+      from = to;
     }
-    await active.handle.datasync();
+    if (bytes.byteLength === 0) await active.handle.datasync();
     active.byteLength += bytes.byteLength;
     markDurable(active);
     const readIndex = this.readIndexes.get(active.segmentId);
@@ -753,6 +774,32 @@ export class WalStore {
       readIndex.lengths.push(...indexed.lengths);
       readIndex.checkWords.push(...indexed.checkWords);
     }
+  }
+
+  /**
+   * Where each write + fdatasync step of writeAndSync ends (offsets into its bytes): frames in
+   * order, as many as fit groupCommitBytesMax, at least one per step.
+   */
+  private syncStepEnds(active: ActiveSegment, byteLength: number, indexed: IndexedFrames | undefined): number[] {
+    const stepBytesMax = this.options.groupCommitBytesMax;
+    if (byteLength === 0) return [];
+    if (byteLength <= stepBytesMax) return [byteLength];
+    // Only frames are ever written in more than one step; anything else is a trailer (64 bytes).
+    if (indexed === undefined) throw new Error(`bug: ${byteLength} bytes that are not frames exceed one write step`);
+    const ends: number[] = [];
+    let stepStart = 0;
+    let frameEnd = 0;
+    indexed.starts.forEach((start, i) => {
+      const frameStart = start - active.byteLength;
+      frameEnd = frameStart + (indexed.lengths[i] as number);
+      if (frameStart > stepStart && frameEnd - stepStart > stepBytesMax) {
+        ends.push(frameStart);
+        stepStart = frameStart;
+      }
+    });
+    if (frameEnd !== byteLength) throw new Error('bug: the frames indexed do not cover the bytes written');
+    ends.push(byteLength);
+    return ends;
   }
 
   private async createSegment(firstIndex: number, start?: SegmentStart): Promise<ActiveSegment> {
@@ -1086,6 +1133,8 @@ async function recover(layout: StoreLayout, options: ResolvedWalOptions, explici
     logger,
     metrics,
     clock: options.clock,
+    tornWindowBytes: tornWindowBytesOf(options.groupCommitBytesMax, settings.entryBytesMax),
+    allowSegmentGaps: options.allowSegmentGaps,
   };
   if (!read.catalog || intent) {
     logger.warn({ log: settings.logName, reason: intent ? 'an interrupted repair' : read.problem }, 'running a full repair on open');
@@ -1156,17 +1205,23 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
     const resumePoint = resume && resume.byteLength >= SEGMENT_HEADER_BYTES
       ? { offsetBytes: resume.byteLength, lastIndex: resume.lastIndex, indexCount: resume.indexCount, aggregate: resume.aggregateChecksum }
       : undefined;
-    const analysis = await analyzeSegmentFile(disk, path, id, { entryBytesMax: ctx.settings.entryBytesMax, firstIndexHint: expectedFirst, ...(resumePoint ? { resume: resumePoint } : {}) });
+    const found = await analyzeSegmentFile(disk, path, id, { entryBytesMax: ctx.settings.entryBytesMax, firstIndexHint: expectedFirst, ...(resumePoint ? { resume: resumePoint } : {}) });
     bytesScanned += size - (resumePoint?.offsetBytes ?? 0);
-    const firstIndex = analysis.header?.firstIndex;
-    if (firstIndex === undefined || firstIndex !== expectedFirst || analysis.trailerProblem !== undefined) return 'corrupt';
+    const firstIndex = found.header?.firstIndex;
+    if (firstIndex === undefined || !followsOn(firstIndex, expectedFirst, resume, ctx.allowSegmentGaps) || found.trailerProblem !== undefined) return 'corrupt';
     const isLastFile = i === tail.length - 1;
-    const sealed = analysis.trailer !== undefined;
-    if (analysis.ranges.length > 0) {
-      const tornOnly = isLastFile && !sealed && analysis.ranges.every((r) => r.nextIndex === undefined);
-      const decision = decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail: tornOnly, goodCopy: false, heldElsewhere: false, strategy: ctx.recovery.repairStrategy });
-      if (decision !== 'truncate-torn-tail') return 'corrupt';
-      const torn = await truncateTail(ctx, id, analysis.goodEndOffsetBytes, size);
+    const sealed = found.trailer !== undefined;
+    let analysis = found;
+    if (found.ranges.length > 0) {
+      const window = { inOpenSegment: isLastFile && !sealed, syncedEndBytes: resumePoint?.offsetBytes ?? SEGMENT_HEADER_BYTES, tornWindowBytes: ctx.tornWindowBytes };
+      const tornWrite = await tornWriteIn(disk, path, found, window);
+      // Only damage that is all one torn write is cut here; any before it is the repair engine's.
+      const atOpenTail = tornWrite?.rangeIndex === 0;
+      const decision = decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail, goodCopy: false, heldElsewhere: false, strategy: ctx.recovery.repairStrategy });
+      if (tornWrite === undefined || decision !== 'truncate-torn-tail') return 'corrupt';
+      const torn = await truncateTail(ctx, id, tornWrite.offsetBytes, size);
+      analysis = analysisBefore(found, tornWrite.rangeIndex);
+      if (analysis.goodEndOffsetBytes !== tornWrite.offsetBytes) throw new Error('bug: a torn write that begins where no intact frame ends');
       tornTails.push(torn);
       findings.push({ kind: 'torn', log: ctx.settings.logName, segment: id, entryIndex: analysis.lastIndex + 1, offsetBytes: torn.offsetBytes, byteLength: torn.byteLength, file: `segments/${segmentFileName(id)}`, detail: `torn write rolled back; ${torn.byteLength} bytes kept as quarantine/${torn.quarantinedAs}` });
     } else if (!sealed && !isLastFile) {
@@ -1196,6 +1251,26 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
   if (changed) await writeFileAtomic(disk, ctx.layout.catalogPath, ctx.layout.dataDir, encodeCatalog(updated));
   for (const finding of findings) ctx.logger.warn({ log: finding.log, segment: finding.segment, entryIndex: finding.entryIndex, offsetBytes: finding.offsetBytes, kind: finding.kind }, describeFinding(finding));
   return { catalog: updated, active, report: { state: 'recovered-tail', segmentsScanned: tail.length, bytesScanned, findings, tornTails, sealedSinceCheckpoint } };
+}
+
+/**
+ * Whether a segment of the tail starting at firstIndex fits where it was found: the catalog's
+ * open record (resume) names its first index, and it follows on from the segment before it; in
+ * replica mode it may also start later (the segments between are held by other nodes).
+ */
+function followsOn(firstIndex: number, expectedFirst: number, resume: SegmentRecord | undefined, allowSegmentGaps: boolean): boolean {
+  if (resume && firstIndex !== resume.firstIndex) return false;
+  return firstIndex === expectedFirst || (allowSegmentGaps && firstIndex > expectedFirst);
+}
+
+async function tornWriteIn(disk: Disk, path: string, analysis: SegmentAnalysis, window: LastWriteWindow): Promise<TornWrite | undefined> {
+  if (!window.inOpenSegment) return undefined;
+  const handle = await disk.open(path, 'r');
+  try {
+    return await findTornWrite(handle, analysis, window);
+  } finally {
+    await handle.close();
+  }
 }
 
 async function truncateTail(ctx: RepairContext, segmentId: number, cutOffsetBytes: number, sizeBytes: number): Promise<{ segment: number; offsetBytes: number; byteLength: number; quarantinedAs: string }> {
