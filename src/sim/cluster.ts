@@ -134,7 +134,8 @@ export class SimNode {
     const runtime = this.runtime;
     if (!runtime) return;
     // What the store has said is durable (its records hold synced state only) must survive.
-    if (runtime.store) this.durableAtCrash = new Map(runtime.store.segmentRecords().map((r) => [r.segmentId, r.lastIndex]));
+    // (A segment with no entry yet is not data: one created just before the crash may be gone.)
+    if (runtime.store) this.durableAtCrash = new Map(runtime.store.segmentRecords().filter((r) => r.lastIndex >= r.firstIndex).map((r) => [r.segmentId, r.lastIndex]));
     runtime.process.alive = false;
     this.runtime = undefined;
     this.sim.network.attach(this.id, undefined);

@@ -127,6 +127,8 @@ interface ReadIndex {
   /** Reads using the handle now; a retired index closes it when the last one finishes. */
   users: number;
   retired: boolean;
+  /** The handle is closed (or closing): this index can no longer be read through. */
+  closed: boolean;
   readonly starts: number[];
   readonly lengths: number[];
   /**
@@ -297,7 +299,11 @@ export class WalStore {
     if (hole) throw new EntryLostError(index, hole.segmentId, 'recorded as lost by a repair');
     const record = this.findSegment(index);
     if (!record) throw new IndexOutOfRangeError(index, this.firstIndex, this.lastIndex);
-    const readIndex = await this.readIndexFor(record);
+    let readIndex = await this.readIndexFor(record);
+    // Retired (evicted, or replaced by a repair) between its lookup and now: its handle may be
+    // closed. Take the current one; the check and users += 1 below run with no await between.
+    for (let attempt = 0; readIndex.closed && attempt < READ_INDEX_BUILD_ATTEMPTS_MAX; attempt += 1) readIndex = await this.readIndexFor(this.segmentRecord(record.segmentId) ?? record);
+    if (readIndex.closed) throw new WalError(`segment ${record.segmentId} kept changing while it was read; try again`);
     const slot = index - record.firstIndex;
     const start = readIndex.starts[slot];
     const length = readIndex.lengths[slot];
@@ -311,7 +317,10 @@ export class WalStore {
       frame = await readRange(readIndex.handle, start, length);
     } finally {
       readIndex.users -= 1;
-      if (readIndex.retired && readIndex.users === 0) await readIndex.handle.close().catch(() => undefined);
+      if (readIndex.retired && readIndex.users === 0 && !readIndex.closed) {
+        readIndex.closed = true;
+        await readIndex.handle.close().catch(() => undefined);
+      }
     }
     const decoded = decodeFrameAt(frame, 0, this.settings.entryBytesMax);
     if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.header.index !== index || decoded.frameByteLength !== length) {
@@ -445,8 +454,9 @@ export class WalStore {
     if (cut < SEGMENT_HEADER_BYTES) throw new WalError(`cannot locate the end of entry ${lastIndex} to truncate after it`);
     const cutBytes = await readRange(active.handle, cut, active.byteLength - cut);
     await quarantineBytes(this.layout, `${segmentFileName(active.segmentId)}.${this.options.clock.nowMs()}.unacknowledged-after-${lastIndex}`, cutBytes);
-    await active.handle.truncate(cut);
-    await active.handle.sync();
+    // The lowered state is made durable in the catalog before the file shrinks: a crash between
+    // the two then finds a file longer than its checkpoint (the cut frames follow on and are
+    // taken back, as before the seal began), never one shorter than what was synced.
     const analysis = await analyzeSegmentHandle(active.handle, active.segmentId, cut, { entryBytesMax: this.settings.entryBytesMax });
     active.byteLength = cut;
     active.lastIndex = analysis.lastIndex;
@@ -456,6 +466,9 @@ export class WalStore {
     readIndex.starts.length = Math.max(0, slot + 1);
     readIndex.lengths.length = Math.max(0, slot + 1);
     readIndex.checkWords.length = Math.max(0, slot + 1);
+    await this.writeCatalog();
+    await active.handle.truncate(cut);
+    await active.handle.sync();
     this.logger.warn({ log: this.settings.logName, segment: active.segmentId, entryIndex: lastIndex + 1, byteLength: cutBytes.byteLength }, 'cut unacknowledged entries before sealing');
   }
 
@@ -499,6 +512,14 @@ export class WalStore {
       return this.replaceWholeSegment(segmentId, options.expected, options);
     }
     if (inspection.findings.length === 0) {
+      const local = this.segments.find((r) => r.segmentId === segmentId);
+      const expectedAggregateOk = options.expected?.aggregateChecksum === undefined || local?.aggregateChecksum === options.expected.aggregateChecksum;
+      if (!options.dryRun && options.expected && (!local || local.lastIndex !== options.expected.lastIndex || !expectedAggregateOk)) {
+        // The file is right but the catalog still describes an older copy (a crash between a
+        // whole-copy swap and its catalog write): take the file in again.
+        await this.reloadSealedSegment(segmentId);
+        return { segment: segmentId, decision: 'keep', outcome: 'done', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: 'segment file verified against its record; the catalog entry was stale and is rewritten' };
+      }
       return { segment: segmentId, decision: 'keep', outcome: 'done', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: 'segment verified against its record: nothing to repair' };
     }
     if (options.countDamage !== false) this.metrics.corrupted_segments += 1;
@@ -813,7 +834,8 @@ export class WalStore {
     const active = activeSegment({ segmentId, firstIndex, createdMs, handle, byteLength: SEGMENT_HEADER_BYTES, lastIndex: firstIndex - 1, indexCount: 0, aggregate: AGGREGATE_EMPTY });
     this.active = active;
     this.segments.push(this.activeRecord());
-    this.readIndexes.set(segmentId, { handle, users: 0, retired: false, starts: [], lengths: [], checkWords: [] });
+    this.readIndexes.set(segmentId, { handle, users: 0, retired: false, closed: false, starts: [], lengths: [], checkWords: [] });
+    await this.evictReadIndexes();
     return active;
   }
 
@@ -970,7 +992,7 @@ export class WalStore {
       await handle.close().catch(() => undefined);
       throw error;
     }
-    const readIndex: ReadIndex = { handle, users: 0, retired: false, ...(built as { starts: number[]; lengths: number[]; checkWords: number[] }) };
+    const readIndex: ReadIndex = { handle, users: 0, retired: false, closed: false, ...(built as { starts: number[]; lengths: number[]; checkWords: number[] }) };
     if ((this.segmentVersions.get(record.segmentId) ?? 0) !== version) {
       // The file was replaced (repaired) while this index was being built from the old one.
       await handle.close();
@@ -983,13 +1005,18 @@ export class WalStore {
       return readIndex;
     }
     this.readIndexes.set(record.segmentId, readIndex);
-    while (this.readIndexes.size > this.options.readIndexSegmentsMax) {
-      const [oldestId, oldest] = this.readIndexes.entries().next().value as [number, ReadIndex];
-      if (oldestId === this.active?.segmentId) break;
-      this.readIndexes.delete(oldestId);
-      await retire(oldest);
-    }
+    await this.evictReadIndexes();
     return readIndex;
+  }
+
+  /** Keeps at most readIndexSegmentsMax indexes (and open files), least recently used out first. */
+  private async evictReadIndexes(): Promise<void> {
+    for (const [segmentId, index] of [...this.readIndexes.entries()]) {
+      if (this.readIndexes.size <= this.options.readIndexSegmentsMax) return;
+      if (segmentId === this.active?.segmentId) continue; // the open segment's index is kept
+      this.readIndexes.delete(segmentId);
+      await retire(index);
+    }
   }
 
   /** One pass over a segment's first byteLength bytes: each intact frame's offset and length. */
@@ -1052,7 +1079,9 @@ const READ_INDEX_BUILD_ATTEMPTS_MAX = 4;
 /** Closes an index's handle now, or when the last read using it finishes. */
 async function retire(readIndex: ReadIndex): Promise<void> {
   readIndex.retired = true;
-  if (readIndex.users === 0) await readIndex.handle.close().catch(() => undefined);
+  if (readIndex.users > 0 || readIndex.closed) return;
+  readIndex.closed = true;
+  await readIndex.handle.close().catch(() => undefined);
 }
 
 function activeSegment(fields: Omit<ActiveSegment, 'durable' | 'checkpointedBytes'>): ActiveSegment {
