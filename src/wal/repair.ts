@@ -292,6 +292,24 @@ async function repairSegment(ctx: RepairContext, segment: SegmentInspection, opt
   }
   const structural = analysis.headerProblem !== undefined || segment.findings.some((f) => f.kind === 'bad-trailer');
   if (structural && options.strategy === 'halt') return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment header or trailer is damaged; not touched');
+  return actOnDecisions(ctx, segment, decisions, { frames, source }, structural, options);
+}
+
+/**
+ * The strategy's verdict over a segment's lost clusters, carried out: halt, escalate, keep, cut a
+ * torn tail, or rebuild (reconstructing, recording holes, or rolling back to the first cluster
+ * given up). `structural`: the file must be written anew even if no index was lost.
+ */
+async function actOnDecisions(
+  ctx: RepairContext,
+  segment: SegmentInspection,
+  decisions: ReadonlyArray<{ cluster: LostCluster; decision: RepairDecision }>,
+  fetched: { frames: Map<number, Buffer>; source: string | undefined },
+  structural: boolean,
+  options: RepairOptions,
+  expected?: SegmentExpectation,
+): Promise<SegmentRepair> {
+  const { frames, source } = fetched;
   if (decisions.some((d) => d.decision === 'halt')) return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: corruption found; not touched');
   const escalated = decisions.filter((d) => d.decision === 'escalate');
   if (escalated.length > 0) {
@@ -314,6 +332,7 @@ async function repairSegment(ctx: RepairContext, segment: SegmentInspection, opt
     allowHoles: decisions.some((d) => d.decision === 'skip'),
     dryRun: options.dryRun,
     decision: cutIndex !== undefined ? 'rollback' : decisions.some((d) => d.decision === 'skip') ? 'skip' : 'reconstruct',
+    ...(expected ? { expected } : {}),
   });
 }
 
@@ -355,6 +374,8 @@ interface RebuildPlan {
   readonly allowHoles: boolean;
   readonly dryRun: boolean;
   readonly decision: RepairDecision;
+  /** What the segment held, when the inspection has no expectation of it (a missing file). */
+  readonly expected?: SegmentExpectation;
 }
 
 /** Buffers writes to a file in chunks of about 1 MiB; the file is written front to back. */
@@ -376,16 +397,23 @@ class ChunkWriter {
   }
 }
 
+/**
+ * Writes the segment anew: the intact frames of its own file (none when the file is missing), the
+ * fetched frames where it has none, and hole frames where the plan allows them.
+ */
 async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, plan: RebuildPlan): Promise<SegmentRepair> {
   const analysis = segment.analysis;
-  if (!analysis) throw new Error('unreachable');
-  const expected = segment.expected;
-  const firstIndex = expected?.firstIndex ?? segment.record?.firstIndex ?? analysis.firstIndex;
+  const expected = plan.expected ?? segment.expected;
+  // A missing file is rebuilt from its record only: without one, which entries it held is unknown.
+  if (analysis === undefined && expected === undefined) throw new Error('unreachable: a missing segment is rebuilt only from its record');
+  const recordedLast = expected?.lastIndex ?? analysis?.lastIndex ?? 0;
+  const firstIndex = expected?.firstIndex ?? segment.record?.firstIndex ?? analysis?.firstIndex;
   if (firstIndex === undefined) throw new UnrepairableError('first index of the segment is unknown (header, catalog and entries all damaged)', false);
-  const sealed = segment.mustBeSealed && plan.cutIndex === undefined ? true : segment.mustBeSealed && plan.cutIndex !== undefined;
-  const endIndex = plan.cutIndex !== undefined ? plan.cutIndex - 1 : sealed ? (expected?.lastIndex ?? analysis.lastIndex) : Math.max(analysis.lastIndex, syncedLoss(segment)?.last ?? 0);
+  const sealed = segment.mustBeSealed;
+  const endIndex = plan.cutIndex !== undefined ? plan.cutIndex - 1 : sealed ? recordedLast : Math.max(recordedLast, syncedLoss(segment)?.last ?? 0);
   const temp = `${segment.path}${TEMP_SUFFIX}`;
   const disk = ctx.layout.disk;
+  if (!plan.dryRun && !segment.present) await disk.mkdirp(ctx.layout.segmentsDir);
   const handle = plan.dryRun ? undefined : await disk.open(temp, 'w');
   const writer = new ChunkWriter(handle);
   const repaired: IndexRange[] = [];
@@ -420,7 +448,7 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
   };
 
   try {
-    const header = analysis.header ?? {
+    const header = analysis?.header ?? {
       segmentId: segment.segmentId,
       firstIndex,
       createdMs: segment.record?.createdMs ?? ctx.clock.nowMs(),
@@ -428,7 +456,7 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
       logName: ctx.settings.logName,
     };
     await writer.write(encodeSegmentHeader(header));
-    await analyzeSegmentFile(disk, segment.path, segment.segmentId, {
+    if (segment.present) await analyzeSegmentFile(disk, segment.path, segment.segmentId, {
       entryBytesMax: ctx.settings.entryBytesMax,
       firstIndexHint: firstIndex,
       onIntactFrame: async (index, frame, offsetBytes) => {
@@ -454,16 +482,16 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
     throw error;
   }
   await handle?.close();
-  const truncated: IndexRange[] = plan.cutIndex !== undefined ? [{ first: plan.cutIndex, last: Math.max(plan.cutIndex, expected?.lastIndex ?? analysis.lastIndex) }] : [];
+  const truncated: IndexRange[] = plan.cutIndex !== undefined ? [{ first: plan.cutIndex, last: Math.max(plan.cutIndex, recordedLast) }] : [];
   const summary = `rebuilt ${sealed ? 'sealed' : 'open'} segment: ${countIndices(repaired)} entries from ${plan.source ?? 'no source'}, ${countIndices(lost)} lost, ${countIndices(truncated)} rolled back`;
   repaired.splice(0, repaired.length, ...mergeRanges(repaired));
   lost.splice(0, lost.length, ...mergeRanges(lost));
   if (plan.dryRun) return { segment: segment.segmentId, decision: plan.decision, outcome: 'planned', repaired, lost, truncated, ...(plan.source ? { source: plan.source } : {}), bytesWritten: writer.offset, detail: summary };
-  const quarantinedAs = await quarantineFile(ctx.layout, segment.path, 'damaged', { keepOriginal: true, retention: ctx.recovery.backupRetentionCount, now: ctx.clock.nowMs() });
+  const quarantinedAs = segment.present ? await quarantineFile(ctx.layout, segment.path, 'damaged', { keepOriginal: true, retention: ctx.recovery.backupRetentionCount, now: ctx.clock.nowMs() }) : undefined;
   if (plan.cutIndex !== undefined) await quarantineBackups(ctx, segment.segmentId);
   await disk.rename(temp, segment.path);
   await disk.fsyncDir(ctx.layout.segmentsDir);
-  return { segment: segment.segmentId, decision: plan.decision, outcome: 'done', repaired, lost, truncated, ...(plan.source ? { source: plan.source } : {}), quarantinedAs, bytesWritten: writer.offset, detail: summary };
+  return { segment: segment.segmentId, decision: plan.decision, outcome: 'done', repaired, lost, truncated, ...(plan.source ? { source: plan.source } : {}), ...(quarantinedAs ? { quarantinedAs } : {}), bytesWritten: writer.offset, detail: summary };
 }
 
 async function repairMissing(ctx: RepairContext, segment: SegmentInspection, options: RepairOptions): Promise<SegmentRepair> {
@@ -472,6 +500,47 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
     segment.expected ?? (record ? { segmentId: record.segmentId, firstIndex: record.firstIndex, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregateChecksum: undefined } : undefined);
   if (!expected) return emptyRepair(segment.segmentId, 'escalate', 'failed', 'segment file is missing and which entries it held is unknown');
   if (options.strategy === 'halt') return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment file is missing; not touched');
+  const restored = await restoreWholeFile(ctx, segment, expected, options);
+  if (restored) return restored;
+  // No whole copy verifies (say, every copy is damaged, each in another place): gather the
+  // segment entry by entry, as for a damaged file. What no source holds intact forms the lost
+  // clusters, each decided by the strategy and the interlock like damage in a present file.
+  const fetched = await fetchVerifiedFrames(ctx, segment.segmentId, [{ first: expected.firstIndex, last: expected.lastIndex }]);
+  const decisions = uncoveredClusters(fetched.frames, expected.firstIndex, expected.lastIndex).map((cluster) => ({
+    cluster,
+    decision: decide({
+      headerOk: false,
+      bodyOk: false,
+      indexOk: false,
+      atOpenTail: false,
+      goodCopy: false,
+      heldElsewhere: ctx.heldElsewhere?.(segment.segmentId, cluster.first, cluster.last) ?? false,
+      strategy: options.strategy,
+    }),
+  }));
+  return actOnDecisions(ctx, segment, decisions, fetched, true, options, expected);
+}
+
+/** The runs of first..last that no fetched frame covers, as lost clusters. */
+function uncoveredClusters(frames: Map<number, Buffer>, first: number, last: number): LostCluster[] {
+  const clusters: LostCluster[] = [];
+  let next = first;
+  while (next <= last) {
+    const frame = frames.get(next);
+    if (frame) {
+      next += frameIndexCount(frame);
+      continue;
+    }
+    let end = next;
+    while (end + 1 <= last && !frames.has(end + 1)) end += 1;
+    clusters.push({ first: next, last: end, ranges: [], atOpenTail: false, endKnown: true });
+    next = end + 1;
+  }
+  return clusters;
+}
+
+/** Puts in place a whole copy of a missing segment that verifies against its record, if a source has one. */
+async function restoreWholeFile(ctx: RepairContext, segment: SegmentInspection, expected: SegmentExpectation, options: RepairOptions): Promise<SegmentRepair | undefined> {
   const disk = ctx.layout.disk;
   for (const src of ctx.sources) {
     const path = await src.fetchSegmentFile(segment.segmentId, expected);
@@ -494,24 +563,7 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
     await disk.fsyncDir(ctx.layout.segmentsDir);
     return { segment: segment.segmentId, decision: 'restore-file', outcome: 'done', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: check.fileByteLength, detail };
   }
-  const cluster: LostCluster = { first: expected.firstIndex, last: expected.lastIndex, ranges: [], atOpenTail: false, endKnown: true };
-  const decision = decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail: false, goodCopy: false, heldElsewhere: ctx.heldElsewhere?.(segment.segmentId, cluster.first, cluster.last) ?? false, strategy: options.strategy });
-  const range = { first: expected.firstIndex, last: expected.lastIndex };
-  if (decision === 'halt') return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment file is missing; not touched');
-  if (decision === 'escalate') return emptyRepair(segment.segmentId, 'escalate', 'failed', `segment file is missing and no source has a verified copy of entries ${range.first}..${range.last} (try --strategy skip or rollback)`);
-  if (decision === 'rollback') {
-    return { segment: segment.segmentId, decision: 'rollback', outcome: options.dryRun ? 'planned' : 'done', repaired: [], lost: [], truncated: [range], bytesWritten: 0, detail: `segment file is missing: log rolled back to index ${range.first - 1}` };
-  }
-  // skip: an empty sealed segment holding one hole for the whole range.
-  const hole = encodeEntry({ index: range.first, timestampMs: ctx.clock.nowMs(), flags: FLAG_HOLE, payload: encodeHolePayload(range.last - range.first + 1, 'lost: segment file missing and no verified copy') });
-  const header = encodeSegmentHeader({ segmentId: segment.segmentId, firstIndex: range.first, createdMs: record?.createdMs ?? ctx.clock.nowMs(), logId: logIdOf(ctx.settings.logName), logName: ctx.settings.logName });
-  const trailer = encodeTrailer({ segmentId: segment.segmentId, firstIndex: range.first, lastIndex: range.last, indexCount: range.last - range.first + 1, aggregateChecksum: chainAggregate(AGGREGATE_EMPTY, hole.checksum), entriesByteLength: hole.frame.byteLength });
-  const bytes = Buffer.concat([header, hole.frame, trailer]);
-  if (!options.dryRun) {
-    await disk.mkdirp(ctx.layout.segmentsDir);
-    await writeFileAtomic(disk, segment.path, ctx.layout.segmentsDir, bytes);
-  }
-  return { segment: segment.segmentId, decision: 'skip', outcome: options.dryRun ? 'planned' : 'done', repaired: [], lost: [range], truncated: [], bytesWritten: bytes.byteLength, detail: 'segment file is missing: recorded as a hole' };
+  return undefined;
 }
 
 async function quarantineUnexpected(ctx: RepairContext, path: string, dryRun: boolean): Promise<SegmentRepair> {
