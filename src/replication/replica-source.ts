@@ -149,10 +149,10 @@ export class ReplicaSource implements GoodCopySource {
           this.tempDirs.push(dir);
           return path;
         }
+        // A damaged copy is faulty, not lying: it is not distrusted, and the member answered, so
+        // its intact entries are reachable entry by entry (fetchFrames asks it), and an entry
+        // damaged on it is not held intact there.
         if (verdict === 'differs') this.distrust(segmentId, node, 'served a segment file that does not match its record');
-        // A damaged copy is faulty, not lying, and not absent: its intact entries still count
-        // (entry-by-entry repair asks for them), and nothing of it may be given up.
-        else this.markUncertain(segmentId, expected.firstIndex, expected.lastIndex);
       } catch (error) {
         // Not reached is not absent: it may hold the segment, so nothing of it may be given up.
         this.markUncertain(segmentId, expected.firstIndex, expected.lastIndex);
