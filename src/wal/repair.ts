@@ -502,6 +502,11 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
   if (options.strategy === 'halt') return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment file is missing; not touched');
   const restored = await restoreWholeFile(ctx, segment, expected, options);
   if (restored) return restored;
+  if (record?.state === 'open' && segment.expected === undefined && options.strategy === 'partial') {
+    // The open segment's record ends at its last checkpoint: synced entries after it are unknown
+    // and would vanish unreported from a rebuild that seals at the checkpoint. Refuse instead.
+    return emptyRepair(segment.segmentId, 'escalate', 'failed', `the open segment's file is missing: entries after index ${record.lastIndex} (its last checkpoint) are unknown; not rebuilt (try --strategy skip or rollback)`);
+  }
   // No whole copy verifies (say, every copy is damaged, each in another place): gather the
   // segment entry by entry, as for a damaged file. What no source holds intact forms the lost
   // clusters, each decided by the strategy and the interlock like damage in a present file.

@@ -1014,6 +1014,9 @@ export class WalStore {
     for (const [segmentId, index] of [...this.readIndexes.entries()]) {
       if (this.readIndexes.size <= this.options.readIndexSegmentsMax) return;
       if (segmentId === this.active?.segmentId) continue; // the open segment's index is kept
+      // The list is a snapshot and retire() awaits: an entry replaced meanwhile (a repair's
+      // reload) is not this one any more, and is neither removed nor left open untracked.
+      if (this.readIndexes.get(segmentId) !== index) continue;
       this.readIndexes.delete(segmentId);
       await retire(index);
     }
