@@ -7,7 +7,7 @@ import { ReflectionService } from '@grpc/reflection';
 import type { Logger } from 'pino';
 import type { AppendResult } from '../wal/index.js';
 import type { RecoveryMetricsSnapshot, SegmentRepair } from '../recovery/index.js';
-import { BadRequestError, type LogMeta, type PeerHandlers, type SegmentMeta } from '../replication/index.js';
+import { BadRequestError, type LogMeta, type PeerHandlers, type ReadEntry, type SegmentMeta } from '../replication/index.js';
 import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './clients.js';
 import { loadProto } from './proto.js';
 import { toStatus } from './status.js';
@@ -17,14 +17,8 @@ import type { AdminServiceHandlers } from './generated/walrecovery/v1/AdminServi
 import type { ClusterStatus } from './generated/walrecovery/v1/ClusterStatus.js';
 import type { SegmentRef__Output } from './generated/walrecovery/v1/SegmentRef.js';
 
-export interface ReadEntryView {
-  readonly index: number;
-  readonly timestampMs: number;
-  readonly payload: Buffer;
-  readonly checksum: string;
-  readonly lost: boolean;
-  readonly lostReason: string;
-}
+/** One entry as Read streams it: the read path's own type (src/replication/reader.ts). */
+export type ReadEntryView = ReadEntry;
 
 export interface ClusterStatusView {
   readonly cluster: string;
