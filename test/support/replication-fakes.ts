@@ -43,14 +43,9 @@ export const silent = pino({ level: process.env['WAL_TEST_LOG'] ?? 'silent' });
 export const GRPC_DEADLINE_EXCEEDED = 4;
 export const GRPC_UNAVAILABLE = 14;
 
-/** What grpc-js hands a caller when a call fails (code, details, metadata). */
-export class FakeServiceError extends Error {
-  override readonly name = 'FakeServiceError';
-  readonly metadata = {};
-  constructor(readonly code: number, readonly details: string) {
-    super(`${code} ${details}`);
-  }
-}
+/** What grpc-js hands a caller when a call fails (code, details, metadata): the simulator's. */
+import { SimServiceError as FakeServiceError } from '../../src/sim/index.js';
+export { FakeServiceError };
 
 export class EtcdUnreachableError extends Error {
   override readonly name = 'EtcdUnreachableError';
