@@ -69,7 +69,7 @@ const damages: Damage[] = [];
 const damagedSegments = new Set<number>();
 /** Last metrics seen per node and incarnation ("n1#2"). */
 const metricsSeen = new Map<string, RecoveryCounts>();
-const events: { node: string; segment: number; kind: string; source: string; atMs: number; detail: string }[] = [];
+const events: { node: string; incarnation: number; segment: number; kind: string; source: string; atMs: number; detail: string }[] = [];
 const acked = new Map<number, Buffer>();
 const appendErrors = new Map<string, number>();
 const ackConflicts: string[] = [];
@@ -199,9 +199,9 @@ async function reader(): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Observers: recovery metrics per node incarnation, recovery events
 
-async function pollMetricsOnce(): Promise<void> {
+async function pollMetricsOnce(only?: ContainerNode): Promise<void> {
   await Promise.all(
-    c().up().map(async (node) => {
+    (only ? [only] : c().up()).map(async (node) => {
       try {
         const m = await c().recoveryMetrics(node);
         metricsSeen.set(`${node.id}#${node.incarnation}`, {
@@ -233,7 +233,15 @@ function startMetricsLoop(): void {
 function totals(): RecoveryCounts & { perNode: Record<string, RecoveryCounts> } {
   const sum: RecoveryCounts = { ...EMPTY_COUNTS };
   const perNode: Record<string, RecoveryCounts> = {};
-  for (const [key, m] of metricsSeen) {
+  // Counters live in the node's memory: a repair that ends just before a kill can miss the last
+  // poll. Its "repaired" event, pushed on a live stream, is the second witness of the same
+  // incarnation, so each incarnation counts the larger of the two.
+  const repairedEvents = new Map<string, number>();
+  for (const e of events) if (e.kind === 'repaired') count(repairedEvents, `${e.node}#${e.incarnation}`);
+  const keys = new Set([...metricsSeen.keys(), ...repairedEvents.keys()]);
+  for (const key of keys) {
+    const seen = metricsSeen.get(key) ?? EMPTY_COUNTS;
+    const m = { ...seen, successful_recoveries: Math.max(seen.successful_recoveries, repairedEvents.get(key) ?? 0) };
     const node = key.split('#')[0] as string;
     const mine = (perNode[node] ??= { ...EMPTY_COUNTS });
     for (const k of Object.keys(sum) as (keyof RecoveryCounts)[]) {
@@ -245,9 +253,10 @@ function totals(): RecoveryCounts & { perNode: Record<string, RecoveryCounts> } 
 }
 
 function watchEvents(node: ContainerNode): void {
+  const incarnation = node.incarnation;
   const stream = adminOf(node).watchEvents('');
   stream.on('data', (e: { node: string; segment_id: number; kind: string; source: string; time_ms: number; detail: string }) => {
-    events.push({ node: e.node, segment: e.segment_id, kind: e.kind, source: e.source, atMs: e.time_ms, detail: e.detail });
+    events.push({ node: e.node, incarnation, segment: e.segment_id, kind: e.kind, source: e.source, atMs: e.time_ms, detail: e.detail });
   });
   stream.on('error', () => undefined); // ends when the node dies or the client closes
 }
@@ -369,6 +378,7 @@ async function injectOne(): Promise<void> {
     await cl.unpauseNode(victim);
     return;
   }
+  await pollMetricsOnce(victim); // the counters die with the process: read them first
   await cl.killNode(victim);
   note(kind, `${victim.id} killed${kind === 'kill-writer' ? ' (the writer)' : ''}, down for ${outageMs} ms`);
   await sleepMs(outageMs);
