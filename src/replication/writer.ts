@@ -188,10 +188,14 @@ export class LogWriter {
     const lastOf = (h: SegmentHolding): number => (h.present ? h.lastIndex : meta.firstIndex - 1);
     // A member that holds the segment sealed was sealed by its writer (at its committed index)
     // or by an earlier recovery (at the highest index of a fence quorum, which intersects every
-    // ack quorum): either way that point covers every acknowledged entry and is final. Entries
-    // another member holds past it were never acknowledged.
-    const sealedPoints = new Set(answers.ok.filter((a) => a.value.present && a.value.sealed).map((a) => a.value.lastIndex));
-    if (sealedPoints.size > 1) throw new ReplicationError(`members of segment ${meta.segmentId} are sealed at different points (${[...sealedPoints].join(', ')}); refusing to choose`);
+    // ack quorum): either way that point covers every acknowledged entry. Entries another member
+    // holds past it were never acknowledged. Two such points can differ (a recovery that failed
+    // its quorum sealed one member at its choice, the old writer sealed another at its committed
+    // index); both cover every acknowledgement, so the lowest is safe, and it is the only one the
+    // members sealed below the others can still reach: a sealed copy is never extended.
+    const sealedAt = answers.ok.filter((a) => a.value.present && a.value.sealed);
+    const sealedPoints = new Set(sealedAt.map((a) => a.value.lastIndex));
+    const lowestSealed = sealedPoints.size === 0 ? undefined : Math.min(...sealedPoints);
     // This writer's own segment (a batch or a seal of it failed): its committed index is exact,
     // and its own acknowledgements show that an ack quorum durably holds every entry up to it,
     // whether those members answer now or not. It seals there, as sealCurrent does; entries past
@@ -202,7 +206,7 @@ export class LogWriter {
     const opened = this.lastOpened;
     const own = opened !== undefined && opened.meta.segmentId === meta.segmentId && meta.writerEpoch === epoch;
     const highest = Math.max(meta.firstIndex - 1, ...answers.ok.map((a) => lastOf(a.value)));
-    const last = sealedPoints.size === 1 ? ([...sealedPoints][0] as number) : own ? opened.nextIndex - 1 : highest;
+    const last = lowestSealed ?? (own ? opened.nextIndex - 1 : highest);
     const source = answers.ok.find((a) => lastOf(a.value) >= last && a.value.present);
     const start: SegmentStart = { segmentId: meta.segmentId, firstIndex: meta.firstIndex, createdMs: meta.createdMs };
     for (const answer of answers.ok) {
@@ -225,8 +229,18 @@ export class LogWriter {
     // same contents: sealed there alike, or (its own segment, up to its committed index) as this
     // writer's acknowledgements show. A seal point one member holds alone would be committed with
     // one copy.
+    // A member sealed past the point holds every entry up to it durably (one writer wrote them
+    // all), so it counts toward that quorum; once the record says SEALED its copy no longer
+    // matches, and catch-up has it replaced by a copy that does.
     const acknowledgedByQuorum = own && last === opened.nextIndex - 1 && agreed?.aggregate === checksumHex(opened.aggregate);
-    if (last >= meta.firstIndex && agreeing < meta.ackQuorum && !acknowledgedByQuorum) throw new QuorumUnavailableError(log, agreeing, meta.ackQuorum);
+    const sealedPast = agreed === undefined ? 0 : sealedAt.filter((a) => a.value.lastIndex > last).length;
+    if (last >= meta.firstIndex && agreeing + sealedPast < meta.ackQuorum && !acknowledgedByQuorum) throw new QuorumUnavailableError(log, agreeing + sealedPast, meta.ackQuorum);
+    if (sealedPast > 0) {
+      // Such a member ends past the next segment's first index until its copy is replaced: it
+      // stays out of new ensembles for a while, as a member that failed a send does.
+      for (const a of sealedAt) if (a.value.lastIndex > last) this.suspects.set(a.node, this.o.clock.nowMs());
+      this.o.logger.warn({ log, segment: meta.segmentId, lastIndex: last, points: [...sealedPoints] }, 'members were sealed at different points; sealing at the lowest, the copies past it will be replaced');
+    }
     if (votes.size > 1) {
       this.o.logger.error({ log, segment: meta.segmentId, aggregates: sealed.map((s) => [s.node, s.value.aggregate]) }, 'members sealed different contents; the majority is recorded and the others will be repaired');
     }

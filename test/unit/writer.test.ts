@@ -400,6 +400,49 @@ describe('writer failover', () => {
     expect(await c.writer.append(payloads(40, 1))).toEqual({ firstIndex: 4, lastIndex: 4 });
   });
 
+  it('members sealed at different points (a failed recovery, then the old writer): the next writer seals at the lowest, counting the member sealed past it, and appends go on', async () => {
+    // A (epoch 5) leaves 1..3 on every member, 4 on a and b (acknowledged), 5 on a alone.
+    const a = writerOn('a', 5, SEGMENT_BYTES_LARGE, 'A');
+    await a.writer.append(payloads(1, 3));
+    await acknowledgedBy(a, ['a', 'b', 'c'], 3);
+    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
+    expect(await a.writer.append(payloads(4, 1))).toEqual({ firstIndex: 4, lastIndex: 4 });
+    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
+    void a.writer.append(payloads(5, 1)).catch(() => undefined);
+    await acknowledgedBy(a, ['a'], 5);
+    cluster.network.kill('A');
+    cluster.network.heal('b');
+    cluster.network.heal('c');
+    expect([await lastIndexOn('a'), await lastIndexOn('b'), await lastIndexOn('c')]).toEqual([5, 4, 3]);
+    // A recovery of epoch 7 fenced a and c, sealed a at 5 (the highest of its fence quorum),
+    // failed to copy the tail to c and died; the old writer then sealed b (never fenced) at its
+    // committed index, 4. Both points cover every acknowledged entry; no point has a quorum.
+    cluster.directory.edit(LOG, 1, (meta) => ({ ...meta, state: 'RECOVERING', writerEpoch: 7 }));
+    await cluster.node('a').handlers.fence(LOG, 1, 7);
+    await cluster.node('c').handlers.fence(LOG, 1, 7);
+    await cluster.node('a').handlers.seal(LOG, 1, 7, 5, '');
+    await cluster.node('b').handlers.seal(LOG, 1, 5, 4, '');
+
+    // c is unreachable to the next writer: a (sealed at 5) and b (sealed at 4) are its fence
+    // quorum, and only b can be sealed at 4; a holds 1..4 durably and counts toward the quorum.
+    cluster.network.fail('c', { kind: 'unavailable' });
+    const b = writerOn('b', 9);
+    await b.writer.whenReady();
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', writerEpoch: 9, lastIndex: 4, indexCount: 4 });
+    const bRecord = (await cluster.node('b').store(LOG)).segmentRecord(1);
+    expect(cluster.directory.segment(LOG, 1)?.aggregate).toBe(checksumHex(bRecord?.aggregateChecksum ?? 0n));
+    // a ends at 5 until catch-up replaces its copy (the simulator runs that part: seeds 10082,
+    // 47364): the next segment leaves it out while b and c can form the ack quorum. c, now
+    // reachable, is brought up to segment 1 as recorded (catch-up does that on a node).
+    cluster.network.heal('c');
+    const record = cluster.directory.segment(LOG, 1) as SegmentMeta;
+    const { frames } = await cluster.node('b').handlers.readFrames(LOG, 1, 4, 4, 1 << 20);
+    await cluster.node('c').handlers.replicate(LOG, 9, { segmentId: 1, firstIndex: 1, createdMs: record.createdMs }, frames, 4);
+    expect((await cluster.node('c').handlers.seal(LOG, 1, 9, 4, record.aggregate)).aggregate).toBe(record.aggregate);
+    expect((await b.writer.append(payloads(40, 1))).firstIndex).toBe(5);
+    expect(cluster.directory.segment(LOG, 2)?.ensemble).toEqual(['b', 'c']);
+  });
+
   it('the old writer, used again, is fenced by the members and adds no entries', async () => {
     const a = writerOn('a', 5);
     expect(await a.writer.append(payloads(1, 4))).toEqual({ firstIndex: 1, lastIndex: 4 });
