@@ -60,3 +60,14 @@ export class UnknownSegmentError extends ReplicationError {
     super(`log ${log} has no segment ${segmentId}`);
   }
 }
+
+/**
+ * The persisted fence (a log's EPOCH file) is unreadable or garbled: the log does not open on
+ * this node until an operator looks (taking it for 0 would let a deposed writer back in).
+ */
+export class FenceFileDamagedError extends ReplicationError {
+  override readonly name = 'FenceFileDamagedError';
+  constructor(readonly log: string, readonly path: string, detail: string, options?: { cause?: unknown }) {
+    super(`log ${log}: the fence file ${path} ${detail}; refusing to open the log without it`, options);
+  }
+}

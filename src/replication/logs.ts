@@ -7,7 +7,7 @@ import { type Clock, type Disk, isNotFound } from '../io/index.js';
 import type { RecoveryMetrics } from '../recovery/index.js';
 import { type GoodCopySource, WalStore } from '../wal/index.js';
 import { writeFileAtomic } from '../wal/index.js';
-import { BadRequestError, FencedError, ReplicationError } from './errors.js';
+import { BadRequestError, FenceFileDamagedError, FencedError } from './errors.js';
 import { isValidLogName } from './metadata.js';
 
 export interface LogStoresOptions {
@@ -142,9 +142,9 @@ async function readFencedEpoch(disk: Disk, path: string, log: string): Promise<n
     text = (await disk.readFile(path)).toString('utf8');
   } catch (error) {
     if (isNotFound(error)) return 0;
-    throw new ReplicationError(`log ${log}: the fence file ${path} cannot be read; refusing to open the log without it`, { cause: error });
+    throw new FenceFileDamagedError(log, path, 'cannot be read', { cause: error });
   }
   const epoch = /^\d{1,16}\n?$/.test(text) ? Number(text.trim()) : Number.NaN;
-  if (!Number.isSafeInteger(epoch)) throw new ReplicationError(`log ${log}: the fence file ${path} is damaged (${JSON.stringify(text.slice(0, 40))}); refusing to open the log without it`);
+  if (!Number.isSafeInteger(epoch)) throw new FenceFileDamagedError(log, path, `is damaged (${JSON.stringify(text.slice(0, 40))})`);
   return epoch;
 }

@@ -370,7 +370,14 @@ export class LogWriter {
         }
       }
     } catch (error) {
-      for (const pending of batch) pending.reject(error);
+      // An append whose entries all reached the ack quorum is acknowledged, whatever failed after
+      // (a seal, the next chunk): a recovery seals at or past them. Failing it would invite a
+      // retry that appends the same payloads a second time.
+      batch.forEach((pending, i) => {
+        const committed = firsts[i] !== 0 && (lasts[i] as number) - (firsts[i] as number) + 1 === pending.payloads.length;
+        if (committed) pending.resolve({ firstIndex: firsts[i] as number, lastIndex: lasts[i] as number });
+        else pending.reject(error);
+      });
       if (error instanceof FencedError) throw error;
       return;
     }

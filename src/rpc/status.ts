@@ -1,5 +1,7 @@
 // The one place that turns domain errors into gRPC statuses (grpc-js's serverErrorToStatus).
 import { status as Status, type ServiceError } from '@grpc/grpc-js';
+import { isBrokenCircuitError } from 'cockatiel';
+import { ClientClosedError, EtcdLeaseInvalidError, GRPCCancelledError, GRPCDeadlineExceededError, GRPCUnavailableError } from 'etcd3';
 import { InvalidRecoveryConfigError } from '../recovery/index.js';
 import {
   CorruptEntryError,
@@ -16,7 +18,9 @@ import {
 } from '../wal/index.js';
 import {
   BadRequestError,
+  FenceFileDamagedError,
   FencedError,
+  ReplicationError,
   NoVerifiedCopyError,
   NotWriterError,
   QuorumUnavailableError,
@@ -41,7 +45,7 @@ export function toStatus(error: unknown): StatusObject {
   if (error instanceof IndexOutOfRangeError) return { code: Status.OUT_OF_RANGE, details };
   // ABORTED is reserved for fencing: a writer that sees it knows a newer writer exists.
   if (error instanceof FencedError) return { code: Status.ABORTED, details };
-  if (error instanceof ReplicaRejectedError || error instanceof DamageFoundError) return { code: Status.FAILED_PRECONDITION, details };
+  if (error instanceof ReplicaRejectedError || error instanceof DamageFoundError || error instanceof FenceFileDamagedError) return { code: Status.FAILED_PRECONDITION, details };
   if (
     error instanceof NotWriterError ||
     error instanceof QuorumUnavailableError ||
@@ -53,7 +57,23 @@ export function toStatus(error: unknown): StatusObject {
   }
   if (error instanceof NoVerifiedCopyError || error instanceof CorruptEntryError || error instanceof EntryLostError) return { code: Status.DATA_LOSS, details };
   if (error instanceof WalError) return { code: Status.INVALID_ARGUMENT, details };
+  // etcd out of reach (restarting, partitioned, our lease gone): transient, like a lost quorum.
+  if (isEtcdUnreachable(error)) return { code: Status.UNAVAILABLE, details: `etcd unreachable: ${details}` };
+  // The rest of the protocol's failures are transient states (a record changed under a
+  // recovery, a member failed mid-copy): a retry, here or on the next writer, may succeed.
+  if (error instanceof ReplicationError) return { code: Status.UNAVAILABLE, details };
   return { code: Status.INTERNAL, details: `internal error: ${details}` };
+}
+
+function isEtcdUnreachable(error: unknown): boolean {
+  return (
+    error instanceof GRPCUnavailableError ||
+    error instanceof GRPCDeadlineExceededError ||
+    error instanceof GRPCCancelledError ||
+    error instanceof EtcdLeaseInvalidError ||
+    error instanceof ClientClosedError ||
+    isBrokenCircuitError(error) // the etcd3 client stops calling a member that keeps failing
+  );
 }
 
 /** Whether a client may retry the call (elsewhere or later). */

@@ -568,6 +568,23 @@ describe('etcd faults', () => {
     await acknowledgedBy(handle, ['a', 'b', 'c'], 6);
   });
 
+  it('an append that reached the ack quorum is acknowledged though the seal after it misses etcd (a retry would append it twice)', async () => {
+    const handle = writerOn('a', 1);
+    const { writer } = handle;
+    expect(await writer.append(payloads(1, 2))).toEqual({ firstIndex: 1, lastIndex: 2 });
+    // c fails the next send: a and b make the quorum, the segment is degraded and sealed right
+    // after the batch, and that seal's record update fails.
+    cluster.network.fail('c', { kind: 'unavailable' }, ['replicate']);
+    cluster.directory.failNext('update');
+    expect(await writer.append(payloads(3, 2))).toEqual({ firstIndex: 3, lastIndex: 4 });
+    expect(cluster.directory.segment(LOG, 1).state).toBe('OPEN');
+    cluster.network.heal('c');
+    expect(await writer.append(payloads(5, 1))).toEqual({ firstIndex: 5, lastIndex: 5 });
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', lastIndex: 4 });
+    const store = await cluster.node('a').store(LOG);
+    for (let index = 1; index <= 5; index += 1) expect(Buffer.from((await store.read(index)).payload).equals(payloadOf(index))).toBe(true);
+  });
+
   it('a seal that etcd applied without answering: the next batch finds it sealed and appends continue', async () => {
     const { writer } = writerOn('a', 1, SEGMENT_BYTES_SMALL);
     await fill(writer, 1);
