@@ -91,20 +91,31 @@ export class ReplicaSource implements GoodCopySource {
         continue;
       }
       let next = first;
+      const mine: number[] = [];
       while (next <= last) {
         while (next <= last && frames.has(next)) next += 1;
         if (next > last) break;
         try {
           const answer = await peer.readFrames(this.o.log, segmentId, next, last, FETCH_BYTES_MAX);
           let advanced = next;
+          let lying = false;
           for (const frame of answer.frames) {
             const decoded = format.decodeFrameAt(frame, 0, this.o.entryBytesMax);
-            if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frame.byteLength) {
-              this.distrust(segmentId, node, 'served a frame that fails verification');
+            if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frame.byteLength || decoded.header.index < next || decoded.header.index > last) {
+              this.distrust(segmentId, node, 'served a frame that fails verification or was not asked for');
+              lying = true;
               break;
             }
-            if (!frames.has(decoded.header.index)) frames.set(decoded.header.index, frame);
+            if (!frames.has(decoded.header.index)) {
+              frames.set(decoded.header.index, frame);
+              mine.push(decoded.header.index);
+            }
             advanced = Math.max(advanced, decoded.header.index + 1);
+          }
+          if (lying) {
+            // Nothing it sent is kept: the members after it fill those indices.
+            for (const index of mine) frames.delete(index);
+            break;
           }
           const faultyMax = answer.faulty.length > 0 ? Math.max(...answer.faulty) + 1 : next;
           const progressed = Math.max(advanced, faultyMax);
