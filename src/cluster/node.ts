@@ -95,6 +95,14 @@ export class ClusterNode implements NodeApi {
           entryBytesMax: options.entryBytesMax,
         }),
       ],
+      // A lost EPOCH is restored to the highest epoch recorded for the log: every writer and
+      // recovery records its epoch in etcd before it writes or fences.
+      fenceFloor: async (log) => {
+        if (!this.directory) throw new Error('etcd is not connected yet');
+        const highest = Math.max(0, ...(await this.directory.list(log)).map((s) => s.meta.writerEpoch));
+        if (highest < 1) throw new Error('etcd holds no segment record of this log');
+        return highest;
+      },
     });
     this.handlers = new PeerHandlers(this.logs, logger);
     this.localPeer = new LocalPeer(this.handlers, { deadlineMs: options.rpcDeadlineMs, clock: io.clock });

@@ -71,3 +71,15 @@ export class FenceFileDamagedError extends ReplicationError {
     super(`log ${log}: the fence file ${path} ${detail}; refusing to open the log without it`, options);
   }
 }
+
+/**
+ * An append whose payloads spanned segments: the first ones reached the ack quorum (they are in
+ * the log at firstIndex..lastIndex) and the rest did not. Not retryable as it is: a retry would
+ * append the committed payloads a second time.
+ */
+export class PartialAppendError extends ReplicationError {
+  override readonly name = 'PartialAppendError';
+  constructor(readonly log: string, readonly firstIndex: number, readonly lastIndex: number, readonly payloads: number, options?: { cause?: unknown }) {
+    super(`log ${log}: the first ${lastIndex - firstIndex + 1} of ${payloads} payloads were appended at ${firstIndex}..${lastIndex}, the rest were not (${options?.cause instanceof Error ? options.cause.message : 'failed'})`, options);
+  }
+}

@@ -5,8 +5,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { type Clock, type Disk, isNotFound } from '../io/index.js';
 import type { RecoveryMetrics } from '../recovery/index.js';
-import { type GoodCopySource, WalStore } from '../wal/index.js';
-import { writeFileAtomic } from '../wal/index.js';
+import { type GoodCopySource, WalStore, checksum64, checksumHex, writeFileAtomic } from '../wal/index.js';
 import { BadRequestError, FenceFileDamagedError, FencedError } from './errors.js';
 import { isValidLogName } from './metadata.js';
 
@@ -22,6 +21,13 @@ export interface LogStoresOptions {
   readonly clock: Clock;
   /** Sources of verified copies for the recovery a store runs when it opens (replicas). */
   readonly sourcesFor?: (log: string) => readonly GoodCopySource[];
+  /**
+   * When a log that holds segments has lost its EPOCH (missing, unreadable, or failing its
+   * checksum): the highest epoch that can have fenced this node, from the cluster's records
+   * (every writer and recovery records its epoch in etcd before it fences or writes). The fence
+   * is restored to it; without this option (or when it fails) the log does not open.
+   */
+  readonly fenceFloor?: (log: string) => Promise<number>;
 }
 
 interface OpenLog {
@@ -80,7 +86,7 @@ export class LogStores {
           disk,
           clock: this.options.clock,
         });
-        const fencedEpoch = await readFencedEpoch(disk, join(dir, 'EPOCH'), log).catch(async (error: unknown) => {
+        const fencedEpoch = await this.fenceOf(log, store).catch(async (error: unknown) => {
           await store.close().catch(() => undefined);
           throw error;
         });
@@ -92,6 +98,28 @@ export class LogStores {
     return pending;
   }
 
+  /** The persisted fence of a log, restored from the cluster's records when it was lost. */
+  private async fenceOf(log: string, store: WalStore): Promise<number> {
+    const path = join(this.logDir(log), 'EPOCH');
+    const { disk } = this.options;
+    const read = await readFencedEpoch(disk, path, log);
+    if (typeof read === 'number') return read;
+    // A log that never held a segment was never fenced in a way that matters: nothing to protect.
+    if (read === 'missing' && store.segmentRecords().length === 0) return 0;
+    const damage = read === 'missing' ? new FenceFileDamagedError(log, path, 'is missing though the log holds segments') : read;
+    if (!this.options.fenceFloor) throw damage;
+    let floor: number;
+    try {
+      floor = await this.options.fenceFloor(log);
+    } catch (error) {
+      throw new FenceFileDamagedError(log, path, `was lost and the cluster's records could not be read (${error instanceof Error ? error.message : String(error)})`, { cause: damage });
+    }
+    checkEpoch(floor);
+    await writeFileAtomic(disk, path, this.logDir(log), encodeFence(floor));
+    this.options.logger.warn({ log, epoch: floor, err: damage }, 'the fence file was lost; restored it from the epochs the cluster recorded');
+    return floor;
+  }
+
   /**
    * Runs fn on the log's store under epoch, in the log's order of writer operations: refuses an
    * epoch below the fenced one, raises (durably) the fence to a higher one, then runs fn with no
@@ -99,10 +127,11 @@ export class LogStores {
    */
   async withEpoch<T>(log: string, epoch: number, fn: (store: WalStore) => Promise<T>): Promise<T> {
     const open = await this.open(log);
+    checkEpoch(epoch);
     const run = open.chain.then(async () => {
       if (epoch < open.fencedEpoch) throw new FencedError(log, epoch, open.fencedEpoch);
       if (epoch > open.fencedEpoch) {
-        await writeFileAtomic(this.options.disk, join(this.logDir(log), 'EPOCH'), this.logDir(log), Buffer.from(`${epoch}\n`));
+        await writeFileAtomic(this.options.disk, join(this.logDir(log), 'EPOCH'), this.logDir(log), encodeFence(epoch));
         open.fencedEpoch = epoch;
       }
       return fn(open.store);
@@ -131,20 +160,40 @@ export class LogStores {
   }
 }
 
+/** A writer epoch: an integer from 1 to 2^53 - 1 (etcd revisions; exact as a JS number). */
+export function checkEpoch(epoch: number): number {
+  if (!Number.isSafeInteger(epoch) || epoch < 1) throw new BadRequestError('epoch', `must be an integer from 1 to 2^53-1, got ${String(epoch).slice(0, 40)}`);
+  return epoch;
+}
+
 /**
- * The persisted fence. Missing means never fenced (0). Unreadable or garbled is damage, and the
- * log does not open on this node: taking it for 0 would let a deposed writer's writes in after
- * this node answered a newer writer's Fence (DESIGN section 6, invariant 8).
+ * EPOCH holds `<epoch> <checksum>\n`, the checksum being the first 8 bytes of SHA3-256 over the
+ * decimal epoch: a flipped digit would otherwise read as another, lower fence.
  */
-async function readFencedEpoch(disk: Disk, path: string, log: string): Promise<number> {
+export function encodeFence(epoch: number): Buffer {
+  const digits = String(epoch);
+  return Buffer.from(`${digits} ${checksumHex(checksum64(Buffer.from(digits)))}\n`);
+}
+
+/**
+ * The persisted fence, 'missing', or the damage that makes it unusable. Unreadable or garbled is
+ * damage: taking it for 0 would let a deposed writer's writes in after this node answered a newer
+ * writer's Fence (DESIGN section 6, invariant 8). Files of the older format (digits alone) are read.
+ */
+async function readFencedEpoch(disk: Disk, path: string, log: string): Promise<number | 'missing' | FenceFileDamagedError> {
   let text: string;
   try {
     text = (await disk.readFile(path)).toString('utf8');
   } catch (error) {
-    if (isNotFound(error)) return 0;
-    throw new FenceFileDamagedError(log, path, 'cannot be read', { cause: error });
+    if (isNotFound(error)) return 'missing';
+    return new FenceFileDamagedError(log, path, 'cannot be read', { cause: error });
   }
-  const epoch = /^\d{1,16}\n?$/.test(text) ? Number(text.trim()) : Number.NaN;
-  if (!Number.isSafeInteger(epoch)) throw new FenceFileDamagedError(log, path, `is damaged (${JSON.stringify(text.slice(0, 40))})`);
+  const match = /^(\d{1,16})(?: ([0-9a-f]{16}))?\n?$/.exec(text);
+  const digits = match?.[1];
+  const epoch = digits === undefined ? Number.NaN : Number(digits);
+  const sum = match?.[2];
+  if (!Number.isSafeInteger(epoch) || (sum !== undefined && sum !== checksumHex(checksum64(Buffer.from(digits as string))))) {
+    return new FenceFileDamagedError(log, path, `is damaged (${JSON.stringify(text.slice(0, 40))})`);
+  }
   return epoch;
 }

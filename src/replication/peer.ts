@@ -81,7 +81,10 @@ export class PeerHandlers {
   async seal(log: string, segmentId: number, epoch: number, lastIndex: number, expectedAggregate: string): Promise<SegmentHolding> {
     checkIndex('segment.segment_id', segmentId);
     checkIndex('last_index', lastIndex, 0);
-    const record = await this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex));
+    if (expectedAggregate !== '' && !/^[0-9a-f]{16}$/.test(expectedAggregate)) throw new BadRequestError('expected_aggregate', 'must be 16 lowercase hex digits or empty');
+    // With the recorded aggregate given, a copy sealed past lastIndex is cut to it (verified).
+    const expected = expectedAggregate === '' ? undefined : BigInt(`0x${expectedAggregate}`);
+    const record = await this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex, expected));
     const holding = holdingOf(record);
     if (expectedAggregate !== '' && holding.aggregate !== expectedAggregate) {
       this.logger.error({ log, segment: segmentId, expected: expectedAggregate, actual: holding.aggregate }, 'sealed copy differs from the recorded aggregate checksum');

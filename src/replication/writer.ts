@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../io/index.js';
 import { type AppendResult, type SegmentStart, AGGREGATE_EMPTY as AGGREGATE_EMPTY_CHECKSUM, chainAggregate, checksumHex, format } from '../wal/index.js';
 import type { LeaderGuard, PeerResolver, SegmentDirectory, PeerApi } from './api.js';
-import { BadRequestError, FencedError, NotWriterError, QuorumUnavailableError, ReplicationError } from './errors.js';
+import { BadRequestError, FencedError, NotWriterError, PartialAppendError, QuorumUnavailableError, ReplicationError } from './errors.js';
 import type { LogMeta, SegmentMeta } from './metadata.js';
 import type { SegmentHolding } from './peer.js';
 
@@ -220,6 +220,16 @@ export class LogWriter {
     const holders = answers.ok.map((a) => a.node);
     const seals = await settle(holders, (node) => this.peer(node).seal(log, meta.segmentId, epoch, last, ''));
     const sealed = seals.ok.filter((s) => s.value.aggregate !== '' && s.value.lastIndex === last);
+    // Members sealed past the point are cut to it, once their entries up to it add up to what
+    // the members sealed there hold (the member checks; the entries past it were never
+    // acknowledged). Only then do they count: a copy the record does not describe is no copy.
+    const past = sealedAt.filter((a) => a.value.lastIndex > last).map((a) => a.node);
+    const reference = sealed[0]?.value.aggregate;
+    if (past.length > 0 && reference !== undefined) {
+      const cuts = await settle(past, (node) => this.peer(node).seal(log, meta.segmentId, epoch, last, reference));
+      for (const f of cuts.failed) this.o.logger.warn({ log, segment: meta.segmentId, peer: f.node, err: f.error }, 'failed to cut a copy sealed past the seal point');
+      sealed.push(...cuts.ok.filter((s) => s.value.lastIndex === last));
+    }
     // One writer per epoch wrote every frame, so sealed copies agree unless one is damaged.
     const votes = new Map<string, number>();
     for (const s of sealed) votes.set(s.value.aggregate, (votes.get(s.value.aggregate) ?? 0) + 1);
@@ -229,18 +239,9 @@ export class LogWriter {
     // same contents: sealed there alike, or (its own segment, up to its committed index) as this
     // writer's acknowledgements show. A seal point one member holds alone would be committed with
     // one copy.
-    // A member sealed past the point holds every entry up to it durably (one writer wrote them
-    // all), so it counts toward that quorum; once the record says SEALED its copy no longer
-    // matches, and catch-up has it replaced by a copy that does.
     const acknowledgedByQuorum = own && last === opened.nextIndex - 1 && agreed?.aggregate === checksumHex(opened.aggregate);
-    const sealedPast = agreed === undefined ? 0 : sealedAt.filter((a) => a.value.lastIndex > last).length;
-    if (last >= meta.firstIndex && agreeing + sealedPast < meta.ackQuorum && !acknowledgedByQuorum) throw new QuorumUnavailableError(log, agreeing + sealedPast, meta.ackQuorum);
-    if (sealedPast > 0) {
-      // Such a member ends past the next segment's first index until its copy is replaced: it
-      // stays out of new ensembles for a while, as a member that failed a send does.
-      for (const a of sealedAt) if (a.value.lastIndex > last) this.suspects.set(a.node, this.o.clock.nowMs());
-      this.o.logger.warn({ log, segment: meta.segmentId, lastIndex: last, points: [...sealedPoints] }, 'members were sealed at different points; sealing at the lowest, the copies past it will be replaced');
-    }
+    if (last >= meta.firstIndex && agreeing < meta.ackQuorum && !acknowledgedByQuorum) throw new QuorumUnavailableError(log, agreeing, meta.ackQuorum);
+    if (past.length > 0) this.o.logger.warn({ log, segment: meta.segmentId, lastIndex: last, points: [...sealedPoints] }, 'members were sealed at different points; sealed at the lowest, copies past it cut to it');
     if (votes.size > 1) {
       this.o.logger.error({ log, segment: meta.segmentId, aggregates: sealed.map((s) => [s.node, s.value.aggregate]) }, 'members sealed different contents; the majority is recorded and the others will be repaired');
     }
@@ -376,6 +377,7 @@ export class LogWriter {
       batch.forEach((pending, i) => {
         const committed = firsts[i] !== 0 && (lasts[i] as number) - (firsts[i] as number) + 1 === pending.payloads.length;
         if (committed) pending.resolve({ firstIndex: firsts[i] as number, lastIndex: lasts[i] as number });
+        else if (firsts[i] !== 0) pending.reject(new PartialAppendError(this.o.log, firsts[i] as number, lasts[i] as number, pending.payloads.length, { cause: error }));
         else pending.reject(error);
       });
       if (error instanceof FencedError) throw error;

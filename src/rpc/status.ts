@@ -20,6 +20,7 @@ import {
   BadRequestError,
   FenceFileDamagedError,
   FencedError,
+  PartialAppendError,
   ReplicationError,
   NoVerifiedCopyError,
   NotWriterError,
@@ -43,6 +44,8 @@ export function toStatus(error: unknown): StatusObject {
   if (error instanceof BadRequestError || error instanceof InvalidOptionError || error instanceof EntryTooLargeError || error instanceof InvalidRecoveryConfigError) return { code: Status.INVALID_ARGUMENT, details };
   if (error instanceof UnknownLogError || error instanceof UnknownSegmentError) return { code: Status.NOT_FOUND, details };
   if (error instanceof IndexOutOfRangeError) return { code: Status.OUT_OF_RANGE, details };
+  // Partly applied: nobody may retry it as it is (UNKNOWN is retried by no client of ours).
+  if (error instanceof PartialAppendError) return { code: Status.UNKNOWN, details };
   // ABORTED is reserved for fencing: a writer that sees it knows a newer writer exists.
   if (error instanceof FencedError) return { code: Status.ABORTED, details };
   if (error instanceof ReplicaRejectedError || error instanceof DamageFoundError || error instanceof FenceFileDamagedError) return { code: Status.FAILED_PRECONDITION, details };

@@ -427,13 +427,16 @@ export class WalStore {
    * Seals segment segmentId at lastIndex: entries after it (written but never acknowledged by a
    * quorum) are cut off and kept in quarantine. Idempotent for a segment already sealed there.
    */
-  sealSegment(segmentId: number, lastIndex: number): Promise<SegmentRecord> {
+  sealSegment(segmentId: number, lastIndex: number, expectedAggregate?: Checksum64): Promise<SegmentRecord> {
     return this.exclusive(async () => {
       const active = this.active;
       if (!active || active.segmentId !== segmentId) {
         const record = this.segments.find((r) => r.segmentId === segmentId);
         if (record?.state === 'sealed' && record.lastIndex === lastIndex) return record;
         if (!record) throw new ReplicaRejectedError('unknown-segment', `segment ${segmentId} is not held here`, this.lastIndex);
+        if (record.state === 'sealed' && record.lastIndex > lastIndex && lastIndex >= record.firstIndex && expectedAggregate !== undefined) {
+          return this.cutSealedSegment(record, lastIndex, expectedAggregate);
+        }
         throw new ReplicaRejectedError('segment-mismatch', `segment ${segmentId} is sealed here at ${record.lastIndex}, not ${lastIndex}`, record.lastIndex);
       }
       if (active.lastIndex < lastIndex) {
@@ -443,6 +446,47 @@ export class WalStore {
       await this.sealActive();
       return this.segments[this.segments.length - 1] as SegmentRecord;
     });
+  }
+
+  /**
+   * A copy sealed past the point its segment was recorded at (members sealed at different points
+   * by a failed recovery and the old writer; the entries past the lowest point were never
+   * acknowledged): cut to lastIndex, once its entries up to there add up to expectedAggregate.
+   * The cut copy is built beside the old one and swapped in whole (the old one linked into
+   * quarantine first), so a crash leaves one whole copy, old or new.
+   */
+  private async cutSealedSegment(record: SegmentRecord, lastIndex: number, expectedAggregate: Checksum64): Promise<SegmentRecord> {
+    const { disk } = this.layout;
+    const segmentId = record.segmentId;
+    const readIndex = await this.readIndexFor(record);
+    const slot = lastIndex - record.firstIndex;
+    const cut = (readIndex.starts[slot] ?? -1) + (readIndex.lengths[slot] ?? 0);
+    const rejected = (why: string): ReplicaRejectedError => new ReplicaRejectedError('segment-mismatch', `segment ${segmentId} is sealed here at ${record.lastIndex} and cannot be cut to ${lastIndex}: ${why}`, record.lastIndex);
+    if ((readIndex.lengths[slot] ?? 0) === 0 || cut <= SEGMENT_HEADER_BYTES) throw rejected(`entry ${lastIndex} is not intact here`);
+    const path = this.layout.segmentPath(segmentId);
+    const temp = `${path}${TEMP_SUFFIX}`;
+    await disk.copyFile(path, temp);
+    const handle = await disk.open(temp, 'r+');
+    try {
+      await handle.truncate(cut);
+      const trailer = encodeTrailer({ segmentId, firstIndex: record.firstIndex, lastIndex, indexCount: slot + 1, aggregateChecksum: expectedAggregate, entriesByteLength: cut - SEGMENT_HEADER_BYTES });
+      await handle.write(trailer, 0, trailer.byteLength, cut);
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+    // Every entry re-read and chained: the trailer's aggregate must be what the entries add up to.
+    const analysis = await analyzeSegmentFile(disk, temp, segmentId, { entryBytesMax: this.settings.entryBytesMax });
+    if (!isClean(analysis) || analysis.trailer === undefined || analysis.aggregate !== expectedAggregate || analysis.lastIndex !== lastIndex) {
+      await disk.remove(temp);
+      throw rejected(`its entries up to there do not add up to the recorded aggregate ${checksumHex(expectedAggregate)}`);
+    }
+    const quarantinedAs = await quarantineFile(this.layout, path, `sealed-past-record-${lastIndex}`, { keepOriginal: true, retention: Math.max(1, this.recovery.backupRetentionCount), now: this.options.clock.nowMs() });
+    await disk.rename(temp, path);
+    await disk.fsyncDir(this.layout.segmentsDir);
+    await this.reloadSealedSegment(segmentId);
+    this.logger.warn({ log: this.settings.logName, segment: segmentId, from: record.lastIndex, to: lastIndex, quarantinedAs }, 'cut a sealed copy to the point its segment was recorded at; the entries past it were never acknowledged');
+    return this.segmentRecord(segmentId) as SegmentRecord;
   }
 
   /** Cuts the open segment after lastIndex, keeping the cut bytes in quarantine. */

@@ -1,0 +1,96 @@
+// The persisted fence (a log's EPOCH file): checksummed, so a flipped digit is damage rather than
+// another (lower) fence; missing while the log holds segments is damage too, never "0" (a node
+// that forgot its fence would take a deposed writer's writes). With a fenceFloor (the cluster's
+// records) the fence is restored; without one the log does not open. Epochs are validated.
+import { mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { nodeDisk, systemClock } from '../../src/io/index.js';
+import { RecoveryMetrics } from '../../src/recovery/index.js';
+import { BadRequestError, FenceFileDamagedError, FencedError, LogStores, PeerHandlers, encodeFence } from '../../src/replication/index.js';
+import { format } from '../../src/wal/index.js';
+
+const LOG = 'orders';
+let dataDir: string;
+const opened: LogStores[] = [];
+
+function logStores(fenceFloor?: (log: string) => Promise<number>): LogStores {
+  const logs = new LogStores({
+    dataDir, backupRetentionCount: 0, entryBytesMax: 1 << 20, logger: pino({ level: 'silent' }), metrics: new RecoveryMetrics(), disk: nodeDisk, clock: systemClock,
+    ...(fenceFloor ? { fenceFloor } : {}),
+  });
+  opened.push(logs);
+  return logs;
+}
+
+async function writeOneEntry(logs: LogStores, epoch: number): Promise<void> {
+  const { frame } = format.encodeEntry({ index: 1, timestampMs: 1, flags: 0, payload: Buffer.from('one') });
+  await new PeerHandlers(logs, pino({ level: 'silent' })).replicate(LOG, epoch, { segmentId: 1, firstIndex: 1, createdMs: 1 }, [frame], 1);
+}
+
+const epochFile = (): string => join(dataDir, 'logs', LOG, 'EPOCH');
+
+beforeEach(async () => {
+  dataDir = await mkdtemp(join(tmpdir(), 'wal-fence-'));
+});
+afterEach(async () => {
+  for (const logs of opened.splice(0)) await logs.closeAll();
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+describe('the EPOCH file', () => {
+  it('is written with a checksum and read back', async () => {
+    const logs = logStores();
+    await writeOneEntry(logs, 7);
+    expect(await readFile(epochFile(), 'utf8')).toBe(encodeFence(7).toString());
+    await logs.closeAll();
+    expect(await logStores().fencedEpoch(LOG)).toBe(7);
+  });
+
+  it('a flipped digit fails the checksum: damage, not a lower fence', async () => {
+    await writeOneEntry(logStores(), 17);
+    for (const logs of opened.splice(0)) await logs.closeAll();
+    const text = await readFile(epochFile(), 'utf8');
+    await writeFile(epochFile(), text.replace(/^17/, '13'));
+    await expect(logStores().fencedEpoch(LOG)).rejects.toBeInstanceOf(FenceFileDamagedError);
+  });
+
+  it('the older format (digits alone) is still read', async () => {
+    await writeOneEntry(logStores(), 5);
+    for (const logs of opened.splice(0)) await logs.closeAll();
+    await writeFile(epochFile(), '9\n');
+    expect(await logStores().fencedEpoch(LOG)).toBe(9);
+  });
+
+  it('missing while the log holds segments: the log does not open without the cluster\'s records', async () => {
+    await writeOneEntry(logStores(), 12);
+    for (const logs of opened.splice(0)) await logs.closeAll();
+    await unlink(epochFile());
+    await expect(logStores().fencedEpoch(LOG)).rejects.toThrow(/missing though the log holds segments/);
+  });
+
+  it('missing: restored from the cluster\'s records, and an epoch below them is fenced', async () => {
+    await writeOneEntry(logStores(), 12);
+    for (const logs of opened.splice(0)) await logs.closeAll();
+    await unlink(epochFile());
+    const logs = logStores(async () => 12);
+    expect(await logs.fencedEpoch(LOG)).toBe(12);
+    expect(await readFile(epochFile(), 'utf8')).toBe(encodeFence(12).toString());
+    await expect(logs.withEpoch(LOG, 11, async () => 'written')).rejects.toBeInstanceOf(FencedError);
+    expect(await logs.withEpoch(LOG, 12, async () => 'written')).toBe('written');
+  });
+
+  it('a fresh log with no segment starts unfenced', async () => {
+    expect(await logStores().fencedEpoch(LOG)).toBe(0);
+  });
+
+  it('epochs out of range are refused before anything is written', async () => {
+    const logs = logStores();
+    for (const epoch of [0, -1, 1.5, Number.NaN, 2 ** 53, Number.MAX_VALUE]) {
+      await expect(logs.withEpoch(LOG, epoch, async () => 'written')).rejects.toBeInstanceOf(BadRequestError);
+    }
+    expect(await logs.fencedEpoch(LOG)).toBe(0);
+  });
+});
