@@ -99,9 +99,7 @@ export class ClusterNode implements NodeApi {
       // recovery records its epoch in etcd before it writes or fences.
       fenceFloor: async (log) => {
         if (!this.directory) throw new Error('etcd is not connected yet');
-        const highest = Math.max(0, ...(await this.directory.list(log)).map((s) => s.meta.writerEpoch));
-        if (highest < 1) throw new Error('etcd holds no segment record of this log');
-        return highest;
+        return Math.max(0, ...(await this.directory.list(log)).map((s) => s.meta.writerEpoch));
       },
     });
     this.handlers = new PeerHandlers(this.logs, logger);

@@ -22,10 +22,10 @@ export interface LogStoresOptions {
   /** Sources of verified copies for the recovery a store runs when it opens (replicas). */
   readonly sourcesFor?: (log: string) => readonly GoodCopySource[];
   /**
-   * When a log that holds segments has lost its EPOCH (missing, unreadable, or failing its
-   * checksum): the highest epoch that can have fenced this node, from the cluster's records
-   * (every writer and recovery records its epoch in etcd before it fences or writes). The fence
-   * is restored to it; without this option (or when it fails) the log does not open.
+   * When a log this node kept has lost its EPOCH (missing, unreadable, or failing its checksum):
+   * the highest epoch that can have fenced this node, from the cluster's records (every writer
+   * and recovery records its epoch in etcd before it fences or writes; 0 when none ever did). The
+   * fence is restored to it; when it fails the log does not open (the next call tries again).
    */
   readonly fenceFloor?: (log: string) => Promise<number>;
 }
@@ -70,6 +70,7 @@ export class LogStores {
     if (!pending) {
       pending = (async () => {
         const { disk } = this.options;
+        const existed = (await disk.stat(dir)) !== undefined;
         await disk.mkdirp(dir);
         const store = await WalStore.open(dir, {
           logName: log,
@@ -86,7 +87,7 @@ export class LogStores {
           disk,
           clock: this.options.clock,
         });
-        const fencedEpoch = await this.fenceOf(log, store).catch(async (error: unknown) => {
+        const fencedEpoch = await this.fenceOf(log, store, existed).catch(async (error: unknown) => {
           await store.close().catch(() => undefined);
           throw error;
         });
@@ -99,21 +100,27 @@ export class LogStores {
   }
 
   /** The persisted fence of a log, restored from the cluster's records when it was lost. */
-  private async fenceOf(log: string, store: WalStore): Promise<number> {
+  private async fenceOf(log: string, store: WalStore, existed: boolean): Promise<number> {
     const path = join(this.logDir(log), 'EPOCH');
     const { disk } = this.options;
     const read = await readFencedEpoch(disk, path, log);
     if (typeof read === 'number') return read;
-    // A log that never held a segment was never fenced in a way that matters: nothing to protect.
-    if (read === 'missing' && store.segmentRecords().length === 0) return 0;
-    const damage = read === 'missing' ? new FenceFileDamagedError(log, path, 'is missing though the log holds segments') : read;
-    if (!this.options.fenceFloor) throw damage;
+    // A log directory this open created was never fenced here.
+    if (read === 'missing' && !existed) return 0;
+    // Otherwise the fence may have been raised (a Fence answered "not present" counts toward a
+    // fence quorum too): it is restored from the cluster's records, never taken for 0.
+    const damage = read === 'missing' ? new FenceFileDamagedError(log, path, 'is missing') : read;
+    if (!this.options.fenceFloor) {
+      if (read === 'missing' && store.segmentRecords().length === 0) return 0; // a lone store (no cluster): nothing to protect
+      throw damage;
+    }
     let floor: number;
     try {
       floor = await this.options.fenceFloor(log);
     } catch (error) {
       throw new FenceFileDamagedError(log, path, `was lost and the cluster's records could not be read (${error instanceof Error ? error.message : String(error)})`, { cause: damage });
     }
+    if (floor === 0) return 0; // no writer ever recorded an epoch for this log: none can have fenced it
     checkEpoch(floor);
     await writeFileAtomic(disk, path, this.logDir(log), encodeFence(floor));
     this.options.logger.warn({ log, epoch: floor, err: damage }, 'the fence file was lost; restored it from the epochs the cluster recorded');
@@ -188,7 +195,9 @@ async function readFencedEpoch(disk: Disk, path: string, log: string): Promise<n
     if (isNotFound(error)) return 'missing';
     return new FenceFileDamagedError(log, path, 'cannot be read', { cause: error });
   }
-  const match = /^(\d{1,16})(?: ([0-9a-f]{16}))?\n?$/.exec(text);
+  // The current form, or the older one exactly as it was written (digits and a newline): a
+  // truncated current file (digits alone, no newline) is damage, not an older fence.
+  const match = /^(\d{1,16}) ([0-9a-f]{16})\n$/.exec(text) ?? /^(\d{1,16})\n$/.exec(text);
   const digits = match?.[1];
   const epoch = digits === undefined ? Number.NaN : Number(digits);
   const sum = match?.[2];

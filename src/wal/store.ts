@@ -458,13 +458,22 @@ export class WalStore {
   private async cutSealedSegment(record: SegmentRecord, lastIndex: number, expectedAggregate: Checksum64): Promise<SegmentRecord> {
     const { disk } = this.layout;
     const segmentId = record.segmentId;
+    const path = this.layout.segmentPath(segmentId);
+    // A crash between the swap and the catalog write leaves the cut file under a catalog that
+    // still describes the old copy: the retried seal finds the file already cut and takes it in.
+    if (await this.fileIsSealedAt(path, segmentId, lastIndex, expectedAggregate)) {
+      await this.reloadSealedSegment(segmentId);
+      this.scheduleBackup(segmentId);
+      return this.segmentRecord(segmentId) as SegmentRecord;
+    }
     const readIndex = await this.readIndexFor(record);
     const slot = lastIndex - record.firstIndex;
-    const cut = (readIndex.starts[slot] ?? -1) + (readIndex.lengths[slot] ?? 0);
+    const start = readIndex.starts[slot] ?? -1;
+    const cut = start + (readIndex.lengths[slot] ?? 0);
     const rejected = (why: string): ReplicaRejectedError => new ReplicaRejectedError('segment-mismatch', `segment ${segmentId} is sealed here at ${record.lastIndex} and cannot be cut to ${lastIndex}: ${why}`, record.lastIndex);
-    if ((readIndex.lengths[slot] ?? 0) === 0 || cut <= SEGMENT_HEADER_BYTES) throw rejected(`entry ${lastIndex} is not intact here`);
-    const path = this.layout.segmentPath(segmentId);
-    const temp = `${path}${TEMP_SUFFIX}`;
+    if (start < SEGMENT_HEADER_BYTES || (readIndex.lengths[slot] ?? 0) === 0 || cut <= SEGMENT_HEADER_BYTES) throw rejected(`entry ${lastIndex} is not intact here`);
+    // Its own temp name: an online repair of the same segment uses <segment>.tmp.
+    const temp = `${path}.cut${TEMP_SUFFIX}`;
     await disk.copyFile(path, temp);
     const handle = await disk.open(temp, 'r+');
     try {
@@ -485,8 +494,22 @@ export class WalStore {
     await disk.rename(temp, path);
     await disk.fsyncDir(this.layout.segmentsDir);
     await this.reloadSealedSegment(segmentId);
+    this.scheduleBackup(segmentId); // the backups still hold the entries past the point
     this.logger.warn({ log: this.settings.logName, segment: segmentId, from: record.lastIndex, to: lastIndex, quarantinedAs }, 'cut a sealed copy to the point its segment was recorded at; the entries past it were never acknowledged');
     return this.segmentRecord(segmentId) as SegmentRecord;
+  }
+
+  /** Whether the segment file's own trailer says sealed at lastIndex with aggregate (its entries are checked on reload). */
+  private async fileIsSealedAt(path: string, segmentId: number, lastIndex: number, aggregate: Checksum64): Promise<boolean> {
+    const handle = await this.layout.disk.open(path, 'r');
+    try {
+      const size = await handle.byteLength();
+      if (size < SEGMENT_HEADER_BYTES + TRAILER_BYTES) return false;
+      const decoded = decodeTrailer(await readRange(handle, size - TRAILER_BYTES, TRAILER_BYTES));
+      return decoded.ok && decoded.trailer.segmentId === segmentId && decoded.trailer.lastIndex === lastIndex && decoded.trailer.aggregateChecksum === aggregate;
+    } finally {
+      await handle.close();
+    }
   }
 
   /** Cuts the open segment after lastIndex, keeping the cut bytes in quarantine. */
@@ -611,6 +634,7 @@ export class WalStore {
       await disk.rename(temp, this.layout.segmentPath(segmentId));
       await disk.fsyncDir(this.layout.segmentsDir);
       await this.reloadSealedSegment(segmentId);
+      this.scheduleBackup(segmentId);
       this.metrics.recordAttempt('success', this.options.clock.monotonicMs() - started);
       this.metrics.entries_repaired += expected.lastIndex - expected.firstIndex + 1;
       this.logger.warn({ log: this.settings.logName, segment: segmentId, peer: source.name, quarantinedAs }, 'replaced a copy whose entries do not match the recorded aggregate');

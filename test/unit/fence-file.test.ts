@@ -68,7 +68,7 @@ describe('the EPOCH file', () => {
     await writeOneEntry(logStores(), 12);
     for (const logs of opened.splice(0)) await logs.closeAll();
     await unlink(epochFile());
-    await expect(logStores().fencedEpoch(LOG)).rejects.toThrow(/missing though the log holds segments/);
+    await expect(logStores().fencedEpoch(LOG)).rejects.toThrow(/EPOCH is missing/);
   });
 
   it('missing: restored from the cluster\'s records, and an epoch below them is fenced', async () => {
