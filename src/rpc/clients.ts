@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { FramesAnswer, PeerApi, SegmentHolding } from '../replication/index.js';
 import type { SegmentStart } from '../wal/index.js';
 import { loadProto } from './proto.js';
+import { INSECURE, type Transport, channelCredentials } from './security.js';
 import type { PeerServiceClient } from './generated/walrecovery/v1/PeerService.js';
 import type { WalServiceClient } from './generated/walrecovery/v1/WalService.js';
 import type { AdminServiceClient } from './generated/walrecovery/v1/AdminService.js';
@@ -59,9 +60,9 @@ function holding(r: { present: boolean; sealed: boolean; first_index: number; la
 export class PeerClient implements PeerApi {
   private readonly client: PeerServiceClient;
 
-  constructor(readonly address: string, private readonly deadlineMs = RPC_DEADLINE_MS) {
+  constructor(readonly address: string, private readonly deadlineMs = RPC_DEADLINE_MS, transport: Transport = INSECURE) {
     const { proto } = loadProto();
-    this.client = new proto.walrecovery.v1.PeerService(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    this.client = new proto.walrecovery.v1.PeerService(address, channelCredentials(transport), CHANNEL_OPTIONS);
   }
 
   async replicate(log: string, epoch: number, segment: SegmentStart, frames: readonly Buffer[], committedIndex: number): Promise<{ lastIndex: number }> {
@@ -115,9 +116,9 @@ export interface AppendOutcome {
 export class WalClient {
   private readonly client: WalServiceClient;
 
-  constructor(readonly address: string) {
+  constructor(readonly address: string, transport: Transport = INSECURE) {
     const { proto } = loadProto();
-    this.client = new proto.walrecovery.v1.WalService(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    this.client = new proto.walrecovery.v1.WalService(address, channelCredentials(transport), CHANNEL_OPTIONS);
   }
 
   async append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing?: boolean; deadlineMs?: number; forwarded?: boolean } = {}): Promise<AppendOutcome> {
@@ -145,9 +146,9 @@ export class WalClient {
 export class AdminClient {
   private readonly client: AdminServiceClient;
 
-  constructor(readonly address: string) {
+  constructor(readonly address: string, transport: Transport = INSECURE) {
     const { proto } = loadProto();
-    this.client = new proto.walrecovery.v1.AdminService(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    this.client = new proto.walrecovery.v1.AdminService(address, channelCredentials(transport), CHANNEL_OPTIONS);
   }
 
   status(log = '', deadlineMs = RPC_DEADLINE_MS): Promise<ClusterStatus__Output> {

@@ -1,5 +1,6 @@
 // Public face of the RPC domain: the services' server, clients, and the error-to-status map.
-export { startRpcServer, type NodeApi, type RpcServer, type ClusterStatusView, type ReadEntryView, type ValidateMessageView, type RecoveryEventMessage } from './server.js';
+export { startRpcServer, type RpcSecurity, type NodeApi, type RpcServer, type ClusterStatusView, type ReadEntryView, type ValidateMessageView, type RecoveryEventMessage } from './server.js';
 export { PeerClient, WalClient, AdminClient, CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, deadline } from './clients.js';
 export { toStatus, isRetryable, isServiceError } from './status.js';
 export { loadProto } from './proto.js';
+export { INSECURE, METHOD_ROLES, ROLES, TlsConfigError, authorize, channelCredentials, loadTransport, serverCredentials, type Role, type TlsPaths, type Transport } from './security.js';

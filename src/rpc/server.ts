@@ -10,6 +10,7 @@ import type { RecoveryMetricsSnapshot, SegmentRepair } from '../recovery/index.j
 import { BadRequestError, type LogMeta, type PeerHandlers, type ReadEntry, type SegmentMeta } from '../replication/index.js';
 import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './clients.js';
 import { loadProto } from './proto.js';
+import { INSECURE, type Transport, guardService, serverCredentials } from './security.js';
 import { toStatus } from './status.js';
 import type { WalServiceHandlers } from './generated/walrecovery/v1/WalService.js';
 import type { PeerServiceHandlers } from './generated/walrecovery/v1/PeerService.js';
@@ -295,9 +296,15 @@ function adminService(api: NodeApi): AdminServiceHandlers {
       };
     }),
     WatchRecoveryEvents: (call) => {
-      const unsubscribe = api.watchEvents(call.request.log, (e) => {
-        call.write({ time_ms: e.timeMs, node: e.node, log: e.log, segment_id: e.segment, kind: e.kind, source: e.source, detail: e.detail });
-      });
+      let unsubscribe: () => void;
+      try {
+        unsubscribe = api.watchEvents(call.request.log, (e) => {
+          call.write({ time_ms: e.timeMs, node: e.node, log: e.log, segment_id: e.segment, kind: e.kind, source: e.source, detail: e.detail });
+        });
+      } catch (error) {
+        failStream(call, error, api.logger, 'WatchRecoveryEvents');
+        return;
+      }
       call.on('cancelled', unsubscribe);
       call.on('close', unsubscribe);
     },
@@ -333,17 +340,27 @@ function adminService(api: NodeApi): AdminServiceHandlers {
   };
 }
 
-export async function startRpcServer(api: NodeApi, listen: { host: string; port: number }): Promise<RpcServer> {
+export interface RpcSecurity {
+  readonly transport: Transport;
+  /** Counts a refused call (by method and status). */
+  readonly onRefused?: (method: string, code: 'UNAUTHENTICATED' | 'PERMISSION_DENIED') => void;
+}
+
+export async function startRpcServer(api: NodeApi, listen: { host: string; port: number }, security: RpcSecurity = { transport: INSECURE }): Promise<RpcServer> {
   const { proto, packageDefinition } = loadProto();
   const server = new grpc.Server({ ...CHANNEL_OPTIONS, 'grpc.max_receive_message_length': MESSAGE_BYTES_MAX });
-  server.addService(proto.walrecovery.v1.WalService.service, walService(api));
-  server.addService(proto.walrecovery.v1.PeerService.service, peerService(api));
-  server.addService(proto.walrecovery.v1.AdminService.service, adminService(api));
+  const guard = { transport: security.transport, logger: api.logger, ...(security.onRefused ? { onRefused: security.onRefused } : {}) };
+  const wal = proto.walrecovery.v1.WalService.service;
+  const peer = proto.walrecovery.v1.PeerService.service;
+  const admin = proto.walrecovery.v1.AdminService.service;
+  server.addService(wal, guardService('WalService', wal, walService(api) as grpc.UntypedServiceImplementation, guard));
+  server.addService(peer, guardService('PeerService', peer, peerService(api) as grpc.UntypedServiceImplementation, guard));
+  server.addService(admin, guardService('AdminService', admin, adminService(api) as grpc.UntypedServiceImplementation, guard));
   const health = new HealthImplementation({ '': 'NOT_SERVING', 'walrecovery.v1.WalService': 'NOT_SERVING' });
   health.addToServer(server);
   new ReflectionService(packageDefinition).addToServer(server);
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${listen.host}:${listen.port}`, grpc.ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound)));
+    server.bindAsync(`${listen.host}:${listen.port}`, serverCredentials(security.transport), (error, bound) => (error ? reject(error) : resolve(bound)));
   });
   return {
     port,

@@ -1,0 +1,200 @@
+// Transport security and who may call what: the one place that decides (DESIGN section 10).
+//
+// With TLS, every listener asks for a client certificate. The caller's identity is its
+// certificate, verified here against the cluster's CA (signature and validity dates) rather than
+// by the TLS handshake, so that a caller without a good certificate gets a gRPC status that says
+// why (UNAUTHENTICATED) instead of a failed handshake. Its role is the certificate subject's OU
+// (`peer`, `client` or `admin`); each method's allowed roles are in METHOD_ROLES. A role not
+// allowed gets PERMISSION_DENIED. Both are logged with the caller's identity and counted.
+// Without TLS (`--insecure`) every caller may call everything: the node says so loudly at start.
+import { X509Certificate } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import type { PeerCertificate } from 'node:tls';
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+
+export type Role = 'peer' | 'client' | 'admin';
+export const ROLES: readonly Role[] = ['peer', 'client', 'admin'];
+
+/**
+ * Who may call each method. Nodes call each other with `peer` certificates: the peer protocol,
+ * and the calls a node forwards for its own callers (an append to the writer, a read, the admin
+ * fan-out of repair and validate to the node that holds the copy).
+ */
+export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
+  'PeerService.Replicate': ['peer'],
+  'PeerService.Fence': ['peer'],
+  'PeerService.Seal': ['peer'],
+  'PeerService.ReadFrames': ['peer'],
+  'PeerService.SegmentInfo': ['peer'],
+  'PeerService.FetchSegment': ['peer'],
+  'WalService.Append': ['client', 'admin', 'peer'],
+  'WalService.AppendStream': ['client', 'admin'],
+  'WalService.Read': ['client', 'admin', 'peer'],
+  'AdminService.GetClusterStatus': ['client', 'admin', 'peer'],
+  'AdminService.RepairSegment': ['admin', 'peer'],
+  'AdminService.Validate': ['admin', 'peer'],
+  'AdminService.GetRecoveryMetrics': ['admin', 'peer'],
+  'AdminService.WatchRecoveryEvents': ['admin'],
+};
+
+/** Paths of the PEM files of one identity, and of the CA that signs the cluster's certificates. */
+export interface TlsPaths {
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
+/** The transport: TLS with an identity, or plaintext (explicitly). */
+export type Transport = { readonly kind: 'insecure' } | { readonly kind: 'tls'; readonly ca: Buffer; readonly cert: Buffer; readonly key: Buffer };
+
+export const INSECURE: Transport = Object.freeze({ kind: 'insecure' });
+
+export class TlsConfigError extends Error {
+  override readonly name = 'TlsConfigError';
+}
+
+/** Reads the PEM files; a missing or unreadable one is a clear error naming it. */
+export async function loadTransport(paths: TlsPaths): Promise<Transport> {
+  const read = async (what: string, path: string): Promise<Buffer> => {
+    try {
+      return await readFile(path);
+    } catch (error) {
+      throw new TlsConfigError(`cannot read the TLS ${what} ${path}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  };
+  const transport: Transport = { kind: 'tls', ca: await read('CA certificate', paths.ca), cert: await read('certificate', paths.cert), key: await read('key', paths.key) };
+  try {
+    new X509Certificate(transport.ca);
+    new X509Certificate(transport.cert);
+  } catch (error) {
+    throw new TlsConfigError(`not a PEM certificate (${paths.ca} or ${paths.cert}): ${error instanceof Error ? error.message : String(error)}`);
+  }
+  return transport;
+}
+
+export function serverCredentials(transport: Transport): grpc.ServerCredentials {
+  if (transport.kind === 'insecure') return grpc.ServerCredentials.createInsecure();
+  // The client certificate is asked for but not required by the handshake: the guard checks it
+  // and answers with a status that says why (grpc-js's createSsl either does not ask for one or
+  // fails the handshake, which a caller sees only as UNAVAILABLE).
+  // Fixed files. The answers come on the next turn: grpc-js registers the server as a watcher
+  // only after it has added its listeners, and an answer given at once would reach no one.
+  const provider: CertificateProvider = {
+    addCaCertificateListener: (listener) => queueMicrotask(() => listener({ caCertificate: transport.ca })),
+    removeCaCertificateListener: () => undefined,
+    addIdentityCertificateListener: (listener) => queueMicrotask(() => listener({ certificate: transport.cert, privateKey: transport.key })),
+    removeIdentityCertificateListener: () => undefined,
+  };
+  return grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
+}
+
+type CertificateProvider = Parameters<typeof grpc.experimental.createCertificateProviderServerCredentials>[0];
+
+export function channelCredentials(transport: Transport): grpc.ChannelCredentials {
+  if (transport.kind === 'insecure') return grpc.credentials.createInsecure();
+  return grpc.credentials.createSsl(transport.ca, transport.key, transport.cert);
+}
+
+export interface Identity {
+  readonly name: string;
+  readonly role: Role;
+}
+
+export type Verdict = { readonly ok: true; readonly identity: Identity | undefined } | { readonly ok: false; readonly code: grpc.status; readonly details: string; readonly caller: string };
+
+/** The caller of a call on a TLS listener: its certificate checked against the CA, and its role. */
+export function identify(peerCertificate: PeerCertificate | undefined, ca: X509Certificate, nowMs: number): { identity: Identity } | { refused: string; caller: string } {
+  if (!peerCertificate?.raw || peerCertificate.raw.byteLength === 0) return { refused: 'no client certificate', caller: 'anonymous' };
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(peerCertificate.raw);
+  } catch {
+    return { refused: 'the client certificate cannot be parsed', caller: 'unknown' };
+  }
+  const name = subjectField(cert.subject, 'CN') ?? 'unnamed';
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return { refused: 'the client certificate is not signed by the cluster CA', caller: name };
+  if (nowMs < Date.parse(cert.validFrom) || nowMs > Date.parse(cert.validTo)) return { refused: `the client certificate is not valid now (valid ${cert.validFrom} to ${cert.validTo})`, caller: name };
+  const role = subjectField(cert.subject, 'OU');
+  if (!role || !(ROLES as readonly string[]).includes(role)) return { refused: `the client certificate names no role (OU=${role ?? ''}; expected one of ${ROLES.join(', ')})`, caller: name };
+  return { identity: { name, role: role as Role } };
+}
+
+function subjectField(subject: string, field: string): string | undefined {
+  for (const line of subject.split('\n')) {
+    const at = line.indexOf('=');
+    if (at > 0 && line.slice(0, at) === field) return line.slice(at + 1);
+  }
+  return undefined;
+}
+
+export function authorize(method: string, peerCertificate: PeerCertificate | undefined, ca: X509Certificate, nowMs: number): Verdict {
+  const who = identify(peerCertificate, ca, nowMs);
+  if ('refused' in who) return { ok: false, code: grpc.status.UNAUTHENTICATED, details: `${method}: ${who.refused}`, caller: who.caller };
+  const allowed = METHOD_ROLES[method];
+  if (!allowed?.includes(who.identity.role)) {
+    return { ok: false, code: grpc.status.PERMISSION_DENIED, details: `${method} is not allowed to role ${who.identity.role} (allowed: ${(allowed ?? []).join(', ') || 'none'})`, caller: who.identity.name };
+  }
+  return { ok: true, identity: who.identity };
+}
+
+export interface GuardOptions {
+  readonly transport: Transport;
+  readonly logger: Logger;
+  /** Counts a refusal (a Prometheus counter in production). */
+  readonly onRefused?: (method: string, code: 'UNAUTHENTICATED' | 'PERMISSION_DENIED') => void;
+}
+
+/**
+ * Wraps every handler of a service so that each call is authorized before it runs. Methods
+ * missing from METHOD_ROLES are refused to everyone (a new method must be placed in the table).
+ */
+export function guardService(serviceName: string, definition: grpc.ServiceDefinition, handlers: grpc.UntypedServiceImplementation, options: GuardOptions): grpc.UntypedServiceImplementation {
+  const { transport } = options;
+  if (transport.kind === 'insecure') return handlers;
+  const ca = new X509Certificate(transport.ca);
+  const guarded: grpc.UntypedServiceImplementation = {};
+  for (const [name, handler] of Object.entries(handlers)) {
+    const method = `${serviceName}.${name}`;
+    const attrs = definition[name];
+    const check = (call: { getAuthContext(): { sslPeerCertificate?: PeerCertificate }; getPeer(): string }): { code: grpc.status; details: string } | undefined => {
+      const verdict = authorize(method, call.getAuthContext().sslPeerCertificate, ca, Date.now());
+      if (verdict.ok) return undefined;
+      options.logger.warn({ method, caller: verdict.caller, peer: call.getPeer(), code: grpc.status[verdict.code], reason: verdict.details }, 'refused a call');
+      options.onRefused?.(method, verdict.code === grpc.status.UNAUTHENTICATED ? 'UNAUTHENTICATED' : 'PERMISSION_DENIED');
+      return { code: verdict.code, details: verdict.details };
+    };
+    const fail = (refusal: { code: grpc.status; details: string }): grpc.ServiceError => Object.assign(new Error(refusal.details), { ...refusal, metadata: new grpc.Metadata() });
+    if (!attrs) throw new Error(`${method}: not in the service definition`);
+    if (!attrs.requestStream && !attrs.responseStream) {
+      const h = handler as grpc.handleUnaryCall<unknown, unknown>;
+      guarded[name] = ((call, callback) => {
+        const refusal = check(call);
+        if (refusal) callback(fail(refusal));
+        else h(call, callback);
+      }) as grpc.handleUnaryCall<unknown, unknown>;
+    } else if (attrs.requestStream && !attrs.responseStream) {
+      const h = handler as grpc.handleClientStreamingCall<unknown, unknown>;
+      guarded[name] = ((call, callback) => {
+        const refusal = check(call);
+        if (refusal) callback(fail(refusal));
+        else h(call, callback);
+      }) as grpc.handleClientStreamingCall<unknown, unknown>;
+    } else if (!attrs.requestStream && attrs.responseStream) {
+      const h = handler as grpc.handleServerStreamingCall<unknown, unknown>;
+      guarded[name] = ((call) => {
+        const refusal = check(call);
+        if (refusal) call.emit('error', { ...refusal, metadata: new grpc.Metadata() });
+        else h(call);
+      }) as grpc.handleServerStreamingCall<unknown, unknown>;
+    } else {
+      const h = handler as grpc.handleBidiStreamingCall<unknown, unknown>;
+      guarded[name] = ((call) => {
+        const refusal = check(call);
+        if (refusal) call.emit('error', { ...refusal, metadata: new grpc.Metadata() });
+        else h(call);
+      }) as grpc.handleBidiStreamingCall<unknown, unknown>;
+    }
+  }
+  return guarded;
+}
