@@ -118,6 +118,36 @@ function isGone(call: grpc.ServerWritableStream<unknown, unknown>): boolean {
  * and its descriptor closed) as soon as its step in progress settles. Nothing is written after.
  * The loop ends: every round writes one item, or the source or the call is finished.
  */
+/** Read answers stay far below the message limit, so entries of any allowed size can be read. */
+export const READ_RESPONSE_BYTES_MAX = 4 * 1024 * 1024;
+/** Events a watcher may leave unread before it is dropped. */
+export const WATCH_UNREAD_EVENTS_MAX = 1_000;
+
+/** Splits each batch of entries into runs of at most bytesMax payload bytes (one entry at least). */
+export async function* byBytes(source: AsyncIterable<readonly ReadEntryView[]>, bytesMax: number): AsyncGenerator<ReadEntryView[]> {
+  for await (const batch of source) {
+    let start = 0;
+    let bytes = 0;
+    for (let i = 0; i < batch.length; i += 1) {
+      const size = (batch[i] as ReadEntryView).payload.byteLength + 64; // the fields around it
+      if (i > start && bytes + size > bytesMax) {
+        yield batch.slice(start, i);
+        start = i;
+        bytes = 0;
+      }
+      bytes += size;
+    }
+    if (start < batch.length) yield batch.slice(start);
+  }
+}
+
+export class WatcherTooSlowError extends Error {
+  override readonly name = 'WatcherTooSlowError';
+  constructor(readonly unreadMax: number) {
+    super(`the watcher left more than ${unreadMax} events unread; dropped (watch again to resume)`);
+  }
+}
+
 async function streamTo<T, M>(call: grpc.ServerWritableStream<unknown, M>, source: AsyncIterable<T>, toMessage: (item: T) => M): Promise<void> {
   const iterator = source[Symbol.asyncIterator]();
   let markGone = (): void => undefined;
@@ -192,7 +222,7 @@ function walService(api: NodeApi): WalServiceHandlers {
     },
     Read: (call) => {
       const { log, from_index, to_index, batch_max } = call.request;
-      streamTo(call, api.read(log, from_index, to_index, batch_max), (batch) => ({
+      streamTo(call, byBytes(api.read(log, from_index, to_index, batch_max), READ_RESPONSE_BYTES_MAX), (batch) => ({
         entries: batch.map((e) => ({ index: e.index, timestamp_ms: e.timestampMs, payload: e.payload, checksum: e.checksum, lost: e.lost, lost_reason: e.lostReason })),
       })).catch((error: unknown) => failStream(call, error, logger, 'Read'));
     },
@@ -296,17 +326,26 @@ function adminService(api: NodeApi): AdminServiceHandlers {
       };
     }),
     WatchRecoveryEvents: (call) => {
-      let unsubscribe: () => void;
+      let unsubscribe: (() => void) | undefined;
+      const stop = (): void => unsubscribe?.();
+      // A watcher that does not keep up is dropped (RESOURCE_EXHAUSTED), not buffered for.
+      let unread = 0;
+      call.on('drain', () => (unread = 0));
       try {
         unsubscribe = api.watchEvents(call.request.log, (e) => {
-          call.write({ time_ms: e.timeMs, node: e.node, log: e.log, segment_id: e.segment, kind: e.kind, source: e.source, detail: e.detail });
+          if (isGone(call)) return;
+          if (call.write({ time_ms: e.timeMs, node: e.node, log: e.log, segment_id: e.segment, kind: e.kind, source: e.source, detail: e.detail })) return;
+          unread += 1;
+          if (unread <= WATCH_UNREAD_EVENTS_MAX) return;
+          stop();
+          failStream(call, new WatcherTooSlowError(WATCH_UNREAD_EVENTS_MAX), api.logger, 'WatchRecoveryEvents');
         });
       } catch (error) {
         failStream(call, error, api.logger, 'WatchRecoveryEvents');
         return;
       }
-      call.on('cancelled', unsubscribe);
-      call.on('close', unsubscribe);
+      call.on('cancelled', stop);
+      call.on('close', stop);
     },
     GetClusterStatus: unary(api.logger, 'GetClusterStatus', async (r): Promise<ClusterStatus> => {
       const view = await api.clusterStatus(r.log);
