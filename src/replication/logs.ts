@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { type Clock, type Disk, isNotFound } from '../io/index.js';
 import type { RecoveryMetrics } from '../recovery/index.js';
 import { type GoodCopySource, WalStore, checksum64, checksumHex, writeFileAtomic } from '../wal/index.js';
-import { BadRequestError, FenceFileDamagedError, FencedError } from './errors.js';
+import { BadRequestError, FenceFileDamagedError, FencedError, UnknownLogError } from './errors.js';
 import { isValidLogName } from './metadata.js';
 
 export interface LogStoresOptions {
@@ -59,9 +59,18 @@ export class LogStores {
     return join(this.options.dataDir, 'logs', log);
   }
 
-  /** The log's store, opened (and recovered) on first use. */
+  /** The log's store, opened (and recovered) on first use; created if this node has none. */
   async store(log: string): Promise<WalStore> {
     return (await this.open(log)).store;
+  }
+
+  /**
+   * The store of a log this node already keeps, for calls that only read: a log it does not
+   * keep is UnknownLogError, and nothing is created (a caller cannot make directories appear).
+   */
+  async existingStore(log: string): Promise<WalStore> {
+    if (!this.logs.has(log) && (await this.options.disk.stat(this.logDir(log))) === undefined) throw new UnknownLogError(log);
+    return this.store(log);
   }
 
   private open(log: string): Promise<OpenLog> {

@@ -94,7 +94,7 @@ export class PeerHandlers {
 
   async segmentInfo(log: string, segmentId: number, withChecksums: boolean): Promise<SegmentHolding & { checksums: string[]; damaged: boolean }> {
     checkIndex('segment.segment_id', segmentId);
-    const store = await this.logs.store(log);
+    const store = await this.logs.existingStore(log);
     const holding = holdingOf(store.segmentRecord(segmentId));
     const checksums: string[] = [];
     let damaged = false;
@@ -118,7 +118,7 @@ export class PeerHandlers {
     checkIndex('from_index', from);
     checkIndex('to_index', to);
     const limit = Math.min(Math.max(bytesMax || READ_FRAMES_BYTES_MAX, 1), READ_FRAMES_BYTES_MAX);
-    const store = await this.logs.store(log);
+    const store = await this.logs.existingStore(log);
     const record = store.segmentRecord(segmentId);
     if (!record) return { frames: [], faulty: [], lastIndex: 0, sealed: false, aggregate: '' };
     const frames: Buffer[] = [];
@@ -144,7 +144,7 @@ export class PeerHandlers {
   /** The file of a sealed segment, as chunks of at most chunkBytes. */
   async openSegmentFile(log: string, segmentId: number, chunkBytes: number): Promise<{ totalBytes: number; chunks: AsyncIterable<Buffer> } | undefined> {
     checkIndex('segment.segment_id', segmentId);
-    const store = await this.logs.store(log);
+    const store = await this.logs.existingStore(log);
     const record = store.segmentRecord(segmentId);
     if (record?.state !== 'sealed') return undefined;
     const path = join(this.logs.logDir(log), 'segments', format.segmentFileName(segmentId));

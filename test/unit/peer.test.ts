@@ -2,7 +2,9 @@
 // can be held): the writer-facing operations of a log (Replicate, Fence, Seal) against each
 // other, and what ReadFrames says about the copy it serves from.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FencedError, type SegmentHolding } from '../../src/replication/index.js';
+import { stat } from 'node:fs/promises';
+import { FencedError, type SegmentHolding, UnknownLogError } from '../../src/replication/index.js';
+import { toStatus } from '../../src/rpc/status.js';
 import { type SegmentStart, format } from '../../src/wal/index.js';
 import { type TestNode, TestCluster, payloadOf, sleep, until } from '../support/replication-fakes.js';
 
@@ -68,5 +70,22 @@ describe('ReadFrames', () => {
     expect(await handlers.readFrames(LOG, 1, 2, 3, 0)).toMatchObject({ lastIndex: 3, sealed: true, aggregate: sealed.aggregate });
     expect(sealed.aggregate).toMatch(/^[0-9a-f]{16}$/);
     expect(await handlers.readFrames(LOG, 2, 1, 3, 0)).toEqual({ frames: [], faulty: [], lastIndex: 0, sealed: false, aggregate: '' });
+  });
+});
+
+describe('read-only calls on a log this node does not keep', () => {
+  it('answer UnknownLogError (NOT_FOUND) and create nothing; Replicate from a writer creates the log', async () => {
+    const { handlers } = node;
+    const logDir = node.logs.logDir('nobody-wrote-this');
+    await expect(handlers.readFrames('nobody-wrote-this', 1, 1, 3, 0)).rejects.toBeInstanceOf(UnknownLogError);
+    await expect(handlers.segmentInfo('nobody-wrote-this', 1, true)).rejects.toBeInstanceOf(UnknownLogError);
+    await expect(handlers.openSegmentFile('nobody-wrote-this', 1, 4096)).rejects.toBeInstanceOf(UnknownLogError);
+    expect(toStatus(new UnknownLogError('x')).code).toBe(5); // NOT_FOUND
+    await expect(stat(logDir)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(node.logs.openLogs()).not.toContain('nobody-wrote-this');
+
+    await handlers.replicate('nobody-wrote-this', 1, SEGMENT, frames(1, 1), 0);
+    expect((await stat(logDir)).isDirectory()).toBe(true);
+    expect((await handlers.readFrames('nobody-wrote-this', 1, 1, 1, 0)).frames.length).toBe(1);
   });
 });
