@@ -86,3 +86,11 @@ export class StoreFailedError extends WalError {
     super('a write or sync failed; reopen the store to recover', options);
   }
 }
+
+/** A replicated write that does not fit this store's state; the store itself is fine. */
+export class ReplicaRejectedError extends WalError {
+  override readonly name = 'ReplicaRejectedError';
+  constructor(readonly reason: 'segment-mismatch' | 'index-gap' | 'bad-frame' | 'missing-entries' | 'unknown-segment', message: string, readonly lastIndex: number) {
+    super(message);
+  }
+}
