@@ -15,12 +15,13 @@ import { AGGREGATE_EMPTY } from './checksum.js';
 import type { HoleRecord, SegmentRecord } from './catalog.js';
 import { analyzeSegmentFile } from './analyze.js';
 import { StoreClosedError, WalError } from './errors.js';
-import { TEMP_SUFFIX, exists, quarantineFile, readRange, syncFile } from './files.js';
+import { exists, readRange } from './files.js';
 import { SEGMENT_HEADER_BYTES, TRAILER_BYTES, decodeSegmentHeader, decodeTrailer } from './format.js';
 import { type SegmentInspection, inspectSegment } from './inspect.js';
 import { tornWindowBytesOf } from './options.js';
 import type { ReadIndexCache } from './read-index.js';
 import { type RepairContext, repairSegmentWithRetries } from './repair.js';
+import { putSegmentCopyInPlace, verifySegmentCopy } from './segment-files.js';
 import { type GoodCopySource, type SegmentExpectation, LocalBackupSource } from './sources.js';
 import type { StoreState } from './store-state.js';
 
@@ -120,7 +121,6 @@ export class SealedSegmentRepair {
    */
   private async replaceWholeSegment(segmentId: number, expected: SegmentExpectation, options: OnlineRepairOptions): Promise<SegmentRepair> {
     const state = this.state;
-    const disk = state.layout.disk;
     const clock = state.options.clock;
     const started = clock.monotonicMs();
     const base = { segment: segmentId, repaired: [], lost: [], truncated: [] } as const;
@@ -131,19 +131,15 @@ export class SealedSegmentRepair {
       const range = [{ first: expected.firstIndex, last: expected.lastIndex }];
       if (options.dryRun) return { ...base, decision: 'restore-file', outcome: 'planned', repaired: range, source: source.name, bytesWritten: 0, detail: `would replace the whole copy with ${source.name}'s, which matches the record` };
       // Copied, not moved: a source's file (a local backup) stays where it is.
-      const temp = `${state.layout.segmentPath(segmentId)}${TEMP_SUFFIX}`;
-      await disk.copyFile(path, temp);
-      await syncFile(disk, temp);
-      // The old copy is linked into quarantine and the new one renamed over it: at every instant
-      // the segment's name holds one whole copy, old or new (a crash never leaves neither).
-      const quarantinedAs = await quarantineFile(state.layout, state.layout.segmentPath(segmentId), 'disagrees-with-record', { keepOriginal: true, retention: Math.max(1, state.recovery.backupRetentionCount), now: clock.nowMs() });
-      await disk.rename(temp, state.layout.segmentPath(segmentId));
-      await disk.fsyncDir(state.layout.segmentsDir);
+      const copy = await verifySegmentCopy(state.layout, segmentId, path, { how: 'copy', entryBytesMax: state.settings.entryBytesMax, expected });
+      if (!copy) continue;
+      const quarantineOld = { label: 'disagrees-with-record', retention: Math.max(1, state.recovery.backupRetentionCount), nowMs: clock.nowMs() };
+      const quarantinedAs = await putSegmentCopyInPlace(state.layout, copy, quarantineOld);
       await this.reload(segmentId);
       state.metrics.recordAttempt('success', clock.monotonicMs() - started);
       state.metrics.entries_repaired += expected.lastIndex - expected.firstIndex + 1;
       state.logger.warn({ log: state.settings.logName, segment: segmentId, peer: source.name, quarantinedAs }, 'replaced a copy whose entries do not match the recorded aggregate');
-      return { ...base, decision: 'restore-file', outcome: 'done', repaired: range, source: source.name, quarantinedAs, bytesWritten: 0, detail: `replaced the whole copy (its entries did not add up to the record) with ${source.name}'s` };
+      return { ...base, decision: 'restore-file', outcome: 'done', repaired: range, source: source.name, ...(quarantinedAs ? { quarantinedAs } : {}), bytesWritten: 0, detail: `replaced the whole copy (its entries did not add up to the record) with ${source.name}'s` };
     }
     if (!options.dryRun) state.metrics.recordAttempt('failure', clock.monotonicMs() - started);
     return { ...base, decision: 'escalate', outcome: options.dryRun ? 'planned' : 'failed', bytesWritten: 0, detail: 'the copy does not add up to the recorded aggregate and no source holds one that does; left as it is' };

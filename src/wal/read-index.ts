@@ -16,7 +16,7 @@ import type { SegmentRecord } from './catalog.js';
 import { analyzeSegmentHandle } from './analyze.js';
 import { CorruptEntryError, EntryLostError, WalError } from './errors.js';
 import { readRange } from './files.js';
-import { FLAG_HOLE, decodeFrameAt, segmentFileName } from './format.js';
+import { checkWordOf, decodeFrameAt, frameCheckWordOf, isHoleFrame, segmentFileName } from './format.js';
 import type { StoreState } from './store-state.js';
 
 /** Read-index slots of frames written by one writeAndSync, added once they are durable. */
@@ -46,11 +46,6 @@ export interface ReadIndex {
 
 /** Scans of the open segment's read index before giving up on catching up with its appends. */
 const READ_INDEX_BUILD_ATTEMPTS_MAX = 4;
-
-/** The low 32 bits of an entry checksum: what a read index keeps per entry. */
-export function checkWordOf(checksum: Checksum64): number {
-  return Number(checksum & 0xffffffffn);
-}
 
 export interface VerifiedFrame {
   readonly frame: Buffer;
@@ -237,10 +232,10 @@ export class ReadIndexCache {
           lengths.push(0);
           checkWords.push(0);
         }
-        const isHole = (frame.readUInt16LE(36) & FLAG_HOLE) !== 0;
+        const isHole = isHoleFrame(frame);
         starts.push(offsetBytes);
         lengths.push(isHole ? 0 : frame.byteLength);
-        checkWords.push(frame.readUInt32BE(12));
+        checkWords.push(frameCheckWordOf(frame));
       },
     });
     for (const range of analysis.ranges) {

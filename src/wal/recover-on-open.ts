@@ -17,13 +17,14 @@ import type { Logger } from 'pino';
 import type { Disk, DiskStat } from '../io/index.js';
 import { type Finding, type RecoveryConfig, type RecoveryMetrics, type RepairReport, describeFinding, decide } from '../recovery/index.js';
 import { type Catalog, type SegmentRecord, encodeCatalog } from './catalog.js';
-import { type SegmentAnalysis, analysisBefore, analyzeSegmentFile } from './analyze.js';
+import { type SegmentAnalysis, analysisBefore, analyzeSegmentFile, segmentRecordOf } from './analyze.js';
 import { DamageFoundError, StoreNotFoundError, WalError } from './errors.js';
-import { type StoreLayout, TEMP_SUFFIX, exists, fileByteLength, quarantineBytes, readRange, writeFileAtomic } from './files.js';
+import { type StoreLayout, TEMP_SUFFIX, exists, fileByteLength, writeFileAtomic } from './files.js';
 import { SEGMENT_HEADER_BYTES, logIdOf, segmentFileName } from './format.js';
 import { readCatalog } from './inspect.js';
 import { type ResolvedWalOptions, type StoreSettings, tornWindowBytesOf } from './options.js';
 import { type RepairContext, repairStore } from './repair.js';
+import { type TailCut, cutTornTail } from './segment-files.js';
 import { LocalBackupSource } from './sources.js';
 import { type ActiveSegment, activeSegment } from './store-state.js';
 import { type LastWriteWindow, type TornWrite, findTornWrite } from './torn.js';
@@ -149,7 +150,7 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
     return { catalog, active: undefined, report: { state: 'clean', segmentsScanned: 0, bytesScanned: 0, findings: [], tornTails: [], sealedSinceCheckpoint: [] } };
   }
   const findings: Finding[] = [];
-  const tornTails: Array<{ segment: number; offsetBytes: number; byteLength: number; quarantinedAs: string }> = [];
+  const tornTails: TailCut[] = [];
   let bytesScanned = 0;
   const sealedSinceCheckpoint: number[] = [];
   let active: ActiveSegment | undefined;
@@ -171,29 +172,15 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
     let analysis = found;
     if (found.ranges.length > 0) {
       const window = { inOpenSegment: isLastFile && !sealed, syncedEndBytes: resumePoint?.offsetBytes ?? SEGMENT_HEADER_BYTES, tornWindowBytes: ctx.tornWindowBytes };
-      const tornWrite = await tornWriteIn(disk, path, found, window);
-      // Only damage that is all one torn write is cut here; any before it is the repair engine's.
-      const atOpenTail = tornWrite?.rangeIndex === 0;
-      const decision = decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail, goodCopy: false, heldElsewhere: false, strategy: ctx.recovery.repairStrategy });
-      if (tornWrite === undefined || decision !== 'truncate-torn-tail') return 'corrupt';
-      const torn = await truncateTail(ctx, id, tornWrite.offsetBytes, size);
-      analysis = analysisBefore(found, tornWrite.rangeIndex);
-      if (analysis.goodEndOffsetBytes !== tornWrite.offsetBytes) throw new Error('bug: a torn write that begins where no intact frame ends');
-      tornTails.push(torn);
-      findings.push({ kind: 'torn', log: ctx.settings.logName, segment: id, entryIndex: analysis.lastIndex + 1, offsetBytes: torn.offsetBytes, byteLength: torn.byteLength, file: `segments/${segmentFileName(id)}`, detail: `torn write rolled back; ${torn.byteLength} bytes kept as quarantine/${torn.quarantinedAs}` });
+      const rolledBack = await rollBackTornWrite(ctx, found, window);
+      if (rolledBack === 'corrupt') return 'corrupt';
+      analysis = rolledBack.analysis;
+      tornTails.push(rolledBack.cut);
+      findings.push(rolledBack.finding);
     } else if (!sealed && !isLastFile) {
       return 'corrupt';
     }
-    const record: SegmentRecord = {
-      segmentId: id,
-      firstIndex,
-      lastIndex: analysis.lastIndex,
-      indexCount: analysis.indexCount,
-      byteLength: analysis.trailer ? size : analysis.goodEndOffsetBytes,
-      aggregateChecksum: analysis.aggregate,
-      state: sealed ? 'sealed' : 'open',
-      createdMs: analysis.header?.createdMs ?? ctx.clock.nowMs(),
-    };
+    const record = segmentRecordOf(analysis, ctx.clock.nowMs());
     segments.push(record);
     if (sealed) sealedSinceCheckpoint.push(id);
     expectedFirst = analysis.lastIndex + 1;
@@ -230,18 +217,20 @@ async function tornWriteIn(disk: Disk, path: string, analysis: SegmentAnalysis, 
   }
 }
 
-async function truncateTail(ctx: RepairContext, segmentId: number, cutOffsetBytes: number, sizeBytes: number): Promise<{ segment: number; offsetBytes: number; byteLength: number; quarantinedAs: string }> {
-  const path = ctx.layout.segmentPath(segmentId);
-  const handle = await ctx.layout.disk.open(path, 'r+');
-  try {
-    const torn = await readRange(handle, cutOffsetBytes, sizeBytes - cutOffsetBytes);
-    const quarantinedAs = await quarantineBytes(ctx.layout, `${segmentFileName(segmentId)}.${ctx.clock.nowMs()}.torn-at-${cutOffsetBytes}`, torn);
-    await handle.truncate(cutOffsetBytes);
-    await handle.sync();
-    ctx.metrics.torn_tails_truncated += 1;
-    await ctx.layout.disk.fsyncDir(ctx.layout.segmentsDir);
-    return { segment: segmentId, offsetBytes: cutOffsetBytes, byteLength: sizeBytes - cutOffsetBytes, quarantinedAs };
-  } finally {
-    await handle.close();
-  }
+/**
+ * Rolls back the damage found in a segment of the tail if it is all one torn write (any damage
+ * before it is the repair engine's): the file is cut where the torn write begins.
+ */
+async function rollBackTornWrite(ctx: RepairContext, found: SegmentAnalysis, window: LastWriteWindow): Promise<{ analysis: SegmentAnalysis; cut: TailCut; finding: Finding } | 'corrupt'> {
+  const id = found.segmentId;
+  const tornWrite = await tornWriteIn(ctx.layout.disk, ctx.layout.segmentPath(id), found, window);
+  const atOpenTail = tornWrite?.rangeIndex === 0;
+  const decision = decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail, goodCopy: false, heldElsewhere: false, strategy: ctx.recovery.repairStrategy });
+  if (tornWrite === undefined || decision !== 'truncate-torn-tail') return 'corrupt';
+  const cut = await cutTornTail(ctx.layout, id, tornWrite.offsetBytes, found.fileByteLength, ctx.clock.nowMs());
+  ctx.metrics.torn_tails_truncated += 1;
+  const analysis = analysisBefore(found, tornWrite.rangeIndex);
+  if (analysis.goodEndOffsetBytes !== tornWrite.offsetBytes) throw new Error('bug: a torn write that begins where no intact frame ends');
+  const finding: Finding = { kind: 'torn', log: ctx.settings.logName, segment: id, entryIndex: analysis.lastIndex + 1, offsetBytes: cut.offsetBytes, byteLength: cut.byteLength, file: `segments/${segmentFileName(id)}`, detail: `torn write rolled back; ${cut.byteLength} bytes kept as quarantine/${cut.quarantinedAs}` };
+  return { analysis, cut, finding };
 }

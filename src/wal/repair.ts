@@ -27,13 +27,10 @@ import {
 } from '../recovery/index.js';
 import { type Checksum64, AGGREGATE_EMPTY, chainAggregate } from './checksum.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
-import { analyzeSegmentFile } from './analyze.js';
+import { analyzeSegmentFile, segmentRecordOf } from './analyze.js';
 import {
   type StoreLayout,
-  quarantineBytes,
   quarantineFile,
-  readRange,
-  syncFile,
   writeAll,
   writeFileAtomic,
   writeFileSynced,
@@ -50,11 +47,13 @@ import {
   encodeHolePayload,
   encodeSegmentHeader,
   encodeTrailer,
+  frameChecksumOf,
+  isHoleFrame,
   logIdOf,
-  segmentFileName,
 } from './format.js';
 import { type LostCluster, type SegmentInspection, type StoreInspection, inspectStore } from './inspect.js';
 import type { StoreSettings } from './options.js';
+import { cutTornTail, putSegmentCopyInPlace, verifySegmentCopy } from './segment-files.js';
 import { type GoodCopySource, type SegmentExpectation, writeBackups } from './sources.js';
 
 /** What repair works with. Files are reached through layout.disk (the one Disk of the store). */
@@ -262,7 +261,7 @@ function covered(frames: Map<number, Buffer>, first: number, last: number): bool
 }
 
 function frameIndexCount(frame: Buffer): number {
-  if ((frame.readUInt16LE(36) & FLAG_HOLE) === 0) return 1;
+  if (!isHoleFrame(frame)) return 1;
   return decodeHolePayload(frame.subarray(ENTRY_HEADER_BYTES))?.count ?? 1;
 }
 
@@ -352,16 +351,7 @@ async function truncateTornTail(ctx: RepairContext, segment: SegmentInspection, 
   const tornBytes = analysis.fileByteLength - cut;
   const detail = `torn tail of ${tornBytes} bytes at offset ${cut} rolled back to index ${analysis.lastIndex}`;
   if (dryRun) return { ...emptyRepair(segment.segmentId, 'truncate-torn-tail', 'planned', detail) };
-  const handle = await ctx.layout.disk.open(segment.path, 'r+');
-  let quarantinedAs: string;
-  try {
-    const torn = await readRange(handle, cut, tornBytes);
-    quarantinedAs = await quarantineBytes(ctx.layout, `${segmentFileName(segment.segmentId)}.${ctx.clock.nowMs()}.torn-at-${cut}`, torn);
-    await handle.truncate(cut);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  const { quarantinedAs } = await cutTornTail(ctx.layout, segment.segmentId, cut, analysis.fileByteLength, ctx.clock.nowMs());
   ctx.metrics.torn_tails_truncated += 1;
   ctx.logger.warn({ log: ctx.settings.logName, segment: segment.segmentId, offsetBytes: cut, byteLength: tornBytes }, detail);
   return { segment: segment.segmentId, decision: 'truncate-torn-tail', outcome: 'done', repaired: [], lost: [], truncated: [], quarantinedAs, bytesWritten: 0, detail };
@@ -424,7 +414,7 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
 
   const writeFrame = async (frame: Buffer): Promise<void> => {
     await writer.write(frame);
-    aggregate = chainAggregate(aggregate, frame.readBigUInt64BE(8));
+    aggregate = chainAggregate(aggregate, frameChecksumOf(frame));
     indexCount += frameIndexCount(frame);
   };
   const fill = async (upTo: number): Promise<void> => {
@@ -546,27 +536,16 @@ function uncoveredClusters(frames: Map<number, Buffer>, first: number, last: num
 
 /** Puts in place a whole copy of a missing segment that verifies against its record, if a source has one. */
 async function restoreWholeFile(ctx: RepairContext, segment: SegmentInspection, expected: SegmentExpectation, options: RepairOptions): Promise<SegmentRepair | undefined> {
-  const disk = ctx.layout.disk;
   for (const src of ctx.sources) {
     const path = await src.fetchSegmentFile(segment.segmentId, expected);
     if (path === undefined) continue;
     const detail = `restored the whole segment from ${src.name}`;
     const range = { first: expected.firstIndex, last: expected.lastIndex };
     if (options.dryRun) return { segment: segment.segmentId, decision: 'restore-file', outcome: 'planned', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: 0, detail };
-    // Copied by the kernel (memory stays flat whatever the segment's size), made durable, and
-    // verified as it will stand before a rename puts it in place.
-    const temp = `${segment.path}${TEMP_SUFFIX}`;
-    await disk.mkdirp(ctx.layout.segmentsDir);
-    await disk.copyFile(path, temp);
-    await syncFile(disk, temp);
-    const check = await analyzeSegmentFile(disk, temp, segment.segmentId, { entryBytesMax: ctx.settings.entryBytesMax });
-    if (check.ranges.length > 0 || check.trailer === undefined || check.aggregate !== (expected.aggregateChecksum ?? check.aggregate)) {
-      await disk.remove(temp);
-      continue;
-    }
-    await disk.rename(temp, segment.path);
-    await disk.fsyncDir(ctx.layout.segmentsDir);
-    return { segment: segment.segmentId, decision: 'restore-file', outcome: 'done', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: check.fileByteLength, detail };
+    const copy = await verifySegmentCopy(ctx.layout, segment.segmentId, path, { how: 'copy', entryBytesMax: ctx.settings.entryBytesMax, expected });
+    if (!copy) continue;
+    await putSegmentCopyInPlace(ctx.layout, copy);
+    return { segment: segment.segmentId, decision: 'restore-file', outcome: 'done', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: copy.analysis.fileByteLength, detail };
   }
   return undefined;
 }
@@ -629,17 +608,7 @@ export async function writeCatalog(ctx: RepairContext, inspection: StoreInspecti
       if (segment.record) segments.push(segment.record);
       continue;
     }
-    const trailer = analysis.trailer;
-    segments.push({
-      segmentId: segment.segmentId,
-      firstIndex: trailer?.firstIndex ?? analysis.firstIndex ?? analysis.lastIndex + 1,
-      lastIndex: analysis.lastIndex,
-      indexCount: analysis.indexCount,
-      byteLength: analysis.fileByteLength,
-      aggregateChecksum: analysis.aggregate,
-      state: trailer ? 'sealed' : 'open',
-      createdMs: analysis.header?.createdMs ?? segment.record?.createdMs ?? ctx.clock.nowMs(),
-    });
+    segments.push(segmentRecordOf(analysis, segment.record?.createdMs ?? ctx.clock.nowMs()));
   }
   const holes: HoleRecord[] = [...inspection.holes];
   const catalog: Catalog = {

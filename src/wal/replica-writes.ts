@@ -11,13 +11,13 @@
 // leaves and no write runs between the check and the rename.
 import { chainAggregate } from './checksum.js';
 import type { SegmentRecord } from './catalog.js';
-import { type SegmentAnalysis, analyzeSegmentFile, analyzeSegmentHandle, isClean } from './analyze.js';
+import { analyzeSegmentHandle, segmentRecordOf } from './analyze.js';
 import { ReplicaRejectedError, StoreClosedError, WalError } from './errors.js';
-import { quarantineBytes, readRange, syncFile } from './files.js';
-import { FLAG_HOLE, SEGMENT_HEADER_BYTES, type Trailer, decodeFrameAt, segmentFileName } from './format.js';
+import { FLAG_HOLE, SEGMENT_HEADER_BYTES, type Trailer, decodeFrameAt, frameCheckWordOf, frameChecksumOf } from './format.js';
 import type { IndexedFrames, ReadIndexCache } from './read-index.js';
 import type { AppendResult, SegmentStart, SegmentWriter } from './segment-writer.js';
-import { type SegmentExpectation, matchesExpectation } from './sources.js';
+import { cutToQuarantine, putSegmentCopyInPlace, verifySegmentCopy } from './segment-files.js';
+import type { SegmentExpectation } from './sources.js';
 import { type ActiveSegment, type StoreState, markDurable } from './store-state.js';
 import type { WriteQueue } from './write-queue.js';
 
@@ -66,9 +66,9 @@ export class ReplicaWrites {
       for (const frame of accepted) {
         indexed.starts.push(offset);
         indexed.lengths.push(frame.byteLength);
-        indexed.checkWords.push(frame.readUInt32BE(12));
+        indexed.checkWords.push(frameCheckWordOf(frame));
         offset += frame.byteLength;
-        active.aggregate = chainAggregate(active.aggregate, frame.readBigUInt64BE(8));
+        active.aggregate = chainAggregate(active.aggregate, frameChecksumOf(frame));
         active.lastIndex += 1;
         active.indexCount += 1;
       }
@@ -132,24 +132,25 @@ export class ReplicaWrites {
     const slot = lastIndex - active.firstIndex;
     const cut = slot < 0 ? SEGMENT_HEADER_BYTES : (readIndex.starts[slot] ?? -1) + (readIndex.lengths[slot] ?? 0);
     if (cut < SEGMENT_HEADER_BYTES) throw new WalError(`cannot locate the end of entry ${lastIndex} to truncate after it`);
-    const cutBytes = await readRange(active.handle, cut, active.byteLength - cut);
-    await quarantineBytes(state.layout, `${segmentFileName(active.segmentId)}.${state.options.clock.nowMs()}.unacknowledged-after-${lastIndex}`, cutBytes);
     // The lowered state is made durable in the catalog before the file shrinks: a crash between
     // the two then finds a file longer than its checkpoint (the cut frames follow on and are
     // taken back, as before the seal began), never one shorter than what was synced.
-    const analysis = await analyzeSegmentHandle(active.handle, active.segmentId, cut, { entryBytesMax: state.settings.entryBytesMax });
-    active.byteLength = cut;
-    active.lastIndex = analysis.lastIndex;
-    active.indexCount = analysis.indexCount;
-    active.aggregate = analysis.aggregate;
-    markDurable(active);
-    readIndex.starts.length = Math.max(0, slot + 1);
-    readIndex.lengths.length = Math.max(0, slot + 1);
-    readIndex.checkWords.length = Math.max(0, slot + 1);
-    await state.writeCatalog();
-    await active.handle.truncate(cut);
-    await active.handle.sync();
-    state.logger.warn({ log: state.settings.logName, segment: active.segmentId, entryIndex: lastIndex + 1, byteLength: cutBytes.byteLength }, 'cut unacknowledged entries before sealing');
+    const lowerState = async (): Promise<void> => {
+      const analysis = await analyzeSegmentHandle(active.handle, active.segmentId, cut, { entryBytesMax: state.settings.entryBytesMax });
+      active.byteLength = cut;
+      active.lastIndex = analysis.lastIndex;
+      active.indexCount = analysis.indexCount;
+      active.aggregate = analysis.aggregate;
+      markDurable(active);
+      readIndex.starts.length = Math.max(0, slot + 1);
+      readIndex.lengths.length = Math.max(0, slot + 1);
+      readIndex.checkWords.length = Math.max(0, slot + 1);
+      await state.writeCatalog();
+    };
+    const fileByteLength = active.byteLength;
+    const request = { segmentId: active.segmentId, offsetBytes: cut, fileByteLength, label: `unacknowledged-after-${lastIndex}`, nowMs: state.options.clock.nowMs(), beforeTruncate: lowerState };
+    const tail = await cutToQuarantine(state.layout, active.handle, request);
+    state.logger.warn({ log: state.settings.logName, segment: active.segmentId, entryIndex: lastIndex + 1, byteLength: tail.byteLength }, 'cut unacknowledged entries before sealing');
   }
 
   /**
@@ -160,23 +161,15 @@ export class ReplicaWrites {
   async installSealedSegment(segmentId: number, sourcePath: string, expected?: SegmentExpectation): Promise<SegmentRecord> {
     const state = this.state;
     if (state.closed) throw new StoreClosedError();
-    // Synced before it is verified and renamed in: what was checked is what a crash leaves.
-    await syncFile(state.layout.disk, sourcePath);
-    const analysis = await analyzeSegmentFile(state.layout.disk, sourcePath, segmentId, { entryBytesMax: state.settings.entryBytesMax });
-    const trailer = analysis.trailer;
-    if (!isClean(analysis) || !trailer || (expected && !matchesExpectation(analysis, expected))) {
-      throw new ReplicaRejectedError('bad-frame', `the copy of segment ${segmentId} does not verify`, state.lastIndex);
-    }
+    const copy = await verifySegmentCopy(state.layout, segmentId, sourcePath, { how: 'move', entryBytesMax: state.settings.entryBytesMax, expected });
+    if (!copy) throw new ReplicaRejectedError('bad-frame', `the copy of segment ${segmentId} does not verify`, state.lastIndex);
     // Checked and put in place in queue order, so no write or seal runs between the check and
     // the rename, and the catalog is written from durable state only.
     return this.queue.exclusive(async () => {
-      this.checkFits(segmentId, trailer);
-      const target = state.layout.segmentPath(segmentId);
-      await state.layout.disk.rename(sourcePath, target);
-      await state.layout.disk.fsyncDir(state.layout.segmentsDir);
-      const record = sealedRecordOf(segmentId, analysis, trailer);
-      state.segments.push(record);
-      state.segments.sort((a, b) => a.segmentId - b.segmentId);
+      this.checkFits(segmentId, copy.trailer);
+      await putSegmentCopyInPlace(state.layout, copy);
+      const record = segmentRecordOf(copy.analysis, 0);
+      state.putSealedRecord(record);
       await state.writeCatalog();
       state.scheduleBackup(segmentId);
       return record;
@@ -194,18 +187,4 @@ export class ReplicaWrites {
       throw new ReplicaRejectedError('index-gap', `segment ${segmentId} (${trailer.firstIndex}..${trailer.lastIndex}) does not fit the segments held here`, state.lastIndex);
     }
   }
-}
-
-/** The catalog record of a sealed segment file, from its analysis. */
-function sealedRecordOf(segmentId: number, analysis: SegmentAnalysis, trailer: Trailer): SegmentRecord {
-  return {
-    segmentId,
-    firstIndex: trailer.firstIndex,
-    lastIndex: trailer.lastIndex,
-    indexCount: trailer.indexCount,
-    byteLength: analysis.fileByteLength,
-    aggregateChecksum: trailer.aggregateChecksum,
-    state: 'sealed',
-    createdMs: analysis.header?.createdMs ?? 0,
-  };
 }

@@ -9,8 +9,8 @@
 // file is created atomically (temp, fsync, rename, fsync the directory) with its header only.
 import { AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
 import { writeFileAtomic } from './files.js';
-import { ENTRY_HEADER_BYTES, SEGMENT_HEADER_BYTES, TRAILER_BYTES, encodeEntryInto, encodeSegmentHeader, encodeTrailer, logIdOf } from './format.js';
-import { type IndexedFrames, type ReadIndexCache, checkWordOf } from './read-index.js';
+import { ENTRY_HEADER_BYTES, SEGMENT_HEADER_BYTES, TRAILER_BYTES, checkWordOf, encodeEntryInto, encodeSegmentHeader, encodeTrailer, logIdOf } from './format.js';
+import type { IndexedFrames, ReadIndexCache } from './read-index.js';
 import { type ActiveSegment, type StoreState, activeSegment, markDurable } from './store-state.js';
 
 export interface AppendResult {
