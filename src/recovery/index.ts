@@ -12,8 +12,10 @@ export {
   withinLastWrite,
   REPAIR_ACTION_NAMES,
   REPAIR_STRATEGIES,
+  absentEntrySignals,
   decide,
   dropsData,
+  haltsOnCorruption,
 } from './decision.js';
 export {
   type RecoveryConfig,

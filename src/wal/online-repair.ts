@@ -10,7 +10,7 @@
 // swap and the catalog write leaves a stale catalog record: the next check finds the file right
 // and the record wrong, and takes the file in again. A copy that agrees with itself but not with
 // the record is replaced only by a copy that matches the record; never by nothing.
-import type { SegmentRepair, RepairStrategy } from '../recovery/index.js';
+import { type RepairStrategy, type SegmentRepair, haltsOnCorruption } from '../recovery/index.js';
 import { AGGREGATE_EMPTY } from './checksum.js';
 import type { HoleRecord, SegmentRecord } from './catalog.js';
 import { analyzeSegmentFile } from './analyze.js';
@@ -77,7 +77,7 @@ export class SealedSegmentRepair {
     // this copy can be trusted, however self-consistent.
     const intactButWrong =
       a !== undefined && a.header !== undefined && a.ranges.length === 0 && expectedAggregate !== undefined && a.aggregate !== expectedAggregate;
-    if (options.expected && options.strategy !== 'halt' && inspection.findings.length > 0 && (intactButWrong || inspection.findings.every((f) => f.kind === 'bad-catalog'))) {
+    if (options.expected && !haltsOnCorruption(options.strategy) && inspection.findings.length > 0 && (intactButWrong || inspection.findings.every((f) => f.kind === 'bad-catalog'))) {
       return this.replaceWholeSegment(segmentId, options.expected, options);
     }
     if (inspection.findings.length === 0) return this.keepVerified(segmentId, options);
@@ -86,7 +86,7 @@ export class SealedSegmentRepair {
     const ctx: RepairContext = {
       layout: state.layout,
       settings: state.settings,
-      recovery: { ...state.recovery, repairStrategy: options.strategy },
+      recovery: state.recovery,
       sources: [...options.sources, new LocalBackupSource(state.layout, state.recovery.backupRetentionCount, state.settings.entryBytesMax)],
       logger: state.logger,
       metrics: state.metrics,

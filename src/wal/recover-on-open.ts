@@ -15,7 +15,7 @@
 // files are segments held elsewhere, never damage.
 import type { Logger } from 'pino';
 import type { Disk, DiskStat } from '../io/index.js';
-import { type Finding, type RecoveryConfig, type RecoveryMetrics, type RepairReport, describeFinding, decide } from '../recovery/index.js';
+import { type Finding, type RecoveryConfig, type RecoveryMetrics, type RepairReport, describeFinding, haltsOnCorruption } from '../recovery/index.js';
 import { type Catalog, type SegmentRecord, encodeCatalog } from './catalog.js';
 import { type SegmentAnalysis, analysisBefore, analyzeSegmentFile, segmentRecordOf } from './analyze.js';
 import { DamageFoundError, StoreNotFoundError, WalError } from './errors.js';
@@ -96,10 +96,10 @@ export async function recover(layout: StoreLayout, options: ResolvedWalOptions, 
   };
   if (!read.catalog || intent) {
     logger.warn({ log: settings.logName, reason: intent ? 'an interrupted repair' : read.problem }, 'running a full repair on open');
-    return fullRepair(ctx, options, elapsed);
+    return fullRepair(ctx, recovery, elapsed);
   }
   const tail = await recoverTail(ctx, read.catalog);
-  if (tail === 'corrupt') return fullRepair(ctx, options, elapsed);
+  if (tail === 'corrupt') return fullRepair(ctx, recovery, elapsed);
   return { catalog: tail.catalog, active: tail.active, recovery, report: { ...tail.report, durationMs: elapsed() } };
 }
 
@@ -108,11 +108,11 @@ async function hasSegments(layout: StoreLayout): Promise<boolean> {
   return (await listSegmentFiles(layout)).ids.length > 0;
 }
 
-async function fullRepair(ctx: RepairContext, options: ResolvedWalOptions, elapsed: () => number): Promise<Recovered> {
-  const report = await repairStore(ctx, { strategy: options.recovery.repairStrategy, dryRun: false });
+async function fullRepair(ctx: RepairContext, recovery: RecoveryConfig, elapsed: () => number): Promise<Recovered> {
+  const report = await repairStore(ctx, { strategy: recovery.repairStrategy, dryRun: false });
   const blocking = report.remaining;
   if (blocking.length > 0) {
-    const advice = options.recovery.repairStrategy === 'halt'
+    const advice = haltsOnCorruption(recovery.repairStrategy)
       ? 'strategy is Halt; run `wal-recovery validate` and choose a repair strategy'
       : 'no verified copy of the damaged entries; run `wal-recovery repair --strategy skip|rollback` to give them up explicitly';
     throw new DamageFoundError(ctx.layout.dataDir, blocking, advice);
@@ -121,7 +121,7 @@ async function fullRepair(ctx: RepairContext, options: ResolvedWalOptions, elaps
   if (!read.catalog) throw new WalError(`catalog unreadable after repair: ${read.problem ?? 'unknown'}`);
   const reopened = await recoverTail(ctx, read.catalog);
   if (reopened === 'corrupt') throw new DamageFoundError(ctx.layout.dataDir, report.findings, 'repair did not converge');
-  return { catalog: reopened.catalog, active: reopened.active, recovery: ctx.recovery, report: { state: 'repaired', durationMs: elapsed(), segmentsScanned: 0, bytesScanned: 0, findings: report.findings, tornTails: reopened.report.tornTails, repair: report, sealedSinceCheckpoint: reopened.report.sealedSinceCheckpoint } };
+  return { catalog: reopened.catalog, active: reopened.active, recovery, report: { state: 'repaired', durationMs: elapsed(), segmentsScanned: 0, bytesScanned: 0, findings: report.findings, tornTails: reopened.report.tornTails, repair: report, sealedSinceCheckpoint: reopened.report.sealedSinceCheckpoint } };
 }
 
 type TailResult = { catalog: Catalog; active: ActiveSegment | undefined; report: Omit<OpenReport, 'durationMs'> } | 'corrupt';
@@ -224,9 +224,9 @@ async function tornWriteIn(disk: Disk, path: string, analysis: SegmentAnalysis, 
 async function rollBackTornWrite(ctx: RepairContext, found: SegmentAnalysis, window: LastWriteWindow): Promise<{ analysis: SegmentAnalysis; cut: TailCut; finding: Finding } | 'corrupt'> {
   const id = found.segmentId;
   const tornWrite = await tornWriteIn(ctx.layout.disk, ctx.layout.segmentPath(id), found, window);
-  const atOpenTail = tornWrite?.rangeIndex === 0;
-  const decision = decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail, goodCopy: false, heldElsewhere: false, strategy: ctx.recovery.repairStrategy });
-  if (tornWrite === undefined || decision !== 'truncate-torn-tail') return 'corrupt';
+  // The whole damage is one torn write (isTornWrite) when it is the segment's first damaged
+  // range: what a crash tore was never acknowledged, so it is rolled back under every strategy.
+  if (tornWrite === undefined || tornWrite.rangeIndex !== 0) return 'corrupt';
   const cut = await cutTornTail(ctx.layout, id, tornWrite.offsetBytes, found.fileByteLength, ctx.clock.nowMs());
   ctx.metrics.torn_tails_truncated += 1;
   const analysis = analysisBefore(found, tornWrite.rangeIndex);

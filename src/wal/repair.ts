@@ -21,8 +21,10 @@ import {
   type RepairStrategy,
   type SegmentRepair,
   countIndices,
+  absentEntrySignals,
   decide,
   describeFinding,
+  haltsOnCorruption,
   mergeRanges,
 } from '../recovery/index.js';
 import { type Checksum64, AGGREGATE_EMPTY, chainAggregate } from './checksum.js';
@@ -60,7 +62,8 @@ import { type GoodCopySource, type SegmentExpectation, writeBackups } from './so
 export interface RepairContext {
   readonly layout: StoreLayout;
   readonly settings: StoreSettings;
-  readonly recovery: RecoveryConfig;
+  /** Attempts and backup copies; the strategy travels in RepairOptions only. */
+  readonly recovery: Pick<RecoveryConfig, 'maxRecoveryAttempts' | 'backupRetentionCount'>;
   readonly sources: readonly GoodCopySource[];
   readonly logger: Logger;
   readonly metrics: RecoveryMetrics;
@@ -114,7 +117,7 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
   if (!options.dryRun && before.findings.length > 0) {
     after = await inspectStore(ctx.layout, inspectOptions);
     // Halt changes nothing it did not have to (a torn tail): not even the catalog's generation.
-    if (options.strategy !== 'halt' || actions.some((a) => a.outcome === 'done')) {
+    if (!haltsOnCorruption(options.strategy) || actions.some((a) => a.outcome === 'done')) {
       const rolledBack = new Set(actions.filter((a) => a.decision === 'rollback' && a.outcome === 'done').map((a) => a.segment));
       await writeCatalog(ctx, after, before.catalog, rolledBack);
       // The catalog was just rebuilt from the segment files: what that fixed (a lost or stale
@@ -148,7 +151,7 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
 }
 
 async function repairFindings(ctx: RepairContext, inspection: StoreInspection, options: RepairOptions, actions: SegmentRepair[]): Promise<void> {
-  const halt = options.strategy === 'halt';
+  const halt = haltsOnCorruption(options.strategy);
   for (const file of inspection.unexpectedFiles) {
     actions.push(halt ? emptyRepair(-1, 'halt', 'halted', `Halt: ${file} left in place`) : await quarantineUnexpected(ctx, `${ctx.layout.dataDir}/${file}`, options.dryRun));
   }
@@ -287,10 +290,11 @@ async function repairSegment(ctx: RepairContext, segment: SegmentInspection, opt
   if (synced) {
     const goodCopy = covered(frames, synced.first, synced.last);
     const cluster: LostCluster = { first: synced.first, last: synced.last, ranges: [], atOpenTail: false, endKnown: true };
-    decisions.push({ cluster, decision: decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail: false, goodCopy, heldElsewhere: false, strategy: options.strategy }) });
+    const heldElsewhere = ctx.heldElsewhere?.(segment.segmentId, synced.first, synced.last) ?? false;
+    decisions.push({ cluster, decision: decide(absentEntrySignals({ goodCopy, heldElsewhere, strategy: options.strategy })) });
   }
   const structural = analysis.headerProblem !== undefined || segment.findings.some((f) => f.kind === 'bad-trailer');
-  if (structural && options.strategy === 'halt') return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment header or trailer is damaged; not touched');
+  if (structural && haltsOnCorruption(options.strategy)) return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment header or trailer is damaged; not touched');
   return actOnDecisions(ctx, segment, decisions, { frames, source }, structural, options);
 }
 
@@ -489,12 +493,14 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
   const expected: SegmentExpectation | undefined =
     segment.expected ?? (record ? { segmentId: record.segmentId, firstIndex: record.firstIndex, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregateChecksum: undefined } : undefined);
   if (!expected) return emptyRepair(segment.segmentId, 'escalate', 'failed', 'segment file is missing and which entries it held is unknown');
-  if (options.strategy === 'halt') return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment file is missing; not touched');
+  if (haltsOnCorruption(options.strategy)) return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment file is missing; not touched');
   const restored = await restoreWholeFile(ctx, segment, expected, options);
   if (restored) return restored;
-  if (record?.state === 'open' && segment.expected === undefined && options.strategy === 'partial') {
-    // The open segment's record ends at its last checkpoint: synced entries after it are unknown
-    // and would vanish unreported from a rebuild that seals at the checkpoint. Refuse instead.
+  // The open segment's record ends at its last checkpoint: synced entries after it are unknown
+  // (no source can hand them over) and would vanish unreported from a rebuild that seals at the
+  // checkpoint. Unless the strategy gives such entries up, refuse.
+  const unknownAfterCheckpoint = decide(absentEntrySignals({ goodCopy: false, heldElsewhere: false, strategy: options.strategy }));
+  if (record?.state === 'open' && segment.expected === undefined && unknownAfterCheckpoint === 'escalate') {
     return emptyRepair(segment.segmentId, 'escalate', 'failed', `the open segment's file is missing: entries after index ${record.lastIndex} (its last checkpoint) are unknown; not rebuilt (try --strategy skip or rollback)`);
   }
   // No whole copy verifies (say, every copy is damaged, each in another place): gather the
@@ -503,15 +509,7 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
   const fetched = await fetchVerifiedFrames(ctx, segment.segmentId, [{ first: expected.firstIndex, last: expected.lastIndex }]);
   const decisions = uncoveredClusters(fetched.frames, expected.firstIndex, expected.lastIndex).map((cluster) => ({
     cluster,
-    decision: decide({
-      headerOk: false,
-      bodyOk: false,
-      indexOk: false,
-      atOpenTail: false,
-      goodCopy: false,
-      heldElsewhere: ctx.heldElsewhere?.(segment.segmentId, cluster.first, cluster.last) ?? false,
-      strategy: options.strategy,
-    }),
+    decision: decide(absentEntrySignals({ goodCopy: false, heldElsewhere: ctx.heldElsewhere?.(segment.segmentId, cluster.first, cluster.last) ?? false, strategy: options.strategy })),
   }));
   return actOnDecisions(ctx, segment, decisions, fetched, true, options, expected);
 }
