@@ -3,3 +3,4 @@ export { startRpcServer, type NodeApi, type RpcServer, type ClusterStatusView, t
 export { PeerClient, WalClient, AdminClient, CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, deadline } from './clients.js';
 export { toStatus, isRetryable, isServiceError } from './status.js';
 export { loadProto } from './proto.js';
+export { repairResultFromWire, validateMessageFromWire } from './wire.js';
