@@ -19,10 +19,10 @@ export {
 } from './decision.js';
 export {
   type RecoveryConfig,
-  InvalidRecoveryConfigError,
   RECOVERY_CONFIG_DEFAULTS,
   parseStrategy,
   resolveRecoveryConfig,
 } from './config.js';
+export { InvalidRecoveryConfigError } from './errors.js';
 export { RecoveryMetrics, type RecoveryMetricsSnapshot } from './metrics.js';
 export { type IndexRange, type RepairReport, type SegmentRepair, countIndices, mergeRanges } from './report.js';

@@ -94,3 +94,16 @@ export class ReplicaRejectedError extends WalError {
     super(message);
   }
 }
+
+/**
+ * One repair attempt could not rebuild a segment (no verified copy, an unknown first index, a
+ * rebuilt aggregate that does not match). Internal to the repair engine: it becomes a `failed`
+ * SegmentRepair, never an exception to callers.
+ */
+export class UnrepairableError extends Error {
+  override readonly name = 'UnrepairableError';
+  /** Whether another attempt may succeed (a source may hold the copy next time). */
+  constructor(message: string, readonly retryable: boolean) {
+    super(message);
+  }
+}

@@ -55,6 +55,7 @@ import {
 } from './format.js';
 import { type LostCluster, type SegmentInspection, type StoreInspection, inspectStore } from './inspect.js';
 import type { StoreSettings } from './options.js';
+import { UnrepairableError } from './errors.js';
 import { cutTornTail, putSegmentCopyInPlace, verifySegmentCopy } from './segment-files.js';
 import { type GoodCopySource, type SegmentExpectation, writeBackups } from './sources.js';
 
@@ -80,14 +81,6 @@ export interface RepairOptions {
   readonly strategy: RepairStrategy;
   readonly dryRun: boolean;
   readonly onProgress?: (bytesDone: number, bytesTotal: number) => void;
-}
-
-class UnrepairableError extends Error {
-  override readonly name = 'UnrepairableError';
-  /** Whether another attempt may succeed (a source may hold the copy next time). */
-  constructor(message: string, readonly retryable: boolean) {
-    super(message);
-  }
 }
 
 /** Repairs the whole store. The caller holds the store's lock. */
