@@ -3,7 +3,7 @@
 import type { Writable } from 'node:stream';
 import { Command, Option } from 'commander';
 import pino, { type Logger } from 'pino';
-import { REPAIR_STRATEGIES, parseStrategy } from '../recovery/index.js';
+import { RECOVERY_CONFIG_DEFAULTS, REPAIR_STRATEGIES, type RepairStrategy } from '../recovery/index.js';
 import { endpointOf } from './backend.js';
 import { type CommandContext, runAppend, runDump, runInspect, runRepair, runStatus, runValidate } from './commands.js';
 import { EXIT_OK, type ExitCode, PROGRAM_NAME, exitCodeOf, formatError, isSilent } from './exit.js';
@@ -112,12 +112,13 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .action(async (opts: CommonOptions & { node?: string }) => setCode(await runValidate(context(opts), endpointOf(opts), opts.node ?? '')));
 
   addCommon(program.command('repair').description('repair damage with a strategy; exit 0 when the store then validates clean'), true, BACKUPS_EXPECTED_HELP)
-    .addOption(new Option('--strategy <name>', 'what to do about damage a verified copy cannot fix').choices(REPAIR_STRATEGIES).default('partial'))
+    .addOption(new Option('--strategy <name>', 'what to do about damage a verified copy cannot fix').choices(REPAIR_STRATEGIES).default(RECOVERY_CONFIG_DEFAULTS.repairStrategy))
     .option('--dry-run', 'report what would be done; change nothing (exit 1 while damage remains)')
     .option('--segment <id>', 'with --target: the sealed segment to repair', integerIn(1, SEGMENT_ID_OPTION_MAX))
     .option('--node <id>', 'with --target: only this node\'s copy (default: every member whose copy is damaged)')
-    .action(async (opts: CommonOptions & { strategy: string; dryRun?: boolean; segment?: number; node?: string }) => {
-      const options = { strategy: parseStrategy(opts.strategy), dryRun: opts.dryRun === true, ...(opts.segment !== undefined ? { segment: opts.segment } : {}), ...(opts.node !== undefined ? { node: opts.node } : {}) };
+    // Commander's choices() is the one parse of the strategy at this edge: opts.strategy is one of REPAIR_STRATEGIES.
+    .action(async (opts: CommonOptions & { strategy: RepairStrategy; dryRun?: boolean; segment?: number; node?: string }) => {
+      const options = { strategy: opts.strategy, dryRun: opts.dryRun === true, ...(opts.segment !== undefined ? { segment: opts.segment } : {}), ...(opts.node !== undefined ? { node: opts.node } : {}) };
       setCode(await runRepair(context(opts), endpointOf(opts), options));
     });
 
@@ -144,7 +145,7 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .option('--replication <n>', 'replication factor of logs this node creates (default 3)', integerIn(1, 15))
     .option('--ack-quorum <n>', 'ack quorum of logs this node creates (default a majority)', integerIn(1, 15))
     .option('--backups <n>', 'local backup copies of each sealed segment (default 0: replicas are the redundancy)', integerIn(0, BACKUPS_OPTION_MAX))
-    .addOption(new Option('--repair-strategy <name>', 'what to do about a damaged copy no replica can rebuild').choices(REPAIR_STRATEGIES).default('partial'))
+    .addOption(new Option('--repair-strategy <name>', 'what to do about a damaged copy no replica can rebuild').choices(REPAIR_STRATEGIES).default(RECOVERY_CONFIG_DEFAULTS.repairStrategy))
     .option('--scrub-bytes-per-second <n>', 'background scrub rate of sealed segments (0: off; default 16 MiB/s)', integerIn(0, 4 * 1024 * 1024 * 1024))
     .option('--scrub-interval-ms <n>', 'pause between scrub passes (default 30000)', integerIn(100, 86_400_000))
     .option('--gone-after-ms <n>', 'a member missing this long is replaced in the ensembles of sealed segments (default 30000)', integerIn(0, 86_400_000))

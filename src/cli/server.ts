@@ -1,7 +1,7 @@
 // Server verbs: `node` runs one cluster node in this process until SIGINT or SIGTERM.
 import { ClusterNode } from '../cluster/index.js';
 import { createLogger } from '../observability/index.js';
-import { parseStrategy } from '../recovery/index.js';
+import type { RepairStrategy } from '../recovery/index.js';
 import { EXIT_OK, type ExitCode } from './exit.js';
 
 export interface NodeVerbOptions {
@@ -15,7 +15,8 @@ export interface NodeVerbOptions {
   readonly replication?: number;
   readonly ackQuorum?: number;
   readonly backups?: number;
-  readonly repairStrategy?: string;
+  /** Parsed by the option's choices() in program.ts. */
+  readonly repairStrategy?: RepairStrategy;
   readonly scrubBytesPerSecond?: number;
   readonly scrubIntervalMs?: number;
   readonly goneAfterMs?: number;
@@ -52,7 +53,7 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
     ...(o.replication !== undefined ? { replicationFactor: o.replication } : {}),
     ...(o.ackQuorum !== undefined ? { ackQuorum: o.ackQuorum } : {}),
     ...(o.backups !== undefined ? { backupRetentionCount: o.backups } : {}),
-    ...(o.repairStrategy !== undefined ? { repairStrategy: parseStrategy(o.repairStrategy) } : {}),
+    ...(o.repairStrategy !== undefined ? { repairStrategy: o.repairStrategy } : {}),
     ...(o.scrubBytesPerSecond !== undefined ? { scrubBytesPerSecondMax: o.scrubBytesPerSecond } : {}),
     ...(o.scrubIntervalMs !== undefined ? { scrubIntervalMs: o.scrubIntervalMs } : {}),
     ...(o.goneAfterMs !== undefined ? { goneAfterMs: o.goneAfterMs } : {}),

@@ -13,7 +13,7 @@ import { UnknownSegmentError } from '../replication/index.js';
 import type { AppendResult } from '../wal/index.js';
 import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, BadRequestError, LogStores, PeerHandlers, ReplicaSource, UnknownLogError, isValidLogName } from '../replication/index.js';
 import { NodeMetrics, createLogger } from '../observability/index.js';
-import { AdminClient, PeerClient, WalClient, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, startRpcServer } from '../rpc/index.js';
+import { AdminClient, PeerClient, WalClient, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
 import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
 import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
@@ -429,7 +429,7 @@ export class ClusterNode implements NodeApi {
       const address = this.members.get(node)?.address;
       if (!address) throw new BadRequestError('node', `${node.slice(0, 80)} is not a live member`);
       const response = await this.adminClient(address).repairSegment({ log, segmentId, node, strategy: chosen, dryRun });
-      return response.results.map(fromResult);
+      return response.results.map((r) => repairResultFromWire(r, segmentId));
     }
     if (node === this.options.id) {
       const result = await (this.repairs as RepairService).repairNow(log, segmentId, { strategy: chosen, dryRun, source: 'request' });
@@ -479,7 +479,7 @@ export class ClusterNode implements NodeApi {
     const address = this.members.get(member)?.address;
     if (!address) throw new BadRequestError('node', `${member.slice(0, 80)} is not a live member`);
     for await (const m of this.adminClient(address).validate(log, member)) {
-      yield { node: m.node, log: m.log, segment: m.segment_id, kind: m.kind, entryIndex: m.entry_index, indexCount: m.index_count, offsetBytes: m.offset_bytes, expectedChecksum: m.expected_checksum, actualChecksum: m.actual_checksum, detail: m.detail, done: m.done, segmentsChecked: m.segments_checked, bytesChecked: m.bytes_checked };
+      yield validateMessageFromWire(m);
     }
   }
 
@@ -546,21 +546,6 @@ export class ClusterNode implements NodeApi {
 }
 
 const EMPTY_VALIDATE: ValidateMessageView = { node: '', log: '', segment: 0, kind: '', entryIndex: 0, indexCount: 0, offsetBytes: 0, expectedChecksum: '', actualChecksum: '', detail: '', done: false, segmentsChecked: 0, bytesChecked: 0 };
-
-function fromResult(r: { node: string; decision: string; outcome: string; repaired: Array<{ first: number; last: number }>; lost: Array<{ first: number; last: number }>; truncated: Array<{ first: number; last: number }>; source: string; detail: string; bytes_written: number }): SegmentRepair & { node: string } {
-  return {
-    node: r.node,
-    segment: 0,
-    decision: r.decision as SegmentRepair['decision'],
-    outcome: r.outcome as SegmentRepair['outcome'],
-    repaired: r.repaired,
-    lost: r.lost,
-    truncated: r.truncated,
-    ...(r.source ? { source: r.source } : {}),
-    detail: r.detail,
-    bytesWritten: r.bytes_written,
-  };
-}
 
 /** One client per address, made on first use (channels are reused for every call). */
 function cached<T>(clients: Map<string, T>, address: string, make: () => T): T {

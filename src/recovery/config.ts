@@ -1,5 +1,6 @@
 // RecoveryConfig from the specification, with its defaults filled and validated in one place.
 import { REPAIR_STRATEGIES, type RepairStrategy } from './decision.js';
+import { InvalidRecoveryConfigError } from './errors.js';
 
 export interface RecoveryConfig {
   /** Repair attempts per segment before giving up and escalating (1..255). */
@@ -15,16 +16,6 @@ export const RECOVERY_CONFIG_DEFAULTS: RecoveryConfig = Object.freeze({
   backupRetentionCount: 1,
   repairStrategy: 'partial',
 });
-
-export class InvalidRecoveryConfigError extends Error {
-  override readonly name = 'InvalidRecoveryConfigError';
-  constructor(
-    readonly field: string,
-    message: string,
-  ) {
-    super(`recovery: ${field}: ${message}`);
-  }
-}
 
 function u8(field: string, value: number, min: number): number {
   if (!Number.isInteger(value) || value < min || value > 255) {

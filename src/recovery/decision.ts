@@ -81,6 +81,26 @@ export function decide(signals: DamageSignals): RepairDecision {
   throw new Error('unreachable: the decision table ends with a catch-all rule');
 }
 
+/**
+ * The signals of entries whose bytes are absent (a missing segment file, entries the catalog
+ * recorded as synced that the file no longer holds): no header, no body and no index to check,
+ * and not a torn write (a crash never removes synced bytes). What remains to decide on is whether
+ * a verified copy exists, whether a replica may hold them, and the strategy.
+ */
+export function absentEntrySignals(signals: Pick<DamageSignals, 'goodCopy' | 'heldElsewhere' | 'strategy'>): DamageSignals {
+  return { headerOk: false, bodyOk: false, indexOk: false, atOpenTail: false, ...signals };
+}
+
+/**
+ * Whether the strategy leaves corruption as it is even when a verified copy is at hand (Halt).
+ * Read off the table, so that the table stays the one place that says what a strategy does:
+ * damage to a whole file (header, trailer, a missing file, a stray file, a damaged backup) is
+ * left untouched exactly when damaged entries would be.
+ */
+export function haltsOnCorruption(strategy: RepairStrategy): boolean {
+  return decide(absentEntrySignals({ goodCopy: true, heldElsewhere: false, strategy })) === 'halt';
+}
+
 /** Decisions that give up acknowledged data (must be named in the report). */
 export function dropsData(decision: RepairDecision): boolean {
   return decision === 'skip' || decision === 'rollback';

@@ -12,15 +12,17 @@ export {
   withinLastWrite,
   REPAIR_ACTION_NAMES,
   REPAIR_STRATEGIES,
+  absentEntrySignals,
   decide,
   dropsData,
+  haltsOnCorruption,
 } from './decision.js';
 export {
   type RecoveryConfig,
-  InvalidRecoveryConfigError,
   RECOVERY_CONFIG_DEFAULTS,
   parseStrategy,
   resolveRecoveryConfig,
 } from './config.js';
+export { InvalidRecoveryConfigError } from './errors.js';
 export { RecoveryMetrics, type RecoveryMetricsSnapshot } from './metrics.js';
 export { type IndexRange, type RepairReport, type SegmentRepair, countIndices, mergeRanges } from './report.js';

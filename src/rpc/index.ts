@@ -4,3 +4,4 @@ export { PeerClient, WalClient, AdminClient, CHANNEL_OPTIONS, FORWARDED_METADATA
 export { toStatus, isRetryable, isServiceError } from './status.js';
 export { loadProto } from './proto.js';
 export { INSECURE, METHOD_ROLES, ROLES, TlsConfigError, authorize, channelCredentials, loadTransport, serverCredentials, type Role, type TlsPaths, type Transport } from './security.js';
+export { repairResultFromWire, validateMessageFromWire } from './wire.js';

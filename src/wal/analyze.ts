@@ -4,6 +4,7 @@
 import type { Disk } from '../io/index.js';
 import type { FindingKind } from '../recovery/index.js';
 import { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
+import type { SegmentRecord } from './catalog.js';
 import {
   type SegmentHeader,
   type Trailer,
@@ -306,4 +307,23 @@ export function analysisBefore(analysis: SegmentAnalysis, rangeIndex: number): S
 /** A segment that analysed with no damage of any kind. */
 export function isClean(analysis: SegmentAnalysis): boolean {
   return analysis.header !== undefined && analysis.ranges.length === 0 && analysis.trailerProblem === undefined;
+}
+
+/**
+ * The catalog record of a segment file as analysed: sealed when it has a trailer (the whole
+ * file), else open up to just past its last intact frame. createdMsIfUnknown stands in for the
+ * creation time of a file whose header is damaged.
+ */
+export function segmentRecordOf(analysis: SegmentAnalysis, createdMsIfUnknown: number): SegmentRecord {
+  const trailer = analysis.trailer;
+  return {
+    segmentId: analysis.segmentId,
+    firstIndex: trailer?.firstIndex ?? analysis.firstIndex ?? analysis.lastIndex + 1,
+    lastIndex: analysis.lastIndex,
+    indexCount: analysis.indexCount,
+    byteLength: trailer ? analysis.fileByteLength : analysis.goodEndOffsetBytes,
+    aggregateChecksum: analysis.aggregate,
+    state: trailer ? 'sealed' : 'open',
+    createdMs: analysis.header?.createdMs ?? createdMsIfUnknown,
+  };
 }

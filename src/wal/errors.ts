@@ -86,3 +86,24 @@ export class StoreFailedError extends WalError {
     super('a write or sync failed; reopen the store to recover', options);
   }
 }
+
+/** A replicated write that does not fit this store's state; the store itself is fine. */
+export class ReplicaRejectedError extends WalError {
+  override readonly name = 'ReplicaRejectedError';
+  constructor(readonly reason: 'segment-mismatch' | 'index-gap' | 'bad-frame' | 'missing-entries' | 'unknown-segment', message: string, readonly lastIndex: number) {
+    super(message);
+  }
+}
+
+/**
+ * One repair attempt could not rebuild a segment (no verified copy, an unknown first index, a
+ * rebuilt aggregate that does not match). Internal to the repair engine: it becomes a `failed`
+ * SegmentRepair, never an exception to callers.
+ */
+export class UnrepairableError extends Error {
+  override readonly name = 'UnrepairableError';
+  /** Whether another attempt may succeed (a source may hold the copy next time). */
+  constructor(message: string, readonly retryable: boolean) {
+    super(message);
+  }
+}

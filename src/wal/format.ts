@@ -180,6 +180,26 @@ export function encodeEntry(entry: EntryInput): { frame: Buffer; checksum: Check
   return { frame, checksum };
 }
 
+/** The entry checksum stored in a frame already verified by decodeFrameAt (bytes 8..16). */
+export function frameChecksumOf(frame: Uint8Array): Checksum64 {
+  return asBuffer(frame).readBigUInt64BE(8);
+}
+
+/** The low 32 bits of an entry checksum: what a read index keeps per entry. */
+export function checkWordOf(checksum: Checksum64): number {
+  return Number(checksum & 0xffffffffn);
+}
+
+/** checkWordOf(frameChecksumOf(frame)), read directly (bytes 12..16) on the hot paths. */
+export function frameCheckWordOf(frame: Uint8Array): number {
+  return asBuffer(frame).readUInt32BE(12);
+}
+
+/** Whether a frame already verified by decodeFrameAt records lost indices (a hole frame). */
+export function isHoleFrame(frame: Uint8Array): boolean {
+  return (asBuffer(frame).readUInt16LE(36) & FLAG_HOLE) !== 0;
+}
+
 export function encodeHolePayload(count: number, reason: string): Buffer {
   const text = Buffer.from(reason.slice(0, 200), 'utf8');
   const payload = Buffer.alloc(8 + text.byteLength);

@@ -1,5 +1,5 @@
 // Public face of the WAL store domain.
-export { WalStore, ReplicaRejectedError, type AppendResult, type Entry, type OpenReport, type SegmentStart, type OnlineRepairOptions } from './store.js';
+export { WalStore, type AppendResult, type Entry, type OpenReport, type SegmentStart, type OnlineRepairOptions } from './store.js';
 export { type WalOptions, type StoreSettings, WAL_DEFAULTS, resolveWalOptions } from './options.js';
 export {
   WalError,
@@ -13,6 +13,7 @@ export {
   DamageFoundError,
   StoreClosedError,
   StoreFailedError,
+  ReplicaRejectedError,
 } from './errors.js';
 export { validateStore, repairDataDir, inspectDataDir, type ValidationReport, type DataDirOptions } from './offline.js';
 export { type GoodCopySource, type SegmentExpectation, LocalBackupSource } from './sources.js';

@@ -21,19 +21,18 @@ import {
   type RepairStrategy,
   type SegmentRepair,
   countIndices,
+  absentEntrySignals,
   decide,
   describeFinding,
+  haltsOnCorruption,
   mergeRanges,
 } from '../recovery/index.js';
 import { type Checksum64, AGGREGATE_EMPTY, chainAggregate } from './checksum.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
-import { analyzeSegmentFile } from './analyze.js';
+import { analyzeSegmentFile, segmentRecordOf } from './analyze.js';
 import {
   type StoreLayout,
-  quarantineBytes,
   quarantineFile,
-  readRange,
-  syncFile,
   writeAll,
   writeFileAtomic,
   writeFileSynced,
@@ -50,18 +49,22 @@ import {
   encodeHolePayload,
   encodeSegmentHeader,
   encodeTrailer,
+  frameChecksumOf,
+  isHoleFrame,
   logIdOf,
-  segmentFileName,
 } from './format.js';
 import { type LostCluster, type SegmentInspection, type StoreInspection, inspectStore } from './inspect.js';
 import type { StoreSettings } from './options.js';
+import { UnrepairableError } from './errors.js';
+import { cutTornTail, putSegmentCopyInPlace, verifySegmentCopy } from './segment-files.js';
 import { type GoodCopySource, type SegmentExpectation, writeBackups } from './sources.js';
 
 /** What repair works with. Files are reached through layout.disk (the one Disk of the store). */
 export interface RepairContext {
   readonly layout: StoreLayout;
   readonly settings: StoreSettings;
-  readonly recovery: RecoveryConfig;
+  /** Attempts and backup copies; the strategy travels in RepairOptions only. */
+  readonly recovery: Pick<RecoveryConfig, 'maxRecoveryAttempts' | 'backupRetentionCount'>;
   readonly sources: readonly GoodCopySource[];
   readonly logger: Logger;
   readonly metrics: RecoveryMetrics;
@@ -78,14 +81,6 @@ export interface RepairOptions {
   readonly strategy: RepairStrategy;
   readonly dryRun: boolean;
   readonly onProgress?: (bytesDone: number, bytesTotal: number) => void;
-}
-
-class UnrepairableError extends Error {
-  override readonly name = 'UnrepairableError';
-  /** Whether another attempt may succeed (a source may hold the copy next time). */
-  constructor(message: string, readonly retryable: boolean) {
-    super(message);
-  }
 }
 
 /** Repairs the whole store. The caller holds the store's lock. */
@@ -115,7 +110,7 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
   if (!options.dryRun && before.findings.length > 0) {
     after = await inspectStore(ctx.layout, inspectOptions);
     // Halt changes nothing it did not have to (a torn tail): not even the catalog's generation.
-    if (options.strategy !== 'halt' || actions.some((a) => a.outcome === 'done')) {
+    if (!haltsOnCorruption(options.strategy) || actions.some((a) => a.outcome === 'done')) {
       const rolledBack = new Set(actions.filter((a) => a.decision === 'rollback' && a.outcome === 'done').map((a) => a.segment));
       await writeCatalog(ctx, after, before.catalog, rolledBack);
       // The catalog was just rebuilt from the segment files: what that fixed (a lost or stale
@@ -149,7 +144,7 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
 }
 
 async function repairFindings(ctx: RepairContext, inspection: StoreInspection, options: RepairOptions, actions: SegmentRepair[]): Promise<void> {
-  const halt = options.strategy === 'halt';
+  const halt = haltsOnCorruption(options.strategy);
   for (const file of inspection.unexpectedFiles) {
     actions.push(halt ? emptyRepair(-1, 'halt', 'halted', `Halt: ${file} left in place`) : await quarantineUnexpected(ctx, `${ctx.layout.dataDir}/${file}`, options.dryRun));
   }
@@ -262,7 +257,7 @@ function covered(frames: Map<number, Buffer>, first: number, last: number): bool
 }
 
 function frameIndexCount(frame: Buffer): number {
-  if ((frame.readUInt16LE(36) & FLAG_HOLE) === 0) return 1;
+  if (!isHoleFrame(frame)) return 1;
   return decodeHolePayload(frame.subarray(ENTRY_HEADER_BYTES))?.count ?? 1;
 }
 
@@ -288,10 +283,11 @@ async function repairSegment(ctx: RepairContext, segment: SegmentInspection, opt
   if (synced) {
     const goodCopy = covered(frames, synced.first, synced.last);
     const cluster: LostCluster = { first: synced.first, last: synced.last, ranges: [], atOpenTail: false, endKnown: true };
-    decisions.push({ cluster, decision: decide({ headerOk: false, bodyOk: false, indexOk: false, atOpenTail: false, goodCopy, heldElsewhere: false, strategy: options.strategy }) });
+    const heldElsewhere = ctx.heldElsewhere?.(segment.segmentId, synced.first, synced.last) ?? false;
+    decisions.push({ cluster, decision: decide(absentEntrySignals({ goodCopy, heldElsewhere, strategy: options.strategy })) });
   }
   const structural = analysis.headerProblem !== undefined || segment.findings.some((f) => f.kind === 'bad-trailer');
-  if (structural && options.strategy === 'halt') return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment header or trailer is damaged; not touched');
+  if (structural && haltsOnCorruption(options.strategy)) return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment header or trailer is damaged; not touched');
   return actOnDecisions(ctx, segment, decisions, { frames, source }, structural, options);
 }
 
@@ -352,16 +348,7 @@ async function truncateTornTail(ctx: RepairContext, segment: SegmentInspection, 
   const tornBytes = analysis.fileByteLength - cut;
   const detail = `torn tail of ${tornBytes} bytes at offset ${cut} rolled back to index ${analysis.lastIndex}`;
   if (dryRun) return { ...emptyRepair(segment.segmentId, 'truncate-torn-tail', 'planned', detail) };
-  const handle = await ctx.layout.disk.open(segment.path, 'r+');
-  let quarantinedAs: string;
-  try {
-    const torn = await readRange(handle, cut, tornBytes);
-    quarantinedAs = await quarantineBytes(ctx.layout, `${segmentFileName(segment.segmentId)}.${ctx.clock.nowMs()}.torn-at-${cut}`, torn);
-    await handle.truncate(cut);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  const { quarantinedAs } = await cutTornTail(ctx.layout, segment.segmentId, cut, analysis.fileByteLength, ctx.clock.nowMs());
   ctx.metrics.torn_tails_truncated += 1;
   ctx.logger.warn({ log: ctx.settings.logName, segment: segment.segmentId, offsetBytes: cut, byteLength: tornBytes }, detail);
   return { segment: segment.segmentId, decision: 'truncate-torn-tail', outcome: 'done', repaired: [], lost: [], truncated: [], quarantinedAs, bytesWritten: 0, detail };
@@ -424,7 +411,7 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
 
   const writeFrame = async (frame: Buffer): Promise<void> => {
     await writer.write(frame);
-    aggregate = chainAggregate(aggregate, frame.readBigUInt64BE(8));
+    aggregate = chainAggregate(aggregate, frameChecksumOf(frame));
     indexCount += frameIndexCount(frame);
   };
   const fill = async (upTo: number): Promise<void> => {
@@ -499,12 +486,14 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
   const expected: SegmentExpectation | undefined =
     segment.expected ?? (record ? { segmentId: record.segmentId, firstIndex: record.firstIndex, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregateChecksum: undefined } : undefined);
   if (!expected) return emptyRepair(segment.segmentId, 'escalate', 'failed', 'segment file is missing and which entries it held is unknown');
-  if (options.strategy === 'halt') return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment file is missing; not touched');
+  if (haltsOnCorruption(options.strategy)) return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment file is missing; not touched');
   const restored = await restoreWholeFile(ctx, segment, expected, options);
   if (restored) return restored;
-  if (record?.state === 'open' && segment.expected === undefined && options.strategy === 'partial') {
-    // The open segment's record ends at its last checkpoint: synced entries after it are unknown
-    // and would vanish unreported from a rebuild that seals at the checkpoint. Refuse instead.
+  // The open segment's record ends at its last checkpoint: synced entries after it are unknown
+  // (no source can hand them over) and would vanish unreported from a rebuild that seals at the
+  // checkpoint. Unless the strategy gives such entries up, refuse.
+  const unknownAfterCheckpoint = decide(absentEntrySignals({ goodCopy: false, heldElsewhere: false, strategy: options.strategy }));
+  if (record?.state === 'open' && segment.expected === undefined && unknownAfterCheckpoint === 'escalate') {
     return emptyRepair(segment.segmentId, 'escalate', 'failed', `the open segment's file is missing: entries after index ${record.lastIndex} (its last checkpoint) are unknown; not rebuilt (try --strategy skip or rollback)`);
   }
   // No whole copy verifies (say, every copy is damaged, each in another place): gather the
@@ -513,15 +502,7 @@ async function repairMissing(ctx: RepairContext, segment: SegmentInspection, opt
   const fetched = await fetchVerifiedFrames(ctx, segment.segmentId, [{ first: expected.firstIndex, last: expected.lastIndex }]);
   const decisions = uncoveredClusters(fetched.frames, expected.firstIndex, expected.lastIndex).map((cluster) => ({
     cluster,
-    decision: decide({
-      headerOk: false,
-      bodyOk: false,
-      indexOk: false,
-      atOpenTail: false,
-      goodCopy: false,
-      heldElsewhere: ctx.heldElsewhere?.(segment.segmentId, cluster.first, cluster.last) ?? false,
-      strategy: options.strategy,
-    }),
+    decision: decide(absentEntrySignals({ goodCopy: false, heldElsewhere: ctx.heldElsewhere?.(segment.segmentId, cluster.first, cluster.last) ?? false, strategy: options.strategy })),
   }));
   return actOnDecisions(ctx, segment, decisions, fetched, true, options, expected);
 }
@@ -546,27 +527,16 @@ function uncoveredClusters(frames: Map<number, Buffer>, first: number, last: num
 
 /** Puts in place a whole copy of a missing segment that verifies against its record, if a source has one. */
 async function restoreWholeFile(ctx: RepairContext, segment: SegmentInspection, expected: SegmentExpectation, options: RepairOptions): Promise<SegmentRepair | undefined> {
-  const disk = ctx.layout.disk;
   for (const src of ctx.sources) {
     const path = await src.fetchSegmentFile(segment.segmentId, expected);
     if (path === undefined) continue;
     const detail = `restored the whole segment from ${src.name}`;
     const range = { first: expected.firstIndex, last: expected.lastIndex };
     if (options.dryRun) return { segment: segment.segmentId, decision: 'restore-file', outcome: 'planned', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: 0, detail };
-    // Copied by the kernel (memory stays flat whatever the segment's size), made durable, and
-    // verified as it will stand before a rename puts it in place.
-    const temp = `${segment.path}${TEMP_SUFFIX}`;
-    await disk.mkdirp(ctx.layout.segmentsDir);
-    await disk.copyFile(path, temp);
-    await syncFile(disk, temp);
-    const check = await analyzeSegmentFile(disk, temp, segment.segmentId, { entryBytesMax: ctx.settings.entryBytesMax });
-    if (check.ranges.length > 0 || check.trailer === undefined || check.aggregate !== (expected.aggregateChecksum ?? check.aggregate)) {
-      await disk.remove(temp);
-      continue;
-    }
-    await disk.rename(temp, segment.path);
-    await disk.fsyncDir(ctx.layout.segmentsDir);
-    return { segment: segment.segmentId, decision: 'restore-file', outcome: 'done', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: check.fileByteLength, detail };
+    const copy = await verifySegmentCopy(ctx.layout, segment.segmentId, path, { how: 'copy', entryBytesMax: ctx.settings.entryBytesMax, expected });
+    if (!copy) continue;
+    await putSegmentCopyInPlace(ctx.layout, copy);
+    return { segment: segment.segmentId, decision: 'restore-file', outcome: 'done', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: copy.analysis.fileByteLength, detail };
   }
   return undefined;
 }
@@ -629,17 +599,7 @@ export async function writeCatalog(ctx: RepairContext, inspection: StoreInspecti
       if (segment.record) segments.push(segment.record);
       continue;
     }
-    const trailer = analysis.trailer;
-    segments.push({
-      segmentId: segment.segmentId,
-      firstIndex: trailer?.firstIndex ?? analysis.firstIndex ?? analysis.lastIndex + 1,
-      lastIndex: analysis.lastIndex,
-      indexCount: analysis.indexCount,
-      byteLength: analysis.fileByteLength,
-      aggregateChecksum: analysis.aggregate,
-      state: trailer ? 'sealed' : 'open',
-      createdMs: analysis.header?.createdMs ?? segment.record?.createdMs ?? ctx.clock.nowMs(),
-    });
+    segments.push(segmentRecordOf(analysis, segment.record?.createdMs ?? ctx.clock.nowMs()));
   }
   const holes: HoleRecord[] = [...inspection.holes];
   const catalog: Catalog = {

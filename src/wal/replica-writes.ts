@@ -1,0 +1,196 @@
+// Replica mode: the log's writer chose segment boundaries, indices and timestamps and encoded
+// the frames; this store verifies every frame and writes it verbatim, so sealed segments are
+// byte-identical on every replica. Also: sealing at the point the writer chose (cutting what was
+// never acknowledged) and putting in place a whole sealed segment fetched from a replica.
+//
+// Fault model: a request from a peer may be malformed, stale, retried or out of order; it is
+// refused with ReplicaRejectedError (the store is fine) before anything is written. Frames are
+// verified before any segment is created. A cut before sealing keeps the cut bytes in quarantine
+// and makes the lowered state durable in the catalog before the file shrinks. A fetched segment
+// is synced, verified and renamed in within the write queue, so what was checked is what a crash
+// leaves and no write runs between the check and the rename.
+import { type Checksum64, chainAggregate } from './checksum.js';
+import type { SegmentRecord } from './catalog.js';
+import { analyzeSegmentHandle, segmentRecordOf } from './analyze.js';
+import { ReplicaRejectedError, StoreClosedError, WalError } from './errors.js';
+import { FLAG_HOLE, SEGMENT_HEADER_BYTES, type Trailer, decodeFrameAt, frameCheckWordOf, frameChecksumOf } from './format.js';
+import type { IndexedFrames, ReadIndexCache } from './read-index.js';
+import type { AppendResult, SegmentStart, SegmentWriter } from './segment-writer.js';
+import { cutToQuarantine, putSegmentCopyInPlace, verifySegmentCopy } from './segment-files.js';
+import type { SegmentExpectation } from './sources.js';
+import { type ActiveSegment, type StoreState, markDurable } from './store-state.js';
+import type { WriteQueue } from './write-queue.js';
+
+export class ReplicaWrites {
+  constructor(
+    private readonly state: StoreState,
+    private readonly queue: WriteQueue,
+    private readonly writer: SegmentWriter,
+    private readonly readIndexes: ReadIndexCache,
+    /** Cuts a sealed copy down to a lower point, verified (SealedSegmentRepair.cutSealedCopy). */
+    private readonly cutSealed: (record: SegmentRecord, lastIndex: number, expectedAggregate: Checksum64) => Promise<SegmentRecord>,
+  ) {}
+
+  /**
+   * Appends frames encoded by the writer to segment `start.segmentId`, creating it on its first
+   * frame. Frames at indices already held are skipped (a retried request); the rest must follow on.
+   */
+  appendFrames(start: SegmentStart, frames: readonly Buffer[]): Promise<AppendResult> {
+    return this.queue.exclusive(async () => {
+      const state = this.state;
+      // Every frame is verified before anything is created: a bad request leaves no segment behind.
+      const decodedFrames = frames.map((frame) => decodeFrameAt(frame, 0, state.settings.entryBytesMax));
+      decodedFrames.forEach((decoded, i) => {
+        if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frames[i]?.byteLength || (decoded.header.flags & FLAG_HOLE) !== 0) {
+          throw new ReplicaRejectedError('bad-frame', 'a frame failed verification on arrival', state.lastIndex);
+        }
+      });
+      let active = state.active;
+      if (!active || active.segmentId !== start.segmentId) {
+        const head = decodedFrames[0];
+        active = await this.startSegment(start, head?.kind === 'entry' ? head.header.index : undefined);
+      }
+      const accepted: Buffer[] = [];
+      let next = active.lastIndex + 1;
+      for (const [i, frame] of frames.entries()) {
+        const decoded = decodedFrames[i];
+        if (decoded?.kind !== 'entry') throw new ReplicaRejectedError('bad-frame', 'a frame failed verification on arrival', active.lastIndex);
+        if (decoded.header.index < next) continue;
+        if (decoded.header.index !== next) throw new ReplicaRejectedError('index-gap', `frame ${decoded.header.index} arrived but ${next} is next`, active.lastIndex);
+        accepted.push(frame);
+        next += 1;
+      }
+      const firstIndex = active.lastIndex + 1;
+      if (accepted.length === 0) return { firstIndex, lastIndex: active.lastIndex };
+      const bytes = Buffer.concat(accepted);
+      const indexed: IndexedFrames = { starts: [], lengths: [], checkWords: [] };
+      let offset = active.byteLength;
+      for (const frame of accepted) {
+        indexed.starts.push(offset);
+        indexed.lengths.push(frame.byteLength);
+        indexed.checkWords.push(frameCheckWordOf(frame));
+        offset += frame.byteLength;
+        active.aggregate = chainAggregate(active.aggregate, frameChecksumOf(frame));
+        active.lastIndex += 1;
+        active.indexCount += 1;
+      }
+      await this.writer.writeAndSync(active, bytes, indexed);
+      return { firstIndex, lastIndex: active.lastIndex };
+    });
+  }
+
+  /** Opens segment `start` for the writer's frames, if it fits after what this replica holds. */
+  private async startSegment(start: SegmentStart, firstFrameIndex: number | undefined): Promise<ActiveSegment> {
+    const state = this.state;
+    const active = state.active;
+    if (active) throw new ReplicaRejectedError('segment-mismatch', `segment ${active.segmentId} is still open here, cannot start ${start.segmentId}`, active.lastIndex);
+    const last = state.segments[state.segments.length - 1];
+    if (last && last.segmentId >= start.segmentId) {
+      throw new ReplicaRejectedError('segment-mismatch', `segment ${start.segmentId} is already sealed here`, state.lastIndex);
+    }
+    const followsOn = start.firstIndex === state.lastIndex + 1;
+    if (!followsOn && !(state.options.allowSegmentGaps && start.firstIndex > state.lastIndex)) {
+      throw new ReplicaRejectedError('index-gap', `segment ${start.segmentId} starts at ${start.firstIndex} but this replica ends at ${state.lastIndex}`, state.lastIndex);
+    }
+    if (firstFrameIndex !== undefined && firstFrameIndex !== start.firstIndex) {
+      throw new ReplicaRejectedError('index-gap', `segment ${start.segmentId} starts at ${start.firstIndex} but its first frame is ${firstFrameIndex}`, state.lastIndex);
+    }
+    const gapped = (last?.segmentId ?? 0) + 1 !== start.segmentId;
+    const created = await this.writer.createSegment(start.firstIndex, start);
+    // Open finds segments created after the catalog by probing consecutive ids: one that
+    // skips ids must be in the catalog before it holds an entry.
+    if (gapped) await state.writeCatalog();
+    return created;
+  }
+
+  /**
+   * Seals segment segmentId at lastIndex: entries after it (written but never acknowledged by a
+   * quorum) are cut off and kept in quarantine. Idempotent for a segment already sealed there.
+   * With the recorded aggregate given, a copy sealed past lastIndex is cut to it (verified).
+   */
+  sealSegment(segmentId: number, lastIndex: number, expectedAggregate?: Checksum64): Promise<SegmentRecord> {
+    return this.queue.exclusive(async () => {
+      const state = this.state;
+      const active = state.active;
+      if (!active || active.segmentId !== segmentId) {
+        const record = state.segments.find((r) => r.segmentId === segmentId);
+        if (record?.state === 'sealed' && record.lastIndex === lastIndex) return record;
+        if (!record) throw new ReplicaRejectedError('unknown-segment', `segment ${segmentId} is not held here`, state.lastIndex);
+        if (record.state === 'sealed' && record.lastIndex > lastIndex && lastIndex >= record.firstIndex && expectedAggregate !== undefined) {
+          return this.cutSealed(record, lastIndex, expectedAggregate);
+        }
+        throw new ReplicaRejectedError('segment-mismatch', `segment ${segmentId} is sealed here at ${record.lastIndex}, not ${lastIndex}`, record.lastIndex);
+      }
+      if (active.lastIndex < lastIndex) {
+        throw new ReplicaRejectedError('missing-entries', `segment ${segmentId} holds up to ${active.lastIndex} here, cannot seal at ${lastIndex}`, active.lastIndex);
+      }
+      if (active.lastIndex > lastIndex) await this.truncateActive(lastIndex);
+      await this.writer.sealActive();
+      return state.segments[state.segments.length - 1] as SegmentRecord;
+    });
+  }
+
+  /** Cuts the open segment after lastIndex, keeping the cut bytes in quarantine. */
+  private async truncateActive(lastIndex: number): Promise<void> {
+    const state = this.state;
+    const active = state.active as ActiveSegment;
+    const readIndex = await this.readIndexes.forSegment(state.activeRecord());
+    const slot = lastIndex - active.firstIndex;
+    const cut = slot < 0 ? SEGMENT_HEADER_BYTES : (readIndex.starts[slot] ?? -1) + (readIndex.lengths[slot] ?? 0);
+    if (cut < SEGMENT_HEADER_BYTES) throw new WalError(`cannot locate the end of entry ${lastIndex} to truncate after it`);
+    // The lowered state is made durable in the catalog before the file shrinks: a crash between
+    // the two then finds a file longer than its checkpoint (the cut frames follow on and are
+    // taken back, as before the seal began), never one shorter than what was synced.
+    const lowerState = async (): Promise<void> => {
+      const analysis = await analyzeSegmentHandle(active.handle, active.segmentId, cut, { entryBytesMax: state.settings.entryBytesMax });
+      active.byteLength = cut;
+      active.lastIndex = analysis.lastIndex;
+      active.indexCount = analysis.indexCount;
+      active.aggregate = analysis.aggregate;
+      markDurable(active);
+      readIndex.starts.length = Math.max(0, slot + 1);
+      readIndex.lengths.length = Math.max(0, slot + 1);
+      readIndex.checkWords.length = Math.max(0, slot + 1);
+      await state.writeCatalog();
+    };
+    const fileByteLength = active.byteLength;
+    const request = { segmentId: active.segmentId, offsetBytes: cut, fileByteLength, label: `unacknowledged-after-${lastIndex}`, nowMs: state.options.clock.nowMs(), beforeTruncate: lowerState };
+    const tail = await cutToQuarantine(state.layout, active.handle, request);
+    state.logger.warn({ log: state.settings.logName, segment: active.segmentId, entryIndex: lastIndex + 1, byteLength: tail.byteLength }, 'cut unacknowledged entries before sealing');
+  }
+
+  /**
+   * Puts a whole sealed segment file (fetched from a replica) in place. The file is verified
+   * first (intact, sealed, named as this segment, and matching `expected` when given); the
+   * segment must not overlap one held already, nor come after the open one.
+   */
+  async installSealedSegment(segmentId: number, sourcePath: string, expected?: SegmentExpectation): Promise<SegmentRecord> {
+    const state = this.state;
+    if (state.closed) throw new StoreClosedError();
+    const copy = await verifySegmentCopy(state.layout, segmentId, sourcePath, { how: 'move', entryBytesMax: state.settings.entryBytesMax, expected });
+    if (!copy) throw new ReplicaRejectedError('bad-frame', `the copy of segment ${segmentId} does not verify`, state.lastIndex);
+    // Checked and put in place in queue order, so no write or seal runs between the check and
+    // the rename, and the catalog is written from durable state only.
+    return this.queue.exclusive(async () => {
+      this.checkFits(segmentId, copy.trailer);
+      await putSegmentCopyInPlace(state.layout, copy);
+      const record = segmentRecordOf(copy.analysis, 0);
+      state.putSealedRecord(record);
+      await state.writeCatalog();
+      state.scheduleBackup(segmentId);
+      return record;
+    });
+  }
+
+  /** Refuses a fetched sealed segment that overlaps, or is out of order with, what is held. */
+  private checkFits(segmentId: number, trailer: Trailer): void {
+    const state = this.state;
+    if (state.segmentRecord(segmentId)) throw new ReplicaRejectedError('segment-mismatch', `segment ${segmentId} is held here already`, state.lastIndex);
+    if (state.active && state.active.segmentId < segmentId) throw new ReplicaRejectedError('segment-mismatch', `segment ${state.active.segmentId} is still open here`, state.lastIndex);
+    const overlaps = state.segments.some((r) => r.firstIndex <= trailer.lastIndex && trailer.firstIndex <= r.lastIndex && r.lastIndex >= r.firstIndex);
+    const inOrder = state.segments.every((r) => (r.segmentId < segmentId ? r.lastIndex < trailer.firstIndex : r.firstIndex > trailer.lastIndex));
+    if (overlaps || !inOrder || (!state.options.allowSegmentGaps && !(trailer.firstIndex === state.lastIndex + 1))) {
+      throw new ReplicaRejectedError('index-gap', `segment ${segmentId} (${trailer.firstIndex}..${trailer.lastIndex}) does not fit the segments held here`, state.lastIndex);
+    }
+  }
+}
