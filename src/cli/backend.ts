@@ -5,10 +5,15 @@ import type { Logger } from 'pino';
 import type { RepairReport, RepairStrategy } from '../recovery/index.js';
 import { type DataDirOptions, type ValidationReport, WalStore, format, checksumHex, inspectDataDir, repairDataDir, validateStore } from '../wal/index.js';
 import { ClusterNotBuiltError, UsageError } from './exit.js';
-import { AdminClient as RpcAdminClient, WalClient } from '../rpc/index.js';
-import type { Target } from './options.js';
+import { AdminClient as RpcAdminClient, INSECURE, type TlsPaths, type Transport, WalClient, loadTransport } from '../rpc/index.js';
+import { type Target, type TlsFlags, tlsPathsOf } from './options.js';
 
-export type Endpoint = { readonly kind: 'local'; readonly dataDir: string } | { readonly kind: 'cluster'; readonly target: Target; readonly log: string };
+export type Endpoint = { readonly kind: 'local'; readonly dataDir: string } | { readonly kind: 'cluster'; readonly target: Target; readonly log: string; readonly tls?: TlsPaths | undefined };
+
+/** The transport to a cluster endpoint: TLS with the caller's identity, or plaintext. */
+export async function transportOf(endpoint: Extract<Endpoint, { kind: 'cluster' }>): Promise<Transport> {
+  return endpoint.tls ? loadTransport(endpoint.tls) : INSECURE;
+}
 
 export type DumpRecord =
   | { readonly index: number; readonly timestampMs: number; readonly checksum: string; readonly payload: Buffer }
@@ -46,16 +51,24 @@ export interface OpenLogOptions {
   readonly backupRetentionCount?: number;
 }
 
-export function endpointOf(opts: { dataDir?: string; target?: Target; log?: string }): Endpoint {
+export function endpointOf(opts: { dataDir?: string; target?: Target; log?: string } & TlsFlags): Endpoint {
   if (opts.target !== undefined && opts.dataDir !== undefined) throw new UsageError('give --data-dir or --target, not both');
-  if (opts.target !== undefined) return { kind: 'cluster', target: opts.target, log: opts.log ?? 'default' };
+  if (opts.target !== undefined) {
+    let tls: TlsPaths | undefined;
+    try {
+      tls = tlsPathsOf(opts);
+    } catch (error) {
+      throw new UsageError(error instanceof Error ? error.message : String(error));
+    }
+    return { kind: 'cluster', target: opts.target, log: opts.log ?? 'default', tls };
+  }
   if (opts.log !== undefined) throw new UsageError('--log names a log of a cluster: it goes with --target (a data directory holds one log)');
   if (opts.dataDir === undefined || opts.dataDir === '') throw new UsageError('--data-dir DIR is required (or --target HOST:PORT)');
   return { kind: 'local', dataDir: opts.dataDir };
 }
 
 export async function openLog(endpoint: Endpoint, options: OpenLogOptions): Promise<LogClient> {
-  if (endpoint.kind === 'cluster') return new ClusterLog(new WalClient(endpoint.target.text), endpoint.log, options.create);
+  if (endpoint.kind === 'cluster') return new ClusterLog(new WalClient(endpoint.target.text, await transportOf(endpoint)), endpoint.log, options.create);
   const store = await WalStore.open(endpoint.dataDir, {
     logger: options.logger,
     create: options.create,
@@ -145,7 +158,7 @@ class ClusterLog implements LogClient {
 
 /** Cluster status as a node reports it (members, writers, segments with their ensembles). */
 export async function clusterStatus(endpoint: Extract<Endpoint, { kind: 'cluster' }>, allLogs: boolean): Promise<unknown> {
-  const client = new RpcAdminClient(endpoint.target.text);
+  const client = new RpcAdminClient(endpoint.target.text, await transportOf(endpoint));
   try {
     return await client.status(allLogs ? '' : endpoint.log);
   } finally {

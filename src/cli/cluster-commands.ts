@@ -2,7 +2,7 @@
 // AdminService, and print what the nodes report.
 import { AdminClient } from '../rpc/index.js';
 import type { RepairStrategy } from '../recovery/index.js';
-import type { Endpoint } from './backend.js';
+import { type Endpoint, transportOf } from './backend.js';
 import type { CommandContext } from './commands.js';
 import { EXIT_DAMAGE, EXIT_OK, type ExitCode, UsageError } from './exit.js';
 
@@ -13,7 +13,7 @@ function ranges(list: ReadonlyArray<{ first: number; last: number }>): string {
 }
 
 export async function runClusterValidate(ctx: CommandContext, endpoint: ClusterEndpoint, node: string): Promise<ExitCode> {
-  const client = new AdminClient(endpoint.target.text);
+  const client = new AdminClient(endpoint.target.text, await transportOf(endpoint));
   const findings: unknown[] = [];
   let summary = { segmentsChecked: 0, bytesChecked: 0 };
   try {
@@ -38,7 +38,7 @@ export async function runClusterValidate(ctx: CommandContext, endpoint: ClusterE
 
 export async function runClusterRepair(ctx: CommandContext, endpoint: ClusterEndpoint, o: { segment?: number; node?: string; strategy: RepairStrategy; dryRun: boolean }): Promise<ExitCode> {
   if (o.segment === undefined) throw new UsageError('repair --target needs --segment ID (find damaged segments with validate --target)');
-  const client = new AdminClient(endpoint.target.text);
+  const client = new AdminClient(endpoint.target.text, await transportOf(endpoint));
   try {
     const response = await client.repairSegment({ log: endpoint.log, segmentId: o.segment, node: o.node ?? '', strategy: o.strategy, dryRun: o.dryRun });
     if (ctx.json) await ctx.out.json(response);

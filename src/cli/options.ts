@@ -1,6 +1,7 @@
 // Parsers for option values, each with its limits named. They throw commander's
 // InvalidArgumentError so the message names the option; exit.ts maps it to exit code 2.
 import { InvalidArgumentError } from 'commander';
+import type { TlsPaths } from '../rpc/index.js';
 
 /** Decimal digits accepted in an integer option: enough for Number.MAX_SAFE_INTEGER (16 digits). */
 const INTEGER_DIGITS_MAX = 16;
@@ -19,6 +20,31 @@ export function parseInteger(value: string, min: number, max: number): number {
 /** An option parser for commander: integer in [min, max]. */
 export function integerIn(min: number, max: number): (value: string) => number {
   return (value) => parseInteger(value, min, max);
+}
+
+/** The TLS flags of a verb; each falls back to its environment variable. */
+export interface TlsFlags {
+  readonly tlsCa?: string;
+  readonly tlsCert?: string;
+  readonly tlsKey?: string;
+  readonly insecure?: boolean;
+}
+
+export const TLS_ENV = Object.freeze({ ca: 'WAL_TLS_CA', cert: 'WAL_TLS_CERT', key: 'WAL_TLS_KEY' });
+
+/**
+ * The PEM files to use, or undefined for plaintext. All three or none: a partial set is a usage
+ * error, as is --insecure together with TLS files.
+ */
+export function tlsPathsOf(flags: TlsFlags, env: NodeJS.ProcessEnv = process.env): TlsPaths | undefined {
+  const ca = flags.tlsCa ?? env[TLS_ENV.ca];
+  const cert = flags.tlsCert ?? env[TLS_ENV.cert];
+  const key = flags.tlsKey ?? env[TLS_ENV.key];
+  const given = [ca, cert, key].filter((v) => v !== undefined && v !== '');
+  if (given.length === 0) return undefined;
+  if (flags.insecure) throw new InvalidArgumentError('--insecure goes without --tls-ca, --tls-cert and --tls-key (nor their WAL_TLS_* variables)');
+  if (given.length !== 3) throw new InvalidArgumentError(`TLS needs all three of --tls-ca, --tls-cert and --tls-key (or ${TLS_ENV.ca}, ${TLS_ENV.cert}, ${TLS_ENV.key})`);
+  return { ca: ca as string, cert: cert as string, key: key as string };
 }
 
 export interface Target {

@@ -12,6 +12,7 @@ import { Output } from './output.js';
 import type { ProgressStream } from './progress.js';
 import { type NodeVerbOptions, runNode } from './server.js';
 import { runPlayground } from './playground.js';
+import { makeCerts } from './certs.js';
 
 export interface CliIo {
   readonly stdin: AsyncIterable<Buffer | string>;
@@ -34,6 +35,10 @@ interface CommonOptions {
   readonly log?: string;
   readonly json?: boolean;
   readonly verbose?: boolean;
+  readonly tlsCa?: string;
+  readonly tlsCert?: string;
+  readonly tlsKey?: string;
+  readonly insecure?: boolean;
 }
 
 const HELP_AFTER = `
@@ -52,12 +57,22 @@ Opening the store recovers it first (a torn tail is rolled back); damage that ne
 strategy makes dump exit 1 without output: run validate, then repair. Dump takes the store's
 lock while it runs and leaves the open segment open.`;
 
+/** --tls-ca, --tls-cert, --tls-key (or WAL_TLS_CA, WAL_TLS_CERT, WAL_TLS_KEY) and --insecure. */
+function addTlsOptions(cmd: Command, prefix: string): Command {
+  return cmd
+    .option('--tls-ca <file>', `${prefix}the cluster CA certificate (PEM; or WAL_TLS_CA)`)
+    .option('--tls-cert <file>', `${prefix}this caller's certificate (PEM; or WAL_TLS_CERT)`)
+    .option('--tls-key <file>', `${prefix}this caller's key (PEM; or WAL_TLS_KEY)`)
+    .option('--insecure', `${prefix}plaintext, no TLS (the default while no TLS file is given)`);
+}
+
 function addCommon(cmd: Command, acceptsTarget: boolean, backupsHelp?: string): Command {
   cmd.option('--data-dir <dir>', 'the store directory');
   if (backupsHelp !== undefined) cmd.option('--backups <n>', backupsHelp, integerIn(0, BACKUPS_OPTION_MAX));
   if (acceptsTarget) {
     cmd.option('--target <host:port>', 'a cluster node, instead of --data-dir', parseTarget);
     cmd.option('--log <name>', 'with --target: the log (default "default")');
+    addTlsOptions(cmd, 'with --target: ');
   }
   return cmd.option('--json', 'machine-readable output').option('--verbose', 'logs on stderr (pino JSON) and stack traces of errors');
 }
@@ -132,7 +147,7 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .option('--all-logs', 'with --target: every log, not only --log')
     .action(async (opts: CommonOptions & { allLogs?: boolean }) => setCode(await runStatus(context(opts), endpointOf(opts), opts.allLogs === true)));
 
-  program
+  const nodeCommand = program
     .command('node')
     .description('run one cluster node until SIGINT or SIGTERM; prints {"node","target","metrics","pid"} once serving')
     .requiredOption('--id <id>', 'node id, unique in the cluster (A-Z a-z 0-9 . _ -)')
@@ -149,7 +164,8 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .option('--scrub-bytes-per-second <n>', 'background scrub rate of sealed segments (0: off; default 16 MiB/s)', integerIn(0, 4 * 1024 * 1024 * 1024))
     .option('--scrub-interval-ms <n>', 'pause between scrub passes (default 30000)', integerIn(100, 86_400_000))
     .option('--gone-after-ms <n>', 'a member missing this long is replaced in the ensembles of sealed segments (default 30000)', integerIn(0, 86_400_000))
-    .option('--verbose', 'debug logs')
+    .option('--verbose', 'debug logs');
+  addTlsOptions(nodeCommand, '')
     .action(async (opts: NodeVerbOptions) => setCode(await runNode(opts, (line) => out.write(line).then(() => out.flush()))));
 
   program
@@ -162,6 +178,21 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .action(async (opts: { nodes: number; dir?: string; segmentBytes?: number; json?: boolean }) => {
       const options = { nodes: opts.nodes, json: opts.json === true, ...(opts.dir !== undefined ? { dir: opts.dir } : {}), ...(opts.segmentBytes !== undefined ? { segmentBytes: opts.segmentBytes } : {}) };
       setCode(await runPlayground(options, (text) => out.write(text).then(() => out.flush())));
+    });
+
+  program
+    .command('certs')
+    .description('make a CA and certificates for a secured cluster (needs openssl): one per node (role peer), client, admin; prints where they are')
+    .requiredOption('--out <dir>', 'where to write the PEM files')
+    .requiredOption('--nodes <ids>', 'node ids, comma-separated (each certificate is valid for 127.0.0.1, localhost and the id)')
+    .option('--hosts <names>', 'more host names or IPv4 addresses every node certificate is valid for, comma-separated')
+    .option('--days <n>', 'validity in days (default 365)', integerIn(1, 36_500))
+    .action(async (opts: { out: string; nodes: string; hosts?: string; days?: number }) => {
+      const list = (text: string): string[] => text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+      const layout = await makeCerts({ outDir: opts.out, nodes: list(opts.nodes), ...(opts.hosts !== undefined ? { hosts: list(opts.hosts) } : {}), ...(opts.days !== undefined ? { days: opts.days } : {}) });
+      await out.write(`${JSON.stringify(layout)}\n`);
+      await out.flush();
+      setCode(EXIT_OK);
     });
 
   return program;

@@ -3,6 +3,7 @@ import { ClusterNode } from '../cluster/index.js';
 import { createLogger } from '../observability/index.js';
 import type { RepairStrategy } from '../recovery/index.js';
 import { EXIT_OK, type ExitCode } from './exit.js';
+import { tlsPathsOf } from './options.js';
 
 export interface NodeVerbOptions {
   readonly id: string;
@@ -21,6 +22,10 @@ export interface NodeVerbOptions {
   readonly scrubIntervalMs?: number;
   readonly goneAfterMs?: number;
   readonly verbose?: boolean;
+  readonly tlsCa?: string;
+  readonly tlsCert?: string;
+  readonly tlsKey?: string;
+  readonly insecure?: boolean;
 }
 
 /** Resolves on the first SIGINT or SIGTERM (node as PID 1 in a container needs the handler). */
@@ -41,7 +46,9 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
   // Installed before starting: a node still starting (etcd unreachable, say) must stop on
   // SIGTERM too — as PID 1 in a container nothing else would deliver it.
   const signal = untilSignal();
+  const tls = tlsPathsOf(o);
   const starting = ClusterNode.start({
+    ...(tls ? { tls } : {}),
     id: o.id,
     dataDir: o.dataDir,
     listen: o.listen,

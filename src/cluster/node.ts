@@ -13,7 +13,7 @@ import { UnknownSegmentError } from '../replication/index.js';
 import type { AppendResult } from '../wal/index.js';
 import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, BadRequestError, LogStores, PeerHandlers, ReplicaSource, UnknownLogError, isValidLogName } from '../replication/index.js';
 import { NodeMetrics, createLogger } from '../observability/index.js';
-import { AdminClient, PeerClient, WalClient, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
+import { AdminClient, INSECURE, PeerClient, type Transport, WalClient, loadTransport, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
 import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
 import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
@@ -52,6 +52,8 @@ export class ClusterNode implements NodeApi {
   private session: NodeSession | undefined;
   private etcd: EtcdMetadata | undefined;
   private directory: EtcdSegmentDirectory | undefined;
+  /** TLS with this node's identity (role peer), or plaintext: for its listener and its calls. */
+  private transport: Transport = INSECURE;
   private rpc: RpcServer | undefined;
   private metricsServer: HttpServer | undefined;
   private repairs: RepairService | undefined;
@@ -125,7 +127,9 @@ export class ClusterNode implements NodeApi {
 
   private async startServing(): Promise<void> {
     const { options } = this;
-    this.rpc = await startRpcServer(this, options.listen);
+    if (options.tls) this.transport = await loadTransport(options.tls);
+    else this.logger.warn({ listen: `${options.listen.host}:${options.listen.port}` }, 'INSECURE: no TLS; any process that reaches this port may append, read, fence, seal and repair (start with --tls-ca, --tls-cert and --tls-key)');
+    this.rpc = await startRpcServer(this, options.listen, { transport: this.transport, onRefused: (method, code) => this.metrics.rpcRefused.inc({ method, code }) });
     this.address = `${options.listen.host}:${this.rpc.port}`;
     if (options.metricsListen) {
       const { server, port } = await this.metrics.listen(options.metricsListen.host, options.metricsListen.port);
@@ -241,15 +245,15 @@ export class ClusterNode implements NodeApi {
   private readonly peers: PeerResolver = (nodeId: string): PeerApi | undefined => {
     if (nodeId === this.options.id) return this.localPeer;
     const address = this.members.get(nodeId)?.address;
-    return address === undefined ? undefined : cached(this.peerClients, address, () => new PeerClient(address, this.options.rpcDeadlineMs));
+    return address === undefined ? undefined : cached(this.peerClients, address, () => new PeerClient(address, this.options.rpcDeadlineMs, this.transport));
   };
 
   private walClient(address: string): WalClient {
-    return cached(this.walClients, address, () => new WalClient(address));
+    return cached(this.walClients, address, () => new WalClient(address, this.transport));
   }
 
   private adminClient(address: string): AdminClient {
-    return cached(this.adminClients, address, () => new AdminClient(address));
+    return cached(this.adminClients, address, () => new AdminClient(address, this.transport));
   }
 
   // -------------------------------------------------------------------------------------------

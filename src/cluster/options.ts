@@ -1,5 +1,6 @@
 // Options of a node, with defaults filled and validated once.
 import type { Logger } from 'pino';
+import type { TlsPaths } from '../rpc/index.js';
 import { InvalidOptionError } from '../wal/index.js';
 import { type RepairStrategy, parseStrategy } from '../recovery/index.js';
 
@@ -37,6 +38,8 @@ export interface NodeOptions {
   /** A member missing this long is replaced in the ensembles of the sealed segments it held. */
   readonly goneAfterMs?: number;
   readonly coordinatorIntervalMs?: number;
+  /** PEM files of this node's identity (role peer) and of the cluster CA; absent: plaintext. */
+  readonly tls?: TlsPaths;
   readonly logger?: Logger;
 }
 
@@ -61,6 +64,7 @@ export interface ResolvedNodeOptions {
   readonly scrubIntervalMs: number;
   readonly goneAfterMs: number;
   readonly coordinatorIntervalMs: number;
+  readonly tls: TlsPaths | undefined;
 }
 
 const NAME = /^[A-Za-z0-9._-]{1,63}$/;
@@ -108,5 +112,6 @@ export function resolveNodeOptions(o: NodeOptions): ResolvedNodeOptions {
     scrubIntervalMs: int('scrubIntervalMs', o.scrubIntervalMs ?? 30_000, 100, 86_400_000),
     goneAfterMs: int('goneAfterMs', o.goneAfterMs ?? 30_000, 0, 86_400_000),
     coordinatorIntervalMs: int('coordinatorIntervalMs', o.coordinatorIntervalMs ?? 2_000, 100, 600_000),
+    tls: o.tls,
   });
 }

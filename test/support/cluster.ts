@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { AdminClient, PeerClient, WalClient } from '../../src/rpc/index.js';
+import { AdminClient, INSECURE, PeerClient, type Transport, WalClient } from '../../src/rpc/index.js';
 import { segmentFileName } from '../../src/wal/format.js';
 import type { ClusterStatus__Output } from '../../src/rpc/generated/walrecovery/v1/ClusterStatus.js';
 import type { LogStatus__Output } from '../../src/rpc/generated/walrecovery/v1/LogStatus.js';
@@ -32,6 +32,10 @@ export interface ClusterOptions {
   readonly etcd: string;
   readonly segmentBytes?: number;
   readonly cluster?: string;
+  /** More arguments of each node's command line (TLS files, say). */
+  readonly nodeArgs?: (id: string) => readonly string[];
+  /** How the test's clients reach every node (default plaintext). */
+  readonly clientTransport?: Transport;
 }
 
 /** One node process; port and data dir survive restarts. */
@@ -41,6 +45,8 @@ export class TestNode {
   private wal: WalClient | undefined;
   private admin: AdminClient | undefined;
   private peer: PeerClient | undefined;
+  /** How the test's clients reach the node (TLS with an identity, or plaintext). */
+  transport: Transport = INSECURE;
 
   constructor(
     readonly id: string,
@@ -62,17 +68,17 @@ export class TestNode {
   }
 
   walClient(): WalClient {
-    this.wal ??= new WalClient(this.target);
+    this.wal ??= new WalClient(this.target, this.transport);
     return this.wal;
   }
 
   adminClient(): AdminClient {
-    this.admin ??= new AdminClient(this.target);
+    this.admin ??= new AdminClient(this.target, this.transport);
     return this.admin;
   }
 
   peerClient(): PeerClient {
-    this.peer ??= new PeerClient(this.target);
+    this.peer ??= new PeerClient(this.target, undefined, this.transport);
     return this.peer;
   }
 
@@ -107,7 +113,9 @@ export class TestCluster {
         const id = `n${i}`;
         const dataDir = join(root, id);
         await mkdir(dataDir, { recursive: true });
-        cluster.nodes.push(new TestNode(id, dataDir, await freePort(), join(root, `${id}.log`)));
+        const node = new TestNode(id, dataDir, await freePort(), join(root, `${id}.log`));
+        if (options.clientTransport) node.transport = options.clientTransport;
+        cluster.nodes.push(node);
       }
       // Started one after the other: the first creates nothing, but start-up order is then stable.
       for (const node of cluster.nodes) await cluster.launch(node);
@@ -132,6 +140,7 @@ export class TestCluster {
     const args = ['node', '--id', node.id, '--data-dir', node.dataDir, '--listen', node.target, '--etcd', this.options.etcd];
     if (this.options.segmentBytes !== undefined) args.push('--segment-bytes', String(this.options.segmentBytes));
     if (this.options.cluster !== undefined) args.push('--cluster', this.options.cluster);
+    if (this.options.nodeArgs) args.push(...this.options.nodeArgs(node.id));
     await launchNode(node, args);
   }
 
