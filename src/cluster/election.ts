@@ -11,7 +11,7 @@ import type { Lease } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Clock, Random } from '../io/index.js';
 import { Backoff } from './backoff.js';
-import type { EtcdMetadata } from './etcd.js';
+import type { ClusterMetadata, MetadataLease } from './metadata.js';
 
 export interface Leadership {
   readonly leader: string;
@@ -25,7 +25,7 @@ export interface CandidateLease {
   grant(): Promise<string>;
 }
 
-/** What an election needs of etcd (EtcdMetadata through etcdElectionStore in production). */
+/** What an election needs of etcd (ClusterMetadata through etcdElectionStore). */
 export interface ElectionStore<L extends CandidateLease> {
   /** Creates key bound to lease unless it exists; undefined when it existed already. */
   create(key: string, value: unknown, lease: L): Promise<number | undefined>;
@@ -53,14 +53,13 @@ export function parseCandidate(raw: unknown): string {
 }
 
 /** The current leader of an election prefix, if any. */
-export async function currentLeader(meta: EtcdMetadata, prefix: string): Promise<Leadership | undefined> {
-  const response = await meta.client.getAll().prefix(prefix).sort('Create', 'Ascend').limit(1).exec();
-  const kv = response.kvs[0];
-  if (!kv) return undefined;
-  return { leader: parseCandidate(JSON.parse(kv.value.toString())), epoch: Number(kv.create_revision), key: kv.key.toString() };
+export async function currentLeader<L extends MetadataLease>(meta: ClusterMetadata<L>, prefix: string): Promise<Leadership | undefined> {
+  const first = await meta.firstCreated(prefix, parseCandidate);
+  return first ? { leader: first.value, epoch: first.createRevision, key: first.key } : undefined;
 }
 
-export function etcdElectionStore(meta: EtcdMetadata): ElectionStore<Lease> {
+/** The election's view of the cluster's metadata (etcd3 in production, SimEtcd in the simulator). */
+export function etcdElectionStore<L extends MetadataLease>(meta: ClusterMetadata<L>): ElectionStore<L> {
   return {
     create: (key, value, lease) => meta.create(key, value, lease),
     delete: (key) => meta.delete(key),

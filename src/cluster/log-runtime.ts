@@ -19,7 +19,7 @@ import {
   NotWriterError,
   catchUpLog,
 } from '../replication/index.js';
-import type { NodeMetrics } from '../observability/index.js';
+import type { Counter, Gauge, Histogram } from 'prom-client';
 import { Backoff } from './backoff.js';
 import type { CandidateLease, Election } from './election.js';
 import { OwnStoreFailingError } from './errors.js';
@@ -46,7 +46,13 @@ export interface LogRuntimeContext {
   readonly remoteCommitted: (address: string, log: string) => Promise<number>;
   readonly addressOf: (nodeId: string) => string | undefined;
   readonly memberStartedMs: (nodeId: string) => number | undefined;
-  readonly metrics: NodeMetrics;
+  /** The node's metrics this runtime sets (NodeMetrics in production). */
+  readonly metrics: {
+    readonly appendLatency: Pick<Histogram<'log'>, 'observe'>;
+    readonly appendedEntries: Pick<Counter<'log'>, 'inc'>;
+    readonly segmentsBehind: Pick<Gauge<'log'>, 'set'>;
+    readonly replicationLag: Pick<Gauge<'log' | 'peer'>, 'set'>;
+  };
   readonly logger: Logger;
   readonly groupCommitBytesMax: number;
   readonly entryBytesMax: number;
