@@ -81,6 +81,15 @@ export class EtcdMetadata implements ClusterMetadata<Lease> {
     return result.succeeded ? Number(result.header.revision) : undefined;
   }
 
+  async createWhileUnchanged(key: string, value: unknown, lease: Lease, guardKey: string, guardModRevision: number): Promise<number | undefined> {
+    const result = await this.client
+      .if(key, 'Create', '==', 0)
+      .and(guardKey, 'Mod', '==', guardModRevision)
+      .then(lease.put(key).value(JSON.stringify(value)))
+      .commit();
+    return result.succeeded ? Number(result.header.revision) : undefined;
+  }
+
   /** Replaces the value only if the key was last modified at modRevision; the new mod revision. */
   async compareAndSwap(key: string, value: unknown, modRevision: number): Promise<number | undefined> {
     const result = await this.client.if(key, 'Mod', '==', modRevision).then(this.client.put(key).value(JSON.stringify(value))).commit();

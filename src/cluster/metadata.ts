@@ -36,6 +36,10 @@ export class ClusterKeys {
   writerPrefix(log: string): string {
     return `${this.logsPrefix()}${log}/writer/`;
   }
+  /** The writer election's epoch floor (outside the writer/ prefix: it is no candidate). */
+  writerEpochFloor(log: string): string {
+    return `${this.logsPrefix()}${log}/writer-floor`;
+  }
   segmentsPrefix(log: string): string {
     return `${this.logsPrefix()}${log}/segments/`;
   }
@@ -83,6 +87,11 @@ export interface ClusterMetadata<L extends MetadataLease = MetadataLease> {
    * guardCreateRevision (an election key still held); the new revision, or undefined.
    */
   createWhile(key: string, value: unknown, guardKey: string, guardCreateRevision: number): Promise<number | undefined>;
+  /**
+   * Creates key (bound to lease) only if it does not exist and guardKey was last modified at
+   * guardModRevision (0: guardKey does not exist); the new revision, or undefined.
+   */
+  createWhileUnchanged(key: string, value: unknown, lease: L, guardKey: string, guardModRevision: number): Promise<number | undefined>;
   /** Replaces the value only if the key was last modified at modRevision; the new mod revision. */
   compareAndSwap(key: string, value: unknown, modRevision: number): Promise<number | undefined>;
   put(key: string, value: unknown, lease?: L): Promise<void>;
