@@ -157,7 +157,7 @@ export class LogWriter {
         const last = segments[segments.length - 1]?.meta;
         // Members may hold segments past the last record (etcd restored or wiped): their records
         // are re-derived first, so that no new segment takes their ids or indices.
-        if (await this.rederiveNextRecord(last)) continue;
+        if (await this.rederiveNextRecord(last, segments.map((r) => r.meta))) continue;
         this.nextSegmentId = (last?.segmentId ?? 0) + 1;
         this.nextFirstIndex = (last?.lastIndex ?? 0) + 1;
         this.committed = this.nextFirstIndex - 1;
@@ -183,11 +183,18 @@ export class LogWriter {
    * else OPEN, for recovery to seal at a point an ack quorum holds) and true is returned. A
    * member fenced higher throws FencedError with the epoch it reported (the election's floor).
    */
-  private async rederiveNextRecord(last: SegmentMeta | undefined): Promise<boolean> {
+  private async rederiveNextRecord(last: SegmentMeta | undefined, records: readonly SegmentMeta[]): Promise<boolean> {
     const { log, epoch } = this.o;
     const segmentId = (last?.segmentId ?? 0) + 1;
-    const answers = await settle([...this.o.liveMembers()].sort(), (node) => this.peer(node).fence(log, segmentId, epoch));
+    // Every node that may hold it: members of any recorded ensemble, and live members. The answers
+    // must intersect every ack quorum among them (a node not registered yet, after a wipe, counts).
+    const known = new Set([...this.o.liveMembers(), ...records.flatMap((r) => [...r.ensemble, ...(r.formerMembers ?? [])])]);
+    const answers = await settle([...known].sort(), (node) => this.peer(node).fence(log, segmentId, epoch));
     if (answers.failed.some((f) => isFenced(f.error))) throw new FencedError(log, epoch, fencedEpochOf(answers.failed, epoch));
+    // Fewer nodes known than an ensemble has (members not registered again yet): count the
+    // unknown ones as silent, so the answers still intersect every ack quorum.
+    const needed = Math.max(known.size, this.o.logMeta.replicationFactor) - this.o.logMeta.ackQuorum + 1;
+    if (answers.ok.length < needed) throw new QuorumUnavailableError(log, answers.ok.length, needed);
     const holders = answers.ok.filter((a) => a.value.present);
     if (holders.length === 0) return false;
     // The sealed copies that agree with the most others (healthy sealed copies are identical).
