@@ -20,7 +20,7 @@ import type { Clock } from '../io/index.js';
 import { type SegmentMeta } from '../replication/index.js';
 import type { EtcdSegmentDirectory } from './directory.js';
 import type { Election } from './election.js';
-import type { EtcdMetadata, Versioned } from './etcd.js';
+import type { ClusterMetadata, Versioned } from './metadata.js';
 
 export interface RepairReportRecord {
   readonly log: string;
@@ -47,12 +47,10 @@ export interface RepairReportStore {
   update(key: string, value: RepairReportRecord, modRevision: number): Promise<void>;
 }
 
-export function etcdRepairReports(etcd: EtcdMetadata): RepairReportStore {
+export function etcdRepairReports(etcd: ClusterMetadata): RepairReportStore {
   return {
     list: () => etcd.list(etcd.keys.reportsPrefix(), parseRepairReport),
-    remove: async (key, modRevision) => {
-      await etcd.client.if(key, 'Mod', '==', modRevision).then(etcd.client.delete().key(key)).commit();
-    },
+    remove: (key, modRevision) => etcd.deleteIfUnchanged(key, modRevision),
     update: async (key, value, modRevision) => {
       await etcd.compareAndSwap(key, value, modRevision);
     },

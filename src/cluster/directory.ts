@@ -1,9 +1,9 @@
 // Segment metadata of each log in etcd (replication's SegmentDirectory), updated by CAS.
 import { type LeaderGuard, type SegmentDirectory, type SegmentMeta, type LogMeta, parseSegmentMeta, parseLogMeta } from '../replication/index.js';
-import type { EtcdMetadata, Versioned } from './etcd.js';
+import type { ClusterMetadata, Versioned } from './metadata.js';
 
 export class EtcdSegmentDirectory implements SegmentDirectory {
-  constructor(private readonly meta: EtcdMetadata) {}
+  constructor(private readonly meta: ClusterMetadata) {}
 
   async list(log: string): Promise<Array<{ meta: SegmentMeta; modRevision: number }>> {
     const records = await this.meta.list(this.meta.keys.segmentsPrefix(log), parseSegmentMeta);

@@ -3,6 +3,16 @@
 // that revision is the leader's epoch. A later leader always has a higher epoch, so the epoch
 // fences every older one. Candidates watch the prefix and re-evaluate on any change.
 //
+// The epoch floor (issue 8 #9): an etcd restored from an older snapshot, or wiped, counts
+// revisions again from below the epochs the members have persisted as fences, so every new
+// leader would be fenced for good. An election with a floor key therefore campaigns with the
+// floor in force (its candidacy value carries it, and the create is conditional on the floor key
+// being unchanged), and a leader's epoch is its key's create revision plus that floor. The floor
+// only rises, so within one etcd history a later key has a higher epoch; a leader fenced by a
+// higher epoch raises the floor past it and campaigns again (outbid), so the next epoch is above
+// every fence met. (An epoch no member has seen yet may be issued again after a restore: the
+// operator's `etcdutl snapshot restore --bump-revision` closes that window; see CLUSTER.md.)
+//
 // Fault model: etcd may fail any call (a blip, a restart). A candidacy that failed to be created
 // is tried again with backoff for as long as the lease it is bound to lives: a node never sits
 // out an election because one call failed. A candidate may resign (its store is failing): its key
@@ -11,13 +21,21 @@ import type { Lease } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Clock, Random } from '../io/index.js';
 import { Backoff } from './backoff.js';
-import type { EtcdMetadata } from './etcd.js';
+import type { ClusterMetadata, MetadataLease } from './metadata.js';
 
 export interface Leadership {
   readonly leader: string;
   readonly epoch: number;
   /** The leader's election key: writes conditional on leadership compare its create revision. */
   readonly key: string;
+  /** The election key's create revision (the epoch without the floor). */
+  readonly createRevision: number;
+}
+
+/** A candidacy key's value: the node, and the epoch floor in force when the key was created. */
+export interface Candidate {
+  readonly node: string;
+  readonly floor: number;
 }
 
 /** What a candidacy needs of a lease: its id (etcd3's Lease in production). */
@@ -25,7 +43,7 @@ export interface CandidateLease {
   grant(): Promise<string>;
 }
 
-/** What an election needs of etcd (EtcdMetadata through etcdElectionStore in production). */
+/** What an election needs of etcd (ClusterMetadata through etcdElectionStore). */
 export interface ElectionStore<L extends CandidateLease> {
   /** Creates key bound to lease unless it exists; undefined when it existed already. */
   create(key: string, value: unknown, lease: L): Promise<number | undefined>;
@@ -33,6 +51,14 @@ export interface ElectionStore<L extends CandidateLease> {
   watchPrefix(prefix: string, onChange: () => void): Promise<() => Promise<void>>;
   /** The key under prefix with the lowest create revision, if any. */
   leader(prefix: string): Promise<Leadership | undefined>;
+  /** The epoch floor under floorKey (0 when absent) and its mod revision (0 when absent). */
+  readFloor?(floorKey: string): Promise<{ floor: number; modRevision: number }>;
+  /** create, only while floorKey is still at floorModRevision; undefined when not created. */
+  createAtFloor?(key: string, value: unknown, lease: L, floorKey: string, floorModRevision: number): Promise<number | undefined>;
+  /** Whether key exists. */
+  exists?(key: string): Promise<boolean>;
+  /** Raises the floor under floorKey to at least floor (compare-and-swap). */
+  raiseFloor?(floorKey: string, floor: number): Promise<void>;
 }
 
 /** What an election needs of the node's etcd session (NodeSession in production). */
@@ -47,31 +73,61 @@ export interface ElectionSession<L extends CandidateLease> {
 /** Backoff between attempts to create (or, resigning, delete) a candidacy key. */
 export const CAMPAIGN_BACKOFF = Object.freeze({ initialMs: 100, maxMs: 2_000 });
 
-export function parseCandidate(raw: unknown): string {
-  if (typeof raw !== 'string' || raw.length === 0) throw new Error('malformed candidate');
-  return raw;
+export function parseCandidate(raw: unknown): Candidate {
+  if (typeof raw === 'string' && raw.length > 0) return { node: raw, floor: 0 }; // no floor
+  const v = raw as Partial<Candidate> | null;
+  if (!v || typeof v.node !== 'string' || v.node.length === 0 || !Number.isSafeInteger(v.floor) || (v.floor as number) < 0) throw new Error('malformed candidate');
+  return { node: v.node, floor: v.floor as number };
 }
+
+export function parseEpochFloor(raw: unknown): number {
+  if (!Number.isSafeInteger(raw) || (raw as number) < 0) throw new Error('malformed epoch floor');
+  return raw as number;
+}
+
+/** Attempts at a compare-and-swap of the floor that lost a race before giving up (the caller retries). */
+const FLOOR_RAISE_ATTEMPTS_MAX = 8;
 
 /** The current leader of an election prefix, if any. */
-export async function currentLeader(meta: EtcdMetadata, prefix: string): Promise<Leadership | undefined> {
-  const response = await meta.client.getAll().prefix(prefix).sort('Create', 'Ascend').limit(1).exec();
-  const kv = response.kvs[0];
-  if (!kv) return undefined;
-  return { leader: parseCandidate(JSON.parse(kv.value.toString())), epoch: Number(kv.create_revision), key: kv.key.toString() };
+export async function currentLeader<L extends MetadataLease>(meta: ClusterMetadata<L>, prefix: string): Promise<Leadership | undefined> {
+  const first = await meta.firstCreated(prefix, parseCandidate);
+  return first ? { leader: first.value.node, epoch: first.createRevision + first.value.floor, key: first.key, createRevision: first.createRevision } : undefined;
 }
 
-export function etcdElectionStore(meta: EtcdMetadata): ElectionStore<Lease> {
+async function readFloor<L extends MetadataLease>(meta: ClusterMetadata<L>, floorKey: string): Promise<{ floor: number; modRevision: number }> {
+  const record = await meta.get(floorKey, parseEpochFloor);
+  return record ? { floor: record.value, modRevision: record.modRevision } : { floor: 0, modRevision: 0 };
+}
+
+async function raiseFloor<L extends MetadataLease>(meta: ClusterMetadata<L>, floorKey: string, floor: number): Promise<void> {
+  for (let attempt = 0; attempt < FLOOR_RAISE_ATTEMPTS_MAX; attempt += 1) {
+    const current = await readFloor(meta, floorKey);
+    if (current.floor >= floor) return;
+    const done = current.modRevision === 0 ? await meta.create(floorKey, floor) : await meta.compareAndSwap(floorKey, floor, current.modRevision);
+    if (done !== undefined) return;
+  }
+  throw new Error(`failed to raise the epoch floor ${floorKey} to ${floor}: it kept changing`);
+}
+
+/** The election's view of the cluster's metadata (etcd3 in production, SimEtcd in the simulator). */
+export function etcdElectionStore<L extends MetadataLease>(meta: ClusterMetadata<L>): ElectionStore<L> {
   return {
     create: (key, value, lease) => meta.create(key, value, lease),
     delete: (key) => meta.delete(key),
     watchPrefix: (prefix, onChange) => meta.watchPrefix(prefix, () => onChange()),
     leader: (prefix) => currentLeader(meta, prefix),
+    readFloor: (floorKey) => readFloor(meta, floorKey),
+    createAtFloor: (key, value, lease, floorKey, floorModRevision) => meta.createWhileUnchanged(key, value, lease, floorKey, floorModRevision),
+    exists: async (key) => (await meta.get(key, (raw) => raw)) !== undefined,
+    raiseFloor: (floorKey, floor) => raiseFloor(meta, floorKey, floor),
   };
 }
 
 export interface ElectionOptions<L extends CandidateLease> {
   readonly store: ElectionStore<L>;
   readonly prefix: string;
+  /** The epoch floor's key (writer elections, whose epochs fence); none: epochs are create revisions. */
+  readonly floorKey?: string;
   readonly session: ElectionSession<L>;
   readonly logger: Logger;
   /** Waits between attempts. */
@@ -145,7 +201,10 @@ export class Election<L extends CandidateLease = Lease> {
       try {
         const key = `${this.o.prefix}${this.self}-${await lease.grant()}`;
         // undefined: the key exists already (an earlier attempt applied, its answer lost).
-        await this.o.store.create(key, this.self, lease);
+        if (!(await this.createCandidacy(key, lease))) {
+          await this.o.clock.sleep(backoff.next(), this.wake.signal); // the floor moved meanwhile: read it again
+          continue;
+        }
         if (this.campaigning(lease)) {
           this.candidacy = { lease, key };
         } else if (!this.stopped && this.o.session.currentLease() === lease) {
@@ -158,6 +217,38 @@ export class Election<L extends CandidateLease = Lease> {
         await this.o.clock.sleep(backoff.next(), this.wake.signal);
       }
     }
+  }
+
+  /** Creates the candidacy key (under the floor in force, if any); false when the floor moved first. */
+  private async createCandidacy(key: string, lease: L): Promise<boolean> {
+    const { store, floorKey } = this.o;
+    if (floorKey === undefined || !store.readFloor || !store.createAtFloor || !store.exists) {
+      await store.create(key, this.self, lease);
+      return true;
+    }
+    const { floor, modRevision } = await store.readFloor(floorKey);
+    const value: Candidate = { node: this.self, floor };
+    if ((await store.createAtFloor(key, value, lease, floorKey, modRevision)) !== undefined) return true;
+    return store.exists(key); // created by an earlier attempt whose answer was lost
+  }
+
+  /**
+   * This node leads but a member fenced it with a higher epoch (etcd went back: restored from an
+   * older snapshot, or wiped): the floor is raised to fencedEpoch and this node campaigns again,
+   * so that its next epoch is above it. Other candidates whose keys predate the raise are fenced
+   * in turn when they lead, and do the same.
+   */
+  async outbid(fencedEpoch: number): Promise<void> {
+    const { store, floorKey } = this.o;
+    if (floorKey === undefined || !store.raiseFloor || this.stopped || this.resigned || !this.isLeader()) return;
+    const epoch = this.state?.epoch ?? 0;
+    if (fencedEpoch <= epoch) return;
+    // A remote member's refusal does not say by how much (fencedEpoch is then epoch + 1): the
+    // floor at least doubles, so any fence is passed within a few rounds.
+    await store.raiseFloor(floorKey, Math.max(fencedEpoch, 2 * epoch));
+    this.o.logger.warn({ node: this.self, prefix: this.o.prefix, epoch, fencedEpoch }, 'fenced by a higher epoch while leading (etcd went back?): raised the epoch floor; campaigning again');
+    await this.resign();
+    this.rejoin();
   }
 
   private campaigning(lease: L): boolean {

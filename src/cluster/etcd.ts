@@ -7,53 +7,9 @@
 // after they are lost. A watch that breaks is re-established by etcd3 itself.
 import { Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
 import { noop } from 'cockatiel';
+import type { ClusterKeys, ClusterMetadata, Versioned } from './metadata.js';
 
-export const KEY_ROOT = '/wal-recovery';
-
-export class ClusterKeys {
-  readonly root: string;
-  constructor(readonly cluster: string) {
-    this.root = `${KEY_ROOT}/${cluster}/`;
-  }
-  membersPrefix(): string {
-    return `${this.root}members/`;
-  }
-  member(nodeId: string): string {
-    return `${this.membersPrefix()}${nodeId}`;
-  }
-  coordinatorPrefix(): string {
-    return `${this.root}coordinator/`;
-  }
-  reportsPrefix(): string {
-    return `${this.root}reports/`;
-  }
-  report(log: string, segmentId: number, node: string): string {
-    return `${this.reportsPrefix()}${log}/${String(segmentId).padStart(20, '0')}/${node}`;
-  }
-  logsPrefix(): string {
-    return `${this.root}logs/`;
-  }
-  logMeta(log: string): string {
-    return `${this.logsPrefix()}${log}/meta`;
-  }
-  writerPrefix(log: string): string {
-    return `${this.logsPrefix()}${log}/writer/`;
-  }
-  segmentsPrefix(log: string): string {
-    return `${this.logsPrefix()}${log}/segments/`;
-  }
-  segment(log: string, segmentId: number): string {
-    return `${this.segmentsPrefix(log)}${String(segmentId).padStart(20, '0')}`;
-  }
-}
-
-export interface Versioned<T> {
-  readonly key: string;
-  readonly value: T;
-  readonly createRevision: number;
-  readonly modRevision: number;
-  readonly lease: string;
-}
+export { ClusterKeys, KEY_ROOT, type Versioned } from './metadata.js';
 
 export const ETCD_CALL_DEADLINE_MS = 3_000;
 
@@ -79,10 +35,14 @@ function decode<T>(kv: IKeyValue, parse: (raw: unknown) => T): Versioned<T> {
 }
 
 /** JSON values under the cluster's keys; parse validates each value read. */
-export class EtcdMetadata {
+export class EtcdMetadata implements ClusterMetadata<Lease> {
   private readonly watchers = new Set<Watcher>();
 
   constructor(readonly client: Etcd3, readonly keys: ClusterKeys) {}
+
+  lease(ttlSeconds: number): Lease {
+    return this.client.lease(ttlSeconds, { autoKeepAlive: true });
+  }
 
   async get<T>(key: string, parse: (raw: unknown) => T): Promise<Versioned<T> | undefined> {
     const response = await this.client.get(key).exec();
@@ -93,6 +53,12 @@ export class EtcdMetadata {
   async list<T>(prefix: string, parse: (raw: unknown) => T): Promise<Array<Versioned<T>>> {
     const response = await this.client.getAll().prefix(prefix).sort('Key', 'Ascend').exec();
     return response.kvs.map((kv) => decode(kv, parse));
+  }
+
+  async firstCreated<T>(prefix: string, parse: (raw: unknown) => T): Promise<Versioned<T> | undefined> {
+    const response = await this.client.getAll().prefix(prefix).sort('Create', 'Ascend').limit(1).exec();
+    const kv = response.kvs[0];
+    return kv ? decode(kv, parse) : undefined;
   }
 
   /** Creates the key only if it does not exist; its mod revision, or undefined when it existed. */
@@ -115,6 +81,15 @@ export class EtcdMetadata {
     return result.succeeded ? Number(result.header.revision) : undefined;
   }
 
+  async createWhileUnchanged(key: string, value: unknown, lease: Lease, guardKey: string, guardModRevision: number): Promise<number | undefined> {
+    const result = await this.client
+      .if(key, 'Create', '==', 0)
+      .and(guardKey, 'Mod', '==', guardModRevision)
+      .then(lease.put(key).value(JSON.stringify(value)))
+      .commit();
+    return result.succeeded ? Number(result.header.revision) : undefined;
+  }
+
   /** Replaces the value only if the key was last modified at modRevision; the new mod revision. */
   async compareAndSwap(key: string, value: unknown, modRevision: number): Promise<number | undefined> {
     const result = await this.client.if(key, 'Mod', '==', modRevision).then(this.client.put(key).value(JSON.stringify(value))).commit();
@@ -128,6 +103,10 @@ export class EtcdMetadata {
 
   async delete(key: string): Promise<void> {
     await this.client.delete().key(key);
+  }
+
+  async deleteIfUnchanged(key: string, modRevision: number): Promise<void> {
+    await this.client.if(key, 'Mod', '==', modRevision).then(this.client.delete().key(key)).commit();
   }
 
   /** Calls onChange after every put or delete under prefix, until close(). */

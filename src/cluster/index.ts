@@ -2,4 +2,10 @@
 export { ClusterNode, VERSION } from './node.js';
 export { type NodeOptions, type ResolvedNodeOptions, resolveNodeOptions, parseHostPort } from './options.js';
 export { ClusterKeys, EtcdMetadata, connectEtcd } from './etcd.js';
+export { type ClusterMetadata, type MetadataLease, type Versioned } from './metadata.js';
+export { Election, etcdElectionStore } from './election.js';
+export { NodeSession, type MemberInfo, parseMemberInfo } from './session.js';
+export { LogRuntime, type LogRuntimeContext } from './log-runtime.js';
+export { LocalPeer } from './local-peer.js';
+export { EtcdSegmentDirectory } from './directory.js';
 export { RepairService, type RepairServiceOptions, type DetectionSource } from './repairs.js';

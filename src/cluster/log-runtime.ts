@@ -14,19 +14,20 @@ import {
   type SegmentDirectory,
   type SegmentMeta,
   BadRequestError,
+  FencedError,
   LogReader,
   LogWriter,
   NotWriterError,
   catchUpLog,
 } from '../replication/index.js';
-import type { NodeMetrics } from '../observability/index.js';
+import type { Counter, Gauge, Histogram } from 'prom-client';
 import { Backoff } from './backoff.js';
 import type { CandidateLease, Election } from './election.js';
 import { OwnStoreFailingError } from './errors.js';
 import type { LocalStoreHealth } from './local-peer.js';
 
 /** What a log's runtime needs of its writer election (Election in production). */
-export type WriterElection = Pick<Election<CandidateLease>, 'onChange' | 'start' | 'stop' | 'leadership' | 'isLeader' | 'resign' | 'rejoin'>;
+export type WriterElection = Pick<Election<CandidateLease>, 'onChange' | 'start' | 'stop' | 'leadership' | 'isLeader' | 'resign' | 'rejoin' | 'outbid'>;
 
 export interface LogRuntimeContext {
   readonly self: string;
@@ -46,7 +47,13 @@ export interface LogRuntimeContext {
   readonly remoteCommitted: (address: string, log: string) => Promise<number>;
   readonly addressOf: (nodeId: string) => string | undefined;
   readonly memberStartedMs: (nodeId: string) => number | undefined;
-  readonly metrics: NodeMetrics;
+  /** The node's metrics this runtime sets (NodeMetrics in production). */
+  readonly metrics: {
+    readonly appendLatency: Pick<Histogram<'log'>, 'observe'>;
+    readonly appendedEntries: Pick<Counter<'log'>, 'inc'>;
+    readonly segmentsBehind: Pick<Gauge<'log'>, 'set'>;
+    readonly replicationLag: Pick<Gauge<'log' | 'peer'>, 'set'>;
+  };
   readonly logger: Logger;
   readonly groupCommitBytesMax: number;
   readonly entryBytesMax: number;
@@ -216,7 +223,8 @@ export class LogRuntime {
         epoch,
         logMeta: this.meta,
         directory: this.ctx.directory,
-        leader: { key: leadership.key, epoch },
+        // The guard etcd compares is the election key's create revision (the epoch less its floor).
+        leader: { key: leadership.key, epoch: leadership.createRevision },
         peers: this.ctx.peers,
         liveMembers: () => this.ctx.liveMembers(),
         memberStartedMs: (node) => this.ctx.memberStartedMs(node),
@@ -246,6 +254,11 @@ export class LogRuntime {
       } catch (error) {
         if (this.writer === writer) this.writer = undefined;
         this.logger.warn({ epoch, err: error }, 'failed to take over as writer; retrying');
+        // Fenced by a higher epoch while this node still leads: etcd went back (restored or
+        // wiped). Raise the epoch floor past it and campaign again; waiting would never help.
+        if (error instanceof FencedError && error.fencedEpoch > epoch && !this.ctx.localStore.failing(this.log)) {
+          await this.election?.outbid(error.fencedEpoch).catch((failure: unknown) => this.logger.warn({ epoch, err: failure }, 'failed to raise the epoch floor; retrying'));
+        }
         await this.ctx.clock.sleep(backoff.next());
       }
     }

@@ -301,7 +301,7 @@ export class ClusterNode implements NodeApi {
             watchSegments: (log, onChange) => (this.etcd as EtcdMetadata).watchPrefix((this.etcd as EtcdMetadata).keys.segmentsPrefix(log), () => onChange()),
             writerElection: (log, logger) => {
               const etcd = this.etcd as EtcdMetadata;
-              return new Election({ store: etcdElectionStore(etcd), prefix: etcd.keys.writerPrefix(log), session: this.session as NodeSession, logger, clock: this.io.clock, random: this.io.random });
+              return new Election({ store: etcdElectionStore(etcd), prefix: etcd.keys.writerPrefix(log), floorKey: etcd.keys.writerEpochFloor(log), session: this.session as NodeSession, logger, clock: this.io.clock, random: this.io.random });
             },
             directory: this.directory as EtcdSegmentDirectory,
             localStore: this.localPeer,

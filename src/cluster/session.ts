@@ -6,7 +6,7 @@ import type { Lease } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Clock, Random } from '../io/index.js';
 import { Backoff } from './backoff.js';
-import type { EtcdMetadata } from './etcd.js';
+import type { ClusterMetadata, MetadataLease } from './metadata.js';
 
 export interface MemberInfo {
   readonly id: string;
@@ -22,16 +22,16 @@ export function parseMemberInfo(raw: unknown): MemberInfo {
   return { id: v.id, address: v.address, startedMs: Number(v.startedMs ?? 0), version: String(v.version ?? ''), metricsUrl: String(v.metricsUrl ?? '') };
 }
 
-export class NodeSession {
-  private lease: Lease | undefined;
+export class NodeSession<L extends MetadataLease = Lease> {
+  private lease: L | undefined;
   private generation = 0;
-  private readonly listeners: Array<(lease: Lease, generation: number) => void> = [];
+  private readonly listeners: Array<(lease: L, generation: number) => void> = [];
   private readonly lostListeners: Array<() => void> = [];
   private readonly abort = new AbortController();
   private renewing: Promise<void> | undefined;
 
   constructor(
-    private readonly meta: EtcdMetadata,
+    private readonly meta: ClusterMetadata<L>,
     readonly member: MemberInfo,
     private readonly ttlSeconds: number,
     private readonly logger: Logger,
@@ -40,7 +40,7 @@ export class NodeSession {
   ) {}
 
   /** Called with each new lease (the first and every one after a loss). */
-  onLease(listener: (lease: Lease, generation: number) => void): void {
+  onLease(listener: (lease: L, generation: number) => void): void {
     this.listeners.push(listener);
     if (this.lease) listener(this.lease, this.generation);
   }
@@ -50,7 +50,7 @@ export class NodeSession {
     this.lostListeners.push(listener);
   }
 
-  currentLease(): Lease | undefined {
+  currentLease(): L | undefined {
     return this.lease;
   }
 
@@ -62,7 +62,7 @@ export class NodeSession {
     const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 }, this.random);
     while (!this.abort.signal.aborted) {
       try {
-        const lease = this.meta.client.lease(this.ttlSeconds, { autoKeepAlive: true });
+        const lease = this.meta.lease(this.ttlSeconds);
         await lease.grant();
         await this.meta.put(this.meta.keys.member(this.member.id), this.member, lease);
         lease.on('lost', (error) => this.handleLost(lease, error));
@@ -78,7 +78,7 @@ export class NodeSession {
     }
   }
 
-  private handleLost(lease: Lease, error: unknown): void {
+  private handleLost(lease: L, error: unknown): void {
     if (lease !== this.lease || this.abort.signal.aborted) return;
     this.lease = undefined;
     this.logger.warn({ node: this.member.id, err: error }, 'etcd lease lost; registering again');

@@ -155,6 +155,9 @@ export class LogWriter {
       const unsealed = segments.filter((s) => s.meta.state !== 'SEALED');
       if (unsealed.length === 0) {
         const last = segments[segments.length - 1]?.meta;
+        // Members may hold segments past the last record (etcd restored or wiped): their records
+        // are re-derived first, so that no new segment takes their ids or indices.
+        if (await this.rederiveNextRecord(last, segments.map((r) => r.meta))) continue;
         this.nextSegmentId = (last?.segmentId ?? 0) + 1;
         this.nextFirstIndex = (last?.lastIndex ?? 0) + 1;
         this.committed = this.nextFirstIndex - 1;
@@ -173,6 +176,53 @@ export class LogWriter {
     }
   }
 
+  /**
+   * Asks every live member (Fence with this writer's epoch) whether it holds the segment after
+   * last. If one does, its record is missing from etcd (restored from an older snapshot, or
+   * wiped): it is created again from the members' copies (SEALED when the sealed copies agree,
+   * else OPEN, for recovery to seal at a point an ack quorum holds) and true is returned. A
+   * member fenced higher throws FencedError with the epoch it reported (the election's floor).
+   */
+  private async rederiveNextRecord(last: SegmentMeta | undefined, records: readonly SegmentMeta[]): Promise<boolean> {
+    const { log, epoch } = this.o;
+    const segmentId = (last?.segmentId ?? 0) + 1;
+    // Every node that may hold it: members of any recorded ensemble, and live members. The answers
+    // must intersect every ack quorum among them (a node not registered yet, after a wipe, counts).
+    const known = new Set([...this.o.liveMembers(), ...records.flatMap((r) => [...r.ensemble, ...(r.formerMembers ?? [])])]);
+    const answers = await settle([...known].sort(), (node) => this.peer(node).fence(log, segmentId, epoch));
+    if (answers.failed.some((f) => isFenced(f.error))) throw new FencedError(log, epoch, fencedEpochOf(answers.failed, epoch));
+    // Fewer nodes known than an ensemble has (members not registered again yet): count the
+    // unknown ones as silent, so the answers still intersect every ack quorum.
+    const needed = Math.max(known.size, this.o.logMeta.replicationFactor) - this.o.logMeta.ackQuorum + 1;
+    if (answers.ok.length < needed) throw new QuorumUnavailableError(log, answers.ok.length, needed);
+    const holders = answers.ok.filter((a) => a.value.present);
+    if (holders.length === 0) return false;
+    // The sealed copies that agree with the most others (healthy sealed copies are identical).
+    const sealed = holders.filter((h) => h.value.sealed);
+    const key = (h: SegmentHolding): string => `${h.lastIndex}/${h.aggregate}`;
+    const best = sealed.map((h) => key(h.value)).sort((a, b) => sealed.filter((h) => key(h.value) === b).length - sealed.filter((h) => key(h.value) === a).length)[0];
+    const agreeing = sealed.filter((h) => key(h.value) === best);
+    const model = (agreeing[0] ?? holders[0])?.value as SegmentHolding;
+    const ensemble = [...agreeing.map((h) => h.node), ...holders.filter((h) => !agreeing.includes(h)).map((h) => h.node)];
+    const meta: SegmentMeta = {
+      log,
+      segmentId,
+      ensemble,
+      ackQuorum: Math.min(this.o.logMeta.ackQuorum, ensemble.length),
+      state: agreeing.length > 0 ? 'SEALED' : 'OPEN',
+      writerEpoch: epoch,
+      firstIndex: model.firstIndex,
+      lastIndex: agreeing.length > 0 ? model.lastIndex : model.firstIndex - 1,
+      indexCount: agreeing.length > 0 ? model.indexCount : 0,
+      byteLength: agreeing.length > 0 ? model.byteLength : 0,
+      aggregate: agreeing.length > 0 ? model.aggregate : '',
+      createdMs: this.o.clock.nowMs(),
+    };
+    this.o.logger.warn({ log, segment: segmentId, ensemble, state: meta.state, lastIndex: meta.lastIndex }, 'members hold a segment etcd has no record of: re-deriving its record from their copies');
+    await this.o.directory.create(meta, this.o.leader);
+    return true;
+  }
+
   private async recoverSegment(meta: SegmentMeta, modRevision: number): Promise<void> {
     const { log, epoch } = this.o;
     if (meta.writerEpoch > epoch) throw new FencedError(log, epoch, meta.writerEpoch);
@@ -182,7 +232,7 @@ export class LogWriter {
     const answers = await settle(meta.ensemble, (node) => this.peer(node).fence(log, meta.segmentId, epoch));
     const needed = meta.ensemble.length - meta.ackQuorum + 1;
     if (answers.ok.length < needed) {
-      if (answers.failed.some((f) => isFenced(f.error))) throw new FencedError(log, epoch, epoch + 1);
+      if (answers.failed.some((f) => isFenced(f.error))) throw new FencedError(log, epoch, fencedEpochOf(answers.failed, epoch));
       throw new QuorumUnavailableError(log, answers.ok.length, needed);
     }
     const lastOf = (h: SegmentHolding): number => (h.present ? h.lastIndex : meta.firstIndex - 1);
@@ -573,6 +623,11 @@ export class LogWriter {
     this.nextFirstIndex = last + 1;
     this.o.logger.info({ log: this.o.log, segment: segment.meta.segmentId, lastIndex: last, sealedOn: seals.ok.length }, 'sealed segment');
   }
+}
+
+/** The highest epoch that fenced epoch, where known (this node's own store says; a remote ABORTED does not). */
+function fencedEpochOf(failed: ReadonlyArray<{ error: unknown }>, epoch: number): number {
+  return Math.max(epoch + 1, ...failed.map((f) => (f.error instanceof FencedError ? f.error.fencedEpoch : 0)));
 }
 
 function isFenced(error: unknown): boolean {

@@ -1,21 +1,29 @@
-// The simulated cluster: N nodes, each a process (killable, restartable) running the real
-// LogStores, PeerHandlers, LogWriter and catch-up code on its own simulated disk, connected by
-// the simulated network and sharing the simulated etcd. The writer election is the simulator's
-// (it grants epochs from etcd's revision counter, as the real election's create revision does);
-// a deposed writer is told only after a lag, as the etcd3 client learns of a lost lease late.
+// The simulated cluster: N nodes, each a process (killable, pausable, restartable) running the
+// real node code for one log on its own simulated disk: LogStores, PeerHandlers and LocalPeer,
+// its etcd session (NodeSession: lease, keepalive, registration), the writer Election, and the
+// LogRuntime (writer start-up and restart, catch-up, append with forwarding, the read path), all
+// connected by the simulated network and sharing the simulated etcd through the cluster layer's
+// metadata seam. Writer changes happen as in production: a campaign, a lease that expires (a
+// crashed, paused or cut-off node), a resignation.
 import pino, { type Logger } from 'pino';
 import { type Clock, type Disk, type SeededRandom } from '../io/index.js';
 import { RecoveryMetrics } from '../recovery/index.js';
 import { type WalStore, format } from '../wal/index.js';
-import { RepairService } from '../cluster/index.js';
-import { type LogMeta, LogReader, LogStores, LogWriter, PeerHandlers, type PeerResolver, type SegmentDirectory, catchUpLog, expectationOfMeta } from '../replication/index.js';
-import type { SimEtcd } from './directory.js';
+import { Election, EtcdSegmentDirectory, LocalPeer, LogRuntime, NodeSession, RepairService, etcdElectionStore, parseMemberInfo } from '../cluster/index.js';
+import { type LogMeta, LogStores, NotWriterError, PeerHandlers, type PeerResolver, expectationOfMeta } from '../replication/index.js';
+import type { SimEtcd, SimLease } from './directory.js';
 import { type CrashMode, SimFileSystem } from './disk.js';
 import type { SimLoop, SimProcess } from './loop.js';
-import type { SimNetwork } from './network.js';
+import { RPC_DEADLINE_MS, type SimNetwork } from './network.js';
 
 export const SIM_LOG = 'sim';
 const DATA_DIR = '/data';
+/** The nodes' lease TTL (production's default --lease-ttl-seconds is 3 as well). */
+export const SIM_LEASE_TTL_SECONDS = 3;
+const CATCH_UP_INTERVAL_MS = 500;
+
+/** Metrics the log runtime sets: counted nowhere (the checker reads the model, not metrics). */
+const NO_METRICS = { appendLatency: { observe: () => undefined }, appendedEntries: { inc: () => undefined }, segmentsBehind: { set: () => undefined }, replicationLag: { set: () => undefined } };
 
 export interface SimNodeRuntime {
   readonly process: SimProcess;
@@ -24,9 +32,12 @@ export interface SimNodeRuntime {
   readonly stores: LogStores;
   readonly handlers: PeerHandlers;
   readonly peers: PeerResolver;
-  readonly directory: SegmentDirectory;
-  writer: LogWriter | undefined;
-  reader: Promise<LogReader> | undefined;
+  readonly directory: EtcdSegmentDirectory;
+  readonly session: NodeSession<SimLease>;
+  /** The log's writer election, once the log runtime created it. */
+  election: Election<SimLease> | undefined;
+  /** The node's runtime of the log, once its store opened. */
+  log: LogRuntime | undefined;
   /** The log's store once open. */
   store?: WalStore;
   /** The node's repairs of its sealed copies from replicas (src/cluster/repairs.ts). */
@@ -81,51 +92,116 @@ export class SimNode {
     return this.runtime?.process.alive === true;
   }
 
+  /** Whether this node's log runtime has a writer that is ready and still holds the election. */
+  isWriter(): boolean {
+    const log = this.runtime?.log;
+    return log !== undefined && log.writerStatus().writer === this.id && this.runtime?.election?.isLeader() === true;
+  }
+
   start(): SimNodeRuntime {
+    const { sim } = this;
     const process: SimProcess = { name: `${this.id}#${(this.incarnation += 1)}`, incarnation: this.incarnation, alive: true };
-    const disk = this.fs.diskFor(this.sim.loop, process);
-    const clock = this.sim.loop.clockFor(process);
-    const stores = new LogStores({
-      dataDir: DATA_DIR,
-      backupRetentionCount: 0,
-      entryBytesMax: this.sim.logMeta.segmentBytesMax,
-      logger: this.sim.logger,
-      metrics: this.sim.metrics,
-      disk,
-      clock,
-    });
-    const handlers = new PeerHandlers(stores, this.sim.logger);
-    const peers = this.sim.network.resolverFor(this.id, process, (node) => this.sim.isLive(node));
-    const directory = this.sim.etcd.directoryFor(process);
+    const disk = this.fs.diskFor(sim.loop, process);
+    const clock = sim.loop.clockFor(process);
+    const random = this.random.fork();
+    const logger = sim.logger.child({ node: this.id });
+    const stores = new LogStores({ dataDir: DATA_DIR, backupRetentionCount: 0, entryBytesMax: sim.logMeta.segmentBytesMax, logger, metrics: sim.metrics, disk, clock });
+    const handlers = new PeerHandlers(stores, logger);
+    // This node's own store is called through LocalPeer (deadlines, failing-store health), as in node.ts.
+    const remote = sim.network.resolverFor(this.id, process, (node) => sim.isLive(node));
+    const own = sim.network.resolverFor(this.id, process, () => true)(this.id);
+    if (!own) throw new Error('the network resolves a node to itself');
+    const localPeer = new LocalPeer(own, { deadlineMs: RPC_DEADLINE_MS, clock });
+    const peers: PeerResolver = (node) => (node === this.id ? localPeer : remote(node));
+    const meta = sim.etcd.metadataFor(this.id, process);
+    const directory = new EtcdSegmentDirectory(meta);
+    const member = { id: this.id, address: this.id, startedMs: clock.nowMs(), version: 'sim', metricsUrl: '' };
+    const session = new NodeSession(meta, member, SIM_LEASE_TTL_SECONDS, logger, clock, random.fork());
     const repairs = new RepairService({
       self: this.id,
       logs: stores,
       directory,
       peers,
-      fetchFile: (node, _log, segmentId, path) => this.sim.fetchFile(runtime, node, segmentId, path),
+      fetchFile: (node, _log, segmentId, path) => sim.fetchFile(runtime, node, segmentId, path),
       tempDir: DATA_DIR,
-      entryBytesMax: this.sim.logMeta.segmentBytesMax,
+      entryBytesMax: sim.logMeta.segmentBytesMax,
       strategy: 'partial',
       roundsMax: 3,
-      logger: this.sim.logger,
+      logger,
       report: async () => undefined,
       clock,
-      random: this.random.fork(),
+      random: random.fork(),
       disk,
     });
-    const runtime: SimNodeRuntime = { process, disk, clock, stores, handlers, peers, directory, writer: undefined, reader: undefined, repairs };
+    const runtime: SimNodeRuntime = { process, disk, clock, stores, handlers, peers, directory, session, election: undefined, log: undefined, repairs };
     this.runtime = runtime;
-    this.sim.network.attach(this.id, { process, handlers, committed: () => (runtime.writer?.isReady ? runtime.writer.committedIndex : undefined) });
-    // A node opens (and recovers) its logs at start, as src/cluster/node.ts does.
+    sim.network.attach(this.id, {
+      process,
+      handlers,
+      committed: () => runtime.log?.committedIndex(),
+      append: (payloads, deadlineMs) => (runtime.log ? runtime.log.append(payloads, true, deadlineMs) : Promise.reject(new NotWriterError(SIM_LOG, undefined))),
+    });
+    // A node opens (and recovers) its logs, starts their runtimes, then registers (node.ts).
     const expected = this.durableAtCrash;
     this.durableAtCrash = undefined;
-    stores.store(SIM_LOG).then(
-      (store) => {
-        runtime.store = store;
-        if (expected) this.checkDurable(store, expected);
-      },
-      (error: unknown) => this.sim.trace(`${this.id} failed to open its log: ${describe(error)}`),
-    );
+    void (async () => {
+      let store: WalStore;
+      try {
+        store = await stores.store(SIM_LOG);
+      } catch (error) {
+        sim.trace(`${this.id} failed to open its log: ${describe(error)}`);
+        return;
+      }
+      runtime.store = store;
+      if (expected) this.checkDurable(store, expected);
+      const newLogRuntime = (): LogRuntime => new LogRuntime(
+        {
+          self: this.id,
+          watchSegments: (name, onChange) => meta.watchPrefix(meta.keys.segmentsPrefix(name), () => onChange()),
+          writerElection: (name, electionLogger) => {
+            const election = new Election({ store: etcdElectionStore(meta), prefix: meta.keys.writerPrefix(name), floorKey: meta.keys.writerEpochFloor(name), session, logger: electionLogger, clock, random: random.fork() });
+            election.onChange((state, isSelf) => sim.trace(`${this.id} sees writer ${state?.leader ?? 'none'} epoch ${state?.epoch ?? 0}${isSelf ? ' (self)' : ''}`));
+            runtime.election = election;
+            return election;
+          },
+          directory,
+          localStore: localPeer,
+          handlers,
+          peers,
+          liveMembers: () => sim.registeredMembers(),
+          forwardAppend: (address, _log, payloads, deadlineMs) => sim.network.forwardAppend(this.id, address, process, payloads, deadlineMs),
+          remoteCommitted: async (address) => (await sim.network.askCommitted(this.id, address, process)) ?? 0,
+          addressOf: (node) => (sim.registeredMembers().includes(node) ? node : undefined),
+          memberStartedMs: (node) => sim.memberStartedMs(node),
+          metrics: NO_METRICS,
+          logger,
+          groupCommitBytesMax: 64 * 1024,
+          entryBytesMax: 4096,
+          catchUpIntervalMs: CATCH_UP_INTERVAL_MS,
+          fetchFile: (node, _log, segmentId, path) => sim.fetchFile(runtime, node, segmentId, path),
+          onDamage: (_log, segmentId, detail) => repairs.schedule(SIM_LOG, segmentId, 'read', detail),
+          clock,
+          random: random.fork(),
+          disk,
+        },
+        sim.logMeta,
+        store,
+      );
+      // A runtime that failed to start (etcd unreachable) is stopped and tried again later (node.ts).
+      const startLog = async (): Promise<void> => {
+        const log = newLogRuntime();
+        try {
+          await log.start();
+          runtime.log = log;
+        } catch (error) {
+          await log.stop().catch(() => undefined);
+          sim.trace(`${this.id} failed to start its log runtime: ${describe(error)}`);
+          clock.setTimer(CATCH_UP_INTERVAL_MS * 5, () => void startLog());
+        }
+      };
+      await startLog();
+      await session.start();
+    })().catch((error: unknown) => sim.trace(`${this.id} failed to start: ${describe(error)}`));
     return runtime;
   }
 
@@ -143,6 +219,12 @@ export class SimNode {
     this.crashes += 1;
   }
 
+  /** The process stops for ms (a long GC pause, SIGSTOP): nothing it does runs meanwhile. */
+  pause(ms: number): void {
+    const runtime = this.runtime;
+    if (runtime) runtime.process.pausedUntilMs = this.sim.loop.nowMs + ms;
+  }
+
   /** After a restart: every segment holds at least what was durable before the crash. */
   private checkDurable(store: WalStore, expected: ReadonlyMap<number, number>): void {
     for (const [segmentId, lastIndex] of expected) {
@@ -152,54 +234,6 @@ export class SimNode {
       }
     }
   }
-
-  /** The node's read path (src/replication/reader.ts), as its LogRuntime builds it. */
-  readerOf(runtime: SimNodeRuntime): Promise<LogReader> {
-    runtime.reader ??= runtime.stores.store(SIM_LOG).then(
-      (store) =>
-        new LogReader({
-          log: SIM_LOG,
-          self: this.id,
-          store,
-          directory: runtime.directory,
-          peers: runtime.peers,
-          logger: this.sim.logger,
-          localCommitted: () => {
-            const writer = runtime.writer;
-            const own = writer?.isReady && this.sim.writerNode === this ? writer.committedIndex : 0;
-            return Math.max(own, runtime.handlers.committedIndex(SIM_LOG));
-          },
-          writerCommitted: async () => {
-            const writer = this.sim.writerNode;
-            if (!writer || writer === this) return undefined;
-            return this.sim.network.askCommitted(this.id, writer.id, runtime.process);
-          },
-          onDamage: (segmentId, detail) => runtime.repairs.schedule(SIM_LOG, segmentId, 'read', detail),
-        }),
-    );
-    runtime.reader.catch(() => (runtime.reader = undefined));
-    return runtime.reader;
-  }
-
-  /** Runs one catch-up pass (as the node's background loop does). */
-  async catchUp(): Promise<void> {
-    const runtime = this.runtime;
-    if (!runtime) return;
-    const store = await runtime.stores.store(SIM_LOG);
-    const reader = await this.readerOf(runtime);
-    reader.setRecords(await runtime.directory.list(SIM_LOG));
-    await catchUpLog({
-      log: SIM_LOG,
-      self: this.id,
-      store,
-      directory: runtime.directory,
-      peers: runtime.peers,
-      logger: this.sim.logger,
-      fetchFile: (node, segmentId, path) => this.sim.fetchFile(runtime, node, segmentId, path),
-      tempDir: store.dataDir,
-      disk: runtime.disk,
-    });
-  }
 }
 
 export class SimCluster {
@@ -207,9 +241,6 @@ export class SimCluster {
   readonly metrics = new RecoveryMetrics();
   readonly logger: Logger = pino({ level: process.env['WAL_SIM_LOG'] ?? 'silent' });
   readonly logMeta: LogMeta;
-  /** The node the (simulated) election names writer, and its epoch. */
-  writerNode: SimNode | undefined;
-  writerEpoch = 0;
   /** Where violations found by the cluster itself go (the run's model). */
   violate: (invariant: string, detail: string) => void = () => undefined;
 
@@ -230,8 +261,15 @@ export class SimCluster {
     return this.nodes.find((n) => n.id === node)?.alive === true;
   }
 
-  liveIds(): string[] {
-    return this.nodes.filter((n) => n.alive).map((n) => n.id);
+  /** The members registered in etcd now (what a node's member watch shows). */
+  registeredMembers(): string[] {
+    const prefix = this.etcd.keys.membersPrefix();
+    return this.etcd.keysUnder(prefix).map((key) => key.slice(prefix.length));
+  }
+
+  memberStartedMs(node: string): number | undefined {
+    const raw = this.etcd.peek(this.etcd.keys.member(node));
+    return raw === undefined ? undefined : parseMemberInfo(raw).startedMs;
   }
 
   node(id: string): SimNode {
@@ -240,58 +278,9 @@ export class SimCluster {
     return node;
   }
 
-  /**
-   * The election moves to node with a new, higher epoch. The previous writer is told it lost
-   * only after lagMs (it may keep writing meanwhile: the members' fences must stop it).
-   */
-  elect(node: SimNode, lagMs: number): void {
-    const previous = this.writerNode?.runtime?.writer;
-    const previousRuntime = this.writerNode?.runtime;
-    if (previous && previousRuntime) this.loop.schedule(lagMs, () => previous.stop(), previousRuntime.process);
-    this.writerEpoch = this.etcd.nextEpoch();
-    this.writerNode = node;
-    this.trace(`elect ${node.id} epoch ${this.writerEpoch}`);
-    this.startWriter(node, this.writerEpoch);
-  }
-
-  /** Starts a writer on node for epoch, as src/cluster/log-runtime.ts does while elected. */
-  startWriter(node: SimNode, epoch: number): void {
-    const runtime = node.runtime;
-    if (!runtime) return;
-    const writer = new LogWriter({
-      log: SIM_LOG,
-      self: node.id,
-      epoch,
-      logMeta: this.logMeta,
-      directory: runtime.directory,
-      leader: { key: `election/${epoch}`, epoch },
-      peers: runtime.peers,
-      liveMembers: () => this.liveIds(),
-      logger: this.logger,
-      clock: runtime.clock,
-      onCommitted: (index) => runtime.handlers.noteCommitted(SIM_LOG, index),
-      onFailed: () => {
-        // A writer that fails while its node is still elected comes back after a backoff.
-        if (runtime.writer !== writer) return;
-        runtime.writer = undefined;
-        this.loop.schedule(200, () => {
-          if (this.writerNode === node && this.writerEpoch === epoch && node.runtime === runtime && !runtime.writer) this.startWriter(node, epoch);
-        }, runtime.process);
-      },
-      groupCommitBytesMax: 64 * 1024,
-      entryBytesMax: 4096,
-    });
-    runtime.writer = writer;
-    writer.whenReady().then(
-      () => this.trace(`${node.id} writer ready epoch ${epoch} committed ${writer.committedIndex}`),
-      (error: unknown) => {
-        this.trace(`${node.id} writer epoch ${epoch} failed to start: ${describe(error)}`);
-        if (runtime.writer === writer) runtime.writer = undefined;
-        this.loop.schedule(300, () => {
-          if (this.writerNode === node && this.writerEpoch === epoch && node.runtime === runtime && !runtime.writer) this.startWriter(node, epoch);
-        }, runtime.process);
-      },
-    );
+  /** The node whose writer holds the election now, if any (as etcd and the node itself see it). */
+  writerNode(): SimNode | undefined {
+    return this.nodes.find((n) => n.isWriter());
   }
 
   /** FetchSegment from node into path on the caller's disk, over the simulated network. */

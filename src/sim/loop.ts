@@ -14,10 +14,12 @@ export interface SimProcess {
   readonly name: string;
   readonly incarnation: number;
   alive: boolean;
+  /** A paused process (a long GC pause, SIGSTOP) runs none of its events before this time. */
+  pausedUntilMs?: number;
 }
 
 interface Event {
-  readonly atMs: number;
+  atMs: number;
   readonly seq: number;
   readonly owner: SimProcess | undefined;
   readonly run: () => void;
@@ -88,6 +90,13 @@ export class SimLoop {
       if (next.atMs > untilMs) break;
       this.pop();
       if (next.cancelled || (next.owner !== undefined && !next.owner.alive)) continue;
+      const pausedUntilMs = next.owner?.pausedUntilMs;
+      if (pausedUntilMs !== undefined && pausedUntilMs > next.atMs) {
+        // Deferred, in its original order among the process's events.
+        next.atMs = pausedUntilMs;
+        this.push(next);
+        continue;
+      }
       this.nowMsValue = next.atMs;
       next.run();
       ran += 1;

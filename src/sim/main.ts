@@ -20,6 +20,7 @@ function parseOptions() {
       json: { type: 'boolean', default: false },
       'duration-ms': { type: 'string' },
       'time-budget-ms': { type: 'string' },
+      'etcd-restore': { type: 'boolean', default: false },
     },
   });
 }
@@ -29,7 +30,7 @@ async function main(): Promise<number> {
   try {
     parsed = parseOptions();
   } catch (error) {
-    process.stderr.write(`wal-recovery sim: ${error instanceof Error ? error.message : String(error)}\nusage: npm run sim -- --seed N | --seeds K [--start S] [--json] [--duration-ms D] [--time-budget-ms B]\n`);
+    process.stderr.write(`wal-recovery sim: ${error instanceof Error ? error.message : String(error)}\nusage: npm run sim -- --seed N | --seeds K [--start S] [--json] [--duration-ms D] [--time-budget-ms B] [--etcd-restore]\n`);
     return 2;
   }
   const { values } = parsed;
@@ -59,7 +60,7 @@ async function main(): Promise<number> {
   let operations = 0;
   for (let seed = start; seed < start + count; seed += 1) {
     if (performance.now() - began > budgetMs) break;
-    const result = await runSeed({ seed, ...(durationMs !== undefined ? { durationMs } : {}) });
+    const result = await runSeed({ seed, etcdRestore: values['etcd-restore'] === true, ...(durationMs !== undefined ? { durationMs } : {}) });
     ran += 1;
     operations += result.operations;
     if (!result.ok) failed += 1;

@@ -6,6 +6,7 @@
 // src/cluster/node.ts.
 import type { SeededRandom } from '../io/index.js';
 import type { PeerApi, PeerHandlers, PeerResolver } from '../replication/index.js';
+import type { AppendResult } from '../wal/index.js';
 import { toStatus } from '../rpc/index.js';
 import type { SimLoop, SimProcess } from './loop.js';
 
@@ -38,8 +39,10 @@ export const CALM_NETWORK: NetworkFaults = { dropProbability: 0, delayMsMin: 0.0
 export interface Endpoint {
   readonly process: SimProcess;
   readonly handlers: PeerHandlers;
-  /** The committed index the node reports (WalService's committed query), if it is the writer. */
+  /** The committed index the node reports (AdminService status). */
   readonly committed: () => number | undefined;
+  /** A client append forwarded to this node (WalService Append, marked forwarded). */
+  readonly append: (payloads: readonly Uint8Array[], deadlineMs: number) => Promise<AppendResult>;
 }
 
 export class SimNetwork {
@@ -84,7 +87,7 @@ export class SimNetwork {
   }
 
   private api(self: string, target: string, caller: SimProcess): PeerApi {
-    const via = <T>(call: (h: PeerHandlers) => Promise<T>): Promise<T> => (target === self ? this.local(target, caller, call) : this.remote(self, target, caller, call));
+    const via = <T>(call: (h: PeerHandlers) => Promise<T>): Promise<T> => (target === self ? this.local(target, caller, call) : this.viaHandlers(self, target, caller, call));
     return {
       replicate: (log, epoch, segment, frames, committedIndex) => via((h) => h.replicate(log, epoch, segment, frames.map((f) => Buffer.from(f)), committedIndex)),
       fence: (log, segmentId, epoch) => via((h) => h.fence(log, segmentId, epoch)),
@@ -95,16 +98,22 @@ export class SimNetwork {
 
   /** Asks node to for its committed index, as a non-writer asks the writer. */
   askCommitted(from: string, to: string, caller: SimProcess): Promise<number | undefined> {
-    return this.remote(from, to, caller, async () => {
-      const endpoint = this.endpoints.get(to);
-      return endpoint?.committed();
-    });
+    return this.remote(from, to, caller, async (endpoint) => endpoint.committed());
+  }
+
+  /** Forwards a client's append from node from to the writer's node to. */
+  forwardAppend(from: string, to: string, caller: SimProcess, payloads: readonly Uint8Array[], deadlineMs: number): Promise<AppendResult> {
+    return this.remote(from, to, caller, (endpoint) => endpoint.append(payloads, deadlineMs));
   }
 
   private local<T>(node: string, caller: SimProcess, call: (h: PeerHandlers) => Promise<T>): Promise<T> {
     const endpoint = this.endpoints.get(node);
     if (!endpoint || endpoint.process !== caller) return new Promise<T>(() => undefined); // our own process is gone
     return call(endpoint.handlers);
+  }
+
+  private viaHandlers<T>(from: string, to: string, caller: SimProcess, call: (h: PeerHandlers) => Promise<T>): Promise<T> {
+    return this.remote(from, to, caller, (endpoint) => call(endpoint.handlers));
   }
 
   private delayMs(): number {
@@ -119,7 +128,7 @@ export class SimNetwork {
     return this.faults.dropProbability > 0 && this.random.chance(this.faults.dropProbability);
   }
 
-  private remote<T>(from: string, to: string, caller: SimProcess, call: (h: PeerHandlers) => Promise<T>): Promise<T> {
+  private remote<T>(from: string, to: string, caller: SimProcess, call: (endpoint: Endpoint) => Promise<T>): Promise<T> {
     this.messages += 1;
     return new Promise<T>((resolve, reject) => {
       let settled = false;
@@ -148,7 +157,7 @@ export class SimNetwork {
           }
           this.loop.schedule(this.delayMs(), () => settle(fn), caller);
         };
-        call(endpoint.handlers).then(
+        call(endpoint).then(
           (value) => reply(() => resolve(value)),
           (error: unknown) => {
             const status = toStatus(error);

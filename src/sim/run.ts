@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto';
 import { SeededRandom } from '../io/index.js';
 import { format } from '../wal/index.js';
-import { SIM_LOG, SimCluster, type SimNode, describe } from './cluster.js';
-import { SimEtcd } from './directory.js';
+import { SIM_LOG, SimCluster, describe } from './cluster.js';
+import { SimEtcd, type SimEtcdSnapshot } from './directory.js';
 import { CRASH_MODES, type CrashMode, DEFAULT_DISK_LATENCY } from './disk.js';
 import { SimLoop } from './loop.js';
 import { Model, type Violation } from './model.js';
@@ -24,6 +24,8 @@ export interface SimOptions {
   readonly segmentBytesMax?: number;
   /** Mean virtual time between two faults. */
   readonly faultEveryMs?: number;
+  /** Restore etcd from an older snapshot, or wipe it, now and then (issue 8 #9). */
+  readonly etcdRestore?: boolean;
   /** Keep the last lines of the trace for the report of a failing seed. */
   readonly traceLinesMax?: number;
 }
@@ -40,9 +42,10 @@ export interface SimResult {
   readonly trace: readonly string[];
 }
 
-export const SIM_DEFAULTS = Object.freeze({ durationMs: 20_000, clients: 4, readers: 2, nodes: 3, segmentBytesMax: 8 * 1024, faultEveryMs: 700, traceLinesMax: 60 });
+export const SIM_DEFAULTS = Object.freeze({ durationMs: 20_000, clients: 4, readers: 2, nodes: 3, segmentBytesMax: 8 * 1024, faultEveryMs: 700, traceLinesMax: 60, etcdRestore: false });
 
 const QUIESCE_MS_MAX = 60_000;
+const EMPTY_ETCD: SimEtcdSnapshot = { revision: 0, kv: new Map(), leases: new Map() };
 /** Bit rot hits a segment again (on any node) only this long after the last time. */
 const DAMAGE_SPACING_MS = 15_000;
 const HEADER_BYTES = format.SEGMENT_HEADER_BYTES;
@@ -72,8 +75,8 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   let faulty = true;
   const damagedAt = new Map<number, number>();
 
+  etcd.seed(etcd.keys.logMeta(SIM_LOG), cluster.logMeta);
   for (const node of cluster.nodes) node.start();
-  cluster.elect(cluster.nodes[0] as SimNode, 0);
   const standalone = startStoreWorkload(loop, random.fork(), trace, countFault, () => !faulty);
 
   // --- clients ----------------------------------------------------------------------------
@@ -82,7 +85,9 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   const appendOnce = (client: number): Promise<void> => {
     const count = 1 + workload.int(3);
     const payloads = Array.from({ length: count }, () => `c${client}-${(sequence += 1)}-${'x'.repeat(workload.int(200))}`);
-    const target = cluster.writerNode;
+    // A client calls any node; a node that is not the writer forwards to the writer (WalService).
+    const live = cluster.nodes.filter((n) => n.alive);
+    const target = live.length > 0 ? workload.pick(live) : undefined;
     return new Promise<void>((resolve) => {
       let done = false;
       const finish = (what: () => void): void => {
@@ -92,12 +97,12 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         resolve();
       };
       loop.schedule(CLIENT_DEADLINE_MS, () => finish(() => (model.appendsFailed += 1)));
-      const writer = target?.runtime?.writer;
-      if (!writer) {
+      const log = target?.runtime?.log;
+      if (!log) {
         loop.schedule(5 + workload.next() * 20, () => finish(() => (model.appendsFailed += 1)));
         return;
       }
-      writer.append(payloads.map((p) => Buffer.from(p))).then(
+      log.append(payloads.map((p) => Buffer.from(p)), false, CLIENT_DEADLINE_MS).then(
         (result) =>
           finish(() => {
             trace(`ack ${result.firstIndex}..${result.lastIndex} ${payloads.map((p) => p.split('-', 2).join('-')).join(',')}`);
@@ -124,9 +129,9 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     if (live.length === 0) return;
     const node = workload.pick(live);
     const runtime = node.runtime;
-    if (!runtime) return;
+    const reader = runtime?.log;
+    if (!runtime || !reader) return;
     try {
-      const reader = await node.readerOf(runtime);
       const committed = await reader.knownCommitted(0);
       if (committed < 1) return;
       const from = 1 + workload.int(committed);
@@ -158,6 +163,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   const chaos = random.fork();
   const ids = cluster.nodes.map((n) => n.id);
   const injectFault = (): void => {
+    if (o.etcdRestore && chaos.chance(0.05)) return restoreEtcd();
     const roll = chaos.int(100);
     const down = cluster.nodes.filter((n) => !n.alive);
     if (roll < 27) {
@@ -174,10 +180,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         node.start();
       });
     } else if (roll < 45) {
-      const live = cluster.nodes.filter((n) => n.alive);
-      if (live.length === 0) return;
-      countFault('writer-change');
-      cluster.elect(chaos.pick(live), chaos.next() * 3_000);
+      writerChange();
     } else if (roll < 55) {
       const node = chaos.pick(ids);
       countFault('partition');
@@ -219,7 +222,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       // recently anywhere (one intact copy of every entry must remain: losing every copy is out
       // of scope), at most once per 15 s per segment.
       const node = chaos.pick(cluster.nodes);
-      const sealed = new Set(etcd.snapshotOf(SIM_LOG).filter((r) => r.meta.state === 'SEALED').map((r) => r.meta.segmentId));
+      const sealed = new Set(etcd.segmentRecords(SIM_LOG).filter((r) => r.meta.state === 'SEALED').map((r) => r.meta.segmentId));
       const files = node.sealedFiles(sealed).filter((f) => loop.nowMs - (damagedAt.get(f.segmentId) ?? -Infinity) > DAMAGE_SPACING_MS);
       if (files.length === 0) return;
       const file = chaos.pick(files);
@@ -234,16 +237,60 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         node.fs.zeroSector(file.path, offset);
         trace(`zeroed sector ${node.id} segment ${file.segmentId} at ${offset}`);
       }
-    } else if (roll < 99) {
+    } else {
       countFault('etcd-lost-answers');
       etcd.lostAnswerProbability = 0.3;
       loop.schedule(100 + chaos.next() * 2_000, () => (etcd.lostAnswerProbability = 0));
-    } else {
-      // Catch-up passes run on every node now and then (the node's background loop).
-      countFault('catch-up-pass');
-      for (const node of cluster.nodes) node.catchUp().catch((error: unknown) => trace(`${node.id} catch-up failed: ${describe(error)}`));
     }
   };
+  // The election moves by the means it has in production: the writer resigns, a node's process
+  // pauses (its lease expires while it still believes it leads), a node is cut from etcd.
+  const writerChange = (): void => {
+    const live = cluster.nodes.filter((n) => n.alive);
+    if (live.length === 0) return;
+    const writer = cluster.writerNode();
+    const kind = chaos.int(3);
+    const node = writer && chaos.chance(0.7) ? writer : chaos.pick(live);
+    const forMs = 500 + chaos.next() * 8_000;
+    if (kind === 0) {
+      const election = node.runtime?.election;
+      if (!election) return;
+      countFault('resign');
+      trace(`resign ${node.id}`);
+      void election.resign();
+      loop.schedule(forMs, () => {
+        if (node.runtime?.election === election) election.rejoin();
+      });
+    } else if (kind === 1) {
+      countFault('pause');
+      trace(`pause ${node.id} ${forMs.toFixed(0)} ms`);
+      node.pause(forMs);
+    } else {
+      countFault('etcd-cut');
+      trace(`cut ${node.id} from etcd ${forMs.toFixed(0)} ms`);
+      etcd.unreachable.add(node.id);
+      loop.schedule(forMs, () => etcd.unreachable.delete(node.id));
+    }
+  };
+  // etcd restored from a backup taken a while ago, or wiped (issue 8 #9).
+  const snapshots: Array<{ atMs: number; snapshot: SimEtcdSnapshot }> = [{ atMs: 0, snapshot: etcd.takeSnapshot() }];
+  const restoreEtcd = (): void => {
+    const wipe = chaos.chance(0.2);
+    const chosen = wipe ? undefined : chaos.pick(snapshots);
+    countFault(wipe ? 'etcd-wiped' : 'etcd-restored');
+    trace(wipe ? 'etcd wiped' : `etcd restored to its snapshot of ${chosen?.atMs.toFixed(0)} ms (revision ${chosen?.snapshot.revision})`);
+    etcd.restore(chosen?.snapshot ?? EMPTY_ETCD);
+    // An operator restoring etcd puts the log's metadata back if it was lost.
+    if (etcd.peek(etcd.keys.logMeta(SIM_LOG)) === undefined) etcd.seed(etcd.keys.logMeta(SIM_LOG), cluster.logMeta);
+  };
+  const snapshotLoop = (): void => {
+    loop.schedule(1_000 + chaos.next() * 4_000, () => {
+      snapshots.push({ atMs: loop.nowMs, snapshot: etcd.takeSnapshot() });
+      if (snapshots.length > 4) snapshots.shift();
+      if (faulty) snapshotLoop();
+    });
+  };
+  if (o.etcdRestore) snapshotLoop();
   const scheduleFaults = (): void => {
     loop.schedule(chaos.next() * 2 * o.faultEveryMs, () => {
       if (!faulty) return;
@@ -262,14 +309,6 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   };
   scrubLoop();
 
-  // Catch-up runs periodically on every node.
-  const catchUpLoop = (): void => {
-    loop.schedule(500, () => {
-      for (const node of cluster.nodes) node.catchUp().catch(() => undefined);
-      catchUpLoop();
-    });
-  };
-  catchUpLoop();
 
   // Online checks after every step are the model's (ack and read); run the faulty phase.
   const anyViolation = (): boolean => model.violations.length > 0 || standalone.model.violations.length > 0;
@@ -280,28 +319,31 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   network.healAll();
   for (const node of cluster.nodes) node.fs.latency = DEFAULT_DISK_LATENCY;
   etcd.down = false;
+  etcd.unreachable.clear();
   etcd.lostAnswerProbability = 0;
   for (const node of cluster.nodes) if (!node.alive) node.start();
   trace('quiesce');
   await standalone.finish();
   await loop.run(loop.nowMs + 6_000, () => model.violations.length > 0);
-  const finalWriter = chaos.pick(cluster.nodes);
-  cluster.elect(finalWriter, 0);
   const deadline = loop.nowMs + QUIESCE_MS_MAX;
   let finalAppend: { firstIndex: number; lastIndex: number } | undefined;
   while (loop.nowMs < deadline && model.violations.length === 0 && !finalAppend) {
     await loop.run(loop.nowMs + 500);
-    const writer = finalWriter.runtime?.writer;
-    if (!writer) continue;
-    const attempt = writer.append([Buffer.from('final')]).then((r) => (finalAppend = r), () => undefined);
-    await loop.run(loop.nowMs + 2_000, () => finalAppend !== undefined);
-    await attempt;
+    const log = chaos.pick(cluster.nodes).runtime?.log;
+    if (!log) continue;
+    let settled = false;
+    void log.append([Buffer.from('final')], false, 2_000).then((r) => (finalAppend = r), () => undefined).finally(() => (settled = true));
+    // An append that does not answer by its deadline is not waited for here (its promise may be
+    // stuck behind a writer that never gets ready; the client's own deadline ends its call).
+    await loop.run(loop.nowMs + 3_000, () => settled);
+    if (!settled) trace('final append: no answer within its deadline');
   }
   if (!finalAppend) model.violate('log-accepts-appends', `no append succeeded within ${QUIESCE_MS_MAX} ms after every fault was healed`);
   else model.ack(finalAppend.firstIndex, finalAppend.lastIndex, ['final']);
-  // Let every node catch up on the sealed segments and repair what the scrubber finds.
+  // Let every node catch up on the sealed segments (its log runtime does, every 500 ms) and repair
+  // what the scrubber finds.
   for (let pass = 0; pass < 3; pass += 1) {
-    await Promise.all(cluster.nodes.map((n) => n.catchUp().catch(() => undefined)).map((p) => loop.run(loop.nowMs + 2_000).then(() => p)));
+    await loop.run(loop.nowMs + 2_000);
     await Promise.all(cluster.nodes.map((n) => n.scrub('coordinator').catch(() => undefined)).map((p) => loop.run(loop.nowMs + 5_000).then(() => p)));
   }
   await loop.run(loop.nowMs + 5_000);
@@ -325,7 +367,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
 
 /** Reads the whole log back from the segments' members and checks it against the model. */
 async function checkFinal(cluster: SimCluster, model: Model, committedIndex: number): Promise<void> {
-  const records = cluster.etcd.snapshotOf(SIM_LOG);
+  const records = cluster.etcd.segmentRecords(SIM_LOG);
   const finalLog = new Map<number, string>();
   const pending: Array<Promise<void>> = [];
   for (const { meta } of records) {
@@ -380,11 +422,10 @@ async function checkFinal(cluster: SimCluster, model: Model, committedIndex: num
   // Every node serves the whole log through its read path once every fault is healed.
   const readBack = Promise.all(
     cluster.nodes.map(async (node) => {
-      const runtime = node.runtime;
-      if (!runtime) return;
+      const reader = node.runtime?.log;
+      if (!reader) return;
       let next = 1;
       try {
-        const reader = await node.readerOf(runtime);
         for await (const batch of reader.read(1, committedIndex, 256)) {
           for (const entry of batch) {
             const held = finalLog.get(entry.index);

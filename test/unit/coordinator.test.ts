@@ -21,7 +21,7 @@ class FakeElection {
   async start(): Promise<void> {}
   async stop(): Promise<void> {}
   lead(): void {
-    for (const listener of this.listeners) listener({ leader: 'a', epoch: 1, key: 'coordinator/a-1' }, true);
+    for (const listener of this.listeners) listener({ leader: 'a', epoch: 1, key: 'coordinator/a-1', createRevision: 1 }, true);
   }
 }
 

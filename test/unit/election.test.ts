@@ -80,7 +80,7 @@ class FakeElectionStore implements ElectionStore<FakeLease> {
 
   async leader(prefix: string): Promise<Leadership | undefined> {
     const first = [...this.keys.entries()].filter(([key]) => key.startsWith(prefix)).sort((a, b) => a[1].createRevision - b[1].createRevision)[0];
-    return first ? { leader: JSON.parse(first[1].value) as string, epoch: first[1].createRevision, key: first[0] } : undefined;
+    return first ? { leader: JSON.parse(first[1].value) as string, epoch: first[1].createRevision, key: first[0], createRevision: first[1].createRevision } : undefined;
   }
 
   /** Another node's candidacy. */

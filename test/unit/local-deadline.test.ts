@@ -179,8 +179,9 @@ class FakeWriterElection implements WriterElection {
   rejoin(): void {
     this.rejoined += 1;
   }
+  async outbid(): Promise<void> {}
   elect(leader: string, epoch: number): void {
-    this.state = { leader, epoch, key: `writer/${leader}-${epoch}` };
+    this.state = { leader, epoch, key: `writer/${leader}-${epoch}`, createRevision: epoch };
     for (const listener of this.listeners) listener(this.state, leader === this.self);
   }
 }

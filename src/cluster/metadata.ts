@@ -1,0 +1,103 @@
+// What the cluster layer needs of etcd, as one narrow interface: JSON values under the cluster's
+// keys, create-only puts and compare-and-swap (etcd transactions), prefix ranges, leases with a
+// TTL kept alive in the background (whose loss the client learns late), and prefix watches.
+// Production wires EtcdMetadata (etcd3, src/cluster/etcd.ts); the simulator wires SimEtcd
+// (src/sim/directory.ts), whose leases expire in virtual time. Election, NodeSession,
+// EtcdSegmentDirectory and the coordinator's report store depend on this interface only.
+
+export const KEY_ROOT = '/wal-recovery';
+
+export class ClusterKeys {
+  readonly root: string;
+  constructor(readonly cluster: string) {
+    this.root = `${KEY_ROOT}/${cluster}/`;
+  }
+  membersPrefix(): string {
+    return `${this.root}members/`;
+  }
+  member(nodeId: string): string {
+    return `${this.membersPrefix()}${nodeId}`;
+  }
+  coordinatorPrefix(): string {
+    return `${this.root}coordinator/`;
+  }
+  reportsPrefix(): string {
+    return `${this.root}reports/`;
+  }
+  report(log: string, segmentId: number, node: string): string {
+    return `${this.reportsPrefix()}${log}/${String(segmentId).padStart(20, '0')}/${node}`;
+  }
+  logsPrefix(): string {
+    return `${this.root}logs/`;
+  }
+  logMeta(log: string): string {
+    return `${this.logsPrefix()}${log}/meta`;
+  }
+  writerPrefix(log: string): string {
+    return `${this.logsPrefix()}${log}/writer/`;
+  }
+  /** The writer election's epoch floor (outside the writer/ prefix: it is no candidate). */
+  writerEpochFloor(log: string): string {
+    return `${this.logsPrefix()}${log}/writer-floor`;
+  }
+  segmentsPrefix(log: string): string {
+    return `${this.logsPrefix()}${log}/segments/`;
+  }
+  segment(log: string, segmentId: number): string {
+    return `${this.segmentsPrefix(log)}${String(segmentId).padStart(20, '0')}`;
+  }
+}
+
+export interface Versioned<T> {
+  readonly key: string;
+  readonly value: T;
+  readonly createRevision: number;
+  readonly modRevision: number;
+  readonly lease: string;
+}
+
+/**
+ * A lease kept alive in the background once granted (etcd3's Lease in production). 'lost' fires
+ * when the client learns the lease is gone: etcd said so, or keepalives failed for long enough;
+ * etcd may have expired it (and deleted its keys) well before.
+ */
+export interface MetadataLease {
+  /** Grants the lease (once; later calls return the same id). */
+  grant(): Promise<string>;
+  revoke(): Promise<void>;
+  /** Stops keeping the lease alive; etcd expires it after its TTL. */
+  release(): void;
+  on(event: 'lost', handler: (error: Error) => void): unknown;
+}
+
+/** The cluster's key space in etcd: JSON values, parse validates each value read. */
+export interface ClusterMetadata<L extends MetadataLease = MetadataLease> {
+  readonly keys: ClusterKeys;
+  /** A new lease of ttlSeconds (not granted until grant()). */
+  lease(ttlSeconds: number): L;
+  get<T>(key: string, parse: (raw: unknown) => T): Promise<Versioned<T> | undefined>;
+  /** Every key under prefix, in key order. */
+  list<T>(prefix: string, parse: (raw: unknown) => T): Promise<Array<Versioned<T>>>;
+  /** The key under prefix with the lowest create revision (an election's leader), if any. */
+  firstCreated<T>(prefix: string, parse: (raw: unknown) => T): Promise<Versioned<T> | undefined>;
+  /** Creates the key only if it does not exist; the revision, or undefined when it existed. */
+  create(key: string, value: unknown, lease?: L): Promise<number | undefined>;
+  /**
+   * Creates key only if it does not exist and guardKey still exists with create revision
+   * guardCreateRevision (an election key still held); the new revision, or undefined.
+   */
+  createWhile(key: string, value: unknown, guardKey: string, guardCreateRevision: number): Promise<number | undefined>;
+  /**
+   * Creates key (bound to lease) only if it does not exist and guardKey was last modified at
+   * guardModRevision (0: guardKey does not exist); the new revision, or undefined.
+   */
+  createWhileUnchanged(key: string, value: unknown, lease: L, guardKey: string, guardModRevision: number): Promise<number | undefined>;
+  /** Replaces the value only if the key was last modified at modRevision; the new mod revision. */
+  compareAndSwap(key: string, value: unknown, modRevision: number): Promise<number | undefined>;
+  put(key: string, value: unknown, lease?: L): Promise<void>;
+  delete(key: string): Promise<void>;
+  /** Deletes the key only if it was last modified at modRevision. */
+  deleteIfUnchanged(key: string, modRevision: number): Promise<void>;
+  /** Calls onChange after every put or delete under prefix (possibly late), until the returned function. */
+  watchPrefix(prefix: string, onChange: (key: string, deleted: boolean) => void): Promise<() => Promise<void>>;
+}
