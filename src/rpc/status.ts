@@ -11,6 +11,7 @@ import {
   ReplicaRejectedError,
   StoreClosedError,
   StoreFailedError,
+  StoreWriteError,
   StoreLockedError,
   WalError,
 } from '../wal/index.js';
@@ -47,6 +48,7 @@ export function toStatus(error: unknown): StatusObject {
     error instanceof QuorumUnavailableError ||
     error instanceof StoreClosedError ||
     error instanceof StoreFailedError ||
+    error instanceof StoreWriteError ||
     error instanceof StoreLockedError
   ) {
     return { code: Status.UNAVAILABLE, details };

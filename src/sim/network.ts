@@ -30,9 +30,15 @@ export interface NetworkFaults {
   /** Occasional slow messages: probability and extra delay. */
   slowProbability: number;
   slowMsMax: number;
+  /**
+   * Probability that a request is delivered a second time, up to duplicateMsMax later (after
+   * newer requests: duplication and reordering). The caller sees the first answer only.
+   */
+  duplicateProbability: number;
+  duplicateMsMax: number;
 }
 
-export const CALM_NETWORK: NetworkFaults = { dropProbability: 0, delayMsMin: 0.05, delayMsMax: 1, slowProbability: 0, slowMsMax: 0 };
+export const CALM_NETWORK: NetworkFaults = { dropProbability: 0, delayMsMin: 0.05, delayMsMax: 1, slowProbability: 0, slowMsMax: 0, duplicateProbability: 0, duplicateMsMax: 0 };
 
 /** Where a node's live incarnation can be reached. */
 export interface Endpoint {
@@ -49,6 +55,7 @@ export class SimNetwork {
   private readonly endpoints = new Map<string, Endpoint>();
   messages = 0;
   dropped = 0;
+  duplicated = 0;
 
   constructor(private readonly loop: SimLoop, private readonly random: SeededRandom) {}
 
@@ -119,6 +126,22 @@ export class SimNetwork {
     return this.faults.dropProbability > 0 && this.random.chance(this.faults.dropProbability);
   }
 
+  /** Delivers a request again later, to whatever incarnation of the target is live then. */
+  private maybeDuplicate<T>(to: string, call: (h: PeerHandlers) => Promise<T>): void {
+    const f = this.faults;
+    if (f.duplicateProbability === 0 || !this.random.chance(f.duplicateProbability)) return;
+    this.duplicated += 1;
+    const target = this.endpoints.get(to);
+    this.loop.schedule(
+      this.delayMs() + this.random.next() * f.duplicateMsMax,
+      () => {
+        const endpoint = this.endpoints.get(to);
+        if (endpoint?.process.alive) call(endpoint.handlers).then(ignore, ignore);
+      },
+      endpoint0(target),
+    );
+  }
+
   private remote<T>(from: string, to: string, caller: SimProcess, call: (h: PeerHandlers) => Promise<T>): Promise<T> {
     this.messages += 1;
     return new Promise<T>((resolve, reject) => {
@@ -155,10 +178,14 @@ export class SimNetwork {
             reply(() => reject(new SimServiceError(status.code, status.details)));
           },
         );
+        this.maybeDuplicate(to, call);
       }, endpoint0(this.endpoints.get(to)));
     });
   }
 }
+
+/** A handler's answer to a duplicate goes nowhere; only that it ran matters. */
+function ignore(): void {}
 
 /** The handler runs in the target's process: if it dies before the request arrives, nothing runs. */
 function endpoint0(endpoint: Endpoint | undefined): SimProcess | undefined {

@@ -13,6 +13,7 @@ export {
   DamageFoundError,
   StoreClosedError,
   StoreFailedError,
+  StoreWriteError,
 } from './errors.js';
 export { validateStore, repairDataDir, inspectDataDir, type ValidationReport, type DataDirOptions } from './offline.js';
 export { type GoodCopySource, type SegmentExpectation, LocalBackupSource } from './sources.js';

@@ -35,6 +35,7 @@ import {
   DamageFoundError,
   StoreClosedError,
   StoreFailedError,
+  StoreWriteError,
   StoreNotFoundError,
   WalError,
 } from './errors.js';
@@ -69,6 +70,7 @@ import { type SegmentInspection, inspectSegment, readCatalog } from './inspect.j
 import { type ResolvedWalOptions, type StoreSettings, type WalOptions, resolveWalOptions, tornWindowBytesOf, validateSettings } from './options.js';
 import { type RepairContext, repairSegmentWithRetries, repairStore } from './repair.js';
 import { type GoodCopySource, type SegmentExpectation, LocalBackupSource, matchesExpectation, writeBackups } from './sources.js';
+import { readsPastBadSectors } from './unreadable.js';
 
 export interface AppendResult {
   readonly firstIndex: number;
@@ -202,6 +204,8 @@ export class WalStore {
   private backupChain: Promise<void> = Promise.resolve();
   private catalogWrites: Promise<void> = Promise.resolve();
   private failure: unknown;
+  /** The last catalog write failed: the catalog on disk may not list every segment held. */
+  private catalogStale = false;
   private closed = false;
   private generation: number;
 
@@ -226,9 +230,15 @@ export class WalStore {
 
   /** Opens (and, unless told not to, creates) the store in dataDir, recovering it first. */
   static async open(dataDir: string, walOptions: WalOptions = {}): Promise<WalStore> {
-    const options = resolveWalOptions(walOptions);
-    const layout = new StoreLayout(options.disk, dataDir, options.backupDir);
     const logger = walOptions.logger ?? pino({ level: DEFAULT_LOG_LEVEL, base: { component: 'wal' } }, pino.destination(2));
+    const resolved = resolveWalOptions(walOptions);
+    // A sector that fails with EIO reads as zeros: its entries fail their checksums and are
+    // repaired like any other damage, instead of one bad sector making a segment unreadable.
+    const disk = readsPastBadSectors(resolved.disk, (path, offsetBytes, byteLength) =>
+      logger.error({ path, offsetBytes, byteLength }, 'failed to read a sector (EIO): read as zeros, so the entries in it fail their checksums'),
+    );
+    const options: ResolvedWalOptions = { ...resolved, disk };
+    const layout = new StoreLayout(options.disk, dataDir, options.backupDir);
     const metrics = walOptions.metrics ?? new RecoveryMetrics();
     await prepareDir(layout, options.create);
     const lock = await lockStore(layout);
@@ -244,6 +254,11 @@ export class WalStore {
       await lock.release();
       throw error;
     }
+  }
+
+  /** A write failed and could not be rolled back: the store refuses writes until reopened. */
+  get failed(): boolean {
+    return this.failure !== undefined;
   }
 
   /** The first index still in the log (1 for a new log). */
@@ -652,7 +667,13 @@ export class WalStore {
       const record = sealedRecordOf(segmentId, analysis, trailer);
       this.segments.push(record);
       this.segments.sort((a, b) => a.segmentId - b.segmentId);
-      await this.writeCatalog();
+      try {
+        await this.writeCatalog();
+      } catch (error) {
+        // Not held until the catalog says so: open may not find a segment past a gap without it.
+        this.segments = this.segments.filter((r) => r !== record);
+        throw error;
+      }
       this.scheduleBackup(segmentId);
       return record;
     });
@@ -700,9 +721,7 @@ export class WalStore {
               head.reject(error);
               continue;
             }
-            this.failure = error;
-            this.logger.error({ err: error, log: this.settings.logName }, 'failed to write: store refuses writes until reopened');
-            head.reject(new StoreFailedError({ cause: error }));
+            head.reject(await this.afterWriteFailed(error));
           }
           continue;
         }
@@ -718,15 +737,54 @@ export class WalStore {
           batch.forEach((request, i) => request.resolve(results[i] as AppendResult));
           await this.maybeCheckpoint();
         } catch (error) {
-          this.failure = error;
-          this.logger.error({ err: error, log: this.settings.logName }, 'failed to append: store refuses writes until reopened');
-          for (const request of batch) request.reject(new StoreFailedError({ cause: error }));
+          const failed = await this.afterWriteFailed(error);
+          for (const request of batch) request.reject(failed);
         }
       }
       for (const request of this.queue.splice(0)) request.reject(new StoreFailedError({ cause: this.failure }));
     } finally {
       this.flushing = undefined;
     }
+  }
+
+  /**
+   * After a write or fdatasync failed (EIO, ENOSPC): what was written since the last sync may be
+   * anywhere between absent and whole on the medium, and after a failed fdatasync Linux may have
+   * dropped the dirty pages while reads still show them and a later fdatasync succeeds
+   * ("fsyncgate"). Retrying the sync and acknowledging would acknowledge bytes that may not be
+   * there. So the unsynced tail is given up: the open segment is cut back to its last synced
+   * length (which also drops the pages a read could still see) and that is synced, and the
+   * in-memory state goes back to the durable one. Then the store keeps going (a full disk that
+   * frees up needs no restart), once the catalog matches that state again. If any of that fails,
+   * the store refuses writes until reopened.
+   */
+  private async afterWriteFailed(cause: unknown): Promise<WalError> {
+    const active = this.active;
+    let lastError: unknown;
+    // Retrying is safe here, unlike retrying the failed fdatasync: each attempt cuts first, so
+    // what its sync makes durable is the length, never bytes the disk may have dropped.
+    for (let attempt = 0; attempt < ROLLBACK_ATTEMPTS_MAX; attempt += 1) {
+      try {
+        if (active) {
+          await active.handle.truncate(active.byteLength);
+          await active.handle.datasync();
+          active.lastIndex = active.durable.lastIndex;
+          active.indexCount = active.durable.indexCount;
+          active.aggregate = active.durable.aggregate;
+        }
+        // The failed step may have been a catalog write (after a segment was created past a gap,
+        // or sealed): open finds such a segment only through the catalog, so it is rewritten
+        // from the state the store now serves before the store goes on.
+        if (this.catalogStale) await this.writeCatalog();
+        this.logger.error({ err: cause, log: this.settings.logName, segment: active?.segmentId, offsetBytes: active?.byteLength }, 'failed to write: the unsynced tail is given up and the store keeps going');
+        return new StoreWriteError({ cause });
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    this.failure = cause;
+    this.logger.error({ err: lastError, cause, log: this.settings.logName }, 'failed to write, then failed to roll back to the last sync: store refuses writes until reopened');
+    return new StoreFailedError({ cause });
   }
 
   private async writeBatch(batch: readonly PendingAppend[], bytes: number): Promise<AppendResult[]> {
@@ -890,7 +948,10 @@ export class WalStore {
   /** Catalog writes come from the append loop and from online repairs: one at a time. */
   private writeCatalog(): Promise<void> {
     const next = this.catalogWrites.then(() => this.writeCatalogNow());
-    this.catalogWrites = next.catch(() => undefined);
+    this.catalogWrites = next.then(
+      () => void (this.catalogStale = false),
+      () => void (this.catalogStale = true),
+    );
     return next;
   }
 
@@ -1075,6 +1136,9 @@ export class WalStore {
     return new CorruptEntryError(index, finding);
   }
 }
+
+/** Attempts to cut the open segment back to its last sync after a failed write (afterWriteFailed). */
+const ROLLBACK_ATTEMPTS_MAX = 3;
 
 /** Scans of the open segment's read index before giving up on catching up with its appends. */
 const READ_INDEX_BUILD_ATTEMPTS_MAX = 4;
