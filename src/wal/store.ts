@@ -665,15 +665,11 @@ export class WalStore {
       await this.layout.disk.rename(sourcePath, target);
       await this.layout.disk.fsyncDir(this.layout.segmentsDir);
       const record = sealedRecordOf(segmentId, analysis, trailer);
+      // Held (listed, served) only once a durable catalog lists it: open finds a segment past a
+      // gap only through the catalog, so one served before that could vanish in a crash.
+      await this.writeCatalog([record]);
       this.segments.push(record);
       this.segments.sort((a, b) => a.segmentId - b.segmentId);
-      try {
-        await this.writeCatalog();
-      } catch (error) {
-        // Not held until the catalog says so: open may not find a segment past a gap without it.
-        this.segments = this.segments.filter((r) => r !== record);
-        throw error;
-      }
       this.scheduleBackup(segmentId);
       return record;
     });
@@ -946,8 +942,8 @@ export class WalStore {
   }
 
   /** Catalog writes come from the append loop and from online repairs: one at a time. */
-  private writeCatalog(): Promise<void> {
-    const next = this.catalogWrites.then(() => this.writeCatalogNow());
+  private writeCatalog(adding: readonly SegmentRecord[] = []): Promise<void> {
+    const next = this.catalogWrites.then(() => this.writeCatalogNow(adding));
     this.catalogWrites = next.then(
       () => void (this.catalogStale = false),
       () => void (this.catalogStale = true),
@@ -955,7 +951,8 @@ export class WalStore {
     return next;
   }
 
-  private async writeCatalogNow(): Promise<void> {
+  /** Writes the catalog of the state served now, plus `adding` (records not served yet). */
+  private async writeCatalogNow(adding: readonly SegmentRecord[]): Promise<void> {
     if (this.active) this.active.checkpointedBytes = this.active.byteLength;
     this.generation += 1;
     const catalog: Catalog = {
@@ -966,7 +963,7 @@ export class WalStore {
       entryBytesMax: this.settings.entryBytesMax,
       backupRetentionCount: this.recovery.backupRetentionCount,
       createdMs: this.createdMs(),
-      segments: this.segmentRecords(),
+      segments: adding.length === 0 ? this.segmentRecords() : [...this.segmentRecords(), ...adding].sort((a, b) => a.segmentId - b.segmentId),
       holes: this.holes,
     };
     await writeFileAtomic(this.layout.disk, this.layout.catalogPath, this.layout.dataDir, encodeCatalog(catalog));
