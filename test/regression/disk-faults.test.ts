@@ -6,10 +6,9 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { SeededRandom } from '../../src/io/index.js';
-import { SimFileSystem } from '../../src/sim/disk.js';
+import { HEALTHY_DISK, SimFileSystem } from '../../src/sim/disk.js';
 import { SimLoop, type SimProcess } from '../../src/sim/loop.js';
 import { CorruptEntryError, StoreWriteError, WalStore, type WalOptions, format } from '../../src/wal/index.js';
-import { HEALTHY_DISK } from '../../src/sim/disk.js';
 
 const silent = pino({ level: 'silent' });
 const DIR = '/store';
@@ -153,5 +152,23 @@ describe('disk faults under the store', () => {
     r.fs.crash('lose-unsynced');
     store = await r.open(replica);
     if (served) expect(store.segmentRecord(4)?.lastIndex).toBe(20);
+  });
+});
+
+describe('requests delivered twice, late (network duplication and reordering)', () => {
+  it('a Replicate delivered again after newer ones appends nothing and changes no entry, and a repeated Seal is idempotent', async () => {
+    const r = rig();
+    const store = await r.open({ allowSegmentGaps: true, sealOnClose: false, segmentBytesMax: 64 * 1024 });
+    const frames = (first: number, last: number): Buffer[] =>
+      Array.from({ length: last - first + 1 }, (_, i) => format.encodeEntry({ index: first + i, timestampMs: 1, flags: 0, payload: Buffer.from(`e${first + i}`) }).frame);
+    const start = { segmentId: 1, firstIndex: 1, createdMs: 1 };
+    await r.drive(store.appendFrames(start, frames(1, 3)));
+    await r.drive(store.appendFrames(start, frames(4, 6)));
+    expect(await r.drive(store.appendFrames(start, frames(1, 3)))).toEqual({ firstIndex: 7, lastIndex: 6 });
+    expect(store.lastIndex).toBe(6);
+    const sealed = await r.drive(store.sealSegment(1, 6));
+    expect(await r.drive(store.sealSegment(1, 6))).toEqual(sealed);
+    await expect(r.drive(store.appendFrames(start, frames(4, 6)))).rejects.toThrow(/already sealed/);
+    expect(await payloads(r, store)).toEqual(['e1', 'e2', 'e3', 'e4', 'e5', 'e6']);
   });
 });
