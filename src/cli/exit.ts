@@ -15,6 +15,7 @@ import {
   InvalidOptionError,
   StoreClosedError,
   StoreFailedError,
+  StoreWriteError,
   StoreLockedError,
   StoreNotFoundError,
 } from '../wal/index.js';
@@ -96,6 +97,7 @@ export function exitCodeOf(error: unknown): ExitCode {
     error instanceof EntryTooLargeError ||
     error instanceof IndexOutOfRangeError ||
     error instanceof StoreFailedError ||
+    error instanceof StoreWriteError ||
     error instanceof StoreClosedError ||
     isSystemError(error)
   ) {

@@ -13,6 +13,7 @@ import {
   ReplicaRejectedError,
   StoreClosedError,
   StoreFailedError,
+  StoreWriteError,
   StoreLockedError,
   WalError,
 } from '../wal/index.js';
@@ -55,6 +56,7 @@ export function toStatus(error: unknown): StatusObject {
     error instanceof QuorumUnavailableError ||
     error instanceof StoreClosedError ||
     error instanceof StoreFailedError ||
+    error instanceof StoreWriteError ||
     error instanceof StoreLockedError
   ) {
     return { code: Status.UNAVAILABLE, details };

@@ -19,34 +19,97 @@ import type { SimLoop, SimProcess } from './loop.js';
 export const SECTOR_BYTES = 512;
 export const PAGE_BYTES = 4096;
 
-type PendingOp = { readonly kind: 'write'; readonly position: number; readonly bytes: Buffer } | { readonly kind: 'truncate'; readonly byteLength: number };
+type PendingOp =
+  | { readonly kind: 'write'; readonly position: number; readonly bytes: Buffer; readonly fate?: WriteFate }
+  | { readonly kind: 'truncate'; readonly byteLength: number };
+
+/**
+ * Where an acknowledged write really goes when it is written back: nowhere (a lost write), or to
+ * another place (a misdirected write: another offset of the same file, or another file). The
+ * page cache shows the bytes where they were written until a crash drops it.
+ */
+type WriteFate = { readonly kind: 'lost' } | { readonly kind: 'misdirected'; readonly inode: Inode; readonly position: number };
+
+/** Applies one op to a buffer (growing it as needed); returns the buffer that holds the result. */
+function applyOp(target: Buffer, op: PendingOp): Buffer {
+  if (op.kind === 'truncate') {
+    const next = Buffer.alloc(op.byteLength);
+    target.copy(next, 0, 0, Math.min(op.byteLength, target.byteLength));
+    return next;
+  }
+  return writeInto(target, op.position, op.bytes);
+}
+
+function writeInto(target: Buffer, position: number, bytes: Buffer): Buffer {
+  let result = target;
+  const end = position + bytes.byteLength;
+  if (end > result.byteLength) {
+    result = Buffer.alloc(end);
+    target.copy(result);
+  }
+  bytes.copy(result, position);
+  return result;
+}
 
 class Inode {
   data: Buffer = Buffer.alloc(0);
   durable: Buffer = Buffer.alloc(0);
   pending: PendingOp[] = [];
+  /** Sectors of the medium that fail every read (latent sector errors) until rewritten. */
+  badSectors: Set<number> | undefined;
 
-  write(position: number, bytes: Buffer): void {
-    const end = position + bytes.byteLength;
-    if (end > this.data.byteLength) {
-      const grown = Buffer.alloc(end);
-      this.data.copy(grown);
-      this.data = grown;
-    }
-    bytes.copy(this.data, position);
-    this.pending.push({ kind: 'write', position, bytes: Buffer.from(bytes) });
+  write(position: number, bytes: Buffer, fate?: WriteFate): void {
+    this.data = writeInto(this.data, position, bytes);
+    // Reads of the rewritten sector come from the page cache now (and the drive remaps it on
+    // write-back): a simplification that ignores a crash before the write-back.
+    if (!fate) this.clearBadSectors(position, bytes.byteLength);
+    this.pending.push(fate ? { kind: 'write', position, bytes: Buffer.from(bytes), fate } : { kind: 'write', position, bytes: Buffer.from(bytes) });
   }
 
   truncate(byteLength: number): void {
-    const next = Buffer.alloc(byteLength);
-    this.data.copy(next, 0, 0, Math.min(byteLength, this.data.byteLength));
-    this.data = next;
+    this.data = applyOp(this.data, { kind: 'truncate', byteLength });
     this.pending.push({ kind: 'truncate', byteLength });
   }
 
+  /** The unsynced ops reach the medium, in order (a lost write nowhere, a misdirected one elsewhere). */
   sync(): void {
-    this.durable = Buffer.from(this.data);
+    for (const op of this.pending) this.writeBack(op);
     this.pending = [];
+  }
+
+  /**
+   * A failed fdatasync (Linux since 4.13, "fsyncgate"): the dirty pages are marked clean without
+   * reaching the medium. They stay readable in the page cache, a later fdatasync succeeds
+   * without writing them, and a crash takes them away.
+   */
+  dropUnsynced(): void {
+    this.pending = [];
+  }
+
+  private writeBack(op: PendingOp): void {
+    if (op.kind === 'write' && op.fate?.kind === 'lost') return;
+    if (op.kind === 'write' && op.fate?.kind === 'misdirected') {
+      const target = op.fate.inode;
+      target.durable = writeInto(target.durable, op.fate.position, op.bytes);
+      target.clearBadSectors(op.fate.position, op.bytes.byteLength);
+      return;
+    }
+    this.durable = applyOp(this.durable, op);
+    if (op.kind === 'write') this.clearBadSectors(op.position, op.bytes.byteLength);
+  }
+
+  /** A write over a bad sector remaps it (as drives do): its reads work again. */
+  clearBadSectors(position: number, byteLength: number): void {
+    if (!this.badSectors) return;
+    for (let s = Math.floor(position / SECTOR_BYTES); s * SECTOR_BYTES < position + byteLength; s += 1) this.badSectors.delete(s);
+    if (this.badSectors.size === 0) this.badSectors = undefined;
+  }
+
+  /** True when a read of [position, position + byteLength) touches a bad sector. */
+  readFails(position: number, byteLength: number): boolean {
+    if (!this.badSectors || byteLength <= 0) return false;
+    for (let s = Math.floor(position / SECTOR_BYTES); s * SECTOR_BYTES < position + byteLength; s += 1) if (this.badSectors.has(s)) return true;
+    return false;
   }
 }
 
@@ -61,6 +124,29 @@ export interface DiskLatency {
 
 export const DEFAULT_DISK_LATENCY: DiskLatency = Object.freeze({ opMsMax: 0.2, syncMsMin: 0.5, syncMsMax: 4 });
 
+/**
+ * Faults of the disk's operations, set by the simulator for a while. Each is drawn from the
+ * file system's seeded random, only while its probability is above zero.
+ */
+export interface DiskFaults {
+  /** A write fails with EIO, writing nothing. */
+  readonly writeEioProbability: number;
+  /** An fdatasync/fsync fails with EIO; the file's unsynced writes are dropped (Inode.dropUnsynced). */
+  readonly syncEioProbability: number;
+  /** The disk is full: a write that needs new space (past a file's end) and a copy fail with ENOSPC. */
+  readonly full: boolean;
+  /** A write is acknowledged (and synced) but never reaches the medium. */
+  readonly lostWriteProbability: number;
+  /** A write reaches the medium at another offset of its file, or in another file. */
+  readonly misdirectedWriteProbability: number;
+  /** The files lost and misdirected writes may hit, and land in. */
+  readonly silentWritePaths: (path: string) => boolean;
+  /** Told of each file a lost or misdirected write damages (the intended one, and where it landed). */
+  readonly onSilentFault?: (path: string) => void;
+}
+
+export const HEALTHY_DISK: DiskFaults = Object.freeze({ writeEioProbability: 0, syncEioProbability: 0, full: false, lostWriteProbability: 0, misdirectedWriteProbability: 0, silentWritePaths: () => false });
+
 /** One node's file system; survives the node's crashes (that is the point). */
 export class SimFileSystem {
   private names = new Map<string, Inode>();
@@ -72,6 +158,8 @@ export class SimFileSystem {
 
   /** Changed by the simulator to model a disk that turns slow (a dying disk, a noisy neighbour). */
   latency: DiskLatency;
+  /** Changed by the simulator: EIO, ENOSPC, lost and misdirected writes (see DiskFaults). */
+  faults: DiskFaults = HEALTHY_DISK;
 
   constructor(readonly node: string, private readonly random: SeededRandom, latency: DiskLatency = DEFAULT_DISK_LATENCY) {
     this.latency = latency;
@@ -105,25 +193,18 @@ export class SimFileSystem {
   }
 
   private afterCrash(inode: Inode, mode: CrashMode): Buffer {
-    const ops = inode.pending;
+    // A lost or misdirected write that was not synced yet is taken to have reached nothing.
+    const ops = inode.pending.filter((op) => op.kind !== 'write' || op.fate === undefined);
     if (ops.length === 0 || mode === 'lose-unsynced') return inode.durable;
-    if (mode === 'keep-all') return inode.data;
-    let result = Buffer.from(inode.durable);
+    if (mode === 'keep-all' && ops.length === inode.pending.length) return inode.data;
+    let result: Buffer = Buffer.from(inode.durable);
     const apply = (op: PendingOp): void => {
-      if (op.kind === 'truncate') {
-        const next = Buffer.alloc(op.byteLength);
-        result.copy(next, 0, 0, Math.min(op.byteLength, result.byteLength));
-        result = next;
-        return;
-      }
-      const end = op.position + op.bytes.byteLength;
-      if (end > result.byteLength) {
-        const grown = Buffer.alloc(end);
-        result.copy(grown);
-        result = grown;
-      }
-      op.bytes.copy(result, op.position);
+      result = applyOp(result, op);
     };
+    if (mode === 'keep-all') {
+      for (const op of ops) apply(op);
+      return result;
+    }
     if (mode === 'out-of-order-pages' && ops.every((op) => op.kind === 'write')) {
       // Each page of each unsynced write reaches the medium or not, independently.
       for (const op of ops) {
@@ -145,6 +226,26 @@ export class SimFileSystem {
       if (keep > 0) apply({ kind: 'write', position: torn.position, bytes: torn.bytes.subarray(0, keep) });
     }
     return result;
+  }
+
+  /**
+   * The page cache drops its clean pages (memory pressure): later reads see the medium, so a
+   * lost or misdirected write becomes visible without a crash. Dirty (unsynced) pages stay.
+   */
+  dropCaches(): void {
+    for (const inode of new Set(this.names.values())) {
+      let data: Buffer = Buffer.from(inode.durable);
+      for (const op of inode.pending) data = applyOp(data, op);
+      inode.data = data;
+    }
+  }
+
+  /** A latent sector error: reads of the sector of path at offsetBytes fail with EIO until it is rewritten. */
+  failSector(path: string, offsetBytes: number): boolean {
+    const inode = this.names.get(path);
+    if (!inode || offsetBytes >= inode.data.byteLength) return false;
+    (inode.badSectors ??= new Set()).add(Math.floor(offsetBytes / SECTOR_BYTES));
+    return true;
   }
 
   /** Flips one bit of a file's bytes (volatile and durable): bit rot. False if no such file. */
@@ -171,6 +272,56 @@ export class SimFileSystem {
 
   bytesOf(path: string): Buffer | undefined {
     return this.names.get(path)?.data;
+  }
+
+  // --- faults of operations, drawn while DiskFaults asks for them ---------------------------
+
+  private readonly failNexts: Array<{ readonly op: 'write' | 'sync'; readonly pathSuffix: string; readonly code: string }> = [];
+
+  /** The next write or sync of a file whose name ends in pathSuffix fails with code (tests). */
+  failNext(op: 'write' | 'sync', pathSuffix: string, code = 'EIO'): void {
+    this.failNexts.push({ op, pathSuffix, code });
+  }
+
+  private takeFailNext(op: 'write' | 'sync', path: string): string | undefined {
+    const at = this.failNexts.findIndex((f) => f.op === op && path.endsWith(f.pathSuffix));
+    return at < 0 ? undefined : this.failNexts.splice(at, 1)[0]?.code;
+  }
+
+  /** The error a write of [position, +byteLength) to inode gets now, if any. */
+  writeError(inode: Inode, path: string, position: number, byteLength: number): DiskError | undefined {
+    const once = this.takeFailNext('write', path);
+    if (once !== undefined) return new DiskError(once, 'write', path);
+    if (this.faults.full && position + byteLength > inode.data.byteLength) return new DiskError('ENOSPC', 'write', path);
+    if (this.faults.writeEioProbability > 0 && this.random.chance(this.faults.writeEioProbability)) return new DiskError('EIO', 'write', path);
+    return undefined;
+  }
+
+  syncFails(path: string): boolean {
+    if (this.takeFailNext('sync', path) !== undefined) return true;
+    return this.faults.syncEioProbability > 0 && this.random.chance(this.faults.syncEioProbability);
+  }
+
+  /** Where a write to path really goes: undefined for where it was written. */
+  fateOf(self: Inode, path: string, position: number, byteLength: number): WriteFate | undefined {
+    const f = this.faults;
+    if (f.lostWriteProbability + f.misdirectedWriteProbability === 0 || !f.silentWritePaths(path)) return undefined;
+    if (f.lostWriteProbability > 0 && this.random.chance(f.lostWriteProbability)) {
+      f.onSilentFault?.(path);
+      return { kind: 'lost' };
+    }
+    if (f.misdirectedWriteProbability === 0 || !this.random.chance(f.misdirectedWriteProbability)) return undefined;
+    // Another file of the ones the fault may hit (or this one), at a sector-aligned offset
+    // within what it holds on the medium, other than the intended one.
+    const targets = this.files().filter((p) => p !== path && f.silentWritePaths(p) && (this.names.get(p)?.durable.byteLength ?? 0) > 0);
+    const targetPath = targets.length > 0 && this.random.chance(0.5) ? this.random.pick(targets) : path;
+    const inode = targetPath === path ? self : (this.names.get(targetPath) as Inode);
+    const sectors = Math.max(1, Math.ceil(Math.max(inode.durable.byteLength, position + byteLength) / SECTOR_BYTES));
+    let positionElsewhere = this.random.int(sectors) * SECTOR_BYTES + (position % SECTOR_BYTES);
+    if (targetPath === path && positionElsewhere === position) positionElsewhere += SECTOR_BYTES;
+    f.onSilentFault?.(path);
+    if (targetPath !== path) f.onSilentFault?.(targetPath);
+    return { kind: 'misdirected', inode, position: positionElsewhere };
   }
 
   // --- the operations, without latency (SimDisk adds it) ------------------------------------
@@ -294,7 +445,7 @@ class SimDisk implements Disk {
 
   async open(path: string, mode: OpenMode): Promise<DiskFile> {
     const inode = await this.op(() => this.fs.create(path, mode));
-    return new SimFile(this, inode, mode === 'r');
+    return new SimFile(this, this.fs, inode, path, mode === 'r');
   }
   stat(path: string): Promise<DiskStat | undefined> {
     return this.op(() => this.fs.stat(path));
@@ -302,7 +453,9 @@ class SimDisk implements Disk {
   readFile(path: string): Promise<Buffer> {
     return this.op(() => {
       if (this.fs.stat(path)?.isDirectory) throw new DiskError('EISDIR', 'read', path);
-      return Buffer.from(this.fs.inode(path, 'open').data);
+      const inode = this.fs.inode(path, 'open');
+      if (inode.readFails(0, inode.data.byteLength)) throw new DiskError('EIO', 'read', path);
+      return Buffer.from(inode.data);
     });
   }
   rename(from: string, to: string): Promise<void> {
@@ -328,7 +481,10 @@ class SimDisk implements Disk {
   }
   copyFile(from: string, to: string): Promise<void> {
     return this.op(() => {
-      const bytes = this.fs.inode(from, 'copyfile').data;
+      const source = this.fs.inode(from, 'copyfile');
+      if (source.readFails(0, source.data.byteLength)) throw new DiskError('EIO', 'copyfile', from);
+      if (this.fs.faults.full && source.data.byteLength > 0) throw new DiskError('ENOSPC', 'copyfile', to);
+      const bytes = source.data;
       const inode = this.fs.create(to, 'w');
       inode.write(0, bytes);
     });
@@ -344,14 +500,25 @@ class SimDisk implements Disk {
     const inode = await this.op(() => this.fs.inode(path, 'open'));
     const chunk = Math.max(1, chunkBytes);
     for (let offset = 0; offset < inode.data.byteLength; offset += chunk) {
-      yield await this.op(() => Buffer.from(inode.data.subarray(offset, Math.min(inode.data.byteLength, offset + chunk))));
+      yield await this.op(() => {
+        const end = Math.min(inode.data.byteLength, offset + chunk);
+        if (inode.readFails(offset, end - offset)) throw new DiskError('EIO', 'read', path);
+        return Buffer.from(inode.data.subarray(offset, end));
+      });
     }
   }
 }
 
 class SimFile implements DiskFile {
   private closed = false;
-  constructor(private readonly disk: SimDisk, private readonly inode: Inode, private readonly readOnly: boolean) {}
+  constructor(
+    private readonly disk: SimDisk,
+    private readonly fs: SimFileSystem,
+    private readonly inode: Inode,
+    /** The name it was opened by (for errors and for which faults may hit it). */
+    private readonly path: string,
+    private readonly readOnly: boolean,
+  ) {}
 
   private check(syscall: string, writing: boolean): void {
     if (this.closed) throw new DiskError('EBADF', syscall, '(closed file)');
@@ -363,6 +530,7 @@ class SimFile implements DiskFile {
       this.check('read', false);
       const data = this.inode.data;
       const n = Math.max(0, Math.min(byteLength, data.byteLength - position));
+      if (this.inode.readFails(position, n)) throw new DiskError('EIO', 'read', this.path);
       if (n > 0) data.copy(buf, offset, position, position + n);
       return { bytesRead: n };
     });
@@ -370,7 +538,9 @@ class SimFile implements DiskFile {
   write(buf: Uint8Array, offset: number, byteLength: number, position: number): Promise<{ bytesWritten: number }> {
     return this.disk.op(() => {
       this.check('write', true);
-      this.inode.write(position, Buffer.from(buf.buffer, buf.byteOffset + offset, byteLength));
+      const error = this.fs.writeError(this.inode, this.path, position, byteLength);
+      if (error) throw error;
+      this.inode.write(position, Buffer.from(buf.buffer, buf.byteOffset + offset, byteLength), this.fs.fateOf(this.inode, this.path, position, byteLength));
       return { bytesWritten: byteLength };
     });
   }
@@ -383,14 +553,21 @@ class SimFile implements DiskFile {
   datasync(): Promise<void> {
     return this.disk.op(() => {
       this.check('fdatasync', false);
-      this.inode.sync();
+      this.syncOrFail('fdatasync');
     }, true);
   }
   sync(): Promise<void> {
     return this.disk.op(() => {
       this.check('fsync', false);
-      this.inode.sync();
+      this.syncOrFail('fsync');
     }, true);
+  }
+  private syncOrFail(syscall: string): void {
+    if (this.fs.syncFails(this.path)) {
+      this.inode.dropUnsynced();
+      throw new DiskError('EIO', syscall, this.path);
+    }
+    this.inode.sync();
   }
   byteLength(): Promise<number> {
     return this.disk.op(() => {

@@ -31,9 +31,15 @@ export interface NetworkFaults {
   /** Occasional slow messages: probability and extra delay. */
   slowProbability: number;
   slowMsMax: number;
+  /**
+   * Probability that a request is delivered a second time, up to duplicateMsMax later (after
+   * newer requests: duplication and reordering). The caller sees the first answer only.
+   */
+  duplicateProbability: number;
+  duplicateMsMax: number;
 }
 
-export const CALM_NETWORK: NetworkFaults = { dropProbability: 0, delayMsMin: 0.05, delayMsMax: 1, slowProbability: 0, slowMsMax: 0 };
+export const CALM_NETWORK: NetworkFaults = { dropProbability: 0, delayMsMin: 0.05, delayMsMax: 1, slowProbability: 0, slowMsMax: 0, duplicateProbability: 0, duplicateMsMax: 0 };
 
 /** Where a node's live incarnation can be reached. */
 export interface Endpoint {
@@ -52,6 +58,7 @@ export class SimNetwork {
   private readonly endpoints = new Map<string, Endpoint>();
   messages = 0;
   dropped = 0;
+  duplicated = 0;
 
   constructor(private readonly loop: SimLoop, private readonly random: SeededRandom) {}
 
@@ -113,7 +120,7 @@ export class SimNetwork {
   }
 
   private viaHandlers<T>(from: string, to: string, caller: SimProcess, call: (h: PeerHandlers) => Promise<T>): Promise<T> {
-    return this.remote(from, to, caller, (endpoint) => call(endpoint.handlers));
+    return this.remote(from, to, caller, (endpoint) => call(endpoint.handlers), true);
   }
 
   private delayMs(): number {
@@ -128,7 +135,27 @@ export class SimNetwork {
     return this.faults.dropProbability > 0 && this.random.chance(this.faults.dropProbability);
   }
 
-  private remote<T>(from: string, to: string, caller: SimProcess, call: (endpoint: Endpoint) => Promise<T>): Promise<T> {
+  /** Delivers a request again later, to whatever incarnation of the target is live then. */
+  private maybeDuplicate<T>(to: string, call: (endpoint: Endpoint) => Promise<T>): void {
+    const f = this.faults;
+    if (f.duplicateProbability === 0 || !this.random.chance(f.duplicateProbability)) return;
+    this.duplicated += 1;
+    const target = this.endpoints.get(to);
+    this.loop.schedule(
+      this.delayMs() + this.random.next() * f.duplicateMsMax,
+      () => {
+        const endpoint = this.endpoints.get(to);
+        if (endpoint?.process.alive) call(endpoint).then(ignore, ignore);
+      },
+      endpoint0(target),
+    );
+  }
+
+  /**
+   * A call from one node to another. Peer-protocol requests (duplicable) may be delivered twice;
+   * a forwarded client append is not (its retries are the client's business: issue 12).
+   */
+  private remote<T>(from: string, to: string, caller: SimProcess, call: (endpoint: Endpoint) => Promise<T>, duplicable = false): Promise<T> {
     this.messages += 1;
     return new Promise<T>((resolve, reject) => {
       let settled = false;
@@ -164,10 +191,14 @@ export class SimNetwork {
             reply(() => reject(new SimServiceError(status.code, status.details)));
           },
         );
+        if (duplicable) this.maybeDuplicate(to, call);
       }, endpoint0(this.endpoints.get(to)));
     });
   }
 }
+
+/** A handler's answer to a duplicate goes nowhere; only that it ran matters. */
+function ignore(): void {}
 
 /** The handler runs in the target's process: if it dies before the request arrives, nothing runs. */
 function endpoint0(endpoint: Endpoint | undefined): SimProcess | undefined {

@@ -6,9 +6,10 @@
 import { createHash } from 'node:crypto';
 import { SeededRandom } from '../io/index.js';
 import { format } from '../wal/index.js';
-import { SIM_LOG, SimCluster, describe } from './cluster.js';
+import { SIM_LOG, SimCluster, type SimNode, describe } from './cluster.js';
 import { SimEtcd, type SimEtcdSnapshot } from './directory.js';
-import { CRASH_MODES, type CrashMode, DEFAULT_DISK_LATENCY } from './disk.js';
+import { CRASH_MODES, type CrashMode, DEFAULT_DISK_LATENCY, HEALTHY_DISK } from './disk.js';
+import { DISK_FAULT_KINDS, type DiskFaultKind, type DiskFaultTarget, injectDiskFault } from './disk-faults.js';
 import { SimLoop } from './loop.js';
 import { Model, type Violation } from './model.js';
 import { SimNetwork } from './network.js';
@@ -164,7 +165,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   const ids = cluster.nodes.map((n) => n.id);
   const injectFault = (): void => {
     if (o.etcdRestore && chaos.chance(0.05)) return restoreEtcd();
-    const roll = chaos.int(100);
+    const roll = chaos.int(120);
     const down = cluster.nodes.filter((n) => !n.alive);
     if (roll < 27) {
       // Crash a node (at most R - AQ at a time), restart it later.
@@ -199,7 +200,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       loop.schedule(100 + chaos.next() * 3_000, () => network.healAll());
     } else if (roll < 71) {
       countFault('lossy-network');
-      network.faults = { dropProbability: chaos.next() * 0.2, delayMsMin: 0.05, delayMsMax: 1 + chaos.next() * 30, slowProbability: 0.1, slowMsMax: 6_000 };
+      network.faults = { ...network.faults, dropProbability: chaos.next() * 0.2, delayMsMin: 0.05, delayMsMax: 1 + chaos.next() * 30, slowProbability: 0.1, slowMsMax: 6_000 };
       trace(`network lossy drop=${network.faults.dropProbability.toFixed(3)}`);
       loop.schedule(100 + chaos.next() * 2_000, () => network.healAll());
     } else if (roll < 78) {
@@ -237,10 +238,19 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         node.fs.zeroSector(file.path, offset);
         trace(`zeroed sector ${node.id} segment ${file.segmentId} at ${offset}`);
       }
-    } else {
+    } else if (roll < 100) {
       countFault('etcd-lost-answers');
       etcd.lostAnswerProbability = 0.3;
       loop.schedule(100 + chaos.next() * 2_000, () => (etcd.lostAnswerProbability = 0));
+    } else if (roll < 104) {
+      // Requests delivered twice, the copy late (after newer ones): duplication and reordering.
+      countFault('duplicating-network');
+      network.faults = { ...network.faults, duplicateProbability: 0.05 + chaos.next() * 0.3, duplicateMsMax: chaos.next() * 2_000 };
+      trace(`network duplicates p=${network.faults.duplicateProbability.toFixed(3)}`);
+      loop.schedule(100 + chaos.next() * 2_000, () => network.healAll());
+    } else {
+      const node = chaos.pick(cluster.nodes);
+      injectDiskFault(DISK_FAULT_KINDS[(roll - 104) % DISK_FAULT_KINDS.length] as DiskFaultKind, diskFaultTarget(node, cluster, damagedAt, loop), { loop, random: chaos, trace, countFault });
     }
   };
   // The election moves by the means it has in production: the writer resigns, a node's process
@@ -317,7 +327,10 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   // --- quiescence -------------------------------------------------------------------------
   faulty = false;
   network.healAll();
-  for (const node of cluster.nodes) node.fs.latency = DEFAULT_DISK_LATENCY;
+  for (const node of cluster.nodes) {
+    node.fs.latency = DEFAULT_DISK_LATENCY;
+    node.fs.faults = HEALTHY_DISK;
+  }
   etcd.down = false;
   etcd.unreachable.clear();
   etcd.lostAnswerProbability = 0;
@@ -362,6 +375,45 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     steps: loop.steps,
     virtualMs: Math.round(loop.nowMs),
     trace: lines,
+  };
+}
+
+/**
+ * Where silent disk faults may hit a node: its catalog (always rebuildable from the segment
+ * files) and its copies of sealed segments (etcd SEALED) not damaged anywhere within
+ * DAMAGE_SPACING_MS, as bit rot. Never the open segment: a lost write there takes an acknowledged
+ * entry from one member of its ack quorum, and with another member down that is every copy.
+ */
+function diskFaultTarget(node: SimNode, cluster: SimCluster, damagedAt: Map<number, number>, loop: SimLoop): DiskFaultTarget {
+  const segmentOf = (path: string): number | undefined => {
+    const match = /\/segments\/(\d{20})\.wal(\.tmp)?$/.exec(path);
+    return match?.[1] === undefined ? undefined : Number(match[1]);
+  };
+  const sealedIds = (): Set<number> => new Set(cluster.etcd.segmentRecords(SIM_LOG).filter((r) => r.meta.state === 'SEALED').map((r) => r.meta.segmentId));
+  const spaced = (segmentId: number): boolean => loop.nowMs - (damagedAt.get(segmentId) ?? -Infinity) > DAMAGE_SPACING_MS;
+  return {
+    label: node.id,
+    fs: node.fs,
+    silentWritePaths: (path) => {
+      if (path.endsWith('/CATALOG') || path.endsWith('/CATALOG.tmp')) return true;
+      const segmentId = segmentOf(path);
+      if (segmentId === undefined || !spaced(segmentId) || !sealedIds().has(segmentId)) return false;
+      const local = node.runtime?.store?.segmentRecord(segmentId);
+      return local === undefined || local.state === 'sealed';
+    },
+    latentErrorFiles: () => node.sealedFiles(sealedIds()).filter((f) => spaced(f.segmentId)),
+    damaged: (path) => {
+      const segmentId = segmentOf(path);
+      if (segmentId !== undefined) damagedAt.set(segmentId, loop.nowMs);
+    },
+    // A store that failed a write it could not roll back refuses writes until reopened; the
+    // node's supervisor restarts the process (no power loss: unsynced writes stay in the cache).
+    healed: () => {
+      if (!node.runtime?.store?.failed) return;
+      cluster.trace(`restart ${node.id}: its store failed`);
+      node.crash('keep-all');
+      node.start();
+    },
   };
 }
 

@@ -8,7 +8,8 @@ import type { SeededRandom } from '../io/index.js';
 import { RecoveryMetrics } from '../recovery/index.js';
 import { WalStore } from '../wal/index.js';
 import { describe } from './cluster.js';
-import { CRASH_MODES, type CrashMode, SimFileSystem } from './disk.js';
+import { CRASH_MODES, type CrashMode, HEALTHY_DISK, SimFileSystem } from './disk.js';
+import { DISK_FAULT_KINDS, type DiskFaultTarget, injectDiskFault } from './disk-faults.js';
 import type { SimLoop, SimProcess } from './loop.js';
 import { Model } from './model.js';
 
@@ -62,7 +63,20 @@ export function startStoreWorkload(loop: SimLoop, random: SeededRandom, trace: (
       recovery: { backupRetentionCount: 1 },
     });
     store.catch((error: unknown) => {
-      if (process.alive) model.violate('store-reopens', `the store failed to open after a crash: ${describe(error)}`);
+      if (!process.alive) return;
+      if (fs.faults === HEALTHY_DISK) {
+        model.violate('store-reopens', `the store failed to open after a crash: ${describe(error)}`);
+        return;
+      }
+      // Open has to write (a cut torn tail, the catalog): with a full or failing disk it fails
+      // cleanly, and the application tries again later.
+      trace(`store open failed on a faulty disk (${describe(error)}); again later`);
+      loop.schedule(50 + random.next() * 200, () => {
+        if (current?.process !== process) return;
+        process.alive = false;
+        current = undefined;
+        start();
+      });
     });
     current = { process, store };
   };
@@ -117,9 +131,24 @@ export function startStoreWorkload(loop: SimLoop, random: SeededRandom, trace: (
     }
   };
 
+  // Silent faults hit only what has another copy or can be rebuilt: the catalog (from the
+  // segment files), backups and quarantine. The segments are the store's only copy.
+  const rebuildable = (path: string): boolean => path.startsWith(`${STORE_DIR}/CATALOG`) || path.startsWith(`${STORE_DIR}/backups/`) || path.startsWith(`${STORE_DIR}/quarantine/`);
+  const diskTarget: DiskFaultTarget = {
+    label: 'store',
+    fs,
+    silentWritePaths: rebuildable,
+    latentErrorFiles: () => fs.files(STORE_DIR).filter(rebuildable).map((path) => ({ path, byteLength: fs.bytesOf(path)?.byteLength ?? 0 })).filter((f) => f.byteLength > 0),
+    damaged: () => undefined,
+  };
+
   const chaos = (): void => {
     loop.schedule(200 + random.next() * 1_500, () => {
       if (stopped()) return;
+      if (random.chance(0.3)) {
+        injectDiskFault(random.pick(DISK_FAULT_KINDS), diskTarget, { loop, random, trace, countFault: (kind) => countFault(`store-${kind}`) });
+        return chaos();
+      }
       if (!current) return chaos(); // still down from the last crash
       const mode = random.pick(CRASH_MODES);
       countFault(`store-crash:${mode}`);
@@ -140,13 +169,21 @@ export function startStoreWorkload(loop: SimLoop, random: SeededRandom, trace: (
   return {
     model,
     async finish(): Promise<void> {
-      if (!current) start();
-      const target = current as { process: SimProcess; store: Promise<WalStore> };
+      fs.faults = HEALTHY_DISK;
       let store: WalStore | undefined;
       let failure: unknown;
-      let done = false;
-      target.store.then((s) => (store = s), (e: unknown) => (failure = e)).finally(() => (done = true));
-      while (!done) await loop.run(loop.nowMs + 1_000, () => done);
+      // An open that failed while the disk was faulty is tried once more on the healed disk.
+      for (let attempt = 0; attempt < 2 && !store; attempt += 1) {
+        if (current && attempt > 0) {
+          current.process.alive = false;
+          current = undefined;
+        }
+        if (!current) start();
+        const target = current as { process: SimProcess; store: Promise<WalStore> };
+        let done = false;
+        target.store.then((s) => (store = s), (e: unknown) => (failure = e)).finally(() => (done = true));
+        while (!done) await loop.run(loop.nowMs + 1_000, () => done);
+      }
       if (!store) {
         model.violate('store-reopens', `the store failed to open at the end: ${describe(failure)}`);
         return;

@@ -107,3 +107,18 @@ export class UnrepairableError extends Error {
     super(message);
   }
 }
+/**
+ * A write or fdatasync failed (EIO, ENOSPC): nothing of this request is durable, and the store
+ * rolled its open segment back to its last sync and keeps going. The request may be retried.
+ */
+export class StoreWriteError extends WalError {
+  override readonly name = 'StoreWriteError';
+  constructor(options: { cause: unknown }) {
+    super(`a write or sync failed (${errorCodeOf(options.cause) ?? 'I/O error'}); nothing of the request is durable, the store keeps going`, options);
+  }
+}
+
+function errorCodeOf(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
+}

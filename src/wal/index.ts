@@ -14,6 +14,7 @@ export {
   StoreClosedError,
   StoreFailedError,
   ReplicaRejectedError,
+  StoreWriteError,
 } from './errors.js';
 export { validateStore, repairDataDir, inspectDataDir, type ValidationReport, type DataDirOptions } from './offline.js';
 export { type GoodCopySource, type SegmentExpectation, LocalBackupSource } from './sources.js';

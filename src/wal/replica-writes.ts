@@ -175,8 +175,10 @@ export class ReplicaWrites {
       this.checkFits(segmentId, copy.trailer);
       await putSegmentCopyInPlace(state.layout, copy);
       const record = segmentRecordOf(copy.analysis, 0);
+      // Held (listed, served) only once a durable catalog lists it: open finds a segment past a
+      // gap only through the catalog, so one served before that could vanish in a crash.
+      await state.writeCatalog([record]);
       state.putSealedRecord(record);
-      await state.writeCatalog();
       state.scheduleBackup(segmentId);
       return record;
     });

@@ -52,6 +52,8 @@ export class StoreState {
   private generation: number;
   private backupChain: Promise<void> = Promise.resolve();
   private catalogWrites: Promise<void> = Promise.resolve();
+  /** The last catalog write failed: the catalog on disk may not list every segment held. */
+  catalogStale = false;
 
   constructor(
     readonly layout: StoreLayout,
@@ -145,13 +147,17 @@ export class StoreState {
   }
 
   /** Catalog writes come from the append loop and from online repairs: one at a time. */
-  writeCatalog(): Promise<void> {
-    const next = this.catalogWrites.then(() => this.writeCatalogNow());
-    this.catalogWrites = next.catch(() => undefined);
+  writeCatalog(adding: readonly SegmentRecord[] = []): Promise<void> {
+    const next = this.catalogWrites.then(() => this.writeCatalogNow(adding));
+    this.catalogWrites = next.then(
+      () => void (this.catalogStale = false),
+      () => void (this.catalogStale = true),
+    );
     return next;
   }
 
-  private async writeCatalogNow(): Promise<void> {
+  /** Writes the catalog of the state served now, plus `adding` (records not served yet). */
+  private async writeCatalogNow(adding: readonly SegmentRecord[]): Promise<void> {
     if (this.active) this.active.checkpointedBytes = this.active.byteLength;
     this.generation += 1;
     const catalog: Catalog = {
@@ -162,7 +168,7 @@ export class StoreState {
       entryBytesMax: this.settings.entryBytesMax,
       backupRetentionCount: this.recovery.backupRetentionCount,
       createdMs: this.segments[0]?.createdMs ?? this.options.clock.nowMs(),
-      segments: this.segmentRecords(),
+      segments: adding.length === 0 ? this.segmentRecords() : [...this.segmentRecords(), ...adding].sort((a, b) => a.segmentId - b.segmentId),
       holes: this.holes,
     };
     await writeFileAtomic(this.layout.disk, this.layout.catalogPath, this.layout.dataDir, encodeCatalog(catalog));

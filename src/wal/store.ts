@@ -22,7 +22,8 @@ import { EntryLostError, EntryTooLargeError, IndexOutOfRangeError, StoreClosedEr
 import { StoreLayout, lockStore } from './files.js';
 import { ENTRY_HEADER_BYTES } from './format.js';
 import type { SegmentInspection } from './inspect.js';
-import { type StoreSettings, type WalOptions, resolveWalOptions, validateSettings } from './options.js';
+import { type ResolvedWalOptions, type StoreSettings, type WalOptions, resolveWalOptions, validateSettings } from './options.js';
+import { readsPastBadSectors } from './unreadable.js';
 import { type OnlineRepairOptions, SealedSegmentRepair } from './online-repair.js';
 import { ReadIndexCache } from './read-index.js';
 import { type OpenReport, prepareDir, recover } from './recover-on-open.js';
@@ -70,9 +71,15 @@ export class WalStore {
 
   /** Opens (and, unless told not to, creates) the store in dataDir, recovering it first. */
   static async open(dataDir: string, walOptions: WalOptions = {}): Promise<WalStore> {
-    const options = resolveWalOptions(walOptions);
-    const layout = new StoreLayout(options.disk, dataDir, options.backupDir);
     const logger = walOptions.logger ?? pino({ level: DEFAULT_LOG_LEVEL, base: { component: 'wal' } }, pino.destination(2));
+    const resolved = resolveWalOptions(walOptions);
+    // A sector that fails with EIO reads as zeros: its entries fail their checksums and are
+    // repaired like any other damage, instead of one bad sector making a segment unreadable.
+    const disk = readsPastBadSectors(resolved.disk, (path, offsetBytes, byteLength) =>
+      logger.error({ path, offsetBytes, byteLength }, 'failed to read a sector (EIO): read as zeros, so the entries in it fail their checksums'),
+    );
+    const options: ResolvedWalOptions = { ...resolved, disk };
+    const layout = new StoreLayout(options.disk, dataDir, options.backupDir);
     const metrics = walOptions.metrics ?? new RecoveryMetrics();
     await prepareDir(layout, options.create);
     const lock = await lockStore(layout);
@@ -105,6 +112,11 @@ export class WalStore {
   /** RecoveryConfig in force: the options, with the backup count the store recorded unless overridden. */
   get recovery(): RecoveryConfig {
     return this.state.recovery;
+  }
+
+  /** A write failed and could not be rolled back: the store refuses writes until reopened. */
+  get failed(): boolean {
+    return this.queue.failure !== undefined;
   }
 
   /** The first index still in the log (1 for a new log). */

@@ -2,11 +2,16 @@
 // appends as fit groupCommitBytesMax share one write and one fdatasync); other writes (replicated
 // frames, seal, truncate, installing a segment) run alone, in queue order.
 //
-// Fault model: an I/O error while writing leaves the open segment in an unknown state, so the
-// store fails: the batch and everything queued behind it are rejected with StoreFailedError, and
-// the store refuses writes until it is reopened (recovery on open then sorts the tail out). A
-// WalError thrown by an exclusive write is a refusal of that request only (the store is fine).
-import { StoreClosedError, StoreFailedError, WalError } from './errors.js';
+// Fault model: a write or fdatasync that fails (EIO, ENOSPC) leaves what was written since the
+// last sync anywhere between absent and whole on the medium, and after a failed fdatasync Linux
+// may have dropped the dirty pages while reads still show them and a later fdatasync succeeds
+// ("fsyncgate"). So the failed request is rejected (StoreWriteError), the open segment is cut
+// back to its last synced length and that is synced, the in-memory state goes back to the
+// durable one, and the store keeps going (a full disk that frees up needs no restart). If that
+// rollback fails too, the store fails: everything queued is rejected with StoreFailedError and
+// writes are refused until it is reopened. A WalError thrown by an exclusive write is a refusal
+// of that request only (the store is fine).
+import { StoreClosedError, StoreFailedError, StoreWriteError, WalError } from './errors.js';
 import type { AppendResult } from './segment-writer.js';
 import type { StoreState } from './store-state.js';
 
@@ -102,9 +107,7 @@ export class WriteQueue {
         op.reject(error);
         return;
       }
-      this.failure = error;
-      this.state.logger.error({ err: error, log: this.state.settings.logName }, 'failed to write: store refuses writes until reopened');
-      op.reject(new StoreFailedError({ cause: error }));
+      op.reject(await this.afterWriteFailed(error));
     }
   }
 
@@ -125,9 +128,43 @@ export class WriteQueue {
       batch.forEach((request, i) => request.resolve(results[i] as AppendResult));
       await this.state.maybeCheckpoint();
     } catch (error) {
-      this.failure = error;
-      this.state.logger.error({ err: error, log: this.state.settings.logName }, 'failed to append: store refuses writes until reopened');
-      for (const request of batch) request.reject(new StoreFailedError({ cause: error }));
+      const failed = await this.afterWriteFailed(error);
+      for (const request of batch) request.reject(failed);
     }
   }
+
+  /**
+   * After a write or fdatasync failed: gives up the unsynced tail (never retrying the failed
+   * sync: that could acknowledge bytes the disk dropped). Each attempt cuts first, so what its
+   * sync makes durable is the length, never dropped bytes. Then, if the failed step was a catalog
+   * write (a segment created past a gap, or sealed: open finds such a segment only through the
+   * catalog), the catalog is rewritten from the state now served.
+   */
+  private async afterWriteFailed(cause: unknown): Promise<WalError> {
+    const state = this.state;
+    const active = state.active;
+    let lastError: unknown;
+    for (let attempt = 0; attempt < ROLLBACK_ATTEMPTS_MAX; attempt += 1) {
+      try {
+        if (active) {
+          await active.handle.truncate(active.byteLength);
+          await active.handle.datasync();
+          active.lastIndex = active.durable.lastIndex;
+          active.indexCount = active.durable.indexCount;
+          active.aggregate = active.durable.aggregate;
+        }
+        if (state.catalogStale) await state.writeCatalog();
+        state.logger.error({ err: cause, log: state.settings.logName, segment: active?.segmentId, offsetBytes: active?.byteLength }, 'failed to write: the unsynced tail is given up and the store keeps going');
+        return new StoreWriteError({ cause });
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    this.failure = cause;
+    state.logger.error({ err: lastError, cause, log: state.settings.logName }, 'failed to write, then failed to roll back to the last sync: store refuses writes until reopened');
+    return new StoreFailedError({ cause });
+  }
 }
+
+/** Attempts to cut the open segment back to its last sync after a failed write (afterWriteFailed). */
+const ROLLBACK_ATTEMPTS_MAX = 3;
