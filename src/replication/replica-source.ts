@@ -12,6 +12,7 @@ import type { Disk } from '../io/index.js';
 import { type GoodCopySource, type SegmentExpectation, analyzeSegmentFile, checksumHex, format, isClean } from '../wal/index.js';
 import type { PeerResolver } from './api.js';
 import type { SegmentMeta } from './metadata.js';
+import { UnknownLogError } from './errors.js';
 
 export interface ReplicaSourceOptions {
   readonly log: string;
@@ -122,8 +123,11 @@ export class ReplicaSource implements GoodCopySource {
           if (progressed <= next) break; // this member has nothing more from here
           next = progressed;
         } catch (error) {
-          this.markUncertain(segmentId, next, last);
-          this.o.logger.warn({ log: this.o.log, segment: segmentId, peer: node, err: error }, 'failed to fetch frames from a replica');
+          // A member that does not keep the log at all answered: it holds none of it.
+          if (!doesNotKeepTheLog(error)) {
+            this.markUncertain(segmentId, next, last);
+            this.o.logger.warn({ log: this.o.log, segment: segmentId, peer: node, err: error }, 'failed to fetch frames from a replica');
+          }
           break;
         }
       }
@@ -166,13 +170,20 @@ export class ReplicaSource implements GoodCopySource {
         if (verdict === 'differs') this.distrust(segmentId, node, 'served a segment file that does not match its record');
       } catch (error) {
         // Not reached is not absent: it may hold the segment, so nothing of it may be given up.
-        this.markUncertain(segmentId, expected.firstIndex, expected.lastIndex);
+        // A member that answered that it does not keep the log holds none of it.
+        if (!doesNotKeepTheLog(error)) this.markUncertain(segmentId, expected.firstIndex, expected.lastIndex);
         this.o.logger.warn({ log: this.o.log, segment: segmentId, peer: node, err: error }, 'failed to fetch a segment file from a replica');
       }
       await this.o.disk.remove(dir);
     }
     return undefined;
   }
+}
+
+/** The member answered that it keeps no such log (UnknownLogError here, NOT_FOUND over gRPC). */
+function doesNotKeepTheLog(error: unknown): boolean {
+  if (error instanceof UnknownLogError) return true;
+  return (error as { code?: unknown } | undefined)?.code === 5; // grpc NOT_FOUND (src/rpc/status.ts)
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   StoreClosedError,
   StoreFailedError,
   StoreWriteError,
+  StorePartialWriteError,
   StoreLockedError,
   WalError,
 } from '../wal/index.js';
@@ -47,7 +48,7 @@ export function toStatus(error: unknown): StatusObject {
   if (error instanceof IndexOutOfRangeError) return { code: Status.OUT_OF_RANGE, details };
   if (error instanceof Error && error.name === 'WatcherTooSlowError') return { code: Status.RESOURCE_EXHAUSTED, details };
   // Partly applied: nobody may retry it as it is (UNKNOWN is retried by no client of ours).
-  if (error instanceof PartialAppendError) return { code: Status.UNKNOWN, details };
+  if (error instanceof PartialAppendError || error instanceof StorePartialWriteError) return { code: Status.UNKNOWN, details };
   // ABORTED is reserved for fencing: a writer that sees it knows a newer writer exists.
   if (error instanceof FencedError) return { code: Status.ABORTED, details };
   if (error instanceof ReplicaRejectedError || error instanceof DamageFoundError || error instanceof FenceFileDamagedError) return { code: Status.FAILED_PRECONDITION, details };

@@ -118,6 +118,35 @@ export class StoreWriteError extends WalError {
   }
 }
 
+/**
+ * A write failed after part of an append was made durable: a group commit that rolled over to a
+ * new segment sealed the old one (with the first entries of this append) before creating the next
+ * failed. Entries firstIndex..lastIndex are in the log; the rest are not. Not retryable as it is:
+ * a retry would append the durable entries a second time.
+ */
+export class StorePartialWriteError extends WalError {
+  override readonly name = 'StorePartialWriteError';
+  constructor(readonly firstIndex: number, readonly lastIndex: number, options: { cause: unknown }) {
+    super(`a write failed (${errorCodeOf(options.cause) ?? 'I/O error'}) after entries ${firstIndex}..${lastIndex} of this append were made durable; the rest were not`, options);
+  }
+}
+
+/** Thrown by a group commit that made entries up to durableThrough durable before it failed. */
+export class BatchPartlyDurableError extends Error {
+  override readonly name = 'BatchPartlyDurableError';
+  constructor(
+    /** The last index made durable (sealed) by the batch. */
+    readonly durableThrough: number,
+    /** The ranges of the requests fully encoded before the failure, in order. */
+    readonly results: readonly { firstIndex: number; lastIndex: number }[],
+    /** The first index of the request being encoded when it failed (0: none). */
+    readonly currentFirst: number,
+    options: { cause: unknown },
+  ) {
+    super('a group commit failed after part of it was made durable', options);
+  }
+}
+
 function errorCodeOf(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | undefined)?.code;
   return typeof code === 'string' ? code : undefined;

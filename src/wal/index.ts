@@ -15,6 +15,7 @@ export {
   StoreFailedError,
   ReplicaRejectedError,
   StoreWriteError,
+  StorePartialWriteError,
 } from './errors.js';
 export { validateStore, repairDataDir, inspectDataDir, type ValidationReport, type DataDirOptions } from './offline.js';
 export { type GoodCopySource, type SegmentExpectation, LocalBackupSource } from './sources.js';

@@ -8,6 +8,7 @@
 // tornWindowBytesOf(...) bytes of the open segment; recovery on open relies on it. A new segment
 // file is created atomically (temp, fsync, rename, fsync the directory) with its header only.
 import { AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
+import { BatchPartlyDurableError } from './errors.js';
 import { writeFileAtomic } from './files.js';
 import { ENTRY_HEADER_BYTES, SEGMENT_HEADER_BYTES, TRAILER_BYTES, checkWordOf, encodeEntryInto, encodeSegmentHeader, encodeTrailer, logIdOf } from './format.js';
 import type { IndexedFrames, ReadIndexCache } from './read-index.js';
@@ -44,31 +45,42 @@ export class SegmentWriter {
     let pendingFrom = 0;
     let active = state.active ?? (await this.createSegment(state.lastIndex + 1));
     let indexed: IndexedFrames = { starts: [], lengths: [], checkWords: [] };
-    for (const payloads of requests) {
-      const firstIndex = active.lastIndex + 1;
-      for (const payload of payloads) {
-        const frameBytes = ENTRY_HEADER_BYTES + payload.byteLength;
-        const segmentBytes = active.byteLength + (cursor - pendingFrom);
-        if (active.indexCount > 0 && segmentBytes + frameBytes + TRAILER_BYTES > state.settings.segmentBytesMax) {
-          await this.writeAndSync(active, buf.subarray(pendingFrom, cursor), indexed);
-          pendingFrom = cursor;
-          indexed = { starts: [], lengths: [], checkWords: [] };
-          await this.sealActive();
-          active = await this.createSegment(active.lastIndex + 1);
+    // Entries sealed into a finished segment by this batch are durable whatever fails after.
+    let durableThrough = 0;
+    let currentFirst = 0;
+    try {
+      for (const payloads of requests) {
+        const firstIndex = active.lastIndex + 1;
+        currentFirst = firstIndex;
+        for (const payload of payloads) {
+          const frameBytes = ENTRY_HEADER_BYTES + payload.byteLength;
+          const segmentBytes = active.byteLength + (cursor - pendingFrom);
+          if (active.indexCount > 0 && segmentBytes + frameBytes + TRAILER_BYTES > state.settings.segmentBytesMax) {
+            await this.writeAndSync(active, buf.subarray(pendingFrom, cursor), indexed);
+            pendingFrom = cursor;
+            indexed = { starts: [], lengths: [], checkWords: [] };
+            await this.sealActive();
+            durableThrough = active.lastIndex;
+            active = await this.createSegment(active.lastIndex + 1);
+          }
+          const index = active.lastIndex + 1;
+          const checksum = encodeEntryInto(buf, cursor, { index, timestampMs, flags: 0, payload });
+          indexed.starts.push(active.byteLength + (cursor - pendingFrom));
+          indexed.lengths.push(frameBytes);
+          indexed.checkWords.push(checkWordOf(checksum));
+          active.aggregate = chainAggregate(active.aggregate, checksum);
+          active.lastIndex = index;
+          active.indexCount += 1;
+          cursor += frameBytes;
         }
-        const index = active.lastIndex + 1;
-        const checksum = encodeEntryInto(buf, cursor, { index, timestampMs, flags: 0, payload });
-        indexed.starts.push(active.byteLength + (cursor - pendingFrom));
-        indexed.lengths.push(frameBytes);
-        indexed.checkWords.push(checkWordOf(checksum));
-        active.aggregate = chainAggregate(active.aggregate, checksum);
-        active.lastIndex = index;
-        active.indexCount += 1;
-        cursor += frameBytes;
+        results.push({ firstIndex: Math.min(firstIndex, active.lastIndex), lastIndex: active.lastIndex });
+        currentFirst = 0;
       }
-      results.push({ firstIndex: Math.min(firstIndex, active.lastIndex), lastIndex: active.lastIndex });
+      await this.writeAndSync(active, buf.subarray(pendingFrom, cursor), indexed);
+    } catch (error) {
+      if (durableThrough > 0) throw new BatchPartlyDurableError(durableThrough, results, currentFirst, { cause: error });
+      throw error;
     }
-    await this.writeAndSync(active, buf.subarray(pendingFrom, cursor), indexed);
     return results;
   }
 

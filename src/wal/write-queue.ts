@@ -11,7 +11,7 @@
 // rollback fails too, the store fails: everything queued is rejected with StoreFailedError and
 // writes are refused until it is reopened. A WalError thrown by an exclusive write is a refusal
 // of that request only (the store is fine).
-import { StoreClosedError, StoreFailedError, StoreWriteError, WalError } from './errors.js';
+import { BatchPartlyDurableError, StoreClosedError, StoreFailedError, StorePartialWriteError, StoreWriteError, WalError } from './errors.js';
 import type { AppendResult } from './segment-writer.js';
 import type { StoreState } from './store-state.js';
 
@@ -128,8 +128,22 @@ export class WriteQueue {
       batch.forEach((request, i) => request.resolve(results[i] as AppendResult));
       await this.state.maybeCheckpoint();
     } catch (error) {
-      const failed = await this.afterWriteFailed(error);
-      for (const request of batch) request.reject(failed);
+      const cause = error instanceof BatchPartlyDurableError ? error.cause : error;
+      const failed = await this.afterWriteFailed(cause);
+      if (!(error instanceof BatchPartlyDurableError)) {
+        for (const request of batch) request.reject(failed);
+        return;
+      }
+      // A rollover sealed the first entries before the failure: those are in the log. An append
+      // wholly among them succeeded; one cut there gets an error naming what was appended (a retry
+      // of all of it would append those entries twice); the rest failed as a whole.
+      const through = error.durableThrough;
+      batch.forEach((request, i) => {
+        const range = error.results[i] ?? (i === error.results.length && error.currentFirst > 0 ? { firstIndex: error.currentFirst, lastIndex: Number.POSITIVE_INFINITY } : undefined);
+        if (range && range.lastIndex <= through) request.resolve(range as AppendResult);
+        else if (range && range.firstIndex <= through) request.reject(new StorePartialWriteError(range.firstIndex, through, { cause }));
+        else request.reject(failed);
+      });
     }
   }
 
