@@ -105,7 +105,9 @@ export type Verdict = { readonly ok: true; readonly identity: Identity | undefin
 
 /** The caller of a call on a TLS listener: its certificate checked against the CA, and its role. */
 export function identify(peerCertificate: PeerCertificate | undefined, ca: X509Certificate, nowMs: number): { identity: Identity } | { refused: string; caller: string } {
-  if (!peerCertificate?.raw || peerCertificate.raw.byteLength === 0) return { refused: 'no client certificate', caller: 'anonymous' };
+  // grpc-js shows the certificate only when the TLS handshake verified it against the CA, so a
+  // foreign or expired one arrives here as none.
+  if (!peerCertificate?.raw || peerCertificate.raw.byteLength === 0) return { refused: 'no valid client certificate (none, one the cluster CA did not sign, or one out of its validity dates)', caller: 'anonymous' };
   let cert: X509Certificate;
   try {
     cert = new X509Certificate(peerCertificate.raw);

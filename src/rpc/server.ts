@@ -397,7 +397,8 @@ export async function startRpcServer(api: NodeApi, listen: { host: string; port:
   server.addService(admin, guardService('AdminService', admin, adminService(api) as grpc.UntypedServiceImplementation, guard));
   const health = new HealthImplementation({ '': 'NOT_SERVING', 'walrecovery.v1.WalService': 'NOT_SERVING' });
   health.addToServer(server);
-  new ReflectionService(packageDefinition).addToServer(server);
+  // Reflection tells anyone the whole schema: served on a plaintext (development) node only.
+  if (security.transport.kind === 'insecure') new ReflectionService(packageDefinition).addToServer(server);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${listen.host}:${listen.port}`, serverCredentials(security.transport), (error, bound) => (error ? reject(error) : resolve(bound)));
   });
