@@ -347,8 +347,10 @@ export class LogRuntime {
     const writer = this.writer;
     if (writer && this.election?.isLeader()) {
       // The same writer after the await: this.writer may have been stopped or replaced meanwhile
-      // (then this one refuses with NotWriterError, which the caller retries).
-      await writer.whenReady();
+      // (then this one refuses with NotWriterError, which the caller retries). A writer still
+      // recovering when the call's deadline comes answers UNAVAILABLE then, not whenever it is
+      // ready: nothing was queued, so nothing commits after the caller gave up.
+      if (!(await this.readyWithin(writer, remainingMs))) throw new NotWriterError(this.log, undefined);
       return writer.append(payloads);
     }
     if (forwarded || !leadership) throw new NotWriterError(this.log, leadership?.leader);
@@ -356,6 +358,23 @@ export class LogRuntime {
     const address = this.ctx.addressOf(leadership.leader);
     if (!address) throw new NotWriterError(this.log, leadership.leader);
     return this.ctx.forwardAppend(address, this.log, payloads, Math.max(100, remainingMs));
+  }
+
+  /** Whether writer becomes ready within ms; rejects as its start does, if that comes first. */
+  private readyWithin(writer: LogWriter, ms: number): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => {
+      const cancel = this.ctx.clock.setTimer(Math.max(0, ms), () => resolve(false));
+      writer.whenReady().then(
+        () => {
+          cancel();
+          resolve(true);
+        },
+        (error: unknown) => {
+          cancel();
+          reject(error);
+        },
+      );
+    });
   }
 
   /** Verified, acknowledged entries from..to (to 0: the committed end); see src/replication/reader.ts. */

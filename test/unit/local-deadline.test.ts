@@ -13,7 +13,7 @@ import type { Leadership } from '../../src/cluster/election.js';
 import { SeededRandom, systemClock } from '../../src/io/index.js';
 import { NodeMetrics } from '../../src/observability/index.js';
 import { RecoveryMetrics } from '../../src/recovery/index.js';
-import { LogWriter, type PeerApi, type PeerResolver } from '../../src/replication/index.js';
+import { LogWriter, NotWriterError, type PeerApi, type PeerResolver } from '../../src/replication/index.js';
 import { isServiceError, toStatus } from '../../src/rpc/index.js';
 import { StoreFailedError, format } from '../../src/wal/index.js';
 import { ENTRY_BYTES_MAX, TestCluster, logMetaOf, payloadOf, silent, until } from '../support/replication-fakes.js';
@@ -186,9 +186,9 @@ class FakeWriterElection implements WriterElection {
   }
 }
 
-describe('a LogRuntime whose own store hangs', () => {
-  it('stops its writer and resigns, so appends go to the next writer; it campaigns again once the store answers', async () => {
-    const a = cluster.node('a');
+/** A LogRuntime on node a, its own store behind a LocalPeer, with a fake writer election. */
+async function runtimeOnA(): Promise<{ runtime: LogRuntime; election: FakeWriterElection; local: LocalPeer; forwarded: string[] }> {
+  const a = cluster.node('a');
     const local = localPeerOf('a');
     const election = new FakeWriterElection('a');
     const forwarded: string[] = [];
@@ -225,8 +225,15 @@ describe('a LogRuntime whose own store hangs', () => {
       logMetaOf(LOG, SEGMENT_BYTES),
       await a.store(LOG),
     );
-    cleanups.push(() => runtime.stop());
-    await runtime.start();
+  cleanups.push(() => runtime.stop());
+  await runtime.start();
+  return { runtime, election, local, forwarded };
+}
+
+describe('a LogRuntime whose own store hangs', () => {
+  it('stops its writer and resigns, so appends go to the next writer; it campaigns again once the store answers', async () => {
+    const a = cluster.node('a');
+    const { runtime, election, local, forwarded } = await runtimeOnA();
     cluster.directory.leaderEpoch = 1;
     election.elect('a', 1);
     expect(await runtime.append([payloadOf(1)], false, 5_000)).toEqual({ firstIndex: 1, lastIndex: 1 });
@@ -245,5 +252,26 @@ describe('a LogRuntime whose own store hangs', () => {
     a.disk.releaseDatasyncs();
     await until(() => election.rejoined === 1);
     expect(local.failing(LOG)).toBe(false);
+  });
+});
+
+describe('a LogRuntime whose writer is still recovering', () => {
+  it('answers an append at its deadline (UNAVAILABLE), not whenever the writer is ready, and queues nothing', async () => {
+    // An old writer's open segment: the new writer must fence a quorum before it is ready, and
+    // b and c do not answer (held).
+    await cluster.directory.create({ log: LOG, segmentId: 1, ensemble: ['a', 'b', 'c'], ackQuorum: 2, state: 'OPEN', writerEpoch: 1, firstIndex: 1, lastIndex: 0, indexCount: 0, byteLength: 0, aggregate: '', createdMs: 1 });
+    cluster.network.fail('b', { kind: 'hold' });
+    cluster.network.fail('c', { kind: 'hold' });
+    const { runtime, election } = await runtimeOnA();
+    cluster.directory.leaderEpoch = 2;
+    election.elect('a', 2);
+    const error = await runtime.append([payloadOf(1)], false, 300).then(() => undefined, (e: unknown) => e);
+    expect(error).toBeInstanceOf(NotWriterError);
+    expect(toStatus(error).code).toBe(14); // UNAVAILABLE: the client retries
+    expect(runtime.committedIndex()).toBe(0);
+
+    cluster.network.heal('b');
+    cluster.network.heal('c');
+    expect(await runtime.append([payloadOf(2)], false, 10_000)).toEqual({ firstIndex: 1, lastIndex: 1 });
   });
 });
