@@ -108,8 +108,15 @@ export class RepairService {
           await this.o.clock.sleep(backoff.next());
         }
         // Given up for now: the coordinator retries it later (and alerts if it never works).
+        // Only once the report is recorded: with etcd out of reach (often why every round failed)
+        // nobody else knows of the copy, so the next scrub or read detection must try again.
         this.gaveUpAt.set(key, this.o.clock.monotonicMs());
-        if (!this.stopped) await this.o.report(log, segmentId, { detail }).catch((error: unknown) => this.o.logger.warn({ err: error }, 'failed to record a repair report in etcd'));
+        if (!this.stopped) {
+          await this.o.report(log, segmentId, { detail }).catch((error: unknown) => {
+            this.gaveUpAt.delete(key);
+            this.o.logger.warn({ err: error, log, segment: segmentId }, 'failed to record a repair report in etcd; the next detection of the copy retries its repair');
+          });
+        }
       } finally {
         this.scheduled.delete(key);
       }
