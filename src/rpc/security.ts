@@ -168,35 +168,15 @@ export function guardService(serviceName: string, definition: grpc.ServiceDefini
     };
     const fail = (refusal: { code: grpc.status; details: string }): grpc.ServiceError => Object.assign(new Error(refusal.details), { ...refusal, metadata: new grpc.Metadata() });
     if (!attrs) throw new Error(`${method}: not in the service definition`);
-    if (!attrs.requestStream && !attrs.responseStream) {
-      const h = handler as grpc.handleUnaryCall<unknown, unknown>;
-      guarded[name] = ((call, callback) => {
-        const refusal = check(call);
-        if (refusal) callback(fail(refusal));
-        else h(call, callback);
-      }) as grpc.handleUnaryCall<unknown, unknown>;
-    } else if (attrs.requestStream && !attrs.responseStream) {
-      const h = handler as grpc.handleClientStreamingCall<unknown, unknown>;
-      guarded[name] = ((call, callback) => {
-        const refusal = check(call);
-        if (refusal) callback(fail(refusal));
-        else h(call, callback);
-      }) as grpc.handleClientStreamingCall<unknown, unknown>;
-    } else if (!attrs.requestStream && attrs.responseStream) {
-      const h = handler as grpc.handleServerStreamingCall<unknown, unknown>;
-      guarded[name] = ((call) => {
-        const refusal = check(call);
-        if (refusal) call.emit('error', { ...refusal, metadata: new grpc.Metadata() });
-        else h(call);
-      }) as grpc.handleServerStreamingCall<unknown, unknown>;
-    } else {
-      const h = handler as grpc.handleBidiStreamingCall<unknown, unknown>;
-      guarded[name] = ((call) => {
-        const refusal = check(call);
-        if (refusal) call.emit('error', { ...refusal, metadata: new grpc.Metadata() });
-        else h(call);
-      }) as grpc.handleBidiStreamingCall<unknown, unknown>;
-    }
+    // One wrapper for the four kinds of call: those without a response stream answer through a
+    // callback (unary, client stream), the others through the call's 'error' event.
+    const run = handler as (call: unknown, callback?: unknown) => void;
+    guarded[name] = ((call: Parameters<typeof check>[0] & { emit(event: 'error', status: unknown): boolean }, callback?: (error: grpc.ServiceError) => void) => {
+      const refusal = check(call);
+      if (!refusal) return run(call, callback);
+      if (attrs.responseStream) call.emit('error', { ...refusal, metadata: new grpc.Metadata() });
+      else callback?.(fail(refusal));
+    }) as unknown as grpc.UntypedHandleCall;
   }
   return guarded;
 }
