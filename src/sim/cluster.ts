@@ -145,12 +145,15 @@ export class SimNode {
     const expected = this.durableAtCrash;
     this.durableAtCrash = undefined;
     void (async () => {
-      let store: WalStore;
-      try {
-        store = await stores.store(SIM_LOG);
-      } catch (error) {
-        sim.trace(`${this.id} failed to open its log: ${describe(error)}`);
-        return;
+      // A log that failed to open (disk full, a read error) is tried again (node.ts watchLogs).
+      let store: WalStore | undefined;
+      while (!store) {
+        try {
+          store = await stores.store(SIM_LOG);
+        } catch (error) {
+          sim.trace(`${this.id} failed to open its log: ${describe(error)}`);
+          await clock.sleep(CATCH_UP_INTERVAL_MS * 5);
+        }
       }
       runtime.store = store;
       if (expected) this.checkDurable(store, expected);

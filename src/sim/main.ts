@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run sim -- --seed N | --seeds K [--start S] [--json] [--duration-ms D]`: runs the
+// `npm run sim -- --seed N | --seeds K [--start S] [--json] [--duration-ms D] [--trace-lines N]`: runs the
 // deterministic simulation for one seed or a sweep; one line (or one JSON object) per seed and
 // a summary. Exit 0 only when every seed holds every invariant.
 import { parseArgs } from 'node:util';
@@ -21,6 +21,7 @@ function parseOptions() {
       'duration-ms': { type: 'string' },
       'time-budget-ms': { type: 'string' },
       'etcd-restore': { type: 'boolean', default: false },
+      'trace-lines': { type: 'string' },
     },
   });
 }
@@ -30,7 +31,7 @@ async function main(): Promise<number> {
   try {
     parsed = parseOptions();
   } catch (error) {
-    process.stderr.write(`wal-recovery sim: ${error instanceof Error ? error.message : String(error)}\nusage: npm run sim -- --seed N | --seeds K [--start S] [--json] [--duration-ms D] [--time-budget-ms B] [--etcd-restore]\n`);
+    process.stderr.write(`wal-recovery sim: ${error instanceof Error ? error.message : String(error)}\nusage: npm run sim -- --seed N | --seeds K [--start S] [--json] [--duration-ms D] [--time-budget-ms B] [--etcd-restore] [--trace-lines N]\n`);
     return 2;
   }
   const { values } = parsed;
@@ -43,6 +44,11 @@ async function main(): Promise<number> {
   const count = values.seeds !== undefined ? Number(values.seeds) : 1;
   const start = values.start !== undefined ? Number(values.start) : one ?? 1;
   const durationMs = values['duration-ms'] !== undefined ? Number(values['duration-ms']) : undefined;
+  const traceLinesMax = values['trace-lines'] !== undefined ? Number(values['trace-lines']) : undefined;
+  if (traceLinesMax !== undefined && (!Number.isSafeInteger(traceLinesMax) || traceLinesMax < 1)) {
+    process.stderr.write('wal-recovery sim: --trace-lines must be a positive integer\n');
+    return 2;
+  }
   const budgetMs = values['time-budget-ms'] !== undefined ? Number(values['time-budget-ms']) : Number.POSITIVE_INFINITY;
   if (durationMs !== undefined && (!Number.isSafeInteger(durationMs) || durationMs < 1_000)) {
     process.stderr.write('wal-recovery sim: --duration-ms must be an integer of at least 1000\n');
@@ -60,7 +66,7 @@ async function main(): Promise<number> {
   let operations = 0;
   for (let seed = start; seed < start + count; seed += 1) {
     if (performance.now() - began > budgetMs) break;
-    const result = await runSeed({ seed, etcdRestore: values['etcd-restore'] === true, ...(durationMs !== undefined ? { durationMs } : {}) });
+    const result = await runSeed({ seed, etcdRestore: values['etcd-restore'] === true, ...(durationMs !== undefined ? { durationMs } : {}), ...(traceLinesMax !== undefined ? { traceLinesMax } : {}) });
     ran += 1;
     operations += result.operations;
     if (!result.ok) failed += 1;
@@ -68,7 +74,7 @@ async function main(): Promise<number> {
       process.stdout.write(`${JSON.stringify({ seed: result.seed, ok: result.ok, operations: result.operations, faults: result.faults, violations: result.violations, traceHash: result.traceHash })}\n`);
     } else {
       process.stdout.write(`${summaryLine(result)}\n`);
-      if (!result.ok) process.stdout.write(`  trace (last ${result.trace.length} lines):\n${result.trace.map((l) => `    ${l}`).join('\n')}\n`);
+      if (!result.ok || traceLinesMax !== undefined) process.stdout.write(`  trace (last ${result.trace.length} lines):\n${result.trace.map((l) => `    ${l}`).join('\n')}\n`);
     }
   }
   const seconds = (performance.now() - began) / 1000;
