@@ -304,7 +304,7 @@ export function inspectSegment(ctx: SegmentContext): SegmentInspection {
   const clusters = clusterRanges(found, expected, tornWrite);
   for (const cluster of clusters) {
     const lost = cluster.last - cluster.first + 1;
-    for (const range of cluster.ranges) {
+    for (const range of mergeAdjacent(cluster.ranges)) {
       findings.push({
         ...base,
         kind: cluster.atOpenTail ? 'torn' : range.kind,
@@ -342,6 +342,25 @@ export function inspectSegment(ctx: SegmentContext): SegmentInspection {
     });
   }
   return { segmentId, path: ctx.path, present: true, record, analysis, tornWrite, mustBeSealed, expected, clusters, findings, backupFindings: [] };
+}
+
+/**
+ * One damage, one finding: ranges that follow each other without a gap (a zeroed block reads as
+ * a frame failing its checksum, then bytes with no valid frame header) are reported as one, of
+ * the first range's kind, spanning all of them. Repair works on clusters, not on findings.
+ */
+function mergeAdjacent(ranges: readonly DamageRange[]): DamageRange[] {
+  const merged: DamageRange[] = [];
+  for (const range of ranges) {
+    const last = merged[merged.length - 1];
+    if (last !== undefined && last.offsetBytes + last.byteLength === range.offsetBytes) {
+      const detail = last.detail.endsWith(range.detail) ? last.detail : `${last.detail}, then ${range.detail}`;
+      merged[merged.length - 1] = { ...last, byteLength: last.byteLength + range.byteLength, detail, crashShaped: last.crashShaped && range.crashShaped };
+    } else {
+      merged.push(range);
+    }
+  }
+  return merged;
 }
 
 /**
