@@ -72,8 +72,6 @@ export async function openLog(endpoint: Endpoint, options: OpenLogOptions): Prom
   const store = await WalStore.open(endpoint.dataDir, {
     logger: options.logger,
     create: options.create,
-    // Only a writing verb seals what it wrote; a reader leaves the open segment as it found it.
-    sealOnClose: options.create,
     ...(options.segmentBytesMax !== undefined ? { segmentBytesMax: options.segmentBytesMax } : {}),
     ...(options.backupRetentionCount !== undefined ? { recovery: { backupRetentionCount: options.backupRetentionCount } } : {}),
   });

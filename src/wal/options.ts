@@ -48,8 +48,9 @@ export interface WalOptions {
   readonly logger?: Logger;
   readonly metrics?: RecoveryMetrics;
   /**
-   * Seal the open segment on close (default true). A replica keeps it open instead: where it is
-   * sealed is the log writer's decision, not this node's.
+   * Seal the open segment on close (default false). A clean close leaves it open, recorded at its
+   * synced end, and the next open goes on appending to it: sealing on every close would leave one
+   * short segment per run. (A replica never seals on its own: that is the log writer's decision.)
    */
   readonly sealOnClose?: boolean;
   /**
@@ -130,7 +131,7 @@ export function resolveWalOptions(options: WalOptions = {}): ResolvedWalOptions 
     create: options.create ?? true,
     recovery: resolveRecoveryConfig(options.recovery),
     sources: options.sources ?? [],
-    sealOnClose: options.sealOnClose ?? true,
+    sealOnClose: options.sealOnClose ?? false,
     allowSegmentGaps: options.allowSegmentGaps ?? false,
     disk: options.disk ?? nodeDisk,
     clock: options.clock ?? systemClock,

@@ -194,7 +194,9 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
   const changed = tornTails.length > 0 || tail.some((t) => t.resume === undefined);
   if (changed) await writeFileAtomic(disk, ctx.layout.catalogPath, ctx.layout.dataDir, encodeCatalog(updated));
   for (const finding of findings) ctx.logger.warn({ log: finding.log, segment: finding.segment, entryIndex: finding.entryIndex, offsetBytes: finding.offsetBytes, kind: finding.kind }, describeFinding(finding));
-  return { catalog: updated, active, report: { state: 'recovered-tail', segmentsScanned: tail.length, bytesScanned, findings, tornTails, sealedSinceCheckpoint } };
+  // Nothing past the checkpoint (a clean close records the open segment at its synced end).
+  const clean = !changed && bytesScanned === 0;
+  return { catalog: updated, active, report: { state: clean ? 'clean' : 'recovered-tail', segmentsScanned: tail.length, bytesScanned, findings, tornTails, sealedSinceCheckpoint } };
 }
 
 /**

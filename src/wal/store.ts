@@ -216,7 +216,10 @@ export class WalStore {
     return this.sealedRepair.repair(segmentId, options);
   }
 
-  /** Waits for queued appends, seals the open segment, finishes backups, writes the catalog. */
+  /**
+   * Waits for queued appends, finishes backups and writes the catalog, which records the open
+   * segment at its synced end (sealed first only with `sealOnClose`).
+   */
   async close(): Promise<void> {
     const state = this.state;
     if (state.closed) return;

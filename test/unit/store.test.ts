@@ -178,6 +178,32 @@ describe('segments', () => {
     expect(third.lastIndex).toBe(4);
   });
 
+  it('a clean close leaves the open segment open: three runs of appends share one segment file', async () => {
+    for (let run = 0; run < 3; run++) {
+      const store = await openStore();
+      expect(store.openReport.state).toBe(run === 0 ? 'created' : 'clean');
+      await store.append([payloadOf(run * 2 + 1), payloadOf(run * 2 + 2)]);
+      await store.close();
+    }
+    const files = (await readdir(join(dir, 'segments'))).filter((name) => name.endsWith('.wal'));
+    expect(files).toHaveLength(1);
+    const again = await openStore();
+    expect(again.openReport.bytesScanned).toBe(0);
+    expect(again.lastIndex).toBe(6);
+    for (let index = 1; index <= 6; index++) expect((await again.read(index)).payload.equals(payloadOf(index))).toBe(true);
+  });
+
+  it('seals the open segment on close when asked (sealOnClose), and the next open starts a new one', async () => {
+    const store = await openStore({ sealOnClose: true });
+    await store.append([payloadOf(1), payloadOf(2)]);
+    await store.close();
+    const again = await openStore();
+    await again.append(payloadOf(3));
+    await again.close();
+    const files = (await readdir(join(dir, 'segments'))).filter((name) => name.endsWith('.wal'));
+    expect(files).toHaveLength(2);
+  });
+
   it('reopens an empty store that was closed without appends', async () => {
     const store = await openStore();
     await store.close();
