@@ -46,6 +46,14 @@ export interface Entry {
 
 const DEFAULT_LOG_LEVEL = process.env['WAL_RECOVERY_LOG_LEVEL'] ?? 'info';
 
+let defaultLogger: Logger | undefined;
+
+/** The logger of a store opened without one: built once per process, not once per open. */
+function storeLogger(): Logger {
+  defaultLogger ??= pino({ level: DEFAULT_LOG_LEVEL, base: { component: 'wal' } }, pino.destination(2));
+  return defaultLogger;
+}
+
 export class WalStore {
   private readonly state: StoreState;
   private readonly readIndexes: ReadIndexCache;
@@ -71,7 +79,7 @@ export class WalStore {
 
   /** Opens (and, unless told not to, creates) the store in dataDir, recovering it first. */
   static async open(dataDir: string, walOptions: WalOptions = {}): Promise<WalStore> {
-    const logger = walOptions.logger ?? pino({ level: DEFAULT_LOG_LEVEL, base: { component: 'wal' } }, pino.destination(2));
+    const logger = walOptions.logger ?? storeLogger();
     const resolved = resolveWalOptions(walOptions);
     // A sector that fails with EIO reads as zeros: its entries fail their checksums and are
     // repaired like any other damage, instead of one bad sector making a segment unreadable.
