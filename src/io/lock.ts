@@ -12,6 +12,11 @@
 // written on another host (another container sharing the volume) cannot be checked and is
 // treated as held: refusing is safe, taking over a live node's store is not. Remove LOCK by hand
 // only when that host's node is known to be stopped.
+//
+// Nothing here is synced to disk: the lock excludes live processes, and link(2) and rename(2)
+// are atomic for them in the page cache already. A crash that loses LOCK (or leaves it empty)
+// loses the lock of a process that is gone, which the next opener would take over anyway. Two
+// fsyncs here were most of the time of a clean open.
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -76,7 +81,6 @@ export async function acquireDirLock(disk: Disk, dir: string): Promise<DiskLock>
   try {
     const bytes = Buffer.from(mine);
     await file.write(bytes, 0, bytes.byteLength, 0);
-    await file.sync();
   } finally {
     await file.close();
   }
@@ -84,8 +88,7 @@ export async function acquireDirLock(disk: Disk, dir: string): Promise<DiskLock>
     for (let attempt = 0; attempt < TAKEOVER_ATTEMPTS_MAX; attempt += 1) {
       try {
         await disk.link(candidate, lockPath);
-        await disk.fsyncDir(dir);
-        return new HeldLock(disk, dir, lockPath, mine);
+        return new HeldLock(disk, lockPath, mine);
       } catch (error) {
         if (errorCode(error) !== 'EEXIST') throw error;
       }
@@ -118,14 +121,13 @@ export async function acquireDirLock(disk: Disk, dir: string): Promise<DiskLock>
 
 class HeldLock implements DiskLock {
   private released = false;
-  constructor(private readonly disk: Disk, private readonly dir: string, private readonly lockPath: string, private readonly content: string) {}
+  constructor(private readonly disk: Disk, private readonly lockPath: string, private readonly content: string) {}
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
     // Only our own lock: never remove one another process took over meanwhile.
     if ((await readOrUndefined(this.disk, this.lockPath)) === this.content) {
       await this.disk.unlink(this.lockPath).catch(() => undefined);
-      await this.disk.fsyncDir(this.dir).catch(() => undefined);
     }
   }
 }
