@@ -70,8 +70,7 @@ export interface Recovered {
 export async function recover(layout: StoreLayout, options: ResolvedWalOptions, explicitBackups: boolean, logger: Logger, metrics: RecoveryMetrics): Promise<Recovered> {
   const started = options.clock.monotonicMs();
   const elapsed = (): number => options.clock.monotonicMs() - started;
-  const read = await readCatalog(layout);
-  const intent = await exists(layout.disk, layout.repairIntentPath);
+  const [read, intent] = await Promise.all([readCatalog(layout), exists(layout.disk, layout.repairIntentPath)]);
   if (read.missing && !intent && !(await hasSegments(layout))) {
     const catalog: Catalog = { generation: 1, logName: options.logName, logId: logIdOf(options.logName), segmentBytesMax: options.segmentBytesMax, entryBytesMax: options.entryBytesMax, backupRetentionCount: options.recovery.backupRetentionCount, createdMs: options.clock.nowMs(), segments: [], holes: [] };
     await layout.disk.mkdirp(layout.segmentsDir);
@@ -139,13 +138,18 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
     tail.push({ id: last.segmentId, resume: last });
   }
   const disk = ctx.layout.disk;
-  let probe = (last?.segmentId ?? 0) + 1;
-  while (await exists(disk, ctx.layout.segmentPath(probe))) {
-    tail.push({ id: probe, resume: undefined });
-    probe += 1;
+  // Segments created after the catalog was written, then a leftover temporary file of the next
+  // one (a crash while creating it); both names are probed at once.
+  for (let probe = (last?.segmentId ?? 0) + 1; ; probe += 1) {
+    const leftoverTemp = `${ctx.layout.segmentPath(probe)}${TEMP_SUFFIX}`;
+    const [created, leftover] = await Promise.all([exists(disk, ctx.layout.segmentPath(probe)), exists(disk, leftoverTemp)]);
+    if (created) {
+      tail.push({ id: probe, resume: undefined });
+      continue;
+    }
+    if (leftover) await disk.rename(leftoverTemp, `${leftoverTemp}.abandoned`).catch(() => undefined);
+    break;
   }
-  const leftoverTemp = `${ctx.layout.segmentPath(probe)}${TEMP_SUFFIX}`;
-  if (await exists(disk, leftoverTemp)) await disk.rename(leftoverTemp, `${leftoverTemp}.abandoned`).catch(() => undefined);
   if (tail.length === 0) {
     return { catalog, active: undefined, report: { state: 'clean', segmentsScanned: 0, bytesScanned: 0, findings: [], tornTails: [], sealedSinceCheckpoint: [] } };
   }
