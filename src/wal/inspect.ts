@@ -137,7 +137,9 @@ export async function inspectStore(layout: StoreLayout, options: InspectOptions)
   for (const id of files.ids) {
     const size = (await fileByteLength(layout.disk, layout.segmentPath(id))) ?? 0;
     sizes.set(id, size);
-    bytesTotal += size * (1 + options.backupCopies);
+    // Backups are kept of sealed segments only; the total is corrected as they are read.
+    const backedUp = records.get(id)?.state === 'sealed' ? options.backupCopies : 0;
+    bytesTotal += size * (1 + backedUp);
   }
   let bytesDone = 0;
   const progress = (bytes: number): void => {
@@ -185,9 +187,11 @@ export async function inspectStore(layout: StoreLayout, options: InspectOptions)
 
   if (options.backupCopies > 0) {
     for (const segment of segments) {
-      const backupFindings = await inspectBackups(layout, segment, options, log, rel);
-      (segment.backupFindings as Finding[]).push(...backupFindings);
-      progress((sizes.get(segment.segmentId) ?? 0) * options.backupCopies);
+      const expectedBytes = segment.record?.state === 'sealed' ? (sizes.get(segment.segmentId) ?? 0) * options.backupCopies : 0;
+      const backups = await inspectBackups(layout, segment, options, log, rel);
+      (segment.backupFindings as Finding[]).push(...backups.findings);
+      bytesTotal += backups.bytesRead - expectedBytes;
+      progress(backups.bytesRead);
     }
   }
 
@@ -399,15 +403,17 @@ async function inspectBackups(
   options: InspectOptions,
   log: string,
   rel: (path: string) => string,
-): Promise<Finding[]> {
+): Promise<{ findings: Finding[]; bytesRead: number }> {
   const findings: Finding[] = [];
+  let bytesRead = 0;
   const expected = segment.expected;
-  if (expected === undefined || !segment.mustBeSealed) return findings;
+  if (expected === undefined || !segment.mustBeSealed) return { findings, bytesRead };
   for (let copy = 1; copy <= options.backupCopies; copy += 1) {
     const path = layout.backupPath(segment.segmentId, copy);
     let problem: string | undefined;
     try {
       const analysis = await analyzeSegmentFile(layout.disk, path, segment.segmentId, { entryBytesMax: options.entryBytesMax });
+      bytesRead += analysis.fileByteLength;
       if (!isClean(analysis) || analysis.trailer === undefined) problem = 'backup copy is damaged';
       else if (!matchesExpectation(analysis, expected)) problem = 'backup copy differs from the sealed segment';
     } catch (error) {
@@ -418,5 +424,5 @@ async function inspectBackups(
       findings.push({ kind: 'backup-damaged', log, segment: segment.segmentId, file: rel(path), detail: problem });
     }
   }
-  return findings;
+  return { findings, bytesRead };
 }

@@ -1,7 +1,7 @@
 // What validate reports for one damage: one finding, over the entries it takes, whatever the
 // damage looks like to the frame scanner (a zeroed block reads as a frame failing its checksum,
 // then bytes with no valid frame header).
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -16,7 +16,7 @@ let dir: string;
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'wal-inspect-'));
-  const store = await WalStore.open(dir, { logger: pino({ level: 'silent' }), recovery: { backupRetentionCount: 0 } });
+  const store = await WalStore.open(dir, { logger: pino({ level: 'silent' }), sealOnClose: true, recovery: { backupRetentionCount: 0 } });
   await store.append(Array.from({ length: 2000 }, (_, i) => Buffer.from(`entry-${i + 1}-${'x'.repeat(40)}`)));
   await store.close();
 });
@@ -58,5 +58,31 @@ describe('validate: one damage, one finding', () => {
     for (const finding of report.findings) expect(['checksum-mismatch', 'bad-entry-header']).toContain(finding.kind);
     expect(report.findings[0]?.entryIndex).toBeLessThan(report.findings[1]?.entryIndex ?? 0);
     expect(report.findings.map((f) => f.indexCount)).toEqual([1, 1]);
+  });
+});
+
+describe('validate: bytes scanned', () => {
+  it('counts the bytes read: a sealed segment and each backup of it, an open segment once (it has no backup)', async () => {
+    const sealed = await stat(join(dir, SEGMENT));
+    const other = await mkdtemp(join(tmpdir(), 'wal-inspect-open-'));
+    try {
+      const store = await WalStore.open(other, { logger: pino({ level: 'silent' }), recovery: { backupRetentionCount: 1 } });
+      await store.append([Buffer.from('a'), Buffer.from('b'), Buffer.from('c')]);
+      await store.close();
+      const open = await stat(join(other, SEGMENT));
+      const report = await validateStore(other, { recovery: { backupRetentionCount: 1 } });
+      expect(report.ok).toBe(true);
+      expect(report.bytesScanned).toBe(open.size);
+      const sealing = await WalStore.open(other, { logger: pino({ level: 'silent' }), sealOnClose: true, recovery: { backupRetentionCount: 1 } });
+      await sealing.close();
+      const sealedCopy = await stat(join(other, SEGMENT));
+      const afterSeal = await validateStore(other, { recovery: { backupRetentionCount: 1 } });
+      expect(afterSeal.ok).toBe(true);
+      expect(afterSeal.bytesScanned).toBe(2 * sealedCopy.size);
+    } finally {
+      await rm(other, { recursive: true, force: true });
+    }
+    const withoutBackups = await validateStore(dir, { recovery: { backupRetentionCount: 0 } });
+    expect(withoutBackups.bytesScanned).toBe(sealed.size);
   });
 });
