@@ -30,19 +30,31 @@ export interface TlsFlags {
   readonly insecure?: boolean;
 }
 
-export const TLS_ENV = Object.freeze({ ca: 'WAL_TLS_CA', cert: 'WAL_TLS_CERT', key: 'WAL_TLS_KEY' });
+export const TLS_ENV = Object.freeze({ ca: 'WAL_TLS_CA', cert: 'WAL_TLS_CERT', key: 'WAL_TLS_KEY', insecure: 'WAL_INSECURE' });
+
+/** WAL_INSECURE=1 (or true) stands for --insecure. */
+function insecureOf(flags: TlsFlags, env: NodeJS.ProcessEnv): boolean {
+  const value = env[TLS_ENV.insecure]?.trim().toLowerCase();
+  return flags.insecure === true || value === '1' || value === 'true';
+}
 
 /**
- * The PEM files to use, or undefined for plaintext. All three or none: a partial set is a usage
- * error, as is --insecure together with TLS files.
+ * The PEM files to use, or undefined for plaintext, which must be asked for explicitly with
+ * --insecure (or WAL_INSECURE=1). All three files or none: a partial set is a usage error, as is
+ * --insecure together with TLS files, and so is neither (a caller that forgot its certificates
+ * must not quietly talk plaintext).
  */
 export function tlsPathsOf(flags: TlsFlags, env: NodeJS.ProcessEnv = process.env): TlsPaths | undefined {
   const ca = flags.tlsCa ?? env[TLS_ENV.ca];
   const cert = flags.tlsCert ?? env[TLS_ENV.cert];
   const key = flags.tlsKey ?? env[TLS_ENV.key];
   const given = [ca, cert, key].filter((v) => v !== undefined && v !== '');
-  if (given.length === 0) return undefined;
-  if (flags.insecure) throw new InvalidArgumentError('--insecure goes without --tls-ca, --tls-cert and --tls-key (nor their WAL_TLS_* variables)');
+  const insecure = insecureOf(flags, env);
+  if (given.length === 0) {
+    if (insecure) return undefined;
+    throw new InvalidArgumentError(`TLS is required: give --tls-ca, --tls-cert and --tls-key (or ${TLS_ENV.ca}, ${TLS_ENV.cert}, ${TLS_ENV.key}; \`wal-recovery certs\` makes them), or --insecure (or ${TLS_ENV.insecure}=1) for plaintext`);
+  }
+  if (insecure) throw new InvalidArgumentError(`--insecure (or ${TLS_ENV.insecure}=1) goes without --tls-ca, --tls-cert and --tls-key (nor their WAL_TLS_* variables)`);
   if (given.length !== 3) throw new InvalidArgumentError(`TLS needs all three of --tls-ca, --tls-cert and --tls-key (or ${TLS_ENV.ca}, ${TLS_ENV.cert}, ${TLS_ENV.key})`);
   return { ca: ca as string, cert: cert as string, key: key as string };
 }

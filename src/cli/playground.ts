@@ -92,7 +92,7 @@ async function startEtcd(dir: string, children: ChildProcess[]): Promise<string>
 async function startNode(id: string, dir: string, etcd: string, segmentBytes: number | undefined, children: ChildProcess[]): Promise<PlaygroundNode> {
   const dataDir = join(dir, id);
   mkdirSync(dataDir, { recursive: true });
-  const args = [cliPath(), 'node', '--id', id, '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--etcd', etcd];
+  const args = [cliPath(), 'node', '--id', id, '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--etcd', etcd, '--insecure'];
   if (segmentBytes !== undefined) args.push('--segment-bytes', String(segmentBytes));
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
@@ -139,7 +139,7 @@ export async function runPlayground(o: PlaygroundOptions, print: (text: string) 
     } else {
       const lines = [`playground in ${dir}: etcd at ${etcd}`];
       for (const n of nodes) lines.push(`  node ${n.id}: target ${n.target}, pid ${n.pid}, metrics ${n.metrics}, data ${n.dataDir}`);
-      lines.push(`try: echo hello | wal-recovery append --target ${nodes[0]?.target ?? '?'}; wal-recovery status --target ${nodes[0]?.target ?? '?'}`);
+      lines.push(`try: echo hello | wal-recovery append --insecure --target ${nodes[0]?.target ?? '?'}; wal-recovery status --insecure --target ${nodes[0]?.target ?? '?'}`);
       lines.push('Ctrl-C (SIGINT) or SIGTERM stops everything.');
       await print(lines.join('\n') + '\n');
     }

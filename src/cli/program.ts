@@ -63,7 +63,7 @@ function addTlsOptions(cmd: Command, prefix: string): Command {
     .option('--tls-ca <file>', `${prefix}the cluster CA certificate (PEM; or WAL_TLS_CA)`)
     .option('--tls-cert <file>', `${prefix}this caller's certificate (PEM; or WAL_TLS_CERT)`)
     .option('--tls-key <file>', `${prefix}this caller's key (PEM; or WAL_TLS_KEY)`)
-    .option('--insecure', `${prefix}plaintext, no TLS (the default while no TLS file is given)`);
+    .option('--insecure', `${prefix}plaintext, no TLS: anyone on the network may read and call (or WAL_INSECURE=1); TLS files or this are required`);
 }
 
 function addCommon(cmd: Command, acceptsTarget: boolean, backupsHelp?: string): Command {
