@@ -1,6 +1,7 @@
 // Parsers for option values, each with its limits named. They throw commander's
 // InvalidArgumentError so the message names the option; exit.ts maps it to exit code 2.
 import { InvalidArgumentError } from 'commander';
+import type { EtcdTlsPaths } from '../cluster/index.js';
 import type { TlsPaths } from '../rpc/index.js';
 
 /** Decimal digits accepted in an integer option: enough for Number.MAX_SAFE_INTEGER (16 digits). */
@@ -57,6 +58,37 @@ export function tlsPathsOf(flags: TlsFlags, env: NodeJS.ProcessEnv = process.env
   if (insecure) throw new InvalidArgumentError(`--insecure (or ${TLS_ENV.insecure}=1) goes without --tls-ca, --tls-cert and --tls-key (nor their WAL_TLS_* variables)`);
   if (given.length !== 3) throw new InvalidArgumentError(`TLS needs all three of --tls-ca, --tls-cert and --tls-key (or ${TLS_ENV.ca}, ${TLS_ENV.cert}, ${TLS_ENV.key})`);
   return { ca: ca as string, cert: cert as string, key: key as string };
+}
+
+/** The etcd TLS flags of the node verb; each falls back to its environment variable. */
+export interface EtcdTlsFlags {
+  readonly etcdCa?: string;
+  readonly etcdCert?: string;
+  readonly etcdKey?: string;
+}
+
+export const ETCD_TLS_ENV = Object.freeze({ ca: 'WAL_ETCD_CA', cert: 'WAL_ETCD_CERT', key: 'WAL_ETCD_KEY' });
+
+/**
+ * TLS to etcd: undefined for none (http:// endpoints), else the CA that signed etcd's server
+ * certificate and, for etcd's --client-cert-auth, this node's client certificate and key (both
+ * or neither). TLS files need https:// endpoints: etcd3 would otherwise speak TLS to an http://
+ * URL, which says the opposite.
+ */
+export function etcdTlsPathsOf(flags: EtcdTlsFlags, endpoints: readonly string[], env: NodeJS.ProcessEnv = process.env): EtcdTlsPaths | undefined {
+  const pick = (flag: string | undefined, name: string): string | undefined => {
+    const value = flag ?? env[name];
+    return value === undefined || value === '' ? undefined : value;
+  };
+  const ca = pick(flags.etcdCa, ETCD_TLS_ENV.ca);
+  const cert = pick(flags.etcdCert, ETCD_TLS_ENV.cert);
+  const key = pick(flags.etcdKey, ETCD_TLS_ENV.key);
+  if (ca === undefined && cert === undefined && key === undefined) return undefined;
+  if (ca === undefined) throw new InvalidArgumentError(`--etcd-cert and --etcd-key go with --etcd-ca (or ${ETCD_TLS_ENV.ca}), the CA that signed etcd's certificate`);
+  if ((cert === undefined) !== (key === undefined)) throw new InvalidArgumentError(`--etcd-cert and --etcd-key go together (or ${ETCD_TLS_ENV.cert} and ${ETCD_TLS_ENV.key})`);
+  const plain = endpoints.filter((e) => !e.startsWith('https://'));
+  if (plain.length > 0) throw new InvalidArgumentError(`--etcd-ca (TLS to etcd) needs https:// endpoints, got ${plain.join(', ')}`);
+  return cert !== undefined && key !== undefined ? { ca, cert, key } : { ca };
 }
 
 export interface Target {

@@ -153,7 +153,10 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .requiredOption('--id <id>', 'node id, unique in the cluster (A-Z a-z 0-9 . _ -)')
     .requiredOption('--data-dir <dir>', 'where this node keeps its logs')
     .requiredOption('--listen <host:port>', 'gRPC address (port 0: any free port)')
-    .requiredOption('--etcd <urls>', 'etcd endpoints, comma-separated (http://127.0.0.1:2379)')
+    .requiredOption('--etcd <urls>', 'etcd endpoints, comma-separated (http://127.0.0.1:2379, or https:// with --etcd-ca)')
+    .option('--etcd-ca <file>', 'TLS to etcd: the CA of etcd\'s server certificate (PEM; or WAL_ETCD_CA)')
+    .option('--etcd-cert <file>', 'TLS to etcd: this node\'s client certificate, for etcd\'s --client-cert-auth (PEM; or WAL_ETCD_CERT)')
+    .option('--etcd-key <file>', 'TLS to etcd: its key (PEM; or WAL_ETCD_KEY)')
     .option('--cluster <name>', 'cluster name: the etcd key prefix (default "default")')
     .option('--metrics-listen <host:port>', 'serve Prometheus /metrics here')
     .option('--segment-bytes <n>', 'segment roll size of logs this node creates', integerIn(4096, SEGMENT_BYTES_OPTION_MAX))
@@ -182,14 +185,15 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
 
   program
     .command('certs')
-    .description('make a CA and certificates for a secured cluster (needs openssl): one per node (role peer), client, admin; prints where they are')
+    .description('make a CA and certificates for a secured cluster (needs openssl): one per node (role peer), client, admin; and an etcd CA with a server certificate for etcd and a client certificate for the nodes; prints where they are')
     .requiredOption('--out <dir>', 'where to write the PEM files')
     .requiredOption('--nodes <ids>', 'node ids, comma-separated (each certificate is valid for 127.0.0.1, localhost and the id)')
     .option('--hosts <names>', 'more host names or IPv4 addresses every node certificate is valid for, comma-separated')
     .option('--days <n>', 'validity in days (default 365)', integerIn(1, 36_500))
-    .action(async (opts: { out: string; nodes: string; hosts?: string; days?: number }) => {
+    .option('--keep-existing', 'keep the certificates (and CAs) already in --out; make only what is missing')
+    .action(async (opts: { out: string; nodes: string; hosts?: string; days?: number; keepExisting?: boolean }) => {
       const list = (text: string): string[] => text.split(',').map((s) => s.trim()).filter((s) => s !== '');
-      const layout = await makeCerts({ outDir: opts.out, nodes: list(opts.nodes), ...(opts.hosts !== undefined ? { hosts: list(opts.hosts) } : {}), ...(opts.days !== undefined ? { days: opts.days } : {}) });
+      const layout = await makeCerts({ outDir: opts.out, nodes: list(opts.nodes), keepExisting: opts.keepExisting === true, ...(opts.hosts !== undefined ? { hosts: list(opts.hosts) } : {}), ...(opts.days !== undefined ? { days: opts.days } : {}) });
       await out.write(`${JSON.stringify(layout)}\n`);
       await out.flush();
       setCode(EXIT_OK);

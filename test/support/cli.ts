@@ -1,0 +1,33 @@
+// The built CLI (dist/cli/main.js) as a child process, for tests that check what an operator
+// sees: exit code, stdout and stderr. And `wal-recovery certs` through it, for the TLS tests.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { CertsLayout } from '../../src/cli/certs.js';
+import { CLI } from './cluster.js';
+
+const run = promisify(execFile);
+const CLI_TIMEOUT_MS = 60_000;
+
+export interface CliResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs the CLI with args; env adds to (or, with '', blanks) this process's environment. */
+export async function cliProcess(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, timeout: CLI_TIMEOUT_MS });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: e.code ?? -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+/** `wal-recovery certs --out outDir --nodes ...`: the layout it prints; throws when it fails. */
+export async function makeCertsWithCli(outDir: string, nodes: readonly string[], more: readonly string[] = []): Promise<CertsLayout> {
+  const made = await cliProcess(['certs', '--out', outDir, '--nodes', nodes.join(','), ...more]);
+  if (made.code !== 0) throw new Error(`wal-recovery certs failed (exit ${made.code}): ${made.stderr}`);
+  return JSON.parse(made.stdout) as CertsLayout;
+}
