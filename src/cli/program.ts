@@ -173,13 +173,14 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
 
   program
     .command('playground')
-    .description('run a local cluster on 127.0.0.1: etcd (from PATH) and N nodes, until SIGINT or SIGTERM')
+    .description('run a local cluster on 127.0.0.1: etcd (from PATH) and N nodes, with TLS (or --insecure), until SIGINT or SIGTERM')
     .option('--nodes <n>', 'how many nodes (default 3)', integerIn(1, 9), 3)
     .option('--dir <dir>', 'where etcd, the nodes and their logs keep their files (default: a new temp dir)')
     .option('--segment-bytes <n>', 'segment roll size of logs the cluster creates', integerIn(4096, SEGMENT_BYTES_OPTION_MAX))
-    .option('--json', 'print one line {"etcd","nodes":[{"id","target","pid","dataDir","metrics"}]} once all nodes serve')
-    .action(async (opts: { nodes: number; dir?: string; segmentBytes?: number; json?: boolean }) => {
-      const options = { nodes: opts.nodes, json: opts.json === true, ...(opts.dir !== undefined ? { dir: opts.dir } : {}), ...(opts.segmentBytes !== undefined ? { segmentBytes: opts.segmentBytes } : {}) };
+    .option('--json', 'print one line {"etcd","nodes":[{"id","target","pid","dataDir","metrics"}],"tls":{"ca","admin":{"cert","key"},"client":{"cert","key"}}} once all nodes serve ("tls" absent with --insecure)')
+    .option('--insecure', 'plaintext gRPC and etcd, no certificates (default: TLS everywhere, certificates made with openssl in <dir>/certs)')
+    .action(async (opts: { nodes: number; dir?: string; segmentBytes?: number; json?: boolean; insecure?: boolean }) => {
+      const options = { nodes: opts.nodes, json: opts.json === true, insecure: opts.insecure === true, ...(opts.dir !== undefined ? { dir: opts.dir } : {}), ...(opts.segmentBytes !== undefined ? { segmentBytes: opts.segmentBytes } : {}) };
       setCode(await runPlayground(options, (text) => out.write(text).then(() => out.flush())));
     });
 

@@ -1,11 +1,9 @@
 // The built CLI (dist/cli/main.js) as a child process, for tests that check what an operator
 // sees: exit code, stdout and stderr. And `wal-recovery certs` through it, for the TLS tests.
 import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import type { CertsLayout } from '../../src/cli/certs.js';
 import { CLI } from './cluster.js';
 
-const run = promisify(execFile);
 const CLI_TIMEOUT_MS = 60_000;
 
 export interface CliResult {
@@ -14,15 +12,16 @@ export interface CliResult {
   readonly stderr: string;
 }
 
-/** Runs the CLI with args; env adds to (or, with '', blanks) this process's environment. */
-export async function cliProcess(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, timeout: CLI_TIMEOUT_MS });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code?: number; stdout?: string; stderr?: string };
-    return { code: e.code ?? -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
+/** Runs the CLI with args and stdin input; env adds to (or, with '', blanks) this process's environment. */
+export function cliProcess(args: readonly string[], env: NodeJS.ProcessEnv = {}, input = ''): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const child = execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, timeout: CLI_TIMEOUT_MS }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin?.on('error', () => undefined); // a CLI that fails before reading stdin closes it
+    child.stdin?.end(input);
+  });
 }
 
 /** `wal-recovery certs --out outDir --nodes ...`: the layout it prints; throws when it fails. */
