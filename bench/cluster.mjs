@@ -138,7 +138,7 @@ export async function startNode(id, dataDir, etcdUrl, cluster, extraArgs = []) {
   const proc = startProcess(
     id,
     process.execPath,
-    [CLI, 'node', '--id', id, '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--etcd', etcdUrl, '--cluster', cluster, ...extraArgs],
+    [CLI, 'node', '--id', id, '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--etcd', etcdUrl, '--cluster', cluster, '--insecure', ...extraArgs],
     { WAL_RECOVERY_LOG_LEVEL: process.env.WAL_RECOVERY_LOG_LEVEL ?? 'warn' },
   );
   const line = await new Promise((resolve, reject) => {

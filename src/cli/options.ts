@@ -1,6 +1,7 @@
 // Parsers for option values, each with its limits named. They throw commander's
 // InvalidArgumentError so the message names the option; exit.ts maps it to exit code 2.
 import { InvalidArgumentError } from 'commander';
+import type { EtcdTlsPaths } from '../cluster/index.js';
 import type { TlsPaths } from '../rpc/index.js';
 
 /** Decimal digits accepted in an integer option: enough for Number.MAX_SAFE_INTEGER (16 digits). */
@@ -30,21 +31,64 @@ export interface TlsFlags {
   readonly insecure?: boolean;
 }
 
-export const TLS_ENV = Object.freeze({ ca: 'WAL_TLS_CA', cert: 'WAL_TLS_CERT', key: 'WAL_TLS_KEY' });
+export const TLS_ENV = Object.freeze({ ca: 'WAL_TLS_CA', cert: 'WAL_TLS_CERT', key: 'WAL_TLS_KEY', insecure: 'WAL_INSECURE' });
+
+/** WAL_INSECURE=1 (or true) stands for --insecure. */
+function insecureOf(flags: TlsFlags, env: NodeJS.ProcessEnv): boolean {
+  const value = env[TLS_ENV.insecure]?.trim().toLowerCase();
+  return flags.insecure === true || value === '1' || value === 'true';
+}
 
 /**
- * The PEM files to use, or undefined for plaintext. All three or none: a partial set is a usage
- * error, as is --insecure together with TLS files.
+ * The PEM files to use, or undefined for plaintext, which must be asked for explicitly with
+ * --insecure (or WAL_INSECURE=1). All three files or none: a partial set is a usage error, as is
+ * --insecure together with TLS files, and so is neither (a caller that forgot its certificates
+ * must not quietly talk plaintext).
  */
 export function tlsPathsOf(flags: TlsFlags, env: NodeJS.ProcessEnv = process.env): TlsPaths | undefined {
   const ca = flags.tlsCa ?? env[TLS_ENV.ca];
   const cert = flags.tlsCert ?? env[TLS_ENV.cert];
   const key = flags.tlsKey ?? env[TLS_ENV.key];
   const given = [ca, cert, key].filter((v) => v !== undefined && v !== '');
-  if (given.length === 0) return undefined;
-  if (flags.insecure) throw new InvalidArgumentError('--insecure goes without --tls-ca, --tls-cert and --tls-key (nor their WAL_TLS_* variables)');
+  const insecure = insecureOf(flags, env);
+  if (given.length === 0) {
+    if (insecure) return undefined;
+    throw new InvalidArgumentError(`TLS is required: give --tls-ca, --tls-cert and --tls-key (or ${TLS_ENV.ca}, ${TLS_ENV.cert}, ${TLS_ENV.key}; \`wal-recovery certs\` makes them), or --insecure (or ${TLS_ENV.insecure}=1) for plaintext`);
+  }
+  if (insecure) throw new InvalidArgumentError(`--insecure (or ${TLS_ENV.insecure}=1) goes without --tls-ca, --tls-cert and --tls-key (nor their WAL_TLS_* variables)`);
   if (given.length !== 3) throw new InvalidArgumentError(`TLS needs all three of --tls-ca, --tls-cert and --tls-key (or ${TLS_ENV.ca}, ${TLS_ENV.cert}, ${TLS_ENV.key})`);
   return { ca: ca as string, cert: cert as string, key: key as string };
+}
+
+/** The etcd TLS flags of the node verb; each falls back to its environment variable. */
+export interface EtcdTlsFlags {
+  readonly etcdCa?: string;
+  readonly etcdCert?: string;
+  readonly etcdKey?: string;
+}
+
+export const ETCD_TLS_ENV = Object.freeze({ ca: 'WAL_ETCD_CA', cert: 'WAL_ETCD_CERT', key: 'WAL_ETCD_KEY' });
+
+/**
+ * TLS to etcd: undefined for none (http:// endpoints), else the CA that signed etcd's server
+ * certificate and, for etcd's --client-cert-auth, this node's client certificate and key (both
+ * or neither). TLS files need https:// endpoints: etcd3 would otherwise speak TLS to an http://
+ * URL, which says the opposite.
+ */
+export function etcdTlsPathsOf(flags: EtcdTlsFlags, endpoints: readonly string[], env: NodeJS.ProcessEnv = process.env): EtcdTlsPaths | undefined {
+  const pick = (flag: string | undefined, name: string): string | undefined => {
+    const value = flag ?? env[name];
+    return value === undefined || value === '' ? undefined : value;
+  };
+  const ca = pick(flags.etcdCa, ETCD_TLS_ENV.ca);
+  const cert = pick(flags.etcdCert, ETCD_TLS_ENV.cert);
+  const key = pick(flags.etcdKey, ETCD_TLS_ENV.key);
+  if (ca === undefined && cert === undefined && key === undefined) return undefined;
+  if (ca === undefined) throw new InvalidArgumentError(`--etcd-cert and --etcd-key go with --etcd-ca (or ${ETCD_TLS_ENV.ca}), the CA that signed etcd's certificate`);
+  if ((cert === undefined) !== (key === undefined)) throw new InvalidArgumentError(`--etcd-cert and --etcd-key go together (or ${ETCD_TLS_ENV.cert} and ${ETCD_TLS_ENV.key})`);
+  const plain = endpoints.filter((e) => !e.startsWith('https://'));
+  if (plain.length > 0) throw new InvalidArgumentError(`--etcd-ca (TLS to etcd) needs https:// endpoints, got ${plain.join(', ')}`);
+  return cert !== undefined && key !== undefined ? { ca, cert, key } : { ca };
 }
 
 export interface Target {

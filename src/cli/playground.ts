@@ -1,15 +1,20 @@
 // `wal-recovery playground`: a local cluster on loopback (etcd from PATH plus N node processes),
 // for trying things out and for the README's main job. Runs until SIGINT or SIGTERM, then stops
 // everything it started, by pid. Node logs go to <dir>/<node>.log, etcd's to <dir>/etcd.log.
+// TLS by default, as a real cluster: `certs` files in <dir>/certs (kept when --dir is reused),
+// nodes with peer certificates, etcd on https with --client-cert-auth; --insecure opts out.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { mkdtemp } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { type CertsLayout, type IdentityFiles, makeCerts } from './certs.js';
 import { EXIT_OK, type ExitCode, UsageError } from './exit.js';
+import { ETCD_TLS_ENV, TLS_ENV } from './options.js';
 import { untilSignal } from './server.js';
 
 export interface PlaygroundOptions {
@@ -17,6 +22,15 @@ export interface PlaygroundOptions {
   readonly dir?: string;
   readonly segmentBytes?: number;
   readonly json: boolean;
+  /** Plaintext gRPC and http to etcd, no certificates. */
+  readonly insecure?: boolean;
+}
+
+/** Where the playground's callers find their TLS files (the `tls` of --json). */
+export interface PlaygroundTls {
+  readonly ca: string;
+  readonly admin: IdentityFiles;
+  readonly client: IdentityFiles;
 }
 
 export interface PlaygroundNode {
@@ -58,11 +72,35 @@ function logTo(child: ChildProcess, path: string): void {
   child.stderr?.pipe(out);
 }
 
-async function startEtcd(dir: string, children: ChildProcess[]): Promise<string> {
+/** etcd's /health over https, with the nodes' etcd client certificate (--client-cert-auth). */
+function etcdHealthTls(url: string, certs: CertsLayout): Promise<boolean> {
+  const { etcd } = certs;
+  return new Promise((resolveHealth) => {
+    const options = { ca: readFileSync(etcd.ca), cert: readFileSync(etcd.client.cert), key: readFileSync(etcd.client.key), servername: 'localhost', timeout: 1_000 };
+    const req = httpsRequest(`${url}/health`, options, (res) => {
+      res.resume();
+      resolveHealth(res.statusCode === 200);
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', () => resolveHealth(false));
+    req.end();
+  });
+}
+
+async function etcdHealthy(url: string, certs: CertsLayout | undefined): Promise<boolean> {
+  if (certs) return etcdHealthTls(url, certs);
+  try {
+    return (await fetch(`${url}/health`)).ok;
+  } catch {
+    return false; // not up yet
+  }
+}
+
+async function startEtcd(dir: string, certs: CertsLayout | undefined, children: ChildProcess[]): Promise<string> {
   if (spawnSync('etcd', ['--version'], { stdio: 'ignore' }).error) throw new EtcdMissingError();
   const clientPort = await freePort();
   const peerPort = await freePort();
-  const client = `http://127.0.0.1:${clientPort}`;
+  const client = `${certs ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
   const etcd = spawn('etcd', [
     '--name', 'playground',
@@ -72,29 +110,40 @@ async function startEtcd(dir: string, children: ChildProcess[]): Promise<string>
     '--listen-peer-urls', peer,
     '--initial-advertise-peer-urls', peer,
     '--initial-cluster', `playground=${peer}`,
+    ...(certs ? ['--cert-file', certs.etcd.server.cert, '--key-file', certs.etcd.server.key, '--trusted-ca-file', certs.etcd.ca, '--client-cert-auth'] : []),
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
   children.push(etcd);
   logTo(etcd, join(dir, 'etcd.log'));
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (etcd.exitCode !== null) throw new UsageError(`etcd exited at start (code ${etcd.exitCode}); see ${join(dir, 'etcd.log')}`);
-    try {
-      const response = await fetch(`${client}/health`);
-      if (response.ok) return client;
-    } catch {
-      // not up yet
-    }
+    if (await etcdHealthy(client, certs)) return client;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new UsageError(`etcd did not become healthy within ${START_TIMEOUT_MS} ms; see ${join(dir, 'etcd.log')}`);
 }
 
-async function startNode(id: string, dir: string, etcd: string, segmentBytes: number | undefined, children: ChildProcess[]): Promise<PlaygroundNode> {
+/** The node verb's transport flags: its peer certificate and the etcd client certificate, or --insecure. */
+function transportArgs(id: string, certs: CertsLayout | undefined): string[] {
+  if (!certs) return ['--insecure'];
+  const own = certs.nodes[id];
+  if (!own) throw new Error(`no certificate was made for node ${id}`);
+  return ['--tls-ca', certs.ca, '--tls-cert', own.cert, '--tls-key', own.key, '--etcd-ca', certs.etcd.ca, '--etcd-cert', certs.etcd.client.cert, '--etcd-key', certs.etcd.client.key];
+}
+
+/** The environment of a node: the caller's, without transport variables that would contradict the flags. */
+function nodeEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const name of [...Object.values(TLS_ENV), ...Object.values(ETCD_TLS_ENV)]) delete env[name];
+  return env;
+}
+
+async function startNode(id: string, dir: string, etcd: string, certs: CertsLayout | undefined, segmentBytes: number | undefined, children: ChildProcess[]): Promise<PlaygroundNode> {
   const dataDir = join(dir, id);
   mkdirSync(dataDir, { recursive: true });
-  const args = [cliPath(), 'node', '--id', id, '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--etcd', etcd];
+  const args = [cliPath(), 'node', '--id', id, '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--etcd', etcd, ...transportArgs(id, certs)];
   if (segmentBytes !== undefined) args.push('--segment-bytes', String(segmentBytes));
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: nodeEnv() });
   children.push(child);
   logTo(child, join(dir, `${id}.log`));
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
@@ -125,24 +174,37 @@ async function stopAll(children: readonly ChildProcess[]): Promise<void> {
   }
 }
 
+/** What a person reads: where everything is, and two commands to paste. */
+function summary(dir: string, etcd: string, nodes: readonly PlaygroundNode[], tls: PlaygroundTls | undefined): string {
+  const lines = [`playground in ${dir}: etcd at ${etcd}${tls ? ' (TLS, client certificates)' : ' (INSECURE: plaintext, no authentication)'}`];
+  for (const n of nodes) lines.push(`  node ${n.id}: target ${n.target}, pid ${n.pid}, metrics ${n.metrics}, data ${n.dataDir}`);
+  const target = nodes[0]?.target ?? '?';
+  if (tls) {
+    lines.push(`TLS files in ${dirname(tls.ca)}; to call the cluster as admin (or use client.pem / client.key for the client role):`);
+    lines.push(`  export ${TLS_ENV.ca}=${tls.ca} ${TLS_ENV.cert}=${tls.admin.cert} ${TLS_ENV.key}=${tls.admin.key}`);
+    lines.push(`try: echo hello | wal-recovery append --target ${target}; wal-recovery status --target ${target}`);
+  } else {
+    lines.push(`try: echo hello | wal-recovery append --insecure --target ${target}; wal-recovery status --insecure --target ${target}`);
+  }
+  lines.push('Ctrl-C (SIGINT) or SIGTERM stops everything.');
+  return lines.join('\n') + '\n';
+}
+
 export async function runPlayground(o: PlaygroundOptions, print: (text: string) => Promise<void>): Promise<ExitCode> {
   const dir = resolve(o.dir ?? (await mkdtemp(join(tmpdir(), 'wal-recovery-playground-'))));
   mkdirSync(dir, { recursive: true });
   const children: ChildProcess[] = [];
   const signal = untilSignal();
   try {
-    const etcd = await startEtcd(dir, children);
+    const ids = Array.from({ length: o.nodes }, (_, i) => `n${i + 1}`);
+    // Kept when --dir is reused: the nodes' data outlives one run, and so does their CA.
+    const certs = o.insecure ? undefined : await makeCerts({ outDir: join(dir, 'certs'), nodes: ids, keepExisting: true });
+    const etcd = await startEtcd(dir, certs, children);
     const nodes: PlaygroundNode[] = [];
-    for (let i = 1; i <= o.nodes; i += 1) nodes.push(await startNode(`n${i}`, dir, etcd, o.segmentBytes, children));
-    if (o.json) {
-      await print(JSON.stringify({ etcd, nodes }) + '\n');
-    } else {
-      const lines = [`playground in ${dir}: etcd at ${etcd}`];
-      for (const n of nodes) lines.push(`  node ${n.id}: target ${n.target}, pid ${n.pid}, metrics ${n.metrics}, data ${n.dataDir}`);
-      lines.push(`try: echo hello | wal-recovery append --target ${nodes[0]?.target ?? '?'}; wal-recovery status --target ${nodes[0]?.target ?? '?'}`);
-      lines.push('Ctrl-C (SIGINT) or SIGTERM stops everything.');
-      await print(lines.join('\n') + '\n');
-    }
+    for (const id of ids) nodes.push(await startNode(id, dir, etcd, certs, o.segmentBytes, children));
+    const tls: PlaygroundTls | undefined = certs ? { ca: certs.ca, admin: certs.admin, client: certs.client } : undefined;
+    if (o.json) await print(JSON.stringify({ etcd, nodes, ...(tls ? { tls } : {}) }) + '\n');
+    else await print(summary(dir, etcd, nodes, tls));
     for (const child of children) {
       child.once('exit', (code, sig) => {
         if (!stopping) process.stderr.write(`wal-recovery playground: process ${child.pid ?? '?'} exited (${sig ?? `code ${String(code)}`})\n`);

@@ -63,7 +63,7 @@ function addTlsOptions(cmd: Command, prefix: string): Command {
     .option('--tls-ca <file>', `${prefix}the cluster CA certificate (PEM; or WAL_TLS_CA)`)
     .option('--tls-cert <file>', `${prefix}this caller's certificate (PEM; or WAL_TLS_CERT)`)
     .option('--tls-key <file>', `${prefix}this caller's key (PEM; or WAL_TLS_KEY)`)
-    .option('--insecure', `${prefix}plaintext, no TLS (the default while no TLS file is given)`);
+    .option('--insecure', `${prefix}plaintext, no TLS: anyone on the network may read and call (or WAL_INSECURE=1); TLS files or this are required`);
 }
 
 function addCommon(cmd: Command, acceptsTarget: boolean, backupsHelp?: string): Command {
@@ -153,7 +153,10 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .requiredOption('--id <id>', 'node id, unique in the cluster (A-Z a-z 0-9 . _ -)')
     .requiredOption('--data-dir <dir>', 'where this node keeps its logs')
     .requiredOption('--listen <host:port>', 'gRPC address (port 0: any free port)')
-    .requiredOption('--etcd <urls>', 'etcd endpoints, comma-separated (http://127.0.0.1:2379)')
+    .requiredOption('--etcd <urls>', 'etcd endpoints, comma-separated (http://127.0.0.1:2379, or https:// with --etcd-ca)')
+    .option('--etcd-ca <file>', 'TLS to etcd: the CA of etcd\'s server certificate (PEM; or WAL_ETCD_CA)')
+    .option('--etcd-cert <file>', 'TLS to etcd: this node\'s client certificate, for etcd\'s --client-cert-auth (PEM; or WAL_ETCD_CERT)')
+    .option('--etcd-key <file>', 'TLS to etcd: its key (PEM; or WAL_ETCD_KEY)')
     .option('--cluster <name>', 'cluster name: the etcd key prefix (default "default")')
     .option('--metrics-listen <host:port>', 'serve Prometheus /metrics here')
     .option('--segment-bytes <n>', 'segment roll size of logs this node creates', integerIn(4096, SEGMENT_BYTES_OPTION_MAX))
@@ -170,26 +173,28 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
 
   program
     .command('playground')
-    .description('run a local cluster on 127.0.0.1: etcd (from PATH) and N nodes, until SIGINT or SIGTERM')
+    .description('run a local cluster on 127.0.0.1: etcd (from PATH) and N nodes, with TLS (or --insecure), until SIGINT or SIGTERM')
     .option('--nodes <n>', 'how many nodes (default 3)', integerIn(1, 9), 3)
     .option('--dir <dir>', 'where etcd, the nodes and their logs keep their files (default: a new temp dir)')
     .option('--segment-bytes <n>', 'segment roll size of logs the cluster creates', integerIn(4096, SEGMENT_BYTES_OPTION_MAX))
-    .option('--json', 'print one line {"etcd","nodes":[{"id","target","pid","dataDir","metrics"}]} once all nodes serve')
-    .action(async (opts: { nodes: number; dir?: string; segmentBytes?: number; json?: boolean }) => {
-      const options = { nodes: opts.nodes, json: opts.json === true, ...(opts.dir !== undefined ? { dir: opts.dir } : {}), ...(opts.segmentBytes !== undefined ? { segmentBytes: opts.segmentBytes } : {}) };
+    .option('--json', 'print one line {"etcd","nodes":[{"id","target","pid","dataDir","metrics"}],"tls":{"ca","admin":{"cert","key"},"client":{"cert","key"}}} once all nodes serve ("tls" absent with --insecure)')
+    .option('--insecure', 'plaintext gRPC and etcd, no certificates (default: TLS everywhere, certificates made with openssl in <dir>/certs)')
+    .action(async (opts: { nodes: number; dir?: string; segmentBytes?: number; json?: boolean; insecure?: boolean }) => {
+      const options = { nodes: opts.nodes, json: opts.json === true, insecure: opts.insecure === true, ...(opts.dir !== undefined ? { dir: opts.dir } : {}), ...(opts.segmentBytes !== undefined ? { segmentBytes: opts.segmentBytes } : {}) };
       setCode(await runPlayground(options, (text) => out.write(text).then(() => out.flush())));
     });
 
   program
     .command('certs')
-    .description('make a CA and certificates for a secured cluster (needs openssl): one per node (role peer), client, admin; prints where they are')
+    .description('make a CA and certificates for a secured cluster (needs openssl): one per node (role peer), client, admin; and an etcd CA with a server certificate for etcd and a client certificate for the nodes; prints where they are')
     .requiredOption('--out <dir>', 'where to write the PEM files')
     .requiredOption('--nodes <ids>', 'node ids, comma-separated (each certificate is valid for 127.0.0.1, localhost and the id)')
     .option('--hosts <names>', 'more host names or IPv4 addresses every node certificate is valid for, comma-separated')
     .option('--days <n>', 'validity in days (default 365)', integerIn(1, 36_500))
-    .action(async (opts: { out: string; nodes: string; hosts?: string; days?: number }) => {
+    .option('--keep-existing', 'keep the certificates (and CAs) already in --out; make only what is missing')
+    .action(async (opts: { out: string; nodes: string; hosts?: string; days?: number; keepExisting?: boolean }) => {
       const list = (text: string): string[] => text.split(',').map((s) => s.trim()).filter((s) => s !== '');
-      const layout = await makeCerts({ outDir: opts.out, nodes: list(opts.nodes), ...(opts.hosts !== undefined ? { hosts: list(opts.hosts) } : {}), ...(opts.days !== undefined ? { days: opts.days } : {}) });
+      const layout = await makeCerts({ outDir: opts.out, nodes: list(opts.nodes), keepExisting: opts.keepExisting === true, ...(opts.hosts !== undefined ? { hosts: list(opts.hosts) } : {}), ...(opts.days !== undefined ? { days: opts.days } : {}) });
       await out.write(`${JSON.stringify(layout)}\n`);
       await out.flush();
       setCode(EXIT_OK);

@@ -3,7 +3,7 @@ import { ClusterNode } from '../cluster/index.js';
 import { createLogger } from '../observability/index.js';
 import type { RepairStrategy } from '../recovery/index.js';
 import { EXIT_OK, type ExitCode } from './exit.js';
-import { tlsPathsOf } from './options.js';
+import { etcdTlsPathsOf, tlsPathsOf } from './options.js';
 
 export interface NodeVerbOptions {
   readonly id: string;
@@ -26,6 +26,9 @@ export interface NodeVerbOptions {
   readonly tlsCert?: string;
   readonly tlsKey?: string;
   readonly insecure?: boolean;
+  readonly etcdCa?: string;
+  readonly etcdCert?: string;
+  readonly etcdKey?: string;
 }
 
 /** Resolves on the first SIGINT or SIGTERM (node as PID 1 in a container needs the handler). */
@@ -45,14 +48,20 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
   const logger = createLogger({ level: o.verbose ? 'debug' : (process.env['WAL_RECOVERY_LOG_LEVEL'] ?? 'info'), base: { node: o.id } });
   // Installed before starting: a node still starting (etcd unreachable, say) must stop on
   // SIGTERM too — as PID 1 in a container nothing else would deliver it.
-  const signal = untilSignal();
+  // Checked before anything starts: no TLS files and no --insecure is a usage error (exit 2).
   const tls = tlsPathsOf(o);
+  const etcd = o.etcd.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const etcdTls = etcdTlsPathsOf(o, etcd);
+  // Loud whatever the log level: the node's own warning (src/cluster/node.ts) may be filtered.
+  if (!tls) process.stderr.write(`wal-recovery node ${o.id}: INSECURE (--insecure): plaintext gRPC, no caller is authenticated; anyone who reaches ${o.listen} may append, read, fence, seal and repair\n`);
+  const signal = untilSignal();
   const starting = ClusterNode.start({
     ...(tls ? { tls } : {}),
+    ...(etcdTls ? { etcdTls } : {}),
     id: o.id,
     dataDir: o.dataDir,
     listen: o.listen,
-    etcd: o.etcd.split(',').map((s) => s.trim()).filter((s) => s !== ''),
+    etcd,
     logger,
     ...(o.cluster !== undefined ? { cluster: o.cluster } : {}),
     ...(o.metricsListen !== undefined ? { metricsListen: o.metricsListen } : {}),

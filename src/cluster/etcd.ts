@@ -5,17 +5,42 @@
 // Fault model: etcd may restart or be unreachable for a while. Calls fail fast (no circuit
 // breaker, short deadlines) and the loops that use them retry with backoff; leases are re-granted
 // after they are lost. A watch that breaks is re-established by etcd3 itself.
+import { readFile } from 'node:fs/promises';
 import { Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
 import { noop } from 'cockatiel';
+import { TlsConfigError } from '../rpc/index.js';
 import type { ClusterKeys, ClusterMetadata, Versioned } from './metadata.js';
+import type { EtcdTlsPaths } from './options.js';
 
 export { ClusterKeys, KEY_ROOT, type Versioned } from './metadata.js';
 
 export const ETCD_CALL_DEADLINE_MS = 3_000;
 
-export function connectEtcd(endpoints: readonly string[]): Etcd3 {
+/** etcd3's TLS credentials: etcd's CA, and the client certificate etcd's --client-cert-auth asks for. */
+export interface EtcdCredentials {
+  readonly rootCertificate: Buffer;
+  readonly privateKey?: Buffer;
+  readonly certChain?: Buffer;
+}
+
+/** Reads the PEM files of the etcd connection; a missing one is a clear error naming it. */
+export async function loadEtcdCredentials(paths: EtcdTlsPaths): Promise<EtcdCredentials> {
+  const read = async (what: string, path: string): Promise<Buffer> => {
+    try {
+      return await readFile(path);
+    } catch (error) {
+      throw new TlsConfigError(`cannot read the etcd TLS ${what} ${path}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  };
+  const rootCertificate = await read('CA certificate', paths.ca);
+  if (paths.cert === undefined || paths.key === undefined) return { rootCertificate };
+  return { rootCertificate, certChain: await read('certificate', paths.cert), privateKey: await read('key', paths.key) };
+}
+
+export function connectEtcd(endpoints: readonly string[], credentials?: EtcdCredentials): Etcd3 {
   return new Etcd3({
     hosts: [...endpoints],
+    ...(credentials ? { credentials: { ...credentials } } : {}),
     dialTimeout: 2_000,
     // The default circuit breaker opens for 5 s after 3 failures, which outlives a short lease
     // across an etcd restart; our own loops retry with backoff instead.

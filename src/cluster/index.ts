@@ -1,7 +1,7 @@
 // Public face of the cluster domain: a node, its options, and the etcd key space.
 export { ClusterNode, VERSION } from './node.js';
-export { type NodeOptions, type ResolvedNodeOptions, resolveNodeOptions, parseHostPort } from './options.js';
-export { ClusterKeys, EtcdMetadata, connectEtcd } from './etcd.js';
+export { type EtcdTlsPaths, type NodeOptions, type ResolvedNodeOptions, resolveNodeOptions, parseHostPort } from './options.js';
+export { ClusterKeys, EtcdMetadata, type EtcdCredentials, connectEtcd, loadEtcdCredentials } from './etcd.js';
 export { type ClusterMetadata, type MetadataLease, type Versioned } from './metadata.js';
 export { Election, etcdElectionStore } from './election.js';
 export { NodeSession, type MemberInfo, parseMemberInfo } from './session.js';

@@ -22,7 +22,7 @@ import { Coordinator, etcdRepairReports } from './coordinator.js';
 import { Election, currentLeader, etcdElectionStore } from './election.js';
 import { Backoff } from './backoff.js';
 import { EtcdSegmentDirectory } from './directory.js';
-import { ClusterKeys, EtcdMetadata, connectEtcd } from './etcd.js';
+import { ClusterKeys, EtcdMetadata, connectEtcd, loadEtcdCredentials } from './etcd.js';
 import { LocalPeer } from './local-peer.js';
 import { LogRuntime } from './log-runtime.js';
 import { type MemberInfo, NodeSession, parseMemberInfo } from './session.js';
@@ -136,7 +136,8 @@ export class ClusterNode implements NodeApi {
       this.metricsServer = server;
       this.metricsUrl = `http://${options.metricsListen.host}:${port}/metrics`;
     }
-    this.etcd = new EtcdMetadata(connectEtcd(options.etcd), new ClusterKeys(options.cluster));
+    const etcdCredentials = options.etcdTls ? await loadEtcdCredentials(options.etcdTls) : undefined;
+    this.etcd = new EtcdMetadata(connectEtcd(options.etcd, etcdCredentials), new ClusterKeys(options.cluster));
     this.directory = new EtcdSegmentDirectory(this.etcd);
     const { disk, clock, random } = this.io;
     const member: MemberInfo = { id: options.id, address: this.address, startedMs: clock.nowMs(), version: VERSION, metricsUrl: this.metricsUrl };

@@ -4,6 +4,13 @@ import type { TlsPaths } from '../rpc/index.js';
 import { InvalidOptionError } from '../wal/index.js';
 import { type RepairStrategy, parseStrategy } from '../recovery/index.js';
 
+/** TLS to etcd: its server's CA, and this node's client certificate for --client-cert-auth. */
+export interface EtcdTlsPaths {
+  readonly ca: string;
+  readonly cert?: string;
+  readonly key?: string;
+}
+
 export interface HostPort {
   readonly host: string;
   readonly port: number;
@@ -40,6 +47,8 @@ export interface NodeOptions {
   readonly coordinatorIntervalMs?: number;
   /** PEM files of this node's identity (role peer) and of the cluster CA; absent: plaintext. */
   readonly tls?: TlsPaths;
+  /** TLS to etcd (https:// endpoints); absent: etcd3's default for the endpoints' scheme. */
+  readonly etcdTls?: EtcdTlsPaths;
   readonly logger?: Logger;
 }
 
@@ -65,6 +74,7 @@ export interface ResolvedNodeOptions {
   readonly goneAfterMs: number;
   readonly coordinatorIntervalMs: number;
   readonly tls: TlsPaths | undefined;
+  readonly etcdTls: EtcdTlsPaths | undefined;
 }
 
 const NAME = /^[A-Za-z0-9._-]{1,63}$/;
@@ -88,6 +98,7 @@ export function resolveNodeOptions(o: NodeOptions): ResolvedNodeOptions {
   if (o.etcd.length === 0) throw new InvalidOptionError('etcd', 'at least one etcd endpoint is needed');
   for (const endpoint of o.etcd) {
     if (!/^https?:\/\/[^\s/]+(:\d+)?\/?$/.test(endpoint)) throw new InvalidOptionError('etcd', `expected http://HOST:PORT, got '${endpoint.slice(0, 100)}'`);
+    if (o.etcdTls && !endpoint.startsWith('https://')) throw new InvalidOptionError('etcd', `TLS to etcd needs https:// endpoints, got '${endpoint.slice(0, 100)}'`);
   }
   const replicationFactor = int('replicationFactor', o.replicationFactor ?? 3, 1, 15);
   const ackQuorum = int('ackQuorum', o.ackQuorum ?? Math.floor(replicationFactor / 2) + 1, 1, replicationFactor);
@@ -113,5 +124,6 @@ export function resolveNodeOptions(o: NodeOptions): ResolvedNodeOptions {
     goneAfterMs: int('goneAfterMs', o.goneAfterMs ?? 30_000, 0, 86_400_000),
     coordinatorIntervalMs: int('coordinatorIntervalMs', o.coordinatorIntervalMs ?? 2_000, 100, 600_000),
     tls: o.tls,
+    etcdTls: o.etcdTls,
   });
 }

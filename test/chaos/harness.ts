@@ -236,7 +236,7 @@ export class ChaosCluster {
 
   async startNode(node: ContainerNode): Promise<void> {
     const o = this.options;
-    const args = ['node', '--id', node.id, '--data-dir', '/data', '--listen', target(node), '--metrics-listen', `127.0.0.1:${node.metricsPort}`, '--etcd', this.etcdUrl, '--cluster', o.cluster, '--segment-bytes', String(o.segmentBytes), '--scrub-interval-ms', String(o.scrubIntervalMs)];
+    const args = ['node', '--id', node.id, '--data-dir', '/data', '--listen', target(node), '--metrics-listen', `127.0.0.1:${node.metricsPort}`, '--etcd', this.etcdUrl, '--cluster', o.cluster, '--segment-bytes', String(o.segmentBytes), '--scrub-interval-ms', String(o.scrubIntervalMs), '--insecure'];
     if (o.scrubBytesPerSecond !== undefined) args.push('--scrub-bytes-per-second', String(o.scrubBytesPerSecond));
     const container = await new GenericContainer(NODE_IMAGE)
       .withNetworkMode('host')

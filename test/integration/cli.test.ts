@@ -26,9 +26,9 @@ interface Run {
   readonly stderr: string;
 }
 
-function run(args: readonly string[], input?: string | Buffer): Promise<Run> {
+function run(args: readonly string[], input?: string | Buffer, extraEnv: NodeJS.ProcessEnv = {}): Promise<Run> {
   return new Promise((resolvePromise, reject) => {
-    const env: NodeJS.ProcessEnv = { ...process.env };
+    const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv };
     delete env['WAL_RECOVERY_LOG_LEVEL'];
     const child = spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env });
     const out: Buffer[] = [];
@@ -371,15 +371,29 @@ describe('bad input', () => {
     expectOneLineError(await run(['inspect', '--data-dir', dataDir, '--segment', '-3']), 2, /--segment/);
   });
 
+  it('plaintext only when asked for: --target or node without TLS files and without --insecure is a usage error (exit 2)', async () => {
+    const port = await closedPort();
+    const noTls = { WAL_TLS_CA: '', WAL_TLS_CERT: '', WAL_TLS_KEY: '', WAL_INSECURE: '' };
+    for (const verb of ['append', 'dump', 'status', 'validate']) {
+      expectOneLineError(await run([verb, '--target', `127.0.0.1:${port}`], 'x\n', noTls), 2, /TLS is required: give --tls-ca, --tls-cert and --tls-key .* or --insecure \(or WAL_INSECURE=1\)/);
+    }
+    expectOneLineError(await run(['repair', '--target', `127.0.0.1:${port}`, '--segment', '1'], '', noTls), 2, /TLS is required/);
+    const node = await run(['node', '--id', 'n1', '--data-dir', join(root, 'insecure-node'), '--listen', `127.0.0.1:${port}`, '--etcd', 'http://127.0.0.1:1'], '', noTls);
+    expectOneLineError(node, 2, /TLS is required/);
+    expectOneLineError(await run(['status', '--target', `127.0.0.1:${port}`, '--insecure'], '', { ...noTls, WAL_TLS_CA: join(root, 'ca.pem') }), 2, /--insecure .* goes without --tls-ca/);
+    // A store on this machine needs no transport.
+    expect((await run(['status', '--data-dir', join(root, 'no-store-here')], '', noTls)).stderr).not.toMatch(/TLS/);
+  });
+
   it('--target with no node listening exits 2 with one line; repair --target needs --segment', async () => {
     const port = await closedPort();
     for (const verb of ['dump', 'status']) {
-      expectOneLineError(await run([verb, '--target', `127.0.0.1:${port}`]), 2, /the node answered: .*\(gRPC status 14\)/);
+      expectOneLineError(await run([verb, '--target', `127.0.0.1:${port}`, '--insecure']), 2, /the node answered: .*\(gRPC status 14\)/);
     }
-    expectOneLineError(await run(['append', '--target', `127.0.0.1:${port}`], 'x\n'), 2, /gRPC status 14/);
-    expectOneLineError(await run(['validate', '--target', `127.0.0.1:${port}`]), 2, /gRPC status 14/);
-    expectOneLineError(await run(['repair', '--target', `127.0.0.1:${port}`, '--segment', '1']), 2, /gRPC status 14/);
-    expectOneLineError(await run(['repair', '--target', `127.0.0.1:${port}`]), 2, /needs --segment/);
+    expectOneLineError(await run(['append', '--target', `127.0.0.1:${port}`, '--insecure'], 'x\n'), 2, /gRPC status 14/);
+    expectOneLineError(await run(['validate', '--target', `127.0.0.1:${port}`], '', { WAL_INSECURE: '1' }), 2, /gRPC status 14/);
+    expectOneLineError(await run(['repair', '--target', `127.0.0.1:${port}`, '--segment', '1', '--insecure']), 2, /gRPC status 14/);
+    expectOneLineError(await run(['repair', '--target', `127.0.0.1:${port}`, '--insecure']), 2, /needs --segment/);
     expectOneLineError(await run(['validate', '--target', 'no-port']), 2, /HOST:PORT/);
     expectOneLineError(await run(['dump', '--data-dir', root, '--log', 'x']), 2, /--log .* goes with --target/);
   });

@@ -4,42 +4,27 @@
 // without a certificate, or with a role not allowed, is refused with the status that says so;
 // the CLI reaches the cluster with --tls-* flags (or WAL_TLS_* variables), and a partial set is
 // a usage error (exit 2).
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CertsLayout } from '../../src/cli/certs.js';
 import { AdminClient, INSECURE, WalClient, loadTransport } from '../../src/rpc/index.js';
 import { loadProto } from '../../src/rpc/proto.js';
 import { TestCluster, readAll } from '../support/cluster.js';
+import { cliProcess, makeCertsWithCli } from '../support/cli.js';
 import { EtcdServer } from '../support/etcd.js';
 
-const run = promisify(execFile);
-const CLI = resolve(__dirname, '../../dist/cli/main.js');
 const LOG = 'secured';
 let dir: string;
 let etcd: EtcdServer;
 let cluster: TestCluster;
 let certs: CertsLayout;
 
-async function cli(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, timeout: 60_000 });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code?: number; stdout?: string; stderr?: string };
-    return { code: e.code ?? -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
-
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'wal-secured-'));
-  const made = await cli(['certs', '--out', join(dir, 'certs'), '--nodes', 'n1,n2,n3']);
-  expect(made.code, made.stderr).toBe(0);
-  certs = JSON.parse(made.stdout) as CertsLayout;
+  certs = await makeCertsWithCli(join(dir, 'certs'), ['n1', 'n2', 'n3']);
   etcd = await EtcdServer.start();
   cluster = await TestCluster.start({
     clientTransport: await loadTransport({ ca: certs.ca, ...certs.client }),
@@ -90,15 +75,15 @@ describe('a cluster started with TLS', () => {
   it('the CLI reaches it with --tls-* flags or WAL_TLS_* variables; a partial set is a usage error', async () => {
     const target = cluster.nodes[1]?.target as string;
     const flags = ['--tls-ca', certs.ca, '--tls-cert', certs.admin.cert, '--tls-key', certs.admin.key];
-    const status = await cli(['status', '--target', target, '--log', LOG, '--json', ...flags]);
+    const status = await cliProcess(['status', '--target', target, '--log', LOG, '--json', ...flags]);
     expect(status.code, status.stderr).toBe(0);
     expect(status.stdout).toContain(LOG);
-    const viaEnv = await cli(['validate', '--target', target, '--log', LOG, '--json'], { WAL_TLS_CA: certs.ca, WAL_TLS_CERT: certs.admin.cert, WAL_TLS_KEY: certs.admin.key });
+    const viaEnv = await cliProcess(['validate', '--target', target, '--log', LOG, '--json'], { WAL_TLS_CA: certs.ca, WAL_TLS_CERT: certs.admin.cert, WAL_TLS_KEY: certs.admin.key });
     expect(viaEnv.code, viaEnv.stderr).toBe(0);
-    const partial = await cli(['status', '--target', target, '--tls-ca', certs.ca]);
+    const partial = await cliProcess(['status', '--target', target, '--tls-ca', certs.ca]);
     expect(partial.code).toBe(2);
     expect(partial.stderr).toMatch(/all three of --tls-ca, --tls-cert and --tls-key/);
-    const plaintext = await cli(['status', '--target', target, '--insecure']);
+    const plaintext = await cliProcess(['status', '--target', target, '--insecure']);
     expect(plaintext.code).not.toBe(0);
   }, 60_000);
 });

@@ -380,14 +380,20 @@ export async function compareSealedSegments(cluster: TestCluster, log: string, v
   return { compared, differences };
 }
 
+/** TLS flags given: as they are; none: plaintext, which the node verb wants asked for (--insecure). */
+export function withTransport(args: readonly string[]): string[] {
+  const chosen = args.some((a) => a === '--insecure' || a.startsWith('--tls-'));
+  return chosen ? [...args] : [...args, '--insecure'];
+}
+
 /**
- * Starts `wal-recovery node` with args (after the script) for node, stderr appended to its log,
+ * Starts `wal-recovery node` with args (plaintext unless they hold TLS flags) (after the script) for node, stderr appended to its log,
  * and waits for its JSON line and its gRPC channel. Shared by the test clusters.
  */
 export async function launchNode(node: TestNode, args: readonly string[]): Promise<void> {
   const log = openSync(node.logPath, 'a');
   const env: NodeJS.ProcessEnv = { ...process.env, WAL_RECOVERY_LOG_LEVEL: process.env['WAL_RECOVERY_LOG_LEVEL'] ?? 'info' };
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', log], env });
+  const child = spawn(process.execPath, [CLI, ...withTransport(args)], { stdio: ['ignore', 'pipe', log], env });
   closeSync(log);
   trackChild(child);
   node.child = child;

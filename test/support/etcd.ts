@@ -1,8 +1,11 @@
 // A real etcd for integration tests: one member on 127.0.0.1 with free client and peer ports and a
 // temporary data dir, started as a child process and stopped by its pid. restart() brings it back
 // on the same ports and data dir (the etcd-restart test needs the same endpoint and its keys).
+// With tls, it serves https only and asks every client for a certificate its CA signed
+// (--client-cert-auth).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, openSync, closeSync } from 'node:fs';
+import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -86,6 +89,18 @@ export async function killAndWait(child: ChildProcess, signal: NodeJS.Signals, t
   clearTimeout(timer);
 }
 
+/** PEM files of etcd's server identity and of the CA whose client certificates it accepts. */
+export interface EtcdTlsFiles {
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
+export interface EtcdStartOptions {
+  /** Serve https with client certificate auth; the health probe presents client (same CA). */
+  readonly tls?: EtcdTlsFiles & { readonly client: { readonly cert: string; readonly key: string } };
+}
+
 export class EtcdServer {
   private child: ChildProcess | undefined;
 
@@ -93,11 +108,12 @@ export class EtcdServer {
     readonly root: string,
     readonly clientPort: number,
     readonly peerPort: number,
+    readonly tls: EtcdStartOptions['tls'],
   ) {}
 
-  /** http://127.0.0.1:PORT, for the node's --etcd flag. */
+  /** http://127.0.0.1:PORT (https:// with tls), for the node's --etcd flag. */
   get endpoint(): string {
-    return `http://127.0.0.1:${this.clientPort}`;
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.clientPort}`;
   }
 
   get dataDir(): string {
@@ -112,12 +128,12 @@ export class EtcdServer {
     return this.child?.pid;
   }
 
-  static async start(): Promise<EtcdServer> {
+  static async start(options: EtcdStartOptions = {}): Promise<EtcdServer> {
     if (!existsSync(ETCD_BINARY)) {
       throw new Error(`etcd not found at ${ETCD_BINARY}: install etcd-server (apt-get install -y etcd-server) or set ETCD_BINARY`);
     }
     const root = await mkdtemp(join(tmpdir(), 'wal-etcd-'));
-    const server = new EtcdServer(root, await freePort(), await freePort());
+    const server = new EtcdServer(root, await freePort(), await freePort(), options.tls);
     try {
       await server.launch();
     } catch (error) {
@@ -143,6 +159,7 @@ export class EtcdServer {
         '--initial-cluster-state', 'new',
         '--log-level', 'warn',
         '--logger', 'zap',
+        ...(this.tls ? ['--cert-file', this.tls.cert, '--key-file', this.tls.key, '--trusted-ca-file', this.tls.ca, '--client-cert-auth'] : []),
       ],
       { stdio: ['ignore', log, log] },
     );
@@ -160,15 +177,35 @@ export class EtcdServer {
         throw new Error(`etcd exited (${String(child.exitCode ?? child.signalCode)}) before it was healthy:\n${tail}`);
       }
       try {
-        const response = await fetch(`${this.endpoint}/health`, { signal: AbortSignal.timeout(1_000) });
-        const body = (await response.json()) as { health?: string };
-        if (body.health === 'true') return;
+        if ((await this.health()) === 'true') return;
       } catch {
         // not listening yet
       }
       await sleepMs(100);
     }
     throw new Error(`etcd did not become healthy on ${this.endpoint} within ${READY_TIMEOUT_MS} ms`);
+  }
+
+  /** etcd's /health answer ("true" when healthy), over https with a client certificate under tls. */
+  private async health(): Promise<string | undefined> {
+    if (!this.tls) {
+      const response = await fetch(`${this.endpoint}/health`, { signal: AbortSignal.timeout(1_000) });
+      return ((await response.json()) as { health?: string }).health;
+    }
+    const { ca, client } = this.tls;
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = httpsRequest(`${this.endpoint}/health`, { ca: readFileSync(ca), cert: readFileSync(client.cert), key: readFileSync(client.key), servername: 'localhost', timeout: 1_000 }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => resolve(text));
+        res.on('error', reject);
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', reject);
+      req.end();
+    });
+    return (JSON.parse(body) as { health?: string }).health;
   }
 
   /** Stops etcd by its pid (SIGTERM, or SIGKILL for a crash) and waits for it to exit. */
