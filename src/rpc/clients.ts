@@ -1,7 +1,7 @@
 // gRPC clients for the three services, with promise methods, a deadline on every call and the
 // channel options that suit bulk transfer on loopback (a 16 MiB flow control window).
 import * as grpc from '@grpc/grpc-js';
-import type { FramesAnswer, PeerApi, SegmentHolding } from '../replication/index.js';
+import { FetchedSegmentRejectedError, type FramesAnswer, type PeerApi, type SegmentHolding } from '../replication/index.js';
 import type { SegmentStart } from '../wal/index.js';
 import { loadProto } from './proto.js';
 import { INSECURE, type Transport, channelCredentials } from './security.js';
@@ -101,6 +101,35 @@ export class PeerClient implements PeerApi {
 
   fetchSegment(log: string, segmentId: number, chunkBytes: number, deadlineMs = 60_000): AsyncIterable<SegmentChunk__Output> {
     return this.client.FetchSegment({ segment: { log, segment_id: segmentId }, chunk_bytes: chunkBytes }, { deadline: deadline(deadlineMs) });
+  }
+
+  /**
+   * The bytes of a sealed segment file whose record says it is byteLength long, chunk by chunk.
+   * The member is not trusted: a stream that announces another total, sends a chunk out of
+   * order or goes past byteLength is cancelled at once and fails with FetchedSegmentRejectedError
+   * (a hostile member cannot make this node write more than the record allows). What arrives
+   * whole is still verified against the record by the caller before it is installed.
+   */
+  async *fetchSegmentBounded(log: string, segmentId: number, byteLength: number, chunkBytes: number, deadlineMs = 60_000): AsyncGenerator<Buffer> {
+    const stream = this.client.FetchSegment({ segment: { log, segment_id: segmentId }, chunk_bytes: chunkBytes }, { deadline: deadline(deadlineMs) });
+    const refuse = (detail: string): FetchedSegmentRejectedError => new FetchedSegmentRejectedError(log, segmentId, this.address, detail);
+    let received = 0;
+    let finished = false;
+    try {
+      for await (const chunk of stream as AsyncIterable<SegmentChunk__Output>) {
+        if (chunk.total_bytes !== byteLength) throw refuse(`it announces ${chunk.total_bytes} bytes, the record ${byteLength}`);
+        if (chunk.offset_bytes !== received) throw refuse(`chunk at offset ${chunk.offset_bytes}, expected ${received}`);
+        if (received + chunk.data.byteLength > byteLength) throw refuse(`more than the ${byteLength} bytes of its record`);
+        received += chunk.data.byteLength;
+        yield chunk.data;
+      }
+      if (received !== byteLength) throw refuse(`the stream ended after ${received} of ${byteLength} bytes`);
+      finished = true;
+    } finally {
+      // Leaving the loop early does not end the call in grpc-js: cancel it, or the member keeps
+      // sending until flow control stalls it at its deadline.
+      if (!finished) stream.cancel();
+    }
   }
 
   close(): void {
