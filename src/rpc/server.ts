@@ -255,8 +255,11 @@ function peerService(api: NodeApi): PeerServiceHandlers {
     }),
     SegmentInfo: unary(logger, 'SegmentInfo', async (r) => {
       const { log, segmentId } = ref(r.segment);
-      const h = await handlers.segmentInfo(log, segmentId, r.with_checksums);
-      return { present: h.present, sealed: h.sealed, first_index: h.firstIndex, last_index: h.lastIndex, index_count: h.indexCount, byte_length: h.byteLength, aggregate: h.aggregate, checksums: h.checksums, damaged: h.damaged };
+      const h = await handlers.segmentInfo(log, segmentId, r.with_checksums, { fromIndex: r.checksums_from_index, countMax: r.checksums_max });
+      return {
+        ...{ present: h.present, sealed: h.sealed, first_index: h.firstIndex, last_index: h.lastIndex, index_count: h.indexCount, byte_length: h.byteLength, aggregate: h.aggregate },
+        ...{ checksums: h.checksums, damaged: h.damaged, checksums_from_index: h.checksumsFromIndex, next_index: h.nextIndex },
+      };
     }),
     FetchSegment: (call) => {
       void (async () => {
