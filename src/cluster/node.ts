@@ -13,7 +13,7 @@ import { UnknownSegmentError } from '../replication/index.js';
 import type { AppendResult } from '../wal/index.js';
 import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, BadRequestError, LogStores, PeerHandlers, ReplicaSource, UnknownLogError, isValidLogName } from '../replication/index.js';
 import { NodeMetrics, createLogger } from '../observability/index.js';
-import { AdminClient, INSECURE, PeerClient, type Transport, WalClient, loadTransport, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
+import { AdminClient, INSECURE, PeerClient, RPC_LIMITS_DEFAULT, type Transport, WalClient, loadTransport, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
 import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
 import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
@@ -22,6 +22,7 @@ import { Coordinator, etcdRepairReports } from './coordinator.js';
 import { Election, currentLeader, etcdElectionStore } from './election.js';
 import { Backoff } from './backoff.js';
 import { EtcdSegmentDirectory } from './directory.js';
+import { fetchSegmentFile } from './fetch-segment.js';
 import { ClusterKeys, EtcdMetadata, connectEtcd, loadEtcdCredentials } from './etcd.js';
 import { LocalPeer } from './local-peer.js';
 import { LogRuntime } from './log-runtime.js';
@@ -40,7 +41,6 @@ interface NodeIo {
 const PRODUCTION_IO: NodeIo = Object.freeze({ disk: nodeDisk, clock: systemClock, random: systemRandom });
 
 /** Chunk size asked of a member streaming a whole segment file (FetchSegment). */
-const FETCH_CHUNK_BYTES = 1024 * 1024;
 
 export class ClusterNode implements NodeApi {
   private readonly runtimes = new Map<string, Promise<LogRuntime>>();
@@ -90,7 +90,7 @@ export class ClusterNode implements NodeApi {
           self: options.id,
           peers: this.peers,
           segmentMeta: async (segmentId) => (await this.directory?.list(log))?.find((s) => s.meta.segmentId === segmentId)?.meta,
-          fetchFile: (node, segmentId, path) => this.fetchSegmentFile(node, log, segmentId, path),
+          fetchFile: (node, segmentId, path) => this.fetchSegmentFrom(node, log, segmentId, path),
           tempDir: options.dataDir,
           disk: io.disk,
           logger,
@@ -129,7 +129,7 @@ export class ClusterNode implements NodeApi {
     const { options } = this;
     if (options.tls) this.transport = await loadTransport(options.tls);
     else this.logger.warn({ listen: `${options.listen.host}:${options.listen.port}` }, 'INSECURE: no TLS; any process that reaches this port may append, read, fence, seal and repair (start with --tls-ca, --tls-cert and --tls-key)');
-    this.rpc = await startRpcServer(this, options.listen, { transport: this.transport, onRefused: (method, code) => this.metrics.rpcRefused.inc({ method, code }) });
+    this.rpc = await startRpcServer(this, options.listen, { transport: this.transport, onRefused: (method, code) => this.metrics.rpcRefused.inc({ method, code }) }, { limits: RPC_LIMITS_DEFAULT, onLimited: (method) => this.metrics.rpcLimited.inc({ method }) });
     this.address = `${options.listen.host}:${this.rpc.port}`;
     if (options.metricsListen) {
       const { server, port } = await this.metrics.listen(options.metricsListen.host, options.metricsListen.port);
@@ -147,7 +147,7 @@ export class ClusterNode implements NodeApi {
       logs: this.logs,
       directory: this.directory,
       peers: this.peers,
-      fetchFile: (node, log, segmentId, path) => this.fetchSegmentFile(node, log, segmentId, path),
+      fetchFile: (node, log, segmentId, path) => this.fetchSegmentFrom(node, log, segmentId, path),
       tempDir: options.dataDir,
       entryBytesMax: options.entryBytesMax,
       strategy: options.repairStrategy,
@@ -319,7 +319,7 @@ export class ClusterNode implements NodeApi {
             entryBytesMax: this.options.entryBytesMax,
             catchUpIntervalMs: this.options.catchUpIntervalMs,
             onDamage: (log, segmentId, detail) => this.repairs?.schedule(log, segmentId, 'read', detail),
-            fetchFile: (node, log, segmentId, path) => this.fetchSegmentFile(node, log, segmentId, path),
+            fetchFile: (node, log, segmentId, path) => this.fetchSegmentFrom(node, log, segmentId, path),
             clock: this.io.clock,
             random: this.io.random,
             disk: this.io.disk,
@@ -388,24 +388,11 @@ export class ClusterNode implements NodeApi {
   // -------------------------------------------------------------------------------------------
   // Repair and validation (AdminService)
 
-  private async fetchSegmentFile(node: string, log: string, segmentId: number, path: string): Promise<void> {
+  private async fetchSegmentFrom(node: string, log: string, segmentId: number, path: string): Promise<void> {
     const address = this.members.get(node)?.address;
     if (!address) throw new Error(`member ${node} is not live`);
-    const client = this.peers(node) as PeerClient;
-    const out = await this.io.disk.open(path, 'w');
-    try {
-      let position = 0;
-      for await (const chunk of client.fetchSegment(log, segmentId, FETCH_CHUNK_BYTES)) {
-        for (let at = 0; at < chunk.data.byteLength; ) {
-          const { bytesWritten } = await out.write(chunk.data, at, chunk.data.byteLength - at, position);
-          if (bytesWritten <= 0) throw new Error(`failed to write the fetched segment ${segmentId} at offset ${position}: no progress`);
-          at += bytesWritten;
-          position += bytesWritten;
-        }
-      }
-    } finally {
-      await out.close();
-    }
+    // The segment's record bounds what the member may send: a copy is fetched only once sealed.
+    await fetchSegmentFile(this.peers(node) as PeerClient, this.io.disk, await this.segmentMeta(log, segmentId), path);
   }
 
   private async segmentMeta(log: string, segmentId: number): Promise<SegmentMeta> {

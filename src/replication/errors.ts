@@ -83,3 +83,15 @@ export class PartialAppendError extends ReplicationError {
     super(`log ${log}: the first ${lastIndex - firstIndex + 1} of ${payloads} payloads were appended at ${firstIndex}..${lastIndex}, the rest were not (${options?.cause instanceof Error ? options.cause.message : 'failed'})`, options);
   }
 }
+
+/**
+ * A member's FetchSegment stream that does not match the segment's record: more bytes than the
+ * record's byte length, a total that disagrees with it, or chunks out of order. The stream is
+ * cancelled and nothing it sent is installed.
+ */
+export class FetchedSegmentRejectedError extends ReplicationError {
+  override readonly name = 'FetchedSegmentRejectedError';
+  constructor(readonly log: string, readonly segmentId: number, readonly peer: string, detail: string) {
+    super(`log ${log}: segment ${segmentId} fetched from ${peer} refused: ${detail}`);
+  }
+}

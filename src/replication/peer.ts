@@ -17,6 +17,20 @@ export const READ_FRAMES_BYTES_MAX = 4 * 1024 * 1024;
 export const FETCH_CHUNK_BYTES_DEFAULT = 1024 * 1024;
 export const FETCH_CHUNK_BYTES_MAX = 4 * 1024 * 1024;
 const INDEX_MAX = Number.MAX_SAFE_INTEGER;
+/** Checksums in one SegmentInfo page: about 20 bytes each on the wire, so about 1.3 MB. */
+export const SEGMENT_INFO_CHECKSUMS_MAX = 65_536;
+/** Frame bytes read for one SegmentInfo page before it ends (the work per call is bounded too). */
+export const SEGMENT_INFO_PAGE_BYTES_MAX = 64 * 1024 * 1024;
+
+/** SegmentInfo's answer: what the node holds, and one page of checksums. */
+export interface SegmentInfoPage extends SegmentHolding {
+  readonly checksums: string[];
+  readonly damaged: boolean;
+  /** The index of checksums[0]. */
+  readonly checksumsFromIndex: number;
+  /** Where the next page of checksums starts; 0 when this one reached the last index. */
+  readonly nextIndex: number;
+}
 
 export interface SegmentHolding {
   readonly present: boolean;
@@ -92,16 +106,33 @@ export class PeerHandlers {
     return holding;
   }
 
-  async segmentInfo(log: string, segmentId: number, withChecksums: boolean): Promise<SegmentHolding & { checksums: string[]; damaged: boolean }> {
+  /**
+   * What this node holds of segmentId and, when asked, one page of its per-entry checksums: from
+   * page.fromIndex (the segment's first index when 0), at most SEGMENT_INFO_CHECKSUMS_MAX of them
+   * and SEGMENT_INFO_PAGE_BYTES_MAX of frames read (one at least), so that neither the answer nor
+   * the work for it grows with the segment. nextIndex is where the next page starts (0: none).
+   */
+  async segmentInfo(log: string, segmentId: number, withChecksums: boolean, page: { fromIndex?: number; countMax?: number } = {}): Promise<SegmentInfoPage> {
     checkIndex('segment.segment_id', segmentId);
+    checkIndex('checksums_from_index', page.fromIndex ?? 0, 0);
     const store = await this.logs.existingStore(log);
     const holding = holdingOf(store.segmentRecord(segmentId));
     const checksums: string[] = [];
     let damaged = false;
-    if (withChecksums && holding.present) {
-      for (let index = holding.firstIndex; index <= holding.lastIndex; index += 1) {
+    const from = Math.max(page.fromIndex || holding.firstIndex, holding.firstIndex);
+    let next = 0;
+    if (withChecksums && holding.present && from <= holding.lastIndex) {
+      const countMax = Math.min(Math.max(page.countMax || SEGMENT_INFO_CHECKSUMS_MAX, 1), SEGMENT_INFO_CHECKSUMS_MAX);
+      let bytesRead = 0;
+      for (let index = from; index <= holding.lastIndex; index += 1) {
+        if (checksums.length >= countMax || (checksums.length > 0 && bytesRead >= SEGMENT_INFO_PAGE_BYTES_MAX)) {
+          next = index;
+          break;
+        }
         try {
-          checksums.push(checksumHex((await store.readFrame(index)).checksum));
+          const { checksum, frame } = await store.readFrame(index);
+          checksums.push(checksumHex(checksum));
+          bytesRead += frame.byteLength;
         } catch (error) {
           if (!(error instanceof CorruptEntryError || error instanceof EntryLostError)) throw error;
           checksums.push('');
@@ -109,7 +140,7 @@ export class PeerHandlers {
         }
       }
     }
-    return { ...holding, checksums, damaged };
+    return { ...holding, checksums, damaged, checksumsFromIndex: withChecksums && holding.present ? from : 0, nextIndex: next };
   }
 
   /** Verified frames of segmentId from..to, up to bytesMax; damaged ones are listed as faulty. */

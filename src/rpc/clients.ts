@@ -1,7 +1,7 @@
 // gRPC clients for the three services, with promise methods, a deadline on every call and the
 // channel options that suit bulk transfer on loopback (a 16 MiB flow control window).
 import * as grpc from '@grpc/grpc-js';
-import type { FramesAnswer, PeerApi, SegmentHolding } from '../replication/index.js';
+import { FetchedSegmentRejectedError, ReplicationError, type FramesAnswer, type PeerApi, type SegmentHolding } from '../replication/index.js';
 import type { SegmentStart } from '../wal/index.js';
 import { loadProto } from './proto.js';
 import { INSECURE, type Transport, channelCredentials } from './security.js';
@@ -10,6 +10,7 @@ import type { WalServiceClient } from './generated/walrecovery/v1/WalService.js'
 import type { AdminServiceClient } from './generated/walrecovery/v1/AdminService.js';
 import type { ClusterStatus__Output } from './generated/walrecovery/v1/ClusterStatus.js';
 import type { ReadResponse__Output } from './generated/walrecovery/v1/ReadResponse.js';
+import type { SegmentInfoResponse__Output } from './generated/walrecovery/v1/SegmentInfoResponse.js';
 import type { SegmentChunk__Output } from './generated/walrecovery/v1/SegmentChunk.js';
 import type { RepairSegmentResponse__Output } from './generated/walrecovery/v1/RepairSegmentResponse.js';
 import type { ValidateMessage__Output } from './generated/walrecovery/v1/ValidateMessage.js';
@@ -92,15 +93,63 @@ export class PeerClient implements PeerApi {
     return { frames: response.frames, faulty: response.faulty, lastIndex: response.last_index, sealed: response.sealed, aggregate: response.aggregate };
   }
 
-  async segmentInfo(log: string, segmentId: number, withChecksums: boolean): Promise<SegmentHolding & { checksums: string[]; damaged: boolean }> {
-    const response = await call<{ present: boolean; sealed: boolean; first_index: number; last_index: number; index_count: number; byte_length: number; aggregate: string; checksums: string[]; damaged: boolean }>((cb) =>
-      this.client.SegmentInfo({ segment: { log, segment_id: segmentId }, with_checksums: withChecksums }, { deadline: deadline(this.deadlineMs) }, cb),
-    );
-    return { ...holding(response), checksums: response.checksums, damaged: response.damaged };
+  /**
+   * What the member holds of a segment, with every per-entry checksum when asked: fetched page by
+   * page (a page never nears the message limit). A member whose pages do not follow on from each
+   * other is refused; the number of pages is bounded by the entries of the segment.
+   */
+  async segmentInfo(log: string, segmentId: number, withChecksums: boolean, pageMax = 0): Promise<SegmentHolding & { checksums: string[]; damaged: boolean }> {
+    const first = await this.segmentInfoPage(log, segmentId, withChecksums, 0, pageMax);
+    const checksums = [...first.checksums];
+    let damaged = first.damaged;
+    let next = first.next_index;
+    while (next !== 0) {
+      if (next !== first.first_index + checksums.length || next > first.last_index) throw new ReplicationError(`segment ${segmentId} of log ${log}: ${this.address} sent a checksum page that does not follow on (next ${next})`);
+      const page = await this.segmentInfoPage(log, segmentId, withChecksums, next, pageMax);
+      if (page.checksums_from_index !== next || page.checksums.length === 0) throw new ReplicationError(`segment ${segmentId} of log ${log}: ${this.address} sent a page from ${page.checksums_from_index} with ${page.checksums.length} checksums for ${next}`);
+      checksums.push(...page.checksums);
+      damaged ||= page.damaged;
+      next = page.next_index;
+    }
+    return { ...holding(first), checksums, damaged };
+  }
+
+  private segmentInfoPage(log: string, segmentId: number, withChecksums: boolean, fromIndex: number, countMax: number): Promise<SegmentInfoResponse__Output> {
+    const request = { segment: { log, segment_id: segmentId }, with_checksums: withChecksums, checksums_from_index: fromIndex, checksums_max: countMax };
+    return call<SegmentInfoResponse__Output>((cb) => this.client.SegmentInfo(request, { deadline: deadline(this.deadlineMs) }, cb));
   }
 
   fetchSegment(log: string, segmentId: number, chunkBytes: number, deadlineMs = 60_000): AsyncIterable<SegmentChunk__Output> {
     return this.client.FetchSegment({ segment: { log, segment_id: segmentId }, chunk_bytes: chunkBytes }, { deadline: deadline(deadlineMs) });
+  }
+
+  /**
+   * The bytes of a sealed segment file whose record says it is byteLength long, chunk by chunk.
+   * The member is not trusted: a stream that announces another total, sends a chunk out of
+   * order or goes past byteLength is cancelled at once and fails with FetchedSegmentRejectedError
+   * (a hostile member cannot make this node write more than the record allows). What arrives
+   * whole is still verified against the record by the caller before it is installed.
+   */
+  async *fetchSegmentBounded(log: string, segmentId: number, byteLength: number, chunkBytes: number, deadlineMs = 60_000): AsyncGenerator<Buffer> {
+    const stream = this.client.FetchSegment({ segment: { log, segment_id: segmentId }, chunk_bytes: chunkBytes }, { deadline: deadline(deadlineMs) });
+    const refuse = (detail: string): FetchedSegmentRejectedError => new FetchedSegmentRejectedError(log, segmentId, this.address, detail);
+    let received = 0;
+    let finished = false;
+    try {
+      for await (const chunk of stream as AsyncIterable<SegmentChunk__Output>) {
+        if (chunk.total_bytes !== byteLength) throw refuse(`it announces ${chunk.total_bytes} bytes, the record ${byteLength}`);
+        if (chunk.offset_bytes !== received) throw refuse(`chunk at offset ${chunk.offset_bytes}, expected ${received}`);
+        if (received + chunk.data.byteLength > byteLength) throw refuse(`more than the ${byteLength} bytes of its record`);
+        received += chunk.data.byteLength;
+        yield chunk.data;
+      }
+      if (received !== byteLength) throw refuse(`the stream ended after ${received} of ${byteLength} bytes`);
+      finished = true;
+    } finally {
+      // Leaving the loop early does not end the call in grpc-js: cancel it, or the member keeps
+      // sending until flow control stalls it at its deadline.
+      if (!finished) stream.cancel();
+    }
   }
 
   close(): void {

@@ -12,6 +12,7 @@ import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './cl
 import { loadProto } from './proto.js';
 import { INSECURE, type Transport, guardService, serverCredentials } from './security.js';
 import { toStatus } from './status.js';
+import { InFlightCalls, type LimitOptions, RPC_LIMITS_DEFAULT, limitService } from './limits.js';
 import type { WalServiceHandlers } from './generated/walrecovery/v1/WalService.js';
 import type { PeerServiceHandlers } from './generated/walrecovery/v1/PeerService.js';
 import type { AdminServiceHandlers } from './generated/walrecovery/v1/AdminService.js';
@@ -254,8 +255,11 @@ function peerService(api: NodeApi): PeerServiceHandlers {
     }),
     SegmentInfo: unary(logger, 'SegmentInfo', async (r) => {
       const { log, segmentId } = ref(r.segment);
-      const h = await handlers.segmentInfo(log, segmentId, r.with_checksums);
-      return { present: h.present, sealed: h.sealed, first_index: h.firstIndex, last_index: h.lastIndex, index_count: h.indexCount, byte_length: h.byteLength, aggregate: h.aggregate, checksums: h.checksums, damaged: h.damaged };
+      const h = await handlers.segmentInfo(log, segmentId, r.with_checksums, { fromIndex: r.checksums_from_index, countMax: r.checksums_max });
+      return {
+        ...{ present: h.present, sealed: h.sealed, first_index: h.firstIndex, last_index: h.lastIndex, index_count: h.indexCount, byte_length: h.byteLength, aggregate: h.aggregate },
+        ...{ checksums: h.checksums, damaged: h.damaged, checksums_from_index: h.checksumsFromIndex, next_index: h.nextIndex },
+      };
     }),
     FetchSegment: (call) => {
       void (async () => {
@@ -385,16 +389,22 @@ export interface RpcSecurity {
   readonly onRefused?: (method: string, code: 'UNAUTHENTICATED' | 'PERMISSION_DENIED') => void;
 }
 
-export async function startRpcServer(api: NodeApi, listen: { host: string; port: number }, security: RpcSecurity = { transport: INSECURE }): Promise<RpcServer> {
+export async function startRpcServer(api: NodeApi, listen: { host: string; port: number }, security: RpcSecurity = { transport: INSECURE }, limitOptions: LimitOptions = { limits: RPC_LIMITS_DEFAULT }): Promise<RpcServer> {
   const { proto, packageDefinition } = loadProto();
-  const server = new grpc.Server({ ...CHANNEL_OPTIONS, 'grpc.max_receive_message_length': MESSAGE_BYTES_MAX });
+  const server = new grpc.Server({
+    ...CHANNEL_OPTIONS,
+    'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
+    'grpc.max_concurrent_streams': limitOptions.limits.concurrentStreamsPerConnectionMax,
+  });
   const guard = { transport: security.transport, logger: api.logger, ...(security.onRefused ? { onRefused: security.onRefused } : {}) };
-  const wal = proto.walrecovery.v1.WalService.service;
-  const peer = proto.walrecovery.v1.PeerService.service;
-  const admin = proto.walrecovery.v1.AdminService.service;
-  server.addService(wal, guardService('WalService', wal, walService(api) as grpc.UntypedServiceImplementation, guard));
-  server.addService(peer, guardService('PeerService', peer, peerService(api) as grpc.UntypedServiceImplementation, guard));
-  server.addService(admin, guardService('AdminService', admin, adminService(api) as grpc.UntypedServiceImplementation, guard));
+  const inFlight = new InFlightCalls(limitOptions);
+  // The guard runs first: a caller refused for who it is takes no slot of a capped family.
+  const serve = (name: string, definition: grpc.ServiceDefinition, handlers: object): void => {
+    server.addService(definition, guardService(name, definition, limitService(name, definition, handlers as grpc.UntypedServiceImplementation, inFlight), guard));
+  };
+  serve('WalService', proto.walrecovery.v1.WalService.service, walService(api));
+  serve('PeerService', proto.walrecovery.v1.PeerService.service, peerService(api));
+  serve('AdminService', proto.walrecovery.v1.AdminService.service, adminService(api));
   const health = new HealthImplementation({ '': 'NOT_SERVING', 'walrecovery.v1.WalService': 'NOT_SERVING' });
   health.addToServer(server);
   // Reflection tells anyone the whole schema: served on a plaintext (development) node only.

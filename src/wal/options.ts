@@ -16,6 +16,7 @@ export const WAL_DEFAULTS = Object.freeze({
   groupCommitBytesMax: 4 * MIB,
   checkpointBytes: 1 * MIB,
   readIndexSegmentsMax: 16,
+  readIndexBytesMax: 64 * MIB,
 });
 
 export const SEGMENT_BYTES_MIN = 4 * KIB;
@@ -40,6 +41,11 @@ export interface WalOptions {
   readonly checkpointBytes?: number;
   /** Sealed segments whose entry offsets are kept in memory for reads. */
   readonly readIndexSegmentsMax?: number;
+  /**
+   * Memory the read indexes may take, estimated at READ_INDEX_BYTES_PER_ENTRY per indexed entry
+   * (the most recently used index and the open segment's are kept whatever their size).
+   */
+  readonly readIndexBytesMax?: number;
   /** Where backups of sealed segments go (default: <dataDir>/backups). */
   readonly backupDir?: string;
   /** Create the directory and an empty store when none exists (default true). */
@@ -76,6 +82,7 @@ export interface ResolvedWalOptions extends StoreSettings {
   readonly groupCommitBytesMax: number;
   readonly checkpointBytes: number;
   readonly readIndexSegmentsMax: number;
+  readonly readIndexBytesMax: number;
   readonly backupDir: string | undefined;
   readonly create: boolean;
   readonly recovery: RecoveryConfig;
@@ -127,6 +134,7 @@ export function resolveWalOptions(options: WalOptions = {}): ResolvedWalOptions 
     groupCommitBytesMax: integer('groupCommitBytesMax', options.groupCommitBytesMax ?? WAL_DEFAULTS.groupCommitBytesMax, 4 * KIB, 256 * MIB),
     checkpointBytes: integer('checkpointBytes', options.checkpointBytes ?? WAL_DEFAULTS.checkpointBytes, 4 * KIB, 4096 * MIB),
     readIndexSegmentsMax: integer('readIndexSegmentsMax', options.readIndexSegmentsMax ?? WAL_DEFAULTS.readIndexSegmentsMax, 1, 4096),
+    readIndexBytesMax: integer('readIndexBytesMax', options.readIndexBytesMax ?? WAL_DEFAULTS.readIndexBytesMax, 4 * KIB, 64 * 1024 * MIB),
     backupDir: options.backupDir,
     create: options.create ?? true,
     recovery: resolveRecoveryConfig(options.recovery),

@@ -1,6 +1,9 @@
 // The read index: per segment, where each entry's frame starts, its length, and the low 32 bits
 // of its checksum, so that a read is one positioned read plus one verification. At most
-// readIndexSegmentsMax segments are indexed (each holds an open file), least recently used out.
+// readIndexSegmentsMax segments are indexed (each holds an open file), and at most
+// readIndexBytesMax of memory (READ_INDEX_BYTES_PER_ENTRY per entry: a segment of small entries
+// indexes millions), least recently used out; the most recently used index and the open
+// segment's stay whatever their size, so a read never rebuilds the index it just built.
 //
 // Fault model: the index is a cache of what was verified when it was built; nothing in it is
 // trusted over the bytes. Every read decodes and verifies the frame again and compares its
@@ -44,6 +47,17 @@ export interface ReadIndex {
   readonly checkWords: number[];
 }
 
+/**
+ * Memory of one indexed entry: three array slots (start, length, check word) of 8 bytes each
+ * (a double or a tagged pointer in V8 on 64 bits). An estimate that errs high, not a measure.
+ */
+export const READ_INDEX_BYTES_PER_ENTRY = 24;
+
+/** Estimated memory of one segment's read index. */
+export function readIndexBytesOf(readIndex: Pick<ReadIndex, 'starts'>): number {
+  return readIndex.starts.length * READ_INDEX_BYTES_PER_ENTRY;
+}
+
 /** Scans of the open segment's read index before giving up on catching up with its appends. */
 const READ_INDEX_BUILD_ATTEMPTS_MAX = 4;
 
@@ -65,6 +79,13 @@ export class ReadIndexCache {
   /** How many segments are indexed now (each holds an open file). */
   get size(): number {
     return this.indexes.size;
+  }
+
+  /** Estimated memory of every index cached now. */
+  get bytes(): number {
+    let bytes = 0;
+    for (const readIndex of this.indexes.values()) bytes += readIndexBytesOf(readIndex);
+    return bytes;
   }
 
   /** Reads entry `index` of segment `record` through its index, verified. */
@@ -203,15 +224,23 @@ export class ReadIndexCache {
     return readIndex;
   }
 
-  /** Keeps at most readIndexSegmentsMax indexes (and open files), least recently used out first. */
+  /**
+   * Keeps at most readIndexSegmentsMax indexes (and open files) and readIndexBytesMax of them,
+   * least recently used out first; the most recently used one and the open segment's are kept.
+   */
   private async evict(): Promise<void> {
-    for (const [segmentId, index] of [...this.indexes.entries()]) {
-      if (this.indexes.size <= this.state.options.readIndexSegmentsMax) return;
-      if (segmentId === this.state.active?.segmentId) continue; // the open segment's index is kept
+    const { readIndexSegmentsMax, readIndexBytesMax } = this.state.options;
+    let bytes = this.bytes;
+    const entries = [...this.indexes.entries()];
+    const newest = entries[entries.length - 1]?.[1];
+    for (const [segmentId, index] of entries) {
+      if (this.indexes.size <= readIndexSegmentsMax && bytes <= readIndexBytesMax) return;
+      if (segmentId === this.state.active?.segmentId || index === newest) continue; // kept
       // The list is a snapshot and retire() awaits: an entry replaced meanwhile (a repair's
       // reload) is not this one any more, and is neither removed nor left open untracked.
       if (this.indexes.get(segmentId) !== index) continue;
       this.indexes.delete(segmentId);
+      bytes -= readIndexBytesOf(index);
       await retire(index);
     }
   }

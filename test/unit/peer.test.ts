@@ -89,3 +89,29 @@ describe('read-only calls on a log this node does not keep', () => {
     expect((await handlers.readFrames('nobody-wrote-this', 1, 1, 1, 0)).frames.length).toBe(1);
   });
 });
+
+describe('SegmentInfo checksums are paged', () => {
+  it('pages of at most countMax that follow on from each other and together hold every checksum once', async () => {
+    const { handlers } = node;
+    await handlers.replicate(LOG, 1, SEGMENT, frames(1, 10), 0);
+    const whole = await handlers.segmentInfo(LOG, 1, true, { countMax: 1_000 });
+    expect(whole).toMatchObject({ checksumsFromIndex: 1, nextIndex: 0 });
+    expect(whole.checksums.length).toBe(10);
+    const pages: string[][] = [];
+    let from = 0;
+    do {
+      const page = await handlers.segmentInfo(LOG, 1, true, { fromIndex: from, countMax: 3 });
+      expect(page.checksums.length).toBeLessThanOrEqual(3);
+      expect(page.checksumsFromIndex).toBe(from === 0 ? 1 : from);
+      pages.push(page.checksums);
+      from = page.nextIndex;
+    } while (from !== 0 && pages.length < 100);
+    expect(pages.map((p) => p.length)).toEqual([3, 3, 3, 1]);
+    expect(pages.flat()).toEqual(whole.checksums);
+    // Past the last index: an empty last page; without checksums: none at all.
+    expect(await handlers.segmentInfo(LOG, 1, true, { fromIndex: 11 })).toMatchObject({ checksums: [], nextIndex: 0 });
+    expect(await handlers.segmentInfo(LOG, 1, false)).toMatchObject({ checksums: [], nextIndex: 0, lastIndex: 10 });
+    // A page never holds more than the node's own page size, whatever the caller asks.
+    await expect(handlers.segmentInfo(LOG, 1, true, { fromIndex: -1 })).rejects.toThrow(/checksums_from_index/);
+  });
+});

@@ -1,0 +1,121 @@
+// Limits on what callers may hold of a node at once (issue 11, "everything bounded").
+//
+// Fault model: a caller (even one with a valid identity) opens calls faster than the node can
+// serve them, or opens expensive streams and never reads them. Two bounds:
+// - per connection, concurrent HTTP/2 streams (grpc-js server option
+//   'grpc.max_concurrent_streams'): a caller's further calls wait in its own client for a free
+//   stream instead of piling up in the node;
+// - per family of expensive calls (those that read whole segments or stream without end), calls
+//   in flight across all connections: one more is answered RESOURCE_EXHAUSTED at once (retryable:
+//   src/rpc/status.ts isRetryable) and counted, so a flood never queues work without end.
+// A family's slot is taken when the handler starts and given back when the call ends in any way
+// (answered, failed, cancelled, past its deadline).
+import * as grpc from '@grpc/grpc-js';
+import { toStatus } from './status.js';
+
+export type CallFamily = 'read' | 'fetch' | 'validate' | 'repair';
+
+/** The families of the calls that are capped; a method not named here is not. */
+export const METHOD_FAMILY: Readonly<Record<string, CallFamily>> = {
+  'WalService.Read': 'read',
+  'PeerService.FetchSegment': 'fetch',
+  'AdminService.Validate': 'validate',
+  'AdminService.RepairSegment': 'repair',
+};
+
+export interface RpcLimits {
+  /** HTTP/2 streams one connection may have open at once. */
+  readonly concurrentStreamsPerConnectionMax: number;
+  /** Calls of each family in flight at once on this node, all callers together. */
+  readonly inFlightCallsMax: Readonly<Record<CallFamily, number>>;
+}
+
+export const RPC_LIMITS_DEFAULT: RpcLimits = Object.freeze({
+  concurrentStreamsPerConnectionMax: 512,
+  inFlightCallsMax: Object.freeze({ read: 256, fetch: 16, validate: 8, repair: 16 }),
+});
+
+/** Fills defaults and checks every limit is a positive integer (an invalid one is a bug here). */
+export function resolveRpcLimits(partial: { concurrentStreamsPerConnectionMax?: number; inFlightCallsMax?: Partial<Record<CallFamily, number>> } = {}): RpcLimits {
+  const limits: RpcLimits = {
+    concurrentStreamsPerConnectionMax: partial.concurrentStreamsPerConnectionMax ?? RPC_LIMITS_DEFAULT.concurrentStreamsPerConnectionMax,
+    inFlightCallsMax: Object.freeze({ ...RPC_LIMITS_DEFAULT.inFlightCallsMax, ...partial.inFlightCallsMax }),
+  };
+  for (const [name, value] of [['concurrentStreamsPerConnectionMax', limits.concurrentStreamsPerConnectionMax], ...Object.entries(limits.inFlightCallsMax)] as const) {
+    if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`rpc limit ${name} must be a positive integer, got ${String(value)}`);
+  }
+  return Object.freeze(limits);
+}
+
+export class CallLimitedError extends Error {
+  override readonly name = 'CallLimitedError';
+  constructor(readonly method: string, readonly family: CallFamily, readonly inFlightMax: number) {
+    super(`${method}: ${inFlightMax} ${family} calls are in flight on this node already; retry later`);
+  }
+}
+
+export interface LimitOptions {
+  readonly limits: RpcLimits;
+  /** Counts a call answered RESOURCE_EXHAUSTED (wal_recovery_rpc_limited_total{method}). */
+  readonly onLimited?: (method: string) => void;
+}
+
+/** In-flight calls per family, shared by every service of one server. */
+export class InFlightCalls {
+  private readonly counts = new Map<CallFamily, number>();
+
+  constructor(readonly options: LimitOptions) {}
+
+  inFlight(family: CallFamily): number {
+    return this.counts.get(family) ?? 0;
+  }
+
+  /** A release function, or undefined when the family is at its limit. */
+  tryAcquire(family: CallFamily): (() => void) | undefined {
+    const count = this.inFlight(family);
+    if (count >= this.options.limits.inFlightCallsMax[family]) return undefined;
+    this.counts.set(family, count + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.counts.set(family, this.inFlight(family) - 1);
+    };
+  }
+}
+
+type AnyCall = { on(event: string, listener: () => void): unknown; emit(event: 'error', status: unknown): boolean };
+
+/** Wraps the handlers of the capped methods of one service; the others are returned as they are. */
+export function limitService(serviceName: string, definition: grpc.ServiceDefinition, handlers: grpc.UntypedServiceImplementation, inFlight: InFlightCalls): grpc.UntypedServiceImplementation {
+  const limited: grpc.UntypedServiceImplementation = { ...handlers };
+  for (const [name, handler] of Object.entries(handlers)) {
+    const method = `${serviceName}.${name}`;
+    const family = METHOD_FAMILY[method];
+    const attrs = definition[name];
+    if (family === undefined) continue;
+    if (!attrs) throw new Error(`${method}: not in the service definition`);
+    const run = handler as (call: unknown, callback?: unknown) => void;
+    limited[name] = ((call: AnyCall, callback?: (error: grpc.ServiceError | null, value?: unknown) => void) => {
+      const release = inFlight.tryAcquire(family);
+      if (!release) {
+        inFlight.options.onLimited?.(method);
+        const error = new CallLimitedError(method, family, inFlight.options.limits.inFlightCallsMax[family]);
+        const status = { ...toStatus(error), metadata: new grpc.Metadata() };
+        if (attrs.responseStream) call.emit('error', status);
+        else callback?.(Object.assign(error, status));
+        return;
+      }
+      // Every end of a call reaches one of these: a stream closes (answered, failed, cancelled or
+      // past its deadline: grpc-js destroys it), a unary call answers or is cancelled.
+      call.on('close', release);
+      call.on('cancelled', release);
+      if (attrs.responseStream) return run(call);
+      return run(call, (error: grpc.ServiceError | null, value?: unknown) => {
+        release();
+        callback?.(error, value);
+      });
+    }) as unknown as grpc.UntypedHandleCall;
+  }
+  return limited;
+}

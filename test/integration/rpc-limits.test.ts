@@ -1,0 +1,137 @@
+// Limits on calls in flight (issue 11, src/rpc/limits.ts): a family of expensive calls at its
+// limit answers one more with RESOURCE_EXHAUSTED at once, counts it, and takes calls again as soon
+// as one ends (finished, cancelled or past its deadline); one connection may not open more HTTP/2
+// streams than the server allows (the further calls wait in the client). Real gRPC over
+// 127.0.0.1, with a stub node whose Read and RepairSegment hang until the test lets them go.
+import * as grpc from '@grpc/grpc-js';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AdminClient, type NodeApi, type ReadEntryView, type RpcServer, WalClient, resolveRpcLimits, startRpcServer } from '../../src/rpc/index.js';
+
+let started = 0;
+let releaseAll: () => void = () => undefined;
+let held = new Promise<void>((resolve) => (releaseAll = resolve));
+
+function hold(): void {
+  held = new Promise<void>((resolve) => (releaseAll = resolve));
+}
+
+function stubApi(): NodeApi {
+  return {
+    handlers: {},
+    logger: pino({ level: 'silent' }),
+    read: async function* (): AsyncGenerator<ReadEntryView[]> {
+      started += 1;
+      await held;
+      yield [{ index: 1, timestampMs: 1, payload: Buffer.from('x'), checksum: '', lost: false, lostReason: '' }] as unknown as ReadEntryView[];
+    },
+    repairSegment: async () => {
+      started += 1;
+      await held;
+      return [];
+    },
+  } as unknown as NodeApi;
+}
+
+let server: RpcServer | undefined;
+const clients: Array<{ close(): void }> = [];
+
+afterEach(async () => {
+  releaseAll();
+  for (const c of clients.splice(0)) c.close();
+  await server?.stop();
+  server = undefined;
+  started = 0;
+  hold();
+});
+
+/** Opens a Read stream; resolves with its final status code once it ends. */
+function openRead(client: WalClient, deadlineMs = 30_000): { done: Promise<string>; cancel(): void } {
+  const stream = client.read('l', 1, 1, { deadlineMs }) as unknown as grpc.ClientReadableStream<unknown>;
+  const done = new Promise<string>((resolve) => {
+    stream.on('data', () => undefined);
+    stream.on('error', (e: grpc.ServiceError) => resolve(grpc.status[e.code]));
+    stream.on('end', () => resolve('OK'));
+  });
+  return { done, cancel: () => stream.cancel() };
+}
+
+describe('calls in flight per family', () => {
+  it('one Read past the limit is RESOURCE_EXHAUSTED and counted; a slot freed by a cancel is taken again', async () => {
+    const limited: string[] = [];
+    server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ inFlightCallsMax: { read: 3 } }), onLimited: (m) => limited.push(m) });
+    const client = new WalClient(`127.0.0.1:${server.port}`);
+    clients.push(client);
+    const open = [openRead(client), openRead(client), openRead(client)];
+    await expect.poll(() => started, { timeout: 5_000 }).toBe(3);
+    expect(await openRead(client).done).toBe('RESOURCE_EXHAUSTED');
+    expect(limited).toEqual(['WalService.Read']);
+    expect(started, 'the refused call never reached the node').toBe(3);
+
+    open[0]?.cancel();
+    expect(await open[0]?.done).toBe('CANCELLED');
+    // The client sees its cancel at once, the server a moment later: retried until admitted.
+    let again = openRead(client);
+    for (let attempt = 0; attempt < 50 && started < 4; attempt += 1) {
+      const outcome = await Promise.race([again.done, new Promise<string>((resolve) => setTimeout(() => resolve('pending'), 100))]);
+      if (outcome === 'RESOURCE_EXHAUSTED') again = openRead(client);
+    }
+    expect(started).toBe(4);
+    releaseAll();
+    expect(await again.done).toBe('OK');
+    expect(await Promise.all(open.slice(1).map((o) => o.done))).toEqual(['OK', 'OK']);
+  });
+
+  it('a call past its deadline gives its slot back', async () => {
+    server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ inFlightCallsMax: { read: 1 } }) });
+    const client = new WalClient(`127.0.0.1:${server.port}`);
+    clients.push(client);
+    expect(await openRead(client, 300).done).toBe('DEADLINE_EXCEEDED');
+    const next = openRead(client);
+    await expect.poll(() => started, { timeout: 5_000 }).toBe(2);
+    releaseAll();
+    expect(await next.done).toBe('OK');
+  });
+
+  it('unary RepairSegment past its limit is RESOURCE_EXHAUSTED; the slot comes back with the answer', async () => {
+    const limited: string[] = [];
+    server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ inFlightCallsMax: { repair: 1 } }), onLimited: (m) => limited.push(m) });
+    const admin = new AdminClient(`127.0.0.1:${server.port}`);
+    clients.push(admin);
+    const first = admin.repairSegment({ log: 'l', segmentId: 1 });
+    await expect.poll(() => started, { timeout: 5_000 }).toBe(1);
+    const refused = await admin.repairSegment({ log: 'l', segmentId: 1 }).catch((e: grpc.ServiceError) => grpc.status[e.code]);
+    expect(refused).toBe('RESOURCE_EXHAUSTED');
+    expect(limited).toEqual(['AdminService.RepairSegment']);
+    releaseAll();
+    await first;
+    hold();
+    const second = admin.repairSegment({ log: 'l', segmentId: 1 });
+    await expect.poll(() => started, { timeout: 5_000 }).toBe(2);
+    releaseAll();
+    await second;
+  });
+});
+
+describe('streams per connection', () => {
+  it('a connection gets no more concurrent streams than the server allows: the next call waits for one to end', async () => {
+    server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ concurrentStreamsPerConnectionMax: 2 }) });
+    const client = new WalClient(`127.0.0.1:${server.port}`);
+    clients.push(client);
+    const open = [openRead(client), openRead(client), openRead(client)];
+    await expect.poll(() => started, { timeout: 5_000 }).toBe(2);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(started, 'a third stream on the same connection reached the node').toBe(2);
+    open[0]?.cancel();
+    await expect.poll(() => started, { timeout: 5_000 }).toBe(3);
+    releaseAll();
+    expect(await Promise.all(open.map((o) => o.done))).toEqual(['CANCELLED', 'OK', 'OK']);
+  });
+});
+
+describe('limits are validated once', () => {
+  it('a limit that is not a positive integer is refused', () => {
+    expect(() => resolveRpcLimits({ inFlightCallsMax: { read: 0 } })).toThrow(RangeError);
+    expect(() => resolveRpcLimits({ concurrentStreamsPerConnectionMax: 1.5 })).toThrow(RangeError);
+  });
+});
