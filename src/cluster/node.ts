@@ -183,6 +183,7 @@ export class ClusterNode implements NodeApi {
         else await etcd.put(key, { log, segmentId, node: options.id, state: 'failed', detail: failure.detail, attempts: 0, updatedMs: clock.nowMs() });
       },
     });
+    this.handlers.onDamage = (log, segmentId, detail) => this.repairs?.schedule(log, segmentId, 'read', detail);
     await this.watchMembers();
     // Catch up on every known log before registering, so that a writer never puts this node
     // in a new ensemble while its copy is behind.
