@@ -19,7 +19,7 @@ import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
 import { InThreadScrubChecker, type ScrubChecker, ScrubWorkerPool, scrubWorkerScriptPath } from './scrub-pool.js';
 import { Coordinator, etcdRepairReports } from './coordinator.js';
-import { Election, currentLeader, etcdElectionStore } from './election.js';
+import { Election, currentLeader, etcdElectionStore, parseEpochFloor } from './election.js';
 import { Backoff } from './backoff.js';
 import { EtcdSegmentDirectory } from './directory.js';
 import { fetchSegmentFile } from './fetch-segment.js';
@@ -97,12 +97,8 @@ export class ClusterNode implements NodeApi {
           entryBytesMax: options.entryBytesMax,
         }),
       ],
-      // A lost EPOCH is restored to the highest epoch recorded for the log: every writer and
-      // recovery records its epoch in etcd before it writes or fences.
-      fenceFloor: async (log) => {
-        if (!this.directory) throw new Error('etcd is not connected yet');
-        return Math.max(0, ...(await this.directory.list(log)).map((s) => s.meta.writerEpoch));
-      },
+      // A lost (or older) EPOCH is restored to the highest epoch that can have fenced this node.
+      fenceFloor: (log) => this.fenceFloorOf(log),
     });
     this.handlers = new PeerHandlers(this.logs, logger);
     this.localPeer = new LocalPeer(this.handlers, { deadlineMs: options.rpcDeadlineMs, clock: io.clock });
@@ -110,6 +106,25 @@ export class ClusterNode implements NodeApi {
 
   get id(): string {
     return this.options.id;
+  }
+
+  /**
+   * The highest epoch that can have fenced this node's copy of a log: the current writer's epoch
+   * (writers are elected in rising epochs, and only a leader fences, so no earlier one fenced
+   * higher), the epochs the segment records carry, and the election's floor. The records alone
+   * are not enough: a writer fences every member at its start (CLUSTER.md rule 8) before any
+   * record carries its epoch. With no writer elected, the floor and the records are the bound
+   * (a writer whose key is gone and that recorded nothing is not covered; CLUSTER.md, Limits).
+   */
+  private async fenceFloorOf(log: string): Promise<number> {
+    const etcd = this.etcd;
+    if (!etcd || !this.directory) throw new Error('etcd is not connected yet');
+    const [records, leader, floor] = await Promise.all([
+      this.directory.list(log),
+      currentLeader(etcd, etcd.keys.writerPrefix(log)),
+      etcd.get(etcd.keys.writerEpochFloor(log), parseEpochFloor),
+    ]);
+    return Math.max(0, leader?.epoch ?? 0, floor?.value ?? 0, ...records.map((s) => s.meta.writerEpoch));
   }
 
   static async start(nodeOptions: NodeOptions): Promise<ClusterNode> {
@@ -169,6 +184,7 @@ export class ClusterNode implements NodeApi {
         else await etcd.put(key, { log, segmentId, node: options.id, state: 'failed', detail: failure.detail, attempts: 0, updatedMs: clock.nowMs() });
       },
     });
+    this.handlers.onDamage = (log, segmentId, detail) => this.repairs?.schedule(log, segmentId, 'read', detail);
     await this.watchMembers();
     // Catch up on every known log before registering, so that a writer never puts this node
     // in a new ensemble while its copy is behind.

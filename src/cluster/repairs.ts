@@ -1,4 +1,4 @@
-// A node's repairs of its own copies of sealed segments, from replicas, and the events they
+// A node's repairs of its own copies of segments (sealed, and open ones in place), from replicas, and the events they
 // produce. Detections arrive from the read path, the scrubber, the coordinator and explicit
 // requests; each segment is repaired by one task at a time, with bounded attempts and backoff
 // between rounds, and never while the node serves other segments any less.
@@ -123,7 +123,7 @@ export class RepairService {
     })();
   }
 
-  /** Repairs this node's copy of a sealed segment now (or plans it, dryRun), after any repair of it already running. */
+  /** Repairs this node's copy of a segment now (sealed, or open here), or plans it (dryRun), after any repair of it already running. */
   async repairNow(log: string, segmentId: number, options: { strategy: RepairStrategy; dryRun: boolean; source: DetectionSource }): Promise<SegmentRepair> {
     const key = `${log}/${segmentId}`;
     const previous = this.running.get(key);
@@ -139,13 +139,16 @@ export class RepairService {
   private async repairAlone(log: string, segmentId: number, options: { strategy: RepairStrategy; dryRun: boolean; source: DetectionSource }): Promise<SegmentRepair> {
     const meta = (await this.o.directory.list(log)).find((s) => s.meta.segmentId === segmentId)?.meta;
     if (!meta) throw new UnknownSegmentError(log, segmentId);
-    if (meta.state !== 'SEALED') throw new BadRequestError('segment_id', `segment ${segmentId} is ${meta.state}: only sealed segments are repaired`);
     if (!meta.ensemble.includes(this.o.self)) {
       return { segment: segmentId, decision: 'keep', outcome: 'done', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: `${this.o.self} is not in the segment's ensemble` };
     }
     const store = await this.o.logs.store(log);
-    if (!store.segmentRecord(segmentId)) {
+    const local = store.segmentRecord(segmentId);
+    if (!local) {
       return { segment: segmentId, decision: 'keep', outcome: 'failed', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: 'not held here yet: catch-up brings it' };
+    }
+    if (meta.state !== 'SEALED' && local.state !== 'open') {
+      throw new BadRequestError('segment_id', `segment ${segmentId} is ${meta.state} and sealed here: it is repaired once its record is sealed`);
     }
     const source = new ReplicaSource({
       log,
@@ -159,16 +162,21 @@ export class RepairService {
       entryBytesMax: this.o.entryBytesMax,
     });
     const started = this.o.clock.monotonicMs();
-    const result = await store
-      .repairSealedSegment(segmentId, {
+    // An open copy (the segment is still written): its damaged entries are rewritten in place
+    // from the other members now, not left on fewer copies until the seal.
+    const repairing = meta.state !== 'SEALED'
+      ? options.dryRun
+        ? Promise.resolve<SegmentRepair>({ segment: segmentId, decision: 'reconstruct', outcome: 'planned', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: 'the open segment would be checked and its damaged entries rewritten from the other members' })
+        : store.repairOpenSegment(segmentId, { sources: [source] })
+      : store.repairSealedSegment(segmentId, {
         strategy: options.strategy,
         dryRun: options.dryRun,
         sources: [source],
         expected: expectationOf(meta),
         heldElsewhere: (id, first, last) => source.mayBeHeldElsewhere(id, first, last),
         countDamage: !this.knownDamaged.has(`${log}/${segmentId}`),
-      })
-      .finally(() => source.cleanup());
+      });
+    const result = await repairing.finally(() => source.cleanup());
     if (!options.dryRun) {
       if (result.outcome === 'done') this.knownDamaged.delete(`${log}/${segmentId}`);
       else if (result.decision !== 'keep') this.knownDamaged.add(`${log}/${segmentId}`);

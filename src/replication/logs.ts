@@ -108,12 +108,17 @@ export class LogStores {
     return pending;
   }
 
-  /** The persisted fence of a log, restored from the cluster's records when it was lost. */
+  /**
+   * The persisted fence of a log, restored from the cluster's records when it was lost, and
+   * raised to them when it is below (an older copy of the file put back: a valid fence, but
+   * lower than one this node may have answered). A valid file is used as it is when the records
+   * cannot be read (the check is best effort there; the file was not damaged as far as it shows).
+   */
   private async fenceOf(log: string, store: WalStore, existed: boolean): Promise<number> {
     const path = join(this.logDir(log), 'EPOCH');
     const { disk } = this.options;
     const read = await readFencedEpoch(disk, path, log);
-    if (typeof read === 'number') return read;
+    if (typeof read === 'number') return this.raisedToRecords(log, path, read);
     // A log directory this open created was never fenced here.
     if (read === 'missing' && !existed) return 0;
     // Otherwise the fence may have been raised (a Fence answered "not present" counts toward a
@@ -134,6 +139,56 @@ export class LogStores {
     await writeFileAtomic(disk, path, this.logDir(log), encodeFence(floor));
     this.options.logger.warn({ log, epoch: floor, err: damage }, 'the fence file was lost; restored it from the epochs the cluster recorded');
     return floor;
+  }
+
+  /** A valid persisted fence, raised (durably) to the cluster's records when they are higher. */
+  private async raisedToRecords(log: string, path: string, read: number): Promise<number> {
+    if (!this.options.fenceFloor) return read;
+    let floor: number;
+    try {
+      floor = await this.options.fenceFloor(log);
+    } catch (error) {
+      this.options.logger.warn({ log, epoch: read, err: error }, 'failed to compare the fence file with the epochs the cluster recorded; using the file');
+      return read;
+    }
+    if (floor <= read) return read;
+    checkEpoch(floor);
+    await writeFileAtomic(this.options.disk, path, this.logDir(log), encodeFence(floor));
+    this.options.logger.warn({ log, epoch: floor, fileEpoch: read }, 'the fence file is below the epochs the cluster recorded (an older copy?); raised it');
+    return floor;
+  }
+
+  /**
+   * Checks the fence file of every open log against the fence in force (kept in memory since the
+   * log opened, never lower than the file): a file deleted, garbled or put back older is written
+   * again at once, inside the log's order of writer operations, so a restart finds the right fence.
+   * Returns the logs whose file was rewritten.
+   */
+  async checkFences(): Promise<string[]> {
+    const repaired: string[] = [];
+    for (const [log, pending] of [...this.logs.entries()]) {
+      const open = await pending.catch(() => undefined);
+      if (!open || open.fencedEpoch === 0) continue;
+      const path = join(this.logDir(log), 'EPOCH');
+      const run = open.chain.then(async () => {
+        const read = await readFencedEpoch(this.options.disk, path, log);
+        if (read === open.fencedEpoch) return false;
+        if (typeof read === 'number' && read > open.fencedEpoch) {
+          open.fencedEpoch = read; // never lower a fence: a higher one on disk is taken in
+          return false;
+        }
+        await writeFileAtomic(this.options.disk, path, this.logDir(log), encodeFence(open.fencedEpoch));
+        const found = typeof read === 'number' ? `holds ${read}` : read === 'missing' ? 'is missing' : read.message;
+        this.options.logger.warn({ log, epoch: open.fencedEpoch }, `the fence file ${found}; rewrote it from the fence in force`);
+        return true;
+      });
+      open.chain = run.then(
+        () => undefined,
+        () => undefined,
+      );
+      if (await run.catch((error: unknown) => (this.options.logger.warn({ log, err: error }, 'failed to check the fence file'), false))) repaired.push(log);
+    }
+    return repaired;
   }
 
   /**

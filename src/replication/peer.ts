@@ -63,6 +63,8 @@ export function checkIndex(field: string, value: number, min = 1): number {
 export class PeerHandlers {
   /** The highest index each log's writer reported as acknowledged to clients. */
   private readonly committed = new Map<string, number>();
+  /** A copy of this node's found damaged while serving a peer (the node repairs it from the others). */
+  onDamage: ((log: string, segmentId: number, detail: string) => void) | undefined;
 
   constructor(
     private readonly logs: LogStores,
@@ -166,6 +168,7 @@ export class PeerHandlers {
         if (error instanceof CorruptEntryError || error instanceof EntryLostError) faulty.push(index);
         else if (error instanceof IndexOutOfRangeError) break;
         else throw error;
+        if (error instanceof CorruptEntryError) this.onDamage?.(log, segmentId, `a peer's read of entry ${index}: ${error.finding.detail}`);
       }
     }
     const holding = holdingOf(record);

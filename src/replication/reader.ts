@@ -44,7 +44,7 @@ export interface LogReaderContext {
   readonly localCommitted: () => number;
   /** Asks the log's writer for its committed index (undefined: no writer elsewhere to ask). */
   readonly writerCommitted: () => Promise<number | undefined>;
-  /** A local sealed copy is damaged or disagrees with its record: repair it from the replicas. */
+  /** A local copy (sealed or open) is damaged, or a sealed one disagrees with its record: repair it from the replicas. */
   readonly onDamage: (segmentId: number, detail: string) => void;
 }
 
@@ -154,7 +154,8 @@ export class LogReader {
       } catch (error) {
         if (error instanceof CorruptEntryError) {
           this.ctx.logger.warn({ log: this.ctx.log, entryIndex: index }, 'local copy is damaged; reading the entry from another member');
-          if (segment.state === 'SEALED') this.ctx.onDamage(segment.segmentId, `read of entry ${index}: ${error.finding.detail}`);
+          // Sealed or open: an acknowledged entry damaged here is repaired from the members now.
+          this.ctx.onDamage(segment.segmentId, `read of entry ${index}: ${error.finding.detail}`);
         } else if (error instanceof EntryLostError) {
           lostReason = error.reason;
         } else if (!(error instanceof IndexOutOfRangeError)) {

@@ -1,5 +1,5 @@
 // Public face of the WAL store domain.
-export { WalStore, type AppendResult, type Entry, type OpenReport, type SegmentStart, type OnlineRepairOptions } from './store.js';
+export { WalStore, type AppendResult, type Entry, type OpenReport, type SegmentStart, type OnlineRepairOptions, type OpenRepairOptions } from './store.js';
 export { type WalOptions, type StoreSettings, WAL_DEFAULTS, resolveWalOptions } from './options.js';
 export {
   WalError,

@@ -157,6 +157,26 @@ export class ReadIndexCache {
     readIndex.checkWords.push(...indexed.checkWords);
   }
 
+  /**
+   * Entries of the open segment rewritten in place by its repair (open-repair.ts): their slots
+   * point at the verified frames now (slots before them that were never indexed stay unknown).
+   */
+  repairSlots(segmentId: number, firstIndex: number, slots: ReadonlyArray<{ index: number; start: number; length: number; checkWord: number }>): void {
+    const readIndex = this.indexes.get(segmentId);
+    if (!readIndex) return;
+    for (const { index, start, length, checkWord } of slots) {
+      const slot = index - firstIndex;
+      while (readIndex.starts.length < slot) {
+        readIndex.starts.push(-1);
+        readIndex.lengths.push(0);
+        readIndex.checkWords.push(0);
+      }
+      readIndex.starts[slot] = start;
+      readIndex.lengths[slot] = length;
+      readIndex.checkWords[slot] = checkWord;
+    }
+  }
+
   /** Whether the cached index of the segment reads through this handle. */
   readsThrough(segmentId: number, handle: DiskFile): boolean {
     return this.indexes.get(segmentId)?.handle === handle;

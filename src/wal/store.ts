@@ -5,6 +5,7 @@
 //   segment-writer.ts   the open segment: framing, roll, write + fdatasync, seal
 //   replica-writes.ts   replica mode: frames from the log's writer, seal at a point, install a copy
 //   online-repair.ts    check, repair or replace a sealed segment while the store serves
+//   open-repair.ts      rewrite damaged entries of the open segment in place (replica mode)
 //   read-index.ts       where each entry lies, cached per segment; verified reads
 //   recover-on-open.ts  recovery on open: torn tail, or the repair engine
 //
@@ -25,6 +26,7 @@ import type { SegmentInspection } from './inspect.js';
 import { type ResolvedWalOptions, type StoreSettings, type WalOptions, resolveWalOptions, validateSettings } from './options.js';
 import { readsPastBadSectors } from './unreadable.js';
 import { type OnlineRepairOptions, SealedSegmentRepair } from './online-repair.js';
+import { type OpenRepairOptions, OpenSegmentRepair } from './open-repair.js';
 import { ReadIndexCache } from './read-index.js';
 import { type OpenReport, prepareDir, recover } from './recover-on-open.js';
 import { ReplicaWrites } from './replica-writes.js';
@@ -36,6 +38,7 @@ import { WriteQueue } from './write-queue.js';
 export { ReplicaRejectedError } from './errors.js';
 export type { AppendResult, SegmentStart } from './segment-writer.js';
 export type { OnlineRepairOptions } from './online-repair.js';
+export type { OpenRepairOptions } from './open-repair.js';
 export type { OpenReport } from './recover-on-open.js';
 
 export interface Entry {
@@ -61,6 +64,7 @@ export class WalStore {
   private readonly queue: WriteQueue;
   private readonly replica: ReplicaWrites;
   private readonly sealedRepair: SealedSegmentRepair;
+  private readonly openRepair: OpenSegmentRepair;
 
   private constructor(
     readonly dataDir: string,
@@ -75,6 +79,7 @@ export class WalStore {
     this.queue = new WriteQueue(state, (requests, bytes) => this.writer.writeBatch(requests, bytes));
     this.replica = new ReplicaWrites(state, this.queue, this.writer, this.readIndexes, (record, lastIndex, aggregate) => this.sealedRepair.cutSealedCopy(record, lastIndex, aggregate));
     this.sealedRepair = new SealedSegmentRepair(state, this.readIndexes);
+    this.openRepair = new OpenSegmentRepair(state, this.queue, this.readIndexes);
   }
 
   /** Opens (and, unless told not to, creates) the store in dataDir, recovering it first. */
@@ -222,6 +227,15 @@ export class WalStore {
   /** Repairs a sealed segment while the store keeps serving every other segment. */
   repairSealedSegment(segmentId: number, options: OnlineRepairOptions): Promise<SegmentRepair> {
     return this.sealedRepair.repair(segmentId, options);
+  }
+
+  /**
+   * Replica mode: rewrites damaged entries of the open segment in place from verified copies,
+   * while it stays open (the frames must fill each damaged stretch and chain to the aggregate this
+   * store wrote). Throws WalError when segmentId is not the open segment (sealed meanwhile).
+   */
+  repairOpenSegment(segmentId: number, options: OpenRepairOptions): Promise<SegmentRepair> {
+    return this.openRepair.repair(segmentId, options);
   }
 
   /**

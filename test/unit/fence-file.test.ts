@@ -82,6 +82,42 @@ describe('the EPOCH file', () => {
     expect(await logs.withEpoch(LOG, 12, async () => 'written')).toBe('written');
   });
 
+  it('an older copy of the file put back is raised to the cluster\'s records, and the epochs between are fenced', async () => {
+    await writeOneEntry(logStores(), 5);
+    for (const logs of opened.splice(0)) await logs.closeAll();
+    const older = await readFile(epochFile());
+    await writeOneEntry(logStores(), 20); // fenced at 20 since
+    for (const logs of opened.splice(0)) await logs.closeAll();
+    await writeFile(epochFile(), older);
+    const logs = logStores(async () => 20);
+    expect(await logs.fencedEpoch(LOG)).toBe(20);
+    expect(await readFile(epochFile(), 'utf8')).toBe(encodeFence(20).toString());
+    await expect(logs.withEpoch(LOG, 19, async () => 'written')).rejects.toBeInstanceOf(FencedError);
+  });
+
+  it('a valid file is used when the cluster\'s records cannot be read', async () => {
+    await writeOneEntry(logStores(), 9);
+    for (const logs of opened.splice(0)) await logs.closeAll();
+    const logs = logStores(async () => Promise.reject(new Error('etcd unreachable')));
+    expect(await logs.fencedEpoch(LOG)).toBe(9);
+  });
+
+  it('deleted, garbled or older while the log is open: checkFences writes the fence in force again', async () => {
+    const logs = logStores(async () => 14);
+    await writeOneEntry(logs, 14);
+    expect(await logs.checkFences()).toEqual([]);
+    const older = encodeFence(3);
+    for (const damage of [() => unlink(epochFile()), () => writeFile(epochFile(), 'x4 0000\n'), () => writeFile(epochFile(), older)]) {
+      await damage();
+      expect(await logs.checkFences()).toEqual([LOG]);
+      expect(await readFile(epochFile(), 'utf8')).toBe(encodeFence(14).toString());
+    }
+    // A restart finds the fence: a deposed writer's epoch is refused.
+    await logs.closeAll();
+    const restarted = logStores(async () => 0);
+    await expect(restarted.withEpoch(LOG, 13, async () => 'written')).rejects.toBeInstanceOf(FencedError);
+  });
+
   it('a fresh log with no segment starts unfenced', async () => {
     expect(await logStores().fencedEpoch(LOG)).toBe(0);
   });
