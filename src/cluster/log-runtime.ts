@@ -18,6 +18,11 @@ import {
   LogReader,
   LogWriter,
   NotWriterError,
+  QuorumUnavailableError,
+  SESSION_DEFAULTS,
+  SessionGate,
+  type SessionOptions,
+  type SessionRef,
   catchUpLog,
 } from '../replication/index.js';
 import type { Counter, Gauge, Histogram } from 'prom-client';
@@ -42,7 +47,9 @@ export interface LogRuntimeContext {
   readonly peers: PeerResolver;
   readonly liveMembers: () => readonly string[];
   /** Forwards an append to the writer's address (a WalService call marked as forwarded). */
-  readonly forwardAppend: (address: string, log: string, payloads: readonly Uint8Array[], deadlineMs: number) => Promise<AppendResult>;
+  readonly forwardAppend: (address: string, log: string, payloads: readonly Uint8Array[], deadlineMs: number, session?: SessionRef) => Promise<AppendResult>;
+  /** Bounds of the writer's session table (exactly-once appends); SESSION_DEFAULTS when absent. */
+  readonly sessions?: SessionOptions;
   /** The committed index the node at address reports for a log. */
   readonly remoteCommitted: (address: string, log: string) => Promise<number>;
   readonly addressOf: (nodeId: string) => string | undefined;
@@ -72,6 +79,8 @@ export interface LogRuntimeContext {
 
 export class LogRuntime {
   private writer: LogWriter | undefined;
+  /** The session table of each writer this node ran (a new writer rebuilds its own from the log). */
+  private readonly gates = new WeakMap<LogWriter, SessionGate>();
   private election: WriterElection | undefined;
   private unwatchLocalStore: (() => void) | undefined;
   private segments: Array<{ meta: SegmentMeta; modRevision: number }> = [];
@@ -318,7 +327,12 @@ export class LogRuntime {
   // -------------------------------------------------------------------------------------------
   // Client requests
 
-  async append(payloads: readonly Uint8Array[], forwarded: boolean, deadlineMs: number): Promise<AppendResult> {
+  /**
+   * Appends through the writer (here, or forwarded to it), retrying within deadlineMs only what
+   * is known not to have been appended, unless the batch has a session: the writer answers a
+   * session's retried batch with its original indices, so every transient failure is retried.
+   */
+  async append(payloads: readonly Uint8Array[], forwarded: boolean, deadlineMs: number, session?: SessionRef): Promise<AppendResult> {
     if (payloads.length === 0) throw new BadRequestError('payloads', 'at least one payload is needed');
     for (const payload of payloads) {
       if (payload.byteLength > this.ctx.entryBytesMax) throw new BadRequestError('payloads', `an entry of ${payload.byteLength} bytes exceeds the limit of ${this.ctx.entryBytesMax}`);
@@ -329,20 +343,23 @@ export class LogRuntime {
     const backoff = new Backoff({ initialMs: 50, maxMs: 1_000 }, this.ctx.random);
     for (;;) {
       try {
-        const result = await this.appendOnce(payloads, forwarded, end - clock.monotonicMs());
+        const result = await this.appendOnce(payloads, forwarded, end, session);
         this.ctx.metrics.appendLatency.observe({ log: this.log }, (clock.monotonicMs() - started) / 1000);
         this.ctx.metrics.appendedEntries.inc({ log: this.log }, payloads.length);
         return result;
       } catch (error) {
-        // A forwarded call is answered as it is: its sender retries.
-        const retryable = error instanceof NotWriterError || isUnavailable(error);
+        // A forwarded call is answered as it is: its sender retries. Without a session, only a
+        // local NotWriterError (nothing was queued) is safe: a remote UNAVAILABLE, ABORTED or
+        // DEADLINE_EXCEEDED may come after the writer appended it (issue 12).
+        const retryable = error instanceof NotWriterError || (session !== undefined && (isUnavailable(error) || error instanceof QuorumUnavailableError));
         if (forwarded || !retryable || clock.monotonicMs() + 50 >= end) throw error;
         await clock.sleep(Math.min(backoff.next(), Math.max(0, end - clock.monotonicMs())));
       }
     }
   }
 
-  private async appendOnce(payloads: readonly Uint8Array[], forwarded: boolean, remainingMs: number): Promise<AppendResult> {
+  private async appendOnce(payloads: readonly Uint8Array[], forwarded: boolean, endMs: number, session: SessionRef | undefined): Promise<AppendResult> {
+    const remainingMs = endMs - this.ctx.clock.monotonicMs();
     const leadership = this.election?.leadership();
     const writer = this.writer;
     if (writer && this.election?.isLeader()) {
@@ -351,13 +368,29 @@ export class LogRuntime {
       // recovering when the call's deadline comes answers UNAVAILABLE then, not whenever it is
       // ready: nothing was queued, so nothing commits after the caller gave up.
       if (!(await this.readyWithin(writer, remainingMs))) throw new NotWriterError(this.log, undefined);
-      return writer.append(payloads);
+      if (!session) return writer.append(payloads, { expiresAtMs: endMs });
+      return this.gateOf(writer).append(session, (tag) => writer.append(payloads, { session: tag, expiresAtMs: endMs }), payloads.length);
     }
     if (forwarded || !leadership) throw new NotWriterError(this.log, leadership?.leader);
     if (leadership.leader === this.ctx.self) throw new NotWriterError(this.log, undefined); // elected, writer starting
     const address = this.ctx.addressOf(leadership.leader);
     if (!address) throw new NotWriterError(this.log, leadership.leader);
-    return this.ctx.forwardAppend(address, this.log, payloads, Math.max(100, remainingMs));
+    return this.ctx.forwardAppend(address, this.log, payloads, Math.max(100, remainingMs), session);
+  }
+
+  /** The ready writer's session table, rebuilt from the log's recent entries on first use. */
+  private gateOf(writer: LogWriter): SessionGate {
+    let gate = this.gates.get(writer);
+    if (!gate) {
+      gate = new SessionGate({
+        options: this.ctx.sessions ?? SESSION_DEFAULTS,
+        nowMs: () => this.ctx.clock.nowMs(),
+        committedIndex: () => writer.committedIndex,
+        readEntries: (from, to) => this.reader.read(from, to, 4096),
+      });
+      this.gates.set(writer, gate);
+    }
+    return gate;
   }
 
   /** Whether writer becomes ready within ms; rejects as its start does, if that comes first. */

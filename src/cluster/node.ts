@@ -11,7 +11,7 @@ import { type Clock, type Disk, type Random, nodeDisk, systemClock, systemRandom
 import { RecoveryMetrics } from '../recovery/index.js';
 import { UnknownSegmentError } from '../replication/index.js';
 import type { AppendResult } from '../wal/index.js';
-import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, BadRequestError, LogStores, PeerHandlers, ReplicaSource, UnknownLogError, isValidLogName } from '../replication/index.js';
+import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, type SessionRef, BadRequestError, LogStores, PeerHandlers, ReplicaSource, UnknownLogError, isValidLogName } from '../replication/index.js';
 import { NodeMetrics, createLogger } from '../observability/index.js';
 import { AdminClient, INSECURE, PeerClient, RPC_LIMITS_DEFAULT, type Transport, WalClient, loadTransport, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
 import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
@@ -325,7 +325,7 @@ export class ClusterNode implements NodeApi {
             handlers: this.handlers,
             peers: this.peers,
             liveMembers: () => this.liveMembers(),
-            forwardAppend: (address, log, payloads, deadlineMs) => this.walClient(address).append(log, payloads, { forwarded: true, deadlineMs }),
+            forwardAppend: (address, log, payloads, deadlineMs, session) => this.walClient(address).append(log, payloads, { forwarded: true, deadlineMs, session }),
             remoteCommitted: async (address, log) => (await this.adminClient(address).status(log)).logs.find((l) => l.log === log)?.committed_index ?? 0,
             addressOf: (nodeId) => this.members.get(nodeId)?.address,
             memberStartedMs: (nodeId) => this.members.get(nodeId)?.startedMs,
@@ -376,9 +376,9 @@ export class ClusterNode implements NodeApi {
   // -------------------------------------------------------------------------------------------
   // NodeApi (what the gRPC services call)
 
-  async append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing: boolean; forwarded: boolean; deadlineMs: number }): Promise<AppendResult> {
+  async append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing: boolean; forwarded: boolean; deadlineMs: number; session?: SessionRef | undefined }): Promise<AppendResult> {
     const runtime = await this.runtimeOf(log, options.createIfMissing, options.deadlineMs);
-    return runtime.append(payloads, options.forwarded, options.deadlineMs);
+    return runtime.append(payloads, options.forwarded, options.deadlineMs, options.session);
   }
 
   async *read(log: string, from: number, to: number, batchMax: number): AsyncGenerator<ReadEntryView[]> {

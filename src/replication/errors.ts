@@ -95,3 +95,22 @@ export class FetchedSegmentRejectedError extends ReplicationError {
     super(`log ${log}: segment ${segmentId} fetched from ${peer} refused: ${detail}`);
   }
 }
+
+/**
+ * A session's batch with a sequence below the outcomes the writer still remembers for that
+ * session: whether it was appended can no longer be told, so it is neither appended nor answered.
+ */
+export class SessionSequenceError extends ReplicationError {
+  override readonly name = 'SessionSequenceError';
+  constructor(readonly sessionId: string, readonly sequence: number, readonly lowestSequence: number) {
+    super(`session ${sessionId}: batch ${sequence} is older than the oldest batch remembered (${lowestSequence}); its outcome is unknown`);
+  }
+}
+
+/** An append still queued at the writer when its deadline passed: it was not appended and never will be. */
+export class AppendExpiredError extends ReplicationError {
+  override readonly name = 'AppendExpiredError';
+  constructor(readonly log: string) {
+    super(`log ${log}: the append's deadline passed before the writer took it; nothing was appended`);
+  }
+}

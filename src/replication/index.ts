@@ -8,3 +8,4 @@ export { LogWriter, type WriterOptions } from './writer.js';
 export { catchUpLog, type CatchUpContext, type CatchUpResult } from './catchup.js';
 export { ReplicaSource, type ReplicaSourceOptions } from './replica-source.js';
 export { LogReader, type LogReaderContext, type ReadEntry, READ_FETCH_BYTES_MAX } from './reader.js';
+export { SessionTable, SessionGate, SESSION_DEFAULTS, type SessionOptions, type SessionRef, type SessionLookup, type BatchOutcome, type TaggedEntry } from './sessions.js';

@@ -31,6 +31,8 @@ export interface ReadEntry {
   readonly checksum: string;
   readonly lost: boolean;
   readonly lostReason: string;
+  /** Set on the last entry of a session's batch (its payload is the client's, without the tag). */
+  readonly session?: format.SessionTag | undefined;
 }
 
 export interface LogReaderContext {
@@ -150,7 +152,7 @@ export class LogReader {
       try {
         const { frame, timestampMs, checksum, segmentId } = await this.ctx.store.readFrame(index);
         // Rule 2: only from the local copy of the segment etcd names.
-        if (segmentId === segment.segmentId) return [{ index, timestampMs, payload: frame.subarray(format.ENTRY_HEADER_BYTES), checksum: checksumHex(checksum), lost: false, lostReason: '' }];
+        if (segmentId === segment.segmentId) return [{ index, timestampMs, payload: format.entryPayloadOf(frame), checksum: checksumHex(checksum), lost: false, lostReason: '', session: format.sessionTagOf(frame) }];
       } catch (error) {
         if (error instanceof CorruptEntryError) {
           this.ctx.logger.warn({ log: this.ctx.log, entryIndex: index }, 'local copy is damaged; reading the entry from another member');
@@ -224,10 +226,11 @@ function verifyFrames(frames: readonly Buffer[], first: number, end: number): Re
     entries.push({
       index: decoded.header.index,
       timestampMs: decoded.header.timestampMs,
-      payload: frame.subarray(format.ENTRY_HEADER_BYTES),
+      payload: format.entryPayloadOf(frame),
       checksum: checksumHex(decoded.header.checksum),
       lost: false,
       lostReason: '',
+      session: format.sessionTagOf(frame),
     });
   }
   return entries;

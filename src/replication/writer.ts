@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../io/index.js';
 import { type AppendResult, type SegmentStart, AGGREGATE_EMPTY as AGGREGATE_EMPTY_CHECKSUM, chainAggregate, checksumHex, format } from '../wal/index.js';
 import type { LeaderGuard, PeerResolver, SegmentDirectory, PeerApi } from './api.js';
-import { BadRequestError, FencedError, NotWriterError, PartialAppendError, QuorumUnavailableError, ReplicationError } from './errors.js';
+import { AppendExpiredError, BadRequestError, FencedError, NotWriterError, PartialAppendError, QuorumUnavailableError, ReplicationError } from './errors.js';
 import type { LogMeta, SegmentMeta } from './metadata.js';
 import type { SegmentHolding } from './peer.js';
 
@@ -48,8 +48,20 @@ export interface WriterOptions {
   readonly copyBytesMax?: number;
 }
 
+export interface WriterAppendOptions {
+  /** Tags the batch's last entry as a session's batch (exactly-once appends, src/replication/sessions.ts). */
+  readonly session?: format.SessionTag;
+  /**
+   * The monotonic time (clock.monotonicMs) after which the append, if still queued, fails with
+   * AppendExpiredError instead of being written: a caller that gave up never sees it commit later.
+   */
+  readonly expiresAtMs?: number;
+}
+
 interface Pending {
   readonly payloads: readonly Uint8Array[];
+  readonly session: format.SessionTag | undefined;
+  readonly expiresAtMs: number;
   readonly bytes: number;
   readonly resolve: (result: AppendResult) => void;
   readonly reject: (error: unknown) => void;
@@ -123,16 +135,22 @@ export class LogWriter {
     return this.ready;
   }
 
-  append(payloads: readonly Uint8Array[]): Promise<AppendResult> {
+  append(payloads: readonly Uint8Array[], options: WriterAppendOptions = {}): Promise<AppendResult> {
     if (this.stopped) return Promise.reject(new NotWriterError(this.o.log, undefined));
-    let bytes = 0;
+    if (payloads.length === 0) return Promise.reject(new BadRequestError('payloads', 'at least one payload is needed'));
+    // A session batch's entries leave room for the tag its last entry carries (docs/FORMAT.md).
+    const payloadBytesMax = this.o.entryBytesMax - (options.session ? format.SESSION_TAG_BYTES : 0);
+    let bytes = options.session ? format.SESSION_TAG_BYTES : 0;
     for (const payload of payloads) {
       // Refused here: every member would refuse it, and the writer would take them all for failed.
-      if (payload.byteLength > this.o.entryBytesMax) return Promise.reject(new BadRequestError('payloads', `an entry of ${payload.byteLength} bytes exceeds the limit of ${this.o.entryBytesMax}`));
+      if (payload.byteLength > payloadBytesMax) return Promise.reject(new BadRequestError('payloads', `an entry of ${payload.byteLength} bytes exceeds the limit of ${payloadBytesMax}`));
       bytes += format.ENTRY_HEADER_BYTES + payload.byteLength;
     }
+    // A session batch never spans segments (below): it must fit an empty one.
+    const segmentRoom = this.o.logMeta.segmentBytesMax - format.SEGMENT_HEADER_BYTES - format.TRAILER_BYTES;
+    if (options.session && bytes > segmentRoom) return Promise.reject(new BadRequestError('payloads', `a session batch of ${bytes} bytes does not fit one segment (${segmentRoom} bytes)`));
     return new Promise((resolve, reject) => {
-      this.queue.push({ payloads, bytes, resolve, reject });
+      this.queue.push({ payloads, session: options.session, expiresAtMs: options.expiresAtMs ?? Number.POSITIVE_INFINITY, bytes, resolve, reject });
       this.running ??= this.loop();
     });
   }
@@ -336,8 +354,15 @@ export class LogWriter {
           bytes += next.bytes;
           take += 1;
         }
-        const batch = this.queue.splice(0, take);
-        await this.writeBatch(batch);
+        const taken = this.queue.splice(0, take);
+        // Nothing of an expired append has been sent anywhere: failing it now is exact.
+        const now = this.o.clock.monotonicMs();
+        const batch = taken.filter((pending) => {
+          if (pending.expiresAtMs > now) return true;
+          pending.reject(new AppendExpiredError(this.o.log));
+          return false;
+        });
+        if (batch.length > 0) await this.writeBatch(batch);
       }
     } catch (error) {
       this.stop(error instanceof Error ? error : new Error(String(error)));
@@ -363,8 +388,15 @@ export class LogWriter {
         return;
       }
     }
-    const items: Array<{ payload: Uint8Array; owner: number }> = [];
-    batch.forEach((pending, owner) => pending.payloads.forEach((payload) => items.push({ payload, owner })));
+    // wholeBytes: on the first item of a session batch, the batch's bytes. A session batch is
+    // written into one segment or not at all: split across a seal, its first part could commit
+    // without its tag, and a retry would append that part again.
+    const items: Array<{ payload: Uint8Array; owner: number; session: format.SessionTag | undefined; wholeBytes: number }> = [];
+    batch.forEach((pending, owner) =>
+      pending.payloads.forEach((payload, i) =>
+        items.push({ payload, owner, session: i === pending.payloads.length - 1 ? pending.session : undefined, wholeBytes: i === 0 && pending.session ? pending.bytes : 0 }),
+      ),
+    );
     const firsts = new Array<number>(batch.length).fill(0);
     const lasts = new Array<number>(batch.length).fill(0);
     const timestampMs = this.o.clock.nowMs();
@@ -381,9 +413,9 @@ export class LogWriter {
         let aggregate = segment.aggregate;
         while (at < items.length) {
           const item = items[at] as (typeof items)[number];
-          const size = format.ENTRY_HEADER_BYTES + item.payload.byteLength;
-          if ((frames.length > 0 || hasEntries) && bytes + size > room) break;
-          const { frame, checksum } = format.encodeEntry({ index, timestampMs, flags: 0, payload: item.payload });
+          const size = format.ENTRY_HEADER_BYTES + item.payload.byteLength + (item.session ? format.SESSION_TAG_BYTES : 0);
+          if ((frames.length > 0 || hasEntries) && bytes + Math.max(size, item.wholeBytes) > room) break;
+          const { frame, checksum } = format.encodeEntry({ index, timestampMs, flags: 0, payload: item.payload, ...(item.session ? { session: item.session } : {}) });
           frames.push(frame);
           owners.push(item.owner);
           aggregate = chainAggregate(aggregate, checksum);

@@ -170,11 +170,12 @@ export class WalClient {
     this.client = new proto.walrecovery.v1.WalService(address, channelCredentials(transport), CHANNEL_OPTIONS);
   }
 
-  async append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing?: boolean; deadlineMs?: number; forwarded?: boolean } = {}): Promise<AppendOutcome> {
+  async append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing?: boolean; deadlineMs?: number; forwarded?: boolean; session?: { sessionId: string; sequence: number } | undefined } = {}): Promise<AppendOutcome> {
     const metadata = new grpc.Metadata();
     if (options.forwarded) metadata.set(FORWARDED_METADATA_KEY, '1');
+    const session = options.session ? { session_id: Buffer.from(options.session.sessionId, 'hex'), sequence: options.session.sequence } : {};
     const response = await call<{ first_index: number; last_index: number }>((cb) =>
-      this.client.Append({ log, payloads: payloads.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)), create_if_missing: options.createIfMissing ?? false }, metadata, { deadline: deadline(options.deadlineMs ?? 30_000) }, cb),
+      this.client.Append({ log, payloads: payloads.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)), create_if_missing: options.createIfMissing ?? false, ...session }, metadata, { deadline: deadline(options.deadlineMs ?? 30_000) }, cb),
     );
     return { firstIndex: response.first_index, lastIndex: response.last_index };
   }

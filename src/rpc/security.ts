@@ -140,6 +140,16 @@ export function authorize(method: string, peerCertificate: PeerCertificate | und
   return { ok: true, identity: who.identity };
 }
 
+/**
+ * Whether the caller of a call holds the peer role: a node forwarding for its own caller. On a
+ * plaintext listener (--insecure) every caller is trusted alike.
+ */
+export function isPeerCaller(call: { getAuthContext(): { sslPeerCertificate?: PeerCertificate } }, transport: Transport): boolean {
+  if (transport.kind === 'insecure') return true;
+  const who = identify(call.getAuthContext().sslPeerCertificate, new X509Certificate(transport.ca), Date.now());
+  return 'identity' in who && who.identity.role === 'peer';
+}
+
 export interface GuardOptions {
   readonly transport: Transport;
   readonly logger: Logger;

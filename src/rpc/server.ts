@@ -7,10 +7,10 @@ import { ReflectionService } from '@grpc/reflection';
 import type { Logger } from 'pino';
 import type { AppendResult } from '../wal/index.js';
 import type { RecoveryMetricsSnapshot, SegmentRepair } from '../recovery/index.js';
-import { BadRequestError, type LogMeta, type PeerHandlers, type ReadEntry, type SegmentMeta } from '../replication/index.js';
+import { BadRequestError, PartialAppendError, type LogMeta, type PeerHandlers, type ReadEntry, type SegmentMeta, type SessionRef } from '../replication/index.js';
 import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './clients.js';
 import { loadProto } from './proto.js';
-import { INSECURE, type Transport, guardService, serverCredentials } from './security.js';
+import { INSECURE, type Transport, guardService, isPeerCaller, serverCredentials } from './security.js';
 import { toStatus } from './status.js';
 import { InFlightCalls, type LimitOptions, RPC_LIMITS_DEFAULT, limitService } from './limits.js';
 import type { WalServiceHandlers } from './generated/walrecovery/v1/WalService.js';
@@ -60,7 +60,7 @@ export interface RecoveryEventMessage {
 export interface NodeApi {
   readonly handlers: PeerHandlers;
   readonly logger: Logger;
-  append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing: boolean; forwarded: boolean; deadlineMs: number }): Promise<AppendResult>;
+  append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing: boolean; forwarded: boolean; deadlineMs: number; session?: SessionRef | undefined }): Promise<AppendResult>;
   read(log: string, from: number, to: number, batchMax: number): AsyncGenerator<ReadEntryView[]>;
   clusterStatus(log: string): Promise<ClusterStatusView>;
   repairSegment(log: string, segmentId: number, node: string, strategy: string, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>>;
@@ -194,23 +194,40 @@ function failStream(call: grpc.ServerWritableStream<unknown, unknown>, error: un
   if (!isGone(call)) call.emit('error', { ...status, metadata: new grpc.Metadata() });
 }
 
-function walService(api: NodeApi): WalServiceHandlers {
+/** The session of an Append (exactly-once), or undefined for none; malformed ones are refused. */
+export function sessionOf(request: { session_id?: Buffer | Uint8Array; sequence?: number }): SessionRef | undefined {
+  const id = request.session_id;
+  if (!id || id.byteLength === 0) {
+    if ((request.sequence ?? 0) !== 0) throw new BadRequestError('session_id', 'a sequence needs a session id');
+    return undefined;
+  }
+  if (id.byteLength !== 16) throw new BadRequestError('session_id', `must be 16 bytes, not ${id.byteLength}`);
+  const sequence = request.sequence ?? 0;
+  if (!Number.isSafeInteger(sequence) || sequence < 1) throw new BadRequestError('sequence', 'must be at least 1 with a session id');
+  return { sessionId: Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex'), sequence };
+}
+
+function walService(api: NodeApi, transport: Transport): WalServiceHandlers {
   const { logger } = api;
   return {
     Append: unary(logger, 'Append', async (request, call) => {
-      const forwarded = call.metadata.get(FORWARDED_METADATA_KEY)[0] === '1';
-      const result = await api.append(request.log, request.payloads, { createIfMissing: request.create_if_missing, forwarded, deadlineMs: remainingMs(call) });
+      // Only a node may mark an append as forwarded (it is then not forwarded again).
+      const forwarded = call.metadata.get(FORWARDED_METADATA_KEY)[0] === '1' && isPeerCaller(call, transport);
+      const session = sessionOf(request);
+      const result = await api.append(request.log, request.payloads, { createIfMissing: request.create_if_missing, forwarded, deadlineMs: remainingMs(call), session });
       return { log: request.log, first_index: result.firstIndex, last_index: result.lastIndex };
     }),
     AppendStream: (call, callback) => {
+      let first = 0;
+      let last = 0;
+      let log = '';
+      let payloadCount = 0;
       void (async () => {
-        let first = 0;
-        let last = 0;
-        let log = '';
-        for await (const message of call as AsyncIterable<{ log: string; payloads: Buffer[]; create_if_missing: boolean }>) {
+        for await (const message of call as AsyncIterable<{ log: string; payloads: Buffer[]; create_if_missing: boolean; session_id: Buffer; sequence: number }>) {
           if (log !== '' && message.log !== log) throw new BadRequestError('log', 'every message of one stream must name the same log');
           log = message.log;
-          const result = await api.append(message.log, message.payloads, { createIfMissing: message.create_if_missing, forwarded: false, deadlineMs: remainingMs(call) });
+          payloadCount += message.payloads.length;
+          const result = await api.append(message.log, message.payloads, { createIfMissing: message.create_if_missing, forwarded: false, deadlineMs: remainingMs(call), session: sessionOf(message) });
           if (first === 0) first = result.firstIndex;
           last = result.lastIndex;
         }
@@ -218,7 +235,9 @@ function walService(api: NodeApi): WalServiceHandlers {
         return { log, first_index: first, last_index: last };
       })().then(
         (response) => callback(null, response),
-        (error: unknown) => callback(fail(error, logger, 'AppendStream')),
+        // Messages committed before the failure are in the log: the answer says so (UNKNOWN, which
+        // no client retries as it is), never a plain failure a client would retry whole.
+        (error: unknown) => callback(fail(first === 0 ? error : new PartialAppendError(log, first, last, payloadCount, { cause: error }), logger, 'AppendStream')),
       );
     },
     Read: (call) => {
@@ -402,7 +421,7 @@ export async function startRpcServer(api: NodeApi, listen: { host: string; port:
   const serve = (name: string, definition: grpc.ServiceDefinition, handlers: object): void => {
     server.addService(definition, guardService(name, definition, limitService(name, definition, handlers as grpc.UntypedServiceImplementation, inFlight), guard));
   };
-  serve('WalService', proto.walrecovery.v1.WalService.service, walService(api));
+  serve('WalService', proto.walrecovery.v1.WalService.service, walService(api, security.transport));
   serve('PeerService', proto.walrecovery.v1.PeerService.service, peerService(api));
   serve('AdminService', proto.walrecovery.v1.AdminService.service, adminService(api));
   const health = new HealthImplementation({ '': 'NOT_SERVING', 'walrecovery.v1.WalService': 'NOT_SERVING' });

@@ -19,7 +19,9 @@ import {
   WalError,
 } from '../wal/index.js';
 import {
+  AppendExpiredError,
   BadRequestError,
+  SessionSequenceError,
   FenceFileDamagedError,
   FencedError,
   PartialAppendError,
@@ -52,7 +54,9 @@ export function toStatus(error: unknown): StatusObject {
   if (error instanceof PartialAppendError || error instanceof StorePartialWriteError) return { code: Status.UNKNOWN, details };
   // ABORTED is reserved for fencing: a writer that sees it knows a newer writer exists.
   if (error instanceof FencedError) return { code: Status.ABORTED, details };
-  if (error instanceof ReplicaRejectedError || error instanceof DamageFoundError || error instanceof FenceFileDamagedError) return { code: Status.FAILED_PRECONDITION, details };
+  if (error instanceof ReplicaRejectedError || error instanceof DamageFoundError || error instanceof FenceFileDamagedError || error instanceof SessionSequenceError) return { code: Status.FAILED_PRECONDITION, details };
+  // Never sent to a member: not appended (a session retry is answered exactly either way).
+  if (error instanceof AppendExpiredError) return { code: Status.DEADLINE_EXCEEDED, details };
   if (
     error instanceof NotWriterError ||
     error instanceof QuorumUnavailableError ||

@@ -445,7 +445,7 @@ async function checkFinal(cluster: SimCluster, model: Model, committedIndex: num
           for (let index = meta.firstIndex; index <= last; index += 1) {
             try {
               const { frame } = await store.readFrame(index);
-              const payload = frame.subarray(format.ENTRY_HEADER_BYTES).toString();
+              const payload = format.entryPayloadOf(frame).toString();
               const seen = finalLog.get(index);
               if (seen !== undefined && seen !== payload) model.violate('sealed-replicas-converge', `members disagree at index ${index}: ${seen} and ${payload} (${member})`);
               finalLog.set(index, payload);

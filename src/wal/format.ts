@@ -11,7 +11,7 @@
 // Segment file:  [segment header, 128 bytes] [entry frame]* [trailer, 64 bytes, once sealed]
 //
 // Segment header (128 bytes)
-//   0  u32 magic 'WALS'          4  u16 format version (1)   6  u16 header byte length (128)
+//   0  u32 magic 'WALS'          4  u16 format version (2; 1 is still read)   6  u16 header byte length (128)
 //   8  u64 segment id           16  u64 first index         24  u64 created (unix ms)
 //  32  u64 log id (checksum64 of the log name)              40  u8 log name byte length
 //  41  63 bytes log name (UTF-8, zero padded)              104  16 bytes reserved (zero)
@@ -24,6 +24,10 @@
 //  36  u16 flags                38  u16 reserved (zero)     40  payload
 // A hole frame (flags & FLAG_HOLE) records `count` lost indices starting at its index; its
 // payload is a u64 count followed by a UTF-8 reason.
+// A session frame (flags & FLAG_SESSION, format version 2) is the last entry of a batch a client
+// session appended: its payload starts with a 32-byte session tag (16 bytes session id, u64
+// sequence, u32 entry count of the batch, u32 reserved zero), then the client's payload. A new
+// writer rebuilds its session table from these tags (src/replication/sessions.ts).
 //
 // Trailer (64 bytes, written once when the segment is sealed)
 //   0  u32 magic 'WALT'          4  u32 reserved (zero)       8  u64 segment id
@@ -32,7 +36,9 @@
 //  56  checksum64 of bytes 0..56
 import { type Checksum64, checksum64, crc32 } from './checksum.js';
 
-export const FORMAT_VERSION = 1;
+/** The version written; every version in FORMAT_VERSIONS_READABLE is read (1: no session frames). */
+export const FORMAT_VERSION = 2;
+export const FORMAT_VERSIONS_READABLE: readonly number[] = [1, 2];
 export const SEGMENT_MAGIC = 0x534c4157; // 'WALS'
 export const ENTRY_MAGIC = 0x454c4157; // 'WALE'
 export const TRAILER_MAGIC = 0x544c4157; // 'WALT'
@@ -47,7 +53,20 @@ export const LOG_NAME_BYTES_MAX = 63;
 export const INDEX_MAX = Number.MAX_SAFE_INTEGER;
 
 export const FLAG_HOLE = 0x0001;
-const FLAGS_KNOWN = FLAG_HOLE;
+/** The payload starts with a session tag (SESSION_TAG_BYTES): the last entry of a session's batch. */
+export const FLAG_SESSION = 0x0002;
+const FLAGS_KNOWN = FLAG_HOLE | FLAG_SESSION;
+export const SESSION_TAG_BYTES = 32;
+export const SESSION_ID_BYTES = 16;
+
+/** Which client batch a session frame closes: the batch is index - count + 1 .. index. */
+export interface SessionTag {
+  /** 32 lowercase hex digits (16 bytes). */
+  readonly sessionId: string;
+  readonly sequence: number;
+  /** Entries in the batch (this one is its last). */
+  readonly count: number;
+}
 
 export interface SegmentHeader {
   readonly segmentId: number;
@@ -124,7 +143,7 @@ export function decodeSegmentHeader(bytes: Uint8Array): HeaderDecode {
   if (buf.readBigUInt64BE(120) !== checksum64(buf.subarray(0, 120))) {
     return { ok: false, reason: 'segment header checksum mismatch' };
   }
-  if (buf.readUInt16LE(4) !== FORMAT_VERSION) return { ok: false, reason: `unsupported format version ${buf.readUInt16LE(4)}` };
+  if (!FORMAT_VERSIONS_READABLE.includes(buf.readUInt16LE(4))) return { ok: false, reason: `unsupported format version ${buf.readUInt16LE(4)}` };
   const segmentId = readU64(buf, 8);
   const firstIndex = readU64(buf, 16);
   const createdMs = readU64(buf, 24);
@@ -152,6 +171,38 @@ export interface EntryInput {
   readonly timestampMs: number;
   readonly flags: number;
   readonly payload: Uint8Array;
+  /** Tags the frame as the last of a session's batch (sets FLAG_SESSION, prefixes the tag). */
+  readonly session?: SessionTag;
+}
+
+export function isSessionId(sessionId: string): boolean {
+  return /^[0-9a-f]{32}$/.test(sessionId);
+}
+
+export function encodeSessionTagInto(target: Buffer, offset: number, tag: SessionTag): void {
+  if (!isSessionId(tag.sessionId)) throw new RangeError('a session id is 32 lowercase hex digits');
+  target.write(tag.sessionId, offset, SESSION_ID_BYTES, 'hex');
+  writeU64(target, offset + 16, tag.sequence);
+  target.writeUInt32LE(tag.count, offset + 24);
+  target.writeUInt32LE(0, offset + 28);
+}
+
+/** The session tag of a frame already verified by decodeFrameAt, or undefined (untagged or malformed). */
+export function sessionTagOf(frame: Uint8Array): SessionTag | undefined {
+  const buf = asBuffer(frame);
+  if ((buf.readUInt16LE(36) & FLAG_SESSION) === 0 || buf.readUInt32LE(32) < SESSION_TAG_BYTES) return undefined;
+  const at = ENTRY_HEADER_BYTES;
+  const sequence = readU64(buf, at + 16);
+  const count = buf.readUInt32LE(at + 24);
+  if (sequence === undefined || count < 1) return undefined;
+  return { sessionId: buf.toString('hex', at, at + SESSION_ID_BYTES), sequence, count };
+}
+
+/** The client's payload of a frame already verified by decodeFrameAt (without a session tag). */
+export function entryPayloadOf(frame: Uint8Array): Buffer {
+  const buf = asBuffer(frame);
+  const tagged = (buf.readUInt16LE(36) & FLAG_SESSION) !== 0 && buf.readUInt32LE(32) >= SESSION_TAG_BYTES;
+  return buf.subarray(ENTRY_HEADER_BYTES + (tagged ? SESSION_TAG_BYTES : 0));
 }
 
 export function frameByteLength(payloadByteLength: number): number {
@@ -160,14 +211,16 @@ export function frameByteLength(payloadByteLength: number): number {
 
 /** Encodes one frame into `target` at `offset`; returns the entry checksum. */
 export function encodeEntryInto(target: Buffer, offset: number, entry: EntryInput): Checksum64 {
-  const length = entry.payload.byteLength;
+  const tagBytes = entry.session ? SESSION_TAG_BYTES : 0;
+  const length = tagBytes + entry.payload.byteLength;
   target.writeUInt32LE(ENTRY_MAGIC, offset);
   writeU64(target, offset + 16, entry.index);
   writeU64(target, offset + 24, entry.timestampMs);
   target.writeUInt32LE(length, offset + 32);
-  target.writeUInt16LE(entry.flags, offset + 36);
+  target.writeUInt16LE(entry.session ? entry.flags | FLAG_SESSION : entry.flags, offset + 36);
   target.writeUInt16LE(0, offset + 38);
-  target.set(entry.payload, offset + ENTRY_HEADER_BYTES);
+  if (entry.session) encodeSessionTagInto(target, offset + ENTRY_HEADER_BYTES, entry.session);
+  target.set(entry.payload, offset + ENTRY_HEADER_BYTES + tagBytes);
   const checksum = checksum64(target.subarray(offset + 16, offset + ENTRY_HEADER_BYTES + length));
   target.writeBigUInt64BE(checksum, offset + 8);
   target.writeUInt32LE(crc32(target.subarray(offset + 8, offset + ENTRY_HEADER_BYTES)), offset + 4);
@@ -175,7 +228,7 @@ export function encodeEntryInto(target: Buffer, offset: number, entry: EntryInpu
 }
 
 export function encodeEntry(entry: EntryInput): { frame: Buffer; checksum: Checksum64 } {
-  const frame = Buffer.allocUnsafe(frameByteLength(entry.payload.byteLength));
+  const frame = Buffer.allocUnsafe(frameByteLength(entry.payload.byteLength + (entry.session ? SESSION_TAG_BYTES : 0)));
   const checksum = encodeEntryInto(frame, 0, entry);
   return { frame, checksum };
 }
@@ -255,6 +308,8 @@ export function decodeFrameAt(bytes: Uint8Array, offset: number, entryBytesMax: 
     timestampMs === undefined ||
     payloadByteLength > entryBytesMax ||
     (flags & ~FLAGS_KNOWN) !== 0 ||
+    (flags & (FLAG_HOLE | FLAG_SESSION)) === (FLAG_HOLE | FLAG_SESSION) ||
+    ((flags & FLAG_SESSION) !== 0 && payloadByteLength < SESSION_TAG_BYTES) ||
     buf.readUInt16LE(offset + 38) !== 0
   ) {
     return { kind: 'bad', reason: 'bad-entry-header' };

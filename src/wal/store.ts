@@ -21,7 +21,7 @@ import type { Checksum64 } from './checksum.js';
 import type { HoleRecord, SegmentRecord } from './catalog.js';
 import { EntryLostError, EntryTooLargeError, IndexOutOfRangeError, StoreClosedError, WalError } from './errors.js';
 import { StoreLayout, lockStore } from './files.js';
-import { ENTRY_HEADER_BYTES } from './format.js';
+import { ENTRY_HEADER_BYTES, entryPayloadOf } from './format.js';
 import type { SegmentInspection } from './inspect.js';
 import { type ResolvedWalOptions, type StoreSettings, type WalOptions, resolveWalOptions, validateSettings } from './options.js';
 import { readsPastBadSectors } from './unreadable.js';
@@ -172,7 +172,7 @@ export class WalStore {
   /** Reads one entry, verified. Throws EntryLostError for a recorded hole, CorruptEntryError for damage. */
   async read(index: number): Promise<Entry> {
     const { frame, timestampMs } = await this.readFrame(index);
-    return { index, timestampMs, payload: frame.subarray(ENTRY_HEADER_BYTES) };
+    return { index, timestampMs, payload: entryPayloadOf(frame) };
   }
 
   /** The whole encoded frame of one entry, verified (what replicas exchange). */

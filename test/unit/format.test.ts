@@ -14,7 +14,11 @@ import {
   encodeHolePayload,
   encodeSegmentHeader,
   encodeTrailer,
+  entryPayloadOf,
   FLAG_HOLE,
+  FLAG_SESSION,
+  SESSION_TAG_BYTES,
+  sessionTagOf,
   frameByteLength,
   INDEX_MAX,
   LOG_NAME_BYTES_MAX,
@@ -119,7 +123,7 @@ describe('segment header', () => {
       copy.writeBigUInt64BE(checksum64(copy.subarray(0, 120)), 120);
       return copy;
     };
-    expect(decodeSegmentHeader(reseal((b) => b.writeUInt16LE(2, 4)))).toEqual({ ok: false, reason: 'unsupported format version 2' });
+    expect(decodeSegmentHeader(reseal((b) => b.writeUInt16LE(3, 4)))).toEqual({ ok: false, reason: 'unsupported format version 3' });
     expect(decodeSegmentHeader(reseal((b) => b.writeUInt32LE(0x454c4157, 0))).ok).toBe(false);
     for (const offset of [8, 16, 24]) {
       expect(decodeSegmentHeader(reseal((b) => b.writeBigUInt64LE(BigInt(TWO_POW_53), offset))).ok, `field ${offset}`).toBe(false);
@@ -379,5 +383,49 @@ describe('segment file names', () => {
     '',
   ])('refuses the hostile name %j', (name) => {
     expect(parseSegmentFileName(name)).toBeUndefined();
+  });
+});
+
+describe('session frames (format version 2)', () => {
+  const tag = { sessionId: '0123456789abcdef0123456789abcdef', sequence: 2 ** 40 + 7, count: 3 };
+
+  it('round-trips the tag and strips it from the payload', () => {
+    const payload = Buffer.from('client bytes');
+    const { frame } = encodeEntry({ index: 5, timestampMs: 9, flags: 0, payload, session: tag });
+    expect(frame.byteLength).toBe(frameByteLength(SESSION_TAG_BYTES + payload.byteLength));
+    const decoded = decodeFrameAt(frame, 0, ENTRY_BYTES_MAX);
+    expect(decoded.kind === 'entry' && decoded.bodyOk && (decoded.header.flags & FLAG_SESSION) !== 0).toBe(true);
+    expect(sessionTagOf(frame)).toEqual(tag);
+    expect(entryPayloadOf(frame).equals(payload)).toBe(true);
+  });
+
+  it('an untagged frame has no tag and its whole payload', () => {
+    const { frame } = encodeEntry({ index: 5, timestampMs: 9, flags: 0, payload: Buffer.alloc(40, 1) });
+    expect(sessionTagOf(frame)).toBeUndefined();
+    expect(entryPayloadOf(frame).byteLength).toBe(40);
+  });
+
+  it('refuses a session frame too short for its tag and a hole frame that claims a session', () => {
+    const short = encodeEntry({ index: 1, timestampMs: 1, flags: FLAG_SESSION, payload: Buffer.alloc(SESSION_TAG_BYTES - 1) });
+    expect(decodeFrameAt(short.frame, 0, ENTRY_BYTES_MAX).kind).toBe('bad');
+    const both = encodeEntry({ index: 1, timestampMs: 1, flags: FLAG_HOLE, payload: encodeHolePayload(1, 'x'), session: tag });
+    expect(decodeFrameAt(both.frame, 0, ENTRY_BYTES_MAX).kind).toBe('bad');
+  });
+
+  it('a flipped bit in the tag fails the entry checksum', () => {
+    const { frame } = encodeEntry({ index: 5, timestampMs: 9, flags: 0, payload: Buffer.from('x'), session: tag });
+    for (let bit = 0; bit < SESSION_TAG_BYTES * 8; bit++) {
+      const decoded = decodeFrameAt(flipBit(frame, ENTRY_HEADER_BYTES * 8 + bit), 0, ENTRY_BYTES_MAX);
+      expect(decoded.kind === 'entry' && decoded.bodyOk, `bit ${bit}`).toBe(false);
+    }
+  });
+
+  it('reads a version 1 segment header (written before session frames)', () => {
+    const v2 = encodeSegmentHeader({ segmentId: 1, firstIndex: 1, createdMs: 0, logId: 0n, logName: 'x' });
+    const v1 = Buffer.from(v2);
+    v1.writeUInt16LE(1, 4);
+    v1.writeBigUInt64BE(checksum64(v1.subarray(0, 120)), 120);
+    expect(decodeSegmentHeader(v1).ok).toBe(true);
+    expect(v2.readUInt16LE(4)).toBe(2);
   });
 });

@@ -8,7 +8,7 @@
 // the store answers again.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LocalPeer } from '../../src/cluster/local-peer.js';
-import { LogRuntime, type WriterElection } from '../../src/cluster/log-runtime.js';
+import { LogRuntime, type LogRuntimeContext, type WriterElection } from '../../src/cluster/log-runtime.js';
 import type { Leadership } from '../../src/cluster/election.js';
 import { SeededRandom, systemClock } from '../../src/io/index.js';
 import { NodeMetrics } from '../../src/observability/index.js';
@@ -187,7 +187,7 @@ class FakeWriterElection implements WriterElection {
 }
 
 /** A LogRuntime on node a, its own store behind a LocalPeer, with a fake writer election. */
-async function runtimeOnA(): Promise<{ runtime: LogRuntime; election: FakeWriterElection; local: LocalPeer; forwarded: string[] }> {
+async function runtimeOnA(forward?: LogRuntimeContext['forwardAppend']): Promise<{ runtime: LogRuntime; election: FakeWriterElection; local: LocalPeer; forwarded: string[] }> {
   const a = cluster.node('a');
     const local = localPeerOf('a');
     const election = new FakeWriterElection('a');
@@ -202,8 +202,9 @@ async function runtimeOnA(): Promise<{ runtime: LogRuntime; election: FakeWriter
         handlers: a.handlers,
         peers: resolverWithLocalPeer('a', local),
         liveMembers: () => ['a', 'b', 'c'],
-        forwardAppend: async (address, _log, payloads) => {
+        forwardAppend: async (address, log, payloads, deadlineMs, session) => {
           forwarded.push(address);
+          if (forward) return forward(address, log, payloads, deadlineMs, session);
           return { firstIndex: 100, lastIndex: 99 + payloads.length };
         },
         remoteCommitted: async () => 0,
@@ -273,5 +274,44 @@ describe('a LogRuntime whose writer is still recovering', () => {
     cluster.network.heal('b');
     cluster.network.heal('c');
     expect(await runtime.append([payloadOf(2)], false, 10_000)).toEqual({ firstIndex: 1, lastIndex: 1 });
+  });
+});
+
+describe('exactly-once appends through a LogRuntime (issue 12)', () => {
+  const session = { sessionId: '5e55'.repeat(8), sequence: 1 };
+
+  it('a forwarded append answered DEADLINE_EXCEEDED is not retried without a session (the writer may have appended it), and is with one', async () => {
+    const sessions: Array<unknown> = [];
+    let calls = 0;
+    const { runtime, election, forwarded } = await runtimeOnA(async (_address, _log, payloads, _deadlineMs, s) => {
+      sessions.push(s);
+      calls += 1;
+      if (calls <= 2) throw Object.assign(new Error('deadline exceeded'), { code: 4 });
+      return { firstIndex: 100, lastIndex: 99 + payloads.length };
+    });
+    election.elect('b', 1);
+    await expect(runtime.append([payloadOf(1)], false, 5_000)).rejects.toMatchObject({ code: 4 });
+    expect(forwarded).toHaveLength(1);
+    expect(await runtime.append([payloadOf(1)], false, 5_000, session)).toEqual({ firstIndex: 100, lastIndex: 100 });
+    expect(forwarded).toHaveLength(3);
+    expect(sessions.slice(1)).toEqual([session, session]);
+  });
+
+  it('a session batch sent again is answered with its original indices, also by the next writer, which rebuilds the table from the log', async () => {
+    const { runtime, election } = await runtimeOnA();
+    cluster.directory.leaderEpoch = 1;
+    election.elect('a', 1);
+    expect(await runtime.append([payloadOf(1), payloadOf(2)], false, 5_000, session)).toEqual({ firstIndex: 1, lastIndex: 2 });
+    expect(await runtime.append([payloadOf(1), payloadOf(2)], false, 5_000, session)).toEqual({ firstIndex: 1, lastIndex: 2 });
+    expect(await runtime.append([payloadOf(3)], false, 5_000)).toEqual({ firstIndex: 3, lastIndex: 3 });
+    // A new writer (a higher epoch): its table starts empty and is rebuilt from the session frames.
+    cluster.directory.leaderEpoch = 2;
+    election.elect('a', 2);
+    expect(await runtime.append([payloadOf(1), payloadOf(2)], false, 10_000, session)).toEqual({ firstIndex: 1, lastIndex: 2 });
+    expect(await runtime.append([payloadOf(4)], false, 5_000, { ...session, sequence: 2 })).toEqual({ firstIndex: 4, lastIndex: 4 });
+    expect(runtime.committedIndex()).toBe(4);
+    const read: string[] = [];
+    for await (const batch of runtime.read(1, 0, 100)) for (const e of batch) read.push(e.payload.toString('hex'));
+    expect(read).toEqual([payloadOf(1), payloadOf(2), payloadOf(3), payloadOf(4)].map((p) => Buffer.from(p).toString('hex')));
   });
 });

@@ -1,0 +1,191 @@
+// Exactly-once appends (design invariant 9), after Kafka's idempotent producer.
+//
+// A client session has an id (16 random bytes) and numbers its batches 1, 2, 3, ... The writer
+// keeps, per session, the outcome of its last few batches (sequence -> first and last index) and
+// answers a batch it has seen with its original indices instead of appending it again. The table
+// lives in memory but is derived from the log: the last entry of every session batch is a session
+// frame (format version 2, docs/FORMAT.md) carrying the session id, sequence and batch length, so
+// a new writer rebuilds the table from the log's recent entries before it takes a session append.
+//
+// Fault model: the writer may die with a batch in flight; the batch is then in the log (a
+// recovery sealed it in: its tag is there, the rebuilt table answers the retry) or not (the
+// retry appends it). Within one writer a failed batch never enters the log (the writer's own
+// recovery seals at its committed index), so a failure recorded nothing and the retry appends.
+// A retry that arrives while its original is still in flight waits for the original's outcome.
+//
+// Bounds: sessionsMax sessions (least recently used out first), batchesPerSessionMax outcomes
+// per session, sessions idle longer than ttlMs forgotten, and the rebuild reads at most
+// rebuildEntriesMax entries back from the committed end. A retry that comes later than those
+// bounds is either refused (its sequence is below what the session still remembers) or, for a
+// session forgotten entirely, appended again: documented in docs/CLUSTER.md.
+import { format } from '../wal/index.js';
+import { SessionSequenceError } from './errors.js';
+
+export interface SessionOptions {
+  readonly ttlMs: number;
+  readonly sessionsMax: number;
+  readonly batchesPerSessionMax: number;
+  readonly rebuildEntriesMax: number;
+}
+
+export const SESSION_DEFAULTS: SessionOptions = Object.freeze({
+  ttlMs: 15 * 60_000,
+  sessionsMax: 50_000,
+  batchesPerSessionMax: 32,
+  rebuildEntriesMax: 100_000,
+});
+
+export interface SessionRef {
+  readonly sessionId: string;
+  readonly sequence: number;
+}
+
+export interface BatchOutcome {
+  readonly sequence: number;
+  readonly firstIndex: number;
+  readonly lastIndex: number;
+}
+
+export type SessionLookup =
+  | { readonly kind: 'new' }
+  | { readonly kind: 'duplicate'; readonly firstIndex: number; readonly lastIndex: number }
+  | { readonly kind: 'too-old'; readonly lowestSequence: number };
+
+interface SessionState {
+  /** Ascending by sequence, at most batchesPerSessionMax. */
+  readonly batches: BatchOutcome[];
+  lastSeenMs: number;
+}
+
+/** The writer's memory of each session's recent batches. Pure: time is passed in. */
+export class SessionTable {
+  /** Map order is recency order: the first entry is the least recently used session. */
+  private readonly sessions = new Map<string, SessionState>();
+
+  constructor(private readonly options: SessionOptions = SESSION_DEFAULTS) {}
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  lookup(ref: SessionRef, nowMs: number): SessionLookup {
+    this.expire(nowMs);
+    const state = this.sessions.get(ref.sessionId);
+    if (!state) return { kind: 'new' };
+    const found = state.batches.find((b) => b.sequence === ref.sequence);
+    if (found) return { kind: 'duplicate', firstIndex: found.firstIndex, lastIndex: found.lastIndex };
+    const lowest = state.batches[0]?.sequence ?? 0;
+    // Forgotten already: appended or not, nobody can tell any more.
+    if (state.batches.length >= this.options.batchesPerSessionMax && ref.sequence < lowest) return { kind: 'too-old', lowestSequence: lowest };
+    return { kind: 'new' };
+  }
+
+  record(sessionId: string, outcome: BatchOutcome, atMs: number): void {
+    let state = this.sessions.get(sessionId);
+    if (state) this.sessions.delete(sessionId);
+    else state = { batches: [], lastSeenMs: atMs };
+    state.lastSeenMs = Math.max(state.lastSeenMs, atMs);
+    this.sessions.set(sessionId, state);
+    const batches = state.batches;
+    if (!batches.some((b) => b.sequence === outcome.sequence)) {
+      let at = batches.length;
+      while (at > 0 && (batches[at - 1] as BatchOutcome).sequence > outcome.sequence) at -= 1;
+      batches.splice(at, 0, outcome);
+      if (batches.length > this.options.batchesPerSessionMax) batches.shift();
+    }
+    while (this.sessions.size > this.options.sessionsMax) {
+      const oldest = this.sessions.keys().next().value as string;
+      this.sessions.delete(oldest);
+    }
+  }
+
+  /** Forgets sessions idle for longer than ttlMs (the least recently used come first). */
+  private expire(nowMs: number): void {
+    for (const [sessionId, state] of this.sessions) {
+      if (nowMs - state.lastSeenMs <= this.options.ttlMs) return;
+      this.sessions.delete(sessionId);
+    }
+  }
+}
+
+/** One entry of the log as the rebuild needs it. */
+export interface TaggedEntry {
+  readonly index: number;
+  readonly timestampMs: number;
+  readonly session?: format.SessionTag | undefined;
+}
+
+export interface SessionGateContext {
+  readonly options: SessionOptions;
+  readonly nowMs: () => number;
+  /** The writer's committed index once it is ready (all earlier segments sealed). */
+  readonly committedIndex: () => number;
+  /** Acknowledged entries from..to, in order (the log's reader). */
+  readonly readEntries: (from: number, to: number) => AsyncIterable<readonly TaggedEntry[]>;
+}
+
+/**
+ * The session table of one writer, with the rebuild from the log and the dedupe of retries that
+ * arrive while their original is in flight. One gate per writer: a new writer starts a new one.
+ */
+export class SessionGate {
+  readonly table: SessionTable;
+  private rebuilt: Promise<void> | undefined;
+  private readonly inFlight = new Map<string, Promise<BatchOutcome>>();
+
+  constructor(private readonly ctx: SessionGateContext) {
+    this.table = new SessionTable(ctx.options);
+  }
+
+  /**
+   * Appends a batch for a session at most once: the original indices for a batch seen before,
+   * the original's outcome for one still in flight, else append (which must tag the batch's last
+   * entry with the session, so that the next writer sees it).
+   */
+  async append(ref: SessionRef, append: (tag: format.SessionTag) => Promise<{ firstIndex: number; lastIndex: number }>, count: number): Promise<{ firstIndex: number; lastIndex: number }> {
+    await this.ensureRebuilt();
+    const key = `${ref.sessionId}/${ref.sequence}`;
+    const running = this.inFlight.get(key);
+    if (running) {
+      const outcome = await running;
+      return { firstIndex: outcome.firstIndex, lastIndex: outcome.lastIndex };
+    }
+    const found = this.table.lookup(ref, this.ctx.nowMs());
+    if (found.kind === 'duplicate') return { firstIndex: found.firstIndex, lastIndex: found.lastIndex };
+    if (found.kind === 'too-old') throw new SessionSequenceError(ref.sessionId, ref.sequence, found.lowestSequence);
+    const started = append({ sessionId: ref.sessionId, sequence: ref.sequence, count }).then((result) => {
+      const outcome = { sequence: ref.sequence, firstIndex: result.firstIndex, lastIndex: result.lastIndex };
+      this.table.record(ref.sessionId, outcome, this.ctx.nowMs());
+      return outcome;
+    });
+    this.inFlight.set(key, started);
+    try {
+      const outcome = await started;
+      return { firstIndex: outcome.firstIndex, lastIndex: outcome.lastIndex };
+    } finally {
+      this.inFlight.delete(key);
+    }
+  }
+
+  /** Reads the last rebuildEntriesMax entries once (again after a failed attempt). */
+  ensureRebuilt(): Promise<void> {
+    this.rebuilt ??= this.rebuild().catch((error: unknown) => {
+      this.rebuilt = undefined;
+      throw error;
+    });
+    return this.rebuilt;
+  }
+
+  private async rebuild(): Promise<void> {
+    const end = this.ctx.committedIndex();
+    const from = Math.max(1, end - this.ctx.options.rebuildEntriesMax + 1);
+    if (end < from) return;
+    for await (const batch of this.ctx.readEntries(from, end)) {
+      for (const entry of batch) {
+        const tag = entry.session;
+        if (!tag || tag.count > entry.index) continue;
+        this.table.record(tag.sessionId, { sequence: tag.sequence, firstIndex: entry.index - tag.count + 1, lastIndex: entry.index }, entry.timestampMs);
+      }
+    }
+  }
+}
