@@ -57,6 +57,18 @@ export function etcdRepairReports(etcd: ClusterMetadata): RepairReportStore {
   };
 }
 
+/**
+ * The node's side of reports/: records (or, with undefined, clears) a repair this node gave up
+ * on, for the coordinator (RepairServiceOptions.report).
+ */
+export function etcdRepairReporter(etcd: ClusterMetadata, self: string, clock: Pick<Clock, 'nowMs'>): (log: string, segmentId: number, failure: { detail: string } | undefined) => Promise<void> {
+  return async (log, segmentId, failure) => {
+    const key = etcd.keys.report(log, segmentId, self);
+    if (!failure) await etcd.delete(key);
+    else await etcd.put(key, { log, segmentId, node: self, state: 'failed', detail: failure.detail, attempts: 0, updatedMs: clock.nowMs() } satisfies RepairReportRecord);
+  };
+}
+
 /** How long the coordinator waits for one retried repair (the repair itself may go on). */
 export const REPORT_RETRY_DEADLINE_MS = 30_000;
 /** Retried repairs the coordinator has in flight at once. */

@@ -51,6 +51,8 @@ const EMPTY_ETCD: SimEtcdSnapshot = { revision: 0, kv: new Map(), leases: new Ma
 const DAMAGE_SPACING_MS = 15_000;
 const HEADER_BYTES = format.SEGMENT_HEADER_BYTES;
 const CLIENT_DEADLINE_MS = 5_000;
+/** After the final append: catch-up, scrub passes, repairs and the coordinator's retries. */
+const SETTLE_MS = 16_000;
 
 export async function runSeed(options: SimOptions): Promise<SimResult> {
   const o = { ...SIM_DEFAULTS, ...options };
@@ -310,16 +312,6 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   };
   scheduleFaults();
 
-  // Scrub passes run periodically on every node.
-  const scrubLoop = (): void => {
-    loop.schedule(2_000, () => {
-      for (const node of cluster.nodes) node.scrub().catch(() => undefined);
-      scrubLoop();
-    });
-  };
-  scrubLoop();
-
-
   // Online checks after every step are the model's (ack and read); run the faulty phase.
   const anyViolation = (): boolean => model.violations.length > 0 || standalone.model.violations.length > 0;
   await loop.run(o.durationMs, anyViolation);
@@ -353,13 +345,10 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   }
   if (!finalAppend) model.violate('log-accepts-appends', `no append succeeded within ${QUIESCE_MS_MAX} ms after every fault was healed`);
   else model.ack(finalAppend.firstIndex, finalAppend.lastIndex, ['final']);
-  // Let every node catch up on the sealed segments (its log runtime does, every 500 ms) and repair
-  // what the scrubber finds.
-  for (let pass = 0; pass < 3; pass += 1) {
-    await loop.run(loop.nowMs + 2_000);
-    await Promise.all(cluster.nodes.map((n) => n.scrub('coordinator').catch(() => undefined)).map((p) => loop.run(loop.nowMs + 5_000).then(() => p)));
-  }
-  await loop.run(loop.nowMs + 5_000);
+  // Let every node catch up on the sealed segments (its log runtime does, every 500 ms), its
+  // scrubber find damaged copies (every 2 s) and its repair service rebuild them, and the
+  // coordinator retry the repairs nodes gave up on.
+  await loop.run(loop.nowMs + SETTLE_MS);
 
   if (finalAppend && model.violations.length === 0) await checkFinal(cluster, model, finalAppend.lastIndex);
   const violations = [...standalone.model.violations.map((v) => ({ ...v, invariant: `store:${v.invariant}` })), ...model.violations];
