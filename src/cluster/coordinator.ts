@@ -57,6 +57,18 @@ export function etcdRepairReports(etcd: ClusterMetadata): RepairReportStore {
   };
 }
 
+/**
+ * The node's side of reports/: records (or, with undefined, clears) a repair this node gave up
+ * on, for the coordinator (RepairServiceOptions.report).
+ */
+export function etcdRepairReporter(etcd: ClusterMetadata, self: string, clock: Pick<Clock, 'nowMs'>): (log: string, segmentId: number, failure: { detail: string } | undefined) => Promise<void> {
+  return async (log, segmentId, failure) => {
+    const key = etcd.keys.report(log, segmentId, self);
+    if (!failure) await etcd.delete(key);
+    else await etcd.put(key, { log, segmentId, node: self, state: 'failed', detail: failure.detail, attempts: 0, updatedMs: clock.nowMs() } satisfies RepairReportRecord);
+  };
+}
+
 /** How long the coordinator waits for one retried repair (the repair itself may go on). */
 export const REPORT_RETRY_DEADLINE_MS = 30_000;
 /** Retried repairs the coordinator has in flight at once. */
@@ -145,21 +157,27 @@ export class Coordinator {
     return { ...replication, retried };
   }
 
-  /** Replaces members gone longer than goneAfterMs in the ensembles of sealed segments. Exposed for tests. */
+  /**
+   * Replaces members gone longer than goneAfterMs in the ensembles of sealed segments, and
+   * completes the ensembles of sealed segments created with fewer members than the log's
+   * replication factor (a writer opens a segment on the members live then). Exposed for tests.
+   */
   async restoreReplication(): Promise<{ reassigned: number; underReplicated: number }> {
     const live = new Set(this.o.liveMembers());
     const now = this.o.clock.monotonicMs(); // local durations only: missingSince never leaves this process
     let reassigned = 0;
     let underReplicated = 0;
-    for (const { log } of await this.o.directory.listLogs()) {
+    for (const { log, replicationFactor } of await this.o.directory.listLogs()) {
       for (const { meta, modRevision } of await this.o.directory.list(log)) {
         for (const node of meta.ensemble) {
           if (live.has(node)) this.missingSince.delete(node);
           else if (!this.missingSince.has(node)) this.missingSince.set(node, now);
         }
         const gone = meta.ensemble.filter((n) => !live.has(n) && now - (this.missingSince.get(n) ?? now) >= this.o.goneAfterMs);
-        if (meta.state !== 'SEALED' || gone.length === 0) continue;
-        const replaced = await this.reassign(meta, modRevision, gone, live);
+        // An empty segment holds nothing to copy.
+        const short = meta.lastIndex < meta.firstIndex ? 0 : Math.max(0, replicationFactor - meta.ensemble.length);
+        if (meta.state !== 'SEALED' || (gone.length === 0 && short === 0)) continue;
+        const replaced = await this.reassign(meta, modRevision, gone, short, live);
         if (replaced) reassigned += 1;
         else underReplicated += 1;
       }
@@ -168,8 +186,11 @@ export class Coordinator {
     return { reassigned, underReplicated };
   }
 
-  /** Replaces gone members of a sealed segment's ensemble by live nodes outside it. */
-  private async reassign(meta: SegmentMeta, modRevision: number, gone: readonly string[], live: ReadonlySet<string>): Promise<boolean> {
+  /**
+   * Replaces gone members of a sealed segment's ensemble by live nodes outside it, then adds up
+   * to short more. Whether the ensemble is whole afterwards.
+   */
+  private async reassign(meta: SegmentMeta, modRevision: number, gone: readonly string[], short: number, live: ReadonlySet<string>): Promise<boolean> {
     const candidates = [...live].filter((n) => !meta.ensemble.includes(n)).sort();
     if (candidates.length === 0) return false;
     const replacements = new Map<string, string>();
@@ -177,14 +198,16 @@ export class Coordinator {
       const candidate = candidates[i];
       if (candidate !== undefined) replacements.set(node, candidate);
     });
-    const ensemble = meta.ensemble.map((n) => replacements.get(n) ?? n);
+    const added = candidates.slice(replacements.size, replacements.size + short);
+    const ensemble = [...meta.ensemble.map((n) => replacements.get(n) ?? n), ...added];
     // The replaced members may come back with their copies: they stay repair sources and
     // protected holders (src/replication/replica-source.ts).
     const formerMembers = [...new Set([...(meta.formerMembers ?? []), ...replacements.keys()])];
     const updated: SegmentMeta = { ...meta, ensemble, formerMembers };
     if ((await this.o.directory.update(updated, modRevision)) === undefined) return false; // changed meanwhile: next round
-    this.o.logger.warn({ log: meta.log, segment: meta.segmentId, from: [...replacements.keys()], to: [...replacements.values()] }, 're-replicating a sealed segment away from a member that is gone');
-    return replacements.size === gone.length;
+    if (replacements.size > 0) this.o.logger.warn({ log: meta.log, segment: meta.segmentId, from: [...replacements.keys()], to: [...replacements.values()] }, 're-replicating a sealed segment away from a member that is gone');
+    if (added.length > 0) this.o.logger.warn({ log: meta.log, segment: meta.segmentId, added }, 'completing the ensemble of a sealed segment created short');
+    return replacements.size === gone.length && added.length === short;
   }
 
   /**

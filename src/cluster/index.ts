@@ -9,3 +9,6 @@ export { LogRuntime, type LogRuntimeContext } from './log-runtime.js';
 export { LocalPeer } from './local-peer.js';
 export { EtcdSegmentDirectory } from './directory.js';
 export { RepairService, type RepairServiceOptions, type DetectionSource } from './repairs.js';
+export { Scrubber, type ScrubberOptions } from './scrubber.js';
+export { InThreadScrubChecker } from './scrub-pool.js';
+export { Coordinator, type CoordinatorOptions, etcdRepairReporter, etcdRepairReports } from './coordinator.js';

@@ -18,7 +18,7 @@ import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from 
 import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
 import { InThreadScrubChecker, type ScrubChecker, ScrubWorkerPool, scrubWorkerScriptPath } from './scrub-pool.js';
-import { Coordinator, etcdRepairReports } from './coordinator.js';
+import { Coordinator, etcdRepairReporter, etcdRepairReports } from './coordinator.js';
 import { Election, currentLeader, etcdElectionStore, parseEpochFloor } from './election.js';
 import { Backoff } from './backoff.js';
 import { EtcdSegmentDirectory } from './directory.js';
@@ -177,12 +177,7 @@ export class ClusterNode implements NodeApi {
           this.logger.warn({ log, segment: segmentId, peer: node, err: error }, 'failed to have a distrusted replica check its copy'),
         );
       },
-      report: async (log, segmentId, failure) => {
-        const etcd = this.etcd as EtcdMetadata;
-        const key = etcd.keys.report(log, segmentId, options.id);
-        if (!failure) await etcd.delete(key);
-        else await etcd.put(key, { log, segmentId, node: options.id, state: 'failed', detail: failure.detail, attempts: 0, updatedMs: clock.nowMs() });
-      },
+      report: etcdRepairReporter(this.etcd, options.id, clock),
     });
     this.handlers.onDamage = (log, segmentId, detail) => this.repairs?.schedule(log, segmentId, 'read', detail);
     await this.watchMembers();

@@ -12,7 +12,7 @@ import type { LogStores, SegmentMeta } from '../replication/index.js';
 import type { EtcdSegmentDirectory } from './directory.js';
 import type { RepairService } from './repairs.js';
 import type { ScrubChecker } from './scrub-pool.js';
-import type { NodeMetrics } from '../observability/index.js';
+import type { Counter, Gauge } from 'prom-client';
 
 export interface ScrubberOptions {
   readonly self: string;
@@ -23,7 +23,8 @@ export interface ScrubberOptions {
   /** Pause between two passes over everything. */
   readonly passIntervalMs: number;
   readonly entryBytesMax: number;
-  readonly metrics: NodeMetrics;
+  /** NodeMetrics in production; the simulator counts nothing. */
+  readonly metrics: { readonly scrubBytes: Pick<Counter, 'inc'>; readonly scrubPassSeconds: Pick<Gauge, 'set'> };
   readonly logger: Logger;
   /** Where each segment file is verified (a worker thread in production); stopped with the scrubber. */
   readonly checker: ScrubChecker;

@@ -9,8 +9,8 @@ import pino, { type Logger } from 'pino';
 import { type Clock, type Disk, type SeededRandom } from '../io/index.js';
 import { RecoveryMetrics } from '../recovery/index.js';
 import { type WalStore, format } from '../wal/index.js';
-import { Election, EtcdSegmentDirectory, LocalPeer, LogRuntime, NodeSession, RepairService, etcdElectionStore, parseMemberInfo } from '../cluster/index.js';
-import { type LogMeta, LogStores, NotWriterError, PeerHandlers, type PeerResolver, expectationOfMeta } from '../replication/index.js';
+import { type ClusterMetadata, Coordinator, Election, EtcdSegmentDirectory, InThreadScrubChecker, LocalPeer, LogRuntime, NodeSession, RepairService, Scrubber, etcdElectionStore, etcdRepairReporter, etcdRepairReports, parseMemberInfo } from '../cluster/index.js';
+import { type LogMeta, LogStores, NotWriterError, PeerHandlers, type PeerResolver } from '../replication/index.js';
 import type { SimEtcd, SimLease } from './directory.js';
 import { type CrashMode, SimFileSystem } from './disk.js';
 import type { SimLoop, SimProcess } from './loop.js';
@@ -21,9 +21,24 @@ const DATA_DIR = '/data';
 /** The nodes' lease TTL (production's default --lease-ttl-seconds is 3 as well). */
 export const SIM_LEASE_TTL_SECONDS = 3;
 const CATCH_UP_INTERVAL_MS = 500;
+/** Scrub passes every 2 s (production's default is 30 s: a simulated run lasts a minute or two). */
+export const SIM_SCRUB_INTERVAL_MS = 2_000;
+const SCRUB_BYTES_PER_SECOND_MAX = 16 * 1024 * 1024;
+/** The coordinator's round interval (production's default). */
+const COORDINATOR_INTERVAL_MS = 2_000;
+/**
+ * A member missing this long is replaced in the ensembles of the sealed segments it held
+ * (production's default is 30 s). Above the longest pause or etcd cut the faults inject (8.5 s),
+ * so that only a node lost for good (or down through quiescence) is replaced.
+ */
+const GONE_AFTER_MS = 10_000;
+/** Retries of a repair the coordinator makes before it abandons it (node.ts). */
+const REPAIR_ATTEMPTS_MAX = 3;
 
 /** Metrics the log runtime sets: counted nowhere (the checker reads the model, not metrics). */
 const NO_METRICS = { appendLatency: { observe: () => undefined }, appendedEntries: { inc: () => undefined }, segmentsBehind: { set: () => undefined }, replicationLag: { set: () => undefined } };
+const NO_SCRUB_METRICS = { scrubBytes: { inc: () => undefined }, scrubPassSeconds: { set: () => undefined } };
+const NO_COORDINATOR_METRICS = { underReplicatedSegments: { set: () => undefined } };
 
 export interface SimNodeRuntime {
   readonly process: SimProcess;
@@ -42,6 +57,9 @@ export interface SimNodeRuntime {
   store?: WalStore;
   /** The node's repairs of its sealed copies from replicas (src/cluster/repairs.ts). */
   readonly repairs: RepairService;
+  /** The node's scrubber and its coordinator candidacy, once registered (as node.ts starts them). */
+  scrubber?: Scrubber;
+  coordinator?: Coordinator;
 }
 
 export class SimNode {
@@ -49,29 +67,13 @@ export class SimNode {
   runtime: SimNodeRuntime | undefined;
   private incarnation = 0;
   crashes = 0;
+  /** Lost for good (--lose-nodes): crashed, never restarted. */
+  lost = false;
   /** Per segment, the last index the store said was durable when the node crashed. */
   private durableAtCrash: Map<number, number> | undefined;
 
   constructor(readonly id: string, private readonly sim: SimCluster, private readonly random: SeededRandom) {
     this.fs = new SimFileSystem(id, random.fork());
-  }
-
-  /**
-   * One scrub pass (as the node's Scrubber does): every sealed copy it holds is checked against
-   * etcd's record; a damaged one goes to the repair service. With source 'coordinator' it
-   * stands for the coordinator retrying a repair the node gave up on (no hold-off).
-   */
-  async scrub(source: 'scrub' | 'coordinator' = 'scrub'): Promise<void> {
-    const runtime = this.runtime;
-    if (!runtime?.store) return;
-    const store = runtime.store;
-    for (const { meta } of await runtime.directory.list(SIM_LOG)) {
-      if (meta.state !== 'SEALED' || !meta.ensemble.includes(this.id) || store.segmentRecord(meta.segmentId)?.state !== 'sealed') continue;
-      const inspection = await store.checkSealedSegment(meta.segmentId, expectationOfMeta(meta));
-      if (inspection.findings.length === 0) continue;
-      if (source === 'coordinator') await runtime.repairs.repairNow(SIM_LOG, meta.segmentId, { strategy: 'partial', dryRun: false, source }).catch(() => undefined);
-      else runtime.repairs.schedule(SIM_LOG, meta.segmentId, source, inspection.findings[0]?.detail ?? 'damaged');
-    }
   }
 
   /** Sealed segment files this node holds (etcd SEALED, sealed here): candidates for bit rot. */
@@ -100,6 +102,7 @@ export class SimNode {
 
   start(): SimNodeRuntime {
     const { sim } = this;
+    if (this.lost) throw new Error(`${this.id} is lost for good and never starts again`);
     const process: SimProcess = { name: `${this.id}#${(this.incarnation += 1)}`, incarnation: this.incarnation, alive: true };
     const disk = this.fs.diskFor(sim.loop, process);
     const clock = sim.loop.clockFor(process);
@@ -128,7 +131,9 @@ export class SimNode {
       strategy: 'partial',
       roundsMax: 3,
       logger,
-      report: async () => undefined,
+      report: etcdRepairReporter(meta, this.id, clock),
+      // A member that served bytes failing verification is asked to check its copy (node.ts).
+      checkPeer: (node, _log, segmentId) => void sim.network.repairOn(this.id, node, process, segmentId, 'request', RPC_DEADLINE_MS).catch(() => undefined),
       clock,
       random: random.fork(),
       disk,
@@ -140,6 +145,7 @@ export class SimNode {
       handlers,
       committed: () => runtime.log?.committedIndex(),
       append: (payloads, deadlineMs) => (runtime.log ? runtime.log.append(payloads, true, deadlineMs) : Promise.reject(new NotWriterError(SIM_LOG, undefined))),
+      repair: async (segmentId, source) => (await repairs.repairNow(SIM_LOG, segmentId, { strategy: 'partial', dryRun: false, source })).outcome === 'done',
     });
     // A node opens (and recovers) its logs, starts their runtimes, then registers (node.ts).
     const expected = this.durableAtCrash;
@@ -204,8 +210,48 @@ export class SimNode {
       };
       await startLog();
       await session.start();
+      await this.startBackgroundDuties(runtime, meta, logger, random);
     })().catch((error: unknown) => sim.trace(`${this.id} failed to start: ${describe(error)}`));
     return runtime;
+  }
+
+  /** The scrubber and the coordinator candidacy, wired and started as node.ts does after registering. */
+  private async startBackgroundDuties(runtime: SimNodeRuntime, meta: ClusterMetadata<SimLease>, logger: Logger, random: SeededRandom): Promise<void> {
+    const { clock, process, stores, directory, repairs, session } = runtime;
+    const scrubber = new Scrubber({
+      self: this.id,
+      logs: stores,
+      directory,
+      repairs,
+      bytesPerSecondMax: SCRUB_BYTES_PER_SECOND_MAX,
+      passIntervalMs: SIM_SCRUB_INTERVAL_MS,
+      entryBytesMax: this.sim.logMeta.segmentBytesMax,
+      metrics: NO_SCRUB_METRICS,
+      logger,
+      checker: new InThreadScrubChecker(runtime.disk),
+      clock,
+      random: random.fork(),
+    });
+    runtime.scrubber = scrubber;
+    scrubber.start();
+    const coordinatorLogger = logger.child({ role: 'coordinator' });
+    const coordinator = new Coordinator({
+      self: this.id,
+      election: new Election({ store: etcdElectionStore(meta), prefix: meta.keys.coordinatorPrefix(), session, logger: coordinatorLogger, clock, random: random.fork() }),
+      directory,
+      reports: etcdRepairReports(meta),
+      liveMembers: () => this.sim.registeredMembers(),
+      repairOn: async (node, _log, segmentId, deadlineMs) =>
+        node === this.id ? (await repairs.repairNow(SIM_LOG, segmentId, { strategy: 'partial', dryRun: false, source: 'coordinator' })).outcome === 'done' : this.sim.network.repairOn(this.id, node, process, segmentId, 'coordinator', deadlineMs),
+      metrics: NO_COORDINATOR_METRICS,
+      logger: coordinatorLogger,
+      goneAfterMs: this.sim.goneAfterMs,
+      intervalMs: COORDINATOR_INTERVAL_MS,
+      maxRecoveryAttempts: REPAIR_ATTEMPTS_MAX,
+      clock,
+    });
+    runtime.coordinator = coordinator;
+    await coordinator.start();
   }
 
   /** kill -9, and the machine loses power with it: unsynced state goes per the crash mode. */
@@ -220,6 +266,13 @@ export class SimNode {
     this.sim.network.attach(this.id, undefined);
     this.fs.crash(mode);
     this.crashes += 1;
+  }
+
+  /** The node is gone for good: its process dies and its disk with it. */
+  lose(): void {
+    this.lost = true;
+    this.crash('lose-unsynced');
+    this.durableAtCrash = undefined;
   }
 
   /** The process stops for ms (a long GC pause, SIGSTOP): nothing it does runs meanwhile. */
@@ -244,6 +297,7 @@ export class SimCluster {
   readonly metrics = new RecoveryMetrics();
   readonly logger: Logger = pino({ level: process.env['WAL_SIM_LOG'] ?? 'silent' });
   readonly logMeta: LogMeta;
+  readonly goneAfterMs = GONE_AFTER_MS;
   /** Where violations found by the cluster itself go (the run's model). */
   violate: (invariant: string, detail: string) => void = () => undefined;
 

@@ -49,6 +49,8 @@ export interface Endpoint {
   readonly committed: () => number | undefined;
   /** A client append forwarded to this node (WalService Append, marked forwarded). */
   readonly append: (payloads: readonly Uint8Array[], deadlineMs: number) => Promise<AppendResult>;
+  /** AdminService RepairSegment of this node's copy (the coordinator's retry, a distrusted replica's check): whether it is intact now. */
+  readonly repair: (segmentId: number, source: 'coordinator' | 'request') => Promise<boolean>;
 }
 
 export class SimNetwork {
@@ -113,6 +115,11 @@ export class SimNetwork {
     return this.remote(from, to, caller, (endpoint) => endpoint.append(payloads, deadlineMs));
   }
 
+  /** RepairSegment on node to, asked by node from (the coordinator, or a repair that distrusts to's copy). */
+  repairOn(from: string, to: string, caller: SimProcess, segmentId: number, source: 'coordinator' | 'request', deadlineMs: number): Promise<boolean> {
+    return this.remote(from, to, caller, (endpoint) => endpoint.repair(segmentId, source), false, deadlineMs);
+  }
+
   private local<T>(node: string, caller: SimProcess, call: (h: PeerHandlers) => Promise<T>): Promise<T> {
     const endpoint = this.endpoints.get(node);
     if (!endpoint || endpoint.process !== caller) return new Promise<T>(() => undefined); // our own process is gone
@@ -155,7 +162,7 @@ export class SimNetwork {
    * A call from one node to another. Peer-protocol requests (duplicable) may be delivered twice;
    * a forwarded client append is not (its retries are the client's business: issue 12).
    */
-  private remote<T>(from: string, to: string, caller: SimProcess, call: (endpoint: Endpoint) => Promise<T>, duplicable = false): Promise<T> {
+  private remote<T>(from: string, to: string, caller: SimProcess, call: (endpoint: Endpoint) => Promise<T>, duplicable = false, deadlineMs = RPC_DEADLINE_MS): Promise<T> {
     this.messages += 1;
     return new Promise<T>((resolve, reject) => {
       let settled = false;
@@ -165,7 +172,7 @@ export class SimNetwork {
         cancelDeadline();
         fn();
       };
-      const cancelDeadline = this.loop.schedule(RPC_DEADLINE_MS, () => settle(() => reject(new SimServiceError(STATUS_DEADLINE_EXCEEDED, `call to ${to}: deadline exceeded`))), caller);
+      const cancelDeadline = this.loop.schedule(deadlineMs, () => settle(() => reject(new SimServiceError(STATUS_DEADLINE_EXCEEDED, `call to ${to}: deadline exceeded`))), caller);
       if (this.lost(from, to)) {
         this.dropped += 1;
         return;

@@ -27,6 +27,11 @@ export interface SimOptions {
   readonly faultEveryMs?: number;
   /** Restore etcd from an older snapshot, or wipe it, now and then (issue 8 #9). */
   readonly etcdRestore?: boolean;
+  /**
+   * Lose one node for good during the faulty phase (it crashes and never returns): the
+   * coordinator must restore replication away from it (issue 9, node loss).
+   */
+  readonly loseNodes?: boolean;
   /** Keep the last lines of the trace for the report of a failing seed. */
   readonly traceLinesMax?: number;
 }
@@ -43,7 +48,7 @@ export interface SimResult {
   readonly trace: readonly string[];
 }
 
-export const SIM_DEFAULTS = Object.freeze({ durationMs: 20_000, clients: 4, readers: 2, nodes: 3, segmentBytesMax: 8 * 1024, faultEveryMs: 700, traceLinesMax: 60, etcdRestore: false });
+export const SIM_DEFAULTS = Object.freeze({ durationMs: 20_000, clients: 4, readers: 2, nodes: 3, segmentBytesMax: 8 * 1024, faultEveryMs: 700, traceLinesMax: 60, etcdRestore: false, loseNodes: false });
 
 const QUIESCE_MS_MAX = 60_000;
 const EMPTY_ETCD: SimEtcdSnapshot = { revision: 0, kv: new Map(), leases: new Map() };
@@ -51,6 +56,8 @@ const EMPTY_ETCD: SimEtcdSnapshot = { revision: 0, kv: new Map(), leases: new Ma
 const DAMAGE_SPACING_MS = 15_000;
 const HEADER_BYTES = format.SEGMENT_HEADER_BYTES;
 const CLIENT_DEADLINE_MS = 5_000;
+/** After the final append: catch-up, scrub passes, repairs and the coordinator's retries. */
+const SETTLE_MS = 16_000;
 
 export async function runSeed(options: SimOptions): Promise<SimResult> {
   const o = { ...SIM_DEFAULTS, ...options };
@@ -66,7 +73,9 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   };
   const network = new SimNetwork(loop, random.fork());
   const etcd = new SimEtcd(loop, random.fork());
-  const cluster = new SimCluster(loop, network, etcd, random.fork(), o.nodes, o.segmentBytesMax, trace);
+  // With node loss, 3 or 4 nodes: with 4 the coordinator has a node to re-replicate to.
+  const nodeCount = o.loseNodes && options.nodes === undefined ? 3 + random.fork().int(2) : o.nodes;
+  const cluster = new SimCluster(loop, network, etcd, random.fork(), nodeCount, o.segmentBytesMax, trace);
   const model = new Model(() => loop.nowMs);
   cluster.violate = (invariant, detail) => model.violate(invariant, detail);
   const faults: Record<string, number> = {};
@@ -166,17 +175,17 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   const injectFault = (): void => {
     if (o.etcdRestore && chaos.chance(0.05)) return restoreEtcd();
     const roll = chaos.int(120);
-    const down = cluster.nodes.filter((n) => !n.alive);
+    const down = cluster.nodes.filter((n) => !n.alive && !n.lost);
     if (roll < 27) {
-      // Crash a node (at most R - AQ at a time), restart it later.
+      // Crash a node (at most R - AQ at a time besides a node lost for good), restart it later.
       if (down.length >= 1) return;
-      const node = chaos.pick(cluster.nodes);
+      const node = chaos.pick(cluster.nodes.filter((n) => !n.lost));
       const mode: CrashMode = chaos.pick(CRASH_MODES);
       countFault(`crash:${mode}`);
       trace(`crash ${node.id} ${mode}`);
       node.crash(mode);
       loop.schedule(50 + chaos.next() * 3_000, () => {
-        if (node.alive) return;
+        if (node.alive || node.lost) return;
         trace(`restart ${node.id}`);
         node.start();
       });
@@ -223,7 +232,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       // recently anywhere (one intact copy of every entry must remain: losing every copy is out
       // of scope), at most once per 15 s per segment.
       const node = chaos.pick(cluster.nodes);
-      const sealed = new Set(etcd.segmentRecords(SIM_LOG).filter((r) => r.meta.state === 'SEALED').map((r) => r.meta.segmentId));
+      const sealed = damageableSegments(cluster);
       const files = node.sealedFiles(sealed).filter((f) => loop.nowMs - (damagedAt.get(f.segmentId) ?? -Infinity) > DAMAGE_SPACING_MS);
       if (files.length === 0) return;
       const file = chaos.pick(files);
@@ -309,16 +318,16 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     });
   };
   scheduleFaults();
-
-  // Scrub passes run periodically on every node.
-  const scrubLoop = (): void => {
-    loop.schedule(2_000, () => {
-      for (const node of cluster.nodes) node.scrub().catch(() => undefined);
-      scrubLoop();
+  // A node lost for good: it crashes at some point of the faulty phase and never comes back,
+  // whatever else is down then (its synced data is gone with it).
+  if (o.loseNodes) {
+    loop.schedule(o.durationMs * (0.2 + 0.6 * chaos.next()), () => {
+      const node = chaos.pick(cluster.nodes);
+      countFault('node-lost');
+      trace(`lose ${node.id} for good`);
+      node.lose();
     });
-  };
-  scrubLoop();
-
+  }
 
   // Online checks after every step are the model's (ack and read); run the faulty phase.
   const anyViolation = (): boolean => model.violations.length > 0 || standalone.model.violations.length > 0;
@@ -334,7 +343,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   etcd.down = false;
   etcd.unreachable.clear();
   etcd.lostAnswerProbability = 0;
-  for (const node of cluster.nodes) if (!node.alive) node.start();
+  for (const node of cluster.nodes) if (!node.alive && !node.lost) node.start();
   trace('quiesce');
   await standalone.finish();
   await loop.run(loop.nowMs + 6_000, () => model.violations.length > 0);
@@ -353,14 +362,14 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   }
   if (!finalAppend) model.violate('log-accepts-appends', `no append succeeded within ${QUIESCE_MS_MAX} ms after every fault was healed`);
   else model.ack(finalAppend.firstIndex, finalAppend.lastIndex, ['final']);
-  // Let every node catch up on the sealed segments (its log runtime does, every 500 ms) and repair
-  // what the scrubber finds.
-  for (let pass = 0; pass < 3; pass += 1) {
-    await loop.run(loop.nowMs + 2_000);
-    await Promise.all(cluster.nodes.map((n) => n.scrub('coordinator').catch(() => undefined)).map((p) => loop.run(loop.nowMs + 5_000).then(() => p)));
-  }
-  await loop.run(loop.nowMs + 5_000);
+  // Let every node catch up on the sealed segments (its log runtime does, every 500 ms), its
+  // scrubber find damaged copies (every 2 s) and its repair service rebuild them, and the
+  // coordinator retry the repairs nodes gave up on.
+  // The coordinator replaces a lost node in the ensembles it was in once it has been gone
+  // goneAfterMs (a new coordinator starts its own clocks).
+  await loop.run(loop.nowMs + SETTLE_MS + (o.loseNodes ? cluster.goneAfterMs : 0));
 
+  if (finalAppend && model.violations.length === 0) checkCampaigns(cluster, model);
   if (finalAppend && model.violations.length === 0) await checkFinal(cluster, model, finalAppend.lastIndex);
   const violations = [...standalone.model.violations.map((v) => ({ ...v, invariant: `store:${v.invariant}` })), ...model.violations];
   const operations = [model, standalone.model].reduce((sum, m) => sum + m.appendsAcked + m.appendsFailed + m.readsServed + m.readsFailed, 0);
@@ -379,6 +388,15 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
 }
 
 /**
+ * Sealed segments (etcd SEALED) that bit rot may hit: those with at least two members not lost
+ * for good (damage to the last copy of an entry is out of scope).
+ */
+function damageableSegments(cluster: SimCluster): Set<number> {
+  const kept = (node: string): boolean => !cluster.node(node).lost;
+  return new Set(cluster.etcd.segmentRecords(SIM_LOG).filter((r) => r.meta.state === 'SEALED' && r.meta.ensemble.filter(kept).length >= 2).map((r) => r.meta.segmentId));
+}
+
+/**
  * Where silent disk faults may hit a node: its catalog (always rebuildable from the segment
  * files) and its copies of sealed segments (etcd SEALED) not damaged anywhere within
  * DAMAGE_SPACING_MS, as bit rot. Never the open segment: a lost write there takes an acknowledged
@@ -389,7 +407,7 @@ function diskFaultTarget(node: SimNode, cluster: SimCluster, damagedAt: Map<numb
     const match = /\/segments\/(\d{20})\.wal(\.tmp)?$/.exec(path);
     return match?.[1] === undefined ? undefined : Number(match[1]);
   };
-  const sealedIds = (): Set<number> => new Set(cluster.etcd.segmentRecords(SIM_LOG).filter((r) => r.meta.state === 'SEALED').map((r) => r.meta.segmentId));
+  const sealedIds = (): Set<number> => damageableSegments(cluster);
   const spaced = (segmentId: number): boolean => loop.nowMs - (damagedAt.get(segmentId) ?? -Infinity) > DAMAGE_SPACING_MS;
   return {
     label: node.id,
@@ -417,10 +435,33 @@ function diskFaultTarget(node: SimNode, cluster: SimCluster, damagedAt: Map<numb
   };
 }
 
-/** Reads the whole log back from the segments' members and checks it against the model. */
+/**
+ * Issue 9 #4: once faults heal, every live node holds a candidacy for the log's writer and for
+ * the coordinator role (a campaign that failed is retried), so losing any one node never leaves
+ * a role without a candidate.
+ */
+function checkCampaigns(cluster: SimCluster, model: Model): void {
+  const { etcd } = cluster;
+  for (const node of cluster.nodes) {
+    if (!node.alive) continue;
+    for (const [role, prefix] of [['writer', etcd.keys.writerPrefix(SIM_LOG)], ['coordinator', etcd.keys.coordinatorPrefix()]] as const) {
+      if (!etcd.keysUnder(prefix).some((key) => key.slice(prefix.length).startsWith(`${node.id}-`))) {
+        model.violate('live-nodes-campaign', `${node.id} is live and holds no candidacy for the ${role} role after every fault was healed`);
+      }
+    }
+  }
+}
+
+/**
+ * Reads the whole log back from the segments' members and checks it against the model; every
+ * sealed segment must have as many live intact copies as the log's replication factor allows
+ * with the nodes still there (replication-restored: the coordinator re-replicates away from a
+ * node lost for good and completes ensembles created short while a node was down).
+ */
 async function checkFinal(cluster: SimCluster, model: Model, committedIndex: number): Promise<void> {
   const records = cluster.etcd.segmentRecords(SIM_LOG);
   const finalLog = new Map<number, string>();
+  const intactCopies = new Map<number, number>();
   const pending: Array<Promise<void>> = [];
   for (const { meta } of records) {
     if (meta.state === 'SEALED' && meta.lastIndex < meta.firstIndex) continue;
@@ -454,6 +495,7 @@ async function checkFinal(cluster: SimCluster, model: Model, committedIndex: num
               return;
             }
           }
+          intactCopies.set(meta.segmentId, (intactCopies.get(meta.segmentId) ?? 0) + 1);
         })(),
       );
     }
@@ -471,6 +513,13 @@ async function checkFinal(cluster: SimCluster, model: Model, committedIndex: num
     while (!finished) await cluster.loop.run(cluster.loop.nowMs + 1_000, () => finished);
   }
   model.checkFinal(finalLog, committedIndex);
+  const nodesLeft = cluster.nodes.filter((n) => !n.lost).length;
+  const copiesNeeded = Math.min(cluster.logMeta.replicationFactor, nodesLeft);
+  for (const { meta } of records) {
+    if (meta.state !== 'SEALED' || meta.lastIndex < meta.firstIndex) continue;
+    const copies = intactCopies.get(meta.segmentId) ?? 0;
+    if (copies < copiesNeeded) model.violate('replication-restored', `segment ${meta.segmentId} has ${copies} live intact copies after every fault was healed (ensemble ${meta.ensemble.join(',')}), ${copiesNeeded} needed`);
+  }
   // Every node serves the whole log through its read path once every fault is healed.
   const readBack = Promise.all(
     cluster.nodes.map(async (node) => {

@@ -136,6 +136,20 @@ describe('coordinator duties', () => {
     expect(h.repairs.inFlight).toBe(2); // still hanging: replication did not wait for them
   });
 
+  it('a sealed segment created with a short ensemble (a member was down when it opened) gets members up to the replication factor; an empty one does not', async () => {
+    const h = await harness();
+    await h.directory.create(sealed(3, ['c', 'd']));
+    await h.directory.create({ ...sealed(4, ['d', 'e']), lastIndex: 39, indexCount: 0 });
+    expect(await h.coordinator.restoreReplication()).toEqual({ reassigned: 1, underReplicated: 0 });
+    expect(h.directory.segment(LOG, 3).ensemble).toEqual(['c', 'd', 'a']);
+    expect(h.directory.segment(LOG, 4).ensemble).toEqual(['d', 'e']);
+    h.live.clear();
+    for (const node of ['c', 'd']) h.live.add(node);
+    await h.directory.create(sealed(5, ['c', 'd']));
+    expect(await h.coordinator.restoreReplication()).toMatchObject({ underReplicated: 1 }); // no node outside it: reported
+    expect(h.directory.segment(LOG, 5).ensemble).toEqual(['c', 'd']);
+  });
+
   it('a retry that gets no answer within reportRetryDeadlineMs counts as a failed attempt, and the report is abandoned after maxRecoveryAttempts', async () => {
     const h = await harness({ reportRetryDeadlineMs: 100 });
     h.reports.add('b', 10);
