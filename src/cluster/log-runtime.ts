@@ -352,7 +352,10 @@ export class LogRuntime {
         // local NotWriterError (nothing was queued) is safe: a remote UNAVAILABLE, ABORTED or
         // DEADLINE_EXCEEDED may come after the writer appended it (issue 12).
         const retryable = error instanceof NotWriterError || (session !== undefined && (isUnavailable(error) || error instanceof QuorumUnavailableError));
-        if (forwarded || !retryable || clock.monotonicMs() + 50 >= end) throw error;
+        // A forwarded append that found this node elected but its writer still starting waits for
+        // it (nothing was queued); one for a writer elsewhere goes back to its sender.
+        const startingHere = error instanceof NotWriterError && this.election?.leadership()?.leader === this.ctx.self;
+        if ((forwarded && !startingHere) || !retryable || clock.monotonicMs() + 50 >= end) throw error;
         await clock.sleep(Math.min(backoff.next(), Math.max(0, end - clock.monotonicMs())));
       }
     }
