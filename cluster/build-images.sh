@@ -2,7 +2,8 @@
 # Builds the container images offline, FROM scratch, from what this machine has installed (no
 # registry is needed):
 #   wal-recovery-node:local        node (the host's binary + the libraries ldd lists), the built app
-#                                  (dist/, proto/, production node_modules), healthcheck.mjs
+#                                  (dist/, proto/, production node_modules), healthcheck.mjs, and
+#                                  openssl with its openssl.cnf (`wal-recovery certs` runs it)
 #   wal-recovery-etcd:local        /usr/bin/etcd (Debian etcd-server)
 #   wal-recovery-prometheus:local  /usr/bin/prometheus (Debian prometheus), only when installed
 #
@@ -78,6 +79,13 @@ mkdir -p "$ROOT/app/cluster" "$ROOT/usr/local/bin" "$CTX/data"
 base_files "$ROOT" walrecovery 10001
 copy_with_libs "$NODE_BIN" "$ROOT" /usr/local/bin/node
 copy_with_libs "$(readlink -f /usr/bin/env)" "$ROOT" /usr/bin/env  # the bin's "#!/usr/bin/env node"
+# openssl for the certs step of docker-compose.yml; `openssl req` reads OPENSSLDIR/openssl.cnf.
+OPENSSL_BIN="$(command -v openssl || true)"
+[ -n "$OPENSSL_BIN" ] || { echo "build-images: no openssl (apt-get install -y openssl): docker-compose's certs step needs it" >&2; exit 2; }
+copy_with_libs "$(readlink -f "$OPENSSL_BIN")" "$ROOT" /usr/bin/openssl
+OPENSSL_DIR="$(openssl version -d | sed -E 's/^OPENSSLDIR: "(.*)"$/\1/')"
+mkdir -p "$ROOT$OPENSSL_DIR"
+cp -L "$OPENSSL_DIR/openssl.cnf" "$ROOT$OPENSSL_DIR/openssl.cnf"
 log "app and production node_modules"
 cp -a dist proto package.json package-lock.json "$ROOT/app/"
 cp cluster/healthcheck.mjs "$ROOT/app/cluster/"

@@ -68,7 +68,7 @@ export async function issue(dir: string, file: string, o: { name: string; role: 
   const csr = `${file}.csr`;
   const ext = `${file}.ext`;
   await openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${o.name}/OU=${o.role.startsWith('etcd') ? 'etcd' : o.role}`], dir);
-  const sans = o.sans ?? [];
+  const sans = [...new Set(o.sans ?? [])]; // --hosts may repeat a default name
   const lines = ['basicConstraints=CA:FALSE', `extendedKeyUsage=${extendedKeyUsage(o.role)}`];
   if (sans.length > 0) lines.push(`subjectAltName=${sans.map((h) => (/^\d+\.\d+\.\d+\.\d+$/.test(h) ? `IP:${h}` : `DNS:${h}`)).join(',')}`);
   await writeFile(join(dir, ext), `${lines.join('\n')}\n`);

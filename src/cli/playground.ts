@@ -198,7 +198,9 @@ export async function runPlayground(o: PlaygroundOptions, print: (text: string) 
   try {
     const ids = Array.from({ length: o.nodes }, (_, i) => `n${i + 1}`);
     // Kept when --dir is reused: the nodes' data outlives one run, and so does their CA.
-    const certs = o.insecure ? undefined : await makeCerts({ outDir: join(dir, 'certs'), nodes: ids, keepExisting: true });
+    const certs = o.insecure ? undefined : await makeCerts({ outDir: join(dir, 'certs'), nodes: ids, keepExisting: true }).catch((error: unknown) => {
+      throw new UsageError(`${error instanceof Error ? error.message : String(error)} (or run playground --insecure, without TLS)`);
+    });
     const etcd = await startEtcd(dir, certs, children);
     const nodes: PlaygroundNode[] = [];
     for (const id of ids) nodes.push(await startNode(id, dir, etcd, certs, o.segmentBytes, children));

@@ -46,14 +46,14 @@ export function untilSignal(): Promise<NodeJS.Signals> {
 
 export async function runNode(o: NodeVerbOptions, print: (line: string) => Promise<void>): Promise<ExitCode> {
   const logger = createLogger({ level: o.verbose ? 'debug' : (process.env['WAL_RECOVERY_LOG_LEVEL'] ?? 'info'), base: { node: o.id } });
-  // Installed before starting: a node still starting (etcd unreachable, say) must stop on
-  // SIGTERM too — as PID 1 in a container nothing else would deliver it.
   // Checked before anything starts: no TLS files and no --insecure is a usage error (exit 2).
   const tls = tlsPathsOf(o);
   const etcd = o.etcd.split(',').map((s) => s.trim()).filter((s) => s !== '');
   const etcdTls = etcdTlsPathsOf(o, etcd);
   // Loud whatever the log level: the node's own warning (src/cluster/node.ts) may be filtered.
   if (!tls) process.stderr.write(`wal-recovery node ${o.id}: INSECURE (--insecure): plaintext gRPC, no caller is authenticated; anyone who reaches ${o.listen} may append, read, fence, seal and repair\n`);
+  // Installed before starting: a node still starting (etcd unreachable, say) must stop on
+  // SIGTERM too — as PID 1 in a container nothing else would deliver it.
   const signal = untilSignal();
   const starting = ClusterNode.start({
     ...(tls ? { tls } : {}),

@@ -3,6 +3,9 @@
 // client appends and reads through it, a node container is killed and the cluster keeps serving,
 // Prometheus (when its image exists) scrapes the nodes and loads the alert rules, and the stack
 // comes down clean. Every port is a free one on 127.0.0.1 (the file's ports are overridable).
+// The stack runs TLS (its one-shot certs service makes the certificates): the test copies them
+// out of the certs container and calls as admin; a plaintext caller is refused, at the nodes and
+// at etcd.
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,7 +13,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AdminClient, WalClient } from '../../src/rpc/index.js';
+import * as grpc from '@grpc/grpc-js';
+import { AdminClient, INSECURE, type Transport, WalClient, loadTransport } from '../../src/rpc/index.js';
 import { ETCD_IMAGE, NODE_IMAGE, PROMETHEUS_IMAGE, docker, freePort, imageExists, pollUntil, requireImages, sleepMs } from './harness.js';
 
 const run = promisify(execFile);
@@ -22,8 +26,10 @@ let dir = '';
 let withPrometheus = false;
 let compose: string[] = [];
 const env: NodeJS.ProcessEnv = { ...process.env };
-const ports = { etcd: 0, etcdPeer: 0, nodes: [0, 0, 0], metrics: [0, 0, 0], prometheus: 0 };
+const ports = { etcd: 0, etcdPeer: 0, etcdMetrics: 0, nodes: [0, 0, 0], metrics: [0, 0, 0], prometheus: 0 };
 const clients: (WalClient | AdminClient)[] = [];
+/** The admin identity the stack's certs service made (copied out of its container). */
+let transport: Transport = INSECURE;
 
 async function composeCmd(): Promise<string[]> {
   try {
@@ -42,7 +48,7 @@ async function dc(args: readonly string[], timeoutMs = 180_000): Promise<string>
 }
 
 function wal(i: number): WalClient {
-  const c = new WalClient(`127.0.0.1:${ports.nodes[i]}`);
+  const c = new WalClient(`127.0.0.1:${ports.nodes[i]}`, transport);
   clients.push(c);
   return c;
 }
@@ -86,6 +92,7 @@ describe('docker-compose stack', () => {
     dir = await mkdtemp(join(tmpdir(), 'wal-compose-'));
     ports.etcd = await freePort();
     ports.etcdPeer = await freePort();
+    ports.etcdMetrics = await freePort();
     for (let i = 0; i < 3; i += 1) {
       ports.nodes[i] = await freePort();
       ports.metrics[i] = await freePort();
@@ -110,6 +117,7 @@ describe('docker-compose stack', () => {
       WAL_PROMETHEUS_CONFIG: promConfig,
       WAL_ETCD_CLIENT_PORT: String(ports.etcd),
       WAL_ETCD_PEER_PORT: String(ports.etcdPeer),
+      WAL_ETCD_METRICS_PORT: String(ports.etcdMetrics),
       WAL_PROMETHEUS_PORT: String(ports.prometheus),
       WAL_SEGMENT_BYTES: '65536',
       WAL_SCRUB_INTERVAL_MS: '2000',
@@ -121,6 +129,10 @@ describe('docker-compose stack', () => {
     }
     const services = ['etcd', 'node1', 'node2', 'node3', ...(withPrometheus ? ['prometheus'] : [])];
     await dc(['up', '-d', '--no-build', ...services]);
+    // The certs service ran to completion before etcd and the nodes started (its condition).
+    const certsContainer = (await dc(['ps', '-q', 'certs'])).trim();
+    await docker(['cp', `${certsContainer}:/certs`, join(dir, 'certs')]);
+    transport = await loadTransport({ ca: join(dir, 'certs/ca.pem'), cert: join(dir, 'certs/admin.pem'), key: join(dir, 'certs/admin.key') });
   }, 240_000);
 
   afterAll(async () => {
@@ -136,9 +148,16 @@ describe('docker-compose stack', () => {
 
   it('serves appends and reads, survives a killed node, and comes down clean', async () => {
     // every node up and a member
-    const admin = new AdminClient(`127.0.0.1:${ports.nodes[0]}`);
+    const admin = new AdminClient(`127.0.0.1:${ports.nodes[0]}`, transport);
     clients.push(admin);
     await pollUntil('three members', 60_000, async () => ((await admin.status('', 2_000)).members.length === 3 ? true : undefined), 500);
+
+    // TLS only: a plaintext caller gets nothing from a node, and etcd answers no plain http.
+    const plaintext = new AdminClient(`127.0.0.1:${ports.nodes[0]}`, INSECURE);
+    await expect(plaintext.status('', 5_000)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
+    plaintext.close();
+    const etcdAnsweredHttp = await fetch(`http://127.0.0.1:${ports.etcd}/health`, { signal: AbortSignal.timeout(5_000) }).then(async (r) => r.ok && (await r.text()).includes('true'), () => false);
+    expect(etcdAnsweredHttp).toBe(false);
 
     const acked = new Map<number, Buffer>();
     await appendSome(wal(0), acked, 'before', 300);

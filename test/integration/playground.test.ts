@@ -1,10 +1,11 @@
 // `wal-recovery playground`, as the README's main job runs it (`npm start`): TLS by default, with
 // the files it made named in `--json` ("tls": {"ca", "admin", "client"}), and the CLI verbs
 // reaching the cluster with them (flags or WAL_TLS_* variables) while a call without them is a
-// usage error; `--insecure` opts out. Real etcd and node processes on 127.0.0.1.
+// usage error; `--insecure` opts out, and the node says so loudly. Real etcd and node processes on
+// 127.0.0.1.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -25,7 +26,7 @@ interface PlaygroundLine {
 }
 
 /** Starts the playground with --json and returns its line once every node serves. */
-async function startPlayground(args: readonly string[]): Promise<{ child: ChildProcess; line: PlaygroundLine }> {
+async function startPlayground(args: readonly string[]): Promise<{ child: ChildProcess; line: PlaygroundLine; dir: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'wal-playground-'));
   dirs.push(dir);
   const child = spawn(process.execPath, [CLI, 'playground', '--json', '--dir', dir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -41,7 +42,7 @@ async function startPlayground(args: readonly string[]): Promise<{ child: ChildP
       resolve(JSON.parse(text) as PlaygroundLine);
     });
   });
-  return { child, line };
+  return { child, line, dir };
 }
 
 afterAll(async () => {
@@ -51,7 +52,7 @@ afterAll(async () => {
 
 describe('playground', () => {
   it('runs with TLS by default; --json names the files; the CLI verbs reach it with them and not without', async () => {
-    const { child, line } = await startPlayground(['--nodes', '3']);
+    const { child, line, dir } = await startPlayground(['--nodes', '3']);
     expect(line.etcd).toMatch(/^https:\/\/127\.0\.0\.1:/);
     expect(line.nodes).toHaveLength(3);
     const tls = line.tls;
@@ -78,10 +79,15 @@ describe('playground', () => {
     expect(plaintext.stderr).toMatch(/gRPC status 14/);
     await killAndWait(child, 'SIGTERM', 15_000);
     expect(child.exitCode).toBe(0);
+    expect(await readFile(join(dir, 'n1.log'), 'utf8')).not.toMatch(/INSECURE/);
   }, 180_000);
 
   it('--insecure runs plaintext: no "tls" in --json, and a client with --insecure reaches it', async () => {
-    const { child, line } = await startPlayground(['--nodes', '1', '--insecure']);
+    const { child, line, dir } = await startPlayground(['--nodes', '1', '--insecure']);
+    // The node says so at start: a line on stderr whatever the log level, and a warning in its log.
+    const log = await readFile(join(dir, 'n1.log'), 'utf8');
+    expect(log).toMatch(/^wal-recovery node n1: INSECURE \(--insecure\): plaintext gRPC/m);
+    expect(log).toMatch(/"level":40.*INSECURE: no TLS/);
     expect(line.etcd).toMatch(/^http:\/\/127\.0\.0\.1:/);
     expect(line.tls).toBeUndefined();
     const status = await cliProcess(['status', '--target', line.nodes[0]?.target as string, '--insecure', '--all-logs', '--json'], { WAL_TLS_CA: '', WAL_TLS_CERT: '', WAL_TLS_KEY: '' });
