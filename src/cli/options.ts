@@ -65,9 +65,25 @@ export interface EtcdTlsFlags {
   readonly etcdCa?: string;
   readonly etcdCert?: string;
   readonly etcdKey?: string;
+  readonly etcdInsecure?: boolean;
 }
 
-export const ETCD_TLS_ENV = Object.freeze({ ca: 'WAL_ETCD_CA', cert: 'WAL_ETCD_CERT', key: 'WAL_ETCD_KEY' });
+export const ETCD_TLS_ENV = Object.freeze({ ca: 'WAL_ETCD_CA', cert: 'WAL_ETCD_CERT', key: 'WAL_ETCD_KEY', insecure: 'WAL_ETCD_INSECURE' });
+
+/**
+ * Plaintext etcd under a node that speaks TLS is asked for by name (--etcd-insecure or
+ * WAL_ETCD_INSECURE=1): whoever reaches etcd can rewrite segment records, epochs and member
+ * addresses, which gets around every certificate the gRPC side checks. --insecure (plaintext
+ * everywhere) already says so.
+ */
+export function checkEtcdTransport(flags: EtcdTlsFlags, grpcTls: boolean, etcdTls: boolean, env: NodeJS.ProcessEnv = process.env): void {
+  const value = env[ETCD_TLS_ENV.insecure]?.trim().toLowerCase();
+  const etcdInsecure = flags.etcdInsecure === true || value === '1' || value === 'true';
+  if (etcdTls && etcdInsecure) throw new InvalidArgumentError(`--etcd-insecure (or ${ETCD_TLS_ENV.insecure}=1) goes without --etcd-ca, --etcd-cert and --etcd-key`);
+  if (grpcTls && !etcdTls && !etcdInsecure) {
+    throw new InvalidArgumentError(`etcd without TLS would let anyone who reaches it rewrite the cluster's records: give --etcd-ca with https:// endpoints (and --etcd-cert, --etcd-key for its --client-cert-auth; or ${ETCD_TLS_ENV.ca}...), or --etcd-insecure (or ${ETCD_TLS_ENV.insecure}=1) for plaintext etcd`);
+  }
+}
 
 /**
  * TLS to etcd: undefined for none (http:// endpoints), else the CA that signed etcd's server

@@ -157,6 +157,7 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .option('--etcd-ca <file>', 'TLS to etcd: the CA of etcd\'s server certificate (PEM; or WAL_ETCD_CA)')
     .option('--etcd-cert <file>', 'TLS to etcd: this node\'s client certificate, for etcd\'s --client-cert-auth (PEM; or WAL_ETCD_CERT)')
     .option('--etcd-key <file>', 'TLS to etcd: its key (PEM; or WAL_ETCD_KEY)')
+    .option('--etcd-insecure', 'plaintext etcd under a TLS node (or WAL_ETCD_INSECURE=1): whoever reaches etcd can rewrite the cluster\'s records')
     .option('--cluster <name>', 'cluster name: the etcd key prefix (default "default")')
     .option('--metrics-listen <host:port>', 'serve Prometheus /metrics here')
     .option('--segment-bytes <n>', 'segment roll size of logs this node creates', integerIn(4096, SEGMENT_BYTES_OPTION_MAX))

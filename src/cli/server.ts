@@ -3,7 +3,7 @@ import { ClusterNode } from '../cluster/index.js';
 import { createLogger } from '../observability/index.js';
 import type { RepairStrategy } from '../recovery/index.js';
 import { EXIT_OK, type ExitCode } from './exit.js';
-import { etcdTlsPathsOf, tlsPathsOf } from './options.js';
+import { checkEtcdTransport, etcdTlsPathsOf, tlsPathsOf } from './options.js';
 
 export interface NodeVerbOptions {
   readonly id: string;
@@ -29,6 +29,7 @@ export interface NodeVerbOptions {
   readonly etcdCa?: string;
   readonly etcdCert?: string;
   readonly etcdKey?: string;
+  readonly etcdInsecure?: boolean;
 }
 
 /** Resolves on the first SIGINT or SIGTERM (node as PID 1 in a container needs the handler). */
@@ -50,6 +51,8 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
   const tls = tlsPathsOf(o);
   const etcd = o.etcd.split(',').map((s) => s.trim()).filter((s) => s !== '');
   const etcdTls = etcdTlsPathsOf(o, etcd);
+  checkEtcdTransport(o, tls !== undefined, etcdTls !== undefined);
+  if (tls && !etcdTls) process.stderr.write(`wal-recovery node ${o.id}: INSECURE etcd (--etcd-insecure): plaintext to ${etcd.join(', ')}; whoever reaches etcd can rewrite segment records, epochs and member addresses\n`);
   // Loud whatever the log level: the node's own warning (src/cluster/node.ts) may be filtered.
   if (!tls) process.stderr.write(`wal-recovery node ${o.id}: INSECURE (--insecure): plaintext gRPC, no caller is authenticated; anyone who reaches ${o.listen} may append, read, fence, seal and repair\n`);
   // Installed before starting: a node still starting (etcd unreachable, say) must stop on

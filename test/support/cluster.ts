@@ -383,7 +383,10 @@ export async function compareSealedSegments(cluster: TestCluster, log: string, v
 /** TLS flags given: as they are; none: plaintext, which the node verb wants asked for (--insecure). */
 export function withTransport(args: readonly string[]): string[] {
   const chosen = args.some((a) => a === '--insecure' || a.startsWith('--tls-'));
-  return chosen ? [...args] : [...args, '--insecure'];
+  if (!chosen) return [...args, '--insecure'];
+  // TLS to the nodes over the tests' plaintext etcd, unless etcd's TLS is given too.
+  const etcdChosen = args.some((a) => a === '--etcd-insecure' || a.startsWith('--etcd-ca'));
+  return args.includes('--insecure') || etcdChosen ? [...args] : [...args, '--etcd-insecure'];
 }
 
 /**

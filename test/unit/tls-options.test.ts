@@ -3,7 +3,7 @@
 // with https:// endpoints and a CA.
 import { InvalidArgumentError } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { etcdTlsPathsOf, tlsPathsOf } from '../../src/cli/options.js';
+import { checkEtcdTransport, etcdTlsPathsOf, tlsPathsOf } from '../../src/cli/options.js';
 
 const FILES = { tlsCa: 'ca.pem', tlsCert: 'me.pem', tlsKey: 'me.key' };
 
@@ -51,5 +51,21 @@ describe('etcdTlsPathsOf', () => {
     expect(() => etcdTlsPathsOf({ etcdCa: 'e.pem', etcdCert: 'c.pem' }, https, {})).toThrow(/--etcd-cert and --etcd-key go together/);
     expect(() => etcdTlsPathsOf({ etcdCert: 'c.pem', etcdKey: 'c.key' }, https, {})).toThrow(/go with --etcd-ca/);
     expect(() => etcdTlsPathsOf({ etcdCa: 'e.pem' }, ['https://a:1', 'http://b:2'], {})).toThrow(/needs https:\/\/ endpoints, got http:\/\/b:2/);
+  });
+});
+
+describe('checkEtcdTransport', () => {
+  it('a TLS node over plaintext etcd is a usage error unless --etcd-insecure (or WAL_ETCD_INSECURE=1) asks for it', () => {
+    expect(() => checkEtcdTransport({}, true, false, {})).toThrow(InvalidArgumentError);
+    expect(() => checkEtcdTransport({}, true, false, {})).toThrow(/etcd without TLS .* --etcd-insecure/);
+    expect(() => checkEtcdTransport({}, true, false, { WAL_ETCD_INSECURE: '0' })).toThrow(/etcd without TLS/);
+    expect(() => checkEtcdTransport({ etcdInsecure: true }, true, false, {})).not.toThrow();
+    expect(() => checkEtcdTransport({}, true, false, { WAL_ETCD_INSECURE: 'true' })).not.toThrow();
+  });
+
+  it('TLS to etcd, or plaintext everywhere (--insecure), needs nothing more; --etcd-insecure with etcd TLS files is a usage error', () => {
+    expect(() => checkEtcdTransport({}, true, true, {})).not.toThrow();
+    expect(() => checkEtcdTransport({}, false, false, {})).not.toThrow();
+    expect(() => checkEtcdTransport({ etcdInsecure: true }, true, true, {})).toThrow(/--etcd-insecure .* goes without --etcd-ca/);
   });
 });
