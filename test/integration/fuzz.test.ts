@@ -5,8 +5,8 @@
 // chosen to reach deep: the real log, its segment ids, valid entry frames, epochs at the edges of
 // 2^53), the same mutated byte by byte, and raw random bytes. Properties: the node never exits;
 // every call ends within its deadline (plus a grace) with a status that names the caller's
-// problem or a state (never INTERNAL or UNKNOWN, and DEADLINE_EXCEEDED only for the endless
-// WatchRecoveryEvents); it still answers afterwards, and `validate` finds nothing.
+// problem or a state (never INTERNAL or UNKNOWN; DEADLINE_EXCEEDED rarely, but for the endless
+// WatchRecoveryEvents); it still answers and writes afterwards, and `validate` finds nothing.
 //
 // Replay: WAL_FUZZ_SEED=<seed> (printed when the test fails); WAL_FUZZ_MS sets the duration.
 import * as grpc from '@grpc/grpc-js';
@@ -23,6 +23,8 @@ const CALL_DEADLINE_MS = 4_000;
 /** How late past its deadline a call may end (a loaded machine, the client's own timers). */
 const GRACE_MS = 3_000;
 const CONCURRENCY = 6;
+/** Share of the calls (other than the endless watch) that may end past their deadline. */
+const DEADLINE_EXCEEDED_SHARE_MAX = 0.02;
 /** Messages read of a server stream before the fuzzer cancels it. */
 const STREAM_MESSAGES_MAX = 20;
 const LOG = 'fuzz';
@@ -216,7 +218,11 @@ function methodsOf(definitions: Definitions): Method[] {
 /** Statuses that say what was wrong with the request or the node's state: anything but a crash. */
 function acceptable(method: Method, mode: string, code: grpc.status): boolean {
   if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) return false;
-  if (code === grpc.status.DEADLINE_EXCEEDED) return method.name === 'AdminService.WatchRecoveryEvents';
+  // Past its deadline the server itself answers DEADLINE_EXCEEDED (grpc-js): for the endless
+  // watch that is its normal end; for work that took too long (a 32 MiB append on a loaded disk,
+  // a Replicate queued behind it) it is a clean answer too, as long as it is rare (checked below)
+  // and the node is not wedged (a new log is written to after the run).
+  if (code === grpc.status.DEADLINE_EXCEEDED) return true;
   if (code === grpc.status.CANCELLED) return method.responseStream; // the fuzzer's own cancel
   if (code === grpc.status.UNAUTHENTICATED || code === grpc.status.PERMISSION_DENIED) return false; // plaintext node
   // A node that is gone answers UNAVAILABLE for every call: caught by the liveness check.
@@ -287,13 +293,14 @@ describe(`fuzzing a running node (WAL_FUZZ_SEED=${SEED})`, () => {
     const definitions = packageDefinition as unknown as Definitions;
     const methods = methodsOf(definitions);
     const node = theNode();
-    const random = new Random(SEED);
     const client = new grpc.Client(node.target, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
     const outcomes: Outcome[] = [];
     const endAt = Date.now() + FUZZ_MS;
-    let round = 0;
-    const worker = async (): Promise<void> => {
-      while (Date.now() < endAt && node.alive) {
+    // Each worker draws from its own generator: the requests it sends replay from the seed
+    // (how they interleave with the other workers' depends on timing).
+    const worker = async (w: number): Promise<void> => {
+      const random = new Random((SEED + Math.imul(w, 0x9e3779b9)) | 0);
+      for (let round = w; Date.now() < endAt && node.alive; ) {
         // Every method in turn, then a random one: each gets its share whatever the seed.
         const method = round % 2 === 0 ? (methods[(round / 2) % methods.length] as Method) : random.pick(methods);
         round += 1;
@@ -311,7 +318,7 @@ describe(`fuzzing a running node (WAL_FUZZ_SEED=${SEED})`, () => {
       }
     };
     try {
-      await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+      await Promise.all(Array.from({ length: CONCURRENCY }, (_, w) => worker(w)));
     } finally {
       client.close();
     }
@@ -331,6 +338,12 @@ describe(`fuzzing a running node (WAL_FUZZ_SEED=${SEED})`, () => {
     const bad = outcomes.filter((o) => (o as Outcome & { bad?: boolean }).bad);
     expect(bad.slice(0, 10), `${bad.length} calls ended badly (seed ${SEED})`).toEqual([]);
     for (const method of methods) expect(table.has(method.name), `${method.name} was never called`).toBe(true);
+    const late = outcomes.filter((o) => o.code === 'DEADLINE_EXCEEDED' && o.method !== 'AdminService.WatchRecoveryEvents');
+    expect(late.length, `calls past their deadline (seed ${SEED}): ${late.map((o) => o.method).join(', ')}`).toBeLessThanOrEqual(Math.ceil(outcomes.length * DEADLINE_EXCEEDED_SHARE_MAX));
+
+    // Not wedged: a new log takes an append at once.
+    const fresh = `after-fuzz-${SEED}`;
+    expect((await node.walClient().append(fresh, [Buffer.from('x')], { createIfMissing: true, deadlineMs: 10_000 })).firstIndex).toBe(1);
 
     // Still serving, and nothing it keeps is damaged.
     const admin = node.adminClient();
