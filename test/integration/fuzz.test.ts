@@ -16,6 +16,7 @@ import { CHANNEL_OPTIONS } from '../../src/rpc/clients.js';
 import { encodeEntry } from '../../src/wal/format.js';
 import { TestCluster, type TestNode } from '../support/cluster.js';
 import { EtcdServer } from '../support/etcd.js';
+import { type Method, callRaw, methodsOf } from '../support/raw-call.js';
 
 const SEED = Number(process.env['WAL_FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 32));
 const FUZZ_MS = Number(process.env['WAL_FUZZ_MS'] ?? 30_000);
@@ -30,7 +31,6 @@ const STREAM_MESSAGES_MAX = 20;
 const LOG = 'fuzz';
 const ENTRIES = 400;
 const PACKAGE = 'walrecovery.v1';
-const SERVICES = ['WalService', 'PeerService', 'AdminService'] as const;
 
 let etcd: EtcdServer | undefined;
 let cluster: TestCluster | undefined;
@@ -156,63 +156,12 @@ function mutate(random: Random, bytes: Buffer): Buffer {
   return out;
 }
 
-// -------------------------------------------------------------------------------------------
-// Calls with raw bytes: the request is sent as given, the answer not decoded.
-
-interface Method {
-  readonly name: string;
-  readonly path: string;
-  readonly requestStream: boolean;
-  readonly responseStream: boolean;
-  readonly requestType: string;
-  readonly serialize: (value: unknown) => Buffer;
-}
-
 interface Outcome {
   readonly method: string;
   readonly mode: string;
   readonly code: string;
   readonly details: string;
   readonly elapsedMs: number;
-}
-
-const identity = (b: Buffer): Buffer => b;
-
-function callRaw(client: grpc.Client, method: Method, requests: Buffer[], deadlineMs: number): Promise<{ code: grpc.status; details: string }> {
-  const options = { deadline: new Date(Date.now() + deadlineMs) };
-  return new Promise((resolve) => {
-    const done = (error: grpc.ServiceError | null): void => resolve(error ? { code: error.code, details: error.details } : { code: grpc.status.OK, details: '' });
-    if (method.requestStream) {
-      const stream = client.makeClientStreamRequest(method.path, identity, identity, new grpc.Metadata(), options, (error) => done(error));
-      for (const request of requests) stream.write(request);
-      stream.end();
-      return;
-    }
-    const request = requests[0] ?? Buffer.alloc(0);
-    if (!method.responseStream) {
-      client.makeUnaryRequest(method.path, identity, identity, request, new grpc.Metadata(), options, (error) => done(error));
-      return;
-    }
-    const stream = client.makeServerStreamRequest(method.path, identity, identity, request, new grpc.Metadata(), options);
-    let messages = 0;
-    stream.on('data', () => {
-      messages += 1;
-      if (messages === STREAM_MESSAGES_MAX) stream.cancel();
-    });
-    stream.on('error', (error: grpc.ServiceError) => done(error));
-    stream.on('end', () => done(null));
-  });
-}
-
-function methodsOf(definitions: Definitions): Method[] {
-  const methods: Method[] = [];
-  for (const service of SERVICES) {
-    const definition = definitions[`${PACKAGE}.${service}`] as unknown as Record<string, grpc.MethodDefinition<unknown, unknown> & { requestType: { type: { name: string } } }>;
-    for (const [name, m] of Object.entries(definition)) {
-      methods.push({ name: `${service}.${name}`, path: m.path, requestStream: m.requestStream, responseStream: m.responseStream, requestType: m.requestType.type.name, serialize: (v) => m.requestSerialize(v) });
-    }
-  }
-  return methods;
 }
 
 /** Statuses that say what was wrong with the request or the node's state: anything but a crash. */
@@ -249,7 +198,6 @@ afterAll(async () => {
 
 describe(`fuzzing a running node (WAL_FUZZ_SEED=${SEED})`, () => {
   it('bytes that are no protobuf message are INVALID_ARGUMENT on every method, never INTERNAL', async () => {
-    const { packageDefinition } = loadProto();
     const client = new grpc.Client(theNode().target, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
     try {
       const codes: Record<string, string> = {};
@@ -257,7 +205,7 @@ describe(`fuzzing a running node (WAL_FUZZ_SEED=${SEED})`, () => {
       // string field whose length runs past the end, which protobufjs decodes as what there is
       // ("\u0001"): a name no log can have, refused by validation rather than looked up or watched.
       for (const bytes of [[0x7f, 0x00], [0x80], [0x0a, 0x7f, 0x01]]) {
-        for (const method of methodsOf(packageDefinition as unknown as Definitions)) codes[`${method.name} ${bytes.join(',')}`] = grpc.status[(await callRaw(client, method, [Buffer.from(bytes)], CALL_DEADLINE_MS)).code] ?? '?';
+        for (const method of methodsOf()) codes[`${method.name} ${bytes.join(',')}`] = grpc.status[(await callRaw(client, method, [Buffer.from(bytes)], CALL_DEADLINE_MS)).code] ?? '?';
       }
       expect(Object.entries(codes).filter(([, code]) => code !== 'INVALID_ARGUMENT')).toEqual([]);
     } finally {
@@ -291,7 +239,7 @@ describe(`fuzzing a running node (WAL_FUZZ_SEED=${SEED})`, () => {
     onTestFailed(() => console.log(`fuzz failed: replay with WAL_FUZZ_SEED=${SEED} WAL_FUZZ_MS=${FUZZ_MS}`));
     const { packageDefinition } = loadProto();
     const definitions = packageDefinition as unknown as Definitions;
-    const methods = methodsOf(definitions);
+    const methods = methodsOf();
     const node = theNode();
     const client = new grpc.Client(node.target, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
     const outcomes: Outcome[] = [];
@@ -312,7 +260,7 @@ describe(`fuzzing a running node (WAL_FUZZ_SEED=${SEED})`, () => {
           return mode === 'mutated' ? mutate(random, bytes) : bytes;
         });
         const started = Date.now();
-        const { code, details } = await callRaw(client, method, requests, CALL_DEADLINE_MS);
+        const { code, details } = await callRaw(client, method, requests, CALL_DEADLINE_MS, STREAM_MESSAGES_MAX);
         outcomes.push({ method: method.name, mode, code: grpc.status[code] ?? String(code), details: details.slice(0, 160), elapsedMs: Date.now() - started });
         if (!acceptable(method, mode, code) || Date.now() - started > CALL_DEADLINE_MS + GRACE_MS) (outcomes[outcomes.length - 1] as Outcome & { bad?: boolean }).bad = true;
       }
