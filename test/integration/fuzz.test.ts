@@ -15,7 +15,7 @@ import { loadProto } from '../../src/rpc/proto.js';
 import { CHANNEL_OPTIONS } from '../../src/rpc/clients.js';
 import { encodeEntry } from '../../src/wal/format.js';
 import { TestCluster, type TestNode } from '../support/cluster.js';
-import { EtcdServer } from '../support/etcd.js';
+import { EtcdServer, freePort } from '../support/etcd.js';
 import { type Method, callRaw, methodsOf } from '../support/raw-call.js';
 
 const SEED = Number(process.env['WAL_FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 32));
@@ -183,8 +183,9 @@ function acceptable(method: Method, mode: string, code: grpc.status): boolean {
 
 beforeAll(async () => {
   etcd = await EtcdServer.start();
+  const metricsPort = await freePort();
   // One member keeps every log alone (replication 1), with small segments: several sealed ones.
-  cluster = await TestCluster.start({ size: 1, etcd: etcd.endpoint, segmentBytes: 64 * 1024, nodeArgs: () => ['--replication', '1', '--scrub-bytes-per-second', '0'] });
+  cluster = await TestCluster.start({ size: 1, etcd: etcd.endpoint, segmentBytes: 64 * 1024, nodeArgs: () => ['--replication', '1', '--scrub-bytes-per-second', '0', '--metrics-listen', `127.0.0.1:${metricsPort}`] });
   const wal = theNode().walClient();
   for (let i = 0; i < ENTRIES; i += 50) {
     await wal.append(LOG, Array.from({ length: 50 }, (_, j) => Buffer.alloc(1000, (i + j) & 0xff)), { createIfMissing: true });
@@ -288,6 +289,11 @@ describe(`fuzzing a running node (WAL_FUZZ_SEED=${SEED})`, () => {
     for (const method of methods) expect(table.has(method.name), `${method.name} was never called`).toBe(true);
     const late = outcomes.filter((o) => o.code === 'DEADLINE_EXCEEDED' && o.method !== 'AdminService.WatchRecoveryEvents');
     expect(late.length, `calls past their deadline (seed ${SEED}): ${late.map((o) => o.method).join(', ')}`).toBeLessThanOrEqual(Math.ceil(outcomes.length * DEADLINE_EXCEEDED_SHARE_MAX));
+
+    // Calls answered RESOURCE_EXHAUSTED by the limits are counted on /metrics (the series shows
+    // once one was limited; the family is declared either way).
+    const metrics = await fetch(node.line?.metrics ?? '').then((r) => r.text());
+    expect(metrics).toContain('# TYPE wal_recovery_rpc_limited_total counter');
 
     // Not wedged: a new log takes an append at once.
     const fresh = `after-fuzz-${SEED}`;
