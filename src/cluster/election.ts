@@ -21,6 +21,7 @@ import type { Lease } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Clock, Random } from '../io/index.js';
 import { Backoff } from './backoff.js';
+import { ClusterError } from './errors.js';
 import type { ClusterMetadata, MetadataLease } from './metadata.js';
 
 export interface Leadership {
@@ -79,6 +80,9 @@ export function parseCandidate(raw: unknown): Candidate {
   if (!v || typeof v.node !== 'string' || v.node.length === 0 || !Number.isSafeInteger(v.floor) || (v.floor as number) < 0) throw new Error('malformed candidate');
   return { node: v.node, floor: v.floor as number };
 }
+
+/** The highest epoch floor: room for 2^52 create revisions above it within 2^53 - 1. */
+export const EPOCH_FLOOR_MAX = 2 ** 52;
 
 export function parseEpochFloor(raw: unknown): number {
   if (!Number.isSafeInteger(raw) || (raw as number) < 0) throw new Error('malformed epoch floor');
@@ -245,7 +249,12 @@ export class Election<L extends CandidateLease = Lease> {
     if (fencedEpoch <= epoch) return;
     // A remote member's refusal does not say by how much (fencedEpoch is then epoch + 1): the
     // floor at least doubles, so any fence is passed within a few rounds.
-    await store.raiseFloor(floorKey, Math.max(fencedEpoch, 2 * epoch));
+    const floor = Math.max(fencedEpoch, 2 * epoch);
+    // An epoch is the floor plus a create revision and must stay at most 2^53 - 1: a fence near
+    // that (set by a hostile or broken caller) cannot be passed, and raising the floor to it would
+    // put epochs no member accepts into etcd's records. The log stays unwritable, and says why.
+    if (floor > EPOCH_FLOOR_MAX) throw new ClusterError(`fenced at epoch ${fencedEpoch}: no writer epoch can pass it (at most 2^53 - 1); the log cannot be written until an operator resets the members' fences`);
+    await store.raiseFloor(floorKey, floor);
     this.o.logger.warn({ node: this.self, prefix: this.o.prefix, epoch, fencedEpoch }, 'fenced by a higher epoch while leading (etcd went back?): raised the epoch floor; campaigning again');
     await this.resign();
     this.rejoin();

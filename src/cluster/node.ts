@@ -382,6 +382,7 @@ export class ClusterNode implements NodeApi {
   }
 
   async clusterStatus(log: string): Promise<ClusterStatusView> {
+    if (log !== '' && !isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
     const directory = this.directory as EtcdSegmentDirectory;
     const metas = log === '' ? await directory.listLogs() : [(await directory.logMeta(log))?.value].filter((m): m is LogMeta => m !== undefined);
     if (log !== '' && metas.length === 0) throw new UnknownLogError(log);
@@ -517,6 +518,8 @@ export class ClusterNode implements NodeApi {
   }
 
   watchEvents(log: string, listener: (event: RecoveryEventMessage) => void): () => void {
+    // A name no log can have would be watched for nothing until the caller gives up.
+    if (log !== '' && !isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
     return (this.repairs as RepairService).onEvent((e) => {
       if (log === '' || e.log === log) listener(e);
     });

@@ -13,7 +13,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { toStatus } from './status.js';
 
-export type CallFamily = 'read' | 'fetch' | 'validate' | 'repair';
+export type CallFamily = 'read' | 'fetch' | 'validate' | 'repair' | 'peer-read';
 
 /** The families of the calls that are capped; a method not named here is not. */
 export const METHOD_FAMILY: Readonly<Record<string, CallFamily>> = {
@@ -21,6 +21,9 @@ export const METHOD_FAMILY: Readonly<Record<string, CallFamily>> = {
   'PeerService.FetchSegment': 'fetch',
   'AdminService.Validate': 'validate',
   'AdminService.RepairSegment': 'repair',
+  // Up to 4 MiB of frames (ReadFrames) or 64 MiB read for a page of checksums (SegmentInfo).
+  'PeerService.ReadFrames': 'peer-read',
+  'PeerService.SegmentInfo': 'peer-read',
 };
 
 export interface RpcLimits {
@@ -32,7 +35,7 @@ export interface RpcLimits {
 
 export const RPC_LIMITS_DEFAULT: RpcLimits = Object.freeze({
   concurrentStreamsPerConnectionMax: 512,
-  inFlightCallsMax: Object.freeze({ read: 256, fetch: 16, validate: 8, repair: 16 }),
+  inFlightCallsMax: Object.freeze({ read: 256, fetch: 16, validate: 8, repair: 16, 'peer-read': 64 }),
 });
 
 /** Fills defaults and checks every limit is a positive integer (an invalid one is a bug here). */

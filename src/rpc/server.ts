@@ -12,6 +12,7 @@ import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './cl
 import { loadProto } from './proto.js';
 import { INSECURE, type Transport, guardService, isPeerCaller, serverCredentials } from './security.js';
 import { toStatus } from './status.js';
+import { decodedService, requireDecoded, tolerantDefinition } from './decode.js';
 import { InFlightCalls, type LimitOptions, RPC_LIMITS_DEFAULT, limitService } from './limits.js';
 import type { WalServiceHandlers } from './generated/walrecovery/v1/WalService.js';
 import type { PeerServiceHandlers } from './generated/walrecovery/v1/PeerService.js';
@@ -223,7 +224,8 @@ function walService(api: NodeApi, transport: Transport): WalServiceHandlers {
       let log = '';
       let payloadCount = 0;
       void (async () => {
-        for await (const message of call as AsyncIterable<{ log: string; payloads: Buffer[]; create_if_missing: boolean; session_id: Buffer; sequence: number }>) {
+        for await (const received of call as AsyncIterable<{ log: string; payloads: Buffer[]; create_if_missing: boolean; session_id: Buffer; sequence: number }>) {
+          const message = requireDecoded(received);
           if (log !== '' && message.log !== log) throw new BadRequestError('log', 'every message of one stream must name the same log');
           log = message.log;
           payloadCount += message.payloads.length;
@@ -418,8 +420,11 @@ export async function startRpcServer(api: NodeApi, listen: { host: string; port:
   const guard = { transport: security.transport, logger: api.logger, ...(security.onRefused ? { onRefused: security.onRefused } : {}) };
   const inFlight = new InFlightCalls(limitOptions);
   // The guard runs first: a caller refused for who it is takes no slot of a capped family.
-  const serve = (name: string, definition: grpc.ServiceDefinition, handlers: object): void => {
-    server.addService(definition, guardService(name, definition, limitService(name, definition, handlers as grpc.UntypedServiceImplementation, inFlight), guard));
+  // Requests that do not decode are answered INVALID_ARGUMENT after the guard, before the limits.
+  const serve = (name: string, loaded: grpc.ServiceDefinition, handlers: object): void => {
+    const definition = tolerantDefinition(name, loaded);
+    const limited = limitService(name, definition, handlers as grpc.UntypedServiceImplementation, inFlight);
+    server.addService(definition, guardService(name, definition, decodedService(definition, limited), guard));
   };
   serve('WalService', proto.walrecovery.v1.WalService.service, walService(api, security.transport));
   serve('PeerService', proto.walrecovery.v1.PeerService.service, peerService(api));

@@ -33,6 +33,7 @@ import {
   UnknownSegmentError,
 } from '../replication/index.js';
 import { CallLimitedError } from './limits.js';
+import { UndecodableRequestError } from './decode.js';
 
 export interface StatusObject {
   readonly code: Status;
@@ -46,7 +47,7 @@ export function isServiceError(error: unknown): error is ServiceError {
 export function toStatus(error: unknown): StatusObject {
   const details = error instanceof Error ? error.message : String(error);
   if (isServiceError(error)) return { code: error.code, details: error.details };
-  if (error instanceof BadRequestError || error instanceof InvalidOptionError || error instanceof EntryTooLargeError || error instanceof InvalidRecoveryConfigError) return { code: Status.INVALID_ARGUMENT, details };
+  if (error instanceof BadRequestError || error instanceof UndecodableRequestError || error instanceof InvalidOptionError || error instanceof EntryTooLargeError || error instanceof InvalidRecoveryConfigError) return { code: Status.INVALID_ARGUMENT, details };
   if (error instanceof UnknownLogError || error instanceof UnknownSegmentError) return { code: Status.NOT_FOUND, details };
   if (error instanceof IndexOutOfRangeError) return { code: Status.OUT_OF_RANGE, details };
   if ((error instanceof Error && error.name === 'WatcherTooSlowError') || error instanceof CallLimitedError) return { code: Status.RESOURCE_EXHAUSTED, details };

@@ -6,7 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AdminClient, type NodeApi, type ReadEntryView, type RpcServer, WalClient, resolveRpcLimits, startRpcServer } from '../../src/rpc/index.js';
+import { AdminClient, type NodeApi, PeerClient, type ReadEntryView, type RpcServer, WalClient, resolveRpcLimits, startRpcServer } from '../../src/rpc/index.js';
 
 let started = 0;
 let releaseAll: () => void = () => undefined;
@@ -18,12 +18,18 @@ function hold(): void {
 
 function stubApi(): NodeApi {
   return {
-    handlers: {},
     logger: pino({ level: 'silent' }),
     read: async function* (): AsyncGenerator<ReadEntryView[]> {
       started += 1;
       await held;
       yield [{ index: 1, timestampMs: 1, payload: Buffer.from('x'), checksum: '', lost: false, lostReason: '' }] as unknown as ReadEntryView[];
+    },
+    handlers: {
+      segmentInfo: async () => {
+        started += 1;
+        await held;
+        return { present: false, sealed: false, firstIndex: 0, lastIndex: 0, indexCount: 0, byteLength: 0, aggregate: '', checksums: [], damaged: false, checksumsFromIndex: 0, nextIndex: 0 };
+      },
     },
     repairSegment: async () => {
       started += 1;
@@ -110,6 +116,21 @@ describe('calls in flight per family', () => {
     await expect.poll(() => started, { timeout: 5_000 }).toBe(2);
     releaseAll();
     await second;
+  });
+});
+
+describe('peer reads in flight', () => {
+  it('SegmentInfo past the peer-read limit is RESOURCE_EXHAUSTED at once', async () => {
+    const limited: string[] = [];
+    server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ inFlightCallsMax: { 'peer-read': 2 } }), onLimited: (m) => limited.push(m) });
+    const peer = new PeerClient(`127.0.0.1:${server.port}`);
+    clients.push(peer);
+    const open = [peer.segmentInfo('l', 1, true), peer.segmentInfo('l', 1, true)];
+    await expect.poll(() => started, { timeout: 5_000 }).toBe(2);
+    expect(await peer.segmentInfo('l', 1, true).catch((e: grpc.ServiceError) => grpc.status[e.code])).toBe('RESOURCE_EXHAUSTED');
+    expect(limited).toEqual(['PeerService.SegmentInfo']);
+    releaseAll();
+    await Promise.all(open);
   });
 });
 
