@@ -1,4 +1,5 @@
-// The scrubber: re-reads every sealed segment this node holds, in the background, at a bounded
+// The scrubber: checks the fence files and that each open segment's file is still whole, then
+// re-reads every sealed segment this node holds (and its local backup copies), in the background, at a bounded
 // rate (scrubBytesPerSecondMax), starting each pass at a random segment so that a restart does
 // not always check the same ones first. A copy that does not match etcd's record is handed to
 // the repair service. Hashing runs wherever the injected ScrubChecker runs it (a worker thread in
@@ -7,7 +8,7 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock, Random } from '../io/index.js';
-import { format } from '../wal/index.js';
+import { type WalStore, format } from '../wal/index.js';
 import type { LogStores, SegmentMeta } from '../replication/index.js';
 import type { EtcdSegmentDirectory } from './directory.js';
 import type { RepairService } from './repairs.js';
@@ -64,17 +65,23 @@ export class Scrubber {
   async pass(): Promise<number> {
     // The fence files first: a few bytes each, and a lost one matters at the next restart.
     await this.o.logs.checkFences();
-    const work: Array<{ log: string; meta: SegmentMeta }> = [];
+    const work: Array<{ log: string; meta: SegmentMeta; store: WalStore }> = [];
     for (const { log } of await this.o.directory.listLogs()) {
       const store = await this.o.logs.store(log);
+      // The open segment: only that its file is still there, whole (reads verify its entries).
+      const problem = await store.openSegmentFileProblem();
+      if (problem) {
+        this.o.logger.warn({ log, segment: problem.segmentId }, `scrub found a damaged open copy: ${problem.detail}`);
+        this.o.repairs.schedule(log, problem.segmentId, 'scrub', problem.detail);
+      }
       for (const { meta } of await this.o.directory.list(log)) {
-        if (meta.state === 'SEALED' && meta.ensemble.includes(this.o.self) && store.segmentRecord(meta.segmentId)?.state === 'sealed') work.push({ log, meta });
+        if (meta.state === 'SEALED' && meta.ensemble.includes(this.o.self) && store.segmentRecord(meta.segmentId)?.state === 'sealed') work.push({ log, meta, store });
       }
     }
     const start = work.length === 0 ? 0 : Math.floor(this.o.random.next() * work.length);
     let damaged = 0;
     for (let i = 0; i < work.length && !this.abort.signal.aborted; i += 1) {
-      const { log, meta } = work[(start + i) % work.length] as (typeof work)[number];
+      const { log, meta, store } = work[(start + i) % work.length] as (typeof work)[number];
       const began = this.o.clock.monotonicMs();
       const path = join(this.o.logs.logDir(log), 'segments', format.segmentFileName(meta.segmentId));
       const result = await this.o.checker.check({ path, segmentId: meta.segmentId, entryBytesMax: this.o.entryBytesMax });
@@ -87,12 +94,31 @@ export class Scrubber {
         const why = !result.ok ? result.error : !result.clean ? 'damaged bytes' : `does not match its record (aggregate ${result.aggregate}, recorded ${meta.aggregate})`;
         this.o.logger.warn({ log, segment: meta.segmentId }, `scrub found a damaged copy: ${why}`);
         this.o.repairs.schedule(log, meta.segmentId, 'scrub', why);
+      } else {
+        await this.checkBackups(log, meta, store);
       }
       // Rate limit: a segment of B bytes is worth B / rate seconds, whatever it took.
       const budgetMs = (result.fileByteLength / this.o.bytesPerSecondMax) * 1000;
       await this.o.clock.sleep(Math.max(0, budgetMs - (this.o.clock.monotonicMs() - began)), this.abort.signal);
     }
     return damaged;
+  }
+
+  /**
+   * The local backup copies of a segment whose own copy just verified: each must match the
+   * record too; damaged, missing or different ones are written again from the segment.
+   */
+  private async checkBackups(log: string, meta: SegmentMeta, store: WalStore): Promise<void> {
+    const damaged: number[] = [];
+    for (const [i, path] of store.backupPaths(meta.segmentId).entries()) {
+      const result = await this.o.checker.check({ path, segmentId: meta.segmentId, entryBytesMax: this.o.entryBytesMax });
+      this.bytesScrubbed += result.fileByteLength;
+      const matches = result.ok && result.clean && result.sealed && result.firstIndex === meta.firstIndex && result.lastIndex === meta.lastIndex && result.aggregate === meta.aggregate;
+      if (!matches) damaged.push(i + 1);
+    }
+    if (damaged.length === 0) return;
+    this.o.logger.warn({ log, segment: meta.segmentId, copies: damaged }, 'scrub found damaged or missing backup copies');
+    await store.recopyBackups(meta.segmentId, damaged).catch((error: unknown) => this.o.logger.warn({ log, segment: meta.segmentId, err: error }, 'failed to write backup copies again'));
   }
 
   /** Stops the checker first: a check in flight is rejected rather than awaited (it may never answer). */

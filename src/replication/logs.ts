@@ -160,17 +160,26 @@ export class LogStores {
 
   /**
    * Checks the fence file of every open log against the fence in force (kept in memory since the
-   * log opened, never lower than the file): a file deleted, garbled or put back older is written
-   * again at once, inside the log's order of writer operations, so a restart finds the right fence.
+   * log opened, never lower than the file, raised to the cluster's records when they are higher):
+   * a file deleted, garbled or put back older is written again at once, inside the log's order of writer operations, so a restart finds the right fence.
    * Returns the logs whose file was rewritten.
    */
   async checkFences(): Promise<string[]> {
     const repaired: string[] = [];
     for (const [log, pending] of [...this.logs.entries()]) {
       const open = await pending.catch(() => undefined);
-      if (!open || open.fencedEpoch === 0) continue;
+      if (!open) continue;
+      // The cluster's records too: a log opened before etcd answered kept its file's fence,
+      // which may be an older copy. Raising a fence to them is always safe.
+      const floor = this.options.fenceFloor ? await this.options.fenceFloor(log).catch(() => 0) : 0;
+      if (open.fencedEpoch === 0 && floor === 0) continue;
       const path = join(this.logDir(log), 'EPOCH');
       const run = open.chain.then(async () => {
+        if (floor > open.fencedEpoch) {
+          checkEpoch(floor);
+          this.options.logger.warn({ log, epoch: floor, fenced: open.fencedEpoch }, 'the fence in force is below the epochs the cluster recorded; raised it');
+          open.fencedEpoch = floor;
+        }
         const read = await readFencedEpoch(this.options.disk, path, log);
         if (read === open.fencedEpoch) return false;
         if (typeof read === 'number' && read > open.fencedEpoch) {

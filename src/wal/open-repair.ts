@@ -22,7 +22,8 @@ import type { SegmentRepair } from '../recovery/index.js';
 import { AGGREGATE_EMPTY, type Checksum64, chainAggregate } from './checksum.js';
 import { analyzeSegmentHandle } from './analyze.js';
 import { WalError } from './errors.js';
-import { quarantineBytes, readRange, writeAll } from './files.js';
+import { TEMP_SUFFIX, quarantineBytes, readRange, writeAll } from './files.js';
+import type { DiskFile } from '../io/index.js';
 import { SEGMENT_HEADER_BYTES, decodeFrameAt, encodeSegmentHeader, frameCheckWordOf, frameChecksumOf, isHoleFrame, logIdOf, segmentFileName } from './format.js';
 import type { ReadIndexCache } from './read-index.js';
 import type { GoodCopySource } from './sources.js';
@@ -50,10 +51,15 @@ interface OpenDamage {
   readonly lastIndex: number;
   readonly aggregate: Checksum64;
   readonly headerDamaged: boolean;
+  /** The segment's name no longer leads to the file the store writes (deleted): put it back. */
+  readonly fileMissing: boolean;
   readonly runs: readonly DamagedRun[];
   /** Checksums of the intact frames, by index. */
   readonly intact: ReadonlyMap<number, Checksum64>;
 }
+
+/** Bytes copied per read when a deleted open segment is written back. */
+const COPY_CHUNK_BYTES = 1024 * 1024;
 
 /** Runs of damaged bytes at most this long are rewritten (a larger one waits for the seal's repair). */
 const RUN_BYTES_MAX = 64 * 1024 * 1024;
@@ -71,7 +77,7 @@ export class OpenSegmentRepair {
     const started = clock.monotonicMs();
     const base = { segment: segmentId, lost: [], truncated: [] } as const;
     const damage = await this.queue.exclusive(() => this.scan(segmentId));
-    if (damage.runs.length === 0 && !damage.headerDamaged) {
+    if (damage.runs.length === 0 && !damage.headerDamaged && !damage.fileMissing) {
       return { ...base, decision: 'keep', outcome: 'done', repaired: [], bytesWritten: 0, detail: 'open segment verified: nothing to repair' };
     }
     const repaired = damage.runs.map((r) => ({ first: r.first, last: r.last }));
@@ -96,7 +102,7 @@ export class OpenSegmentRepair {
     state.metrics.entries_repaired += entries;
     state.metrics.bytes_repaired += bytesWritten;
     state.logger.warn({ log: state.settings.logName, segment: segmentId, entries, bytesWritten }, 'repaired the open segment in place from verified copies');
-    const header = damage.headerDamaged ? 'the header rewritten; ' : '';
+    const header = `${damage.fileMissing ? 'the deleted file written back under its name; ' : ''}${damage.headerDamaged ? 'the header rewritten; ' : ''}`;
     return { ...base, decision: 'reconstruct', outcome: 'done', repaired, ...(sourceName ? { source: sourceName } : {}), bytesWritten, detail: `${header}${entries} entries of the open segment rewritten in place` };
   }
 
@@ -143,7 +149,8 @@ export class OpenSegmentRepair {
       runs.push({ first, last, offsetBytes, byteLength, bytes });
     }
     const intact = new Map([...spans].map(([i, s]) => [i, s.checksum]));
-    return { active, endBytes, lastIndex, aggregate, headerDamaged: analysis.header === undefined, runs, intact };
+    const fileMissing = (await state.layout.disk.stat(state.layout.segmentPath(segmentId))) === undefined;
+    return { active, endBytes, lastIndex, aggregate, headerDamaged: analysis.header === undefined, fileMissing, runs, intact };
   }
 
   /** Verified frames first..last from the first source whose frames fill the run exactly. */
@@ -205,7 +212,38 @@ export class OpenSegmentRepair {
     }
     await active.handle.datasync();
     this.readIndexes.repairSlots(active.segmentId, active.firstIndex, slots);
+    if (damage.fileMissing) bytesWritten += await this.putBackUnderItsName(active);
     return bytesWritten;
+  }
+
+  /**
+   * The segment file was deleted while the store holds it open: its bytes (verified above) are
+   * still reachable through the store's handle. They are copied to a new file under the
+   * segment's name (temp, fsync, rename, fsync the directory), and the store writes and reads
+   * through that file from now on; the old handle is closed once no read uses it.
+   */
+  private async putBackUnderItsName(active: ActiveSegment): Promise<number> {
+    const { disk } = this.state.layout;
+    const path = this.state.layout.segmentPath(active.segmentId);
+    const temp = `${path}${TEMP_SUFFIX}`;
+    const out = await disk.open(temp, 'w');
+    try {
+      for (let offset = 0; offset < active.byteLength; offset += COPY_CHUNK_BYTES) {
+        const chunk = await readRange(active.handle, offset, Math.min(COPY_CHUNK_BYTES, active.byteLength - offset));
+        await writeAll(out, chunk, offset);
+      }
+      await out.sync();
+    } finally {
+      await out.close();
+    }
+    await disk.rename(temp, path);
+    await disk.fsyncDir(this.state.layout.segmentsDir);
+    const handle = await disk.open(path, 'r+');
+    const old = active.handle;
+    (active as { handle: DiskFile }).handle = handle;
+    if (!(await this.readIndexes.swapOpenHandle(active.segmentId, old, handle))) await old.close().catch(() => undefined);
+    this.state.logger.warn({ log: this.state.settings.logName, segment: active.segmentId }, 'the open segment file was deleted; wrote it back under its name from the bytes the store still held');
+    return active.byteLength;
   }
 }
 

@@ -177,6 +177,19 @@ export class ReadIndexCache {
     }
   }
 
+  /**
+   * The open segment's file was written back under its name (open-repair.ts): its index reads
+   * through the new handle; the old one is closed once the reads using it end. False when no
+   * cached index used the old handle (the caller closes it).
+   */
+  async swapOpenHandle(segmentId: number, old: DiskFile, handle: DiskFile): Promise<boolean> {
+    const cached = this.indexes.get(segmentId);
+    if (!cached || cached.handle !== old) return false;
+    this.indexes.set(segmentId, { handle, users: 0, retired: false, closed: false, starts: cached.starts, lengths: cached.lengths, checkWords: cached.checkWords });
+    await retire(cached);
+    return true;
+  }
+
   /** Whether the cached index of the segment reads through this handle. */
   readsThrough(segmentId: number, handle: DiskFile): boolean {
     return this.indexes.get(segmentId)?.handle === handle;

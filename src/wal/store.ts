@@ -20,7 +20,7 @@ import type { RecoveryConfig, SegmentRepair } from '../recovery/index.js';
 import type { Checksum64 } from './checksum.js';
 import type { HoleRecord, SegmentRecord } from './catalog.js';
 import { EntryLostError, EntryTooLargeError, IndexOutOfRangeError, StoreClosedError, WalError } from './errors.js';
-import { StoreLayout, lockStore } from './files.js';
+import { StoreLayout, exists, lockStore, quarantineFile } from './files.js';
 import { ENTRY_HEADER_BYTES, entryPayloadOf } from './format.js';
 import type { SegmentInspection } from './inspect.js';
 import { type ResolvedWalOptions, type StoreSettings, type WalOptions, resolveWalOptions, validateSettings } from './options.js';
@@ -236,6 +236,43 @@ export class WalStore {
    */
   repairOpenSegment(segmentId: number, options: OpenRepairOptions): Promise<SegmentRepair> {
     return this.openRepair.repair(segmentId, options);
+  }
+
+  /**
+   * A cheap check of the open segment's file (no read of its entries): gone from its name, or
+   * shorter than the bytes synced into it. Undefined when there is no open segment or it is fine.
+   */
+  async openSegmentFileProblem(): Promise<{ segmentId: number; detail: string } | undefined> {
+    const active = this.state.active;
+    if (!active || this.state.closed) return undefined;
+    const info = await this.state.layout.disk.stat(this.state.layout.segmentPath(active.segmentId));
+    if (info === undefined) return { segmentId: active.segmentId, detail: 'the open segment file is missing' };
+    if (info.byteLength < active.byteLength) return { segmentId: active.segmentId, detail: `the open segment file holds ${info.byteLength} bytes, ${active.byteLength} were synced` };
+    return undefined;
+  }
+
+  /** Paths of the local backup copies of a sealed segment (one per backupRetentionCount). */
+  backupPaths(segmentId: number): string[] {
+    return Array.from({ length: this.state.recovery.backupRetentionCount }, (_, i) => this.state.layout.backupPath(segmentId, i + 1));
+  }
+
+  /**
+   * Writes the backup copies of a sealed segment again from the segment file (which the caller
+   * verified), after moving the given damaged copies (1-based) into quarantine.
+   */
+  async recopyBackups(segmentId: number, damagedCopies: readonly number[]): Promise<void> {
+    const state = this.state;
+    if (state.closed) throw new StoreClosedError();
+    if (state.segments.find((r) => r.segmentId === segmentId)?.state !== 'sealed') throw new WalError(`segment ${segmentId} is not sealed here`);
+    const quarantined: string[] = [];
+    for (const copy of damagedCopies) {
+      const path = state.layout.backupPath(segmentId, copy);
+      if (!(await exists(state.layout.disk, path))) continue;
+      quarantined.push(await quarantineFile(state.layout, path, `backup-${copy}`, { keepOriginal: false, retention: Math.max(1, state.recovery.backupRetentionCount), now: state.options.clock.nowMs() }));
+    }
+    state.scheduleBackup(segmentId);
+    await state.backupsDone();
+    state.logger.warn({ log: state.settings.logName, segment: segmentId, copies: damagedCopies, quarantined }, 'backup copies were damaged or missing; wrote them again from the verified segment');
   }
 
   /**

@@ -7,7 +7,7 @@ export type Fault = (typeof FAULTS)[number];
 export interface Cell {
   readonly row: string;
   readonly fault: Fault;
-  readonly outcome: 'repaired' | 'FAILED' | 'not injectable' | 'n/a';
+  readonly outcome: 'repaired' | 'FAILED' | 'not injectable' | 'not run' | 'n/a';
   /** Injection to verified repair (repaired), or to giving up (FAILED). */
   readonly ms: number;
   /** How it was detected (repaired), why it failed, or why it is not injected. */
@@ -23,21 +23,24 @@ function short(cell: Cell | undefined): string {
       return `FAILED after ${(cell.ms / 1000).toFixed(1)} s`;
     case 'not injectable':
       return 'not injectable';
+    case 'not run':
+      return 'not run';
     case 'n/a':
       return '—';
   }
 }
 
-export function renderMatrix(cells: readonly Cell[], rows: readonly string[]): { text: string; markdown: string } {
+export function renderMatrix(cells: readonly Cell[], rows: readonly string[], notes: readonly string[] = []): { text: string; markdown: string } {
   const at = (row: string, fault: Fault): Cell | undefined => cells.find((c) => c.row === row && c.fault === fault);
   const header = ['file / region', ...FAULTS];
   const body = rows.map((row) => [row, ...FAULTS.map((fault) => short(at(row, fault)))]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? '').length)));
   const line = (r: readonly string[]): string => r.map((v, i) => v.padEnd(widths[i] ?? 0)).join(' | ');
   const count = (outcome: Cell['outcome']): number => cells.filter((c) => c.outcome === outcome).length;
-  const totals = `${count('repaired')} repaired, ${count('FAILED')} failed, ${count('not injectable')} not injectable, ${count('n/a')} not applicable`;
+  const totals = `${count('repaired')} repaired, ${count('FAILED')} failed, ${count('not injectable')} not injectable, ${count('not run')} not run, ${count('n/a')} not applicable`;
   const text = [line(header), widths.map((w) => '-'.repeat(w)).join('-+-'), ...body.map(line), '', totals].join('\n');
   const failures = cells.filter((c) => c.outcome === 'FAILED').map((c) => `- ${c.row} × ${c.fault}: ${c.detail}`);
+  const notRun = cells.find((c) => c.outcome === 'not run');
   const eio = cells.find((c) => c.outcome === 'not injectable');
   const markdown = [
     '# Fault matrix',
@@ -63,6 +66,8 @@ export function renderMatrix(cells: readonly Cell[], rows: readonly string[]): {
     '— : the fault is file-level (it has its own row) or has no meaning there.',
     '',
     ...(eio ? [`**EIO on read is not injectable** on real files here: it ${eio.detail}.`, ''] : []),
+    ...(notRun ? [`**not run**: ${notRun.detail}.`, ''] : []),
+    ...notes.flatMap((note) => [note, '']),
     ...(failures.length > 0 ? ['## Failed cells', '', ...failures, ''] : []),
   ].join('\n');
   return { text, markdown };

@@ -189,7 +189,8 @@ export function frameAt(bytes: Buffer, index: number): FrameSpan {
   return span;
 }
 
-async function writeAt(path: string, offset: number, bytes: Buffer): Promise<void> {
+/** Writes bytes at offset of a file in place, synced. */
+export async function writeAt(path: string, offset: number, bytes: Buffer): Promise<void> {
   const handle = await open(path, 'r+');
   try {
     await handle.write(bytes, 0, bytes.byteLength, offset);

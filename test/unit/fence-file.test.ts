@@ -118,6 +118,19 @@ describe('the EPOCH file', () => {
     await expect(restarted.withEpoch(LOG, 13, async () => 'written')).rejects.toBeInstanceOf(FencedError);
   });
 
+  it('opened while the cluster\'s records could not be read: checkFences raises the fence to them later', async () => {
+    await writeOneEntry(logStores(), 4);
+    for (const logs of opened.splice(0)) await logs.closeAll();
+    let etcdUp = false;
+    const logs = logStores(async () => (etcdUp ? 30 : Promise.reject(new Error('etcd unreachable'))));
+    expect(await logs.fencedEpoch(LOG)).toBe(4);
+    etcdUp = true;
+    expect(await logs.checkFences()).toEqual([LOG]);
+    expect(await logs.fencedEpoch(LOG)).toBe(30);
+    expect(await readFile(epochFile(), 'utf8')).toBe(encodeFence(30).toString());
+    await expect(logs.withEpoch(LOG, 29, async () => 'written')).rejects.toBeInstanceOf(FencedError);
+  });
+
   it('a fresh log with no segment starts unfenced', async () => {
     expect(await logStores().fencedEpoch(LOG)).toBe(0);
   });

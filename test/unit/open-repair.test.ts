@@ -2,7 +2,7 @@
 // segment, damaged on the medium after it was synced, is rewritten from a verified copy while the
 // segment stays open, and appends go on after it. Two replica stores get the same frames (as a
 // writer sends them); the damaged one repairs from the other. Named by the fault injected.
-import { mkdtemp, readFile, rm, truncate as fsTruncate } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, truncate as fsTruncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -109,6 +109,34 @@ describe('repairOpenSegment', () => {
     expect(result.outcome).toBe('done');
     expect((await readFile(segmentFile('victim'))).equals(await readFile(segmentFile('healthy')))).toBe(true);
     await expectAllRead(victim, SEGMENT.firstIndex + ENTRIES - 1);
+  });
+
+  it('deleted open segment file is written back under its name, and appends land in it', async () => {
+    const { victim, healthy } = await twoReplicas();
+    await rm(segmentFile('victim'));
+    expect(await victim.openSegmentFileProblem()).toMatchObject({ segmentId: SEGMENT.segmentId, detail: expect.stringMatching(/missing/) });
+    const result = await victim.repairOpenSegment(SEGMENT.segmentId, { sources: [sourceOf(healthy)] });
+    expect(result.outcome).toBe('done');
+    expect(await victim.openSegmentFileProblem()).toBeUndefined();
+    expect((await readFile(segmentFile('victim'))).equals(await readFile(segmentFile('healthy')))).toBe(true);
+    const more = frames(SEGMENT.firstIndex + ENTRIES, 5);
+    await victim.appendFrames(SEGMENT, more);
+    await healthy.appendFrames(SEGMENT, more);
+    expect((await readFile(segmentFile('victim'))).equals(await readFile(segmentFile('healthy')))).toBe(true);
+    await expectAllRead(victim, SEGMENT.firstIndex + ENTRIES + 4);
+  });
+
+  it('open segment file replaced by an older copy of itself gets its later entries back', async () => {
+    const victim = await replica('victim');
+    const healthy = await replica('healthy');
+    const all = frames(SEGMENT.firstIndex, ENTRIES);
+    for (const store of [victim, healthy]) await store.appendFrames(SEGMENT, all.slice(0, 10));
+    const olderCopy = await readFile(segmentFile('victim'));
+    for (const store of [victim, healthy]) await store.appendFrames(SEGMENT, all.slice(10));
+    await writeFile(segmentFile('victim'), olderCopy);
+    expect(await victim.openSegmentFileProblem()).toMatchObject({ detail: expect.stringMatching(/bytes/) });
+    expect((await victim.repairOpenSegment(SEGMENT.segmentId, { sources: [sourceOf(healthy)] })).outcome).toBe('done');
+    expect((await readFile(segmentFile('victim'))).equals(await readFile(segmentFile('healthy')))).toBe(true);
   });
 
   it('a replica serving a self-consistent but different entry is refused: nothing is written', async () => {
