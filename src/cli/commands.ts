@@ -2,6 +2,7 @@
 // returns an exit code. Errors are thrown as they are; exit.ts alone turns them into codes.
 import type { Logger } from 'pino';
 import type { RepairStrategy } from '../recovery/index.js';
+import { APPEND_ENTRIES_MAX } from '../replication/index.js';
 import { type AdminClient, type AppendRange, type Endpoint, type OnProgress, type OpenLogOptions, adminFor, clusterStatus, openLog } from './backend.js';
 import { EXIT_DAMAGE, EXIT_OK, type ExitCode, PartialAppendError, SegmentNotFoundError } from './exit.js';
 import { lineBatches } from './lines.js';
@@ -28,8 +29,8 @@ function logOptions(ctx: CommandContext, create: boolean): OpenLogOptions {
   return { logger: ctx.logger, create, ...(ctx.backupRetentionCount !== undefined ? { backupRetentionCount: ctx.backupRetentionCount } : {}) };
 }
 
-/** Lines per append call: each call is one group commit (one fdatasync) in the store. */
-const APPEND_BATCH_ENTRIES_MAX = 4096;
+/** Lines per append call: each call is one group commit (one fdatasync) in the store, and one writer turn in a cluster. */
+const APPEND_BATCH_ENTRIES_MAX = APPEND_ENTRIES_MAX;
 const APPEND_BATCH_BYTES_MAX = 1024 * 1024;
 
 export interface AppendOptions {

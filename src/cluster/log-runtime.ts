@@ -17,6 +17,7 @@ import {
   FencedError,
   LogReader,
   LogWriter,
+  APPEND_ENTRIES_MAX,
   NotWriterError,
   QuorumUnavailableError,
   SESSION_DEFAULTS,
@@ -334,6 +335,7 @@ export class LogRuntime {
    */
   async append(payloads: readonly Uint8Array[], forwarded: boolean, deadlineMs: number, session?: SessionRef): Promise<AppendResult> {
     if (payloads.length === 0) throw new BadRequestError('payloads', 'at least one payload is needed');
+    if (payloads.length > APPEND_ENTRIES_MAX) throw new BadRequestError('payloads', `${payloads.length} entries in one call; at most ${APPEND_ENTRIES_MAX}`);
     for (const payload of payloads) {
       if (payload.byteLength > this.ctx.entryBytesMax) throw new BadRequestError('payloads', `an entry of ${payload.byteLength} bytes exceeds the limit of ${this.ctx.entryBytesMax}`);
     }

@@ -53,6 +53,8 @@ export interface LogReaderContext {
 export const READ_FETCH_BYTES_MAX = 4 * 1024 * 1024;
 export const READ_BATCH_DEFAULT = 256;
 export const READ_BATCH_MAX = 4096;
+/** A batch ends once it holds this many payload bytes (a Read call holds about one batch at a time). */
+export const READ_BATCH_BYTES_MAX = 4 * 1024 * 1024;
 
 type Records = ReadonlyArray<{ meta: SegmentMeta; modRevision?: number }>;
 
@@ -84,7 +86,7 @@ export class LogReader {
     }
   }
 
-  /** Verified entries from..to (to 0: the committed end), in batches of at most batchMax. */
+  /** Verified entries from..to (to 0: the committed end), in batches of at most batchMax entries and about READ_BATCH_BYTES_MAX bytes. */
   async *read(from: number, to: number, batchMax: number): AsyncGenerator<ReadEntry[]> {
     if (!Number.isSafeInteger(from) || from < 1) throw new BadRequestError('from_index', 'must be at least 1');
     if (!Number.isSafeInteger(to) || to < 0) throw new BadRequestError('to_index', 'must be 0 or an index');
@@ -96,9 +98,11 @@ export class LogReader {
     let index = from;
     while (index <= upper) {
       const batch: ReadEntry[] = [];
-      while (index <= upper && batch.length < limit) {
+      let bytes = 0;
+      while (index <= upper && batch.length < limit && bytes < READ_BATCH_BYTES_MAX) {
         const got = await this.readAt(index, Math.min(upper, index + limit - batch.length - 1), committed);
         batch.push(...got);
+        for (const entry of got) bytes += entry.payload.byteLength;
         index += got.length;
       }
       yield batch;

@@ -87,6 +87,12 @@ interface OpenSegment {
 const RECOVERY_ATTEMPTS_MAX = 5;
 /** How long a member that failed a send is left out of new ensembles. */
 const SUSPECT_MS = 5_000;
+/**
+ * Entries one Append call may carry (the CLI and WalClient batch at most this many). One call is
+ * one turn of the writer: a call of a million tiny entries would hold the log for everyone else.
+ */
+export const APPEND_ENTRIES_MAX = 4096;
+
 /** Batches sent to one member and not yet answered, before the writer waits for it. */
 const MEMBER_BATCHES_IN_FLIGHT_MAX = 8;
 

@@ -31,20 +31,27 @@ export interface RpcLimits {
   readonly concurrentStreamsPerConnectionMax: number;
   /** Calls of each family in flight at once on this node, all callers together. */
   readonly inFlightCallsMax: Readonly<Record<CallFamily, number>>;
+  /**
+   * How long a server stream may wait for its reader to take the next message: a caller that
+   * stops reading would otherwise keep its slot (and the file or batch behind it) for ever.
+   */
+  readonly streamStallMsMax: number;
 }
 
 export const RPC_LIMITS_DEFAULT: RpcLimits = Object.freeze({
   concurrentStreamsPerConnectionMax: 512,
   inFlightCallsMax: Object.freeze({ read: 256, fetch: 16, validate: 8, repair: 16, 'peer-read': 64 }),
+  streamStallMsMax: 30_000,
 });
 
 /** Fills defaults and checks every limit is a positive integer (an invalid one is a bug here). */
-export function resolveRpcLimits(partial: { concurrentStreamsPerConnectionMax?: number; inFlightCallsMax?: Partial<Record<CallFamily, number>> } = {}): RpcLimits {
+export function resolveRpcLimits(partial: { concurrentStreamsPerConnectionMax?: number; inFlightCallsMax?: Partial<Record<CallFamily, number>>; streamStallMsMax?: number } = {}): RpcLimits {
   const limits: RpcLimits = {
     concurrentStreamsPerConnectionMax: partial.concurrentStreamsPerConnectionMax ?? RPC_LIMITS_DEFAULT.concurrentStreamsPerConnectionMax,
     inFlightCallsMax: Object.freeze({ ...RPC_LIMITS_DEFAULT.inFlightCallsMax, ...partial.inFlightCallsMax }),
+    streamStallMsMax: partial.streamStallMsMax ?? RPC_LIMITS_DEFAULT.streamStallMsMax,
   };
-  for (const [name, value] of [['concurrentStreamsPerConnectionMax', limits.concurrentStreamsPerConnectionMax], ...Object.entries(limits.inFlightCallsMax)] as const) {
+  for (const [name, value] of [['concurrentStreamsPerConnectionMax', limits.concurrentStreamsPerConnectionMax], ['streamStallMsMax', limits.streamStallMsMax], ...Object.entries(limits.inFlightCallsMax)] as const) {
     if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`rpc limit ${name} must be a positive integer, got ${String(value)}`);
   }
   return Object.freeze(limits);

@@ -106,6 +106,7 @@ function unary<Req, Res>(logger: Logger, method: string, handle: (request: Req, 
 }
 
 const GONE = Symbol('gone');
+const STALLED = Symbol('stalled');
 
 /** Whether the call can no longer be written to (cancelled, past its deadline, failed or closed). */
 function isGone(call: grpc.ServerWritableStream<unknown, unknown>): boolean {
@@ -143,6 +144,13 @@ export async function* byBytes(source: AsyncIterable<readonly ReadEntryView[]>, 
   }
 }
 
+export class StreamStalledError extends Error {
+  override readonly name = 'StreamStalledError';
+  constructor(readonly stallMs: number) {
+    super(`the caller took no message for ${stallMs} ms; the stream is ended (call again to resume)`);
+  }
+}
+
 export class WatcherTooSlowError extends Error {
   override readonly name = 'WatcherTooSlowError';
   constructor(readonly unreadMax: number) {
@@ -150,7 +158,7 @@ export class WatcherTooSlowError extends Error {
   }
 }
 
-async function streamTo<T, M>(call: grpc.ServerWritableStream<unknown, M>, source: AsyncIterable<T>, toMessage: (item: T) => M): Promise<void> {
+async function streamTo<T, M>(call: grpc.ServerWritableStream<unknown, M>, source: AsyncIterable<T>, toMessage: (item: T) => M, stallMs: number): Promise<void> {
   const iterator = source[Symbol.asyncIterator]();
   let markGone = (): void => undefined;
   const gone = new Promise<typeof GONE>((resolve) => (markGone = () => resolve(GONE)));
@@ -176,12 +184,16 @@ async function streamTo<T, M>(call: grpc.ServerWritableStream<unknown, M>, sourc
       let onDrain = (): void => undefined;
       const drained = new Promise<void>((resolve) => (onDrain = resolve));
       call.once('drain', onDrain);
-      const woke = await Promise.race([drained, gone]);
+      let timer: NodeJS.Timeout | undefined;
+      const stalled = new Promise<typeof STALLED>((resolve) => (timer = setTimeout(() => resolve(STALLED), stallMs)));
+      const woke = await Promise.race([drained, gone, stalled]);
+      clearTimeout(timer);
       call.off('drain', onDrain);
       if (woke === GONE) return;
+      if (woke === STALLED) throw new StreamStalledError(stallMs);
     }
   } catch (error) {
-    sourceDone = true; // a source that threw is finished
+    if (!(error instanceof StreamStalledError)) sourceDone = true; // a source that threw is finished
     throw error;
   } finally {
     for (const event of events) call.off(event, markGone);
@@ -208,7 +220,7 @@ export function sessionOf(request: { session_id?: Buffer | Uint8Array; sequence?
   return { sessionId: Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex'), sequence };
 }
 
-function walService(api: NodeApi, transport: Transport): WalServiceHandlers {
+function walService(api: NodeApi, transport: Transport, stallMs: number): WalServiceHandlers {
   const { logger } = api;
   return {
     Append: unary(logger, 'Append', async (request, call) => {
@@ -246,12 +258,12 @@ function walService(api: NodeApi, transport: Transport): WalServiceHandlers {
       const { log, from_index, to_index, batch_max } = call.request;
       streamTo(call, byBytes(api.read(log, from_index, to_index, batch_max), READ_RESPONSE_BYTES_MAX), (batch) => ({
         entries: batch.map((e) => ({ index: e.index, timestamp_ms: e.timestampMs, payload: e.payload, checksum: e.checksum, lost: e.lost, lost_reason: e.lostReason })),
-      })).catch((error: unknown) => failStream(call, error, logger, 'Read'));
+      }), stallMs).catch((error: unknown) => failStream(call, error, logger, 'Read'));
     },
   };
 }
 
-function peerService(api: NodeApi): PeerServiceHandlers {
+function peerService(api: NodeApi, stallMs: number): PeerServiceHandlers {
   const { handlers, logger } = api;
   return {
     Replicate: unary(logger, 'Replicate', async (r) => {
@@ -292,13 +304,13 @@ function peerService(api: NodeApi): PeerServiceHandlers {
           const message = { offset_bytes: offset, data: chunk, total_bytes: file.totalBytes };
           offset += chunk.byteLength;
           return message;
-        });
+        }, stallMs);
       })().catch((error: unknown) => failStream(call, error, logger, 'FetchSegment'));
     },
   };
 }
 
-function adminService(api: NodeApi): AdminServiceHandlers {
+function adminService(api: NodeApi, stallMs: number): AdminServiceHandlers {
   const { logger } = api;
   return {
     RepairSegment: unary(logger, 'RepairSegment', async (r) => {
@@ -334,7 +346,7 @@ function adminService(api: NodeApi): AdminServiceHandlers {
         done: m.done,
         segments_checked: m.segmentsChecked,
         bytes_checked: m.bytesChecked,
-      })).catch((error: unknown) => failStream(call, error, logger, 'Validate'));
+      }), stallMs).catch((error: unknown) => failStream(call, error, logger, 'Validate'));
     },
     GetRecoveryMetrics: unary(logger, 'GetRecoveryMetrics', async () => {
       const m = api.recoveryMetrics();
@@ -426,9 +438,9 @@ export async function startRpcServer(api: NodeApi, listen: { host: string; port:
     const limited = limitService(name, definition, handlers as grpc.UntypedServiceImplementation, inFlight);
     server.addService(definition, guardService(name, definition, decodedService(definition, limited), guard));
   };
-  serve('WalService', proto.walrecovery.v1.WalService.service, walService(api, security.transport));
-  serve('PeerService', proto.walrecovery.v1.PeerService.service, peerService(api));
-  serve('AdminService', proto.walrecovery.v1.AdminService.service, adminService(api));
+  serve('WalService', proto.walrecovery.v1.WalService.service, walService(api, security.transport, limitOptions.limits.streamStallMsMax));
+  serve('PeerService', proto.walrecovery.v1.PeerService.service, peerService(api, limitOptions.limits.streamStallMsMax));
+  serve('AdminService', proto.walrecovery.v1.AdminService.service, adminService(api, limitOptions.limits.streamStallMsMax));
   const health = new HealthImplementation({ '': 'NOT_SERVING', 'walrecovery.v1.WalService': 'NOT_SERVING' });
   health.addToServer(server);
   // Reflection tells anyone the whole schema: served on a plaintext (development) node only.

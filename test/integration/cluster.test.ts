@@ -9,6 +9,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadProto } from '../../src/rpc/index.js';
 import { CHANNEL_OPTIONS } from '../../src/rpc/clients.js';
 import { encodeEntry } from '../../src/wal/format.js';
+import { APPEND_ENTRIES_MAX } from '../../src/replication/index.js';
 import { Appender, TestCluster, type TestNode, compareSealedSegments, missingAcknowledged, payloadFor, pollUntil, readAll } from '../support/cluster.js';
 import { EtcdServer, sleepMs } from '../support/etcd.js';
 
@@ -240,6 +241,7 @@ describe('a three-node cluster', () => {
       ['read from index 0', () => drain(wal.read(LOG, 0, 0)), [Status.INVALID_ARGUMENT]],
       ['read beyond the committed end', () => drain(wal.read(LOG, 1, 10_000_000)), [Status.OUT_OF_RANGE]],
       ['append with no payloads', () => wal.append(LOG, []), [Status.INVALID_ARGUMENT]],
+      [`append of ${APPEND_ENTRIES_MAX + 1} entries in one call`, () => wal.append(LOG, Array.from({ length: APPEND_ENTRIES_MAX + 1 }, () => Buffer.from('x'))), [Status.INVALID_ARGUMENT]],
       ['append a payload over 1 MiB', () => wal.append(LOG, [tooBig]), [Status.INVALID_ARGUMENT]],
       ['append a payload over 1 MiB to the writer', () => writer.walClient().append(LOG, [tooBig]), [Status.INVALID_ARGUMENT]],
     ];

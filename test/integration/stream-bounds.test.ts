@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AdminClient, type NodeApi, type RecoveryEventMessage, type RpcServer, WalClient, startRpcServer } from '../../src/rpc/index.js';
+import { AdminClient, type NodeApi, type RecoveryEventMessage, type RpcServer, WalClient, resolveRpcLimits, startRpcServer } from '../../src/rpc/index.js';
 import { READ_RESPONSE_BYTES_MAX, WATCH_UNREAD_EVENTS_MAX } from '../../src/rpc/server.js';
 
 const ENTRY_BYTES = 200 * 1024;
@@ -87,4 +87,38 @@ describe('bounded server streams', () => {
     again.cancel();
     admin.close();
   }, 60_000);
+
+  it('a Read whose caller stops taking messages is ended with RESOURCE_EXHAUSTED after streamStallMsMax, and its source released', async () => {
+    let released = 0;
+    const api = {
+      ...stubApi(),
+      read: async function* (_log: string, from: number) {
+        try {
+          for (let i = 0; ; i += 1) yield [{ index: from + i, timestampMs: 1, payload: Buffer.alloc(ENTRY_BYTES, i & 0xff), checksum: '', lost: false, lostReason: '' }];
+        } finally {
+          released += 1;
+        }
+      },
+    } as unknown as NodeApi;
+    const stalling = await startRpcServer(api, { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ streamStallMsMax: 300 }) });
+    const client = new WalClient(`127.0.0.1:${stalling.port}`);
+    try {
+      const answers = client.read('l', 1, 0, { deadlineMs: 60_000 })[Symbol.asyncIterator]();
+      expect((await answers.next()).done).toBe(false);
+      // Take nothing more for a while: the server's writes back up, then its stall timer fires.
+      await expect.poll(() => released, { timeout: 20_000 }).toBe(1);
+      let failure: grpc.ServiceError | undefined;
+      try {
+        for (let r = await answers.next(); !r.done; r = await answers.next());
+      } catch (error) {
+        failure = error as grpc.ServiceError;
+      }
+      expect(failure && grpc.status[failure.code]).toBe('RESOURCE_EXHAUSTED');
+      expect(failure?.details).toMatch(/took no message for 300 ms/);
+    } finally {
+      client.close();
+      await stalling.stop();
+    }
+  }, 60_000);
 });
+

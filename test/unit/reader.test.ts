@@ -4,7 +4,7 @@
 // missed a failover and holds a cut entry, a stale cached record list, a lying remote copy, a
 // lying local copy, entries past the committed index.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LogReader, type ReadEntry, type SegmentHolding, type SegmentMeta } from '../../src/replication/index.js';
+import { LogReader, READ_BATCH_BYTES_MAX, READ_BATCH_MAX, type ReadEntry, type SegmentHolding, type SegmentMeta } from '../../src/replication/index.js';
 import { IndexOutOfRangeError, type SegmentStart, format } from '../../src/wal/index.js';
 import { TestCluster, payloadOf, silent } from '../support/replication-fakes.js';
 
@@ -152,6 +152,23 @@ describe('LogReader', () => {
     await expect(readAll(reader, 11, 11)).rejects.toBeInstanceOf(IndexOutOfRangeError);
     const upToCommitted = await readAll(reader, 1, 0);
     expect(upToCommitted.map((e) => e.index)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+  });
+
+  it('a batch ends near READ_BATCH_BYTES_MAX bytes of payload, whatever the entry count asked for', async () => {
+    const big = 60 * 1024;
+    const count = Math.ceil((2.5 * READ_BATCH_BYTES_MAX) / big);
+    await cluster.directory.create(openRecord(1, ['a', 'b', 'c'], 1, 1));
+    await replicate(['a', 'b', 'c'], 1, startOf(1, 1), frames(1, count, (n) => Buffer.alloc(big, n & 0xff)));
+    const { reader } = await readerOn('a', { local: count, writer: count });
+    const sizes: number[] = [];
+    let read = 0;
+    for await (const batch of reader.read(1, 0, READ_BATCH_MAX)) {
+      sizes.push(batch.reduce((sum, e) => sum + e.payload.byteLength, 0));
+      read += batch.length;
+    }
+    expect(read).toBe(count);
+    expect(sizes.length).toBe(3);
+    for (const bytes of sizes) expect(bytes).toBeLessThan(READ_BATCH_BYTES_MAX + big);
   });
 
   it('a local sealed copy that disagrees with its record calls onDamage and is not served', async () => {
