@@ -29,6 +29,8 @@ export interface WalClientOptions {
   readonly backoffMaxMs?: number;
   /** How often tail() asks for entries past the last one (default 20 ms). */
   readonly tailPollMs?: number;
+  /** Maps a member's advertised address to the one to dial (NAT, a proxy); identity by default. */
+  readonly dialAddress?: (advertised: string) => string;
 }
 
 export interface ResolvedClientOptions {
@@ -46,6 +48,7 @@ export interface ResolvedClientOptions {
   readonly backoffInitialMs: number;
   readonly backoffMaxMs: number;
   readonly tailPollMs: number;
+  readonly dialAddress: (advertised: string) => string;
 }
 
 export const CLIENT_DEFAULTS = Object.freeze({
@@ -94,6 +97,7 @@ export function resolveClientOptions(o: WalClientOptions): ResolvedClientOptions
     backoffInitialMs: positive('backoffInitialMs', o.backoffInitialMs ?? CLIENT_DEFAULTS.backoffInitialMs, 60_000),
     backoffMaxMs: positive('backoffMaxMs', o.backoffMaxMs ?? CLIENT_DEFAULTS.backoffMaxMs, 60_000),
     tailPollMs: positive('tailPollMs', o.tailPollMs ?? CLIENT_DEFAULTS.tailPollMs, 60_000),
+    dialAddress: o.dialAddress ?? ((advertised) => advertised),
   };
   return Object.freeze(resolved);
 }
