@@ -77,7 +77,7 @@ export class WalClient {
   static async connect(options: WalClientOptions): Promise<WalClient> {
     const client = new WalClient(resolveClientOptions(options));
     try {
-      await client.refresh(Date.now() + client.options.deadlineMs);
+      await client.refresh(Date.now() + client.options.connectDeadlineMs);
     } catch (error) {
       client.closeChannels();
       throw error;

@@ -3,10 +3,11 @@
 // cut again and again through TCP proxies. Every acknowledged entry must be in the log exactly
 // once at its acknowledged index; no payload may appear twice (an append whose outcome was
 // unknown may be absent, never duplicated). `npm test` builds dist/ first (pretest).
+import { execFile } from 'node:child_process';
 import { type Server, type Socket, connect, createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppendOutcomeUnknownError, WalClient } from '../../src/client/index.js';
-import { TestCluster, payloadFor, pollUntil } from '../support/cluster.js';
+import { CLI, TestCluster, payloadFor, pollUntil } from '../support/cluster.js';
 import { EtcdServer, freePort, sleepMs } from '../support/etcd.js';
 
 const LOG = 'exactly-once';
@@ -166,4 +167,27 @@ describe('WalClient exactly-once appends under faults', () => {
     expect(acked.size).toBeGreaterThan(1_000);
     console.log(`client test: ${sent} appends sent, ${acked.size} entries acknowledged, ${unknown.size} outcomes unknown, ${byIndex.size} entries in the log, ${[...proxies.values()].reduce((n, p) => n + p.cuts, 0)} cuts; unknown: ${[...new Set(causes)].join(' | ')}`);
   }, 240_000);
+});
+
+function runCli(args: readonly string[], stdin: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(process.execPath, [CLI, ...args], { timeout: 60_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? Number((error as { code?: unknown }).code ?? 1) : 0, stdout, stderr });
+    });
+    child.stdin?.end(stdin);
+  });
+}
+
+describe('the CLI through WalClient', () => {
+  it('append --target and dump --target write and read a log of the cluster', async () => {
+    const target = (cluster as TestCluster).nodes[0]?.target as string;
+    const appended = await runCli(['append', '--target', target, '--log', 'cli', '--json'], 'first\nsecond\nthird\n');
+    expect(appended.stderr).toBe('');
+    expect(JSON.parse(appended.stdout)).toMatchObject({ count: 3, firstIndex: 1, lastIndex: 3 });
+    const dumped = await runCli(['dump', '--target', target, '--log', 'cli', '--json'], '');
+    expect(dumped.code).toBe(0);
+    const lines = dumped.stdout.trim().split('\n').map((l) => JSON.parse(l) as { index: number });
+    expect(lines.map((l) => l.index)).toEqual([1, 2, 3]);
+    expect(dumped.stdout).toContain(Buffer.from('second').toString('base64'));
+  }, 120_000);
 });
