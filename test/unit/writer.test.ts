@@ -628,14 +628,16 @@ describe('deadlines and sessions (issue 12)', () => {
     expect(await first).toEqual({ firstIndex: 1, lastIndex: 1 });
     await expect(queued).rejects.toBeInstanceOf(AppendExpiredError);
     expect(await writer.append([payloadOf(3)])).toEqual({ firstIndex: 2, lastIndex: 2 });
+    await acknowledgedBy(handle, ['a', 'b', 'c'], 2);
     const frames = await framesOn('a', 1, 2);
     expect(frames.map((f) => format.entryPayloadOf(f).equals(payloadOf(2)))).toEqual([false, false]);
   });
 
   it('tags only the last entry of a session batch, and readers get the payloads without the tag', async () => {
-    const { writer } = writerOn('a', 1);
+    const handle = writerOn('a', 1);
     const tag = { sessionId: 'ab'.repeat(16), sequence: 9, count: 3 };
-    expect(await writer.append(payloads(1, 3), { session: tag })).toEqual({ firstIndex: 1, lastIndex: 3 });
+    expect(await handle.writer.append(payloads(1, 3), { session: tag })).toEqual({ firstIndex: 1, lastIndex: 3 });
+    await acknowledgedBy(handle, ['b'], 3);
     const frames = await framesOn('b', 1, 3);
     expect(frames.map((f) => format.sessionTagOf(f))).toEqual([undefined, undefined, tag]);
     expect(frames.map((f) => format.entryPayloadOf(f).equals(payloadOf(3)))).toEqual([false, false, true]);
