@@ -191,3 +191,28 @@ describe('the CLI through WalClient', () => {
     expect(dumped.stdout).toContain(Buffer.from('second').toString('base64'));
   }, 120_000);
 });
+
+describe('WalClient reads', () => {
+  it('tail follows entries as they are acknowledged; read gives a range', async () => {
+    const client = await WalClient.connect({ ...clientOptions(), log: 'tailed' });
+    try {
+      const first = await client.append([Buffer.from('t1')]);
+      const controller = new AbortController();
+      const seen: string[] = [];
+      const following = (async () => {
+        for await (const entry of client.tail(first.firstIndex, controller.signal)) {
+          seen.push(entry.payload.toString());
+          if (seen.length === 4) controller.abort();
+        }
+      })();
+      for (const text of ['t2', 't3', 't4']) await client.append(Buffer.from(text));
+      await following;
+      expect(seen).toEqual(['t1', 't2', 't3', 't4']);
+      const range: string[] = [];
+      for await (const entry of client.read(first.firstIndex + 1, first.firstIndex + 2)) range.push(entry.payload.toString());
+      expect(range).toEqual(['t2', 't3']);
+    } finally {
+      await client.close();
+    }
+  }, 60_000);
+});
