@@ -4,10 +4,11 @@
 // once at its acknowledged index; no payload may appear twice (an append whose outcome was
 // unknown may be absent, never duplicated). `npm test` builds dist/ first (pretest).
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { type Server, type Socket, connect, createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppendOutcomeUnknownError, WalClient } from '../../src/client/index.js';
-import { CLI, TestCluster, payloadFor, pollUntil } from '../support/cluster.js';
+import { CLI, TestCluster, type TestNode, payloadFor, pollUntil } from '../support/cluster.js';
 import { EtcdServer, freePort, sleepMs } from '../support/etcd.js';
 
 const LOG = 'exactly-once';
@@ -215,4 +216,27 @@ describe('WalClient reads', () => {
       await client.close();
     }
   }, 60_000);
+});
+
+describe('a session batch across writer failover', () => {
+  it('the next writer (another node) answers a retried batch with its original indices, from the session frames in the log', async () => {
+    const c = cluster as TestCluster;
+    const log = 'failover-session';
+    const session = { sessionId: randomBytes(16).toString('hex'), sequence: 1 };
+    const batch = [Buffer.from('s-1'), Buffer.from('s-2')];
+    const first = c.nodes[0] as TestNode;
+    await first.walClient().append(log, [Buffer.from('before')], { createIfMissing: true, deadlineMs: 20_000 });
+    const original = await first.walClient().append(log, batch, { session, deadlineMs: 20_000 });
+    const { writer } = await c.writerOf(log);
+    await c.kill(writer.id, 'SIGKILL');
+    const survivor = c.nodes.find((n) => n.alive) as TestNode;
+    const retried = await survivor.walClient().append(log, batch, { session, deadlineMs: 30_000 });
+    expect(retried).toEqual(original);
+    const { writer: next } = await c.writerOf(log);
+    expect(next.id).not.toBe(writer.id);
+    const texts: string[] = [];
+    for await (const response of survivor.walClient().read(log, 1, 0)) for (const e of response.entries) texts.push(e.payload.toString());
+    expect(texts).toEqual(['before', 's-1', 's-2']);
+    await c.restart(writer.id);
+  }, 120_000);
 });
