@@ -232,6 +232,18 @@ async function walLoad({ target, log, payloadBytes, perCall = 1, ...shape }) {
   }
 }
 
+/** Single-entry appends through the package's WalClient (coalesced), with or without sessions. */
+async function clientLoad({ targets, log, payloadBytes, sessions, ...shape }) {
+  const { WalClient } = await import('../dist/index.js');
+  const client = await WalClient.connect({ targets, log, sessions, createIfMissing: true, deadlineMs: 10_000 });
+  const payload = payloadOf(payloadBytes);
+  try {
+    reportResult(await drive(() => client.append(payload), shape));
+  } finally {
+    await client.close();
+  }
+}
+
 async function etcdLoad({ url, payloadBytes, prefix, ...shape }) {
   const { Etcd3 } = await import('etcd3');
   const client = new Etcd3({ hosts: url });
@@ -319,6 +331,12 @@ export async function benchCluster({ root, sizes, log }) {
     const openSegment = logStatus.segments.at(-1);
     const shapeNote = `writer ${logStatus.writer}, replication ${logStatus.replication_factor}, ack quorum ${logStatus.ack_quorum}, ensemble ${openSegment?.ensemble?.join('/') ?? '?'}`;
     log(`log "${LOG}": ${shapeNote}; forwarding through ${other.id}`);
+    // The writer rebuilds its session table from the log before its first session append (once
+    // per writer start): done here, so that no measured run pays for it.
+    const { WalClient: PublicClient } = await import('../dist/index.js');
+    const warm = await PublicClient.connect({ targets: [other.address], log: LOG });
+    await warm.append(payload);
+    await warm.close();
 
     // Runs alternate between the cluster and etcd in short slices, pooled per kind.
     const kinds = [
@@ -329,6 +347,11 @@ export async function benchCluster({ root, sizes, log }) {
       { key: 'etcd64', label: '   baseline: etcd put, 64 concurrent', task: 'etcdLoad', args: { url: etcd.url }, concurrency: 64 },
       { key: 'fwd64', label: `6c cluster: 64 concurrent through non-writer ${other.id} (forwarded)`, task: 'walLoad', args: { target: other.address }, concurrency: 64 },
       { key: 'batch8x64', label: '6d cluster: 8 clients x 64 entries per Append call (to the writer; entries/s, latency per call)', task: 'walLoad', args: { target: writerTarget, perCall: 64 }, concurrency: 8 },
+      // Issue 12: the package's WalClient (finds the writer, coalesces concurrent single appends).
+      { key: 'cli64s', label: '6e WalClient: 64 concurrent single appends, sessions (exactly-once)', task: 'clientLoad', args: { targets: [other.address], sessions: true }, concurrency: 64 },
+      { key: 'cli64n', label: '6e WalClient: 64 concurrent single appends, no sessions', task: 'clientLoad', args: { targets: [other.address], sessions: false }, concurrency: 64 },
+      { key: 'cli1s', label: '6f WalClient: 1 appender awaiting each append, sessions', task: 'clientLoad', args: { targets: [other.address], sessions: true }, concurrency: 1 },
+      { key: 'cli1n', label: '6f WalClient: 1 appender awaiting each append, no sessions', task: 'clientLoad', args: { targets: [other.address], sessions: false }, concurrency: 1 },
     ];
     const pooled = {};
     for (let round = 1; round <= sizes.rounds; round += 1) {
@@ -377,13 +400,23 @@ export async function benchCluster({ root, sizes, log }) {
     }
     const rows = [['run', 'ops/s', 'payload MB/s', 'p50', 'p99', 'max', 'failed', 'CPU writer', 'CPU followers', 'CPU etcd']];
     const cores = (x) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
-    for (const key of ['wal1', 'etcd1', 'wal64', 'etcd64', 'fwd1', 'fwd64', 'batch8x64']) {
+    for (const key of ['wal1', 'etcd1', 'wal64', 'etcd64', 'fwd1', 'fwd64', 'batch8x64', 'cli64s', 'cli64n', 'cli1s', 'cli1n']) {
       const s = stats[key];
       rows.push([s.label, fmtOps(s.opsPerSec), fmtRate(s.opsPerSec * PAYLOAD_BYTES), fmtMs(s.latency.p50), fmtMs(s.latency.p99), fmtMs(s.latency.max), s.taskErrors.length > 0 ? 'TASK FAILED' : String(s.failed), cores(s.cores.writer), cores(s.cores.followers), cores(s.cores.etcd)]);
     }
     const ahead = (a, b) => Number.isFinite(a.opsPerSec) && a.opsPerSec > b.opsPerSec && a.taskErrors.length === 0 && a.failed === 0;
     const ok = ahead(stats.wal1, stats.etcd1) && ahead(stats.wal64, stats.etcd64);
     const rel = (a, b) => `${((a.opsPerSec / b.opsPerSec) * 100).toFixed(0)} %`;
+    // Issue 12's goals for the client, each against its baseline of this run.
+    const clean = (a) => Number.isFinite(a.opsPerSec) && a.taskErrors.length === 0 && a.failed === 0;
+    const client64 = clean(stats.cli64s) && stats.cli64s.opsPerSec >= 2 * stats.etcd64.opsPerSec && stats.cli64s.latency.p99 <= stats.etcd64.latency.p99;
+    const client1 = clean(stats.cli1s) && stats.cli1s.opsPerSec >= stats.etcd1.opsPerSec;
+    const sessionCost = 1 - stats.cli64s.opsPerSec / stats.cli64n.opsPerSec;
+    const sessionsCheap = clean(stats.cli64s) && clean(stats.cli64n) && sessionCost <= 0.05;
+    const clientGoals =
+      `WalClient, 64 concurrent >= 2x etcd's puts/s, p99 <= etcd's -> ${verdict(client64)} (${rel(stats.cli64s, stats.etcd64)} of etcd, p99 ${fmtMs(stats.cli64s.latency.p99)} vs ${fmtMs(stats.etcd64.latency.p99)}); ` +
+      `1 sequential >= etcd's rate -> ${verdict(client1)} (${rel(stats.cli1s, stats.etcd1)}); ` +
+      `exactly-once costs <= 5 % -> ${verdict(sessionsCheap)} (64 concurrent: ${(sessionCost * 100).toFixed(1)} %; 1 sequential: ${((1 - stats.cli1s.opsPerSec / stats.cli1n.opsPerSec) * 100).toFixed(1)} %)`;
     const notes = [];
     for (const s of Object.values(stats)) {
       for (const [k, n] of Object.entries(s.errors)) notes.push(`errors in "${s.label.trim()}": ${n} x ${k}`);
@@ -405,13 +438,14 @@ export async function benchCluster({ root, sizes, log }) {
       goal:
         `goal: ahead of etcd at equal durability -> ${verdict(ok)} ` +
         `(1 client: ${rel(stats.wal1, stats.etcd1)} of etcd's puts/s, p99 ${fmtMs(stats.wal1.latency.p99)} vs ${fmtMs(stats.etcd1.latency.p99)}; ` +
-        `64 in flight: ${rel(stats.wal64, stats.etcd64)}, p99 ${fmtMs(stats.wal64.latency.p99)} vs ${fmtMs(stats.etcd64.latency.p99)})`,
+        `64 in flight: ${rel(stats.wal64, stats.etcd64)}, p99 ${fmtMs(stats.wal64.latency.p99)} vs ${fmtMs(stats.etcd64.latency.p99)})\n` +
+        `goal (issue 12): ${clientGoals}`,
       body:
         `${table(rows)}\n(latency per append / put as the client sees it; an append is acknowledged once 2 of 3 nodes fsynced it; ` +
         `etcd (1 member) fsyncs its WAL before acknowledging a put; CPU: cores used by the server processes during the task (both followers summed), /proc; each run is a fresh client process, all on the same ${os.availableParallelism()}-core machine as the servers)` +
         (notes.length > 0 ? `\n${notes.join('\n')}` : ''),
     };
-    return { section, results: { stats, writer: logStatus.writer, forwardedThrough: other.id, replication: logStatus.replication_factor, ackQuorum: logStatus.ack_quorum, nodeNotes, goalMet: ok } };
+    return { section, results: { clientGoals: { client64, client1, sessionsCheap, sessionCost }, stats, writer: logStatus.writer, forwardedThrough: other.id, replication: logStatus.replication_factor, ackQuorum: logStatus.ack_quorum, nodeNotes, goalMet: ok } };
   } finally {
     for (const c of clients) c.close();
     // Nodes first (they hold etcd leases), then etcd.
@@ -426,7 +460,7 @@ const verdict = (ok) => (ok ? 'MET' : 'MISSED');
 // ---------------------------------------------------------------------------------------------
 
 if (process.argv[1] === SCRIPT) {
-  const TASKS = { walLoad, etcdLoad };
+  const TASKS = { walLoad, etcdLoad, clientLoad };
   const [task, json] = process.argv.slice(2);
   const fn = TASKS[task];
   if (!fn) {

@@ -5,7 +5,8 @@ import type { Logger } from 'pino';
 import type { RepairReport, RepairStrategy } from '../recovery/index.js';
 import { type DataDirOptions, type ValidationReport, WalStore, format, checksumHex, inspectDataDir, repairDataDir, validateStore } from '../wal/index.js';
 import { ClusterNotBuiltError, UsageError } from './exit.js';
-import { AdminClient as RpcAdminClient, INSECURE, type TlsPaths, type Transport, WalClient, loadTransport } from '../rpc/index.js';
+import { AdminClient as RpcAdminClient, INSECURE, type TlsPaths, type Transport, loadTransport } from '../rpc/index.js';
+import { WalClient } from '../client/index.js';
 import { type Target, type TlsFlags, tlsPathsOf } from './options.js';
 
 export type Endpoint = { readonly kind: 'local'; readonly dataDir: string } | { readonly kind: 'cluster'; readonly target: Target; readonly log: string; readonly tls?: TlsPaths | undefined };
@@ -68,7 +69,18 @@ export function endpointOf(opts: { dataDir?: string; target?: Target; log?: stri
 }
 
 export async function openLog(endpoint: Endpoint, options: OpenLogOptions): Promise<LogClient> {
-  if (endpoint.kind === 'cluster') return new ClusterLog(new WalClient(endpoint.target.text, await transportOf(endpoint)), endpoint.log, options.create);
+  if (endpoint.kind === 'cluster') {
+    const transport = await transportOf(endpoint);
+    const client = await WalClient.connect({
+      targets: [endpoint.target.text],
+      log: endpoint.log,
+      createIfMissing: options.create,
+      // A CLI run against a node that is not there says so at once (appends still ride out a failover).
+      connectDeadlineMs: 2_000,
+      ...(transport.kind === 'tls' ? { tls: { ca: transport.ca, cert: transport.cert, key: transport.key } } : {}),
+    });
+    return new ClusterLog(client);
+  }
   const store = await WalStore.open(endpoint.dataDir, {
     logger: options.logger,
     create: options.create,
@@ -125,32 +137,30 @@ class LocalLog implements LogClient {
   }
 }
 
-/** A log of a cluster, through the WalService of one node (appends are forwarded to the writer). */
+/**
+ * A log of a cluster through the package's WalClient: appends go to the writer as session
+ * batches (a retry after a timeout or a writer failover is applied exactly once), reads come from
+ * any member.
+ */
 class ClusterLog implements LogClient {
-  /** The nodes' default limit; a node refuses larger entries with INVALID_ARGUMENT anyway. */
-  readonly entryBytesMax = 1024 * 1024;
+  /** The nodes' default limit less a session tag; a node refuses larger entries with INVALID_ARGUMENT anyway. */
+  readonly entryBytesMax = 1024 * 1024 - format.SESSION_TAG_BYTES;
 
-  constructor(
-    private readonly client: WalClient,
-    private readonly log: string,
-    private readonly create: boolean,
-  ) {}
+  constructor(private readonly client: WalClient) {}
 
-  async append(payloads: readonly Buffer[]): Promise<AppendRange> {
-    return this.client.append(this.log, payloads, { createIfMissing: this.create });
+  append(payloads: readonly Buffer[]): Promise<AppendRange> {
+    return this.client.append(payloads);
   }
 
   async *entries(fromIndex: number | undefined, toIndex: number | undefined): AsyncIterable<DumpRecord> {
-    for await (const response of this.client.read(this.log, fromIndex ?? 1, toIndex ?? 0)) {
-      for (const e of response.entries) {
-        if (e.lost) yield { index: e.index, lost: true, reason: e.lost_reason };
-        else yield { index: e.index, timestampMs: e.timestamp_ms, checksum: e.checksum, payload: e.payload };
-      }
+    for await (const e of this.client.read(fromIndex ?? 1, toIndex)) {
+      if (e.lost) yield { index: e.index, lost: true, reason: e.lostReason };
+      else yield { index: e.index, timestampMs: e.timestampMs, checksum: e.checksum, payload: e.payload };
     }
   }
 
-  async close(): Promise<void> {
-    this.client.close();
+  close(): Promise<void> {
+    return this.client.close();
   }
 }
 

@@ -5,6 +5,7 @@
 //   1  damage found, or damage not repaired
 //   2  usage or environment error (bad option, missing directory, locked store, I/O failure)
 import { CommanderError } from 'commander';
+import { AppendRejectedError, ClusterUnreachableError } from '../client/index.js';
 import { InvalidRecoveryConfigError } from '../recovery/index.js';
 import {
   CorruptEntryError,
@@ -82,6 +83,8 @@ function isSystemError(error: unknown): error is NodeJS.ErrnoException {
 
 export function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof PartialAppendError) return exitCodeOf(error.cause);
+  // The client's refusal says what the node answered (a DATA_LOSS is damage, as above).
+  if (error instanceof AppendRejectedError || error instanceof ClusterUnreachableError) return exitCodeOf(error.cause);
   if (error instanceof CommanderError) return REQUESTED_COMMANDER_CODES.has(error.code) ? EXIT_OK : EXIT_USAGE;
   if (error instanceof OutputClosedError) return EXIT_OK;
   if (error instanceof DamageFoundError || error instanceof CorruptEntryError || error instanceof EntryLostError) return EXIT_DAMAGE;
@@ -114,6 +117,7 @@ export function isSilent(error: unknown): boolean {
 function messageOf(error: unknown): string {
   if (error instanceof CommanderError) return error.message.replace(/^error: /, '');
   if (isRemoteError(error)) return `the node answered: ${error.details || error.message} (gRPC status ${error.code})`;
+  if ((error instanceof AppendRejectedError || error instanceof ClusterUnreachableError) && isRemoteError(error.cause)) return messageOf(error.cause);
   if (error instanceof Error) {
     // A failed write or sync says little on its own; its cause is the system error.
     if (error instanceof StoreFailedError && error.cause instanceof Error) return `${error.message}: ${error.cause.message}`;

@@ -77,7 +77,7 @@ export class WalClient {
   static async connect(options: WalClientOptions): Promise<WalClient> {
     const client = new WalClient(resolveClientOptions(options));
     try {
-      await client.refresh(Date.now() + client.options.deadlineMs);
+      await client.refresh(Date.now() + client.options.connectDeadlineMs);
     } catch (error) {
       client.closeChannels();
       throw error;
@@ -197,7 +197,7 @@ export class WalClient {
       for (const address of this.candidates()) {
         try {
           const status = await this.admin(address).status(this.options.log, Math.max(1, Math.min(this.options.attemptDeadlineMs, endMs - Date.now())));
-          for (const m of status.members) this.members.set(m.id, m.address);
+          for (const m of status.members) this.members.set(m.id, this.options.dialAddress(m.address));
           const writerId = status.logs.find((l) => l.log === this.options.log)?.writer ?? '';
           this.writerAddress = writerId === '' ? undefined : this.members.get(writerId);
           return;

@@ -10,6 +10,8 @@ export interface WalClientOptions {
   readonly tls?: { readonly ca: Buffer; readonly cert: Buffer; readonly key: Buffer };
   /** Whole-operation deadline of an append (every retry included) and of a read's step (default 10 s). */
   readonly deadlineMs?: number;
+  /** How long connect() keeps asking the targets (default deadlineMs). */
+  readonly connectDeadlineMs?: number;
   /** Deadline of one RPC attempt (default 5 s, at most deadlineMs). */
   readonly attemptDeadlineMs?: number;
   /** Exactly-once appends (default true). Without a session, an append is never retried. */
@@ -29,6 +31,8 @@ export interface WalClientOptions {
   readonly backoffMaxMs?: number;
   /** How often tail() asks for entries past the last one (default 20 ms). */
   readonly tailPollMs?: number;
+  /** Maps a member's advertised address to the one to dial (NAT, a proxy); identity by default. */
+  readonly dialAddress?: (advertised: string) => string;
 }
 
 export interface ResolvedClientOptions {
@@ -36,6 +40,7 @@ export interface ResolvedClientOptions {
   readonly log: string;
   readonly transport: Transport;
   readonly deadlineMs: number;
+  readonly connectDeadlineMs: number;
   readonly attemptDeadlineMs: number;
   readonly sessions: boolean;
   readonly createIfMissing: boolean;
@@ -46,6 +51,7 @@ export interface ResolvedClientOptions {
   readonly backoffInitialMs: number;
   readonly backoffMaxMs: number;
   readonly tailPollMs: number;
+  readonly dialAddress: (advertised: string) => string;
 }
 
 export const CLIENT_DEFAULTS = Object.freeze({
@@ -84,6 +90,7 @@ export function resolveClientOptions(o: WalClientOptions): ResolvedClientOptions
     log: o.log ?? CLIENT_DEFAULTS.log,
     transport: o.tls ? ({ kind: 'tls', ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key } as const) : ({ kind: 'insecure' } as const),
     deadlineMs,
+    connectDeadlineMs: positive('connectDeadlineMs', o.connectDeadlineMs ?? deadlineMs, 600_000),
     attemptDeadlineMs: Math.min(deadlineMs, positive('attemptDeadlineMs', o.attemptDeadlineMs ?? CLIENT_DEFAULTS.attemptDeadlineMs, 600_000)),
     sessions: o.sessions ?? CLIENT_DEFAULTS.sessions,
     createIfMissing: o.createIfMissing ?? CLIENT_DEFAULTS.createIfMissing,
@@ -94,6 +101,7 @@ export function resolveClientOptions(o: WalClientOptions): ResolvedClientOptions
     backoffInitialMs: positive('backoffInitialMs', o.backoffInitialMs ?? CLIENT_DEFAULTS.backoffInitialMs, 60_000),
     backoffMaxMs: positive('backoffMaxMs', o.backoffMaxMs ?? CLIENT_DEFAULTS.backoffMaxMs, 60_000),
     tailPollMs: positive('tailPollMs', o.tailPollMs ?? CLIENT_DEFAULTS.tailPollMs, 60_000),
+    dialAddress: o.dialAddress ?? ((advertised) => advertised),
   };
   return Object.freeze(resolved);
 }

@@ -6,7 +6,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FencedError, NotWriterError, QuorumUnavailableError, type SegmentMeta } from '../../src/replication/index.js';
+import { AppendExpiredError, FencedError, NotWriterError, QuorumUnavailableError, type SegmentMeta } from '../../src/replication/index.js';
 import { type AppendResult, checksumHex, format } from '../../src/wal/index.js';
 import { EtcdUnreachableError, type WriterUnderTest, TestCluster, acknowledgedBy, payloadOf, startWriter, until } from '../support/replication-fakes.js';
 
@@ -609,5 +609,47 @@ describe('etcd faults', () => {
     await b.writer.whenReady();
     expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', lastIndex: 2 });
     expect(await b.writer.append(payloads(3, 1))).toEqual({ firstIndex: 3, lastIndex: 3 });
+  });
+});
+
+describe('deadlines and sessions (issue 12)', () => {
+  it('an append still queued when its deadline passes fails and is never written', async () => {
+    const handle = writerOn('a', 1);
+    const { writer, clock } = handle;
+    await writer.whenReady();
+    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
+    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
+    const first = writer.append([payloadOf(1)]);
+    await until(async () => cluster.network.heldCount('b') === 1);
+    const queued = writer.append([payloadOf(2)], { expiresAtMs: clock.monotonicMs() + 100 });
+    clock.advance(200);
+    cluster.network.heal('b');
+    cluster.network.heal('c');
+    expect(await first).toEqual({ firstIndex: 1, lastIndex: 1 });
+    await expect(queued).rejects.toBeInstanceOf(AppendExpiredError);
+    expect(await writer.append([payloadOf(3)])).toEqual({ firstIndex: 2, lastIndex: 2 });
+    await acknowledgedBy(handle, ['a', 'b', 'c'], 2);
+    const frames = await framesOn('a', 1, 2);
+    expect(frames.map((f) => format.entryPayloadOf(f).equals(payloadOf(2)))).toEqual([false, false]);
+  });
+
+  it('tags only the last entry of a session batch, and readers get the payloads without the tag', async () => {
+    const handle = writerOn('a', 1);
+    const tag = { sessionId: 'ab'.repeat(16), sequence: 9, count: 3 };
+    expect(await handle.writer.append(payloads(1, 3), { session: tag })).toEqual({ firstIndex: 1, lastIndex: 3 });
+    await acknowledgedBy(handle, ['b'], 3);
+    const frames = await framesOn('b', 1, 3);
+    expect(frames.map((f) => format.sessionTagOf(f))).toEqual([undefined, undefined, tag]);
+    expect(frames.map((f) => format.entryPayloadOf(f).equals(payloadOf(3)))).toEqual([false, false, true]);
+  });
+
+  it('writes a session batch into one segment: it seals first rather than split it', async () => {
+    const { writer } = writerOn('a', 1, SEGMENT_BYTES_SMALL);
+    const tag = { sessionId: 'cd'.repeat(16), sequence: 1, count: 3 };
+    await writer.append(payloads(1, 1, 1_000));
+    expect(await writer.append(payloads(2, 3, 1_000), { session: tag })).toEqual({ firstIndex: 2, lastIndex: 4 });
+    const sealed = cluster.directory.snapshot(LOG).map((r) => r.meta);
+    expect(sealed[0]).toMatchObject({ state: 'SEALED', lastIndex: 1 });
+    expect(sealed[1]?.firstIndex).toBe(2);
   });
 });
