@@ -10,6 +10,7 @@
 //
 // Fault model: any member may die, stall or lose its connection at any moment; the writer may
 // move; etcd may be briefly out of reach (members answer UNAVAILABLE).
+import { APPEND_ENTRIES_MAX } from '../replication/index.js';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { ReadEntry } from '../replication/index.js';
@@ -103,6 +104,7 @@ export class WalClient {
       return { firstIndex: index, lastIndex: index };
     }
     if (payload.length === 0) throw new WalClientError('append needs at least one payload');
+    if (payload.length > APPEND_ENTRIES_MAX) throw new WalClientError(`append takes at most ${APPEND_ENTRIES_MAX} payloads in one call, not ${payload.length}`);
     return this.sendBatch(payload);
   }
 

@@ -1,4 +1,5 @@
 // Options of WalClient, with defaults filled and checked in one place (frozen once).
+import { APPEND_ENTRIES_MAX } from '../replication/index.js';
 import type { Transport } from '../rpc/index.js';
 
 export interface WalClientOptions {
@@ -96,7 +97,7 @@ export function resolveClientOptions(o: WalClientOptions): ResolvedClientOptions
     createIfMissing: o.createIfMissing ?? CLIENT_DEFAULTS.createIfMissing,
     lingerUs: o.lingerUs === 0 ? 0 : positive('lingerUs', o.lingerUs ?? CLIENT_DEFAULTS.lingerUs, 1_000_000),
     batchBytesMax: positive('batchBytesMax', o.batchBytesMax ?? CLIENT_DEFAULTS.batchBytesMax, 16 * 1024 * 1024),
-    batchEntriesMax: positive('batchEntriesMax', o.batchEntriesMax ?? CLIENT_DEFAULTS.batchEntriesMax, 65_536),
+    batchEntriesMax: positive('batchEntriesMax', o.batchEntriesMax ?? CLIENT_DEFAULTS.batchEntriesMax, APPEND_ENTRIES_MAX),
     inFlightBatchesMax: positive('inFlightBatchesMax', o.inFlightBatchesMax ?? CLIENT_DEFAULTS.inFlightBatchesMax, 16),
     backoffInitialMs: positive('backoffInitialMs', o.backoffInitialMs ?? CLIENT_DEFAULTS.backoffInitialMs, 60_000),
     backoffMaxMs: positive('backoffMaxMs', o.backoffMaxMs ?? CLIENT_DEFAULTS.backoffMaxMs, 60_000),
