@@ -10,7 +10,7 @@ import type { RecoveryMetricsSnapshot, SegmentRepair } from '../recovery/index.j
 import { BadRequestError, PartialAppendError, type LogMeta, type PeerHandlers, type ReadEntry, type SegmentMeta, type SessionRef } from '../replication/index.js';
 import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './clients.js';
 import { loadProto } from './proto.js';
-import { INSECURE, type Transport, guardService, isPeerCaller, serverCredentials } from './security.js';
+import { INSECURE, type Transport, authInterceptor, isPeerCaller, serverCredentials } from './security.js';
 import { toStatus } from './status.js';
 import { decodedService, requireDecoded, tolerantDefinition } from './decode.js';
 import { InFlightCalls, type LimitOptions, RPC_LIMITS_DEFAULT, limitService } from './limits.js';
@@ -424,19 +424,21 @@ export interface RpcSecurity {
 
 export async function startRpcServer(api: NodeApi, listen: { host: string; port: number }, security: RpcSecurity = { transport: INSECURE }, limitOptions: LimitOptions = { limits: RPC_LIMITS_DEFAULT }): Promise<RpcServer> {
   const { proto, packageDefinition } = loadProto();
+  // The role check runs first, before the request is read: a caller refused for who it is costs
+  // no decoding, no buffered message and no slot of a capped family.
+  const guard = authInterceptor({ transport: security.transport, logger: api.logger, ...(security.onRefused ? { onRefused: security.onRefused } : {}) });
   const server = new grpc.Server({
     ...CHANNEL_OPTIONS,
     'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
     'grpc.max_concurrent_streams': limitOptions.limits.concurrentStreamsPerConnectionMax,
+    ...(guard ? { interceptors: [guard] } : {}),
   });
-  const guard = { transport: security.transport, logger: api.logger, ...(security.onRefused ? { onRefused: security.onRefused } : {}) };
   const inFlight = new InFlightCalls(limitOptions);
-  // The guard runs first: a caller refused for who it is takes no slot of a capped family.
-  // Requests that do not decode are answered INVALID_ARGUMENT after the guard, before the limits.
+  // Requests that do not decode are answered INVALID_ARGUMENT, before the limits.
   const serve = (name: string, loaded: grpc.ServiceDefinition, handlers: object): void => {
     const definition = tolerantDefinition(name, loaded);
     const limited = limitService(name, definition, handlers as grpc.UntypedServiceImplementation, inFlight);
-    server.addService(definition, guardService(name, definition, decodedService(definition, limited), guard));
+    server.addService(definition, decodedService(definition, limited));
   };
   serve('WalService', proto.walrecovery.v1.WalService.service, walService(api, security.transport, limitOptions.limits.streamStallMsMax));
   serve('PeerService', proto.walrecovery.v1.PeerService.service, peerService(api, limitOptions.limits.streamStallMsMax));
