@@ -204,7 +204,9 @@ export class WalClient {
           this.writerAddress = writerId === '' ? undefined : this.members.get(writerId);
           return;
         } catch (error) {
-          lastError = error;
+          // Keep the most telling failure: "connection refused" says more than the deadline of a
+          // last attempt squeezed into what was left of the time.
+          if (lastError === undefined || codeOf(error) !== grpc.status.DEADLINE_EXCEEDED) lastError = error;
           // An unknown log is an answer: the members are known, the log is created by an append.
           if (codeOf(error) === grpc.status.NOT_FOUND) return;
           if (codeOf(error) === grpc.status.PERMISSION_DENIED || codeOf(error) === grpc.status.UNAUTHENTICATED) throw error;

@@ -182,10 +182,10 @@ function runCli(args: readonly string[], stdin: string): Promise<{ code: number;
 describe('the CLI through WalClient', () => {
   it('append --target and dump --target write and read a log of the cluster', async () => {
     const target = (cluster as TestCluster).nodes[0]?.target as string;
-    const appended = await runCli(['append', '--target', target, '--log', 'cli', '--json'], 'first\nsecond\nthird\n');
+    const appended = await runCli(['append', '--target', target, '--log', 'cli', '--json', '--insecure'], 'first\nsecond\nthird\n');
     expect(appended.stderr).toBe('');
     expect(JSON.parse(appended.stdout)).toMatchObject({ count: 3, firstIndex: 1, lastIndex: 3 });
-    const dumped = await runCli(['dump', '--target', target, '--log', 'cli', '--json'], '');
+    const dumped = await runCli(['dump', '--target', target, '--log', 'cli', '--json', '--insecure'], '');
     expect(dumped.code).toBe(0);
     const lines = dumped.stdout.trim().split('\n').map((l) => JSON.parse(l) as { index: number });
     expect(lines.map((l) => l.index)).toEqual([1, 2, 3]);
