@@ -319,14 +319,24 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   };
   scheduleFaults();
   // A node lost for good: it crashes at some point of the faulty phase and never comes back,
-  // whatever else is down then (its synced data is gone with it).
+  // whatever else is down then (its synced data is gone with it). Its copies count as damaged
+  // now: not while another copy of one of its segments was damaged within DAMAGE_SPACING_MS (that
+  // could lose every copy, out of scope), and none is damaged again within it.
   if (o.loseNodes) {
-    loop.schedule(o.durationMs * (0.2 + 0.6 * chaos.next()), () => {
-      const node = chaos.pick(cluster.nodes);
+    const node = chaos.pick(cluster.nodes);
+    const held = (): number[] => etcd.segmentRecords(SIM_LOG).filter((r) => r.meta.ensemble.includes(node.id)).map((r) => r.meta.segmentId);
+    const lose = (): void => {
+      if (!faulty) return;
+      if (held().some((id) => loop.nowMs - (damagedAt.get(id) ?? -Infinity) <= DAMAGE_SPACING_MS)) {
+        loop.schedule(1_000, lose);
+        return;
+      }
       countFault('node-lost');
       trace(`lose ${node.id} for good`);
+      for (const id of held()) damagedAt.set(id, loop.nowMs);
       node.lose();
-    });
+    };
+    loop.schedule(o.durationMs * (0.2 + 0.6 * chaos.next()), lose);
   }
 
   // Online checks after every step are the model's (ack and read); run the faulty phase.
