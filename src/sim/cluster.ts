@@ -298,6 +298,8 @@ export class SimCluster {
   readonly logger: Logger = pino({ level: process.env['WAL_SIM_LOG'] ?? 'silent' });
   readonly logMeta: LogMeta;
   readonly goneAfterMs = GONE_AFTER_MS;
+  /** The node about to be lost for good (--lose-nodes): no other copy of its segments is damaged meanwhile. */
+  losing: string | undefined;
   /** Where violations found by the cluster itself go (the run's model). */
   violate: (invariant: string, detail: string) => void = () => undefined;
 

@@ -319,24 +319,20 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   };
   scheduleFaults();
   // A node lost for good: it crashes at some point of the faulty phase and never comes back,
-  // whatever else is down then (its synced data is gone with it). Its copies count as damaged
-  // now: not while another copy of one of its segments was damaged within DAMAGE_SPACING_MS (that
-  // could lose every copy, out of scope), and none is damaged again within it.
+  // whatever else is down then (its synced data is gone with it). Its loss is damage to every
+  // segment it holds: for DAMAGE_SPACING_MS before it, no other copy of those is damaged (that
+  // could lose every copy, out of scope), and none is damaged within DAMAGE_SPACING_MS after.
   if (o.loseNodes) {
     const node = chaos.pick(cluster.nodes);
-    const held = (): number[] => etcd.segmentRecords(SIM_LOG).filter((r) => r.meta.ensemble.includes(node.id)).map((r) => r.meta.segmentId);
-    const lose = (): void => {
-      if (!faulty) return;
-      if (held().some((id) => loop.nowMs - (damagedAt.get(id) ?? -Infinity) <= DAMAGE_SPACING_MS)) {
-        loop.schedule(1_000, lose);
-        return;
-      }
+    const loseAtMs = o.durationMs * (0.2 + 0.6 * chaos.next());
+    loop.schedule(Math.max(0, loseAtMs - DAMAGE_SPACING_MS), () => (cluster.losing = node.id));
+    loop.schedule(loseAtMs, () => {
       countFault('node-lost');
       trace(`lose ${node.id} for good`);
-      for (const id of held()) damagedAt.set(id, loop.nowMs);
+      for (const r of etcd.segmentRecords(SIM_LOG)) if (r.meta.ensemble.includes(node.id)) damagedAt.set(r.meta.segmentId, loop.nowMs);
+      cluster.losing = undefined;
       node.lose();
-    };
-    loop.schedule(o.durationMs * (0.2 + 0.6 * chaos.next()), lose);
+    });
   }
 
   // Online checks after every step are the model's (ack and read); run the faulty phase.
@@ -399,11 +395,12 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
 
 /**
  * Sealed segments (etcd SEALED) that bit rot may hit: those with at least two members not lost
- * for good (damage to the last copy of an entry is out of scope).
+ * for good, and none about to be (damage to the last copy of an entry is out of scope).
  */
 function damageableSegments(cluster: SimCluster): Set<number> {
   const kept = (node: string): boolean => !cluster.node(node).lost;
-  return new Set(cluster.etcd.segmentRecords(SIM_LOG).filter((r) => r.meta.state === 'SEALED' && r.meta.ensemble.filter(kept).length >= 2).map((r) => r.meta.segmentId));
+  const damageable = (ensemble: readonly string[]): boolean => ensemble.filter(kept).length >= 2 && (cluster.losing === undefined || !ensemble.includes(cluster.losing));
+  return new Set(cluster.etcd.segmentRecords(SIM_LOG).filter((r) => r.meta.state === 'SEALED' && damageable(r.meta.ensemble)).map((r) => r.meta.segmentId));
 }
 
 /**
