@@ -366,7 +366,12 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     await loop.run(loop.nowMs + 3_000, () => settled);
     if (!settled) trace('final append: no answer within its deadline');
   }
-  if (!finalAppend) model.violate('log-accepts-appends', `no append succeeded within ${QUIESCE_MS_MAX} ms after every fault was healed`);
+  if (!finalAppend) {
+    // What a reader of the trace needs first: who is registered, who campaigns, which runtimes run.
+    const under = (prefix: string): string => etcd.keysUnder(prefix).map((k) => k.slice(prefix.length)).join(',');
+    trace(`members ${under(etcd.keys.membersPrefix())}; writer candidates ${under(etcd.keys.writerPrefix(SIM_LOG))}; nodes ${cluster.nodes.map((n) => `${n.id}:${n.lost ? 'lost' : !n.alive ? 'down' : n.runtime?.log ? 'running' : 'no-runtime'}`).join(',')}`);
+    model.violate('log-accepts-appends', `no append succeeded within ${QUIESCE_MS_MAX} ms after every fault was healed`);
+  }
   else model.ack(finalAppend.firstIndex, finalAppend.lastIndex, ['final']);
   // Let every node catch up on the sealed segments (its log runtime does, every 500 ms), its
   // scrubber find damaged copies (every 2 s) and its repair service rebuild them, and the
