@@ -153,6 +153,9 @@ export class Election<L extends CandidateLease = Lease> {
   /** Campaigns and withdrawals run one at a time, in order: a delete never overtakes a create. */
   private serial: Promise<void> = Promise.resolve();
   private evaluating: Promise<void> = Promise.resolve();
+  /** A failed read of the leader waits to be tried again (one retry at a time). */
+  private leaderReadRetrying = false;
+  private leaderReadBackoff: Backoff | undefined;
   private readonly listeners: Array<(state: Leadership | undefined, isSelf: boolean) => void> = [];
 
   constructor(private readonly o: ElectionOptions<L>) {}
@@ -321,9 +324,26 @@ export class Election<L extends CandidateLease = Lease> {
       if (this.stopped) return;
       try {
         this.publish(await this.o.store.leader(this.o.prefix));
+        this.leaderReadBackoff?.reset();
       } catch (error) {
-        this.o.logger.debug({ err: error, prefix: this.o.prefix }, 'failed to read the leader');
+        this.o.logger.debug({ err: error, prefix: this.o.prefix }, 'failed to read the leader; retrying');
+        this.retryEvaluate();
       }
+    });
+  }
+
+  /**
+   * A read of the leader that failed (etcd out of reach) is tried again with backoff until one
+   * succeeds: the watch event that asked for it does not come again, so a node that became the
+   * leader while it could not reach etcd would otherwise never learn it, and nobody would write.
+   */
+  private retryEvaluate(): void {
+    if (this.leaderReadRetrying || this.stopped) return;
+    this.leaderReadRetrying = true;
+    this.leaderReadBackoff ??= new Backoff(CAMPAIGN_BACKOFF, this.o.random);
+    void this.o.clock.sleep(this.leaderReadBackoff.next(), this.wake.signal).then(() => {
+      this.leaderReadRetrying = false;
+      this.evaluate();
     });
   }
 

@@ -66,6 +66,11 @@ export interface LogRuntimeContext {
   readonly groupCommitBytesMax: number;
   readonly entryBytesMax: number;
   readonly catchUpIntervalMs: number;
+  /**
+   * How long a read to the committed end waits for this node's own writer to finish its
+   * recovery before it answers UNAVAILABLE (default READ_WAIT_FOR_WRITER_MS).
+   */
+  readonly readWaitForWriterMs?: number;
   /** Copies a member's whole sealed segment file (FetchSegment) to path. */
   readonly fetchFile: (node: string, log: string, segmentId: number, path: string) => Promise<void>;
   /** A damaged local copy was found (read path): the node repairs it from replicas. */
@@ -167,9 +172,21 @@ export class LogRuntime {
     return Math.max(own, this.ctx.handlers.committedIndex(this.log));
   }
 
-  /** The writer's committed index, asked over the network (undefined when this node is the writer or there is none). */
+  /**
+   * The writer's committed index: asked over the network, or this node's own writer's once it is
+   * ready (undefined when there is no writer). This node elected with its writer still
+   * recovering (or not started) knows only a lower bound, 0 after a restart: the read waits for
+   * it up to readWaitForWriterMs, then answers UNAVAILABLE (issue 9 #6: it answered an empty,
+   * successful stream).
+   */
   private async writerCommitted(): Promise<number | undefined> {
     const leadership = this.election?.leadership();
+    if (leadership?.leader === this.ctx.self) {
+      const writer = this.writer;
+      if (writer?.isReady && this.election?.isLeader()) return writer.committedIndex;
+      if (!writer || !(await this.readyWithin(writer, this.ctx.readWaitForWriterMs ?? READ_WAIT_FOR_WRITER_MS))) throw new NotWriterError(this.log, undefined);
+      return writer.committedIndex;
+    }
     const address = leadership && leadership.leader !== this.ctx.self ? this.ctx.addressOf(leadership.leader) : undefined;
     return address ? this.ctx.remoteCommitted(address, this.log) : undefined;
   }
@@ -425,6 +442,9 @@ export class LogRuntime {
     return this.reader.knownCommitted(wanted);
   }
 }
+
+/** How long a read waits for this node's own writer to be ready (the RPC deadline's default). */
+export const READ_WAIT_FOR_WRITER_MS = 5_000;
 
 function isUnavailable(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code;

@@ -20,7 +20,7 @@
 import type { Logger } from 'pino';
 import { CorruptEntryError, EntryLostError, IndexOutOfRangeError, type WalStore, checksumHex, format } from '../wal/index.js';
 import type { PeerResolver, SegmentDirectory } from './api.js';
-import { BadRequestError, NoVerifiedCopyError } from './errors.js';
+import { BadRequestError, NoVerifiedCopyError, NotWriterError } from './errors.js';
 import type { SegmentMeta } from './metadata.js';
 
 /** One entry as a reader receives it (a hole says lost). */
@@ -81,8 +81,10 @@ export class LogReader {
     if (wanted !== 0 && wanted <= local) return local;
     try {
       return Math.max(local, (await this.ctx.writerCommitted()) ?? 0);
-    } catch {
-      return local;
+    } catch (error) {
+      // This node is the writer and cannot say yet (issue 9 #6): UNAVAILABLE, never a short answer.
+      if (error instanceof NotWriterError) throw error;
+      return local; // the writer elsewhere did not answer: what this node knows is a lower bound
     }
   }
 

@@ -250,14 +250,26 @@ export class LogWriter {
   private async recoverSegment(meta: SegmentMeta, modRevision: number): Promise<void> {
     const { log, epoch } = this.o;
     if (meta.writerEpoch > epoch) throw new FencedError(log, epoch, meta.writerEpoch);
-    const recovering: SegmentMeta = { ...meta, state: 'RECOVERING', writerEpoch: epoch };
-    const revision = await this.o.directory.update(recovering, modRevision);
+    let recovering: SegmentMeta = { ...meta, state: 'RECOVERING', writerEpoch: epoch };
+    let revision = await this.o.directory.update(recovering, modRevision);
     if (revision === undefined) throw new ReplicationError(`segment ${meta.segmentId} changed in etcd while recovering it`);
     const answers = await settle(meta.ensemble, (node) => this.peer(node).fence(log, meta.segmentId, epoch));
     const needed = meta.ensemble.length - meta.ackQuorum + 1;
     if (answers.ok.length < needed) {
       if (answers.failed.some((f) => isFenced(f.error))) throw new FencedError(log, epoch, fencedEpochOf(answers.failed, epoch));
       throw new QuorumUnavailableError(log, answers.ok.length, needed);
+    }
+    if (answers.ok.length < meta.ackQuorum) {
+      // The answers intersect every ack quorum, yet fewer members answer than a seal needs (a
+      // two-member ensemble with one member gone, maybe for good): the segment could never be
+      // sealed and the log would stop. Live nodes outside the ensemble join it (recorded before
+      // they get a byte, so the record names every node that may hold a copy), are fenced, get
+      // the entries copied below and seal with the members that answered.
+      const grown = await this.growEnsemble(recovering, revision, meta.ackQuorum - answers.ok.length);
+      recovering = grown.meta;
+      revision = grown.revision;
+      const joined = await settle(grown.added, (node) => this.peer(node).fence(log, meta.segmentId, epoch));
+      answers.ok.push(...joined.ok);
     }
     const lastOf = (h: SegmentHolding): number => (h.present ? h.lastIndex : meta.firstIndex - 1);
     // A member that holds the segment sealed was sealed by its writer (at its committed index)
@@ -329,6 +341,23 @@ export class LogWriter {
     };
     if ((await this.o.directory.update(final, revision)) === undefined) throw new ReplicationError(`segment ${meta.segmentId} changed in etcd while sealing it`);
     this.o.logger.info({ log, segment: meta.segmentId, epoch, lastIndex: last, holders: holders.length, sealedOn: agreeing, own }, 'recovered and sealed a segment an earlier writer left open');
+  }
+
+  /**
+   * Adds up to count live nodes outside a recovering segment's ensemble to it (compare-and-swap
+   * of the record), nodes that did not fail a send lately first. Fails when none is live.
+   */
+  private async growEnsemble(meta: SegmentMeta, modRevision: number, count: number): Promise<{ meta: SegmentMeta; revision: number; added: string[] }> {
+    const now = this.o.clock.nowMs();
+    const suspect = (n: string): boolean => now - (this.suspects.get(n) ?? -Infinity) <= SUSPECT_MS;
+    const candidates = this.o.liveMembers().filter((n) => !meta.ensemble.includes(n)).sort((a, b) => Number(suspect(a)) - Number(suspect(b)) || a.localeCompare(b));
+    const added = candidates.slice(0, count);
+    if (added.length === 0) throw new QuorumUnavailableError(this.o.log, meta.ensemble.length - count, meta.ackQuorum);
+    const grown: SegmentMeta = { ...meta, ensemble: [...meta.ensemble, ...added] };
+    const revision = await this.o.directory.update(grown, modRevision);
+    if (revision === undefined) throw new ReplicationError(`segment ${meta.segmentId} changed in etcd while recovering it`);
+    this.o.logger.warn({ log: this.o.log, segment: meta.segmentId, added, ensemble: grown.ensemble }, 'too few members answer to seal a segment: live nodes join its ensemble and get its entries');
+    return { meta: grown, revision, added };
   }
 
   private async copyTail(start: SegmentStart, from: string, to: string, first: number, last: number): Promise<void> {

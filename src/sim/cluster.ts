@@ -14,13 +14,16 @@ import { type LogMeta, LogStores, NotWriterError, PeerHandlers, type PeerResolve
 import type { SimEtcd, SimLease } from './directory.js';
 import { type CrashMode, SimFileSystem } from './disk.js';
 import type { SimLoop, SimProcess } from './loop.js';
-import { RPC_DEADLINE_MS, type SimNetwork } from './network.js';
+import { RPC_DEADLINE_MS, STATUS_DEADLINE_EXCEEDED, STATUS_UNAVAILABLE, SimServiceError, type SimNetwork } from './network.js';
 
 export const SIM_LOG = 'sim';
 const DATA_DIR = '/data';
 /** The nodes' lease TTL (production's default --lease-ttl-seconds is 3 as well). */
 export const SIM_LEASE_TTL_SECONDS = 3;
 const CATCH_UP_INTERVAL_MS = 500;
+/** A FetchSegment stream's deadline (PeerClient.fetchSegment's default) and how often the caller notices its source died. */
+const FETCH_DEADLINE_MS = 60_000;
+const FETCH_WATCH_MS = 50;
 /** Scrub passes every 2 s (production's default is 30 s: a simulated run lasts a minute or two). */
 export const SIM_SCRUB_INTERVAL_MS = 2_000;
 const SCRUB_BYTES_PER_SECOND_MAX = 16 * 1024 * 1024;
@@ -298,6 +301,8 @@ export class SimCluster {
   readonly logger: Logger = pino({ level: process.env['WAL_SIM_LOG'] ?? 'silent' });
   readonly logMeta: LogMeta;
   readonly goneAfterMs = GONE_AFTER_MS;
+  /** The node about to be lost for good (--lose-nodes): no other copy of its segments is damaged meanwhile. */
+  losing: string | undefined;
   /** Where violations found by the cluster itself go (the run's model). */
   violate: (invariant: string, detail: string) => void = () => undefined;
 
@@ -340,13 +345,42 @@ export class SimCluster {
     return this.nodes.find((n) => n.isWriter());
   }
 
-  /** FetchSegment from node into path on the caller's disk, over the simulated network. */
-  async fetchFile(caller: SimNodeRuntime, node: string, segmentId: number, path: string): Promise<void> {
+  /**
+   * FetchSegment from node into path on the caller's disk. As over gRPC, the stream breaks
+   * (UNAVAILABLE) when the source's process dies, and gives up at the call's deadline (60 s, the
+   * client's): a copy from a node that crashed mid-stream used to wait forever, and with it the
+   * catch-up of a log runtime starting, so the node never registered (seed 50023).
+   */
+  fetchFile(caller: SimNodeRuntime, node: string, segmentId: number, path: string): Promise<void> {
     const source = this.nodes.find((n) => n.id === node)?.runtime;
-    if (!source) throw new Error(`${node} is unavailable`);
+    if (!source) return Promise.reject(new Error(`${node} is unavailable`));
+    const copy = this.copySegmentFile(caller, source, segmentId, path);
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const settle = (fn: () => void): void => {
+        if (settled) return;
+        settled = true;
+        fn();
+      };
+      const startedMs = this.loop.nowMs;
+      const watch = (): void => {
+        if (settled) return;
+        if (!source.process.alive) return settle(() => reject(new SimServiceError(STATUS_UNAVAILABLE, `${node} went away during FetchSegment`)));
+        if (this.loop.nowMs - startedMs >= FETCH_DEADLINE_MS) return settle(() => reject(new SimServiceError(STATUS_DEADLINE_EXCEEDED, `FetchSegment from ${node}: deadline exceeded`)));
+        this.loop.schedule(FETCH_WATCH_MS, watch, caller.process);
+      };
+      watch();
+      copy.then(
+        () => settle(resolve),
+        (error: unknown) => settle(() => reject(error)),
+      );
+    });
+  }
+
+  private async copySegmentFile(caller: SimNodeRuntime, source: SimNodeRuntime, segmentId: number, path: string): Promise<void> {
     await this.loop.sleep(0.5, caller.process);
     const opened = await source.handlers.openSegmentFile(SIM_LOG, segmentId, 64 * 1024);
-    if (!opened) throw new Error(`${node} does not hold segment ${segmentId} sealed`);
+    if (!opened) throw new Error(`the source does not hold segment ${segmentId} sealed`);
     const file = await caller.disk.open(path, 'w');
     try {
       let offset = 0;

@@ -319,12 +319,18 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   };
   scheduleFaults();
   // A node lost for good: it crashes at some point of the faulty phase and never comes back,
-  // whatever else is down then (its synced data is gone with it).
+  // whatever else is down then (its synced data is gone with it). Its loss is damage to every
+  // segment it holds: for DAMAGE_SPACING_MS before it, no other copy of those is damaged (that
+  // could lose every copy, out of scope), and none is damaged within DAMAGE_SPACING_MS after.
   if (o.loseNodes) {
-    loop.schedule(o.durationMs * (0.2 + 0.6 * chaos.next()), () => {
-      const node = chaos.pick(cluster.nodes);
+    const node = chaos.pick(cluster.nodes);
+    const loseAtMs = o.durationMs * (0.2 + 0.6 * chaos.next());
+    loop.schedule(Math.max(0, loseAtMs - DAMAGE_SPACING_MS), () => (cluster.losing = node.id));
+    loop.schedule(loseAtMs, () => {
       countFault('node-lost');
       trace(`lose ${node.id} for good`);
+      for (const r of etcd.segmentRecords(SIM_LOG)) if (r.meta.ensemble.includes(node.id)) damagedAt.set(r.meta.segmentId, loop.nowMs);
+      cluster.losing = undefined;
       node.lose();
     });
   }
@@ -360,7 +366,12 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     await loop.run(loop.nowMs + 3_000, () => settled);
     if (!settled) trace('final append: no answer within its deadline');
   }
-  if (!finalAppend) model.violate('log-accepts-appends', `no append succeeded within ${QUIESCE_MS_MAX} ms after every fault was healed`);
+  if (!finalAppend) {
+    // What a reader of the trace needs first: who is registered, who campaigns, which runtimes run.
+    const under = (prefix: string): string => etcd.keysUnder(prefix).map((k) => k.slice(prefix.length)).join(',');
+    trace(`members ${under(etcd.keys.membersPrefix())}; writer candidates ${under(etcd.keys.writerPrefix(SIM_LOG))}; nodes ${cluster.nodes.map((n) => `${n.id}:${n.lost ? 'lost' : !n.alive ? 'down' : n.runtime?.log ? 'running' : 'no-runtime'}`).join(',')}`);
+    model.violate('log-accepts-appends', `no append succeeded within ${QUIESCE_MS_MAX} ms after every fault was healed`);
+  }
   else model.ack(finalAppend.firstIndex, finalAppend.lastIndex, ['final']);
   // Let every node catch up on the sealed segments (its log runtime does, every 500 ms), its
   // scrubber find damaged copies (every 2 s) and its repair service rebuild them, and the
@@ -389,11 +400,12 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
 
 /**
  * Sealed segments (etcd SEALED) that bit rot may hit: those with at least two members not lost
- * for good (damage to the last copy of an entry is out of scope).
+ * for good, and none about to be (damage to the last copy of an entry is out of scope).
  */
 function damageableSegments(cluster: SimCluster): Set<number> {
   const kept = (node: string): boolean => !cluster.node(node).lost;
-  return new Set(cluster.etcd.segmentRecords(SIM_LOG).filter((r) => r.meta.state === 'SEALED' && r.meta.ensemble.filter(kept).length >= 2).map((r) => r.meta.segmentId));
+  const damageable = (ensemble: readonly string[]): boolean => ensemble.filter(kept).length >= 2 && (cluster.losing === undefined || !ensemble.includes(cluster.losing));
+  return new Set(cluster.etcd.segmentRecords(SIM_LOG).filter((r) => r.meta.state === 'SEALED' && damageable(r.meta.ensemble)).map((r) => r.meta.segmentId));
 }
 
 /**

@@ -41,6 +41,9 @@ class FakeElectionStore implements ElectionStore<FakeLease> {
     return { release: () => release() };
   }
 
+  /** Reads of the leader that fail before one succeeds. */
+  leaderFailures = 0;
+
   async create(key: string, value: unknown, lease: FakeLease): Promise<number | undefined> {
     this.calls.create += 1;
     await Promise.resolve();
@@ -79,6 +82,10 @@ class FakeElectionStore implements ElectionStore<FakeLease> {
   }
 
   async leader(prefix: string): Promise<Leadership | undefined> {
+    if (this.leaderFailures > 0) {
+      this.leaderFailures -= 1;
+      throw new EtcdUnreachable('etcd: range failed: unreachable');
+    }
     const first = [...this.keys.entries()].filter(([key]) => key.startsWith(prefix)).sort((a, b) => a[1].createRevision - b[1].createRevision)[0];
     return first ? { leader: JSON.parse(first[1].value) as string, epoch: first[1].createRevision, key: first[0], createRevision: first[1].createRevision } : undefined;
   }
@@ -251,6 +258,24 @@ describe('election campaign under etcd faults', () => {
     store.keys.delete(`${PREFIX}a-x`); // a's lease expired
     election.evaluate(); // the watch would say so
     await until(() => election.isLeader());
+    expect(changes.at(-1)).toEqual({ leader: 'b', isSelf: true });
+    await election.stop();
+  });
+});
+
+describe('election leader reads under etcd faults', () => {
+  it('a read of the leader that fails is retried until one succeeds: a candidate whose predecessor\'s key went while it could not reach etcd learns it leads', async () => {
+    const { election, store, session, clock, changes } = electionOf('b');
+    store.addCandidate('a');
+    await election.start();
+    session.grant(new FakeLease('7'));
+    await releaseUntil(clock, () => election.isCandidate());
+    expect(election.isLeader()).toBe(false);
+    store.leaderFailures = 3;
+    store.keys.delete(`${PREFIX}a-x`); // a's lease expired while b was cut from etcd
+    election.evaluate(); // the one watch event there is
+    await releaseUntil(clock, () => election.isLeader());
+    expect(store.leaderFailures).toBe(0);
     expect(changes.at(-1)).toEqual({ leader: 'b', isSelf: true });
     await election.stop();
   });

@@ -23,6 +23,8 @@ const LOG = 'events';
 // hundred milliseconds, and must not be taken for a hung one.
 const DEADLINE_MS = 1_500;
 const SEGMENT_BYTES = 1024 * 1024;
+/** How long a read waits for a recovering writer on its node here. */
+const READ_WAIT_MS = 300;
 
 let cluster: TestCluster;
 const cleanups: Array<() => unknown> = [];
@@ -215,6 +217,7 @@ async function runtimeOnA(forward?: LogRuntimeContext['forwardAppend']): Promise
         groupCommitBytesMax: 256 * 1024,
         entryBytesMax: ENTRY_BYTES_MAX,
         catchUpIntervalMs: 60_000,
+        readWaitForWriterMs: READ_WAIT_MS,
         fetchFile: async () => {
           throw new Error('not used');
         },
@@ -256,16 +259,22 @@ describe('a LogRuntime whose own store hangs', () => {
   });
 });
 
+/** An old writer's open segment 1 (epoch 1) with b and c held: a is elected (epoch 2) and its writer's recovery waits on them. */
+async function electedOnAWhileOthersHold(): Promise<LogRuntime> {
+  await cluster.directory.create({ log: LOG, segmentId: 1, ensemble: ['a', 'b', 'c'], ackQuorum: 2, state: 'OPEN', writerEpoch: 1, firstIndex: 1, lastIndex: 0, indexCount: 0, byteLength: 0, aggregate: '', createdMs: 1 });
+  cluster.network.fail('b', { kind: 'hold' });
+  cluster.network.fail('c', { kind: 'hold' });
+  const { runtime, election } = await runtimeOnA();
+  cluster.directory.leaderEpoch = 2;
+  election.elect('a', 2);
+  return runtime;
+}
+
 describe('a LogRuntime whose writer is still recovering', () => {
   it('answers an append at its deadline (UNAVAILABLE), not whenever the writer is ready, and queues nothing', async () => {
     // An old writer's open segment: the new writer must fence a quorum before it is ready, and
     // b and c do not answer (held).
-    await cluster.directory.create({ log: LOG, segmentId: 1, ensemble: ['a', 'b', 'c'], ackQuorum: 2, state: 'OPEN', writerEpoch: 1, firstIndex: 1, lastIndex: 0, indexCount: 0, byteLength: 0, aggregate: '', createdMs: 1 });
-    cluster.network.fail('b', { kind: 'hold' });
-    cluster.network.fail('c', { kind: 'hold' });
-    const { runtime, election } = await runtimeOnA();
-    cluster.directory.leaderEpoch = 2;
-    election.elect('a', 2);
+    const runtime = await electedOnAWhileOthersHold();
     const error = await runtime.append([payloadOf(1)], false, 300).then(() => undefined, (e: unknown) => e);
     expect(error).toBeInstanceOf(NotWriterError);
     expect(toStatus(error).code).toBe(14); // UNAVAILABLE: the client retries
@@ -274,6 +283,30 @@ describe('a LogRuntime whose writer is still recovering', () => {
     cluster.network.heal('b');
     cluster.network.heal('c');
     expect(await runtime.append([payloadOf(2)], false, 10_000)).toEqual({ firstIndex: 1, lastIndex: 1 });
+  });
+
+  it('answers a read to the committed end UNAVAILABLE while it recovers (issue 9 #6: an empty, successful stream), then the entries once ready', async () => {
+    // Entries 1..3 on every member of an old writer's open segment; no member was told they
+    // were committed (as after a restart: a node's committed index lives in memory).
+    const start = { segmentId: 1, firstIndex: 1, createdMs: 1 };
+    for (const node of ['a', 'b', 'c']) await cluster.node(node).handlers.replicate(LOG, 1, start, [frame(1), frame(2), frame(3)], 0);
+    const runtime = await electedOnAWhileOthersHold();
+    const readAll = async (): Promise<number[]> => {
+      const indices: number[] = [];
+      for await (const batch of runtime.read(1, 0, 16)) indices.push(...batch.map((e) => e.index));
+      return indices;
+    };
+    await new Promise((resolve) => setTimeout(resolve, 100)); // its writer starts; its recovery waits on b and c
+    const started = Date.now();
+    const error = await readAll().then((indices) => indices, (e: unknown) => e);
+    expect(error).toBeInstanceOf(NotWriterError);
+    expect(toStatus(error).code).toBe(14); // UNAVAILABLE: the client retries
+    expect(Date.now() - started).toBeGreaterThanOrEqual(READ_WAIT_MS - 5);
+
+    cluster.network.heal('b');
+    cluster.network.heal('c');
+    await until(async () => (await readAll().catch(() => [])).length === 3, 10_000);
+    expect(await readAll()).toEqual([1, 2, 3]);
   });
 });
 

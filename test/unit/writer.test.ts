@@ -341,6 +341,26 @@ describe('writer failover', () => {
     expect((await cluster.node('b').store(LOG)).segmentRecord(1)?.state).toBe('open');
   }, 10_000);
 
+  it('a two-member ensemble whose other member is gone for good: the next writer adds a live node, copies the survivor\'s entries to it and seals both (the log does not stall)', async () => {
+    let live = ['a', 'b'];
+    const handle = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_LARGE, live: () => live, caller: 'A' });
+    writers.push(handle);
+    expect(await handle.writer.append(payloads(1, 3))).toEqual({ firstIndex: 1, lastIndex: 3 });
+    await acknowledgedBy(handle, ['a', 'b'], 3);
+    expect(cluster.directory.segment(LOG, 1).ensemble).toEqual(['a', 'b']);
+    cluster.network.kill('A');
+    cluster.network.fail('a', { kind: 'unavailable' }); // a is lost for good
+    live = ['b', 'c'];
+    const next = startWriter(cluster, { log: LOG, self: 'b', epoch: 9, segmentBytesMax: SEGMENT_BYTES_LARGE, live: () => live });
+    writers.push(next);
+    await next.writer.whenReady();
+    // b holds every acknowledged entry (an ack quorum of a two-member ensemble is both); one
+    // sealed copy is not enough, so c joins, gets 1..3 and seals with b.
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', ensemble: ['a', 'b', 'c'], lastIndex: 3, indexCount: 3 });
+    await expectSealedCopiesMatchRecords(['b', 'c']);
+    expect(await next.writer.append(payloads(4, 1))).toEqual({ firstIndex: 4, lastIndex: 4 });
+  });
+
   it('copying the tail to one member fails while the other is down: no SEALED record on one sealed copy; the writer retries, then fails', async () => {
     // A (epoch 5) leaves 1..2 on every member and 3..4 on a alone (never acknowledged).
     const a = writerOn('a', 5, SEGMENT_BYTES_LARGE, 'A');
