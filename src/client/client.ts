@@ -10,14 +10,16 @@
 //
 // Fault model: any member may die, stall or lose its connection at any moment; the writer may
 // move; etcd may be briefly out of reach (members answer UNAVAILABLE).
-import { APPEND_ENTRIES_MAX } from '../replication/index.js';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import type { ReadEntry } from '../replication/index.js';
+import { APPEND_ENTRIES_MAX, type ReadEntry, SESSION_DEFAULTS } from '../replication/index.js';
 import { AdminClient, WalClient as WalRpcClient } from '../rpc/index.js';
 import { Coalescer } from './coalescer.js';
 import { AppendOutcomeUnknownError, AppendRejectedError, ClientClosedError, ClusterUnreachableError, WalClientError } from './errors.js';
 import { type ResolvedClientOptions, type WalClientOptions, resolveClientOptions } from './options.js';
+
+/** Unanswered batches a session may span: half of what the writer remembers per session. */
+const SEQUENCE_WINDOW = Math.floor(SESSION_DEFAULTS.batchesPerSessionMax / 2);
 
 export interface AppendRange {
   readonly firstIndex: number;
@@ -51,6 +53,9 @@ export class WalClient {
   /** This client's session: 32 hex digits. */
   readonly sessionId: string;
   private nextSequence = 1;
+  /** Sequences sent and not yet answered; a new one waits while the oldest is too far behind. */
+  private readonly unfinished = new Set<number>();
+  private sequenceWaiters: Array<() => void> = [];
   private readonly members = new Map<string, string>(); // node id -> address
   private writerAddress: string | undefined;
   private readonly walClients = new Map<string, WalRpcClient>();
@@ -165,8 +170,40 @@ export class WalClient {
 
   /** Sends one batch as one session batch, retried (exactly once) until the deadline. */
   private async sendBatch(payloads: readonly Uint8Array[]): Promise<AppendRange> {
-    const { log, sessions, attemptDeadlineMs, createIfMissing } = this.options;
-    const session = sessions ? { sessionId: this.sessionId, sequence: this.nextSequence++ } : undefined;
+    const { sessions } = this.options;
+    const session = sessions ? { sessionId: this.sessionId, sequence: await this.takeSequence() } : undefined;
+    try {
+      return await this.sendOnce(payloads, session);
+    } finally {
+      if (session) this.finishSequence(session.sequence);
+    }
+  }
+
+  /**
+   * The next sequence of this session, once the oldest unanswered one is less than
+   * SEQUENCE_WINDOW behind: the writer remembers the last SESSION_DEFAULTS.batchesPerSessionMax
+   * outcomes of a session, and a retry older than those can no longer be told (its outcome would
+   * be unknown). Later batches wait for a slow one instead of pushing it out.
+   */
+  private async takeSequence(): Promise<number> {
+    for (;;) {
+      let oldest = this.nextSequence;
+      for (const sequence of this.unfinished) oldest = Math.min(oldest, sequence);
+      if (this.nextSequence - oldest < SEQUENCE_WINDOW) break;
+      await new Promise<void>((resolve) => this.sequenceWaiters.push(resolve));
+    }
+    const sequence = this.nextSequence++;
+    this.unfinished.add(sequence);
+    return sequence;
+  }
+
+  private finishSequence(sequence: number): void {
+    this.unfinished.delete(sequence);
+    for (const wake of this.sequenceWaiters.splice(0)) wake();
+  }
+
+  private async sendOnce(payloads: readonly Uint8Array[], session: { sessionId: string; sequence: number } | undefined): Promise<AppendRange> {
+    const { log, attemptDeadlineMs, createIfMissing } = this.options;
     const endMs = Date.now() + this.options.deadlineMs;
     for (let attempt = 1; ; attempt += 1) {
       const address = this.writerAddress ?? this.anyAddress(attempt);
