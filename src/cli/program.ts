@@ -162,6 +162,7 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .option('--metrics-listen <host:port>', 'serve Prometheus /metrics here')
     .option('--segment-bytes <n>', 'segment roll size of logs this node creates', integerIn(4096, SEGMENT_BYTES_OPTION_MAX))
     .option('--replication <n>', 'replication factor of logs this node creates (default 3)', integerIn(1, 15))
+    .option('--logs-max <n>', 'logs the cluster may hold before this node refuses to create another (default 1000)', integerIn(1, 1_000_000))
     .option('--ack-quorum <n>', 'ack quorum of logs this node creates (default a majority)', integerIn(1, 15))
     .option('--backups <n>', 'local backup copies of each sealed segment (default 0: replicas are the redundancy)', integerIn(0, BACKUPS_OPTION_MAX))
     .addOption(new Option('--repair-strategy <name>', 'what to do about a damaged copy no replica can rebuild').choices(REPAIR_STRATEGIES).default(RECOVERY_CONFIG_DEFAULTS.repairStrategy))

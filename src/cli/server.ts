@@ -14,6 +14,7 @@ export interface NodeVerbOptions {
   readonly metricsListen?: string;
   readonly segmentBytes?: number;
   readonly replication?: number;
+  readonly logsMax?: number;
   readonly ackQuorum?: number;
   readonly backups?: number;
   /** Parsed by the option's choices() in program.ts. */
@@ -70,6 +71,7 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
     ...(o.metricsListen !== undefined ? { metricsListen: o.metricsListen } : {}),
     ...(o.segmentBytes !== undefined ? { segmentBytesMax: o.segmentBytes } : {}),
     ...(o.replication !== undefined ? { replicationFactor: o.replication } : {}),
+    ...(o.logsMax !== undefined ? { logsMax: o.logsMax } : {}),
     ...(o.ackQuorum !== undefined ? { ackQuorum: o.ackQuorum } : {}),
     ...(o.backups !== undefined ? { backupRetentionCount: o.backups } : {}),
     ...(o.repairStrategy !== undefined ? { repairStrategy: o.repairStrategy } : {}),

@@ -9,9 +9,8 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { type Clock, type Disk, type Random, nodeDisk, systemClock, systemRandom } from '../io/index.js';
 import { RecoveryMetrics } from '../recovery/index.js';
-import { UnknownSegmentError } from '../replication/index.js';
 import type { AppendResult } from '../wal/index.js';
-import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, type SessionRef, BadRequestError, LogStores, PeerHandlers, ReplicaSource, UnknownLogError, isValidLogName } from '../replication/index.js';
+import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, type SessionRef, BadRequestError, LogQuotaError, LogStores, PeerHandlers, ReplicaSource, UnknownLogError, UnknownSegmentError, isValidLogName } from '../replication/index.js';
 import { NodeMetrics, createLogger } from '../observability/index.js';
 import { AdminClient, INSECURE, PeerClient, RPC_LIMITS_DEFAULT, type Transport, WalClient, loadTransport, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
 import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
@@ -358,6 +357,8 @@ export class ClusterNode implements NodeApi {
     const directory = this.directory as EtcdSegmentDirectory;
     let meta = (await directory.logMeta(log))?.value;
     if (!meta && createIfMissing) {
+      const logs = (await directory.listLogs()).length;
+      if (logs >= this.options.logsMax) throw new LogQuotaError(log, this.options.logsMax);
       const created: LogMeta = { log, replicationFactor: this.options.replicationFactor, ackQuorum: this.options.ackQuorum, segmentBytesMax: this.options.segmentBytesMax, createdMs: this.io.clock.nowMs() };
       await directory.createLog(created);
       meta = (await directory.logMeta(log))?.value;

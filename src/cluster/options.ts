@@ -28,6 +28,12 @@ export interface NodeOptions {
   /** Replication factor and ack quorum of logs this node creates. */
   readonly replicationFactor?: number;
   readonly ackQuorum?: number;
+  /**
+   * Logs the cluster may hold before this node refuses to create another (default 1,000): each
+   * log costs every member memory and file handles, and etcd keys. A soft bound: creates racing
+   * on several nodes may pass it by a few.
+   */
+  readonly logsMax?: number;
   readonly segmentBytesMax?: number;
   readonly entryBytesMax?: number;
   readonly groupCommitBytesMax?: number;
@@ -61,6 +67,7 @@ export interface ResolvedNodeOptions {
   readonly metricsListen: HostPort | undefined;
   readonly replicationFactor: number;
   readonly ackQuorum: number;
+  readonly logsMax: number;
   readonly segmentBytesMax: number;
   readonly entryBytesMax: number;
   readonly groupCommitBytesMax: number;
@@ -111,6 +118,7 @@ export function resolveNodeOptions(o: NodeOptions): ResolvedNodeOptions {
     metricsListen: o.metricsListen ? parseHostPort('metricsListen', o.metricsListen) : undefined,
     replicationFactor,
     ackQuorum,
+    logsMax: int('logsMax', o.logsMax ?? 1_000, 1, 1_000_000),
     segmentBytesMax: int('segmentBytesMax', o.segmentBytesMax ?? 64 * 1024 * 1024, 4096, 1024 * 1024 * 1024),
     entryBytesMax: int('entryBytesMax', o.entryBytesMax ?? 1024 * 1024, 1, 16 * 1024 * 1024),
     groupCommitBytesMax: int('groupCommitBytesMax', o.groupCommitBytesMax ?? 4 * 1024 * 1024, 4096, 16 * 1024 * 1024),

@@ -23,6 +23,14 @@ export class UnknownLogError extends ReplicationError {
 }
 
 /** The node is not the log's writer (or stopped being it); the client should retry. */
+/** A new log would pass the cluster's bound on logs (the node's logsMax). */
+export class LogQuotaError extends ReplicationError {
+  override readonly name = 'LogQuotaError';
+  constructor(readonly log: string, readonly logsMax: number) {
+    super(`log ${log} was not created: the cluster holds ${logsMax} logs, the most this node creates (--logs-max)`);
+  }
+}
+
 export class NotWriterError extends ReplicationError {
   override readonly name = 'NotWriterError';
   constructor(readonly log: string, readonly writer: string | undefined) {
