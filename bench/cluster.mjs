@@ -235,7 +235,7 @@ async function walLoad({ target, log, payloadBytes, perCall = 1, ...shape }) {
 /** Single-entry appends through the package's WalClient (coalesced), with or without sessions. */
 async function clientLoad({ targets, log, payloadBytes, sessions, ...shape }) {
   const { WalClient } = await import('../dist/index.js');
-  const client = await WalClient.connect({ targets, log, sessions, createIfMissing: true, deadlineMs: 10_000 });
+  const client = await WalClient.connect({ targets, log, sessions, createIfMissing: true, insecure: true, deadlineMs: 10_000 });
   const payload = payloadOf(payloadBytes);
   try {
     reportResult(await drive(() => client.append(payload), shape));

@@ -77,7 +77,7 @@ export async function openLog(endpoint: Endpoint, options: OpenLogOptions): Prom
       createIfMissing: options.create,
       // A CLI run against a node that is not there says so at once (appends still ride out a failover).
       connectDeadlineMs: 2_000,
-      ...(transport.kind === 'tls' ? { tls: { ca: transport.ca, cert: transport.cert, key: transport.key } } : {}),
+      ...(transport.kind === 'tls' ? { tls: { ca: transport.ca, cert: transport.cert, key: transport.key } } : { insecure: true }),
     });
     return new ClusterLog(client);
   }

@@ -7,8 +7,10 @@ export interface WalClientOptions {
   readonly targets: readonly string[];
   /** The log to append to and read (default "default"). */
   readonly log?: string;
-  /** TLS with the caller's certificate (role client); plaintext when absent. */
+  /** TLS with the caller's certificate (role client, or admin). One of tls and insecure is required. */
   readonly tls?: { readonly ca: Buffer; readonly cert: Buffer; readonly key: Buffer };
+  /** Plaintext, asked for by name (as the CLI's --insecure): anyone on the path may read and change entries. */
+  readonly insecure?: boolean;
   /** Whole-operation deadline of an append (every retry included) and of a read's step (default 10 s). */
   readonly deadlineMs?: number;
   /** How long connect() keeps asking the targets (default deadlineMs). */
@@ -82,6 +84,13 @@ function positive(name: string, value: number, max = Number.MAX_SAFE_INTEGER): n
   return value;
 }
 
+function transportOf(o: WalClientOptions): ResolvedClientOptions['transport'] {
+  if (o.tls && o.insecure) throw new InvalidClientOptionError('insecure', 'goes without tls');
+  if (o.tls) return { kind: 'tls', ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key };
+  if (o.insecure === true) return { kind: 'insecure' };
+  throw new InvalidClientOptionError('tls', 'is required: a certificate with the client role ({ ca, cert, key }), or insecure: true for plaintext');
+}
+
 export function resolveClientOptions(o: WalClientOptions): ResolvedClientOptions {
   if (!Array.isArray(o.targets) || o.targets.length === 0) throw new InvalidClientOptionError('targets', 'must name at least one host:port');
   for (const t of o.targets) if (typeof t !== 'string' || !/^[^\s]+:\d{1,5}$/.test(t)) throw new InvalidClientOptionError('targets', `has ${JSON.stringify(t)}, not host:port`);
@@ -89,7 +98,7 @@ export function resolveClientOptions(o: WalClientOptions): ResolvedClientOptions
   const resolved: ResolvedClientOptions = {
     targets: Object.freeze([...new Set(o.targets)]),
     log: o.log ?? CLIENT_DEFAULTS.log,
-    transport: o.tls ? ({ kind: 'tls', ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key } as const) : ({ kind: 'insecure' } as const),
+    transport: transportOf(o),
     deadlineMs,
     connectDeadlineMs: positive('connectDeadlineMs', o.connectDeadlineMs ?? deadlineMs, 600_000),
     attemptDeadlineMs: Math.min(deadlineMs, positive('attemptDeadlineMs', o.attemptDeadlineMs ?? CLIENT_DEFAULTS.attemptDeadlineMs, 600_000)),

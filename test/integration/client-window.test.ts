@@ -44,7 +44,7 @@ afterAll(async () => {
 describe('WalClient session window', () => {
   it('never has a batch more than half the remembered outcomes ahead of the oldest unanswered one', async () => {
     const window = Math.floor(SESSION_DEFAULTS.batchesPerSessionMax / 2);
-    const client = await WalClient.connect({ targets: [`127.0.0.1:${server.port}`], log: 'l', deadlineMs: 30_000 });
+    const client = await WalClient.connect({ targets: [`127.0.0.1:${server.port}`], log: 'l', insecure: true, deadlineMs: 30_000 });
     try {
       const batches = Array.from({ length: 3 * window }, (_, i) => client.append([Buffer.from(`batch-${i}`)]));
       await expect.poll(() => arrivals.length, { timeout: 10_000 }).toBe(window);

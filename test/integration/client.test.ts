@@ -76,6 +76,7 @@ function clientOptions() {
     targets: [...proxies.values()].map((p) => p.address),
     log: LOG,
     createIfMissing: true,
+    insecure: true,
     deadlineMs: 30_000,
     attemptDeadlineMs: 3_000,
     dialAddress: (advertised: string) => proxies.get(advertised)?.address ?? advertised,
