@@ -24,6 +24,7 @@ import { Backoff } from './backoff.js';
 import { EtcdSegmentDirectory } from './directory.js';
 import { fetchSegmentFile } from './fetch-segment.js';
 import { ClusterKeys, EtcdMetadata, connectEtcd, loadEtcdCredentials } from './etcd.js';
+import { EtcdEpochHolders } from './epoch-holders.js';
 import { LocalPeer } from './local-peer.js';
 import { LogRuntime } from './log-runtime.js';
 import { type MemberInfo, NodeSession, parseMemberInfo } from './session.js';
@@ -99,8 +100,17 @@ export class ClusterNode implements NodeApi {
       ],
       // A lost (or older) EPOCH is restored to the highest epoch that can have fenced this node.
       fenceFloor: (log) => this.fenceFloorOf(log),
+      // A writer call without an identity (--insecure) creates only a log the cluster has.
+      mayCreate: async (log) => {
+        if (!this.directory) throw new Error('etcd is not connected yet');
+        return (await this.directory.logMeta(log)) !== undefined;
+      },
     });
-    this.handlers = new PeerHandlers(this.logs, logger);
+    // Writer calls naming their caller (TLS) are accepted only from the epoch's holder in etcd.
+    this.handlers = new PeerHandlers(this.logs, logger, {
+      epochHolders: new EtcdEpochHolders(() => this.etcd),
+      onWriterRefused: (method) => this.metrics.rpcRefused.inc({ method, code: 'PERMISSION_DENIED' }),
+    });
     this.localPeer = new LocalPeer(this.handlers, { deadlineMs: options.rpcDeadlineMs, clock: io.clock });
   }
 
@@ -493,6 +503,8 @@ export class ClusterNode implements NodeApi {
     let segmentsChecked = 0;
     let bytesChecked = 0;
     for (const name of logs) {
+      // A log the cluster does not have is not found, and nothing is created for it (finding 8).
+      if (log !== '' && (await directory.logMeta(name)) === undefined) throw new UnknownLogError(name);
       const store = await this.logs.store(name);
       for (const { meta } of await directory.list(name)) {
         if (meta.state !== 'SEALED' || !meta.ensemble.includes(this.options.id) || meta.lastIndex < meta.firstIndex) continue;

@@ -150,6 +150,18 @@ export function isPeerCaller(call: { getAuthContext(): { sslPeerCertificate?: Pe
   return 'identity' in who && who.identity.role === 'peer';
 }
 
+/**
+ * The node a call comes from, as its verified peer certificate names it (the CN, which `certs`
+ * sets to the node's id): what binds a writer call to the node holding its epoch. Undefined on a
+ * plaintext listener (--insecure), where calls carry no identity. A caller the guard let in
+ * without a peer identity (not possible for PeerService) is named '' and so holds no epoch.
+ */
+export function callerNode(call: { getAuthContext(): { sslPeerCertificate?: PeerCertificate } }, transport: Transport): string | undefined {
+  if (transport.kind === 'insecure') return undefined;
+  const who = identify(call.getAuthContext().sslPeerCertificate, new X509Certificate(transport.ca), Date.now());
+  return 'identity' in who && who.identity.role === 'peer' ? who.identity.name : '';
+}
+
 export interface GuardOptions {
   readonly transport: Transport;
   readonly logger: Logger;

@@ -10,7 +10,7 @@ import type { RecoveryMetricsSnapshot, SegmentRepair } from '../recovery/index.j
 import { BadRequestError, PartialAppendError, type LogMeta, type PeerHandlers, type ReadEntry, type SegmentMeta, type SessionRef } from '../replication/index.js';
 import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './clients.js';
 import { loadProto } from './proto.js';
-import { INSECURE, type Transport, guardService, isPeerCaller, serverCredentials } from './security.js';
+import { INSECURE, type Transport, callerNode, guardService, isPeerCaller, serverCredentials } from './security.js';
 import { toStatus } from './status.js';
 import { InFlightCalls, type LimitOptions, RPC_LIMITS_DEFAULT, limitService } from './limits.js';
 import type { WalServiceHandlers } from './generated/walrecovery/v1/WalService.js';
@@ -249,22 +249,23 @@ function walService(api: NodeApi, transport: Transport): WalServiceHandlers {
   };
 }
 
-function peerService(api: NodeApi): PeerServiceHandlers {
+function peerService(api: NodeApi, transport: Transport): PeerServiceHandlers {
   const { handlers, logger } = api;
+  // Writer calls carry the calling node (TLS): the member checks that it holds the epoch.
   return {
-    Replicate: unary(logger, 'Replicate', async (r) => {
+    Replicate: unary(logger, 'Replicate', async (r, call) => {
       if (!r.segment) throw new BadRequestError('segment', 'is required');
       const segment = { segmentId: r.segment.segment_id, firstIndex: r.segment.first_index, createdMs: r.segment.created_ms };
-      return { last_index: (await handlers.replicate(r.log, r.epoch, segment, r.frames, r.committed_index)).lastIndex };
+      return { last_index: (await handlers.replicate(r.log, r.epoch, segment, r.frames, r.committed_index, callerNode(call, transport))).lastIndex };
     }),
-    Fence: unary(logger, 'Fence', async (r) => {
+    Fence: unary(logger, 'Fence', async (r, call) => {
       const { log, segmentId } = ref(r.segment);
-      const h = await handlers.fence(log, segmentId, r.epoch);
+      const h = await handlers.fence(log, segmentId, r.epoch, callerNode(call, transport));
       return { present: h.present, first_index: h.firstIndex, last_index: h.lastIndex, sealed: h.sealed };
     }),
-    Seal: unary(logger, 'Seal', async (r) => {
+    Seal: unary(logger, 'Seal', async (r, call) => {
       const { log, segmentId } = ref(r.segment);
-      const h = await handlers.seal(log, segmentId, r.epoch, r.last_index, r.expected_aggregate);
+      const h = await handlers.seal(log, segmentId, r.epoch, r.last_index, r.expected_aggregate, callerNode(call, transport));
       return { last_index: h.lastIndex, aggregate: h.aggregate, index_count: h.indexCount, byte_length: h.byteLength };
     }),
     ReadFrames: unary(logger, 'ReadFrames', async (r) => {
@@ -422,7 +423,7 @@ export async function startRpcServer(api: NodeApi, listen: { host: string; port:
     server.addService(definition, guardService(name, definition, limitService(name, definition, handlers as grpc.UntypedServiceImplementation, inFlight), guard));
   };
   serve('WalService', proto.walrecovery.v1.WalService.service, walService(api, security.transport));
-  serve('PeerService', proto.walrecovery.v1.PeerService.service, peerService(api));
+  serve('PeerService', proto.walrecovery.v1.PeerService.service, peerService(api, security.transport));
   serve('AdminService', proto.walrecovery.v1.AdminService.service, adminService(api));
   const health = new HealthImplementation({ '': 'NOT_SERVING', 'walrecovery.v1.WalService': 'NOT_SERVING' });
   health.addToServer(server);

@@ -3,7 +3,8 @@
 // other, and what ReadFrames says about the copy it serves from.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { stat } from 'node:fs/promises';
-import { FencedError, type SegmentHolding, UnknownLogError } from '../../src/replication/index.js';
+import pino from 'pino';
+import { FencedError, NotEpochHolderError, PeerHandlers, type SegmentHolding, UnknownLogError } from '../../src/replication/index.js';
 import { toStatus } from '../../src/rpc/status.js';
 import { type SegmentStart, format } from '../../src/wal/index.js';
 import { type TestNode, TestCluster, payloadOf, sleep, until } from '../support/replication-fakes.js';
@@ -113,5 +114,28 @@ describe('SegmentInfo checksums are paged', () => {
     expect(await handlers.segmentInfo(LOG, 1, false)).toMatchObject({ checksums: [], nextIndex: 0, lastIndex: 10 });
     // A page never holds more than the node's own page size, whatever the caller asks.
     await expect(handlers.segmentInfo(LOG, 1, true, { fromIndex: -1 })).rejects.toThrow(/checksums_from_index/);
+  });
+});
+
+describe('writer calls are bound to the node holding their epoch', () => {
+  it('a caller named by its certificate is refused (PERMISSION_DENIED, counted) unless the election gives it the epoch; nothing is created', async () => {
+    const refused: string[] = [];
+    const holders = { holderOf: async (_log: string, epoch: number) => (epoch === 7 ? 'writer' : undefined) };
+    const handlers = new PeerHandlers(node.logs, pino({ level: 'silent' }), { epochHolders: holders, onWriterRefused: (method) => refused.push(method) });
+    const logDir = node.logs.logDir('bound');
+
+    // Another peer with the writer's (public) epoch, or with an epoch nobody holds: refused
+    // before anything is opened.
+    await expect(handlers.seal('bound', 1, 7, 0, '', 'mallory')).rejects.toBeInstanceOf(NotEpochHolderError);
+    await expect(handlers.replicate('bound', 7, SEGMENT, frames(1, 1), 1, 'mallory')).rejects.toBeInstanceOf(NotEpochHolderError);
+    await expect(handlers.fence('bound', 1, Number.MAX_SAFE_INTEGER, 'writer')).rejects.toBeInstanceOf(NotEpochHolderError);
+    expect(toStatus(new NotEpochHolderError('bound', 7, 'mallory', 'writer')).code).toBe(7); // PERMISSION_DENIED
+    expect(refused).toEqual(['PeerService.Seal', 'PeerService.Replicate', 'PeerService.Fence']);
+    await expect(stat(logDir)).rejects.toMatchObject({ code: 'ENOENT' });
+
+    // The holder is let in (and may create the log).
+    expect(await handlers.replicate('bound', 7, SEGMENT, frames(1, 2), 2, 'writer')).toEqual({ lastIndex: 2 });
+    await expect(handlers.seal('bound', 1, 7, 0, '', 'mallory')).rejects.toBeInstanceOf(NotEpochHolderError);
+    expect((await node.store('bound')).segmentRecord(1)?.lastIndex).toBe(2);
   });
 });
