@@ -145,7 +145,9 @@ export class PeerHandlers {
     const verified = await this.verifyWriter('PeerService.Seal', log, epoch, caller);
     // With the recorded aggregate given, a copy sealed past lastIndex is cut to it (verified).
     const expected = expectedAggregate === '' ? undefined : BigInt(`0x${expectedAggregate}`);
-    const record = await this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex, expected), { verified });
+    // Never below what this node was told is acknowledged (defence in depth: a correct writer
+    // seals at or above it, so only a forged or confused Seal is refused).
+    const record = await this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex, expected, this.committedIndex(log)), { verified });
     const holding = holdingOf(record);
     if (expectedAggregate !== '' && holding.aggregate !== expectedAggregate) {
       this.logger.error({ log, segment: segmentId, expected: expectedAggregate, actual: holding.aggregate }, 'sealed copy differs from the recorded aggregate checksum');
