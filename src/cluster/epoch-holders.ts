@@ -18,10 +18,11 @@ export class EtcdEpochHolders implements EpochHolders {
 
   constructor(private readonly meta: () => ClusterMetadata | undefined) {}
 
-  async holderOf(log: string, epoch: number): Promise<string | undefined> {
+  async holderOf(log: string, epoch: number, fresh = false): Promise<string | undefined> {
     const key = `${log}\u0000${epoch}`;
-    const cached = this.cache.get(key);
+    const cached = fresh ? undefined : this.cache.get(key);
     if (cached !== undefined) return cached;
+    this.cache.delete(key);
     const meta = this.meta();
     if (!meta) throw new Error('etcd is not connected yet');
     const candidates = await meta.list(meta.keys.writerPrefix(log), (raw) => {

@@ -66,7 +66,8 @@ export function checkIndex(field: string, value: number, min = 1): number {
  * EtcdEpochHolders (src/cluster/epoch-holders.ts) in production.
  */
 export interface EpochHolders {
-  holderOf(log: string, epoch: number): Promise<string | undefined>;
+  /** fresh: not from a cache (a refusal is made on what etcd says now). */
+  holderOf(log: string, epoch: number, fresh?: boolean): Promise<string | undefined>;
 }
 
 export interface PeerHandlersOptions {
@@ -106,7 +107,11 @@ export class PeerHandlers {
     this.logs.logDir(log); // a valid log name
     checkEpoch(epoch);
     if (caller === undefined) return false;
-    const holder = await this.options.epochHolders?.holderOf(log, epoch);
+    const holders = this.options.epochHolders;
+    // A cached holder that is not the caller is looked up again before refusing (after etcd was
+    // restored from an older snapshot an epoch may have been issued anew; CLUSTER.md).
+    let holder = await holders?.holderOf(log, epoch);
+    if (holder !== undefined && holder !== caller) holder = await holders?.holderOf(log, epoch, true);
     if (holder !== undefined && holder === caller) return true;
     this.logger.warn({ method, log, epoch, caller, holder }, 'refused a writer call from a node that does not hold its epoch');
     this.options.onWriterRefused?.(method);
