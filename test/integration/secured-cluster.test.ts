@@ -4,7 +4,7 @@
 // without a certificate, or with a role not allowed, is refused with the status that says so;
 // the CLI reaches the cluster with --tls-* flags (or WAL_TLS_* variables), and a partial set is
 // a usage error (exit 2).
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -90,6 +90,13 @@ describe('a cluster started with TLS', () => {
       await expect(peer.fence('never-made', 1, epoch)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
       peer.close();
     }
+    // Validate of a log the cluster does not have is NOT_FOUND and creates nothing either.
+    const asAdmin = new AdminClient(others[0]?.target as string, await loadTransport({ ca: certs.ca, ...certs.admin }));
+    await expect((async () => {
+      for await (const message of asAdmin.validate('never-made', others[0]?.id as string)) void message;
+    })()).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+    asAdmin.close();
+    for (const member of cluster.nodes) await expect(stat(join(member.dataDir, 'logs', 'never-made'))).rejects.toMatchObject({ code: 'ENOENT' });
     // The writer's own calls still pass: appending and reading everything back works.
     const more = await cluster.nodes[0]?.walClient().append(LOG, [Buffer.from('after')], { deadlineMs: 30_000 });
     expect(more?.lastIndex).toBe(41);
