@@ -8,7 +8,7 @@
 // again each time: its holder may be a candidacy created since.
 import { parseCandidate } from './election.js';
 import type { ClusterMetadata } from './metadata.js';
-import type { EpochHolders } from '../replication/index.js';
+import { type EpochHolders, ReplicationError } from '../replication/index.js';
 
 /** Holders kept in the cache (a few per log and writer change). */
 export const EPOCH_HOLDERS_CACHED_MAX = 4096;
@@ -24,7 +24,7 @@ export class EtcdEpochHolders implements EpochHolders {
     if (cached !== undefined) return cached;
     this.cache.delete(key);
     const meta = this.meta();
-    if (!meta) throw new Error('etcd is not connected yet');
+    if (!meta) throw new ReplicationError('etcd is not connected yet: the holder of a writer epoch cannot be checked'); // UNAVAILABLE: retried
     const candidates = await meta.list(meta.keys.writerPrefix(log), (raw) => {
       try {
         return parseCandidate(raw);
