@@ -21,7 +21,6 @@ import type { Lease } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Clock, Random } from '../io/index.js';
 import { Backoff } from './backoff.js';
-import { ClusterError } from './errors.js';
 import type { ClusterMetadata, MetadataLease } from './metadata.js';
 
 export interface Leadership {
@@ -81,12 +80,26 @@ export function parseCandidate(raw: unknown): Candidate {
   return { node: v.node, floor: v.floor as number };
 }
 
-/** The highest epoch floor: room for 2^52 create revisions above it within 2^53 - 1. */
-export const EPOCH_FLOOR_MAX = 2 ** 52;
-
 export function parseEpochFloor(raw: unknown): number {
   if (!Number.isSafeInteger(raw) || (raw as number) < 0) throw new Error('malformed epoch floor');
   return raw as number;
+}
+
+/**
+ * The highest epoch floor ever written: epochs are the floor plus an etcd revision and must stay
+ * exact as JS numbers (at most 2^53 - 1), so a floor leaves room for 2^32 revisions above it.
+ */
+export const EPOCH_FLOOR_MAX = Number.MAX_SAFE_INTEGER - 2 ** 32;
+
+/**
+ * The floor a leader fenced at fencedEpoch raises to (outbid): at least the fence, and at least
+ * double its epoch (a remote refusal does not say by how much it was fenced). Undefined when that
+ * is beyond EPOCH_FLOOR_MAX or not an exact integer: no campaign can go past it, and no epoch
+ * that is not a safe integer is ever written to etcd.
+ */
+export function outbidFloor(epoch: number, fencedEpoch: number): number | undefined {
+  const floor = Math.max(fencedEpoch, 2 * epoch);
+  return Number.isSafeInteger(floor) && floor >= 0 && floor <= EPOCH_FLOOR_MAX ? floor : undefined;
 }
 
 /** Attempts at a compare-and-swap of the floor that lost a race before giving up (the caller retries). */
@@ -95,7 +108,10 @@ const FLOOR_RAISE_ATTEMPTS_MAX = 8;
 /** The current leader of an election prefix, if any. */
 export async function currentLeader<L extends MetadataLease>(meta: ClusterMetadata<L>, prefix: string): Promise<Leadership | undefined> {
   const first = await meta.firstCreated(prefix, parseCandidate);
-  return first ? { leader: first.value.node, epoch: first.createRevision + first.value.floor, key: first.key, createRevision: first.createRevision } : undefined;
+  if (!first) return undefined;
+  const epoch = first.createRevision + first.value.floor;
+  if (!Number.isSafeInteger(epoch)) throw new Error(`the writer epoch of ${first.key} (${first.createRevision} + floor ${first.value.floor}) is beyond 2^53-1`);
+  return { leader: first.value.node, epoch, key: first.key, createRevision: first.createRevision };
 }
 
 async function readFloor<L extends MetadataLease>(meta: ClusterMetadata<L>, floorKey: string): Promise<{ floor: number; modRevision: number }> {
@@ -103,7 +119,8 @@ async function readFloor<L extends MetadataLease>(meta: ClusterMetadata<L>, floo
   return record ? { floor: record.value, modRevision: record.modRevision } : { floor: 0, modRevision: 0 };
 }
 
-async function raiseFloor<L extends MetadataLease>(meta: ClusterMetadata<L>, floorKey: string, floor: number): Promise<void> {
+export async function raiseFloor<L extends MetadataLease>(meta: ClusterMetadata<L>, floorKey: string, floor: number): Promise<void> {
+  if (!Number.isSafeInteger(floor) || floor < 0 || floor > EPOCH_FLOOR_MAX) throw new Error(`refused to raise the epoch floor ${floorKey} to ${String(floor).slice(0, 40)}: beyond ${EPOCH_FLOOR_MAX}`);
   for (let attempt = 0; attempt < FLOOR_RAISE_ATTEMPTS_MAX; attempt += 1) {
     const current = await readFloor(meta, floorKey);
     if (current.floor >= floor) return;
@@ -234,6 +251,7 @@ export class Election<L extends CandidateLease = Lease> {
       return true;
     }
     const { floor, modRevision } = await store.readFloor(floorKey);
+    if (floor > EPOCH_FLOOR_MAX) throw new Error(`the epoch floor ${floor} leaves no room for epochs below 2^53-1; not campaigning`);
     const value: Candidate = { node: this.self, floor };
     if ((await store.createAtFloor(key, value, lease, floorKey, modRevision)) !== undefined) return true;
     return store.exists(key); // created by an earlier attempt whose answer was lost
@@ -251,12 +269,14 @@ export class Election<L extends CandidateLease = Lease> {
     const epoch = this.state?.epoch ?? 0;
     if (fencedEpoch <= epoch) return;
     // A remote member's refusal does not say by how much (fencedEpoch is then epoch + 1): the
-    // floor at least doubles, so any fence is passed within a few rounds.
-    const floor = Math.max(fencedEpoch, 2 * epoch);
-    // An epoch is the floor plus a create revision and must stay at most 2^53 - 1: a fence near
-    // that (set by a hostile or broken caller) cannot be passed, and raising the floor to it would
-    // put epochs no member accepts into etcd's records. The log stays unwritable, and says why.
-    if (floor > EPOCH_FLOOR_MAX) throw new ClusterError(`fenced at epoch ${fencedEpoch}: no writer epoch can pass it (at most 2^53 - 1); the log cannot be written until an operator resets the members' fences`);
+    // floor at least doubles, so any fence is passed within a few rounds. Never past
+    // EPOCH_FLOOR_MAX: a fence that high was not issued by an election (members accept writer
+    // calls only from an epoch's holder), and chasing it would end the log's epochs for good.
+    const floor = outbidFloor(epoch, fencedEpoch);
+    if (floor === undefined) {
+      this.o.logger.error({ node: this.self, prefix: this.o.prefix, epoch, fencedEpoch }, 'fenced by an epoch no election can pass (beyond 2^53-1 with room for revisions); not raising the epoch floor');
+      return;
+    }
     await store.raiseFloor(floorKey, floor);
     this.o.logger.warn({ node: this.self, prefix: this.o.prefix, epoch, fencedEpoch }, 'fenced by a higher epoch while leading (etcd went back?): raised the epoch floor; campaigning again');
     await this.resign();

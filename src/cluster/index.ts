@@ -8,6 +8,7 @@ export { NodeSession, type MemberInfo, parseMemberInfo } from './session.js';
 export { LogRuntime, type LogRuntimeContext } from './log-runtime.js';
 export { LocalPeer } from './local-peer.js';
 export { EtcdSegmentDirectory } from './directory.js';
+export { EtcdEpochHolders } from './epoch-holders.js';
 export { RepairService, type RepairServiceOptions, type DetectionSource } from './repairs.js';
 export { Scrubber, type ScrubberOptions } from './scrubber.js';
 export { InThreadScrubChecker } from './scrub-pool.js';

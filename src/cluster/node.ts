@@ -12,7 +12,7 @@ import { RecoveryMetrics } from '../recovery/index.js';
 import type { AppendResult } from '../wal/index.js';
 import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, type SessionRef, BadRequestError, LogQuotaError, LogStores, PeerHandlers, ReplicaSource, UnknownLogError, UnknownSegmentError, isValidLogName } from '../replication/index.js';
 import { NodeMetrics, createLogger } from '../observability/index.js';
-import { AdminClient, INSECURE, PeerClient, RPC_LIMITS_DEFAULT, type Transport, WalClient, loadTransport, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
+import { AdminClient, INSECURE, checkNodeCertificate, PeerClient, RPC_LIMITS_DEFAULT, type Transport, WalClient, loadTransport, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
 import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
 import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
@@ -23,6 +23,7 @@ import { Backoff } from './backoff.js';
 import { EtcdSegmentDirectory } from './directory.js';
 import { fetchSegmentFile } from './fetch-segment.js';
 import { ClusterKeys, EtcdMetadata, connectEtcd, loadEtcdCredentials } from './etcd.js';
+import { EtcdEpochHolders } from './epoch-holders.js';
 import { LocalPeer } from './local-peer.js';
 import { LogRuntime } from './log-runtime.js';
 import { type MemberInfo, NodeSession, parseMemberInfo } from './session.js';
@@ -98,8 +99,17 @@ export class ClusterNode implements NodeApi {
       ],
       // A lost (or older) EPOCH is restored to the highest epoch that can have fenced this node.
       fenceFloor: (log) => this.fenceFloorOf(log),
+      // A writer call without an identity (--insecure) creates only a log the cluster has.
+      mayCreate: async (log) => {
+        if (!this.directory) throw new Error('etcd is not connected yet');
+        return (await this.directory.logMeta(log)) !== undefined;
+      },
     });
-    this.handlers = new PeerHandlers(this.logs, logger);
+    // Writer calls naming their caller (TLS) are accepted only from the epoch's holder in etcd.
+    this.handlers = new PeerHandlers(this.logs, logger, {
+      epochHolders: new EtcdEpochHolders(() => this.etcd),
+      onWriterRefused: (method) => this.metrics.rpcRefused.inc({ method, code: 'PERMISSION_DENIED' }),
+    });
     this.localPeer = new LocalPeer(this.handlers, { deadlineMs: options.rpcDeadlineMs, clock: io.clock });
   }
 
@@ -141,7 +151,10 @@ export class ClusterNode implements NodeApi {
 
   private async startServing(): Promise<void> {
     const { options } = this;
-    if (options.tls) this.transport = await loadTransport(options.tls);
+    if (options.tls) {
+      this.transport = await loadTransport(options.tls);
+      checkNodeCertificate(this.transport, options.id); // its writer calls are bound to this name
+    }
     else this.logger.warn({ listen: `${options.listen.host}:${options.listen.port}` }, 'INSECURE: no TLS; any process that reaches this port may append, read, fence, seal and repair (start with --tls-ca, --tls-cert and --tls-key)');
     this.rpc = await startRpcServer(this, options.listen, { transport: this.transport, onRefused: (method, code) => this.metrics.rpcRefused.inc({ method, code }) }, { limits: RPC_LIMITS_DEFAULT, onLimited: (method) => this.metrics.rpcLimited.inc({ method }) });
     this.address = `${options.listen.host}:${this.rpc.port}`;
@@ -495,6 +508,8 @@ export class ClusterNode implements NodeApi {
     let segmentsChecked = 0;
     let bytesChecked = 0;
     for (const name of logs) {
+      // A log the cluster does not have is not found, and nothing is created for it (finding 8).
+      if (log !== '' && (await directory.logMeta(name)) === undefined) throw new UnknownLogError(name);
       const store = await this.logs.store(name);
       for (const { meta } of await directory.list(name)) {
         if (meta.state !== 'SEALED' || !meta.ensemble.includes(this.options.id) || meta.lastIndex < meta.firstIndex) continue;

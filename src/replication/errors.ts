@@ -15,6 +15,17 @@ export class FencedError extends ReplicationError {
   }
 }
 
+/**
+ * A writer call (Replicate, Fence, Seal) with epoch E for a log, from a node that does not hold
+ * E: no candidacy of that node in the log's writer election has epoch E (DESIGN section 10).
+ */
+export class NotEpochHolderError extends ReplicationError {
+  override readonly name = 'NotEpochHolderError';
+  constructor(readonly log: string, readonly epoch: number, readonly caller: string, readonly holder: string | undefined) {
+    super(`log ${log}: epoch ${epoch} is ${holder === undefined ? 'held by no candidacy in the writer election' : `held by ${holder}`}, not by the caller ${caller}`);
+  }
+}
+
 export class UnknownLogError extends ReplicationError {
   override readonly name = 'UnknownLogError';
   constructor(readonly log: string) {

@@ -1,7 +1,7 @@
 // Public face of the replication domain: the write path across an ensemble, fencing, catch-up.
 export * from './errors.js';
 export { LogStores, type LogStoresOptions, checkEpoch, encodeFence } from './logs.js';
-export { PeerHandlers, type SegmentHolding, type SegmentInfoPage, holdingOf, checkIndex, READ_FRAMES_BYTES_MAX, FETCH_CHUNK_BYTES_DEFAULT, SEGMENT_INFO_CHECKSUMS_MAX, SEGMENT_INFO_PAGE_BYTES_MAX } from './peer.js';
+export { PeerHandlers, type EpochHolders, type PeerHandlersOptions, type WriterCaller, type SegmentHolding, type SegmentInfoPage, holdingOf, checkIndex, READ_FRAMES_BYTES_MAX, FETCH_CHUNK_BYTES_DEFAULT, SEGMENT_INFO_CHECKSUMS_MAX, SEGMENT_INFO_PAGE_BYTES_MAX } from './peer.js';
 export { type PeerApi, type PeerResolver, type SegmentDirectory, type LeaderGuard, type FramesAnswer } from './api.js';
 export * from './metadata.js';
 export { APPEND_ENTRIES_MAX, LogWriter, type WriterOptions } from './writer.js';

@@ -28,6 +28,12 @@ export interface LogStoresOptions {
    * fence is restored to it; when it fails the log does not open (the next call tries again).
    */
   readonly fenceFloor?: (log: string) => Promise<number>;
+  /**
+   * Whether a writer call whose caller was not verified (no identity: --insecure) may create a
+   * log this node does not keep: the cluster has it (its record in etcd). None: any may (a lone
+   * node, the simulator). A verified epoch holder always may: the log has a writer election.
+   */
+  readonly mayCreate?: (log: string) => Promise<boolean>;
 }
 
 interface OpenLog {
@@ -73,6 +79,17 @@ export class LogStores {
     return this.store(log);
   }
 
+  /**
+   * The log for a writer call: one this node keeps, or a new one when the caller was verified as
+   * the epoch's holder, or (no identity) when the cluster has the log. Otherwise UnknownLogError,
+   * and nothing is created: a refused call leaves no directory behind.
+   */
+  private async openForWriter(log: string, verified: boolean): Promise<OpenLog> {
+    if (this.logs.has(log) || verified || (await this.options.disk.stat(this.logDir(log))) !== undefined) return this.open(log);
+    if (this.options.mayCreate && !(await this.options.mayCreate(log))) throw new UnknownLogError(log);
+    return this.open(log);
+  }
+
   private open(log: string): Promise<OpenLog> {
     const dir = this.logDir(log);
     let pending = this.logs.get(log);
@@ -81,6 +98,12 @@ export class LogStores {
         const { disk } = this.options;
         const existed = (await disk.stat(dir)) !== undefined;
         await disk.mkdirp(dir);
+        // A new log directory is made durable in its parents before anything in it counts: a
+        // crash must not drop logs/<log> (and with it a fence this node answered).
+        if (!existed) {
+          await disk.fsyncDir(join(this.options.dataDir, 'logs'));
+          await disk.fsyncDir(this.options.dataDir);
+        }
         const store = await WalStore.open(dir, {
           logName: log,
           // A replica holds whatever entries the writer sends; the writer enforces the limit.
@@ -205,9 +228,9 @@ export class LogStores {
    * epoch below the fenced one, raises (durably) the fence to a higher one, then runs fn with no
    * other writer operation of this log in between.
    */
-  async withEpoch<T>(log: string, epoch: number, fn: (store: WalStore) => Promise<T>): Promise<T> {
-    const open = await this.open(log);
+  async withEpoch<T>(log: string, epoch: number, fn: (store: WalStore) => Promise<T>, how: { readonly verified?: boolean } = {}): Promise<T> {
     checkEpoch(epoch);
+    const open = await this.openForWriter(log, how.verified === true);
     const run = open.chain.then(async () => {
       if (epoch < open.fencedEpoch) throw new FencedError(log, epoch, open.fencedEpoch);
       if (epoch > open.fencedEpoch) {

@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { DiskError } from '../io/index.js';
 import { CorruptEntryError, EntryLostError, IndexOutOfRangeError, type SegmentRecord, type SegmentStart, checksumHex, format } from '../wal/index.js';
-import { BadRequestError } from './errors.js';
+import { BadRequestError, NotEpochHolderError } from './errors.js';
 import type { FramesAnswer } from './api.js';
-import type { LogStores } from './logs.js';
+import { type LogStores, checkEpoch } from './logs.js';
 
 export const READ_FRAMES_BYTES_MAX = 4 * 1024 * 1024;
 export const FETCH_CHUNK_BYTES_DEFAULT = 1024 * 1024;
@@ -60,6 +60,31 @@ export function checkIndex(field: string, value: number, min = 1): number {
   return value;
 }
 
+/**
+ * Who holds a writer epoch of a log: the node whose candidacy in the log's writer election has
+ * that epoch (its key's create revision plus the floor it carries), undefined when none has.
+ * EtcdEpochHolders (src/cluster/epoch-holders.ts) in production.
+ */
+export interface EpochHolders {
+  /** fresh: not from a cache (a refusal is made on what etcd says now). */
+  holderOf(log: string, epoch: number, fresh?: boolean): Promise<string | undefined>;
+}
+
+export interface PeerHandlersOptions {
+  /** Looked up for every writer call that names its caller (TLS); none: such calls are refused. */
+  readonly epochHolders?: EpochHolders;
+  /** Counts a writer call refused because its caller does not hold its epoch. */
+  readonly onWriterRefused?: (method: string) => void;
+}
+
+/**
+ * The node a writer call (Replicate, Fence, Seal) comes from, as its verified peer certificate
+ * names it (TLS); undefined when the call carries no identity: a plaintext listener (--insecure),
+ * or this node calling its own store (LocalPeer). Calls without an identity keep the insecure
+ * semantics: the epoch alone decides.
+ */
+export type WriterCaller = string | undefined;
+
 export class PeerHandlers {
   /** The highest index each log's writer reported as acknowledged to clients. */
   private readonly committed = new Map<string, number>();
@@ -69,7 +94,29 @@ export class PeerHandlers {
   constructor(
     private readonly logs: LogStores,
     private readonly logger: Logger,
+    private readonly options: PeerHandlersOptions = {},
   ) {}
+
+  /**
+   * Binds a writer call to the epoch's holder: a call that names its caller (TLS) is accepted only
+   * from the node whose writer candidacy for log holds epoch; others are refused (logged and
+   * counted) before anything is opened or written. True when the caller was verified; false when
+   * the call carries no identity (insecure semantics). The epoch is checked first either way.
+   */
+  private async verifyWriter(method: string, log: string, epoch: number, caller: WriterCaller): Promise<boolean> {
+    this.logs.logDir(log); // a valid log name
+    checkEpoch(epoch);
+    if (caller === undefined) return false;
+    const holders = this.options.epochHolders;
+    // A cached holder that is not the caller is looked up again before refusing (after etcd was
+    // restored from an older snapshot an epoch may have been issued anew; CLUSTER.md).
+    let holder = await holders?.holderOf(log, epoch);
+    if (holder !== undefined && holder !== caller) holder = await holders?.holderOf(log, epoch, true);
+    if (holder !== undefined && holder === caller) return true;
+    this.logger.warn({ method, log, epoch, caller, holder }, 'refused a writer call from a node that does not hold its epoch');
+    this.options.onWriterRefused?.(method);
+    throw new NotEpochHolderError(log, epoch, caller, holder);
+  }
 
   committedIndex(log: string): number {
     return this.committed.get(log) ?? 0;
@@ -79,28 +126,33 @@ export class PeerHandlers {
     if (index > this.committedIndex(log)) this.committed.set(log, index);
   }
 
-  async replicate(log: string, epoch: number, segment: SegmentStart, frames: readonly Buffer[], committedIndex: number): Promise<{ lastIndex: number }> {
+  async replicate(log: string, epoch: number, segment: SegmentStart, frames: readonly Buffer[], committedIndex: number, caller?: WriterCaller): Promise<{ lastIndex: number }> {
     checkIndex('segment.segment_id', segment.segmentId);
     checkIndex('segment.first_index', segment.firstIndex);
     if (frames.length === 0) throw new BadRequestError('frames', 'at least one frame is needed');
-    const result = await this.logs.withEpoch(log, epoch, (store) => store.appendFrames(segment, frames));
+    const verified = await this.verifyWriter('PeerService.Replicate', log, epoch, caller);
+    const result = await this.logs.withEpoch(log, epoch, (store) => store.appendFrames(segment, frames), { verified });
     this.noteCommitted(log, Math.min(committedIndex, result.lastIndex));
     return { lastIndex: result.lastIndex };
   }
 
-  async fence(log: string, segmentId: number, epoch: number): Promise<SegmentHolding> {
+  async fence(log: string, segmentId: number, epoch: number, caller?: WriterCaller): Promise<SegmentHolding> {
     checkIndex('segment.segment_id', segmentId);
+    const verified = await this.verifyWriter('PeerService.Fence', log, epoch, caller);
     // Ordered behind every write that arrived before it: the answer covers all of them.
-    return this.logs.withEpoch(log, epoch, async (store) => holdingOf(store.segmentRecord(segmentId)));
+    return this.logs.withEpoch(log, epoch, async (store) => holdingOf(store.segmentRecord(segmentId)), { verified });
   }
 
-  async seal(log: string, segmentId: number, epoch: number, lastIndex: number, expectedAggregate: string): Promise<SegmentHolding> {
+  async seal(log: string, segmentId: number, epoch: number, lastIndex: number, expectedAggregate: string, caller?: WriterCaller): Promise<SegmentHolding> {
     checkIndex('segment.segment_id', segmentId);
     checkIndex('last_index', lastIndex, 0);
     if (expectedAggregate !== '' && !/^[0-9a-f]{16}$/.test(expectedAggregate)) throw new BadRequestError('expected_aggregate', 'must be 16 lowercase hex digits or empty');
+    const verified = await this.verifyWriter('PeerService.Seal', log, epoch, caller);
     // With the recorded aggregate given, a copy sealed past lastIndex is cut to it (verified).
     const expected = expectedAggregate === '' ? undefined : BigInt(`0x${expectedAggregate}`);
-    const record = await this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex, expected));
+    // Never below what this node was told is acknowledged (defence in depth: a correct writer
+    // seals at or above it, so only a forged or confused Seal is refused).
+    const record = await this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex, expected, this.committedIndex(log)), { verified });
     const holding = holdingOf(record);
     if (expectedAggregate !== '' && holding.aggregate !== expectedAggregate) {
       this.logger.error({ log, segment: segmentId, expected: expectedAggregate, actual: holding.aggregate }, 'sealed copy differs from the recorded aggregate checksum');

@@ -73,6 +73,21 @@ export async function loadTransport(paths: TlsPaths): Promise<Transport> {
   return transport;
 }
 
+/**
+ * Checks that a node's own certificate names it: a peer certificate (OU=peer) whose CN is the
+ * node's id. Members accept a writer call only from the node holding its epoch, as the caller's
+ * CN names it, so a node with another name on its certificate could never write.
+ */
+export function checkNodeCertificate(transport: Transport, nodeId: string): void {
+  if (transport.kind === 'insecure') return;
+  const cert = new X509Certificate(transport.cert);
+  const name = subjectField(cert.subject, 'CN');
+  const role = subjectField(cert.subject, 'OU');
+  if (role !== 'peer' || name !== nodeId) {
+    throw new TlsConfigError(`the node certificate must name this node (CN=${nodeId}, OU=peer), but it is CN=${name ?? ''}, OU=${role ?? ''}: make it with \`wal-recovery certs --nodes ${nodeId}\``);
+  }
+}
+
 export function serverCredentials(transport: Transport): grpc.ServerCredentials {
   if (transport.kind === 'insecure') return grpc.ServerCredentials.createInsecure();
   // The client certificate is asked for but not required by the handshake: the guard checks it
@@ -148,6 +163,18 @@ export function isPeerCaller(call: { getAuthContext(): { sslPeerCertificate?: Pe
   if (transport.kind === 'insecure') return true;
   const who = identify(call.getAuthContext().sslPeerCertificate, new X509Certificate(transport.ca), Date.now());
   return 'identity' in who && who.identity.role === 'peer';
+}
+
+/**
+ * The node a call comes from, as its verified peer certificate names it (the CN, which `certs`
+ * sets to the node's id): what binds a writer call to the node holding its epoch. Undefined on a
+ * plaintext listener (--insecure), where calls carry no identity. A caller the guard let in
+ * without a peer identity (not possible for PeerService) is named '' and so holds no epoch.
+ */
+export function callerNode(call: { getAuthContext(): { sslPeerCertificate?: PeerCertificate } }, transport: Transport): string | undefined {
+  if (transport.kind === 'insecure') return undefined;
+  const who = identify(call.getAuthContext().sslPeerCertificate, new X509Certificate(transport.ca), Date.now());
+  return 'identity' in who && who.identity.role === 'peer' ? who.identity.name : '';
 }
 
 export interface GuardOptions {

@@ -10,7 +10,7 @@ import type { RecoveryMetricsSnapshot, SegmentRepair } from '../recovery/index.j
 import { BadRequestError, PartialAppendError, type LogMeta, type PeerHandlers, type ReadEntry, type SegmentMeta, type SessionRef } from '../replication/index.js';
 import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './clients.js';
 import { loadProto } from './proto.js';
-import { INSECURE, type Transport, authInterceptor, isPeerCaller, serverCredentials } from './security.js';
+import { INSECURE, type Transport, authInterceptor, callerNode, isPeerCaller, serverCredentials } from './security.js';
 import { toStatus } from './status.js';
 import { decodedService, requireDecoded, tolerantDefinition } from './decode.js';
 import { InFlightCalls, type LimitOptions, RPC_LIMITS_DEFAULT, limitService } from './limits.js';
@@ -263,22 +263,23 @@ function walService(api: NodeApi, transport: Transport, stallMs: number): WalSer
   };
 }
 
-function peerService(api: NodeApi, stallMs: number): PeerServiceHandlers {
+function peerService(api: NodeApi, transport: Transport, stallMs: number): PeerServiceHandlers {
   const { handlers, logger } = api;
+  // Writer calls carry the calling node (TLS): the member checks that it holds the epoch.
   return {
-    Replicate: unary(logger, 'Replicate', async (r) => {
+    Replicate: unary(logger, 'Replicate', async (r, call) => {
       if (!r.segment) throw new BadRequestError('segment', 'is required');
       const segment = { segmentId: r.segment.segment_id, firstIndex: r.segment.first_index, createdMs: r.segment.created_ms };
-      return { last_index: (await handlers.replicate(r.log, r.epoch, segment, r.frames, r.committed_index)).lastIndex };
+      return { last_index: (await handlers.replicate(r.log, r.epoch, segment, r.frames, r.committed_index, callerNode(call, transport))).lastIndex };
     }),
-    Fence: unary(logger, 'Fence', async (r) => {
+    Fence: unary(logger, 'Fence', async (r, call) => {
       const { log, segmentId } = ref(r.segment);
-      const h = await handlers.fence(log, segmentId, r.epoch);
+      const h = await handlers.fence(log, segmentId, r.epoch, callerNode(call, transport));
       return { present: h.present, first_index: h.firstIndex, last_index: h.lastIndex, sealed: h.sealed };
     }),
-    Seal: unary(logger, 'Seal', async (r) => {
+    Seal: unary(logger, 'Seal', async (r, call) => {
       const { log, segmentId } = ref(r.segment);
-      const h = await handlers.seal(log, segmentId, r.epoch, r.last_index, r.expected_aggregate);
+      const h = await handlers.seal(log, segmentId, r.epoch, r.last_index, r.expected_aggregate, callerNode(call, transport));
       return { last_index: h.lastIndex, aggregate: h.aggregate, index_count: h.indexCount, byte_length: h.byteLength };
     }),
     ReadFrames: unary(logger, 'ReadFrames', async (r) => {
@@ -441,7 +442,7 @@ export async function startRpcServer(api: NodeApi, listen: { host: string; port:
     server.addService(definition, decodedService(definition, limited));
   };
   serve('WalService', proto.walrecovery.v1.WalService.service, walService(api, security.transport, limitOptions.limits.streamStallMsMax));
-  serve('PeerService', proto.walrecovery.v1.PeerService.service, peerService(api, limitOptions.limits.streamStallMsMax));
+  serve('PeerService', proto.walrecovery.v1.PeerService.service, peerService(api, security.transport, limitOptions.limits.streamStallMsMax));
   serve('AdminService', proto.walrecovery.v1.AdminService.service, adminService(api, limitOptions.limits.streamStallMsMax));
   const health = new HealthImplementation({ '': 'NOT_SERVING', 'walrecovery.v1.WalService': 'NOT_SERVING' });
   health.addToServer(server);

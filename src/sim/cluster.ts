@@ -9,7 +9,7 @@ import pino, { type Logger } from 'pino';
 import { type Clock, type Disk, type SeededRandom } from '../io/index.js';
 import { RecoveryMetrics } from '../recovery/index.js';
 import { type WalStore, format } from '../wal/index.js';
-import { type ClusterMetadata, Coordinator, Election, EtcdSegmentDirectory, InThreadScrubChecker, LocalPeer, LogRuntime, NodeSession, RepairService, Scrubber, etcdElectionStore, etcdRepairReporter, etcdRepairReports, parseMemberInfo } from '../cluster/index.js';
+import { type ClusterMetadata, Coordinator, Election, EtcdEpochHolders, EtcdSegmentDirectory, InThreadScrubChecker, LocalPeer, LogRuntime, NodeSession, RepairService, Scrubber, etcdElectionStore, etcdRepairReporter, etcdRepairReports, parseMemberInfo } from '../cluster/index.js';
 import { type LogMeta, LogStores, NotWriterError, PeerHandlers, type PeerResolver } from '../replication/index.js';
 import type { SimEtcd, SimLease } from './directory.js';
 import { type CrashMode, SimFileSystem } from './disk.js';
@@ -112,14 +112,15 @@ export class SimNode {
     const random = this.random.fork();
     const logger = sim.logger.child({ node: this.id });
     const stores = new LogStores({ dataDir: DATA_DIR, backupRetentionCount: 0, entryBytesMax: sim.logMeta.segmentBytesMax, logger, metrics: sim.metrics, disk, clock });
-    const handlers = new PeerHandlers(stores, logger);
+    const meta = sim.etcd.metadataFor(this.id, process);
+    // Writer calls from other nodes are checked against the epoch's holder in (simulated) etcd.
+    const handlers = new PeerHandlers(stores, logger, { epochHolders: new EtcdEpochHolders(() => meta) });
     // This node's own store is called through LocalPeer (deadlines, failing-store health), as in node.ts.
     const remote = sim.network.resolverFor(this.id, process, (node) => sim.isLive(node));
     const own = sim.network.resolverFor(this.id, process, () => true)(this.id);
     if (!own) throw new Error('the network resolves a node to itself');
     const localPeer = new LocalPeer(own, { deadlineMs: RPC_DEADLINE_MS, clock });
     const peers: PeerResolver = (node) => (node === this.id ? localPeer : remote(node));
-    const meta = sim.etcd.metadataFor(this.id, process);
     const directory = new EtcdSegmentDirectory(meta);
     const member = { id: this.id, address: this.id, startedMs: clock.nowMs(), version: 'sim', metricsUrl: '' };
     const session = new NodeSession(meta, member, SIM_LEASE_TTL_SECONDS, logger, clock, random.fork());

@@ -97,10 +97,13 @@ export class SimNetwork {
 
   private api(self: string, target: string, caller: SimProcess): PeerApi {
     const via = <T>(call: (h: PeerHandlers) => Promise<T>): Promise<T> => (target === self ? this.local(target, caller, call) : this.viaHandlers(self, target, caller, call));
+    // A remote writer call names its node, as a verified peer certificate does (TLS semantics:
+    // the member checks that the node holds the epoch); a call to its own store names none.
+    const from = target === self ? undefined : self;
     return {
-      replicate: (log, epoch, segment, frames, committedIndex) => via((h) => h.replicate(log, epoch, segment, frames.map((f) => Buffer.from(f)), committedIndex)),
-      fence: (log, segmentId, epoch) => via((h) => h.fence(log, segmentId, epoch)),
-      seal: (log, segmentId, epoch, lastIndex, expected) => via((h) => h.seal(log, segmentId, epoch, lastIndex, expected)),
+      replicate: (log, epoch, segment, frames, committedIndex) => via((h) => h.replicate(log, epoch, segment, frames.map((f) => Buffer.from(f)), committedIndex, from)),
+      fence: (log, segmentId, epoch) => via((h) => h.fence(log, segmentId, epoch, from)),
+      seal: (log, segmentId, epoch, lastIndex, expected) => via((h) => h.seal(log, segmentId, epoch, lastIndex, expected, from)),
       readFrames: (log, segmentId, from, to, bytesMax) => via((h) => h.readFrames(log, segmentId, from, to, bytesMax)),
     };
   }

@@ -90,7 +90,7 @@ export class StoreFailedError extends WalError {
 /** A replicated write that does not fit this store's state; the store itself is fine. */
 export class ReplicaRejectedError extends WalError {
   override readonly name = 'ReplicaRejectedError';
-  constructor(readonly reason: 'segment-mismatch' | 'index-gap' | 'bad-frame' | 'missing-entries' | 'unknown-segment', message: string, readonly lastIndex: number) {
+  constructor(readonly reason: 'segment-mismatch' | 'index-gap' | 'bad-frame' | 'missing-entries' | 'unknown-segment' | 'conflict' | 'below-committed' | 'aggregate-mismatch', message: string, readonly lastIndex: number) {
     super(message);
   }
 }

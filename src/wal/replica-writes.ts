@@ -9,7 +9,7 @@
 // and makes the lowered state durable in the catalog before the file shrinks. A fetched segment
 // is synced, verified and renamed in within the write queue, so what was checked is what a crash
 // leaves and no write runs between the check and the rename.
-import { type Checksum64, chainAggregate } from './checksum.js';
+import { AGGREGATE_EMPTY, type Checksum64, chainAggregate, checksumHex } from './checksum.js';
 import type { SegmentRecord } from './catalog.js';
 import { analyzeSegmentHandle, segmentRecordOf } from './analyze.js';
 import { ReplicaRejectedError, StoreClosedError, WalError } from './errors.js';
@@ -33,7 +33,9 @@ export class ReplicaWrites {
 
   /**
    * Appends frames encoded by the writer to segment `start.segmentId`, creating it on its first
-   * frame. Frames at indices already held are skipped (a retried request); the rest must follow on.
+   * frame. Frames at indices already held are skipped when they are the very frames held (a
+   * retried request) and refused when they differ (a forged or conflicting write is never
+   * acknowledged as held); the rest must follow on.
    */
   appendFrames(start: SegmentStart, frames: readonly Buffer[]): Promise<AppendResult> {
     return this.queue.exclusive(async () => {
@@ -55,7 +57,10 @@ export class ReplicaWrites {
       for (const [i, frame] of frames.entries()) {
         const decoded = decodedFrames[i];
         if (decoded?.kind !== 'entry') throw new ReplicaRejectedError('bad-frame', 'a frame failed verification on arrival', active.lastIndex);
-        if (decoded.header.index < next) continue;
+        if (decoded.header.index < next) {
+          await this.checkHeld(active, decoded.header.index, frame);
+          continue;
+        }
         if (decoded.header.index !== next) throw new ReplicaRejectedError('index-gap', `frame ${decoded.header.index} arrived but ${next} is next`, active.lastIndex);
         accepted.push(frame);
         next += 1;
@@ -77,6 +82,37 @@ export class ReplicaWrites {
       await this.writer.writeAndSync(active, bytes, indexed);
       return { firstIndex, lastIndex: active.lastIndex };
     });
+  }
+
+  /** Refuses a frame at an index the open segment holds unless it is byte for byte the one held. */
+  private async checkHeld(active: ActiveSegment, index: number, frame: Buffer): Promise<void> {
+    const conflict = (why: string): ReplicaRejectedError => new ReplicaRejectedError('conflict', `frame ${index} differs from the one held here (${why})`, active.lastIndex);
+    const slot = index - active.firstIndex;
+    if (slot < 0) throw conflict(`segment ${active.segmentId} starts at ${active.firstIndex}`);
+    const readIndex = await this.readIndexes.forSegment(this.state.activeRecord());
+    const start = readIndex.starts[slot];
+    const length = readIndex.lengths[slot];
+    if (start === undefined || length === undefined || start < 0) throw conflict('the held frame cannot be located');
+    if (length !== frame.byteLength || readIndex.checkWords[slot] !== frameCheckWordOf(frame)) throw conflict('another checksum or length');
+    const held = Buffer.alloc(length);
+    const { bytesRead } = await active.handle.read(held, 0, length, start);
+    if (bytesRead !== length || !held.equals(frame)) throw conflict('other bytes');
+  }
+
+  /** The aggregate checksum of the open segment's entries up to lastIndex, from the file. */
+  private async activeAggregateThrough(active: ActiveSegment, lastIndex: number): Promise<Checksum64> {
+    if (lastIndex === active.lastIndex) return active.aggregate;
+    const readIndex = await this.readIndexes.forSegment(this.state.activeRecord());
+    const sum = Buffer.alloc(8);
+    let aggregate = AGGREGATE_EMPTY;
+    for (let slot = 0; slot <= lastIndex - active.firstIndex; slot += 1) {
+      const start = readIndex.starts[slot];
+      if (start === undefined || start < 0) throw new WalError(`cannot locate entry ${active.firstIndex + slot} to check the aggregate`);
+      const { bytesRead } = await active.handle.read(sum, 0, 8, start + 8);
+      if (bytesRead !== 8) throw new WalError(`cannot read entry ${active.firstIndex + slot} to check the aggregate`);
+      aggregate = chainAggregate(aggregate, sum.readBigUInt64BE(0));
+    }
+    return aggregate;
   }
 
   /** Opens segment `start` for the writer's frames, if it fits after what this replica holds. */
@@ -106,9 +142,12 @@ export class ReplicaWrites {
   /**
    * Seals segment segmentId at lastIndex: entries after it (written but never acknowledged by a
    * quorum) are cut off and kept in quarantine. Idempotent for a segment already sealed there.
-   * With the recorded aggregate given, a copy sealed past lastIndex is cut to it (verified).
+   * With the recorded aggregate given, a copy sealed past lastIndex is cut to it (verified), and
+   * the open segment is sealed only when its entries up to lastIndex add up to it.
+   * The open segment is never cut below keepThrough (the highest index this member was told is
+   * acknowledged): those entries are on an ack quorum, and no correct writer seals below them.
    */
-  sealSegment(segmentId: number, lastIndex: number, expectedAggregate?: Checksum64): Promise<SegmentRecord> {
+  sealSegment(segmentId: number, lastIndex: number, expectedAggregate?: Checksum64, keepThrough = 0): Promise<SegmentRecord> {
     return this.queue.exclusive(async () => {
       const state = this.state;
       const active = state.active;
@@ -123,6 +162,16 @@ export class ReplicaWrites {
       }
       if (active.lastIndex < lastIndex) {
         throw new ReplicaRejectedError('missing-entries', `segment ${segmentId} holds up to ${active.lastIndex} here, cannot seal at ${lastIndex}`, active.lastIndex);
+      }
+      const acknowledged = Math.min(keepThrough, active.lastIndex);
+      if (lastIndex < acknowledged) {
+        throw new ReplicaRejectedError('below-committed', `segment ${segmentId} holds acknowledged entries up to ${acknowledged} here, cannot seal at ${lastIndex}`, active.lastIndex);
+      }
+      if (expectedAggregate !== undefined && lastIndex >= active.firstIndex) {
+        const aggregate = await this.activeAggregateThrough(active, lastIndex);
+        if (aggregate !== expectedAggregate) {
+          throw new ReplicaRejectedError('aggregate-mismatch', `segment ${segmentId} up to ${lastIndex} adds up to ${checksumHex(aggregate)} here, not ${checksumHex(expectedAggregate)}`, active.lastIndex);
+        }
       }
       if (active.lastIndex > lastIndex) await this.truncateActive(lastIndex);
       await this.writer.sealActive();

@@ -210,8 +210,8 @@ export class WalStore {
   }
 
   /** Replica mode: seals segment segmentId at lastIndex, cutting unacknowledged entries after it. */
-  sealSegment(segmentId: number, lastIndex: number, expectedAggregate?: Checksum64): Promise<SegmentRecord> {
-    return this.replica.sealSegment(segmentId, lastIndex, expectedAggregate);
+  sealSegment(segmentId: number, lastIndex: number, expectedAggregate?: Checksum64, keepThrough = 0): Promise<SegmentRecord> {
+    return this.replica.sealSegment(segmentId, lastIndex, expectedAggregate, keepThrough);
   }
 
   /** Replica mode: puts a verified whole sealed segment file (fetched from a replica) in place. */

@@ -4,13 +4,13 @@
 // without a certificate, or with a role not allowed, is refused with the status that says so;
 // the CLI reaches the cluster with --tls-* flags (or WAL_TLS_* variables), and a partial set is
 // a usage error (exit 2).
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CertsLayout } from '../../src/cli/certs.js';
-import { AdminClient, INSECURE, WalClient, loadTransport } from '../../src/rpc/index.js';
+import { AdminClient, INSECURE, PeerClient, WalClient, loadTransport } from '../../src/rpc/index.js';
 import { loadProto } from '../../src/rpc/proto.js';
 import { TestCluster, readAll } from '../support/cluster.js';
 import { cliProcess, makeCertsWithCli } from '../support/cli.js';
@@ -70,6 +70,38 @@ describe('a cluster started with TLS', () => {
     await expect(asClient.repairSegment({ log: LOG, segmentId: 1, node: '' })).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
     expect((await asClient.status(LOG)).logs.length).toBeGreaterThanOrEqual(0); // a client may read the status
     asClient.close();
+  }, 60_000);
+
+  it('refuses writer calls from a peer that does not hold the epoch: the writer\'s open segment is not sealed below acknowledged entries', async () => {
+    const admin = new AdminClient(cluster.nodes[0]?.target as string, await loadTransport({ ca: certs.ca, ...certs.admin }));
+    const status = (await admin.status(LOG)).logs.find((l) => l.log === LOG);
+    admin.close();
+    const writer = status?.writer as string;
+    const epoch = Number(status?.writer_epoch);
+    const open = status?.segments.find((s) => s.state !== 'SEALED');
+    expect(writer).toMatch(/^n\d$/);
+    const others = cluster.nodes.filter((n) => n.id !== writer);
+    for (const member of others) {
+      // Another node's own peer certificate, the writer's epoch (public in the status): refused.
+      const attacker = others.find((n) => n !== member) ?? member;
+      const peer = new PeerClient(member.target, 10_000, await loadTransport({ ca: certs.ca, ...(certs.nodes[attacker.id] as { cert: string; key: string }) }));
+      await expect(peer.seal(LOG, open?.segment_id ?? 1, epoch, 0, '')).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+      await expect(peer.fence(LOG, open?.segment_id ?? 1, Number.MAX_SAFE_INTEGER)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+      await expect(peer.fence('never-made', 1, epoch)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+      peer.close();
+    }
+    // Validate of a log the cluster does not have is NOT_FOUND and creates nothing either.
+    const asAdmin = new AdminClient(others[0]?.target as string, await loadTransport({ ca: certs.ca, ...certs.admin }));
+    await expect((async () => {
+      for await (const message of asAdmin.validate('never-made', others[0]?.id as string)) void message;
+    })()).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+    asAdmin.close();
+    for (const member of cluster.nodes) await expect(stat(join(member.dataDir, 'logs', 'never-made'))).rejects.toMatchObject({ code: 'ENOENT' });
+    // The writer's own calls still pass: appending and reading everything back works.
+    const more = await cluster.nodes[0]?.walClient().append(LOG, [Buffer.from('after')], { deadlineMs: 30_000 });
+    expect(more?.lastIndex).toBe(41);
+    const back = await readAll(others[0]?.walClient() as WalClient, LOG);
+    expect(back.payloads.length).toBe(41);
   }, 60_000);
 
   it('the CLI reaches it with --tls-* flags or WAL_TLS_* variables; a partial set is a usage error', async () => {

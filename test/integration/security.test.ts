@@ -12,7 +12,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CertsLayout, issue, makeCerts } from '../../src/cli/certs.js';
 import { BadRequestError } from '../../src/replication/index.js';
-import { INSECURE, METHOD_ROLES, type NodeApi, type RpcServer, type Transport, loadTransport, startRpcServer } from '../../src/rpc/index.js';
+import { INSECURE, METHOD_ROLES, type NodeApi, type RpcServer, TlsConfigError, type Transport, checkNodeCertificate, loadTransport, startRpcServer } from '../../src/rpc/index.js';
 import { loadProto } from '../../src/rpc/proto.js';
 
 let dir: string;
@@ -144,5 +144,14 @@ describe('every method x every caller over TLS', () => {
   it('unreadable certificate files are a clear error naming the file', async () => {
     await expect(loadTransport({ ca: join(dir, 'nope.pem'), cert: certs.admin.cert, key: certs.admin.key })).rejects.toThrow(/cannot read the TLS CA certificate .*nope\.pem/);
     expect(INSECURE.kind).toBe('insecure');
+  });
+
+  it('a node refuses to start with a certificate that does not name it (its writer calls would be refused)', async () => {
+    const own = await loadTransport({ ca: certs.ca, cert: certs.nodes['n1']?.cert as string, key: certs.nodes['n1']?.key as string });
+    expect(() => checkNodeCertificate(own, 'n1')).not.toThrow();
+    expect(() => checkNodeCertificate(own, 'n2')).toThrow(TlsConfigError);
+    const admin = await loadTransport({ ca: certs.ca, ...certs.admin });
+    expect(() => checkNodeCertificate(admin, 'admin')).toThrow(/OU=peer/);
+    expect(() => checkNodeCertificate(INSECURE, 'n2')).not.toThrow();
   });
 });

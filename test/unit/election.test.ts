@@ -6,7 +6,8 @@
 // campaigns again.
 import { describe, expect, it } from 'vitest';
 import { type Clock, SeededRandom } from '../../src/io/index.js';
-import { CAMPAIGN_BACKOFF, type CandidateLease, Election, type ElectionSession, type ElectionStore, type Leadership } from '../../src/cluster/election.js';
+import { CAMPAIGN_BACKOFF, type CandidateLease, EPOCH_FLOOR_MAX, Election, type ElectionSession, type ElectionStore, type Leadership, outbidFloor, raiseFloor } from '../../src/cluster/election.js';
+import type { ClusterMetadata } from '../../src/cluster/metadata.js';
 import { silent, until } from '../support/replication-fakes.js';
 
 const PREFIX = 'logs/events/writer/';
@@ -322,5 +323,26 @@ describe('election resign and rejoin', () => {
     expect(election.isCandidate()).toBe(false);
     expect(election.isLeader()).toBe(false);
     await election.stop();
+  });
+});
+
+describe('epoch bounds', () => {
+  it('outbid never raises the floor past EPOCH_FLOOR_MAX, and no floor that is not a safe integer is written', async () => {
+    expect(outbidFloor(10, 11)).toBe(20);
+    expect(outbidFloor(10, 1_000)).toBe(1_000);
+    expect(outbidFloor(10, Number.MAX_SAFE_INTEGER)).toBeUndefined();
+    expect(outbidFloor(EPOCH_FLOOR_MAX, EPOCH_FLOOR_MAX + 1)).toBeUndefined();
+    expect(outbidFloor(2 ** 52, 2 ** 52 + 1)).toBeUndefined();
+    const writes: unknown[] = [];
+    const meta = {
+      get: async () => undefined,
+      create: async (_key: string, value: unknown) => (writes.push(value), 1),
+      compareAndSwap: async (_key: string, value: unknown) => (writes.push(value), 2),
+    } as unknown as ClusterMetadata;
+    await expect(raiseFloor(meta, 'floor', Number.MAX_SAFE_INTEGER)).rejects.toThrow(/refused to raise/);
+    await expect(raiseFloor(meta, 'floor', 2 ** 60)).rejects.toThrow(/refused to raise/);
+    expect(writes).toEqual([]);
+    await raiseFloor(meta, 'floor', 1_000);
+    expect(writes).toEqual([1_000]);
   });
 });

@@ -2,14 +2,14 @@
 // another (lower) fence; missing while the log holds segments is damage too, never "0" (a node
 // that forgot its fence would take a deposed writer's writes). With a fenceFloor (the cluster's
 // records) the fence is restored; without one the log does not open. Epochs are validated.
-import { mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { nodeDisk, systemClock } from '../../src/io/index.js';
 import { RecoveryMetrics } from '../../src/recovery/index.js';
-import { BadRequestError, FenceFileDamagedError, FencedError, LogStores, PeerHandlers, encodeFence } from '../../src/replication/index.js';
+import { BadRequestError, FenceFileDamagedError, FencedError, LogStores, PeerHandlers, UnknownLogError, encodeFence } from '../../src/replication/index.js';
 import { format } from '../../src/wal/index.js';
 
 const LOG = 'orders';
@@ -141,5 +141,27 @@ describe('the EPOCH file', () => {
       await expect(logs.withEpoch(LOG, epoch, async () => 'written')).rejects.toBeInstanceOf(BadRequestError);
     }
     expect(await logs.fencedEpoch(LOG)).toBe(0);
+  });
+});
+
+describe('writer calls on a log this node does not keep (finding 8, 10)', () => {
+  it('create nothing when the epoch is invalid or the cluster has no such log; a created log directory is fsynced into its parents', async () => {
+    const synced: string[] = [];
+    const disk = Object.assign(Object.create(nodeDisk) as typeof nodeDisk, { fsyncDir: async (dir: string) => (synced.push(dir), nodeDisk.fsyncDir(dir)) });
+    const known = new Set(['known']);
+    const logs = new LogStores({ dataDir, backupRetentionCount: 0, entryBytesMax: 1 << 20, logger: pino({ level: 'silent' }), metrics: new RecoveryMetrics(), disk, clock: systemClock, mayCreate: async (log) => known.has(log) });
+    opened.push(logs);
+    const handlers = new PeerHandlers(logs, pino({ level: 'silent' }));
+    await expect(handlers.fence('nobody', 1, 0)).rejects.toBeInstanceOf(BadRequestError);
+    await expect(handlers.fence('nobody', 1, 5)).rejects.toBeInstanceOf(UnknownLogError);
+    await expect(handlers.seal('nobody', 1, 5, 0, '')).rejects.toBeInstanceOf(UnknownLogError);
+    const { frame } = format.encodeEntry({ index: 1, timestampMs: 1, flags: 0, payload: Buffer.from('one') });
+    await expect(handlers.replicate('nobody', 5, { segmentId: 1, firstIndex: 1, createdMs: 1 }, [frame], 1)).rejects.toBeInstanceOf(UnknownLogError);
+    await expect(readdir(join(dataDir, 'logs'))).rejects.toMatchObject({ code: 'ENOENT' });
+
+    // A log the cluster has is created by its writer's Fence (the fence must hold), and made durable.
+    await handlers.fence('known', 1, 5);
+    expect(await readdir(join(dataDir, 'logs'))).toEqual(['known']);
+    expect(synced).toEqual(expect.arrayContaining([join(dataDir, 'logs'), dataDir]));
   });
 });

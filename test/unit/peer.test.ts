@@ -3,9 +3,10 @@
 // other, and what ReadFrames says about the copy it serves from.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { stat } from 'node:fs/promises';
-import { FencedError, type SegmentHolding, UnknownLogError } from '../../src/replication/index.js';
+import pino from 'pino';
+import { FencedError, NotEpochHolderError, PeerHandlers, type SegmentHolding, UnknownLogError } from '../../src/replication/index.js';
 import { toStatus } from '../../src/rpc/status.js';
-import { type SegmentStart, format } from '../../src/wal/index.js';
+import { AGGREGATE_EMPTY, type SegmentStart, chainAggregate, checksumHex, format } from '../../src/wal/index.js';
 import { type TestNode, TestCluster, payloadOf, sleep, until } from '../support/replication-fakes.js';
 
 const LOG = 'orders';
@@ -113,5 +114,58 @@ describe('SegmentInfo checksums are paged', () => {
     expect(await handlers.segmentInfo(LOG, 1, false)).toMatchObject({ checksums: [], nextIndex: 0, lastIndex: 10 });
     // A page never holds more than the node's own page size, whatever the caller asks.
     await expect(handlers.segmentInfo(LOG, 1, true, { fromIndex: -1 })).rejects.toThrow(/checksums_from_index/);
+  });
+});
+
+describe('writer calls are bound to the node holding their epoch', () => {
+  it('a caller named by its certificate is refused (PERMISSION_DENIED, counted) unless the election gives it the epoch; nothing is created', async () => {
+    const refused: string[] = [];
+    const holders = { holderOf: async (_log: string, epoch: number) => (epoch === 7 ? 'writer' : undefined) };
+    const handlers = new PeerHandlers(node.logs, pino({ level: 'silent' }), { epochHolders: holders, onWriterRefused: (method) => refused.push(method) });
+    const logDir = node.logs.logDir('bound');
+
+    // Another peer with the writer's (public) epoch, or with an epoch nobody holds: refused
+    // before anything is opened.
+    await expect(handlers.seal('bound', 1, 7, 0, '', 'mallory')).rejects.toBeInstanceOf(NotEpochHolderError);
+    await expect(handlers.replicate('bound', 7, SEGMENT, frames(1, 1), 1, 'mallory')).rejects.toBeInstanceOf(NotEpochHolderError);
+    await expect(handlers.fence('bound', 1, Number.MAX_SAFE_INTEGER, 'writer')).rejects.toBeInstanceOf(NotEpochHolderError);
+    expect(toStatus(new NotEpochHolderError('bound', 7, 'mallory', 'writer')).code).toBe(7); // PERMISSION_DENIED
+    expect(refused).toEqual(['PeerService.Seal', 'PeerService.Replicate', 'PeerService.Fence']);
+    await expect(stat(logDir)).rejects.toMatchObject({ code: 'ENOENT' });
+
+    // The holder is let in (and may create the log).
+    expect(await handlers.replicate('bound', 7, SEGMENT, frames(1, 2), 2, 'writer')).toEqual({ lastIndex: 2 });
+    await expect(handlers.seal('bound', 1, 7, 0, '', 'mallory')).rejects.toBeInstanceOf(NotEpochHolderError);
+    expect((await node.store('bound')).segmentRecord(1)?.lastIndex).toBe(2);
+  });
+});
+
+describe('the store side refuses what no correct writer sends (defence in depth)', () => {
+  it('a different frame at an index already held is refused, not skipped and acknowledged; the same frame again is a retry', async () => {
+    const { handlers } = node;
+    await handlers.replicate(LOG, 1, SEGMENT, frames(1, 3), 0);
+    const forged = format.encodeEntry({ index: 2, timestampMs: 1, flags: 0, payload: Buffer.from('forged') }).frame;
+    await expect(handlers.replicate(LOG, 1, SEGMENT, [forged], 0)).rejects.toMatchObject({ reason: 'conflict' });
+    expect(await handlers.replicate(LOG, 1, SEGMENT, frames(2, 2), 0)).toEqual({ lastIndex: 3 });
+    expect((await handlers.readFrames(LOG, 1, 2, 2, 0)).frames[0]?.equals(frames(2, 1)[0] as Buffer)).toBe(true);
+  });
+
+  it('the open segment is not cut below the index the writer said is acknowledged', async () => {
+    const { handlers } = node;
+    await handlers.replicate(LOG, 1, SEGMENT, frames(1, 5), 4);
+    await expect(handlers.seal(LOG, 1, 1, 0, '')).rejects.toMatchObject({ reason: 'below-committed' });
+    await expect(handlers.seal(LOG, 1, 2, 3, '')).rejects.toMatchObject({ reason: 'below-committed' });
+    expect((await node.store(LOG)).segmentRecord(1)).toMatchObject({ state: 'open', lastIndex: 5 });
+    expect(await handlers.seal(LOG, 1, 2, 4, '')).toMatchObject({ lastIndex: 4 }); // the unacknowledged 5 is cut
+  });
+
+  it('sealing the open segment with an expected aggregate checks it first', async () => {
+    const { handlers } = node;
+    const sent = frames(1, 4);
+    await handlers.replicate(LOG, 1, SEGMENT, sent, 0);
+    const through3 = sent.slice(0, 3).reduce((agg, f) => chainAggregate(agg, format.frameChecksumOf(f)), AGGREGATE_EMPTY);
+    await expect(handlers.seal(LOG, 1, 1, 3, checksumHex(through3 ^ 1n))).rejects.toMatchObject({ reason: 'aggregate-mismatch' });
+    expect((await node.store(LOG)).segmentRecord(1)).toMatchObject({ state: 'open', lastIndex: 4 });
+    expect(await handlers.seal(LOG, 1, 1, 3, checksumHex(through3))).toMatchObject({ lastIndex: 3, aggregate: checksumHex(through3) });
   });
 });
