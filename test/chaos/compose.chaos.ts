@@ -7,7 +7,7 @@
 // out of the certs container and calls as admin; a plaintext caller is refused, at the nodes and
 // at etcd.
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +19,7 @@ import { ETCD_IMAGE, NODE_IMAGE, PROMETHEUS_IMAGE, docker, freePort, imageExists
 
 const run = promisify(execFile);
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const ALERTS_FILE = join(REPO, 'cluster', 'alerts.yml');
 const PROJECT = `walcompose${process.pid}`;
 const LOG = 'compose';
 
@@ -180,7 +181,10 @@ describe('docker-compose stack', () => {
       expect(Number(appended[0]?.value[1] ?? 0)).toBeGreaterThan(0);
       const rules = (await (await fetch(`http://127.0.0.1:${ports.prometheus}/api/v1/rules`)).json()) as { data: { groups: { rules: { name: string }[] }[] } };
       const names = rules.data.groups.flatMap((g) => g.rules.map((r) => r.name)).sort();
-      expect(names).toEqual(['WalRecoveryCorruptedSegmentsRising', 'WalRecoveryEntriesLost', 'WalRecoveryNoNodeToReReplicate', 'WalRecoveryNodeDown', 'WalRecoveryRecoveryFailures', 'WalRecoveryUnderReplicated']);
+      // Every rule of cluster/alerts.yml, and nothing else.
+      const declared = [...(await readFile(ALERTS_FILE, 'utf8')).matchAll(/^\s*- alert: (\S+)\s*$/gm)].map((m) => m[1] as string).sort();
+      expect(declared.length).toBeGreaterThan(5);
+      expect(names).toEqual(declared);
     }
 
     // node2 back: it catches up and serves everything
