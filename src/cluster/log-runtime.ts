@@ -406,7 +406,8 @@ export class LogRuntime {
     if (!gate) {
       gate = new SessionGate({
         options: this.ctx.sessions ?? SESSION_DEFAULTS,
-        nowMs: () => this.ctx.clock.nowMs(),
+        // Idleness on the monotonic clock: a wall clock that jumps would forget live sessions.
+        nowMs: () => this.ctx.clock.monotonicMs(),
         committedIndex: () => writer.committedIndex,
         readEntries: (from, to) => this.reader.read(from, to, 4096),
       });

@@ -176,7 +176,13 @@ export class SessionGate {
     return this.rebuilt;
   }
 
+  /**
+   * Sessions found in the log count as seen now, on this writer's clock: the entries' timestamps
+   * come from the old writer's wall clock, and comparing them with this one's would forget every
+   * session at once when the two clocks differ by more than ttlMs (a retry then appended twice).
+   */
   private async rebuild(): Promise<void> {
+    const seenMs = this.ctx.nowMs();
     const end = this.ctx.committedIndex();
     const from = Math.max(1, end - this.ctx.options.rebuildEntriesMax + 1);
     if (end < from) return;
@@ -184,7 +190,7 @@ export class SessionGate {
       for (const entry of batch) {
         const tag = entry.session;
         if (!tag || tag.count > entry.index) continue;
-        this.table.record(tag.sessionId, { sequence: tag.sequence, firstIndex: entry.index - tag.count + 1, lastIndex: entry.index }, entry.timestampMs);
+        this.table.record(tag.sessionId, { sequence: tag.sequence, firstIndex: entry.index - tag.count + 1, lastIndex: entry.index }, seenMs);
       }
     }
   }

@@ -86,6 +86,20 @@ describe('SessionGate', () => {
     expect(appended).toBe(1);
   });
 
+  it('sessions found in the log count as seen at the rebuild, whatever the old writer\'s clock said', async () => {
+    // The old writer's clock was an hour behind this one's (or this one jumped): its entries'
+    // timestamps are older than ttlMs on this clock, yet the retries must still be recognised.
+    const hourAgo = 1_000 - 60 * 60_000;
+    const g = gate([{ index: 1, timestampMs: hourAgo, session: { sessionId: A, sequence: 3, count: 1 } }]);
+    let appended = 0;
+    const append = async (): Promise<{ firstIndex: number; lastIndex: number }> => {
+      appended += 1;
+      return { firstIndex: 2, lastIndex: 2 };
+    };
+    expect(await g.append({ sessionId: A, sequence: 3 }, append, 1)).toEqual({ firstIndex: 1, lastIndex: 1 });
+    expect(appended).toBe(0);
+  });
+
   it('a retry that arrives while its original is in flight gets the original outcome, appended once', async () => {
     const g = gate([]);
     let appended = 0;
