@@ -43,6 +43,8 @@ describe('an append partly committed across two segments', () => {
     // The client appends what was not appended: the log holds each payload once.
     expect(await writer.append([second])).toEqual({ firstIndex: 2, lastIndex: 2 });
     const store = await cluster.node('a').store(LOG);
+    // Acknowledged at a quorum of two: a's own copy may still be writing the entry.
+    await expect.poll(() => store.lastIndex, { timeout: 10_000 }).toBe(2);
     const log: string[] = [];
     for (let i = 1; i <= 2; i += 1) log.push(Buffer.from((await store.read(i)).payload).subarray(0, 1).toString());
     expect(log).toEqual(['x', 'y']);
