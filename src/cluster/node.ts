@@ -436,17 +436,33 @@ export class ClusterNode implements NodeApi {
     if (node === this.options.id) return (await (this.repairs as RepairService).repairNow(log, segmentId, { strategy, dryRun: false, source: 'coordinator' })).outcome === 'done';
     const address = this.members.get(node)?.address;
     if (!address) return false;
-    const response = await this.adminClient(address).repairSegment({ log, segmentId, node, strategy, dryRun: false }, deadlineMs);
+    const response = await (this.peers(node) as PeerClient).repairCopy(log, segmentId, false, deadlineMs);
     return response.results.every((r) => r.outcome === 'done');
   }
 
-  async repairSegment(log: string, segmentId: number, node: string, strategy: string, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>> {
-    const chosen = parseStrategy(strategy);
+  /** PeerService.RepairCopy: this node's copy only, with this node's own strategy. */
+  async repairCopy(log: string, segmentId: number, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>> {
     if (!isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
+    const result = await (this.repairs as RepairService).repairNow(log, segmentId, { strategy: this.options.repairStrategy, dryRun, source: 'request' });
+    return [{ ...result, node: this.options.id }];
+  }
+
+  /**
+   * AdminService.RepairSegment (admin role). Another node's part goes through its peer-only
+   * RepairCopy, which applies that node's own --repair-strategy: a strategy the admin names that
+   * differs from this node's is applied only here, and a request that would reach another node
+   * with it is refused (call that node's AdminService instead).
+   */
+  async repairSegment(log: string, segmentId: number, node: string, strategy: string, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>> {
+    const chosen = parseStrategy(strategy === '' ? 'partial' : strategy);
+    if (!isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
+    if (node !== this.options.id && strategy !== '' && chosen !== this.options.repairStrategy) {
+      throw new BadRequestError('strategy', `${chosen} would reach other nodes, which repair with their own --repair-strategy (this node's: ${this.options.repairStrategy}); call each node's address with node=<its id> to use ${chosen}`);
+    }
     if (node !== '' && node !== this.options.id) {
       const address = this.members.get(node)?.address;
       if (!address) throw new BadRequestError('node', `${node.slice(0, 80)} is not a live member`);
-      const response = await this.adminClient(address).repairSegment({ log, segmentId, node, strategy: chosen, dryRun });
+      const response = await (this.peers(node) as PeerClient).repairCopy(log, segmentId, dryRun);
       return response.results.map((r) => repairResultFromWire(r, segmentId));
     }
     if (node === this.options.id) {
@@ -496,9 +512,15 @@ export class ClusterNode implements NodeApi {
   private async *validateRemote(member: string, log: string): AsyncGenerator<ValidateMessageView> {
     const address = this.members.get(member)?.address;
     if (!address) throw new BadRequestError('node', `${member.slice(0, 80)} is not a live member`);
-    for await (const m of this.adminClient(address).validate(log, member)) {
+    for await (const m of (this.peers(member) as PeerClient).validateCopies(log)) {
       yield validateMessageFromWire(m);
     }
+  }
+
+  /** PeerService.ValidateCopies: this node's part of an admin Validate. */
+  validateCopies(log: string): AsyncGenerator<ValidateMessageView> {
+    if (log !== '' && !isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
+    return this.validateLocal(log);
   }
 
   /** Every sealed segment this node should hold, checked against etcd's record. */

@@ -21,6 +21,9 @@ export const METHOD_FAMILY: Readonly<Record<string, CallFamily>> = {
   'PeerService.FetchSegment': 'fetch',
   'AdminService.Validate': 'validate',
   'AdminService.RepairSegment': 'repair',
+  // The per-node parts of an admin repair or validate (and the coordinator's retry).
+  'PeerService.RepairCopy': 'repair',
+  'PeerService.ValidateCopies': 'validate',
   // Up to 4 MiB of frames (ReadFrames) or 64 MiB read for a page of checksums (SegmentInfo).
   'PeerService.ReadFrames': 'peer-read',
   'PeerService.SegmentInfo': 'peer-read',

@@ -18,8 +18,12 @@ export const ROLES: readonly Role[] = ['peer', 'client', 'admin'];
 
 /**
  * Who may call each method. Nodes call each other with `peer` certificates: the peer protocol,
- * and the calls a node forwards for its own callers (an append to the writer, a read, the admin
- * fan-out of repair and validate to the node that holds the copy).
+ * and the calls a node forwards for its own callers (an append to the writer, a read, the
+ * writer's committed index from GetClusterStatus). Only `admin` calls the AdminService methods
+ * that repair, validate or watch: the node an admin calls fans the per-node part out through the
+ * peer-only RepairCopy and ValidateCopies, where the receiving node repairs only its own copy
+ * with its own --repair-strategy (what it does unasked when it finds damage), so a peer
+ * certificate alone can neither choose a strategy nor reach AdminService.RepairSegment.
  */
 export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   'PeerService.Replicate': ['peer'],
@@ -28,13 +32,15 @@ export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   'PeerService.ReadFrames': ['peer'],
   'PeerService.SegmentInfo': ['peer'],
   'PeerService.FetchSegment': ['peer'],
+  'PeerService.RepairCopy': ['peer'],
+  'PeerService.ValidateCopies': ['peer'],
   'WalService.Append': ['client', 'admin', 'peer'],
   'WalService.AppendStream': ['client', 'admin'],
   'WalService.Read': ['client', 'admin', 'peer'],
   'AdminService.GetClusterStatus': ['client', 'admin', 'peer'],
-  'AdminService.RepairSegment': ['admin', 'peer'],
-  'AdminService.Validate': ['admin', 'peer'],
-  'AdminService.GetRecoveryMetrics': ['admin', 'peer'],
+  'AdminService.RepairSegment': ['admin'],
+  'AdminService.Validate': ['admin'],
+  'AdminService.GetRecoveryMetrics': ['admin'],
   'AdminService.WatchRecoveryEvents': ['admin'],
 };
 
