@@ -57,12 +57,13 @@ Opening the store recovers it first (a torn tail is rolled back); damage that ne
 strategy makes dump exit 1 without output: run validate, then repair. Dump takes the store's
 lock while it runs and leaves the open segment open.`;
 
-/** --tls-ca, --tls-cert, --tls-key (or WAL_TLS_CA, WAL_TLS_CERT, WAL_TLS_KEY) and --insecure. */
+/** --tls-ca, --tls-cert, --tls-key, --tls-revoked (or WAL_TLS_CA, WAL_TLS_CERT, WAL_TLS_KEY, WAL_TLS_REVOKED) and --insecure. */
 function addTlsOptions(cmd: Command, prefix: string): Command {
   return cmd
     .option('--tls-ca <file>', `${prefix}the cluster CA certificate (PEM; or WAL_TLS_CA)`)
     .option('--tls-cert <file>', `${prefix}this caller's certificate (PEM; or WAL_TLS_CERT)`)
     .option('--tls-key <file>', `${prefix}this caller's key (PEM; or WAL_TLS_KEY)`)
+    .option('--tls-revoked <file>', `${prefix}revoked certificates, a serial or SHA-256 fingerprint a line, re-read when it changes: refused as callers and as servers (or WAL_TLS_REVOKED)`)
     .option('--insecure', `${prefix}plaintext, no TLS: anyone on the network may read and call (or WAL_INSECURE=1); TLS files or this are required`);
 }
 

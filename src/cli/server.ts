@@ -24,6 +24,7 @@ export interface NodeVerbOptions {
   readonly goneAfterMs?: number;
   readonly verbose?: boolean;
   readonly tlsCa?: string;
+  readonly tlsRevoked?: string;
   readonly tlsCert?: string;
   readonly tlsKey?: string;
   readonly insecure?: boolean;

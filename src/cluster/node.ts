@@ -12,7 +12,7 @@ import { RecoveryMetrics } from '../recovery/index.js';
 import type { AppendResult } from '../wal/index.js';
 import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, type SessionRef, BadRequestError, LogQuotaError, LogStores, PeerHandlers, ReplicaSource, UnknownLogError, UnknownSegmentError, isValidLogName } from '../replication/index.js';
 import { NodeMetrics, createLogger } from '../observability/index.js';
-import { AdminClient, INSECURE, checkNodeCertificate, PeerClient, RPC_LIMITS_DEFAULT, type Transport, WalClient, loadTransport, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
+import { AdminClient, INSECURE, type RevocationList, checkNodeCertificate, PeerClient, RPC_LIMITS_DEFAULT, type Transport, WalClient, loadTransport, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
 import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
 import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
@@ -154,6 +154,11 @@ export class ClusterNode implements NodeApi {
     if (options.tls) {
       this.transport = await loadTransport(options.tls);
       checkNodeCertificate(this.transport, options.id); // its writer calls are bound to this name
+      const { revoked } = this.transport as { revoked?: RevocationList };
+      if (revoked) {
+        this.logger.info({ path: revoked.path, entries: revoked.size }, 'revoked certificates loaded');
+        revoked.onReload = (event) => ('error' in event ? this.logger.error({ path: revoked.path, err: event.error }, 'failed to re-read the revoked certificates; the last list stays in force') : this.logger.info({ path: revoked.path, entries: event.entries }, 'revoked certificates re-read'));
+      }
     }
     else this.logger.warn({ listen: `${options.listen.host}:${options.listen.port}` }, 'INSECURE: no TLS; any process that reaches this port may append, read, fence, seal and repair (start with --tls-ca, --tls-cert and --tls-key)');
     this.rpc = await startRpcServer(this, options.listen, { transport: this.transport, onRefused: (method, code) => this.metrics.rpcRefused.inc({ method, code }) }, { limits: RPC_LIMITS_DEFAULT, onLimited: (method) => this.metrics.rpcLimited.inc({ method }) });
@@ -569,6 +574,7 @@ export class ClusterNode implements NodeApi {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    (this.transport as { revoked?: RevocationList }).revoked?.close();
     this.cancelReopen?.();
     this.repairs?.stop();
     await this.scrubber?.stop();
