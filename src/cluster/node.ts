@@ -107,7 +107,8 @@ export class ClusterNode implements NodeApi {
     });
     // Writer calls naming their caller (TLS) are accepted only from the epoch's holder in etcd.
     this.handlers = new PeerHandlers(this.logs, logger, {
-      epochHolders: new EtcdEpochHolders(() => this.etcd),
+      // A caller past its rate of etcd reads is answered RESOURCE_EXHAUSTED, counted as 'EpochLookup'.
+      epochHolders: new EtcdEpochHolders(() => this.etcd, { onLookup: (result) => result === 'limited' && this.metrics.rpcLimited.inc({ method: 'EpochLookup' }) }),
       onWriterRefused: (method) => this.metrics.rpcRefused.inc({ method, code: 'PERMISSION_DENIED' }),
     });
     this.localPeer = new LocalPeer(this.handlers, { deadlineMs: options.rpcDeadlineMs, clock: io.clock });

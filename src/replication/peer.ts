@@ -66,8 +66,11 @@ export function checkIndex(field: string, value: number, min = 1): number {
  * EtcdEpochHolders (src/cluster/epoch-holders.ts) in production.
  */
 export interface EpochHolders {
-  /** fresh: not from a cache (a refusal is made on what etcd says now). */
-  holderOf(log: string, epoch: number, fresh?: boolean): Promise<string | undefined>;
+  /**
+   * fresh: not from a cache (a refusal is made on what etcd says now). caller: the node asking,
+   * whose lookups are rate limited (EpochLookupsLimitedError).
+   */
+  holderOf(log: string, epoch: number, fresh?: boolean, caller?: string): Promise<string | undefined>;
 }
 
 export interface PeerHandlersOptions {
@@ -110,8 +113,8 @@ export class PeerHandlers {
     const holders = this.options.epochHolders;
     // A cached holder that is not the caller is looked up again before refusing (after etcd was
     // restored from an older snapshot an epoch may have been issued anew; CLUSTER.md).
-    let holder = await holders?.holderOf(log, epoch);
-    if (holder !== undefined && holder !== caller) holder = await holders?.holderOf(log, epoch, true);
+    let holder = await holders?.holderOf(log, epoch, false, caller);
+    if (holder !== undefined && holder !== caller) holder = await holders?.holderOf(log, epoch, true, caller);
     if (holder !== undefined && holder === caller) return true;
     this.logger.warn({ method, log, epoch, caller, holder }, 'refused a writer call from a node that does not hold its epoch');
     this.options.onWriterRefused?.(method);
