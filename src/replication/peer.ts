@@ -143,7 +143,7 @@ export class PeerHandlers {
     checkIndex('segment.segment_id', segmentId);
     const verified = await this.verifyWriter('PeerService.Fence', log, epoch, caller);
     // Ordered behind every write that arrived before it: the answer covers all of them.
-    return this.logs.withEpoch(log, epoch, async (store) => holdingOf(store.segmentRecord(segmentId)), { verified });
+    return this.logs.withEpoch(log, epoch, async (store) => holdingOf(store.segmentRecord(segmentId)), { verified, checkFile: true });
   }
 
   async seal(log: string, segmentId: number, epoch: number, lastIndex: number, expectedAggregate: string, caller?: WriterCaller): Promise<SegmentHolding> {
@@ -155,7 +155,7 @@ export class PeerHandlers {
     const expected = expectedAggregate === '' ? undefined : BigInt(`0x${expectedAggregate}`);
     // Never below what this node was told is acknowledged (defence in depth: a correct writer
     // seals at or above it, so only a forged or confused Seal is refused).
-    const record = await this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex, expected, this.committedIndex(log)), { verified });
+    const record = await this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex, expected, this.committedIndex(log)), { verified, checkFile: true });
     const holding = holdingOf(record);
     if (expectedAggregate !== '' && holding.aggregate !== expectedAggregate) {
       this.logger.error({ log, segment: segmentId, expected: expectedAggregate, actual: holding.aggregate }, 'sealed copy differs from the recorded aggregate checksum');
