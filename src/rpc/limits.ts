@@ -39,22 +39,26 @@ export interface RpcLimits {
    * stops reading would otherwise keep its slot (and the file or batch behind it) for ever.
    */
   readonly streamStallMsMax: number;
+  /** Health Watch streams open at once on this node (health answers without a certificate). */
+  readonly healthWatchesMax: number;
 }
 
 export const RPC_LIMITS_DEFAULT: RpcLimits = Object.freeze({
   concurrentStreamsPerConnectionMax: 512,
   inFlightCallsMax: Object.freeze({ read: 256, fetch: 16, validate: 8, repair: 16, 'peer-read': 64 }),
   streamStallMsMax: 30_000,
+  healthWatchesMax: 64,
 });
 
 /** Fills defaults and checks every limit is a positive integer (an invalid one is a bug here). */
-export function resolveRpcLimits(partial: { concurrentStreamsPerConnectionMax?: number; inFlightCallsMax?: Partial<Record<CallFamily, number>>; streamStallMsMax?: number } = {}): RpcLimits {
+export function resolveRpcLimits(partial: { concurrentStreamsPerConnectionMax?: number; inFlightCallsMax?: Partial<Record<CallFamily, number>>; streamStallMsMax?: number; healthWatchesMax?: number } = {}): RpcLimits {
   const limits: RpcLimits = {
     concurrentStreamsPerConnectionMax: partial.concurrentStreamsPerConnectionMax ?? RPC_LIMITS_DEFAULT.concurrentStreamsPerConnectionMax,
     inFlightCallsMax: Object.freeze({ ...RPC_LIMITS_DEFAULT.inFlightCallsMax, ...partial.inFlightCallsMax }),
     streamStallMsMax: partial.streamStallMsMax ?? RPC_LIMITS_DEFAULT.streamStallMsMax,
+    healthWatchesMax: partial.healthWatchesMax ?? RPC_LIMITS_DEFAULT.healthWatchesMax,
   };
-  for (const [name, value] of [['concurrentStreamsPerConnectionMax', limits.concurrentStreamsPerConnectionMax], ['streamStallMsMax', limits.streamStallMsMax], ...Object.entries(limits.inFlightCallsMax)] as const) {
+  for (const [name, value] of [['concurrentStreamsPerConnectionMax', limits.concurrentStreamsPerConnectionMax], ['streamStallMsMax', limits.streamStallMsMax], ['healthWatchesMax', limits.healthWatchesMax], ...Object.entries(limits.inFlightCallsMax)] as const) {
     if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`rpc limit ${name} must be a positive integer, got ${String(value)}`);
   }
   return Object.freeze(limits);
@@ -131,4 +135,39 @@ export function limitService(serviceName: string, definition: grpc.ServiceDefini
     }) as unknown as grpc.UntypedHandleCall;
   }
   return limited;
+}
+
+/** The standard health service's Watch (answered without a certificate, for container health checks). */
+const HEALTH_WATCH_PATH = '/grpc.health.v1.Health/Watch';
+
+/**
+ * Caps the health Watch streams open at once on this node (all callers together): health answers
+ * without a certificate, and each Watch is a stream held until its caller goes away. One more is
+ * RESOURCE_EXHAUSTED at once and counted. Health Check (unary) is not capped.
+ */
+export function healthWatchInterceptor(watchesMax: number, onLimited?: (method: string) => void): grpc.ServerInterceptor {
+  let open = 0;
+  return (descriptor, call) => {
+    if (descriptor.path !== HEALTH_WATCH_PATH) return new grpc.ServerInterceptingCall(call);
+    if (open >= watchesMax) {
+      onLimited?.('Health.Watch');
+      return new grpc.ServerInterceptingCall(call, {
+        start: (next) => next({ onReceiveMetadata: () => call.sendStatus({ code: grpc.status.RESOURCE_EXHAUSTED, details: `${watchesMax} health watches are open on this node already; use Check, or retry later`, metadata: new grpc.Metadata() }) }),
+      });
+    }
+    open += 1;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      open -= 1;
+    };
+    return new grpc.ServerInterceptingCall(call, {
+      start: (next) => next({ onCancel: release }),
+      sendStatus: (status, next) => {
+        release();
+        next(status);
+      },
+    });
+  };
 }

@@ -13,7 +13,7 @@ import { loadProto } from './proto.js';
 import { INSECURE, type Transport, authInterceptor, callerNode, isPeerCaller, serverCredentials } from './security.js';
 import { toStatus } from './status.js';
 import { decodedService, requireDecoded, tolerantDefinition } from './decode.js';
-import { InFlightCalls, type LimitOptions, RPC_LIMITS_DEFAULT, limitService } from './limits.js';
+import { InFlightCalls, type LimitOptions, RPC_LIMITS_DEFAULT, healthWatchInterceptor, limitService } from './limits.js';
 import type { WalServiceHandlers } from './generated/walrecovery/v1/WalService.js';
 import type { PeerServiceHandlers } from './generated/walrecovery/v1/PeerService.js';
 import type { AdminServiceHandlers } from './generated/walrecovery/v1/AdminService.js';
@@ -451,7 +451,7 @@ export async function startRpcServer(api: NodeApi, listen: { host: string; port:
     ...CHANNEL_OPTIONS,
     'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
     'grpc.max_concurrent_streams': limitOptions.limits.concurrentStreamsPerConnectionMax,
-    ...(guard ? { interceptors: [guard] } : {}),
+    interceptors: [...(guard ? [guard] : []), healthWatchInterceptor(limitOptions.limits.healthWatchesMax, limitOptions.onLimited)],
   });
   const inFlight = new InFlightCalls(limitOptions);
   // Requests that do not decode are answered INVALID_ARGUMENT, before the limits.

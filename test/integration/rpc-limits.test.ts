@@ -156,3 +156,44 @@ describe('limits are validated once', () => {
     expect(() => resolveRpcLimits({ concurrentStreamsPerConnectionMax: 1.5 })).toThrow(RangeError);
   });
 });
+
+describe('health watches', () => {
+  it('health Watch streams past the cap are RESOURCE_EXHAUSTED and counted; one cancelled frees its place; Check is not capped', async () => {
+    const limited: string[] = [];
+    server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ healthWatchesMax: 2 }), onLimited: (m) => limited.push(m) });
+    // The health service by raw bytes: an empty HealthCheckRequest is an empty message.
+    const raw = { serialize: (b: Buffer) => b, deserialize: (b: Buffer) => b };
+    const Health = grpc.makeGenericClientConstructor({
+      Watch: { path: '/grpc.health.v1.Health/Watch', requestStream: false, responseStream: true, requestSerialize: raw.serialize, requestDeserialize: raw.deserialize, responseSerialize: raw.serialize, responseDeserialize: raw.deserialize },
+      Check: { path: '/grpc.health.v1.Health/Check', requestStream: false, responseStream: false, requestSerialize: raw.serialize, requestDeserialize: raw.deserialize, responseSerialize: raw.serialize, responseDeserialize: raw.deserialize },
+    }, 'Health');
+    const client = new Health(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+      Watch(request: Buffer): grpc.ClientReadableStream<Buffer>;
+      Check(request: Buffer, callback: (error: grpc.ServiceError | null) => void): void;
+    };
+    clients.push(client);
+    const watch = (): { first: Promise<string>; stream: grpc.ClientReadableStream<Buffer> } => {
+      const stream = client.Watch(Buffer.alloc(0));
+      const first = new Promise<string>((resolve) => {
+        stream.once('data', () => resolve('SERVING-STATUS'));
+        stream.on('error', (e: grpc.ServiceError) => resolve(grpc.status[e.code] ?? String(e.code)));
+      });
+      return { first, stream };
+    };
+    const open = [watch(), watch()];
+    expect(await Promise.all(open.map((w) => w.first))).toEqual(['SERVING-STATUS', 'SERVING-STATUS']);
+    expect(await watch().first).toBe('RESOURCE_EXHAUSTED');
+    expect(limited).toEqual(['Health.Watch']);
+    expect(await new Promise<string>((resolve) => client.Check(Buffer.alloc(0), (e) => resolve(e ? String(e.code) : 'OK')))).toBe('OK');
+    open[0]?.stream.cancel();
+    let again = 'RESOURCE_EXHAUSTED';
+    for (let attempt = 0; attempt < 50 && again === 'RESOURCE_EXHAUSTED'; attempt += 1) {
+      const w = watch();
+      again = await w.first;
+      if (again === 'RESOURCE_EXHAUSTED') await new Promise((r) => setTimeout(r, 100));
+      else w.stream.cancel();
+    }
+    expect(again).toBe('SERVING-STATUS');
+    open[1]?.stream.cancel();
+  });
+});
