@@ -4,6 +4,7 @@ import type { Writable } from 'node:stream';
 import { Command, Option } from 'commander';
 import pino, { type Logger } from 'pino';
 import { RECOVERY_CONFIG_DEFAULTS, REPAIR_STRATEGIES, type RepairStrategy } from '../recovery/index.js';
+import { RPC_LIMIT_NAMES } from '../rpc/index.js';
 import { endpointOf } from './backend.js';
 import { type CommandContext, runAppend, runDump, runInspect, runRepair, runStatus, runValidate } from './commands.js';
 import { EXIT_OK, type ExitCode, PROGRAM_NAME, exitCodeOf, formatError, isSilent } from './exit.js';
@@ -170,6 +171,7 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .option('--scrub-bytes-per-second <n>', 'background scrub rate of sealed segments (0: off; default 16 MiB/s)', integerIn(0, 4 * 1024 * 1024 * 1024))
     .option('--scrub-interval-ms <n>', 'pause between scrub passes (default 30000)', integerIn(100, 86_400_000))
     .option('--gone-after-ms <n>', 'a member missing this long is replaced in the ensembles of sealed segments (default 30000)', integerIn(0, 86_400_000))
+    .option('--rpc-limit <name=n>', `a limit on calls served at once, repeatable (README, Security: Bounds): ${RPC_LIMIT_NAMES.join(', ')}`, (value: string, previous: string[] = []) => [...previous, value])
     .option('--verbose', 'debug logs');
   addTlsOptions(nodeCommand, '')
     .action(async (opts: NodeVerbOptions) => setCode(await runNode(opts, (line) => out.write(line).then(() => out.flush()))));

@@ -13,7 +13,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { toStatus } from './status.js';
 
-export type CallFamily = 'read' | 'fetch' | 'validate' | 'repair' | 'peer-read';
+export type CallFamily = 'read' | 'fetch' | 'validate' | 'repair' | 'peer-read' | 'append' | 'writer' | 'status';
+export const CALL_FAMILIES: readonly CallFamily[] = ['read', 'fetch', 'validate', 'repair', 'peer-read', 'append', 'writer', 'status'];
 
 /** The families of the calls that are capped; a method not named here is not. */
 export const METHOD_FAMILY: Readonly<Record<string, CallFamily>> = {
@@ -27,6 +28,15 @@ export const METHOD_FAMILY: Readonly<Record<string, CallFamily>> = {
   // Up to 4 MiB of frames (ReadFrames) or 64 MiB read for a page of checksums (SegmentInfo).
   'PeerService.ReadFrames': 'peer-read',
   'PeerService.SegmentInfo': 'peer-read',
+  // Cheaper calls, capped high: what a flood of them may hold of the node (a queued append, a
+  // writer call waiting in its log's chain, an etcd read for a status) is bounded too.
+  'WalService.Append': 'append',
+  'WalService.AppendStream': 'append',
+  'PeerService.Replicate': 'writer',
+  'PeerService.Fence': 'writer',
+  'PeerService.Seal': 'writer',
+  'AdminService.GetClusterStatus': 'status',
+  'AdminService.GetRecoveryMetrics': 'status',
 };
 
 export interface RpcLimits {
@@ -45,7 +55,8 @@ export interface RpcLimits {
 
 export const RPC_LIMITS_DEFAULT: RpcLimits = Object.freeze({
   concurrentStreamsPerConnectionMax: 512,
-  inFlightCallsMax: Object.freeze({ read: 256, fetch: 16, validate: 8, repair: 16, 'peer-read': 64 }),
+  // status: a follower asks the writer's status on each Read (its committed index), so it is sized with read.
+  inFlightCallsMax: Object.freeze({ read: 256, fetch: 16, validate: 8, repair: 16, 'peer-read': 64, append: 4096, writer: 4096, status: 1024 }),
   streamStallMsMax: 30_000,
   healthWatchesMax: 64,
 });
@@ -170,4 +181,24 @@ export function healthWatchInterceptor(watchesMax: number, onLimited?: (method: 
       },
     });
   };
+}
+
+/** The names of --rpc-limit NAME=N (node verb), each with the limit it sets. */
+export const RPC_LIMIT_NAMES: readonly string[] = ['streams-per-connection', 'stream-stall-ms', 'health-watches', ...CALL_FAMILIES.map((f) => `in-flight-${f}`)];
+
+/** Parses NAME=N settings (--rpc-limit) into limits; an unknown name or a bad number throws RangeError. */
+export function parseRpcLimits(settings: readonly string[]): RpcLimits {
+  const partial: { concurrentStreamsPerConnectionMax?: number; inFlightCallsMax: Partial<Record<CallFamily, number>>; streamStallMsMax?: number; healthWatchesMax?: number } = { inFlightCallsMax: {} };
+  for (const setting of settings) {
+    const match = /^([a-z-]+)=(\d{1,10})$/.exec(setting.trim());
+    if (!match) throw new RangeError(`rpc limit '${setting.slice(0, 60)}': expected NAME=N with NAME one of ${RPC_LIMIT_NAMES.join(', ')}`);
+    const [, name, digits] = match as unknown as [string, string, string];
+    const value = Number(digits);
+    if (name === 'streams-per-connection') partial.concurrentStreamsPerConnectionMax = value;
+    else if (name === 'stream-stall-ms') partial.streamStallMsMax = value;
+    else if (name === 'health-watches') partial.healthWatchesMax = value;
+    else if (name.startsWith('in-flight-') && (CALL_FAMILIES as readonly string[]).includes(name.slice('in-flight-'.length))) partial.inFlightCallsMax[name.slice('in-flight-'.length) as CallFamily] = value;
+    else throw new RangeError(`rpc limit '${name}' is unknown: one of ${RPC_LIMIT_NAMES.join(', ')}`);
+  }
+  return resolveRpcLimits(partial);
 }

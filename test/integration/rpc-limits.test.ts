@@ -6,7 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AdminClient, type NodeApi, PeerClient, type ReadEntryView, type RpcServer, WalClient, resolveRpcLimits, startRpcServer } from '../../src/rpc/index.js';
+import { AdminClient, type NodeApi, PeerClient, RPC_LIMITS_DEFAULT, type ReadEntryView, type RpcServer, WalClient, parseRpcLimits, resolveRpcLimits, startRpcServer } from '../../src/rpc/index.js';
 
 let started = 0;
 let releaseAll: () => void = () => undefined;
@@ -23,6 +23,11 @@ function stubApi(): NodeApi {
       started += 1;
       await held;
       yield [{ index: 1, timestampMs: 1, payload: Buffer.from('x'), checksum: '', lost: false, lostReason: '' }] as unknown as ReadEntryView[];
+    },
+    append: async () => {
+      started += 1;
+      await held;
+      return { firstIndex: 1, lastIndex: 1 };
     },
     handlers: {
       segmentInfo: async () => {
@@ -195,5 +200,31 @@ describe('health watches', () => {
     }
     expect(again).toBe('SERVING-STATUS');
     open[1]?.stream.cancel();
+  });
+});
+
+describe('limits set by --rpc-limit NAME=N', () => {
+  it('parses every name, keeps the defaults for the others, and refuses unknown names and bad numbers', () => {
+    const limits = parseRpcLimits(['in-flight-append=1', 'streams-per-connection=8', 'health-watches=3', 'stream-stall-ms=500']);
+    expect(limits.inFlightCallsMax.append).toBe(1);
+    expect(limits.inFlightCallsMax.read).toBe(RPC_LIMITS_DEFAULT.inFlightCallsMax.read);
+    expect([limits.concurrentStreamsPerConnectionMax, limits.healthWatchesMax, limits.streamStallMsMax]).toEqual([8, 3, 500]);
+    expect(() => parseRpcLimits(['in-flight-nope=3'])).toThrow(/unknown/);
+    expect(() => parseRpcLimits(['in-flight-read=0'])).toThrow(/positive/);
+    expect(() => parseRpcLimits(['read'])).toThrow(/NAME=N/);
+  });
+
+  it('Append past its in-flight limit is RESOURCE_EXHAUSTED and counted', async () => {
+    const limited: string[] = [];
+    hold();
+    server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: parseRpcLimits(['in-flight-append=1']), onLimited: (m) => limited.push(m) });
+    const client = new WalClient(`127.0.0.1:${server.port}`);
+    clients.push(client);
+    const first = client.append('l', [Buffer.from('a')]);
+    await expect.poll(() => started, { timeout: 5_000 }).toBe(1);
+    expect(await client.append('l', [Buffer.from('b')]).catch((e: grpc.ServiceError) => grpc.status[e.code])).toBe('RESOURCE_EXHAUSTED');
+    expect(limited).toEqual(['WalService.Append']);
+    releaseAll();
+    expect((await first).lastIndex).toBe(1);
   });
 });
