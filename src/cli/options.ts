@@ -28,10 +28,11 @@ export interface TlsFlags {
   readonly tlsCa?: string;
   readonly tlsCert?: string;
   readonly tlsKey?: string;
+  readonly tlsRevoked?: string;
   readonly insecure?: boolean;
 }
 
-export const TLS_ENV = Object.freeze({ ca: 'WAL_TLS_CA', cert: 'WAL_TLS_CERT', key: 'WAL_TLS_KEY', insecure: 'WAL_INSECURE' });
+export const TLS_ENV = Object.freeze({ ca: 'WAL_TLS_CA', cert: 'WAL_TLS_CERT', key: 'WAL_TLS_KEY', revoked: 'WAL_TLS_REVOKED', insecure: 'WAL_INSECURE' });
 
 /** WAL_INSECURE=1 (or true) stands for --insecure. */
 function insecureOf(flags: TlsFlags, env: NodeJS.ProcessEnv): boolean {
@@ -49,15 +50,17 @@ export function tlsPathsOf(flags: TlsFlags, env: NodeJS.ProcessEnv = process.env
   const ca = flags.tlsCa ?? env[TLS_ENV.ca];
   const cert = flags.tlsCert ?? env[TLS_ENV.cert];
   const key = flags.tlsKey ?? env[TLS_ENV.key];
+  const revoked = flags.tlsRevoked ?? env[TLS_ENV.revoked];
   const given = [ca, cert, key].filter((v) => v !== undefined && v !== '');
   const insecure = insecureOf(flags, env);
   if (given.length === 0) {
+    if (insecure && flags.tlsRevoked !== undefined) throw new InvalidArgumentError('--tls-revoked needs TLS (--tls-ca, --tls-cert and --tls-key), not --insecure');
     if (insecure) return undefined;
     throw new InvalidArgumentError(`TLS is required: give --tls-ca, --tls-cert and --tls-key (or ${TLS_ENV.ca}, ${TLS_ENV.cert}, ${TLS_ENV.key}; \`wal-recovery certs\` makes them), or --insecure (or ${TLS_ENV.insecure}=1) for plaintext`);
   }
   if (insecure) throw new InvalidArgumentError(`--insecure (or ${TLS_ENV.insecure}=1) goes without --tls-ca, --tls-cert and --tls-key (nor their WAL_TLS_* variables)`);
   if (given.length !== 3) throw new InvalidArgumentError(`TLS needs all three of --tls-ca, --tls-cert and --tls-key (or ${TLS_ENV.ca}, ${TLS_ENV.cert}, ${TLS_ENV.key})`);
-  return { ca: ca as string, cert: cert as string, key: key as string };
+  return { ca: ca as string, cert: cert as string, key: key as string, ...(revoked !== undefined && revoked !== '' ? { revoked } : {}) };
 }
 
 /** The etcd TLS flags of the node verb; each falls back to its environment variable. */

@@ -4,6 +4,7 @@ import type { Writable } from 'node:stream';
 import { Command, Option } from 'commander';
 import pino, { type Logger } from 'pino';
 import { RECOVERY_CONFIG_DEFAULTS, REPAIR_STRATEGIES, type RepairStrategy } from '../recovery/index.js';
+import { RPC_LIMIT_NAMES } from '../rpc/index.js';
 import { endpointOf } from './backend.js';
 import { type CommandContext, runAppend, runDump, runInspect, runRepair, runStatus, runValidate } from './commands.js';
 import { EXIT_OK, type ExitCode, PROGRAM_NAME, exitCodeOf, formatError, isSilent } from './exit.js';
@@ -57,12 +58,13 @@ Opening the store recovers it first (a torn tail is rolled back); damage that ne
 strategy makes dump exit 1 without output: run validate, then repair. Dump takes the store's
 lock while it runs and leaves the open segment open.`;
 
-/** --tls-ca, --tls-cert, --tls-key (or WAL_TLS_CA, WAL_TLS_CERT, WAL_TLS_KEY) and --insecure. */
+/** --tls-ca, --tls-cert, --tls-key, --tls-revoked (or WAL_TLS_CA, WAL_TLS_CERT, WAL_TLS_KEY, WAL_TLS_REVOKED) and --insecure. */
 function addTlsOptions(cmd: Command, prefix: string): Command {
   return cmd
     .option('--tls-ca <file>', `${prefix}the cluster CA certificate (PEM; or WAL_TLS_CA)`)
     .option('--tls-cert <file>', `${prefix}this caller's certificate (PEM; or WAL_TLS_CERT)`)
     .option('--tls-key <file>', `${prefix}this caller's key (PEM; or WAL_TLS_KEY)`)
+    .option('--tls-revoked <file>', `${prefix}revoked certificates, a serial or SHA-256 fingerprint a line, re-read when it changes: refused as callers and as servers (or WAL_TLS_REVOKED)`)
     .option('--insecure', `${prefix}plaintext, no TLS: anyone on the network may read and call (or WAL_INSECURE=1); TLS files or this are required`);
 }
 
@@ -169,6 +171,7 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .option('--scrub-bytes-per-second <n>', 'background scrub rate of sealed segments (0: off; default 16 MiB/s)', integerIn(0, 4 * 1024 * 1024 * 1024))
     .option('--scrub-interval-ms <n>', 'pause between scrub passes (default 30000)', integerIn(100, 86_400_000))
     .option('--gone-after-ms <n>', 'a member missing this long is replaced in the ensembles of sealed segments (default 30000)', integerIn(0, 86_400_000))
+    .option('--rpc-limit <name=n>', `a limit on calls served at once, repeatable (README, Security: Bounds): ${RPC_LIMIT_NAMES.join(', ')}`, (value: string, previous: string[] = []) => [...previous, value])
     .option('--verbose', 'debug logs');
   addTlsOptions(nodeCommand, '')
     .action(async (opts: NodeVerbOptions) => setCode(await runNode(opts, (line) => out.write(line).then(() => out.flush()))));

@@ -2,6 +2,8 @@
 import { ClusterNode } from '../cluster/index.js';
 import { createLogger } from '../observability/index.js';
 import type { RepairStrategy } from '../recovery/index.js';
+import { type RpcLimits, parseRpcLimits } from '../rpc/index.js';
+import { InvalidArgumentError } from 'commander';
 import { EXIT_OK, type ExitCode } from './exit.js';
 import { checkEtcdTransport, etcdTlsPathsOf, tlsPathsOf } from './options.js';
 
@@ -22,8 +24,10 @@ export interface NodeVerbOptions {
   readonly scrubBytesPerSecond?: number;
   readonly scrubIntervalMs?: number;
   readonly goneAfterMs?: number;
+  readonly rpcLimit?: readonly string[];
   readonly verbose?: boolean;
   readonly tlsCa?: string;
+  readonly tlsRevoked?: string;
   readonly tlsCert?: string;
   readonly tlsKey?: string;
   readonly insecure?: boolean;
@@ -50,6 +54,12 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
   const logger = createLogger({ level: o.verbose ? 'debug' : (process.env['WAL_RECOVERY_LOG_LEVEL'] ?? 'info'), base: { node: o.id } });
   // Checked before anything starts: no TLS files and no --insecure is a usage error (exit 2).
   const tls = tlsPathsOf(o);
+  let rpcLimits: RpcLimits | undefined;
+  try {
+    rpcLimits = o.rpcLimit ? parseRpcLimits(o.rpcLimit) : undefined;
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message); // a usage error (exit 2)
+  }
   const etcd = o.etcd.split(',').map((s) => s.trim()).filter((s) => s !== '');
   const etcdTls = etcdTlsPathsOf(o, etcd);
   checkEtcdTransport(o, tls !== undefined, etcdTls !== undefined);
@@ -78,6 +88,7 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
     ...(o.scrubBytesPerSecond !== undefined ? { scrubBytesPerSecondMax: o.scrubBytesPerSecond } : {}),
     ...(o.scrubIntervalMs !== undefined ? { scrubIntervalMs: o.scrubIntervalMs } : {}),
     ...(o.goneAfterMs !== undefined ? { goneAfterMs: o.goneAfterMs } : {}),
+    ...(rpcLimits ? { rpcLimits } : {}),
   });
   const first = await Promise.race([starting, signal]);
   if (typeof first === 'string') {

@@ -12,7 +12,7 @@ import { RecoveryMetrics } from '../recovery/index.js';
 import type { AppendResult } from '../wal/index.js';
 import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, type SessionRef, BadRequestError, LogQuotaError, LogStores, PeerHandlers, ReplicaSource, UnknownLogError, UnknownSegmentError, isValidLogName } from '../replication/index.js';
 import { NodeMetrics, createLogger } from '../observability/index.js';
-import { AdminClient, INSECURE, checkNodeCertificate, PeerClient, RPC_LIMITS_DEFAULT, type Transport, WalClient, loadTransport, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
+import { AdminClient, INSECURE, type RevocationList, checkNodeCertificate, PeerClient, type Transport, WalClient, loadTransport, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
 import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
 import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
@@ -107,7 +107,8 @@ export class ClusterNode implements NodeApi {
     });
     // Writer calls naming their caller (TLS) are accepted only from the epoch's holder in etcd.
     this.handlers = new PeerHandlers(this.logs, logger, {
-      epochHolders: new EtcdEpochHolders(() => this.etcd),
+      // A caller past its rate of etcd reads is answered RESOURCE_EXHAUSTED, counted as 'EpochLookup'.
+      epochHolders: new EtcdEpochHolders(() => this.etcd, { onLookup: (result) => result === 'limited' && this.metrics.rpcLimited.inc({ method: 'EpochLookup' }) }),
       onWriterRefused: (method) => this.metrics.rpcRefused.inc({ method, code: 'PERMISSION_DENIED' }),
     });
     this.localPeer = new LocalPeer(this.handlers, { deadlineMs: options.rpcDeadlineMs, clock: io.clock });
@@ -154,9 +155,14 @@ export class ClusterNode implements NodeApi {
     if (options.tls) {
       this.transport = await loadTransport(options.tls);
       checkNodeCertificate(this.transport, options.id); // its writer calls are bound to this name
+      const { revoked } = this.transport as { revoked?: RevocationList };
+      if (revoked) {
+        this.logger.info({ path: revoked.path, entries: revoked.size }, 'revoked certificates loaded');
+        revoked.onReload = (event) => ('error' in event ? this.logger.error({ path: revoked.path, err: event.error }, 'failed to re-read the revoked certificates; the last list stays in force') : this.logger.info({ path: revoked.path, entries: event.entries }, 'revoked certificates re-read'));
+      }
     }
     else this.logger.warn({ listen: `${options.listen.host}:${options.listen.port}` }, 'INSECURE: no TLS; any process that reaches this port may append, read, fence, seal and repair (start with --tls-ca, --tls-cert and --tls-key)');
-    this.rpc = await startRpcServer(this, options.listen, { transport: this.transport, onRefused: (method, code) => this.metrics.rpcRefused.inc({ method, code }) }, { limits: RPC_LIMITS_DEFAULT, onLimited: (method) => this.metrics.rpcLimited.inc({ method }) });
+    this.rpc = await startRpcServer(this, options.listen, { transport: this.transport, onRefused: (method, code) => this.metrics.rpcRefused.inc({ method, code }) }, { limits: this.options.rpcLimits, onLimited: (method) => this.metrics.rpcLimited.inc({ method }) });
     this.address = `${options.listen.host}:${this.rpc.port}`;
     if (options.metricsListen) {
       const { server, port } = await this.metrics.listen(options.metricsListen.host, options.metricsListen.port);
@@ -436,17 +442,33 @@ export class ClusterNode implements NodeApi {
     if (node === this.options.id) return (await (this.repairs as RepairService).repairNow(log, segmentId, { strategy, dryRun: false, source: 'coordinator' })).outcome === 'done';
     const address = this.members.get(node)?.address;
     if (!address) return false;
-    const response = await this.adminClient(address).repairSegment({ log, segmentId, node, strategy, dryRun: false }, deadlineMs);
+    const response = await (this.peers(node) as PeerClient).repairCopy(log, segmentId, false, deadlineMs);
     return response.results.every((r) => r.outcome === 'done');
   }
 
-  async repairSegment(log: string, segmentId: number, node: string, strategy: string, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>> {
-    const chosen = parseStrategy(strategy);
+  /** PeerService.RepairCopy: this node's copy only, with this node's own strategy. */
+  async repairCopy(log: string, segmentId: number, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>> {
     if (!isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
+    const result = await (this.repairs as RepairService).repairNow(log, segmentId, { strategy: this.options.repairStrategy, dryRun, source: 'request' });
+    return [{ ...result, node: this.options.id }];
+  }
+
+  /**
+   * AdminService.RepairSegment (admin role). Another node's part goes through its peer-only
+   * RepairCopy, which applies that node's own --repair-strategy: a strategy the admin names that
+   * differs from this node's is applied only here, and a request that would reach another node
+   * with it is refused (call that node's AdminService instead).
+   */
+  async repairSegment(log: string, segmentId: number, node: string, strategy: string, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>> {
+    const chosen = parseStrategy(strategy === '' ? 'partial' : strategy);
+    if (!isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
+    if (node !== this.options.id && strategy !== '' && chosen !== this.options.repairStrategy) {
+      throw new BadRequestError('strategy', `${chosen} would reach other nodes, which repair with their own --repair-strategy (this node's: ${this.options.repairStrategy}); call each node's address with node=<its id> to use ${chosen}`);
+    }
     if (node !== '' && node !== this.options.id) {
       const address = this.members.get(node)?.address;
       if (!address) throw new BadRequestError('node', `${node.slice(0, 80)} is not a live member`);
-      const response = await this.adminClient(address).repairSegment({ log, segmentId, node, strategy: chosen, dryRun });
+      const response = await (this.peers(node) as PeerClient).repairCopy(log, segmentId, dryRun);
       return response.results.map((r) => repairResultFromWire(r, segmentId));
     }
     if (node === this.options.id) {
@@ -496,9 +518,17 @@ export class ClusterNode implements NodeApi {
   private async *validateRemote(member: string, log: string): AsyncGenerator<ValidateMessageView> {
     const address = this.members.get(member)?.address;
     if (!address) throw new BadRequestError('node', `${member.slice(0, 80)} is not a live member`);
-    for await (const m of this.adminClient(address).validate(log, member)) {
+    for await (const m of (this.peers(member) as PeerClient).validateCopies(log)) {
       yield validateMessageFromWire(m);
     }
+  }
+
+  /** PeerService.ValidateCopies: this node's part of an admin Validate. */
+  // A generator, so that a refusal ends the stream with its status (a throw before the stream
+  // starts left the handler with an exception: UNKNOWN; found by the fuzz run).
+  async *validateCopies(log: string): AsyncGenerator<ValidateMessageView> {
+    if (log !== '' && !isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
+    yield* this.validateLocal(log);
   }
 
   /** Every sealed segment this node should hold, checked against etcd's record. */
@@ -547,6 +577,7 @@ export class ClusterNode implements NodeApi {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    (this.transport as { revoked?: RevocationList }).revoked?.close();
     this.cancelReopen?.();
     this.repairs?.stop();
     await this.scrubber?.stop();

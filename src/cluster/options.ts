@@ -1,6 +1,6 @@
 // Options of a node, with defaults filled and validated once.
 import type { Logger } from 'pino';
-import type { TlsPaths } from '../rpc/index.js';
+import { RPC_LIMITS_DEFAULT, type RpcLimits, type TlsPaths } from '../rpc/index.js';
 import { InvalidOptionError } from '../wal/index.js';
 import { type RepairStrategy, parseStrategy } from '../recovery/index.js';
 
@@ -51,6 +51,8 @@ export interface NodeOptions {
   /** A member missing this long is replaced in the ensembles of the sealed segments it held. */
   readonly goneAfterMs?: number;
   readonly coordinatorIntervalMs?: number;
+  /** Calls and streams a node serves at once (src/rpc/limits.ts; default RPC_LIMITS_DEFAULT). */
+  readonly rpcLimits?: RpcLimits;
   /** PEM files of this node's identity (role peer) and of the cluster CA; absent: plaintext. */
   readonly tls?: TlsPaths;
   /** TLS to etcd (https:// endpoints); absent: etcd3's default for the endpoints' scheme. */
@@ -80,6 +82,7 @@ export interface ResolvedNodeOptions {
   readonly scrubIntervalMs: number;
   readonly goneAfterMs: number;
   readonly coordinatorIntervalMs: number;
+  readonly rpcLimits: RpcLimits;
   readonly tls: TlsPaths | undefined;
   readonly etcdTls: EtcdTlsPaths | undefined;
 }
@@ -131,6 +134,7 @@ export function resolveNodeOptions(o: NodeOptions): ResolvedNodeOptions {
     scrubIntervalMs: int('scrubIntervalMs', o.scrubIntervalMs ?? 30_000, 100, 86_400_000),
     goneAfterMs: int('goneAfterMs', o.goneAfterMs ?? 30_000, 0, 86_400_000),
     coordinatorIntervalMs: int('coordinatorIntervalMs', o.coordinatorIntervalMs ?? 2_000, 100, 600_000),
+    rpcLimits: o.rpcLimits ?? RPC_LIMITS_DEFAULT,
     tls: o.tls,
     etcdTls: o.etcdTls,
   });

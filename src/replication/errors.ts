@@ -26,6 +26,14 @@ export class NotEpochHolderError extends ReplicationError {
   }
 }
 
+/** Writer calls of one caller made too many etcd reads of epoch holders (RESOURCE_EXHAUSTED, retried). */
+export class EpochLookupsLimitedError extends ReplicationError {
+  override readonly name = 'EpochLookupsLimitedError';
+  constructor(readonly log: string, readonly epoch: number, readonly caller: string, readonly perSecondMax: number) {
+    super(`writer calls from ${caller.slice(0, 80)} look up more than ${perSecondMax} unknown epochs a second; epoch ${epoch} of log ${log} not checked, retry later`);
+  }
+}
+
 export class UnknownLogError extends ReplicationError {
   override readonly name = 'UnknownLogError';
   constructor(readonly log: string) {

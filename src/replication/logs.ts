@@ -196,23 +196,13 @@ export class LogStores {
       // which may be an older copy. Raising a fence to them is always safe.
       const floor = this.options.fenceFloor ? await this.options.fenceFloor(log).catch(() => 0) : 0;
       if (open.fencedEpoch === 0 && floor === 0) continue;
-      const path = join(this.logDir(log), 'EPOCH');
       const run = open.chain.then(async () => {
         if (floor > open.fencedEpoch) {
           checkEpoch(floor);
           this.options.logger.warn({ log, epoch: floor, fenced: open.fencedEpoch }, 'the fence in force is below the epochs the cluster recorded; raised it');
           open.fencedEpoch = floor;
         }
-        const read = await readFencedEpoch(this.options.disk, path, log);
-        if (read === open.fencedEpoch) return false;
-        if (typeof read === 'number' && read > open.fencedEpoch) {
-          open.fencedEpoch = read; // never lower a fence: a higher one on disk is taken in
-          return false;
-        }
-        await writeFileAtomic(this.options.disk, path, this.logDir(log), encodeFence(open.fencedEpoch));
-        const found = typeof read === 'number' ? `holds ${read}` : read === 'missing' ? 'is missing' : read.message;
-        this.options.logger.warn({ log, epoch: open.fencedEpoch }, `the fence file ${found}; rewrote it from the fence in force`);
-        return true;
+        return this.checkFenceFile(log, open);
       });
       open.chain = run.then(
         () => undefined,
@@ -224,14 +214,42 @@ export class LogStores {
   }
 
   /**
+   * Compares the fence file with the fence in force (run inside the log's chain): a file deleted,
+   * garbled or put back older is written again from the fence in force; a higher one on disk is
+   * taken in (a fence is never lowered). True when the file was rewritten.
+   */
+  private async checkFenceFile(log: string, open: OpenLog): Promise<boolean> {
+    const path = join(this.logDir(log), 'EPOCH');
+    const read = await readFencedEpoch(this.options.disk, path, log);
+    if (read === open.fencedEpoch) return false;
+    if (typeof read === 'number' && read > open.fencedEpoch) {
+      open.fencedEpoch = read;
+      return false;
+    }
+    if (read === 'missing' && open.fencedEpoch === 0) return false; // never fenced here
+    await writeFileAtomic(this.options.disk, path, this.logDir(log), encodeFence(open.fencedEpoch));
+    const found = typeof read === 'number' ? `holds ${read}` : read === 'missing' ? 'is missing' : read.message;
+    this.options.logger.warn({ log, epoch: open.fencedEpoch }, `the fence file ${found}; rewrote it from the fence in force`);
+    this.onFenceFileRewritten?.(log);
+    return true;
+  }
+
+  /** Told of each fence file rewritten because it was missing, damaged or older (a metric, a test). */
+  onFenceFileRewritten: ((log: string) => void) | undefined;
+
+  /**
    * Runs fn on the log's store under epoch, in the log's order of writer operations: refuses an
    * epoch below the fenced one, raises (durably) the fence to a higher one, then runs fn with no
-   * other writer operation of this log in between.
+   * other writer operation of this log in between. With checkFile (Fence and Seal: a new writer
+   * starting, or a segment ending), the fence file is checked first and rewritten when it was
+   * damaged, so a restart after this call never depends on a damaged file; Replicate, the hot
+   * path, relies on the scrubber's pass (checkFences) and on the check at open.
    */
-  async withEpoch<T>(log: string, epoch: number, fn: (store: WalStore) => Promise<T>, how: { readonly verified?: boolean } = {}): Promise<T> {
+  async withEpoch<T>(log: string, epoch: number, fn: (store: WalStore) => Promise<T>, how: { readonly verified?: boolean; readonly checkFile?: boolean } = {}): Promise<T> {
     checkEpoch(epoch);
     const open = await this.openForWriter(log, how.verified === true);
     const run = open.chain.then(async () => {
+      if (how.checkFile === true) await this.checkFenceFile(log, open);
       if (epoch < open.fencedEpoch) throw new FencedError(log, epoch, open.fencedEpoch);
       if (epoch > open.fencedEpoch) {
         await writeFileAtomic(this.options.disk, join(this.logDir(log), 'EPOCH'), this.logDir(log), encodeFence(epoch));

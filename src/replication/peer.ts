@@ -66,8 +66,11 @@ export function checkIndex(field: string, value: number, min = 1): number {
  * EtcdEpochHolders (src/cluster/epoch-holders.ts) in production.
  */
 export interface EpochHolders {
-  /** fresh: not from a cache (a refusal is made on what etcd says now). */
-  holderOf(log: string, epoch: number, fresh?: boolean): Promise<string | undefined>;
+  /**
+   * fresh: not from a cache (a refusal is made on what etcd says now). caller: the node asking,
+   * whose lookups are rate limited (EpochLookupsLimitedError).
+   */
+  holderOf(log: string, epoch: number, fresh?: boolean, caller?: string): Promise<string | undefined>;
 }
 
 export interface PeerHandlersOptions {
@@ -110,8 +113,8 @@ export class PeerHandlers {
     const holders = this.options.epochHolders;
     // A cached holder that is not the caller is looked up again before refusing (after etcd was
     // restored from an older snapshot an epoch may have been issued anew; CLUSTER.md).
-    let holder = await holders?.holderOf(log, epoch);
-    if (holder !== undefined && holder !== caller) holder = await holders?.holderOf(log, epoch, true);
+    let holder = await holders?.holderOf(log, epoch, false, caller);
+    if (holder !== undefined && holder !== caller) holder = await holders?.holderOf(log, epoch, true, caller);
     if (holder !== undefined && holder === caller) return true;
     this.logger.warn({ method, log, epoch, caller, holder }, 'refused a writer call from a node that does not hold its epoch');
     this.options.onWriterRefused?.(method);
@@ -140,7 +143,7 @@ export class PeerHandlers {
     checkIndex('segment.segment_id', segmentId);
     const verified = await this.verifyWriter('PeerService.Fence', log, epoch, caller);
     // Ordered behind every write that arrived before it: the answer covers all of them.
-    return this.logs.withEpoch(log, epoch, async (store) => holdingOf(store.segmentRecord(segmentId)), { verified });
+    return this.logs.withEpoch(log, epoch, async (store) => holdingOf(store.segmentRecord(segmentId)), { verified, checkFile: true });
   }
 
   async seal(log: string, segmentId: number, epoch: number, lastIndex: number, expectedAggregate: string, caller?: WriterCaller): Promise<SegmentHolding> {
@@ -152,7 +155,7 @@ export class PeerHandlers {
     const expected = expectedAggregate === '' ? undefined : BigInt(`0x${expectedAggregate}`);
     // Never below what this node was told is acknowledged (defence in depth: a correct writer
     // seals at or above it, so only a forged or confused Seal is refused).
-    const record = await this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex, expected, this.committedIndex(log)), { verified });
+    const record = await this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex, expected, this.committedIndex(log)), { verified, checkFile: true });
     const holding = holdingOf(record);
     if (expectedAggregate !== '' && holding.aggregate !== expectedAggregate) {
       this.logger.error({ log, segment: segmentId, expected: expectedAggregate, actual: holding.aggregate }, 'sealed copy differs from the recorded aggregate checksum');

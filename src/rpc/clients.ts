@@ -152,6 +152,16 @@ export class PeerClient implements PeerApi {
     }
   }
 
+  /** The per-node part of an admin repair: the member repairs its own copy with its own strategy. */
+  repairCopy(log: string, segmentId: number, dryRun: boolean, deadlineMs = 300_000): Promise<RepairSegmentResponse__Output> {
+    return call<RepairSegmentResponse__Output>((cb) => this.client.RepairCopy({ segment: { log, segment_id: segmentId }, dry_run: dryRun }, { deadline: deadline(deadlineMs) }, cb));
+  }
+
+  /** The per-node part of an admin Validate: the member's findings on its own copies. */
+  validateCopies(log: string, deadlineMs = 600_000): AsyncIterable<ValidateMessage__Output> {
+    return this.client.ValidateCopies({ log, node: '' }, { deadline: deadline(deadlineMs) });
+  }
+
   close(): void {
     this.client.close();
   }

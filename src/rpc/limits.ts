@@ -13,7 +13,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { toStatus } from './status.js';
 
-export type CallFamily = 'read' | 'fetch' | 'validate' | 'repair' | 'peer-read';
+export type CallFamily = 'read' | 'fetch' | 'validate' | 'repair' | 'peer-read' | 'append' | 'writer' | 'status';
+export const CALL_FAMILIES: readonly CallFamily[] = ['read', 'fetch', 'validate', 'repair', 'peer-read', 'append', 'writer', 'status'];
 
 /** The families of the calls that are capped; a method not named here is not. */
 export const METHOD_FAMILY: Readonly<Record<string, CallFamily>> = {
@@ -21,9 +22,21 @@ export const METHOD_FAMILY: Readonly<Record<string, CallFamily>> = {
   'PeerService.FetchSegment': 'fetch',
   'AdminService.Validate': 'validate',
   'AdminService.RepairSegment': 'repair',
+  // The per-node parts of an admin repair or validate (and the coordinator's retry).
+  'PeerService.RepairCopy': 'repair',
+  'PeerService.ValidateCopies': 'validate',
   // Up to 4 MiB of frames (ReadFrames) or 64 MiB read for a page of checksums (SegmentInfo).
   'PeerService.ReadFrames': 'peer-read',
   'PeerService.SegmentInfo': 'peer-read',
+  // Cheaper calls, capped high: what a flood of them may hold of the node (a queued append, a
+  // writer call waiting in its log's chain, an etcd read for a status) is bounded too.
+  'WalService.Append': 'append',
+  'WalService.AppendStream': 'append',
+  'PeerService.Replicate': 'writer',
+  'PeerService.Fence': 'writer',
+  'PeerService.Seal': 'writer',
+  'AdminService.GetClusterStatus': 'status',
+  'AdminService.GetRecoveryMetrics': 'status',
 };
 
 export interface RpcLimits {
@@ -36,22 +49,27 @@ export interface RpcLimits {
    * stops reading would otherwise keep its slot (and the file or batch behind it) for ever.
    */
   readonly streamStallMsMax: number;
+  /** Health Watch streams open at once on this node (health answers without a certificate). */
+  readonly healthWatchesMax: number;
 }
 
 export const RPC_LIMITS_DEFAULT: RpcLimits = Object.freeze({
   concurrentStreamsPerConnectionMax: 512,
-  inFlightCallsMax: Object.freeze({ read: 256, fetch: 16, validate: 8, repair: 16, 'peer-read': 64 }),
+  // status: a follower asks the writer's status on each Read (its committed index), so it is sized with read.
+  inFlightCallsMax: Object.freeze({ read: 256, fetch: 16, validate: 8, repair: 16, 'peer-read': 64, append: 4096, writer: 4096, status: 1024 }),
   streamStallMsMax: 30_000,
+  healthWatchesMax: 64,
 });
 
 /** Fills defaults and checks every limit is a positive integer (an invalid one is a bug here). */
-export function resolveRpcLimits(partial: { concurrentStreamsPerConnectionMax?: number; inFlightCallsMax?: Partial<Record<CallFamily, number>>; streamStallMsMax?: number } = {}): RpcLimits {
+export function resolveRpcLimits(partial: { concurrentStreamsPerConnectionMax?: number; inFlightCallsMax?: Partial<Record<CallFamily, number>>; streamStallMsMax?: number; healthWatchesMax?: number } = {}): RpcLimits {
   const limits: RpcLimits = {
     concurrentStreamsPerConnectionMax: partial.concurrentStreamsPerConnectionMax ?? RPC_LIMITS_DEFAULT.concurrentStreamsPerConnectionMax,
     inFlightCallsMax: Object.freeze({ ...RPC_LIMITS_DEFAULT.inFlightCallsMax, ...partial.inFlightCallsMax }),
     streamStallMsMax: partial.streamStallMsMax ?? RPC_LIMITS_DEFAULT.streamStallMsMax,
+    healthWatchesMax: partial.healthWatchesMax ?? RPC_LIMITS_DEFAULT.healthWatchesMax,
   };
-  for (const [name, value] of [['concurrentStreamsPerConnectionMax', limits.concurrentStreamsPerConnectionMax], ['streamStallMsMax', limits.streamStallMsMax], ...Object.entries(limits.inFlightCallsMax)] as const) {
+  for (const [name, value] of [['concurrentStreamsPerConnectionMax', limits.concurrentStreamsPerConnectionMax], ['streamStallMsMax', limits.streamStallMsMax], ['healthWatchesMax', limits.healthWatchesMax], ...Object.entries(limits.inFlightCallsMax)] as const) {
     if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`rpc limit ${name} must be a positive integer, got ${String(value)}`);
   }
   return Object.freeze(limits);
@@ -128,4 +146,59 @@ export function limitService(serviceName: string, definition: grpc.ServiceDefini
     }) as unknown as grpc.UntypedHandleCall;
   }
   return limited;
+}
+
+/** The standard health service's Watch (answered without a certificate, for container health checks). */
+const HEALTH_WATCH_PATH = '/grpc.health.v1.Health/Watch';
+
+/**
+ * Caps the health Watch streams open at once on this node (all callers together): health answers
+ * without a certificate, and each Watch is a stream held until its caller goes away. One more is
+ * RESOURCE_EXHAUSTED at once and counted. Health Check (unary) is not capped.
+ */
+export function healthWatchInterceptor(watchesMax: number, onLimited?: (method: string) => void): grpc.ServerInterceptor {
+  let open = 0;
+  return (descriptor, call) => {
+    if (descriptor.path !== HEALTH_WATCH_PATH) return new grpc.ServerInterceptingCall(call);
+    if (open >= watchesMax) {
+      onLimited?.('Health.Watch');
+      return new grpc.ServerInterceptingCall(call, {
+        start: (next) => next({ onReceiveMetadata: () => call.sendStatus({ code: grpc.status.RESOURCE_EXHAUSTED, details: `${watchesMax} health watches are open on this node already; use Check, or retry later`, metadata: new grpc.Metadata() }) }),
+      });
+    }
+    open += 1;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      open -= 1;
+    };
+    return new grpc.ServerInterceptingCall(call, {
+      start: (next) => next({ onCancel: release }),
+      sendStatus: (status, next) => {
+        release();
+        next(status);
+      },
+    });
+  };
+}
+
+/** The names of --rpc-limit NAME=N (node verb), each with the limit it sets. */
+export const RPC_LIMIT_NAMES: readonly string[] = ['streams-per-connection', 'stream-stall-ms', 'health-watches', ...CALL_FAMILIES.map((f) => `in-flight-${f}`)];
+
+/** Parses NAME=N settings (--rpc-limit) into limits; an unknown name or a bad number throws RangeError. */
+export function parseRpcLimits(settings: readonly string[]): RpcLimits {
+  const partial: { concurrentStreamsPerConnectionMax?: number; inFlightCallsMax: Partial<Record<CallFamily, number>>; streamStallMsMax?: number; healthWatchesMax?: number } = { inFlightCallsMax: {} };
+  for (const setting of settings) {
+    const match = /^([a-z-]+)=(\d{1,10})$/.exec(setting.trim());
+    if (!match) throw new RangeError(`rpc limit '${setting.slice(0, 60)}': expected NAME=N with NAME one of ${RPC_LIMIT_NAMES.join(', ')}`);
+    const [, name, digits] = match as unknown as [string, string, string];
+    const value = Number(digits);
+    if (name === 'streams-per-connection') partial.concurrentStreamsPerConnectionMax = value;
+    else if (name === 'stream-stall-ms') partial.streamStallMsMax = value;
+    else if (name === 'health-watches') partial.healthWatchesMax = value;
+    else if (name.startsWith('in-flight-') && (CALL_FAMILIES as readonly string[]).includes(name.slice('in-flight-'.length))) partial.inFlightCallsMax[name.slice('in-flight-'.length) as CallFamily] = value;
+    else throw new RangeError(`rpc limit '${name}' is unknown: one of ${RPC_LIMIT_NAMES.join(', ')}`);
+  }
+  return resolveRpcLimits(partial);
 }

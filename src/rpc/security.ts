@@ -9,17 +9,22 @@
 // Without TLS (`--insecure`) every caller may call everything: the node says so loudly at start.
 import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import type { PeerCertificate } from 'node:tls';
+import { type PeerCertificate, checkServerIdentity } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import { RevocationList, RevocationListError } from './revocation.js';
 
 export type Role = 'peer' | 'client' | 'admin';
 export const ROLES: readonly Role[] = ['peer', 'client', 'admin'];
 
 /**
  * Who may call each method. Nodes call each other with `peer` certificates: the peer protocol,
- * and the calls a node forwards for its own callers (an append to the writer, a read, the admin
- * fan-out of repair and validate to the node that holds the copy).
+ * and the calls a node forwards for its own callers (an append to the writer, a read, the
+ * writer's committed index from GetClusterStatus). Only `admin` calls the AdminService methods
+ * that repair, validate or watch: the node an admin calls fans the per-node part out through the
+ * peer-only RepairCopy and ValidateCopies, where the receiving node repairs only its own copy
+ * with its own --repair-strategy (what it does unasked when it finds damage), so a peer
+ * certificate alone can neither choose a strategy nor reach AdminService.RepairSegment.
  */
 export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   'PeerService.Replicate': ['peer'],
@@ -28,13 +33,15 @@ export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   'PeerService.ReadFrames': ['peer'],
   'PeerService.SegmentInfo': ['peer'],
   'PeerService.FetchSegment': ['peer'],
+  'PeerService.RepairCopy': ['peer'],
+  'PeerService.ValidateCopies': ['peer'],
   'WalService.Append': ['client', 'admin', 'peer'],
   'WalService.AppendStream': ['client', 'admin'],
   'WalService.Read': ['client', 'admin', 'peer'],
   'AdminService.GetClusterStatus': ['client', 'admin', 'peer'],
-  'AdminService.RepairSegment': ['admin', 'peer'],
-  'AdminService.Validate': ['admin', 'peer'],
-  'AdminService.GetRecoveryMetrics': ['admin', 'peer'],
+  'AdminService.RepairSegment': ['admin'],
+  'AdminService.Validate': ['admin'],
+  'AdminService.GetRecoveryMetrics': ['admin'],
   'AdminService.WatchRecoveryEvents': ['admin'],
 };
 
@@ -43,10 +50,12 @@ export interface TlsPaths {
   readonly ca: string;
   readonly cert: string;
   readonly key: string;
+  /** Serials or SHA-256 fingerprints of revoked certificates, one a line (src/rpc/revocation.ts). */
+  readonly revoked?: string | undefined;
 }
 
 /** The transport: TLS with an identity, or plaintext (explicitly). */
-export type Transport = { readonly kind: 'insecure' } | { readonly kind: 'tls'; readonly ca: Buffer; readonly cert: Buffer; readonly key: Buffer };
+export type Transport = { readonly kind: 'insecure' } | { readonly kind: 'tls'; readonly ca: Buffer; readonly cert: Buffer; readonly key: Buffer; readonly revoked?: RevocationList };
 
 export const INSECURE: Transport = Object.freeze({ kind: 'insecure' });
 
@@ -70,7 +79,13 @@ export async function loadTransport(paths: TlsPaths): Promise<Transport> {
   } catch (error) {
     throw new TlsConfigError(`not a PEM certificate (${paths.ca} or ${paths.cert}): ${error instanceof Error ? error.message : String(error)}`);
   }
-  return transport;
+  if (paths.revoked === undefined || paths.revoked === '') return transport;
+  try {
+    return { ...transport, revoked: new RevocationList(paths.revoked) };
+  } catch (error) {
+    if (error instanceof RevocationListError) throw new TlsConfigError(error.message, { cause: error });
+    throw error;
+  }
 }
 
 /**
@@ -108,7 +123,12 @@ type CertificateProvider = Parameters<typeof grpc.experimental.createCertificate
 
 export function channelCredentials(transport: Transport): grpc.ChannelCredentials {
   if (transport.kind === 'insecure') return grpc.credentials.createInsecure();
-  return grpc.credentials.createSsl(transport.ca, transport.key, transport.cert);
+  const { revoked } = transport;
+  if (!revoked) return grpc.credentials.createSsl(transport.ca, transport.key, transport.cert);
+  // A node does not talk to a peer whose certificate is revoked: the handshake fails.
+  return grpc.credentials.createSsl(transport.ca, transport.key, transport.cert, {
+    checkServerIdentity: (host, cert) => checkServerIdentity(host, cert) ?? (revoked.isRevoked(cert) ? new Error(`the certificate of ${host} (CN=${cert.subject?.CN ?? ''}, serial ${cert.serialNumber}) is revoked (${revoked.path})`) : undefined),
+  });
 }
 
 export interface Identity {
@@ -119,7 +139,7 @@ export interface Identity {
 export type Verdict = { readonly ok: true; readonly identity: Identity | undefined } | { readonly ok: false; readonly code: grpc.status; readonly details: string; readonly caller: string };
 
 /** The caller of a call on a TLS listener: its certificate checked against the CA, and its role. */
-export function identify(peerCertificate: PeerCertificate | undefined, ca: X509Certificate, nowMs: number): { identity: Identity } | { refused: string; caller: string } {
+export function identify(peerCertificate: PeerCertificate | undefined, ca: X509Certificate, nowMs: number, revoked?: RevocationList): { identity: Identity } | { refused: string; caller: string } {
   // grpc-js shows the certificate only when the TLS handshake verified it against the CA, so a
   // foreign or expired one arrives here as none.
   if (!peerCertificate?.raw || peerCertificate.raw.byteLength === 0) return { refused: 'no valid client certificate (none, one the cluster CA did not sign, or one out of its validity dates)', caller: 'anonymous' };
@@ -132,6 +152,7 @@ export function identify(peerCertificate: PeerCertificate | undefined, ca: X509C
   const name = subjectField(cert.subject, 'CN') ?? 'unnamed';
   if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return { refused: 'the client certificate is not signed by the cluster CA', caller: name };
   if (nowMs < Date.parse(cert.validFrom) || nowMs > Date.parse(cert.validTo)) return { refused: `the client certificate is not valid now (valid ${cert.validFrom} to ${cert.validTo})`, caller: name };
+  if (revoked?.isRevoked(cert)) return { refused: `the client certificate is revoked (serial ${cert.serialNumber}, listed in ${revoked.path})`, caller: name };
   const role = subjectField(cert.subject, 'OU');
   if (!role || !(ROLES as readonly string[]).includes(role)) return { refused: `the client certificate names no role (OU=${role ?? ''}; expected one of ${ROLES.join(', ')})`, caller: name };
   return { identity: { name, role: role as Role } };
@@ -145,8 +166,8 @@ function subjectField(subject: string, field: string): string | undefined {
   return undefined;
 }
 
-export function authorize(method: string, peerCertificate: PeerCertificate | undefined, ca: X509Certificate, nowMs: number): Verdict {
-  const who = identify(peerCertificate, ca, nowMs);
+export function authorize(method: string, peerCertificate: PeerCertificate | undefined, ca: X509Certificate, nowMs: number, revoked?: RevocationList): Verdict {
+  const who = identify(peerCertificate, ca, nowMs, revoked);
   if ('refused' in who) return { ok: false, code: grpc.status.UNAUTHENTICATED, details: `${method}: ${who.refused}`, caller: who.caller };
   const allowed = METHOD_ROLES[method];
   if (!allowed?.includes(who.identity.role)) {
@@ -208,7 +229,7 @@ export function authInterceptor(options: GuardOptions): grpc.ServerInterceptor |
       start: (next) => {
         next({
           onReceiveMetadata: (metadata, pass) => {
-            const verdict = authorize(method, call.getAuthContext().sslPeerCertificate, ca, Date.now());
+            const verdict = authorize(method, call.getAuthContext().sslPeerCertificate, ca, Date.now(), transport.revoked);
             if (verdict.ok) {
               pass(metadata);
               return;

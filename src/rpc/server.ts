@@ -13,12 +13,14 @@ import { loadProto } from './proto.js';
 import { INSECURE, type Transport, authInterceptor, callerNode, isPeerCaller, serverCredentials } from './security.js';
 import { toStatus } from './status.js';
 import { decodedService, requireDecoded, tolerantDefinition } from './decode.js';
-import { InFlightCalls, type LimitOptions, RPC_LIMITS_DEFAULT, limitService } from './limits.js';
+import { InFlightCalls, type LimitOptions, RPC_LIMITS_DEFAULT, healthWatchInterceptor, limitService } from './limits.js';
 import type { WalServiceHandlers } from './generated/walrecovery/v1/WalService.js';
 import type { PeerServiceHandlers } from './generated/walrecovery/v1/PeerService.js';
 import type { AdminServiceHandlers } from './generated/walrecovery/v1/AdminService.js';
 import type { ClusterStatus } from './generated/walrecovery/v1/ClusterStatus.js';
 import type { SegmentRef__Output } from './generated/walrecovery/v1/SegmentRef.js';
+import type { RepairSegmentResponse } from './generated/walrecovery/v1/RepairSegmentResponse.js';
+import type { ValidateMessage } from './generated/walrecovery/v1/ValidateMessage.js';
 
 /** One entry as Read streams it: the read path's own type (src/replication/reader.ts). */
 export type ReadEntryView = ReadEntry;
@@ -66,6 +68,10 @@ export interface NodeApi {
   clusterStatus(log: string): Promise<ClusterStatusView>;
   repairSegment(log: string, segmentId: number, node: string, strategy: string, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>>;
   validate(log: string, node: string): AsyncGenerator<ValidateMessageView>;
+  /** The per-node part of an admin repair (PeerService.RepairCopy): this node's copy, its own strategy. */
+  repairCopy(log: string, segmentId: number, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>>;
+  /** The per-node part of an admin Validate (PeerService.ValidateCopies): this node's copies. */
+  validateCopies(log: string): AsyncGenerator<ValidateMessageView>;
   recoveryMetrics(): RecoveryMetricsSnapshot & { node: string };
   watchEvents(log: string, listener: (event: RecoveryEventMessage) => void): () => void;
 }
@@ -308,46 +314,59 @@ function peerService(api: NodeApi, transport: Transport, stallMs: number): PeerS
         }, stallMs);
       })().catch((error: unknown) => failStream(call, error, logger, 'FetchSegment'));
     },
+    // The per-node parts of the admin fan-out (peer role only; the strategy is this node's own).
+    RepairCopy: unary(logger, 'RepairCopy', async (r) => {
+      const { log, segmentId } = ref(r.segment);
+      return repairResponse(log, segmentId, await api.repairCopy(log, segmentId, r.dry_run));
+    }),
+    ValidateCopies: (call) => {
+      streamTo(call, api.validateCopies(call.request.log), validateMessageToWire, stallMs).catch((error: unknown) => failStream(call, error, logger, 'ValidateCopies'));
+    },
+  };
+}
+
+function repairResponse(log: string, segmentId: number, results: ReadonlyArray<SegmentRepair & { node: string }>): RepairSegmentResponse {
+  return {
+    log,
+    segment_id: segmentId,
+    results: results.map((x) => ({
+      node: x.node,
+      decision: x.decision,
+      outcome: x.outcome,
+      repaired: [...x.repaired],
+      lost: [...x.lost],
+      truncated: [...x.truncated],
+      source: x.source ?? '',
+      detail: x.detail,
+      bytes_written: x.bytesWritten,
+    })),
+  };
+}
+
+function validateMessageToWire(m: ValidateMessageView): ValidateMessage {
+  return {
+    node: m.node,
+    log: m.log,
+    segment_id: m.segment,
+    kind: m.kind,
+    entry_index: m.entryIndex,
+    index_count: m.indexCount,
+    offset_bytes: m.offsetBytes,
+    expected_checksum: m.expectedChecksum,
+    actual_checksum: m.actualChecksum,
+    detail: m.detail,
+    done: m.done,
+    segments_checked: m.segmentsChecked,
+    bytes_checked: m.bytesChecked,
   };
 }
 
 function adminService(api: NodeApi, stallMs: number): AdminServiceHandlers {
   const { logger } = api;
   return {
-    RepairSegment: unary(logger, 'RepairSegment', async (r) => {
-      const results = await api.repairSegment(r.log, r.segment_id, r.node, r.strategy || 'partial', r.dry_run);
-      return {
-        log: r.log,
-        segment_id: r.segment_id,
-        results: results.map((x) => ({
-          node: x.node,
-          decision: x.decision,
-          outcome: x.outcome,
-          repaired: [...x.repaired],
-          lost: [...x.lost],
-          truncated: [...x.truncated],
-          source: x.source ?? '',
-          detail: x.detail,
-          bytes_written: x.bytesWritten,
-        })),
-      };
-    }),
+    RepairSegment: unary(logger, 'RepairSegment', async (r) => repairResponse(r.log, r.segment_id, await api.repairSegment(r.log, r.segment_id, r.node, r.strategy, r.dry_run))),
     Validate: (call) => {
-      streamTo(call, api.validate(call.request.log, call.request.node), (m) => ({
-        node: m.node,
-        log: m.log,
-        segment_id: m.segment,
-        kind: m.kind,
-        entry_index: m.entryIndex,
-        index_count: m.indexCount,
-        offset_bytes: m.offsetBytes,
-        expected_checksum: m.expectedChecksum,
-        actual_checksum: m.actualChecksum,
-        detail: m.detail,
-        done: m.done,
-        segments_checked: m.segmentsChecked,
-        bytes_checked: m.bytesChecked,
-      }), stallMs).catch((error: unknown) => failStream(call, error, logger, 'Validate'));
+      streamTo(call, api.validate(call.request.log, call.request.node), validateMessageToWire, stallMs).catch((error: unknown) => failStream(call, error, logger, 'Validate'));
     },
     GetRecoveryMetrics: unary(logger, 'GetRecoveryMetrics', async () => {
       const m = api.recoveryMetrics();
@@ -432,7 +451,7 @@ export async function startRpcServer(api: NodeApi, listen: { host: string; port:
     ...CHANNEL_OPTIONS,
     'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
     'grpc.max_concurrent_streams': limitOptions.limits.concurrentStreamsPerConnectionMax,
-    ...(guard ? { interceptors: [guard] } : {}),
+    interceptors: [...(guard ? [guard] : []), healthWatchInterceptor(limitOptions.limits.healthWatchesMax, limitOptions.onLimited)],
   });
   const inFlight = new InFlightCalls(limitOptions);
   // Requests that do not decode are answered INVALID_ARGUMENT, before the limits.

@@ -114,7 +114,7 @@ export class SimNode {
     const stores = new LogStores({ dataDir: DATA_DIR, backupRetentionCount: 0, entryBytesMax: sim.logMeta.segmentBytesMax, logger, metrics: sim.metrics, disk, clock });
     const meta = sim.etcd.metadataFor(this.id, process);
     // Writer calls from other nodes are checked against the epoch's holder in (simulated) etcd.
-    const handlers = new PeerHandlers(stores, logger, { epochHolders: new EtcdEpochHolders(() => meta) });
+    const handlers = new PeerHandlers(stores, logger, { epochHolders: new EtcdEpochHolders(() => meta, { monotonicMs: () => clock.monotonicMs() }) });
     // This node's own store is called through LocalPeer (deadlines, failing-store health), as in node.ts.
     const remote = sim.network.resolverFor(this.id, process, (node) => sim.isLive(node));
     const own = sim.network.resolverFor(this.id, process, () => true)(this.id);

@@ -33,6 +33,8 @@ beforeAll(async () => {
     clusterStatus: notUsed,
     repairSegment: notUsed,
     validate: notUsed,
+    repairCopy: notUsed,
+    validateCopies: notUsed,
     recoveryMetrics: notUsed,
     watchEvents: notUsed,
   };

@@ -27,11 +27,14 @@ function stubApi(): NodeApi {
   return {
     handlers: new Proxy({}, { get: () => async () => count() }),
     logger: pino({ level: 'silent' }),
-    ...Object.fromEntries(['append', 'clusterStatus', 'repairSegment', 'recoveryMetrics', 'watchEvents'].map((k) => [k, count])),
+    ...Object.fromEntries(['append', 'clusterStatus', 'repairSegment', 'repairCopy', 'recoveryMetrics', 'watchEvents'].map((k) => [k, count])),
     read: async function* () {
       yield count();
     },
     validate: async function* () {
+      yield count();
+    },
+    validateCopies: async function* () {
       yield count();
     },
   } as unknown as NodeApi;

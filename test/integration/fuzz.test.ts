@@ -8,7 +8,14 @@
 // problem or a state (never INTERNAL or UNKNOWN; DEADLINE_EXCEEDED rarely, but for the endless
 // WatchRecoveryEvents); it still answers and writes afterwards, and `validate` finds nothing.
 //
+// A shorter run (WAL_FUZZ_TLS_MS, 8 s) does the same against a node with mutual TLS, as an
+// admin, a client and another node's peer certificate at once: the requests are decoded behind
+// the role guard, PERMISSION_DENIED is then a clean answer, UNAUTHENTICATED is not.
+//
 // Replay: WAL_FUZZ_SEED=<seed> (printed when the test fails); WAL_FUZZ_MS sets the duration.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { loadProto } from '../../src/rpc/proto.js';
@@ -16,10 +23,13 @@ import { CHANNEL_OPTIONS } from '../../src/rpc/clients.js';
 import { encodeEntry } from '../../src/wal/format.js';
 import { TestCluster, type TestNode } from '../support/cluster.js';
 import { EtcdServer, freePort } from '../support/etcd.js';
+import { makeCertsWithCli } from '../support/cli.js';
+import { loadTransport } from '../../src/rpc/index.js';
 import { type Method, callRaw, methodsOf } from '../support/raw-call.js';
 
 const SEED = Number(process.env['WAL_FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 32));
 const FUZZ_MS = Number(process.env['WAL_FUZZ_MS'] ?? 30_000);
+const FUZZ_TLS_MS = Number(process.env['WAL_FUZZ_TLS_MS'] ?? 8_000);
 const CALL_DEADLINE_MS = 4_000;
 /** How late past its deadline a call may end (a loaded machine, the client's own timers). */
 const GRACE_MS = 3_000;
@@ -165,7 +175,7 @@ interface Outcome {
 }
 
 /** Statuses that say what was wrong with the request or the node's state: anything but a crash. */
-function acceptable(method: Method, mode: string, code: grpc.status): boolean {
+function acceptable(method: Method, mode: string, code: grpc.status, tls = false): boolean {
   if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) return false;
   // Past its deadline the server itself answers DEADLINE_EXCEEDED (grpc-js): for the endless
   // watch that is its normal end; for work that took too long (a 32 MiB append on a loaded disk,
@@ -173,11 +183,54 @@ function acceptable(method: Method, mode: string, code: grpc.status): boolean {
   // and the node is not wedged (a new log is written to after the run).
   if (code === grpc.status.DEADLINE_EXCEEDED) return true;
   if (code === grpc.status.CANCELLED) return method.responseStream; // the fuzzer's own cancel
-  if (code === grpc.status.UNAUTHENTICATED || code === grpc.status.PERMISSION_DENIED) return false; // plaintext node
+  if (code === grpc.status.UNAUTHENTICATED) return false; // every fuzz caller has a certificate (or the node is plaintext)
+  if (code === grpc.status.PERMISSION_DENIED) return tls; // a role not allowed, or a writer call from a node not holding its epoch
   // A node that is gone answers UNAVAILABLE for every call: caught by the liveness check.
   void mode;
   return true;
 }
+
+/**
+ * CONCURRENCY workers, each on its own channel (credentialsOf(worker)), send every method in turn
+ * and random ones for ms: random messages, the same mutated, raw bytes. Returns every outcome;
+ * those that are not acceptable or ended past their deadline plus the grace are marked bad.
+ */
+async function fuzzFor(node: TestNode, credentialsOf: (worker: number) => grpc.ChannelCredentials, ms: number, tls: boolean): Promise<Outcome[]> {
+  const { packageDefinition } = loadProto();
+  const definitions = packageDefinition as unknown as Definitions;
+  const methods = methodsOf();
+  const outcomes: Outcome[] = [];
+  const endAt = Date.now() + ms;
+  // Each worker draws from its own generator: the requests it sends replay from the seed
+  // (how they interleave with the other workers' depends on timing).
+  const worker = async (w: number): Promise<void> => {
+    const client = new grpc.Client(node.target, credentialsOf(w), { ...CHANNEL_OPTIONS, ...(tls ? { 'grpc.ssl_target_name_override': node.id, 'grpc.default_authority': node.id } : {}) });
+    try {
+      const random = new Random((SEED + Math.imul(w, 0x9e3779b9)) | 0);
+      for (let round = w; Date.now() < endAt && node.alive; ) {
+        // Every method in turn, then a random one: each gets its share whatever the seed.
+        const method = round % 2 === 0 ? (methods[(round / 2) % methods.length] as Method) : random.pick(methods);
+        round += 1;
+        const roll = random.next();
+        const mode = roll < 0.45 ? 'random-message' : roll < 0.85 ? 'mutated' : 'random-bytes';
+        const requests = Array.from({ length: method.requestStream ? random.int(4) : 1 }, () => {
+          if (mode === 'random-bytes') return random.bytes(random.int(random.chance(0.1) ? 4096 : 64));
+          const bytes = method.serialize(randomMessage(random, definitions, method.requestType, random.chance(0.6)));
+          return mode === 'mutated' ? mutate(random, bytes) : bytes;
+        });
+        const started = Date.now();
+        const { code, details } = await callRaw(client, method, requests, CALL_DEADLINE_MS, STREAM_MESSAGES_MAX);
+        outcomes.push({ method: method.name, mode, code: grpc.status[code] ?? String(code), details: details.slice(0, 160), elapsedMs: Date.now() - started });
+        if (!acceptable(method, mode, code, tls) || Date.now() - started > CALL_DEADLINE_MS + GRACE_MS) (outcomes[outcomes.length - 1] as Outcome & { bad?: boolean }).bad = true;
+      }
+    } finally {
+      client.close();
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, (_, w) => worker(w)));
+  return outcomes;
+}
+
 
 // -------------------------------------------------------------------------------------------
 
@@ -238,39 +291,9 @@ describe(`fuzzing a running node (WAL_FUZZ_SEED=${SEED})`, () => {
 
   it(`for ${FUZZ_MS} ms: no crash, every call answered in time with a sensible status, validate clean after`, async () => {
     onTestFailed(() => console.log(`fuzz failed: replay with WAL_FUZZ_SEED=${SEED} WAL_FUZZ_MS=${FUZZ_MS}`));
-    const { packageDefinition } = loadProto();
-    const definitions = packageDefinition as unknown as Definitions;
-    const methods = methodsOf();
     const node = theNode();
-    const client = new grpc.Client(node.target, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
-    const outcomes: Outcome[] = [];
-    const endAt = Date.now() + FUZZ_MS;
-    // Each worker draws from its own generator: the requests it sends replay from the seed
-    // (how they interleave with the other workers' depends on timing).
-    const worker = async (w: number): Promise<void> => {
-      const random = new Random((SEED + Math.imul(w, 0x9e3779b9)) | 0);
-      for (let round = w; Date.now() < endAt && node.alive; ) {
-        // Every method in turn, then a random one: each gets its share whatever the seed.
-        const method = round % 2 === 0 ? (methods[(round / 2) % methods.length] as Method) : random.pick(methods);
-        round += 1;
-        const roll = random.next();
-        const mode = roll < 0.45 ? 'random-message' : roll < 0.85 ? 'mutated' : 'random-bytes';
-        const requests = Array.from({ length: method.requestStream ? random.int(4) : 1 }, () => {
-          if (mode === 'random-bytes') return random.bytes(random.int(random.chance(0.1) ? 4096 : 64));
-          const bytes = method.serialize(randomMessage(random, definitions, method.requestType, random.chance(0.6)));
-          return mode === 'mutated' ? mutate(random, bytes) : bytes;
-        });
-        const started = Date.now();
-        const { code, details } = await callRaw(client, method, requests, CALL_DEADLINE_MS, STREAM_MESSAGES_MAX);
-        outcomes.push({ method: method.name, mode, code: grpc.status[code] ?? String(code), details: details.slice(0, 160), elapsedMs: Date.now() - started });
-        if (!acceptable(method, mode, code) || Date.now() - started > CALL_DEADLINE_MS + GRACE_MS) (outcomes[outcomes.length - 1] as Outcome & { bad?: boolean }).bad = true;
-      }
-    };
-    try {
-      await Promise.all(Array.from({ length: CONCURRENCY }, (_, w) => worker(w)));
-    } finally {
-      client.close();
-    }
+    const methods = methodsOf();
+    const outcomes = await fuzzFor(node, () => grpc.credentials.createInsecure(), FUZZ_MS, false);
 
     // What was tried: calls per method and status (the README quotes these figures).
     const table = new Map<string, Map<string, number>>();
@@ -306,4 +329,55 @@ describe(`fuzzing a running node (WAL_FUZZ_SEED=${SEED})`, () => {
     for await (const m of admin.validate('', '', 60_000)) if (!m.done) findings.push(`${m.log}/${m.segment_id} ${m.kind}: ${m.detail}`);
     expect(findings, `validate after the fuzz run (seed ${SEED})`).toEqual([]);
   }, FUZZ_MS + 90_000);
+});
+
+describe(`fuzzing a node with mutual TLS (WAL_FUZZ_SEED=${SEED})`, () => {
+  let tlsCluster: TestCluster | undefined;
+  let certsDir = '';
+  const callers: grpc.ChannelCredentials[] = [];
+
+  beforeAll(async () => {
+    certsDir = await mkdtemp(join(tmpdir(), 'wal-fuzz-tls-'));
+    const certs = await makeCertsWithCli(join(certsDir, 'certs'), ['n1', 'n9']);
+    const admin = await loadTransport({ ca: certs.ca, ...certs.admin });
+    tlsCluster = await TestCluster.start({
+      size: 1,
+      etcd: (etcd as EtcdServer).endpoint,
+      cluster: 'fuzz-tls',
+      segmentBytes: 64 * 1024,
+      clientTransport: admin,
+      nodeArgs: (id) => ['--replication', '1', '--scrub-bytes-per-second', '0', '--etcd-insecure', '--tls-ca', certs.ca, '--tls-cert', certs.nodes[id]?.cert as string, '--tls-key', certs.nodes[id]?.key as string],
+    });
+    for (const identity of [certs.admin, certs.client, certs.nodes['n9'] as { cert: string; key: string }]) {
+      const t = await loadTransport({ ca: certs.ca, ...identity });
+      if (t.kind === 'tls') callers.push(grpc.credentials.createSsl(t.ca, t.key, t.cert));
+    }
+    const wal = (tlsCluster.nodes[0] as TestNode).walClient();
+    for (let i = 0; i < 200; i += 50) await wal.append(LOG, Array.from({ length: 50 }, (_, j) => Buffer.alloc(1000, (i + j) & 0xff)), { createIfMissing: true });
+  }, 90_000);
+
+  afterAll(async () => {
+    await tlsCluster?.dispose();
+    if (certsDir !== '') await rm(certsDir, { recursive: true, force: true });
+  }, 60_000);
+
+  it(`for ${FUZZ_TLS_MS} ms as admin, client and a peer: no crash, every call answered in time, validate clean after`, async () => {
+    onTestFailed(() => console.log(`fuzz (TLS) failed: replay with WAL_FUZZ_SEED=${SEED} WAL_FUZZ_TLS_MS=${FUZZ_TLS_MS}`));
+    const node = tlsCluster?.nodes[0] as TestNode;
+    const outcomes = await fuzzFor(node, (w) => callers[w % callers.length] as grpc.ChannelCredentials, FUZZ_TLS_MS, true);
+    const codes = new Map<string, number>();
+    for (const o of outcomes) codes.set(o.code, (codes.get(o.code) ?? 0) + 1);
+    console.log(`fuzz (TLS) seed ${SEED}: ${outcomes.length} calls in ${FUZZ_TLS_MS} ms: ${[...codes.entries()].map(([c, n]) => `${c} ${n}`).join(', ')}`);
+    expect(node.alive, `the node exited (seed ${SEED}); see ${node.logPath}`).toBe(true);
+    const bad = outcomes.filter((o) => (o as Outcome & { bad?: boolean }).bad);
+    expect(bad.slice(0, 10), `${bad.length} calls ended badly (seed ${SEED})`).toEqual([]);
+    expect(codes.get('PERMISSION_DENIED') ?? 0, 'the role guard answered').toBeGreaterThan(0);
+    expect(codes.has('UNAUTHENTICATED')).toBe(false);
+    const late = outcomes.filter((o) => o.code === 'DEADLINE_EXCEEDED' && o.method !== 'AdminService.WatchRecoveryEvents');
+    expect(late.length).toBeLessThanOrEqual(Math.ceil(outcomes.length * DEADLINE_EXCEEDED_SHARE_MAX));
+    expect((await node.walClient().append(`after-tls-fuzz-${SEED}`, [Buffer.from('x')], { createIfMissing: true, deadlineMs: 10_000 })).firstIndex).toBe(1);
+    const findings: string[] = [];
+    for await (const m of node.adminClient().validate('', '', 60_000)) if (!m.done) findings.push(`${m.log}/${m.segment_id} ${m.kind}: ${m.detail}`);
+    expect(findings, `validate after the TLS fuzz run (seed ${SEED})`).toEqual([]);
+  }, FUZZ_TLS_MS + 90_000);
 });

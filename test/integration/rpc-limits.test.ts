@@ -6,7 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AdminClient, type NodeApi, PeerClient, type ReadEntryView, type RpcServer, WalClient, resolveRpcLimits, startRpcServer } from '../../src/rpc/index.js';
+import { AdminClient, type NodeApi, PeerClient, RPC_LIMITS_DEFAULT, type ReadEntryView, type RpcServer, WalClient, parseRpcLimits, resolveRpcLimits, startRpcServer } from '../../src/rpc/index.js';
 
 let started = 0;
 let releaseAll: () => void = () => undefined;
@@ -23,6 +23,11 @@ function stubApi(): NodeApi {
       started += 1;
       await held;
       yield [{ index: 1, timestampMs: 1, payload: Buffer.from('x'), checksum: '', lost: false, lostReason: '' }] as unknown as ReadEntryView[];
+    },
+    append: async () => {
+      started += 1;
+      await held;
+      return { firstIndex: 1, lastIndex: 1 };
     },
     handlers: {
       segmentInfo: async () => {
@@ -154,5 +159,72 @@ describe('limits are validated once', () => {
   it('a limit that is not a positive integer is refused', () => {
     expect(() => resolveRpcLimits({ inFlightCallsMax: { read: 0 } })).toThrow(RangeError);
     expect(() => resolveRpcLimits({ concurrentStreamsPerConnectionMax: 1.5 })).toThrow(RangeError);
+  });
+});
+
+describe('health watches', () => {
+  it('health Watch streams past the cap are RESOURCE_EXHAUSTED and counted; one cancelled frees its place; Check is not capped', async () => {
+    const limited: string[] = [];
+    server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ healthWatchesMax: 2 }), onLimited: (m) => limited.push(m) });
+    // The health service by raw bytes: an empty HealthCheckRequest is an empty message.
+    const raw = { serialize: (b: Buffer) => b, deserialize: (b: Buffer) => b };
+    const Health = grpc.makeGenericClientConstructor({
+      Watch: { path: '/grpc.health.v1.Health/Watch', requestStream: false, responseStream: true, requestSerialize: raw.serialize, requestDeserialize: raw.deserialize, responseSerialize: raw.serialize, responseDeserialize: raw.deserialize },
+      Check: { path: '/grpc.health.v1.Health/Check', requestStream: false, responseStream: false, requestSerialize: raw.serialize, requestDeserialize: raw.deserialize, responseSerialize: raw.serialize, responseDeserialize: raw.deserialize },
+    }, 'Health');
+    const client = new Health(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+      Watch(request: Buffer): grpc.ClientReadableStream<Buffer>;
+      Check(request: Buffer, callback: (error: grpc.ServiceError | null) => void): void;
+    };
+    clients.push(client);
+    const watch = (): { first: Promise<string>; stream: grpc.ClientReadableStream<Buffer> } => {
+      const stream = client.Watch(Buffer.alloc(0));
+      const first = new Promise<string>((resolve) => {
+        stream.once('data', () => resolve('SERVING-STATUS'));
+        stream.on('error', (e: grpc.ServiceError) => resolve(grpc.status[e.code] ?? String(e.code)));
+      });
+      return { first, stream };
+    };
+    const open = [watch(), watch()];
+    expect(await Promise.all(open.map((w) => w.first))).toEqual(['SERVING-STATUS', 'SERVING-STATUS']);
+    expect(await watch().first).toBe('RESOURCE_EXHAUSTED');
+    expect(limited).toEqual(['Health.Watch']);
+    expect(await new Promise<string>((resolve) => client.Check(Buffer.alloc(0), (e) => resolve(e ? String(e.code) : 'OK')))).toBe('OK');
+    open[0]?.stream.cancel();
+    let again = 'RESOURCE_EXHAUSTED';
+    for (let attempt = 0; attempt < 50 && again === 'RESOURCE_EXHAUSTED'; attempt += 1) {
+      const w = watch();
+      again = await w.first;
+      if (again === 'RESOURCE_EXHAUSTED') await new Promise((r) => setTimeout(r, 100));
+      else w.stream.cancel();
+    }
+    expect(again).toBe('SERVING-STATUS');
+    open[1]?.stream.cancel();
+  });
+});
+
+describe('limits set by --rpc-limit NAME=N', () => {
+  it('parses every name, keeps the defaults for the others, and refuses unknown names and bad numbers', () => {
+    const limits = parseRpcLimits(['in-flight-append=1', 'streams-per-connection=8', 'health-watches=3', 'stream-stall-ms=500']);
+    expect(limits.inFlightCallsMax.append).toBe(1);
+    expect(limits.inFlightCallsMax.read).toBe(RPC_LIMITS_DEFAULT.inFlightCallsMax.read);
+    expect([limits.concurrentStreamsPerConnectionMax, limits.healthWatchesMax, limits.streamStallMsMax]).toEqual([8, 3, 500]);
+    expect(() => parseRpcLimits(['in-flight-nope=3'])).toThrow(/unknown/);
+    expect(() => parseRpcLimits(['in-flight-read=0'])).toThrow(/positive/);
+    expect(() => parseRpcLimits(['read'])).toThrow(/NAME=N/);
+  });
+
+  it('Append past its in-flight limit is RESOURCE_EXHAUSTED and counted', async () => {
+    const limited: string[] = [];
+    hold();
+    server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: parseRpcLimits(['in-flight-append=1']), onLimited: (m) => limited.push(m) });
+    const client = new WalClient(`127.0.0.1:${server.port}`);
+    clients.push(client);
+    const first = client.append('l', [Buffer.from('a')]);
+    await expect.poll(() => started, { timeout: 5_000 }).toBe(1);
+    expect(await client.append('l', [Buffer.from('b')]).catch((e: grpc.ServiceError) => grpc.status[e.code])).toBe('RESOURCE_EXHAUSTED');
+    expect(limited).toEqual(['WalService.Append']);
+    releaseAll();
+    expect((await first).lastIndex).toBe(1);
   });
 });

@@ -104,6 +104,32 @@ describe('a cluster started with TLS', () => {
     expect(back.payloads.length).toBe(41);
   }, 60_000);
 
+  it('an admin repair and validate fan out over the peer-only methods; a peer certificate cannot call them on AdminService', async () => {
+    const target = cluster.nodes[0]?.target as string;
+    const asPeer = new AdminClient(target, await loadTransport({ ca: certs.ca, ...(certs.nodes['n2'] as { cert: string; key: string }) }));
+    await expect(asPeer.repairSegment({ log: LOG, segmentId: 1, node: 'n1', dryRun: true })).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect((async () => {
+      for await (const message of asPeer.validate(LOG, '')) void message;
+    })()).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    asPeer.close();
+    const asAdmin = new AdminClient(target, await loadTransport({ ca: certs.ca, ...certs.admin }));
+    // Every member's part answered by that member (RepairCopy with n1's peer certificate).
+    const repair = await asAdmin.repairSegment({ log: LOG, segmentId: 1, node: '', dryRun: true });
+    expect(repair.results.map((r) => r.node).sort()).toEqual(['n1', 'n2', 'n3']);
+    expect(repair.results.filter((r) => /not allowed|PERMISSION_DENIED/.test(r.detail))).toEqual([]);
+    // A strategy other than the nodes' own is applied only by the node called.
+    await expect(asAdmin.repairSegment({ log: LOG, segmentId: 1, node: '', strategy: 'rollback', dryRun: true })).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    const findings = [];
+    let done = 0;
+    for await (const m of asAdmin.validate(LOG, '')) {
+      if (m.done) done += 1;
+      else findings.push(m);
+    }
+    expect(done).toBe(1);
+    expect(findings).toEqual([]);
+    asAdmin.close();
+  }, 60_000);
+
   it('the CLI reaches it with --tls-* flags or WAL_TLS_* variables; a partial set is a usage error', async () => {
     const target = cluster.nodes[1]?.target as string;
     const flags = ['--tls-ca', certs.ca, '--tls-cert', certs.admin.cert, '--tls-key', certs.admin.key];

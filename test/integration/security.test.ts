@@ -41,6 +41,10 @@ function stubApi(): NodeApi {
     validate: async function* () {
       yield reached();
     },
+    repairCopy: async () => reached(),
+    validateCopies: async function* () {
+      yield reached();
+    },
     recoveryMetrics: () => reached(),
     watchEvents: () => reached(),
   } as unknown as NodeApi;
@@ -135,6 +139,13 @@ describe('every method x every caller over TLS', () => {
     expect(cells.length).toBe(Object.keys(METHOD_ROLES).length * callers.size);
     expect(refused.length).toBe(cells.filter((c) => c.want !== 'reached').length);
   }, 120_000);
+
+  it('only admin repairs, validates or watches; the per-node parts of its fan-out are peer-only', () => {
+    // Pinned here, not only read from METHOD_ROLES: a peer certificate alone must not order a
+    // repair with a strategy of its choosing (review finding 11).
+    for (const method of ['RepairSegment', 'Validate', 'GetRecoveryMetrics', 'WatchRecoveryEvents']) expect(METHOD_ROLES[`AdminService.${method}`]).toEqual(['admin']);
+    for (const method of ['RepairCopy', 'ValidateCopies']) expect(METHOD_ROLES[`PeerService.${method}`]).toEqual(['peer']);
+  });
 
   it('a plaintext client against the TLS port fails cleanly (UNAVAILABLE), and the node keeps serving', async () => {
     expect(await callOnce('AdminService', 'GetClusterStatus', grpc.credentials.createInsecure())).toBe('UNAVAILABLE');

@@ -77,6 +77,8 @@ beforeAll(async () => {
     clusterStatus: notUsed,
     repairSegment: notUsed,
     validate: () => source.validate(),
+    repairCopy: notUsed,
+    validateCopies: notUsed,
     recoveryMetrics: notUsed,
     watchEvents: notUsed,
   };

@@ -118,6 +118,26 @@ describe('the EPOCH file', () => {
     await expect(restarted.withEpoch(LOG, 13, async () => 'written')).rejects.toBeInstanceOf(FencedError);
   });
 
+  it('garbled or deleted while running, with no scrubber: the next Fence or Seal writes the fence in force again before acting', async () => {
+    // No fenceFloor: a restart could not restore a lost file, so only the rewrite protects it.
+    const logs = logStores();
+    await writeOneEntry(logs, 21);
+    const handlers = new PeerHandlers(logs, pino({ level: 'silent' }));
+    const rewritten: string[] = [];
+    logs.onFenceFileRewritten = (log) => rewritten.push(log);
+    await writeFile(epochFile(), 'x1 0000\n');
+    // The current writer fences again (its start, or another segment) at the same epoch.
+    await handlers.fence(LOG, 1, 21);
+    expect(await readFile(epochFile(), 'utf8')).toBe(encodeFence(21).toString());
+    await unlink(epochFile());
+    await handlers.seal(LOG, 1, 21, 1, '');
+    expect(await readFile(epochFile(), 'utf8')).toBe(encodeFence(21).toString());
+    expect(rewritten).toEqual([LOG, LOG]);
+    // A restart finds the fence: a deposed writer's epoch is refused.
+    await logs.closeAll();
+    await expect(logStores().withEpoch(LOG, 20, async () => 'written')).rejects.toBeInstanceOf(FencedError);
+  });
+
   it('opened while the cluster\'s records could not be read: checkFences raises the fence to them later', async () => {
     await writeOneEntry(logStores(), 4);
     for (const logs of opened.splice(0)) await logs.closeAll();
