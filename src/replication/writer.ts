@@ -375,22 +375,29 @@ export class LogWriter {
    * sealed copy agrees become members; the others (crashed mid-copy, or never reached) become
    * former members, as they may hold part of a copy. The ensemble stays within the replication
    * factor (it could pass it when the ack quorum is more than a majority, e.g. 3 of 4 with two
-   * members silent): members that did not answer make room, last first, and become former members
+   * members silent, or when joiners of several attempts all sealed): members that did not answer
+   * make room, last first, then joiners beyond what the record needs; both become former members
    * (as the coordinator does with gone members; a member that comes back keeps its copy as no
    * replica of record, catch-up seals it at the record).
    */
   private membersOnceSealed(meta: SegmentMeta, answered: readonly string[], agreeing: readonly string[]): { ensemble: string[]; formerMembers?: string[] } {
     const joiners = meta.joiners ?? [];
     if (joiners.length === 0) return { ensemble: [...meta.ensemble], ...(meta.formerMembers ? { formerMembers: [...meta.formerMembers] } : {}) };
-    const joined = joiners.filter((n) => agreeing.includes(n));
+    const { replicationFactor } = this.o.logMeta;
+    let joined = joiners.filter((n) => agreeing.includes(n));
     const ensemble = [...meta.ensemble];
     const dropped = joiners.filter((n) => !joined.includes(n));
-    for (let i = ensemble.length - 1; i >= 0 && ensemble.length + joined.length > this.o.logMeta.replicationFactor; i -= 1) {
+    for (let i = ensemble.length - 1; i >= 0 && ensemble.length + joined.length > replicationFactor; i -= 1) {
       const node = ensemble[i] as string;
       if (answered.includes(node)) continue;
       ensemble.splice(i, 1);
       dropped.push(node);
     }
+    // Joiners of several attempts that all sealed, every member answering: keep those that fit,
+    // and as many as the record needs to name ackQuorum agreeing copies.
+    const keep = Math.max(replicationFactor - ensemble.length, meta.ackQuorum - ensemble.filter((n) => agreeing.includes(n)).length);
+    dropped.push(...joined.slice(keep));
+    joined = joined.slice(0, keep);
     const formerMembers = [...new Set([...(meta.formerMembers ?? []), ...dropped])];
     return { ensemble: [...ensemble, ...joined], ...(formerMembers.length > 0 ? { formerMembers } : {}) };
   }
