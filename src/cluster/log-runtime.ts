@@ -71,6 +71,8 @@ export interface LogRuntimeContext {
    * recovery before it answers UNAVAILABLE (default READ_WAIT_FOR_WRITER_MS).
    */
   readonly readWaitForWriterMs?: number;
+  /** How long start() waits for its first catch-up (default STARTUP_CATCH_UP_WAIT_MS). */
+  readonly startCatchUpWaitMs?: number;
   /** Copies a member's whole sealed segment file (FetchSegment) to path. */
   readonly fetchFile: (node: string, log: string, segmentId: number, path: string) => Promise<void>;
   /** A damaged local copy was found (read path): the node repairs it from replicas. */
@@ -124,7 +126,22 @@ export class LogRuntime {
   }
 
   async start(): Promise<void> {
-    await this.runCatchUp();
+    // The first catch-up is awaited a bounded time, then goes on in the background: a member that
+    // hangs a fetch until its deadline (60 s a segment) must not keep this node from campaigning
+    // or, through node.ts, which awaits every runtime's start, from registering at all. A writer's
+    // start catches up again; a node in a new ensemble while still behind on older segments only
+    // serves those from other members until its copy is complete.
+    this.scheduleCatchUp();
+    const first = this.catchUpRunning;
+    if (first) {
+      await new Promise<void>((resolve) => {
+        const cancel = this.ctx.clock.setTimer(this.ctx.startCatchUpWaitMs ?? STARTUP_CATCH_UP_WAIT_MS, resolve);
+        void first.finally(() => {
+          cancel();
+          resolve();
+        });
+      });
+    }
     this.unwatch = await this.ctx.watchSegments(this.log, () => this.scheduleCatchUp());
     this.armCatchUpTimer();
     const election = this.ctx.writerElection(this.log, this.logger);
@@ -443,6 +460,9 @@ export class LogRuntime {
     return this.reader.knownCommitted(wanted);
   }
 }
+
+/** How long a log's start waits for its first catch-up before it campaigns and lets the node register. */
+export const STARTUP_CATCH_UP_WAIT_MS = 10_000;
 
 /** How long a read waits for this node's own writer to be ready (the RPC deadline's default). */
 export const READ_WAIT_FOR_WRITER_MS = 5_000;

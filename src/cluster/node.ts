@@ -199,8 +199,9 @@ export class ClusterNode implements NodeApi {
     });
     this.handlers.onDamage = (log, segmentId, detail) => this.repairs?.schedule(log, segmentId, 'read', detail);
     await this.watchMembers();
-    // Catch up on every known log before registering, so that a writer never puts this node
-    // in a new ensemble while its copy is behind.
+    // Catch up on every known log before registering, so that a writer rarely puts this node in
+    // a new ensemble while its copy is behind; each log waits for it at most
+    // STARTUP_CATCH_UP_WAIT_MS (log-runtime.ts), so a hung fetch never keeps the node unregistered.
     await this.watchLogs();
     await this.session.start();
     this.scrubber = new Scrubber({

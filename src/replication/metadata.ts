@@ -31,6 +31,15 @@ export interface SegmentMeta {
    * holding their copy: repair still asks them, and an entry they may hold is never given up.
    */
   readonly formerMembers?: readonly string[];
+  /**
+   * Live nodes a recovery added while the record is RECOVERING because too few members answered
+   * to seal (docs/CLUSTER.md, writer failover rule 4). Named before they get a byte, so the record
+   * names every node that may hold a copy, but kept apart from the ensemble: they never held an
+   * entry a writer acknowledged, so fence quorums are counted over the ensemble alone. Their sealed
+   * copies count toward the ack quorum that may say SEALED; then the record drops this field
+   * (joiners that sealed join the ensemble, the others become former members).
+   */
+  readonly joiners?: readonly string[];
 }
 
 export class MalformedRecordError extends Error {
@@ -82,14 +91,19 @@ export function parseSegmentMeta(raw: unknown): SegmentMeta {
     byteLength: int(r, 'byteLength'),
     aggregate: r['aggregate'],
     createdMs: int(r, 'createdMs'),
-    ...formerMembersOf(r['formerMembers']),
+    ...nodeListOf(r, 'formerMembers'),
+    ...nodeListOf(r, 'joiners'),
   };
 }
 
-function formerMembersOf(raw: unknown): { formerMembers?: readonly string[] } {
+/** An optional list of node ids, as { field: list } to spread into a record, or {} when absent. */
+function nodeListOf<K extends 'formerMembers' | 'joiners'>(r: Record<string, unknown>, field: K): Partial<Record<K, readonly string[]>> {
+  const raw = r[field];
   if (raw === undefined) return {};
-  if (!Array.isArray(raw) || raw.some((n) => typeof n !== 'string')) throw new MalformedRecordError('bad formerMembers');
-  return { formerMembers: raw as string[] };
+  if (!Array.isArray(raw) || raw.some((n) => typeof n !== 'string')) throw new MalformedRecordError(`bad ${field}`);
+  const list: Partial<Record<K, readonly string[]>> = {};
+  list[field] = raw as string[];
+  return list;
 }
 
 export const LOG_NAME_PATTERN = /^[A-Za-z0-9._-]{1,63}$/;

@@ -212,7 +212,7 @@ export class LogWriter {
     const segmentId = (last?.segmentId ?? 0) + 1;
     // Every node that may hold it: members of any recorded ensemble, and live members. The answers
     // must intersect every ack quorum among them (a node not registered yet, after a wipe, counts).
-    const known = new Set([...this.o.liveMembers(), ...records.flatMap((r) => [...r.ensemble, ...(r.formerMembers ?? [])])]);
+    const known = new Set([...this.o.liveMembers(), ...records.flatMap((r) => [...r.ensemble, ...(r.formerMembers ?? []), ...(r.joiners ?? [])])]);
     const answers = await settle([...known].sort(), (node) => this.peer(node).fence(log, segmentId, epoch));
     if (answers.failed.some((f) => isFenced(f.error))) throw new FencedError(log, epoch, fencedEpochOf(answers.failed, epoch));
     // Fewer nodes known than an ensemble has (members not registered again yet): count the
@@ -253,19 +253,25 @@ export class LogWriter {
     let recovering: SegmentMeta = { ...meta, state: 'RECOVERING', writerEpoch: epoch };
     let revision = await this.o.directory.update(recovering, modRevision);
     if (revision === undefined) throw new ReplicationError(`segment ${meta.segmentId} changed in etcd while recovering it`);
+    // The fence quorum is counted over the ensemble alone: joiners an earlier recovery added
+    // (rule 4) never held an entry a writer acknowledged, so a joiner that crashed mid-copy
+    // cannot hold the log back; they are fenced too, and what they answer is used like a
+    // member's answer (their copies came from a member, up to a seal point of a fence quorum).
     const answers = await settle(meta.ensemble, (node) => this.peer(node).fence(log, meta.segmentId, epoch));
     const needed = meta.ensemble.length - meta.ackQuorum + 1;
     if (answers.ok.length < needed) {
       if (answers.failed.some((f) => isFenced(f.error))) throw new FencedError(log, epoch, fencedEpochOf(answers.failed, epoch));
       throw new QuorumUnavailableError(log, answers.ok.length, needed);
     }
+    const earlierJoiners = await settle(meta.joiners ?? [], (node) => this.peer(node).fence(log, meta.segmentId, epoch));
+    answers.ok.push(...earlierJoiners.ok);
     if (answers.ok.length < meta.ackQuorum) {
-      // The answers intersect every ack quorum, yet fewer members answer than a seal needs (a
+      // The answers intersect every ack quorum, yet fewer nodes answer than a seal needs (a
       // two-member ensemble with one member gone, maybe for good): the segment could never be
-      // sealed and the log would stop. Live nodes outside the ensemble join it (recorded before
-      // they get a byte, so the record names every node that may hold a copy), are fenced, get
-      // the entries copied below and seal with the members that answered.
-      const grown = await this.growEnsemble(recovering, revision, meta.ackQuorum - answers.ok.length);
+      // sealed and the log would stop. Live nodes outside the ensemble join it as joiners
+      // (recorded before they get a byte, so the record names every node that may hold a copy),
+      // are fenced, get the entries copied below and seal with the members that answered.
+      const grown = await this.addJoiners(recovering, revision, meta.ackQuorum - answers.ok.length);
       recovering = grown.meta;
       revision = grown.revision;
       const joined = await settle(grown.added, (node) => this.peer(node).fence(log, meta.segmentId, epoch));
@@ -331,8 +337,10 @@ export class LogWriter {
     if (votes.size > 1) {
       this.o.logger.error({ log, segment: meta.segmentId, aggregates: sealed.map((s) => [s.node, s.value.aggregate]) }, 'members sealed different contents; the majority is recorded and the others will be repaired');
     }
+    const { joiners: _joiners, ...withoutJoiners } = recovering;
     const final: SegmentMeta = {
-      ...recovering,
+      ...withoutJoiners,
+      ...this.membersOnceSealed(recovering, answers.ok.map((a) => a.node), sealed.filter((s) => s.value.aggregate === majority).map((s) => s.node)),
       state: 'SEALED',
       lastIndex: last,
       indexCount: last - meta.firstIndex + 1,
@@ -344,20 +352,54 @@ export class LogWriter {
   }
 
   /**
-   * Adds up to count live nodes outside a recovering segment's ensemble to it (compare-and-swap
-   * of the record), nodes that did not fail a send lately first. Fails when none is live.
+   * Records up to count live nodes outside a recovering segment's ensemble and joiners as joiners
+   * (compare-and-swap of the record), nodes that did not fail a send lately first. Fails when
+   * none is live.
    */
-  private async growEnsemble(meta: SegmentMeta, modRevision: number, count: number): Promise<{ meta: SegmentMeta; revision: number; added: string[] }> {
+  private async addJoiners(meta: SegmentMeta, modRevision: number, count: number): Promise<{ meta: SegmentMeta; revision: number; added: string[] }> {
     const now = this.o.clock.nowMs();
     const suspect = (n: string): boolean => now - (this.suspects.get(n) ?? -Infinity) <= SUSPECT_MS;
-    const candidates = this.o.liveMembers().filter((n) => !meta.ensemble.includes(n)).sort((a, b) => Number(suspect(a)) - Number(suspect(b)) || a.localeCompare(b));
+    const known = new Set([...meta.ensemble, ...(meta.joiners ?? [])]);
+    const candidates = this.o.liveMembers().filter((n) => !known.has(n)).sort((a, b) => Number(suspect(a)) - Number(suspect(b)) || a.localeCompare(b));
     const added = candidates.slice(0, count);
-    if (added.length === 0) throw new QuorumUnavailableError(this.o.log, meta.ensemble.length - count, meta.ackQuorum);
-    const grown: SegmentMeta = { ...meta, ensemble: [...meta.ensemble, ...added] };
+    if (added.length === 0) throw new QuorumUnavailableError(this.o.log, meta.ackQuorum - count, meta.ackQuorum);
+    const grown: SegmentMeta = { ...meta, joiners: [...(meta.joiners ?? []), ...added] };
     const revision = await this.o.directory.update(grown, modRevision);
     if (revision === undefined) throw new ReplicationError(`segment ${meta.segmentId} changed in etcd while recovering it`);
-    this.o.logger.warn({ log: this.o.log, segment: meta.segmentId, added, ensemble: grown.ensemble }, 'too few members answer to seal a segment: live nodes join its ensemble and get its entries');
+    this.o.logger.warn({ log: this.o.log, segment: meta.segmentId, added, ensemble: grown.ensemble, joiners: grown.joiners }, 'too few members answer to seal a segment: live nodes join it and get its entries');
     return { meta: grown, revision, added };
+  }
+
+  /**
+   * The ensemble (and former members) a recovered segment's SEALED record names: joiners whose
+   * sealed copy agrees become members; the others (crashed mid-copy, or never reached) become
+   * former members, as they may hold part of a copy. The ensemble stays within the replication
+   * factor (it could pass it when the ack quorum is more than a majority, e.g. 3 of 4 with two
+   * members silent, or when joiners of several attempts all sealed): members that did not answer
+   * make room, last first, then joiners beyond what the record needs; both become former members
+   * (as the coordinator does with gone members; a member that comes back keeps its copy as no
+   * replica of record, catch-up seals it at the record).
+   */
+  private membersOnceSealed(meta: SegmentMeta, answered: readonly string[], agreeing: readonly string[]): { ensemble: string[]; formerMembers?: string[] } {
+    const joiners = meta.joiners ?? [];
+    if (joiners.length === 0) return { ensemble: [...meta.ensemble], ...(meta.formerMembers ? { formerMembers: [...meta.formerMembers] } : {}) };
+    const { replicationFactor } = this.o.logMeta;
+    let joined = joiners.filter((n) => agreeing.includes(n));
+    const ensemble = [...meta.ensemble];
+    const dropped = joiners.filter((n) => !joined.includes(n));
+    for (let i = ensemble.length - 1; i >= 0 && ensemble.length + joined.length > replicationFactor; i -= 1) {
+      const node = ensemble[i] as string;
+      if (answered.includes(node)) continue;
+      ensemble.splice(i, 1);
+      dropped.push(node);
+    }
+    // Joiners of several attempts that all sealed, every member answering: keep those that fit,
+    // and as many as the record needs to name ackQuorum agreeing copies.
+    const keep = Math.max(replicationFactor - ensemble.length, meta.ackQuorum - ensemble.filter((n) => agreeing.includes(n)).length);
+    dropped.push(...joined.slice(keep));
+    joined = joined.slice(0, keep);
+    const formerMembers = [...new Set([...(meta.formerMembers ?? []), ...dropped])];
+    return { ensemble: [...ensemble, ...joined], ...(formerMembers.length > 0 ? { formerMembers } : {}) };
   }
 
   private async copyTail(start: SegmentStart, from: string, to: string, first: number, last: number): Promise<void> {

@@ -3,7 +3,9 @@
 // compare-and-swap (etcd transactions); leases with a TTL that expire in virtual time and delete
 // their keys; prefix watches whose events arrive late; and the faults: outages (every call fails),
 // one node cut from etcd (its calls fail, so its keepalives stop and its lease expires while its
-// process believes it still holds it), answers lost after a write applied, and restore from an
+// process believes it still holds it), answers lost after a write applied, the space quota alarm
+// (NOSPACE: creates, puts, compare-and-swaps and lease grants fail while reads, deletes and
+// keepalives pass, so leases stay alive while nothing new can be written), and restore from an
 // older snapshot (an etcd restored from backup or wiped: keys, leases and revisions go back).
 //
 // The client side of a lease (SimLease) keeps it alive every third of its TTL from the node's own
@@ -17,6 +19,15 @@ import type { SimLoop, SimProcess } from './loop.js';
 export class SimEtcdUnavailableError extends Error {
   override readonly name = 'SimEtcdUnavailableError';
   readonly code = 14;
+}
+
+/** What etcd answers a write while its space quota alarm is raised (RESOURCE_EXHAUSTED). */
+export class SimEtcdNoSpaceError extends Error {
+  override readonly name = 'SimEtcdNoSpaceError';
+  readonly code = 8;
+  constructor() {
+    super('etcdserver: mvcc: database space exceeded');
+  }
 }
 
 interface KeyRecord {
@@ -59,6 +70,11 @@ export class SimEtcd {
   down = false;
   /** Nodes whose calls fail (cut from etcd while the rest of the cluster reaches it). */
   readonly unreachable = new Set<string>();
+  /**
+   * The space quota alarm (NOSPACE): while true, calls that add data (create, put, compare-and-
+   * swap, lease grant) fail; reads, deletes, revokes and keepalives pass, as in etcd.
+   */
+  noSpace = false;
   /** Probability that a write applied but its answer was lost. */
   lostAnswerProbability = 0;
   calls = 0;
@@ -68,6 +84,7 @@ export class SimEtcd {
   /** The metadata seam as code on node, in process caller, sees it. */
   metadataFor(node: string, caller: SimProcess): ClusterMetadata<SimLease> {
     const call = <T>(fn: () => T, mutates = false): Promise<T> => this.call(node, caller, fn, mutates);
+    const write = <T>(fn: () => T): Promise<T> => this.call(node, caller, fn, true, true);
     return {
       keys: this.keys,
       lease: (ttlSeconds) => new SimLease(this, node, caller, ttlSeconds * 1000),
@@ -78,13 +95,13 @@ export class SimEtcd {
           const first = this.range(prefix).sort((a, b) => a[1].createRevision - b[1].createRevision)[0];
           return first ? this.read(first[0], parse) : undefined;
         }),
-      create: (key, value, lease) => call(() => (this.kv.has(key) ? undefined : this.put(key, value, lease?.idIfGranted())), true),
+      create: (key, value, lease) => write(() => (this.kv.has(key) ? undefined : this.put(key, value, lease?.idIfGranted()))),
       createWhile: (key, value, guardKey, guardCreateRevision) =>
-        call(() => (this.kv.has(key) || this.kv.get(guardKey)?.createRevision !== guardCreateRevision ? undefined : this.put(key, value, undefined)), true),
+        write(() => (this.kv.has(key) || this.kv.get(guardKey)?.createRevision !== guardCreateRevision ? undefined : this.put(key, value, undefined))),
       createWhileUnchanged: (key, value, lease, guardKey, guardModRevision) =>
-        call(() => (this.kv.has(key) || (this.kv.get(guardKey)?.modRevision ?? 0) !== guardModRevision ? undefined : this.put(key, value, lease.idIfGranted())), true),
-      compareAndSwap: (key, value, modRevision) => call(() => (this.kv.get(key)?.modRevision === modRevision ? this.put(key, value, undefined) : undefined), true),
-      put: (key, value, lease) => call(() => void this.put(key, value, lease?.idIfGranted()), true),
+        write(() => (this.kv.has(key) || (this.kv.get(guardKey)?.modRevision ?? 0) !== guardModRevision ? undefined : this.put(key, value, lease.idIfGranted()))),
+      compareAndSwap: (key, value, modRevision) => write(() => (this.kv.get(key)?.modRevision === modRevision ? this.put(key, value, undefined) : undefined)),
+      put: (key, value, lease) => write(() => void this.put(key, value, lease?.idIfGranted())),
       delete: (key) => call(() => this.remove(key), true),
       deleteIfUnchanged: (key, modRevision) => call(() => (this.kv.get(key)?.modRevision === modRevision ? this.remove(key) : undefined), true),
       watchPrefix: (prefix, onChange) =>
@@ -150,7 +167,7 @@ export class SimEtcd {
       this.leases.set(lease.id, lease);
       this.armExpiry(lease);
       return lease.id;
-    }, true);
+    }, true, true);
   }
 
   /** Whether the lease still exists (its TTL refreshed if so). */
@@ -220,13 +237,15 @@ export class SimEtcd {
     }
   }
 
-  private async call<T>(node: string, caller: SimProcess, fn: () => T, mutates = false): Promise<T> {
+  /** mutates: a write (its answer may be lost); grows: it adds data (refused under NOSPACE). */
+  private async call<T>(node: string, caller: SimProcess, fn: () => T, mutates = false, grows = false): Promise<T> {
     this.calls += 1;
     await this.loop.sleep(0.2 + this.random.next() * 1.5, caller);
     if (this.down || this.unreachable.has(node)) {
       await this.loop.sleep(this.random.next() * 50, caller);
       throw new SimEtcdUnavailableError('etcd is unavailable');
     }
+    if (grows && this.noSpace) throw new SimEtcdNoSpaceError();
     const result = fn();
     if (mutates && this.lostAnswerProbability > 0 && this.random.chance(this.lostAnswerProbability)) throw new SimEtcdUnavailableError('etcd: applied, answer lost');
     await this.loop.sleep(0.2 + this.random.next() * 1.5, caller);

@@ -213,6 +213,18 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       trace(`network lossy drop=${network.faults.dropProbability.toFixed(3)}`);
       loop.schedule(100 + chaos.next() * 2_000, () => network.healAll());
     } else if (roll < 78) {
+      if (chaos.chance(0.35)) {
+        // The space quota alarm: nothing new can be written (campaigns, segment records, leases)
+        // while keepalives pass, so no lease runs out to move the election (issue 9 #4).
+        countFault('etcd-nospace');
+        trace('etcd NOSPACE');
+        etcd.noSpace = true;
+        loop.schedule(100 + chaos.next() * 3_000, () => {
+          trace('etcd NOSPACE cleared');
+          etcd.noSpace = false;
+        });
+        return;
+      }
       countFault('etcd-outage');
       trace('etcd down');
       etcd.down = true;
@@ -347,6 +359,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     node.fs.faults = HEALTHY_DISK;
   }
   etcd.down = false;
+  etcd.noSpace = false;
   etcd.unreachable.clear();
   etcd.lostAnswerProbability = 0;
   for (const node of cluster.nodes) if (!node.alive && !node.lost) node.start();

@@ -330,6 +330,9 @@ export interface StartWriterOptions {
   readonly caller?: string;
   readonly live?: () => readonly string[];
   readonly groupCommitBytesMax?: number;
+  /** The log's replication factor and ack quorum (default 3 and 2). */
+  readonly replicationFactor?: number;
+  readonly ackQuorum?: number;
   /**
    * Creates segment records only while the writer election is still this epoch's
    * (MemoryDirectory.leaderEpoch), as LogRuntime's writers do. Default: no guard.
@@ -347,7 +350,7 @@ export function startWriter(cluster: TestCluster, o: StartWriterOptions): Writer
     log: o.log,
     self: o.self,
     epoch: o.epoch,
-    logMeta: logMetaOf(o.log, o.segmentBytesMax),
+    logMeta: logMetaOf(o.log, o.segmentBytesMax, o.replicationFactor, o.ackQuorum),
     directory: cluster.directory,
     ...(o.guarded ? { leader: { key: `writer/${o.self}-${o.epoch}`, epoch: o.epoch } } : {}),
     peers: cluster.network.resolverFor(o.self, o.caller ?? o.self),

@@ -161,12 +161,15 @@ class FakeWriterElection implements WriterElection {
   state: Leadership | undefined;
   resigned = 0;
   rejoined = 0;
+  started = false;
   private readonly listeners: Array<(state: Leadership | undefined, isSelf: boolean) => void> = [];
   constructor(private readonly self: string) {}
   onChange(listener: (state: Leadership | undefined, isSelf: boolean) => void): void {
     this.listeners.push(listener);
   }
-  async start(): Promise<void> {}
+  async start(): Promise<void> {
+    this.started = true;
+  }
   async stop(): Promise<void> {}
   leadership(): Leadership | undefined {
     return this.state;
@@ -189,7 +192,7 @@ class FakeWriterElection implements WriterElection {
 }
 
 /** A LogRuntime on node a, its own store behind a LocalPeer, with a fake writer election. */
-async function runtimeOnA(forward?: LogRuntimeContext['forwardAppend']): Promise<{ runtime: LogRuntime; election: FakeWriterElection; local: LocalPeer; forwarded: string[] }> {
+async function runtimeOnA(forward?: LogRuntimeContext['forwardAppend'], overrides: Partial<LogRuntimeContext> = {}, start = true): Promise<{ runtime: LogRuntime; election: FakeWriterElection; local: LocalPeer; forwarded: string[] }> {
   const a = cluster.node('a');
     const local = localPeerOf('a');
     const election = new FakeWriterElection('a');
@@ -225,12 +228,13 @@ async function runtimeOnA(forward?: LogRuntimeContext['forwardAppend']): Promise
         clock: systemClock,
         random: new SeededRandom(5),
         disk: a.disk,
+        ...overrides,
       },
       logMetaOf(LOG, SEGMENT_BYTES),
       await a.store(LOG),
     );
   cleanups.push(() => runtime.stop());
-  await runtime.start();
+  if (start) await runtime.start();
   return { runtime, election, local, forwarded };
 }
 
@@ -256,6 +260,34 @@ describe('a LogRuntime whose own store hangs', () => {
     a.disk.releaseDatasyncs();
     await until(() => election.rejoined === 1);
     expect(local.failing(LOG)).toBe(false);
+  });
+});
+
+describe('a LogRuntime whose first catch-up hangs', () => {
+  it('starts (campaigns, and lets its node register) once startCatchUpWaitMs passed, although a fetch of a segment it lacks has not answered; the catch-up goes on', async () => {
+    // Segment 1 was sealed on b and c while a was down; its record names a, so a copies it whole.
+    const start = { segmentId: 1, firstIndex: 1, createdMs: 1 };
+    let sealed = { byteLength: 0, aggregate: '' };
+    for (const node of ['b', 'c']) {
+      await cluster.node(node).handlers.replicate(LOG, 1, start, [frame(1), frame(2), frame(3)], 0);
+      sealed = await cluster.node(node).handlers.seal(LOG, 1, 1, 3, '');
+    }
+    await cluster.directory.create({ log: LOG, segmentId: 1, ensemble: ['a', 'b', 'c'], ackQuorum: 2, state: 'SEALED', writerEpoch: 1, firstIndex: 1, lastIndex: 3, indexCount: 3, byteLength: sealed.byteLength, aggregate: sealed.aggregate, createdMs: 1 });
+    // The member asked first hangs the copy (a FetchSegment waiting for its 60 s deadline).
+    let release = (): void => undefined;
+    const fetchFile = (node: string, log: string, segmentId: number, path: string): Promise<void> =>
+      new Promise<void>((resolve) => (release = resolve)).then(() => cluster.fetchFile(node, log, segmentId, path));
+    const { runtime, election } = await runtimeOnA(undefined, { fetchFile, startCatchUpWaitMs: 300 }, false);
+    cleanups.push(() => release()); // runs before the runtime's stop, which waits for its catch-up
+    const began = Date.now();
+    const outcome = await Promise.race([runtime.start().then(() => 'started'), new Promise((resolve) => setTimeout(() => resolve('still catching up'), 5_000))]);
+    expect(outcome).toBe('started');
+    expect(Date.now() - began).toBeGreaterThanOrEqual(290);
+    expect(election.started).toBe(true);
+    expect((await cluster.node('a').store(LOG)).segmentRecord(1)).toBeUndefined();
+    // The catch-up it did not wait for completes once the member answers.
+    release();
+    await until(async () => (await cluster.node('a').store(LOG)).segmentRecord(1)?.state === 'sealed');
   });
 });
 

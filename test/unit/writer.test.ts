@@ -361,6 +361,67 @@ describe('writer failover', () => {
     expect(await next.writer.append(payloads(4, 1))).toEqual({ firstIndex: 4, lastIndex: 4 });
   });
 
+  it('a grown ensemble whose joiner crashed and whose lost member stays gone: the next recovery fences over the members that held the data and adds another live node (joiners never count in the fence quorum)', async () => {
+    await cluster.addNode('d');
+    let live = ['a', 'b'];
+    const handle = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_LARGE, live: () => live, caller: 'A' });
+    writers.push(handle);
+    expect(await handle.writer.append(payloads(1, 3))).toEqual({ firstIndex: 1, lastIndex: 3 });
+    await acknowledgedBy(handle, ['a', 'b'], 3);
+    cluster.network.kill('A');
+    cluster.network.fail('a', { kind: 'unavailable' }); // a is lost for good
+    // c is still registered (its lease has not run out) but crashed: it answers nothing.
+    cluster.network.fail('c', { kind: 'unavailable' });
+    live = ['b', 'c', 'd'];
+    const first = startWriter(cluster, { log: LOG, self: 'b', epoch: 9, segmentBytesMax: SEGMENT_BYTES_LARGE, live: () => live });
+    writers.push(first);
+    await first.writer.whenReady().catch(() => undefined);
+    // Whatever that attempt managed, c never got a byte and never counts toward a fence quorum:
+    // the record still names a and b as the members whose copies decide.
+    expect(cluster.directory.segment(LOG, 1).ensemble.slice(0, 2)).toEqual(['a', 'b']);
+    first.writer.stop();
+    // c's lease runs out; a and c stay gone. b alone answers of the members that held the data,
+    // which intersects every ack quorum of [a, b]: the log must go on with d.
+    live = ['b', 'd'];
+    const next = startWriter(cluster, { log: LOG, self: 'b', epoch: 10, segmentBytesMax: SEGMENT_BYTES_LARGE, live: () => live });
+    writers.push(next);
+    // Its start goes on to ask every node ever named (a, b, c, d) whether one holds segment 2
+    // (rule 8) and needs 3 answers: that waits for c to come back, a separate rule.
+    await next.writer.whenReady().catch(() => undefined);
+    const record = cluster.directory.segment(LOG, 1);
+    expect(record).toMatchObject({ state: 'SEALED', lastIndex: 3, indexCount: 3, ensemble: ['a', 'b', 'd'], formerMembers: ['c'] });
+    expect(record.joiners).toBeUndefined();
+    await expectSealedCopiesMatchRecords(['b', 'd']);
+    cluster.network.heal('c');
+    live = ['b', 'c', 'd'];
+    const after = startWriter(cluster, { log: LOG, self: 'b', epoch: 11, segmentBytesMax: SEGMENT_BYTES_LARGE, live: () => live });
+    writers.push(after);
+    expect(await after.writer.append(payloads(4, 1))).toEqual({ firstIndex: 4, lastIndex: 4 });
+  }, 20_000);
+
+  it('an ack quorum of 3 of 4 with two members silent: the joiner that seals takes a silent member\'s place, so the ensemble stays within the replication factor', async () => {
+    await cluster.addNode('d');
+    await cluster.addNode('e');
+    const quorum = { segmentBytesMax: SEGMENT_BYTES_LARGE, replicationFactor: 4, ackQuorum: 3 };
+    let live = ['a', 'b', 'c', 'd'];
+    const handle = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, ...quorum, live: () => live, caller: 'A' });
+    writers.push(handle);
+    expect(await handle.writer.append(payloads(1, 3))).toEqual({ firstIndex: 1, lastIndex: 3 });
+    await acknowledgedBy(handle, ['a', 'b', 'c', 'd'], 3);
+    cluster.network.kill('A');
+    cluster.network.fail('c', { kind: 'unavailable' });
+    cluster.network.fail('d', { kind: 'unavailable' });
+    live = ['a', 'b', 'e'];
+    // a and b answer: 2 of 4 intersect every ack quorum of 3, but a seal needs 3 copies; e joins.
+    const next = startWriter(cluster, { log: LOG, self: 'b', epoch: 9, ...quorum, live: () => live });
+    writers.push(next);
+    await next.writer.whenReady();
+    const record = cluster.directory.segment(LOG, 1);
+    expect(record).toMatchObject({ state: 'SEALED', lastIndex: 3, ensemble: ['a', 'b', 'c', 'e'], formerMembers: ['d'] });
+    await expectSealedCopiesMatchRecords(['a', 'b', 'e']);
+    expect(await next.writer.append(payloads(4, 1))).toEqual({ firstIndex: 4, lastIndex: 4 });
+  }, 20_000);
+
   it('copying the tail to one member fails while the other is down: no SEALED record on one sealed copy; the writer retries, then fails', async () => {
     // A (epoch 5) leaves 1..2 on every member and 3..4 on a alone (never acknowledged).
     const a = writerOn('a', 5, SEGMENT_BYTES_LARGE, 'A');
