@@ -148,7 +148,7 @@ export class SimNode {
       process,
       handlers,
       committed: () => runtime.log?.committedIndex(),
-      append: (payloads, deadlineMs) => (runtime.log ? runtime.log.append(payloads, true, deadlineMs) : Promise.reject(new NotWriterError(SIM_LOG, undefined))),
+      append: (payloads, deadlineMs, session) => (runtime.log ? runtime.log.append(payloads, true, deadlineMs, session) : Promise.reject(new NotWriterError(SIM_LOG, undefined))),
       repair: async (segmentId, source) => (await repairs.repairNow(SIM_LOG, segmentId, { strategy: 'partial', dryRun: false, source })).outcome === 'done',
     });
     // A node opens (and recovers) its logs, starts their runtimes, then registers (node.ts).
@@ -182,7 +182,7 @@ export class SimNode {
           handlers,
           peers,
           liveMembers: () => sim.registeredMembers(),
-          forwardAppend: (address, _log, payloads, deadlineMs) => sim.network.forwardAppend(this.id, address, process, payloads, deadlineMs),
+          forwardAppend: (address, _log, payloads, deadlineMs, session) => sim.network.forwardAppend(this.id, address, process, payloads, deadlineMs, session),
           remoteCommitted: async (address) => (await sim.network.askCommitted(this.id, address, process)) ?? 0,
           addressOf: (node) => (sim.registeredMembers().includes(node) ? node : undefined),
           memberStartedMs: (node) => sim.memberStartedMs(node),
