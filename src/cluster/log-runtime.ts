@@ -391,7 +391,8 @@ export class LogRuntime {
       // ready: nothing was queued, so nothing commits after the caller gave up.
       if (!(await this.readyWithin(writer, remainingMs))) throw new NotWriterError(this.log, undefined);
       if (!session) return writer.append(payloads, { expiresAtMs: endMs });
-      return this.gateOf(writer).append(session, (tag) => writer.append(payloads, { session: tag, expiresAtMs: endMs }), payloads.length);
+      // The wait for the session table's rebuild is bounded by the call's deadline.
+      return this.gateOf(writer).append(session, (tag) => writer.append(payloads, { session: tag, expiresAtMs: endMs }), payloads.length, Math.max(0, endMs - this.ctx.clock.monotonicMs() - 50));
     }
     if (forwarded || !leadership) throw new NotWriterError(this.log, leadership?.leader);
     if (leadership.leader === this.ctx.self) throw new NotWriterError(this.log, undefined); // elected, writer starting
@@ -410,6 +411,7 @@ export class LogRuntime {
         nowMs: () => this.ctx.clock.monotonicMs(),
         committedIndex: () => writer.committedIndex,
         readEntries: (from, to) => this.reader.read(from, to, 4096),
+        sleep: (ms) => this.ctx.clock.sleep(ms),
       });
       this.gates.set(writer, gate);
     }

@@ -133,3 +133,15 @@ export class AppendExpiredError extends ReplicationError {
     super(`log ${log}: the append's deadline passed before the writer took it; nothing was appended`);
   }
 }
+
+/**
+ * A session append that found the writer's session table still being rebuilt from the log when
+ * its wait ran out (UNAVAILABLE: nothing was appended; the client retries). The rebuild goes on
+ * from where it is; it is never started over.
+ */
+export class SessionTableRebuildingError extends ReplicationError {
+  override readonly name = 'SessionTableRebuildingError';
+  constructor(readonly nextIndex: number, readonly endIndex: number, options?: { cause?: unknown }) {
+    super(`the writer's session table is still being rebuilt from the log (read up to ${nextIndex - 1} of ${endIndex}); nothing was appended, retry`, options);
+  }
+}
