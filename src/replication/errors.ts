@@ -141,7 +141,12 @@ export class AppendExpiredError extends ReplicationError {
  */
 export class SessionTableRebuildingError extends ReplicationError {
   override readonly name = 'SessionTableRebuildingError';
-  constructor(readonly nextIndex: number, readonly endIndex: number, options?: { cause?: unknown }) {
-    super(`the writer's session table is still being rebuilt from the log (read up to ${nextIndex - 1} of ${endIndex}); nothing was appended, retry`, options);
+  constructor(readonly nextIndex: number, readonly endIndex: number, options?: { cause?: unknown; unreadable?: boolean }) {
+    super(
+      options?.unreadable
+        ? `the writer's session table cannot be rebuilt past entry ${nextIndex}: no member serves a verified copy of it; session appends wait until it is repaired, or until the session TTL after the rebuild started, when it is skipped; nothing was appended, retry`
+        : `the writer's session table is still being rebuilt from the log (read up to ${nextIndex - 1} of ${endIndex}); nothing was appended, retry`,
+      options?.cause === undefined ? undefined : { cause: options.cause },
+    );
   }
 }

@@ -17,11 +17,14 @@
 // per session, sessions idle longer than ttlMs forgotten, and the rebuild reads at most
 // rebuildEntriesMax entries back from the committed end, once: a session append waits for it
 // at most its own deadline (then fails UNAVAILABLE, nothing appended), and a rebuild that fails
-// (an entry no member serves verified) resumes at the entry it failed on, never from the start. A retry that comes later than those
+// (an entry no member serves verified) resumes at the entry it failed on, never from the start.
+// Such an entry blocks session appends (UNAVAILABLE, naming it) until it is repaired or until
+// ttlMs after the rebuild started: then it is skipped, as a session idle that long is forgotten
+// anyway (a retry of a batch that ended there, later than that, is appended again). A retry that comes later than those
 // bounds is either refused (its sequence is below what the session still remembers) or, for a
 // session forgotten entirely, appended again: documented in docs/CLUSTER.md.
 import { format } from '../wal/index.js';
-import { SessionSequenceError, SessionTableRebuildingError } from './errors.js';
+import { NoVerifiedCopyError, SessionSequenceError, SessionTableRebuildingError } from './errors.js';
 
 export interface SessionOptions {
   readonly ttlMs: number;
@@ -223,13 +226,26 @@ export class SessionGate {
       this.nextIndex = from;
     }
     const { end, seenMs } = this.window;
-    if (end < this.nextIndex) return;
-    for await (const batch of this.ctx.readEntries(this.nextIndex, end)) {
-      for (const entry of batch) {
-        const tag = entry.session;
-        if (tag && tag.count <= entry.index) this.table.record(tag.sessionId, { sequence: tag.sequence, firstIndex: entry.index - tag.count + 1, lastIndex: entry.index }, seenMs);
-        this.nextIndex = Math.max(this.nextIndex, entry.index + 1);
+    while (this.nextIndex <= end) {
+      try {
+        for await (const batch of this.ctx.readEntries(this.nextIndex, end)) {
+          for (const entry of batch) {
+            const tag = entry.session;
+            if (tag && tag.count <= entry.index) this.table.record(tag.sessionId, { sequence: tag.sequence, firstIndex: entry.index - tag.count + 1, lastIndex: entry.index }, seenMs);
+            this.nextIndex = Math.max(this.nextIndex, entry.index + 1);
+          }
+        }
+      } catch (error) {
+        if (!(error instanceof NoVerifiedCopyError) || error.entryIndex !== this.nextIndex) throw error;
+        if (this.ctx.nowMs() - seenMs < this.ctx.options.ttlMs) {
+          throw new SessionTableRebuildingError(this.nextIndex, end, { cause: error, unreadable: true });
+        }
+        this.skipped.push(this.nextIndex);
+        this.nextIndex += 1;
       }
     }
   }
+
+  /** Entries the rebuild gave up on (no verified copy for ttlMs): a batch that ended there is not known. */
+  readonly skipped: number[] = [];
 }

@@ -24,7 +24,10 @@ describe('session table rebuild', () => {
     });
     let appended = 0;
     const append = async (): Promise<{ firstIndex: number; lastIndex: number }> => ({ firstIndex: 101 + appended, lastIndex: 101 + appended++ });
-    await expect(gate.append({ sessionId: A, sequence: 4 }, append, 1)).rejects.toBeInstanceOf(NoVerifiedCopyError);
+    const error = await gate.append({ sessionId: A, sequence: 4 }, append, 1).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SessionTableRebuildingError);
+    expect((error as Error).message).toMatch(/past entry 50: no member serves a verified copy/);
+    expect((error as Error).cause).toBeInstanceOf(NoVerifiedCopyError);
     broken = false;
     expect(await gate.append({ sessionId: A, sequence: 4 }, append, 1)).toEqual({ firstIndex: 80, lastIndex: 80 });
     expect(reads).toEqual([1, 50]);
@@ -60,5 +63,31 @@ describe('session table rebuild', () => {
     expect(await gate.append({ sessionId: A, sequence: 2 }, append, 1, 1_000)).toEqual({ firstIndex: 11, lastIndex: 11 });
     expect(reads).toEqual([1]);
     expect(appended).toBe(1);
+  });
+
+  it('an entry unreadable for longer than the session TTL after the rebuild started is skipped: session appends go on', async () => {
+    let now = 0;
+    const reads: number[] = [];
+    const gate = new SessionGate({
+      options: { ...SESSION_DEFAULTS, ttlMs: 60_000 },
+      nowMs: () => now,
+      committedIndex: () => 100,
+      readEntries: async function* (from, to) {
+        reads.push(from);
+        for (let index = from; index <= to; index += 1) {
+          if (index === 50) throw new NoVerifiedCopyError('orders', 50, 'no member served a verified copy');
+          yield [index === 80 ? tagged(80, 4) : { index, timestampMs: 1 }];
+        }
+      },
+    });
+    const append = async (): Promise<{ firstIndex: number; lastIndex: number }> => ({ firstIndex: 101, lastIndex: 101 });
+    await expect(gate.append({ sessionId: A, sequence: 5 }, append, 1)).rejects.toBeInstanceOf(SessionTableRebuildingError);
+    now = 59_999;
+    await expect(gate.append({ sessionId: A, sequence: 5 }, append, 1)).rejects.toBeInstanceOf(SessionTableRebuildingError);
+    now = 60_000;
+    expect(await gate.append({ sessionId: A, sequence: 4 }, append, 1)).toEqual({ firstIndex: 80, lastIndex: 80 });
+    expect(await gate.append({ sessionId: A, sequence: 5 }, append, 1)).toEqual({ firstIndex: 101, lastIndex: 101 });
+    expect(gate.skipped).toEqual([50]);
+    expect(reads).toEqual([1, 50, 50, 51]);
   });
 });
