@@ -51,6 +51,8 @@ export interface LogRuntimeContext {
   readonly forwardAppend: (address: string, log: string, payloads: readonly Uint8Array[], deadlineMs: number, session?: SessionRef) => Promise<AppendResult>;
   /** Bounds of the writer's session table (exactly-once appends); SESSION_DEFAULTS when absent. */
   readonly sessions?: SessionOptions;
+  /** Bytes per ReadFrames call while a recovery copies a tail (the writer's 4 MiB when absent; the simulator makes it small). */
+  readonly copyBytesMax?: number;
   /** The committed index the node at address reports for a log. */
   readonly remoteCommitted: (address: string, log: string) => Promise<number>;
   readonly addressOf: (nodeId: string) => string | undefined;
@@ -261,6 +263,7 @@ export class LogRuntime {
         onReplicated: (peer, lastIndex, committed) => this.ctx.metrics.replicationLag.set({ log: this.log, peer }, Math.max(0, committed - lastIndex)),
         groupCommitBytesMax: this.ctx.groupCommitBytesMax,
         entryBytesMax: this.ctx.entryBytesMax,
+        ...(this.ctx.copyBytesMax !== undefined ? { copyBytesMax: this.ctx.copyBytesMax } : {}),
         // A writer that fails on its own (etcd unreachable while it sealed, a quorum gone, a
         // record of another epoch) while this node still holds the election must come back:
         // nothing else would restart it. A writer truly deposed finds the election moved and

@@ -190,6 +190,9 @@ export class SimNode {
           logger,
           groupCommitBytesMax: 64 * 1024,
           entryBytesMax: 4096,
+          // A recovery copies a tail in chunks of a few entries, as it does 4 MiB at a time with
+          // real sizes: a member may then hold only the first part of a session batch.
+          copyBytesMax: 600,
           catchUpIntervalMs: CATCH_UP_INTERVAL_MS,
           fetchFile: (node, _log, segmentId, path) => sim.fetchFile(runtime, node, segmentId, path),
           onDamage: (_log, segmentId, detail) => repairs.schedule(SIM_LOG, segmentId, 'read', detail),
