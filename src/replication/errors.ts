@@ -150,3 +150,14 @@ export class SessionTableRebuildingError extends ReplicationError {
     );
   }
 }
+
+/**
+ * A session append whose session id is not bound to the caller's certificate (TLS): another
+ * client cannot claim a session (PERMISSION_DENIED). See sessionOwnerPrefix (src/rpc/security.ts).
+ */
+export class SessionOwnerError extends ReplicationError {
+  override readonly name = 'SessionOwnerError';
+  constructor(readonly sessionId: string, readonly caller: string) {
+    super(`session ${sessionId} is not bound to the caller's certificate (${caller}): a session id with TLS starts with the first 8 bytes of SHA-256 of the certificate's common name`);
+  }
+}

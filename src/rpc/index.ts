@@ -3,6 +3,6 @@ export { startRpcServer, type RpcSecurity, type NodeApi, type RpcServer, type Cl
 export { PeerClient, WalClient, AdminClient, CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, deadline } from './clients.js';
 export { toStatus, isRetryable, isServiceError } from './status.js';
 export { loadProto } from './proto.js';
-export { INSECURE, METHOD_ROLES, ROLES, TlsConfigError, authorize, checkNodeCertificate, channelCredentials, loadTransport, serverCredentials, type Role, type TlsPaths, type Transport } from './security.js';
+export { INSECURE, METHOD_ROLES, ROLES, TlsConfigError, authorize, checkNodeCertificate, channelCredentials, commonNameOf, sessionOwnerPrefix, loadTransport, serverCredentials, type Role, type TlsPaths, type Transport } from './security.js';
 export { repairResultFromWire, validateMessageFromWire } from './wire.js';
 export { CallLimitedError, METHOD_FAMILY, RPC_LIMITS_DEFAULT, resolveRpcLimits, type CallFamily, type LimitOptions, type RpcLimits } from './limits.js';
