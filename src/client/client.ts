@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { APPEND_ENTRIES_MAX, type ReadEntry, SESSION_DEFAULTS } from '../replication/index.js';
-import { AdminClient, WalClient as WalRpcClient } from '../rpc/index.js';
+import { AdminClient, WalClient as WalRpcClient, commonNameOf, sessionOwnerPrefix } from '../rpc/index.js';
 import { Coalescer } from './coalescer.js';
 import { AppendOutcomeUnknownError, AppendRejectedError, ClientClosedError, ClusterUnreachableError, WalClientError } from './errors.js';
 import { type ResolvedClientOptions, type WalClientOptions, resolveClientOptions } from './options.js';
@@ -67,7 +67,11 @@ export class WalClient {
 
   private constructor(options: ResolvedClientOptions) {
     this.options = options;
-    this.sessionId = randomBytes(16).toString('hex');
+    // With TLS a session id is bound to this client's certificate (src/rpc/security.ts): the
+    // nodes refuse it from any other caller.
+    const transport = options.transport;
+    const name = transport.kind === 'tls' ? commonNameOf(transport.cert) : undefined;
+    this.sessionId = name === undefined ? randomBytes(16).toString('hex') : sessionOwnerPrefix(name) + randomBytes(8).toString('hex');
     this.coalescer = new Coalescer({
       lingerUs: options.lingerUs,
       batchBytesMax: options.batchBytesMax,

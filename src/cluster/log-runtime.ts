@@ -51,6 +51,8 @@ export interface LogRuntimeContext {
   readonly forwardAppend: (address: string, log: string, payloads: readonly Uint8Array[], deadlineMs: number, session?: SessionRef) => Promise<AppendResult>;
   /** Bounds of the writer's session table (exactly-once appends); SESSION_DEFAULTS when absent. */
   readonly sessions?: SessionOptions;
+  /** Bytes per ReadFrames call while a recovery copies a tail (the writer's 4 MiB when absent; the simulator makes it small). */
+  readonly copyBytesMax?: number;
   /** The committed index the node at address reports for a log. */
   readonly remoteCommitted: (address: string, log: string) => Promise<number>;
   readonly addressOf: (nodeId: string) => string | undefined;
@@ -278,6 +280,7 @@ export class LogRuntime {
         onReplicated: (peer, lastIndex, committed) => this.ctx.metrics.replicationLag.set({ log: this.log, peer }, Math.max(0, committed - lastIndex)),
         groupCommitBytesMax: this.ctx.groupCommitBytesMax,
         entryBytesMax: this.ctx.entryBytesMax,
+        ...(this.ctx.copyBytesMax !== undefined ? { copyBytesMax: this.ctx.copyBytesMax } : {}),
         // A writer that fails on its own (etcd unreachable while it sealed, a quorum gone, a
         // record of another epoch) while this node still holds the election must come back:
         // nothing else would restart it. A writer truly deposed finds the election moved and
@@ -408,7 +411,8 @@ export class LogRuntime {
       // ready: nothing was queued, so nothing commits after the caller gave up.
       if (!(await this.readyWithin(writer, remainingMs))) throw new NotWriterError(this.log, undefined);
       if (!session) return writer.append(payloads, { expiresAtMs: endMs });
-      return this.gateOf(writer).append(session, (tag) => writer.append(payloads, { session: tag, expiresAtMs: endMs }), payloads.length);
+      // The wait for the session table's rebuild is bounded by the call's deadline.
+      return this.gateOf(writer).append(session, (tag) => writer.append(payloads, { session: tag, expiresAtMs: endMs }), payloads.length, Math.max(0, endMs - this.ctx.clock.monotonicMs() - 50));
     }
     if (forwarded || !leadership) throw new NotWriterError(this.log, leadership?.leader);
     if (leadership.leader === this.ctx.self) throw new NotWriterError(this.log, undefined); // elected, writer starting
@@ -427,6 +431,7 @@ export class LogRuntime {
         nowMs: () => this.ctx.clock.monotonicMs(),
         committedIndex: () => writer.committedIndex,
         readEntries: (from, to) => this.reader.read(from, to, 4096),
+        sleep: (ms) => this.ctx.clock.sleep(ms),
       });
       this.gates.set(writer, gate);
     }

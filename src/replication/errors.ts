@@ -141,3 +141,31 @@ export class AppendExpiredError extends ReplicationError {
     super(`log ${log}: the append's deadline passed before the writer took it; nothing was appended`);
   }
 }
+
+/**
+ * A session append that found the writer's session table still being rebuilt from the log when
+ * its wait ran out (UNAVAILABLE: nothing was appended; the client retries). The rebuild goes on
+ * from where it is; it is never started over.
+ */
+export class SessionTableRebuildingError extends ReplicationError {
+  override readonly name = 'SessionTableRebuildingError';
+  constructor(readonly nextIndex: number, readonly endIndex: number, options?: { cause?: unknown; unreadable?: boolean }) {
+    super(
+      options?.unreadable
+        ? `the writer's session table cannot be rebuilt past entry ${nextIndex}: no member serves a verified copy of it; session appends wait until it is repaired, or until the session TTL after the rebuild started, when it is skipped; nothing was appended, retry`
+        : `the writer's session table is still being rebuilt from the log (read up to ${nextIndex - 1} of ${endIndex}); nothing was appended, retry`,
+      options?.cause === undefined ? undefined : { cause: options.cause },
+    );
+  }
+}
+
+/**
+ * A session append whose session id is not bound to the caller's certificate (TLS): another
+ * client cannot claim a session (PERMISSION_DENIED). See sessionOwnerPrefix (src/rpc/security.ts).
+ */
+export class SessionOwnerError extends ReplicationError {
+  override readonly name = 'SessionOwnerError';
+  constructor(readonly sessionId: string, readonly caller: string) {
+    super(`session ${sessionId} is not bound to the caller's certificate (${caller}): a session id with TLS starts with the first 8 bytes of SHA-256 of the certificate's common name`);
+  }
+}

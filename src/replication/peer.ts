@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { DiskError } from '../io/index.js';
-import { CorruptEntryError, EntryLostError, IndexOutOfRangeError, type SegmentRecord, type SegmentStart, checksumHex, format } from '../wal/index.js';
+import { CorruptEntryError, EntryLostError, IndexOutOfRangeError, type SegmentRecord, type SegmentStart, type WalStore, checksumHex, format } from '../wal/index.js';
 import { BadRequestError, NotEpochHolderError } from './errors.js';
 import type { FramesAnswer } from './api.js';
 import { type LogStores, checkEpoch } from './logs.js';
@@ -53,6 +53,28 @@ export function holdingOf(record: SegmentRecord | undefined): SegmentHolding {
     byteLength: record.byteLength,
     aggregate: record.state === 'sealed' ? checksumHex(record.aggregateChecksum) : '',
   };
+}
+
+/**
+ * Refuses a seal point inside a session batch: an entry this node holds at lastIndex that is
+ * followed by more of its batch (FLAG_BATCH_OPEN). Sealing there would commit the batch's first
+ * entries without its tag and the client's retry would append them again; a correct writer
+ * never asks (src/replication/writer.ts lowers such a point to just before the batch). A copy
+ * sealed at lastIndex already is answered as before; an entry that cannot be read is left to
+ * sealSegment, as before.
+ */
+async function refuseInsideSessionBatch(store: WalStore, segmentId: number, lastIndex: number): Promise<void> {
+  const record = store.segmentRecord(segmentId);
+  if (!record || lastIndex < record.firstIndex || lastIndex > record.lastIndex) return;
+  if (record.state === 'sealed' && record.lastIndex === lastIndex) return;
+  let frame: Buffer;
+  try {
+    ({ frame } = await store.readFrame(lastIndex));
+  } catch (error) {
+    if (error instanceof CorruptEntryError || error instanceof EntryLostError) return;
+    throw error;
+  }
+  if (format.isBatchOpenFrame(frame)) throw new BadRequestError('last_index', `entry ${lastIndex} is inside a session batch (the batch goes on at ${lastIndex + 1}): a segment is never sealed there`);
 }
 
 export function checkIndex(field: string, value: number, min = 1): number {
@@ -155,7 +177,15 @@ export class PeerHandlers {
     const expected = expectedAggregate === '' ? undefined : BigInt(`0x${expectedAggregate}`);
     // Never below what this node was told is acknowledged (defence in depth: a correct writer
     // seals at or above it, so only a forged or confused Seal is refused).
-    const record = await this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex, expected, this.committedIndex(log)), { verified, checkFile: true });
+    const record = await this.logs.withEpoch(
+      log,
+      epoch,
+      async (store) => {
+        await refuseInsideSessionBatch(store, segmentId, lastIndex);
+        return store.sealSegment(segmentId, lastIndex, expected, this.committedIndex(log));
+      },
+      { verified, checkFile: true },
+    );
     const holding = holdingOf(record);
     if (expectedAggregate !== '' && holding.aggregate !== expectedAggregate) {
       this.logger.error({ log, segment: segmentId, expected: expectedAggregate, actual: holding.aggregate }, 'sealed copy differs from the recorded aggregate checksum');

@@ -15,11 +15,16 @@
 //
 // Bounds: sessionsMax sessions (least recently used out first), batchesPerSessionMax outcomes
 // per session, sessions idle longer than ttlMs forgotten, and the rebuild reads at most
-// rebuildEntriesMax entries back from the committed end. A retry that comes later than those
+// rebuildEntriesMax entries back from the committed end, once: a session append waits for it
+// at most its own deadline (then fails UNAVAILABLE, nothing appended), and a rebuild that fails
+// (an entry no member serves verified) resumes at the entry it failed on, never from the start.
+// Such an entry blocks session appends (UNAVAILABLE, naming it) until it is repaired or until
+// ttlMs after the rebuild started: then it is skipped, as a session idle that long is forgotten
+// anyway (a retry of a batch that ended there, later than that, is appended again). A retry that comes later than those
 // bounds is either refused (its sequence is below what the session still remembers) or, for a
 // session forgotten entirely, appended again: documented in docs/CLUSTER.md.
 import { format } from '../wal/index.js';
-import { SessionSequenceError } from './errors.js';
+import { NoVerifiedCopyError, SessionSequenceError, SessionTableRebuildingError } from './errors.js';
 
 export interface SessionOptions {
   readonly ttlMs: number;
@@ -122,6 +127,8 @@ export interface SessionGateContext {
   readonly committedIndex: () => number;
   /** Acknowledged entries from..to, in order (the log's reader). */
   readonly readEntries: (from: number, to: number) => AsyncIterable<readonly TaggedEntry[]>;
+  /** Waits on the writer's clock (bounded waits for the rebuild); without it a session append waits for the rebuild however long it takes. */
+  readonly sleep?: (ms: number) => Promise<void>;
 }
 
 /**
@@ -131,6 +138,10 @@ export interface SessionGateContext {
 export class SessionGate {
   readonly table: SessionTable;
   private rebuilt: Promise<void> | undefined;
+  private rebuildDone = false;
+  /** The rebuild's window, fixed when it first starts, and the next index it reads. */
+  private window: { from: number; end: number; seenMs: number } | undefined;
+  private nextIndex = 0;
   private readonly inFlight = new Map<string, Promise<BatchOutcome>>();
 
   constructor(private readonly ctx: SessionGateContext) {
@@ -140,10 +151,11 @@ export class SessionGate {
   /**
    * Appends a batch for a session at most once: the original indices for a batch seen before,
    * the original's outcome for one still in flight, else append (which must tag the batch's last
-   * entry with the session, so that the next writer sees it).
+   * entry with the session, so that the next writer sees it). waitMs bounds the wait for the
+   * rebuild (SessionTableRebuildingError after it, nothing appended); undefined: no bound.
    */
-  async append(ref: SessionRef, append: (tag: format.SessionTag) => Promise<{ firstIndex: number; lastIndex: number }>, count: number): Promise<{ firstIndex: number; lastIndex: number }> {
-    await this.ensureRebuilt();
+  async append(ref: SessionRef, append: (tag: format.SessionTag) => Promise<{ firstIndex: number; lastIndex: number }>, count: number, waitMs?: number): Promise<{ firstIndex: number; lastIndex: number }> {
+    await this.rebuiltWithin(waitMs);
     const key = `${ref.sessionId}/${ref.sequence}`;
     const running = this.inFlight.get(key);
     if (running) {
@@ -167,31 +179,73 @@ export class SessionGate {
     }
   }
 
-  /** Reads the last rebuildEntriesMax entries once (again after a failed attempt). */
+  /**
+   * Reads the last rebuildEntriesMax entries once. An attempt that fails leaves what it read in
+   * the table and the next one resumes at the entry it failed on (through the log's read path
+   * again: local copy, then every member of the entry's segment).
+   */
   ensureRebuilt(): Promise<void> {
-    this.rebuilt ??= this.rebuild().catch((error: unknown) => {
-      this.rebuilt = undefined;
-      throw error;
-    });
+    if (this.rebuildDone) return Promise.resolve();
+    if (!this.rebuilt) {
+      const attempt = this.rebuild().then(
+        () => {
+          this.rebuildDone = true;
+        },
+        (error: unknown) => {
+          this.rebuilt = undefined;
+          throw error;
+        },
+      );
+      attempt.catch(() => undefined); // a caller whose wait ran out no longer listens
+      this.rebuilt = attempt;
+    }
     return this.rebuilt;
   }
 
+  private async rebuiltWithin(waitMs: number | undefined): Promise<void> {
+    if (this.rebuildDone) return;
+    const rebuilt = this.ensureRebuilt();
+    const sleep = this.ctx.sleep;
+    if (waitMs === undefined || !sleep) return rebuilt;
+    let timedOut = false;
+    await Promise.race([rebuilt, sleep(Math.max(0, waitMs)).then(() => (timedOut = true))]);
+    if (timedOut && !this.rebuildDone) throw new SessionTableRebuildingError(this.nextIndex, this.window?.end ?? 0);
+  }
+
   /**
-   * Sessions found in the log count as seen now, on this writer's clock: the entries' timestamps
-   * come from the old writer's wall clock, and comparing them with this one's would forget every
-   * session at once when the two clocks differ by more than ttlMs (a retry then appended twice).
+   * Sessions found in the log count as seen at the rebuild's start, on this writer's clock: the
+   * entries' timestamps come from the old writer's wall clock, and comparing them with this one's
+   * would forget every session at once when the two clocks differ by more than ttlMs (a retry
+   * then appended twice).
    */
   private async rebuild(): Promise<void> {
-    const seenMs = this.ctx.nowMs();
-    const end = this.ctx.committedIndex();
-    const from = Math.max(1, end - this.ctx.options.rebuildEntriesMax + 1);
-    if (end < from) return;
-    for await (const batch of this.ctx.readEntries(from, end)) {
-      for (const entry of batch) {
-        const tag = entry.session;
-        if (!tag || tag.count > entry.index) continue;
-        this.table.record(tag.sessionId, { sequence: tag.sequence, firstIndex: entry.index - tag.count + 1, lastIndex: entry.index }, seenMs);
+    if (!this.window) {
+      const end = this.ctx.committedIndex();
+      const from = Math.max(1, end - this.ctx.options.rebuildEntriesMax + 1);
+      this.window = { from, end, seenMs: this.ctx.nowMs() };
+      this.nextIndex = from;
+    }
+    const { end, seenMs } = this.window;
+    while (this.nextIndex <= end) {
+      try {
+        for await (const batch of this.ctx.readEntries(this.nextIndex, end)) {
+          for (const entry of batch) {
+            const tag = entry.session;
+            if (tag && tag.count <= entry.index) this.table.record(tag.sessionId, { sequence: tag.sequence, firstIndex: entry.index - tag.count + 1, lastIndex: entry.index }, seenMs);
+            this.nextIndex = Math.max(this.nextIndex, entry.index + 1);
+          }
+        }
+      } catch (error) {
+        if (!(error instanceof NoVerifiedCopyError) || error.entryIndex !== this.nextIndex) throw error;
+        if (this.ctx.nowMs() - seenMs < this.ctx.options.ttlMs) {
+          throw new SessionTableRebuildingError(this.nextIndex, end, { cause: error, unreadable: true });
+        }
+        this.skipped.push(this.nextIndex);
+        this.nextIndex += 1;
       }
     }
   }
+
+  /** Entries the rebuild gave up on (no verified copy for ttlMs): a batch that ended there is not known. */
+  readonly skipped: number[] = [];
 }

@@ -298,9 +298,19 @@ export class LogWriter {
     const opened = this.lastOpened;
     const own = opened !== undefined && opened.meta.segmentId === meta.segmentId && meta.writerEpoch === epoch;
     const highest = Math.max(meta.firstIndex - 1, ...answers.ok.map((a) => lastOf(a.value)));
-    const last = lowestSealed ?? (own ? opened.nextIndex - 1 : highest);
-    const source = answers.ok.find((a) => lastOf(a.value) >= last && a.value.present);
     const start: SegmentStart = { segmentId: meta.segmentId, firstIndex: meta.firstIndex, createdMs: meta.createdMs };
+    // The highest index may fall inside a session batch that no member holds whole (the copy of
+    // a tail goes in chunks; a member writes a large request in several steps): sealing there
+    // would commit the batch's first entries without its tag, and the client's retry would append
+    // them again. Such a batch was never acknowledged (it is acknowledged whole, and a fence
+    // quorum intersects every ack quorum): the seal point goes back to just before it. The other
+    // two points are batch boundaries already: a writer's committed index, and points sealed by
+    // a writer or by a recovery that lowered them (members refuse to seal inside a batch).
+    const last = lowestSealed ?? (own ? opened.nextIndex - 1 : await this.pointOutsideSessionBatch(start, answers.ok.filter((a) => lastOf(a.value) >= highest && a.value.present).map((a) => a.node), highest));
+    // Never below what this writer acknowledged (members refuse it too: Seal below the committed
+    // index they were told). Cannot happen by the argument above; a failed recovery is retried.
+    if (last < this.committed) throw new ReplicationError(`segment ${meta.segmentId}: seal point ${last} is below the acknowledged index ${this.committed}`);
+    const source = answers.ok.find((a) => lastOf(a.value) >= last && a.value.present);
     for (const answer of answers.ok) {
       if (source && answer.node !== source.node && !answer.value.sealed && lastOf(answer.value) < last) {
         await this.copyTail(start, source.node, answer.node, lastOf(answer.value) + 1, last).catch((error: unknown) =>
@@ -402,6 +412,51 @@ export class LogWriter {
     return { ensemble: [...ensemble, ...joined], ...(formerMembers.length > 0 ? { formerMembers } : {}) };
   }
 
+  /**
+   * The seal point a recovery may use when the highest index its members hold is point: that
+   * point, or when the entry there continues a session batch (FLAG_BATCH_OPEN), the index just
+   * before that batch's first entry (the batch never spans segments: at least firstIndex - 1).
+   * Reads backward from point on the holders given (each holds point), in windows that grow
+   * (1, 4, 16, ... entries), so a point at a batch boundary costs one frame read.
+   */
+  private async pointOutsideSessionBatch(start: SegmentStart, holders: readonly string[], point: number): Promise<number> {
+    let end = point; // every entry in (end, point] continues the batch
+    let span = 1;
+    while (end >= start.firstIndex) {
+      const from = Math.max(start.firstIndex, end - span + 1);
+      const frames = await this.readRange(start, holders, from, end);
+      for (let i = frames.length - 1; i >= 0; i -= 1) {
+        if (!format.isBatchOpenFrame(frames[i] as Buffer)) {
+          if (from + i < point) this.o.logger.warn({ log: this.o.log, segment: start.segmentId, highest: point, sealAt: from + i }, 'the highest index held falls inside a session batch no member holds whole: sealing just before the batch');
+          return from + i;
+        }
+      }
+      end = from - 1;
+      span = Math.min(span * 4, 1024);
+    }
+    this.o.logger.warn({ log: this.o.log, segment: start.segmentId, highest: point, sealAt: start.firstIndex - 1 }, 'the highest index held falls inside a session batch no member holds whole: sealing just before the batch');
+    return start.firstIndex - 1;
+  }
+
+  /** Every verified frame from..to of the segment, from the first of holders that serves them all. */
+  private async readRange(start: SegmentStart, holders: readonly string[], from: number, to: number): Promise<Buffer[]> {
+    let failure: unknown = new ReplicationError(`no member holds entries ${from}..${to} of segment ${start.segmentId}`);
+    for (const node of holders) {
+      try {
+        const frames: Buffer[] = [];
+        while (from + frames.length <= to) {
+          const answer = await this.peer(node).readFrames(this.o.log, start.segmentId, from + frames.length, to, this.o.copyBytesMax ?? 4 * 1024 * 1024);
+          if (answer.frames.length === 0 || answer.faulty.length > 0) throw new ReplicationError(`member ${node} did not serve entries ${from + frames.length}..${to} verified`);
+          frames.push(...answer.frames);
+        }
+        return frames.slice(0, to - from + 1);
+      } catch (error) {
+        failure = error;
+      }
+    }
+    throw failure;
+  }
+
   private async copyTail(start: SegmentStart, from: string, to: string, first: number, last: number): Promise<void> {
     let next = first;
     while (next <= last) {
@@ -468,10 +523,17 @@ export class LogWriter {
     // wholeBytes: on the first item of a session batch, the batch's bytes. A session batch is
     // written into one segment or not at all: split across a seal, its first part could commit
     // without its tag, and a retry would append that part again.
-    const items: Array<{ payload: Uint8Array; owner: number; session: format.SessionTag | undefined; wholeBytes: number }> = [];
+    const items: Array<{ payload: Uint8Array; owner: number; session: format.SessionTag | undefined; flags: number; wholeBytes: number }> = [];
     batch.forEach((pending, owner) =>
       pending.payloads.forEach((payload, i) =>
-        items.push({ payload, owner, session: i === pending.payloads.length - 1 ? pending.session : undefined, wholeBytes: i === 0 && pending.session ? pending.bytes : 0 }),
+        items.push({
+          payload,
+          owner,
+          session: i === pending.payloads.length - 1 ? pending.session : undefined,
+          // Every entry of a session batch but its last: no seal point may fall on it.
+          flags: pending.session && i < pending.payloads.length - 1 ? format.FLAG_BATCH_OPEN : 0,
+          wholeBytes: i === 0 && pending.session ? pending.bytes : 0,
+        }),
       ),
     );
     const firsts = new Array<number>(batch.length).fill(0);
@@ -492,7 +554,7 @@ export class LogWriter {
           const item = items[at] as (typeof items)[number];
           const size = format.ENTRY_HEADER_BYTES + item.payload.byteLength + (item.session ? format.SESSION_TAG_BYTES : 0);
           if ((frames.length > 0 || hasEntries) && bytes + Math.max(size, item.wholeBytes) > room) break;
-          const { frame, checksum } = format.encodeEntry({ index, timestampMs, flags: 0, payload: item.payload, ...(item.session ? { session: item.session } : {}) });
+          const { frame, checksum } = format.encodeEntry({ index, timestampMs, flags: item.flags, payload: item.payload, ...(item.session ? { session: item.session } : {}) });
           frames.push(frame);
           owners.push(item.owner);
           aggregate = chainAggregate(aggregate, checksum);

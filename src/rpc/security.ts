@@ -7,7 +7,7 @@
 // (`peer`, `client` or `admin`); each method's allowed roles are in METHOD_ROLES. A role not
 // allowed gets PERMISSION_DENIED. Both are logged with the caller's identity and counted.
 // Without TLS (`--insecure`) every caller may call everything: the node says so loudly at start.
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { type PeerCertificate, checkServerIdentity } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
@@ -196,6 +196,34 @@ export function callerNode(call: { getAuthContext(): { sslPeerCertificate?: Peer
   if (transport.kind === 'insecure') return undefined;
   const who = identify(call.getAuthContext().sslPeerCertificate, new X509Certificate(transport.ca), Date.now());
   return 'identity' in who && who.identity.role === 'peer' ? who.identity.name : '';
+}
+
+/**
+ * The first 8 bytes (16 hex digits) of every session id bound to a certificate's common name:
+ * SHA-256 of the name. With TLS a session append is accepted only with a session id that starts
+ * with its caller's prefix (checked by the node the client calls; a forwarded append was checked
+ * there), so a client cannot claim another's session; the binding needs no state and survives a
+ * writer failover. WalClient makes its session ids so.
+ */
+export function sessionOwnerPrefix(commonName: string): string {
+  return createHash('sha256').update(commonName, 'utf8').digest('hex').slice(0, 16);
+}
+
+/** The common name (CN) of a PEM certificate, or undefined. */
+export function commonNameOf(certPem: Buffer | string): string | undefined {
+  return subjectField(new X509Certificate(certPem).subject, 'CN');
+}
+
+/**
+ * Whether a session append of this call may use sessionId: always on a plaintext listener and
+ * for an append a peer forwarded (its node checked it); else the caller's certificate must be
+ * the session's owner. Returns the caller's name when it may not.
+ */
+export function sessionRefusal(call: { getAuthContext(): { sslPeerCertificate?: PeerCertificate } }, transport: Transport, sessionId: string, forwarded: boolean): string | undefined {
+  if (transport.kind === 'insecure' || forwarded) return undefined;
+  const who = identify(call.getAuthContext().sslPeerCertificate, new X509Certificate(transport.ca), Date.now());
+  if (!('identity' in who)) return who.caller;
+  return sessionId.startsWith(sessionOwnerPrefix(who.identity.name)) ? undefined : who.identity.name;
 }
 
 export interface GuardOptions {

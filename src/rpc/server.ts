@@ -7,10 +7,10 @@ import { ReflectionService } from '@grpc/reflection';
 import type { Logger } from 'pino';
 import type { AppendResult } from '../wal/index.js';
 import type { RecoveryMetricsSnapshot, SegmentRepair } from '../recovery/index.js';
-import { BadRequestError, PartialAppendError, type LogMeta, type PeerHandlers, type ReadEntry, type SegmentMeta, type SessionRef } from '../replication/index.js';
+import { BadRequestError, PartialAppendError, SessionOwnerError, type LogMeta, type PeerHandlers, type ReadEntry, type SegmentMeta, type SessionRef } from '../replication/index.js';
 import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './clients.js';
 import { loadProto } from './proto.js';
-import { INSECURE, type Transport, authInterceptor, callerNode, isPeerCaller, serverCredentials } from './security.js';
+import { INSECURE, type Transport, authInterceptor, callerNode, isPeerCaller, serverCredentials, sessionRefusal } from './security.js';
 import { toStatus } from './status.js';
 import { decodedService, requireDecoded, tolerantDefinition } from './decode.js';
 import { InFlightCalls, type LimitOptions, RPC_LIMITS_DEFAULT, healthWatchInterceptor, limitService } from './limits.js';
@@ -226,13 +226,21 @@ export function sessionOf(request: { session_id?: Buffer | Uint8Array; sequence?
   return { sessionId: Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex'), sequence };
 }
 
+/** The session, once the caller may use it (TLS: bound to its certificate); SessionOwnerError if not. */
+function ownSession(session: SessionRef | undefined, call: Parameters<typeof sessionRefusal>[0], transport: Transport, forwarded: boolean): SessionRef | undefined {
+  if (!session) return undefined;
+  const refused = sessionRefusal(call, transport, session.sessionId, forwarded);
+  if (refused !== undefined) throw new SessionOwnerError(session.sessionId, refused);
+  return session;
+}
+
 function walService(api: NodeApi, transport: Transport, stallMs: number): WalServiceHandlers {
   const { logger } = api;
   return {
     Append: unary(logger, 'Append', async (request, call) => {
       // Only a node may mark an append as forwarded (it is then not forwarded again).
       const forwarded = call.metadata.get(FORWARDED_METADATA_KEY)[0] === '1' && isPeerCaller(call, transport);
-      const session = sessionOf(request);
+      const session = ownSession(sessionOf(request), call, transport, forwarded);
       const result = await api.append(request.log, request.payloads, { createIfMissing: request.create_if_missing, forwarded, deadlineMs: remainingMs(call), session });
       return { log: request.log, first_index: result.firstIndex, last_index: result.lastIndex };
     }),
@@ -247,7 +255,7 @@ function walService(api: NodeApi, transport: Transport, stallMs: number): WalSer
           if (log !== '' && message.log !== log) throw new BadRequestError('log', 'every message of one stream must name the same log');
           log = message.log;
           payloadCount += message.payloads.length;
-          const result = await api.append(message.log, message.payloads, { createIfMissing: message.create_if_missing, forwarded: false, deadlineMs: remainingMs(call), session: sessionOf(message) });
+          const result = await api.append(message.log, message.payloads, { createIfMissing: message.create_if_missing, forwarded: false, deadlineMs: remainingMs(call), session: ownSession(sessionOf(message), call, transport, false) });
           if (first === 0) first = result.firstIndex;
           last = result.lastIndex;
         }

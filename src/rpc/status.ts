@@ -19,6 +19,7 @@ import {
   WalError,
 } from '../wal/index.js';
 import {
+  SessionOwnerError,
   AppendExpiredError,
   BadRequestError,
   SessionSequenceError,
@@ -51,7 +52,7 @@ export function toStatus(error: unknown): StatusObject {
   const details = error instanceof Error ? error.message : String(error);
   if (isServiceError(error)) return { code: error.code, details: error.details };
   if (error instanceof BadRequestError || error instanceof UndecodableRequestError || error instanceof InvalidOptionError || error instanceof EntryTooLargeError || error instanceof InvalidRecoveryConfigError) return { code: Status.INVALID_ARGUMENT, details };
-  if (error instanceof NotEpochHolderError) return { code: Status.PERMISSION_DENIED, details };
+  if (error instanceof NotEpochHolderError || error instanceof SessionOwnerError) return { code: Status.PERMISSION_DENIED, details };
   if (error instanceof UnknownLogError || error instanceof UnknownSegmentError) return { code: Status.NOT_FOUND, details };
   if (error instanceof IndexOutOfRangeError) return { code: Status.OUT_OF_RANGE, details };
   if ((error instanceof Error && (error.name === 'WatcherTooSlowError' || error.name === 'StreamStalledError')) || error instanceof CallLimitedError || error instanceof LogQuotaError || error instanceof EpochLookupsLimitedError) return { code: Status.RESOURCE_EXHAUSTED, details };

@@ -148,7 +148,7 @@ export class SimNode {
       process,
       handlers,
       committed: () => runtime.log?.committedIndex(),
-      append: (payloads, deadlineMs) => (runtime.log ? runtime.log.append(payloads, true, deadlineMs) : Promise.reject(new NotWriterError(SIM_LOG, undefined))),
+      append: (payloads, deadlineMs, session) => (runtime.log ? runtime.log.append(payloads, true, deadlineMs, session) : Promise.reject(new NotWriterError(SIM_LOG, undefined))),
       repair: async (segmentId, source) => (await repairs.repairNow(SIM_LOG, segmentId, { strategy: 'partial', dryRun: false, source })).outcome === 'done',
     });
     // A node opens (and recovers) its logs, starts their runtimes, then registers (node.ts).
@@ -182,7 +182,7 @@ export class SimNode {
           handlers,
           peers,
           liveMembers: () => sim.registeredMembers(),
-          forwardAppend: (address, _log, payloads, deadlineMs) => sim.network.forwardAppend(this.id, address, process, payloads, deadlineMs),
+          forwardAppend: (address, _log, payloads, deadlineMs, session) => sim.network.forwardAppend(this.id, address, process, payloads, deadlineMs, session),
           remoteCommitted: async (address) => (await sim.network.askCommitted(this.id, address, process)) ?? 0,
           addressOf: (node) => (sim.registeredMembers().includes(node) ? node : undefined),
           memberStartedMs: (node) => sim.memberStartedMs(node),
@@ -190,6 +190,9 @@ export class SimNode {
           logger,
           groupCommitBytesMax: 64 * 1024,
           entryBytesMax: 4096,
+          // A recovery copies a tail in chunks of a few entries, as it does 4 MiB at a time with
+          // real sizes: a member may then hold only the first part of a session batch.
+          copyBytesMax: 600,
           catchUpIntervalMs: CATCH_UP_INTERVAL_MS,
           fetchFile: (node, _log, segmentId, path) => sim.fetchFile(runtime, node, segmentId, path),
           onDamage: (_log, segmentId, detail) => repairs.schedule(SIM_LOG, segmentId, 'read', detail),

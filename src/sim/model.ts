@@ -12,7 +12,11 @@
 //   - every entry a reader was given is in the log at its index (invariant 7: never served
 //     before it was durable on a quorum, nor after it was cut);
 //   - the sealed copies of every segment agree with etcd's record and with each other;
-//   - the log still accepts appends (liveness).
+//   - the log still accepts appends (liveness);
+//   - every session batch is in the log once, whole and in order, or not at all (exactly-once
+//     appends: a retry answered with the original indices, never appended again; a recovery
+//     never seals inside a batch). With acknowledged-entries-survive: every acknowledged session
+//     batch exactly once.
 
 export interface Violation {
   readonly invariant: string;
@@ -26,6 +30,8 @@ export class Model {
   /** Every read served: index and what it returned. */
   readonly reads: Array<{ index: number; payload: string; node: string; atMs: number }> = [];
   readonly violations: Violation[] = [];
+  /** Every session batch a client sent (session id/sequence -> its payloads), acknowledged or not. */
+  readonly sessionBatches = new Map<string, readonly string[]>();
   appendsAcked = 0;
   appendsFailed = 0;
   readsServed = 0;
@@ -51,6 +57,10 @@ export class Model {
     });
   }
 
+  sessionBatch(key: string, payloads: readonly string[]): void {
+    this.sessionBatches.set(key, payloads);
+  }
+
   read(index: number, payload: string, node: string): void {
     this.readsServed += 1;
     this.reads.push({ index, payload, node, atMs: this.now() });
@@ -65,11 +75,35 @@ export class Model {
       if (held === undefined) this.violate('acknowledged-entries-survive', `acknowledged entry ${index} (${payload}) is not in the log (committed index ${committedIndex})`);
       else if (held !== payload) this.violate('acknowledged-entries-survive', `acknowledged entry ${index} was ${payload}, the log now holds ${held}`);
     }
+    this.checkSessionBatches(finalLog);
     for (const read of this.reads) {
       const held = finalLog.get(read.index);
       if (held !== read.payload) {
         this.violate('reads-return-acknowledged-entries', `${read.node} served ${read.payload} at index ${read.index} at ${read.atMs.toFixed(1)} ms; the log holds ${held ?? 'nothing'} there (the entry was never acknowledged, or was cut)`);
       }
+    }
+  }
+
+  /** Each session batch: in the final log once, its payloads at consecutive indices, or absent. */
+  private checkSessionBatches(finalLog: ReadonlyMap<number, string>): void {
+    const at = new Map<string, number[]>();
+    for (const [index, payload] of finalLog) {
+      const indices = at.get(payload);
+      if (indices) indices.push(index);
+      else at.set(payload, [index]);
+    }
+    for (const [key, payloads] of this.sessionBatches) {
+      const found = payloads.map((p) => (at.get(p) ?? []).sort((a, b) => a - b));
+      const twice = found.findIndex((indices) => indices.length > 1);
+      if (twice >= 0) {
+        this.violate('session-at-most-once', `session batch ${key}: ${payloads[twice]} is in the log at ${(found[twice] as number[]).join(', ')}`);
+        continue;
+      }
+      const present = found.filter((indices) => indices.length === 1).length;
+      if (present === 0) continue;
+      const first = (found[0] as number[])[0];
+      const whole = present === payloads.length && first !== undefined && found.every((indices, i) => indices[0] === first + i);
+      if (!whole) this.violate('session-batch-whole', `session batch ${key}: ${present} of its ${payloads.length} entries are in the log, at ${found.map((i) => i[0] ?? '-').join(', ')}`);
     }
   }
 }

@@ -5,7 +5,7 @@
 // status (src/rpc's toStatus), as over gRPC; calls to the caller's own node go directly, as in
 // src/cluster/node.ts.
 import type { SeededRandom } from '../io/index.js';
-import type { PeerApi, PeerHandlers, PeerResolver } from '../replication/index.js';
+import type { PeerApi, PeerHandlers, PeerResolver, SessionRef } from '../replication/index.js';
 import type { AppendResult } from '../wal/index.js';
 import { toStatus } from '../rpc/index.js';
 import type { SimLoop, SimProcess } from './loop.js';
@@ -48,7 +48,7 @@ export interface Endpoint {
   /** The committed index the node reports (AdminService status). */
   readonly committed: () => number | undefined;
   /** A client append forwarded to this node (WalService Append, marked forwarded). */
-  readonly append: (payloads: readonly Uint8Array[], deadlineMs: number) => Promise<AppendResult>;
+  readonly append: (payloads: readonly Uint8Array[], deadlineMs: number, session: SessionRef | undefined) => Promise<AppendResult>;
   /** AdminService RepairSegment of this node's copy (the coordinator's retry, a distrusted replica's check): whether it is intact now. */
   readonly repair: (segmentId: number, source: 'coordinator' | 'request') => Promise<boolean>;
 }
@@ -114,8 +114,9 @@ export class SimNetwork {
   }
 
   /** Forwards a client's append from node from to the writer's node to. */
-  forwardAppend(from: string, to: string, caller: SimProcess, payloads: readonly Uint8Array[], deadlineMs: number): Promise<AppendResult> {
-    return this.remote(from, to, caller, (endpoint) => endpoint.append(payloads, deadlineMs));
+  forwardAppend(from: string, to: string, caller: SimProcess, payloads: readonly Uint8Array[], deadlineMs: number, session: SessionRef | undefined): Promise<AppendResult> {
+    // With a session the writer dedupes a repeated batch: such a call may be delivered twice.
+    return this.remote(from, to, caller, (endpoint) => endpoint.append(payloads, deadlineMs, session), session !== undefined);
   }
 
   /** RepairSegment on node to, asked by node from (the coordinator, or a repair that distrusts to's copy). */
@@ -163,7 +164,8 @@ export class SimNetwork {
 
   /**
    * A call from one node to another. Peer-protocol requests (duplicable) may be delivered twice;
-   * a forwarded client append is not (its retries are the client's business: issue 12).
+   * a forwarded client append is not (its retries are the client's business: issue 12), unless
+   * it carries a session (exactly-once appends: the writer answers a repeat with the original).
    */
   private remote<T>(from: string, to: string, caller: SimProcess, call: (endpoint: Endpoint) => Promise<T>, duplicable = false, deadlineMs = RPC_DEADLINE_MS): Promise<T> {
     this.messages += 1;

@@ -5,6 +5,7 @@
 // the cluster holds against everything clients were told.
 import { createHash } from 'node:crypto';
 import { SeededRandom } from '../io/index.js';
+import type { SessionRef } from '../replication/sessions.js';
 import { format } from '../wal/index.js';
 import { SIM_LOG, SimCluster, type SimNode, describe } from './cluster.js';
 import { SimEtcd, type SimEtcdSnapshot } from './directory.js';
@@ -56,6 +57,8 @@ const EMPTY_ETCD: SimEtcdSnapshot = { revision: 0, kv: new Map(), leases: new Ma
 const DAMAGE_SPACING_MS = 15_000;
 const HEADER_BYTES = format.SEGMENT_HEADER_BYTES;
 const CLIENT_DEADLINE_MS = 5_000;
+/** Attempts of one session batch (the first and its retries) before a session client moves on. */
+const SESSION_ATTEMPTS_MAX = 4;
 /** After the final append: catch-up, scrub passes, repairs and the coordinator's retries. */
 const SETTLE_MS = 16_000;
 
@@ -92,40 +95,51 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   // --- clients ----------------------------------------------------------------------------
   const workload = random.fork();
   let sequence = 0;
-  const appendOnce = (client: number): Promise<void> => {
-    const count = 1 + workload.int(3);
-    const payloads = Array.from({ length: count }, () => `c${client}-${(sequence += 1)}-${'x'.repeat(workload.int(200))}`);
+  /** One attempt of a batch: true once acknowledged. With a session, a retry sends the same id and sequence. */
+  const appendOnce = (payloads: readonly string[], session: SessionRef | undefined): Promise<boolean> => {
     // A client calls any node; a node that is not the writer forwards to the writer (WalService).
     const live = cluster.nodes.filter((n) => n.alive);
     const target = live.length > 0 ? workload.pick(live) : undefined;
-    return new Promise<void>((resolve) => {
+    return new Promise<boolean>((resolve) => {
       let done = false;
-      const finish = (what: () => void): void => {
+      const finish = (acked: boolean, what: () => void): void => {
         if (done) return;
         done = true;
         what();
-        resolve();
+        resolve(acked);
       };
-      loop.schedule(CLIENT_DEADLINE_MS, () => finish(() => (model.appendsFailed += 1)));
+      loop.schedule(CLIENT_DEADLINE_MS, () => finish(false, () => (model.appendsFailed += 1)));
       const log = target?.runtime?.log;
       if (!log) {
-        loop.schedule(5 + workload.next() * 20, () => finish(() => (model.appendsFailed += 1)));
+        loop.schedule(5 + workload.next() * 20, () => finish(false, () => (model.appendsFailed += 1)));
         return;
       }
-      log.append(payloads.map((p) => Buffer.from(p)), false, CLIENT_DEADLINE_MS).then(
+      log.append(payloads.map((p) => Buffer.from(p)), false, CLIENT_DEADLINE_MS, session).then(
         (result) =>
-          finish(() => {
-            trace(`ack ${result.firstIndex}..${result.lastIndex} ${payloads.map((p) => p.split('-', 2).join('-')).join(',')}`);
+          finish(true, () => {
+            trace(`ack ${result.firstIndex}..${result.lastIndex} ${payloads.map((p) => p.split('-', 2).join('-')).join(',')}${session ? ` session ${session.sessionId.slice(0, 6)}/${session.sequence}` : ''}`);
             model.ack(result.firstIndex, result.lastIndex, payloads);
           }),
-        () => finish(() => (model.appendsFailed += 1)),
+        () => finish(false, () => (model.appendsFailed += 1)),
       );
     });
   };
   for (let client = 0; client < o.clients; client += 1) {
+    // Odd clients append through a session (exactly-once appends): a batch that fails is retried
+    // with the same session id and sequence, on any live node, up to SESSION_ATTEMPTS_MAX times;
+    // the model checks that no session batch is in the log twice, nor in part.
+    const sessionId = client % 2 === 1 ? Array.from({ length: 32 }, () => workload.int(16).toString(16)).join('') : undefined;
+    let batches = 0;
     const run = async (): Promise<void> => {
       while (faulty) {
-        await appendOnce(client);
+        const count = 1 + workload.int(3);
+        const payloads = Array.from({ length: count }, () => `c${client}-${(sequence += 1)}-${'x'.repeat(workload.int(200))}`);
+        const session = sessionId === undefined ? undefined : { sessionId, sequence: (batches += 1) };
+        if (session) model.sessionBatch(`${sessionId}/${session.sequence}`, payloads);
+        for (let attempt = 1; attempt <= (session ? SESSION_ATTEMPTS_MAX : 1); attempt += 1) {
+          if (await appendOnce(payloads, session)) break;
+          if (session) await loop.sleep(workload.next() * 50);
+        }
         await loop.sleep(workload.next() * 10);
       }
     };

@@ -28,6 +28,9 @@
 // session appended: its payload starts with a 32-byte session tag (16 bytes session id, u64
 // sequence, u32 entry count of the batch, u32 reserved zero), then the client's payload. A new
 // writer rebuilds its session table from these tags (src/replication/sessions.ts).
+// Every other entry of a session batch carries FLAG_BATCH_OPEN ("the batch goes on after this
+// entry"): a recovery never seals at such an entry (src/replication/writer.ts), since a point
+// inside a batch was never acknowledged and would commit the batch's first part without its tag.
 //
 // Trailer (64 bytes, written once when the segment is sealed)
 //   0  u32 magic 'WALT'          4  u32 reserved (zero)       8  u64 segment id
@@ -55,7 +58,9 @@ export const INDEX_MAX = Number.MAX_SAFE_INTEGER;
 export const FLAG_HOLE = 0x0001;
 /** The payload starts with a session tag (SESSION_TAG_BYTES): the last entry of a session's batch. */
 export const FLAG_SESSION = 0x0002;
-const FLAGS_KNOWN = FLAG_HOLE | FLAG_SESSION;
+/** A session batch goes on after this entry (every entry of a session batch but its last). */
+export const FLAG_BATCH_OPEN = 0x0004;
+const FLAGS_KNOWN = FLAG_HOLE | FLAG_SESSION | FLAG_BATCH_OPEN;
 export const SESSION_TAG_BYTES = 32;
 export const SESSION_ID_BYTES = 16;
 
@@ -248,6 +253,11 @@ export function frameCheckWordOf(frame: Uint8Array): number {
   return asBuffer(frame).readUInt32BE(12);
 }
 
+/** Whether a frame already verified by decodeFrameAt continues a session batch (FLAG_BATCH_OPEN): no seal point. */
+export function isBatchOpenFrame(frame: Uint8Array): boolean {
+  return (asBuffer(frame).readUInt16LE(36) & FLAG_BATCH_OPEN) !== 0;
+}
+
 /** Whether a frame already verified by decodeFrameAt records lost indices (a hole frame). */
 export function isHoleFrame(frame: Uint8Array): boolean {
   return (asBuffer(frame).readUInt16LE(36) & FLAG_HOLE) !== 0;
@@ -309,6 +319,7 @@ export function decodeFrameAt(bytes: Uint8Array, offset: number, entryBytesMax: 
     payloadByteLength > entryBytesMax ||
     (flags & ~FLAGS_KNOWN) !== 0 ||
     (flags & (FLAG_HOLE | FLAG_SESSION)) === (FLAG_HOLE | FLAG_SESSION) ||
+    ((flags & FLAG_BATCH_OPEN) !== 0 && (flags & (FLAG_HOLE | FLAG_SESSION)) !== 0) ||
     ((flags & FLAG_SESSION) !== 0 && payloadByteLength < SESSION_TAG_BYTES) ||
     buf.readUInt16LE(offset + 38) !== 0
   ) {

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CertsLayout } from '../../src/cli/certs.js';
-import { AdminClient, INSECURE, PeerClient, WalClient, loadTransport } from '../../src/rpc/index.js';
+import { AdminClient, INSECURE, PeerClient, WalClient, commonNameOf, loadTransport, sessionOwnerPrefix } from '../../src/rpc/index.js';
+import { WalClient as SessionClient } from '../../src/client/index.js';
 import { loadProto } from '../../src/rpc/proto.js';
 import { TestCluster, readAll } from '../support/cluster.js';
 import { cliProcess, makeCertsWithCli } from '../support/cli.js';
@@ -148,4 +149,28 @@ describe('a cluster started with TLS', () => {
     expect(plaintext.stderr).toMatch(/gRPC status 14/);
     expect((await cliProcess(['status', '--target', target, '--all-logs', ...flags])).code).toBe(0);
   }, 60_000);
+
+  it('binds a session to the client certificate: an id bound to another name is refused (PERMISSION_DENIED), WalClient\'s own ids are accepted (issue 12)', async () => {
+    const target = cluster.nodes[1]?.target as string; // not necessarily the writer: checked before forwarding
+    const clientName = commonNameOf(await readFile(certs.client.cert)) as string;
+    const adminName = commonNameOf(await readFile(certs.admin.cert)) as string;
+    expect(clientName).not.toBe(adminName);
+    const asClient = new WalClient(target, await loadTransport({ ca: certs.ca, ...certs.client }));
+    const asAdmin = new WalClient(target, await loadTransport({ ca: certs.ca, ...certs.admin }));
+    const owned = `${sessionOwnerPrefix(clientName)}${'11'.repeat(8)}`;
+    const first = await asClient.append(LOG, [Buffer.from('owned-1')], { deadlineMs: 30_000, session: { sessionId: owned, sequence: 1 } });
+    // Another certificate cannot claim the session (nor have the owner's batch answered to it).
+    await expect(asAdmin.append(LOG, [Buffer.from('claimed')], { deadlineMs: 30_000, session: { sessionId: owned, sequence: 1 } })).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect(asClient.append(LOG, [Buffer.from('unbound')], { deadlineMs: 30_000, session: { sessionId: 'ab'.repeat(16), sequence: 1 } })).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    expect(await asClient.append(LOG, [Buffer.from('owned-1')], { deadlineMs: 30_000, session: { sessionId: owned, sequence: 1 } })).toEqual(first);
+    asClient.close();
+    asAdmin.close();
+    const client = await SessionClient.connect({ targets: [target], log: LOG, tls: { ca: await readFile(certs.ca), cert: await readFile(certs.client.cert), key: await readFile(certs.client.key) } });
+    try {
+      expect(client.sessionId.startsWith(sessionOwnerPrefix(clientName))).toBe(true);
+      expect((await client.append(Buffer.from('through-walclient'))).lastIndex).toBeGreaterThan(first.lastIndex);
+    } finally {
+      await client.close();
+    }
+  }, 90_000);
 });
