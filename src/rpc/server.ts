@@ -6,7 +6,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import type { Logger } from 'pino';
 import type { AppendResult } from '../wal/index.js';
-import type { RecoveryMetricsSnapshot, SegmentRepair } from '../recovery/index.js';
+import { type RecoveryMetricsSnapshot, type RepairStrategy, type SegmentRepair, RECOVERY_CONFIG_DEFAULTS, parseStrategy } from '../recovery/index.js';
 import { BadRequestError, PartialAppendError, type LogMeta, type PeerHandlers, type ReadEntry, type SegmentMeta, type SessionRef } from '../replication/index.js';
 import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './clients.js';
 import { loadProto } from './proto.js';
@@ -64,7 +64,7 @@ export interface NodeApi {
   append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing: boolean; forwarded: boolean; deadlineMs: number; session?: SessionRef | undefined }): Promise<AppendResult>;
   read(log: string, from: number, to: number, batchMax: number): AsyncGenerator<ReadEntryView[]>;
   clusterStatus(log: string): Promise<ClusterStatusView>;
-  repairSegment(log: string, segmentId: number, node: string, strategy: string, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>>;
+  repairSegment(log: string, segmentId: number, node: string, strategy: RepairStrategy, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>>;
   validate(log: string, node: string): AsyncGenerator<ValidateMessageView>;
   recoveryMetrics(): RecoveryMetricsSnapshot & { node: string };
   watchEvents(log: string, listener: (event: RecoveryEventMessage) => void): () => void;
@@ -315,7 +315,8 @@ function adminService(api: NodeApi, stallMs: number): AdminServiceHandlers {
   const { logger } = api;
   return {
     RepairSegment: unary(logger, 'RepairSegment', async (r) => {
-      const results = await api.repairSegment(r.log, r.segment_id, r.node, r.strategy || 'partial', r.dry_run);
+      // The one parse of the strategy at this edge: '' (not set) is the default.
+      const results = await api.repairSegment(r.log, r.segment_id, r.node, parseStrategy(r.strategy || RECOVERY_CONFIG_DEFAULTS.repairStrategy), r.dry_run);
       return {
         log: r.log,
         segment_id: r.segment_id,
