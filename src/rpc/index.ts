@@ -5,4 +5,5 @@ export { toStatus, isRetryable, isServiceError } from './status.js';
 export { loadProto } from './proto.js';
 export { INSECURE, METHOD_ROLES, ROLES, TlsConfigError, authorize, checkNodeCertificate, channelCredentials, loadTransport, serverCredentials, type Role, type TlsPaths, type Transport } from './security.js';
 export { repairResultFromWire, validateMessageFromWire } from './wire.js';
-export { CallLimitedError, METHOD_FAMILY, RPC_LIMITS_DEFAULT, resolveRpcLimits, type CallFamily, type LimitOptions, type RpcLimits } from './limits.js';
+export { CallLimitedError, StreamStalledError, UndecodableRequestError, WatcherTooSlowError } from './errors.js';
+export { METHOD_FAMILY, RPC_LIMITS_DEFAULT, resolveRpcLimits, type CallFamily, type LimitOptions, type RpcLimits } from './limits.js';

@@ -12,6 +12,7 @@ import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './cl
 import { loadProto } from './proto.js';
 import { INSECURE, type Transport, authInterceptor, callerNode, isPeerCaller, serverCredentials } from './security.js';
 import { toStatus } from './status.js';
+import { StreamStalledError, WatcherTooSlowError } from './errors.js';
 import { decodedService, requireDecoded, tolerantDefinition } from './decode.js';
 import { InFlightCalls, type LimitOptions, RPC_LIMITS_DEFAULT, limitService } from './limits.js';
 import type { WalServiceHandlers } from './generated/walrecovery/v1/WalService.js';
@@ -141,20 +142,6 @@ export async function* byBytes(source: AsyncIterable<readonly ReadEntryView[]>, 
       bytes += size;
     }
     if (start < batch.length) yield batch.slice(start);
-  }
-}
-
-export class StreamStalledError extends Error {
-  override readonly name = 'StreamStalledError';
-  constructor(readonly stallMs: number) {
-    super(`the caller took no message for ${stallMs} ms; the stream is ended (call again to resume)`);
-  }
-}
-
-export class WatcherTooSlowError extends Error {
-  override readonly name = 'WatcherTooSlowError';
-  constructor(readonly unreadMax: number) {
-    super(`the watcher left more than ${unreadMax} events unread; dropped (watch again to resume)`);
   }
 }
 
