@@ -1,10 +1,10 @@
 // Errors of the RPC layer, declared together and matched with instanceof (status.ts maps them
 // to gRPC statuses). TlsConfigError stays with the TLS options it describes (security.ts).
-import type { CallFamily } from './limits.js';
 
 export class CallLimitedError extends Error {
   override readonly name = 'CallLimitedError';
-  constructor(readonly method: string, readonly family: CallFamily, readonly inFlightMax: number) {
+  /** family: a CallFamily of limits.ts, kept as a string so that errors.ts imports nothing of its folder. */
+  constructor(readonly method: string, readonly family: string, readonly inFlightMax: number) {
     super(`${method}: ${inFlightMax} ${family} calls are in flight on this node already; retry later`);
   }
 }
