@@ -13,7 +13,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { type CertsLayout, type IdentityFiles, makeCerts } from './certs.js';
-import { EXIT_OK, type ExitCode, UsageError } from './exit.js';
+import { EXIT_OK, EtcdMissingError, type ExitCode, UsageError } from './exit.js';
 import { ETCD_TLS_ENV, TLS_ENV } from './options.js';
 import { untilSignal } from './server.js';
 
@@ -75,12 +75,6 @@ export interface PlaygroundNode {
 const START_TIMEOUT_MS = 30_000;
 /** Set once shutdown starts: exits after it are expected, not worth a warning. */
 let stopping = false;
-
-export class EtcdMissingError extends UsageError {
-  constructor() {
-    super('etcd was not found on PATH: install it (Debian/Ubuntu: apt-get install etcd-server) and try again');
-  }
-}
 
 export async function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
