@@ -2,19 +2,16 @@
 // store made and damaged through the built CLI: clean and damaged validate, planned and done
 // repairs (a rebuild from the backup, a hole under skip), a dump that meets the hole, inspect and
 // status. The schemas forbid fields they do not name, so a renamed or added field fails here.
-import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliProcess } from '../support/cli.js';
-import { validateJson } from '../support/json-schema.js';
+import { cliSchema, validateJson } from '../support/json-schema.js';
 
-const SCHEMA_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../docs/schemas');
 const VERBS = ['append', 'dump', 'validate', 'repair', 'inspect', 'status'] as const;
 type Verb = (typeof VERBS)[number];
-const SCHEMAS = Object.fromEntries(VERBS.map((v) => [v, JSON.parse(readFileSync(join(SCHEMA_DIR, `${v}.schema.json`), 'utf8')) as Record<string, unknown>])) as Record<Verb, Record<string, unknown>>;
+const SCHEMAS = Object.fromEntries(VERBS.map((v) => [v, cliSchema(v)])) as Record<Verb, Record<string, unknown>>;
 
 const SEGMENT_BYTES = 4096;
 const ENTRIES = 200;

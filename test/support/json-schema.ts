@@ -1,7 +1,18 @@
 // The subset of JSON Schema (draft 2020-12) that docs/schemas uses: type (with "integer" and
 // "null"), enum, const, minimum, required, properties, additionalProperties: false, items,
 // anyOf and local $ref (#/$defs/name). Returns the errors, each with its path; [] when valid.
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
 type Schema = Record<string, unknown>;
+
+const SCHEMA_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../docs/schemas');
+
+/** The schema of one verb's --json output (docs/schemas/VERB.schema.json). */
+export function cliSchema(verb: string): Schema {
+  return JSON.parse(readFileSync(join(SCHEMA_DIR, `${verb}.schema.json`), 'utf8')) as Schema;
+}
 
 export function validateJson(value: unknown, root: Schema): string[] {
   const errors: string[] = [];
