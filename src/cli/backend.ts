@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { RepairReport, RepairStrategy } from '../recovery/index.js';
 import { type DataDirOptions, type ValidationReport, WalStore, format, checksumHex, inspectDataDir, repairDataDir, validateStore } from '../wal/index.js';
 import { ClusterNotBuiltError, UsageError } from './exit.js';
-import { AdminClient as RpcAdminClient, INSECURE, type TlsPaths, type Transport, loadTransport } from '../rpc/index.js';
+import { AdminClient, INSECURE, type TlsPaths, type Transport, loadTransport } from '../rpc/index.js';
 import { WalClient } from '../client/index.js';
 import { type Target, type TlsFlags, tlsPathsOf } from './options.js';
 
@@ -36,8 +36,8 @@ export interface LogClient {
 
 export type OnProgress = ((bytesDone: number, bytesTotal: number) => void) | undefined;
 
-/** Whole-store checks and repairs. */
-export interface AdminClient {
+/** Whole-store checks and repairs of a local data directory (not the RPC AdminClient of src/rpc). */
+export interface StoreChecks {
   validate(onProgress: OnProgress): Promise<ValidationReport>;
   inspect(): Promise<ValidationReport>;
   repair(strategy: RepairStrategy, dryRun: boolean, onProgress: OnProgress): Promise<RepairReport>;
@@ -96,7 +96,7 @@ export interface AdminOptions {
   readonly backupRetentionCount?: number;
 }
 
-export function adminFor(endpoint: Endpoint, options: AdminOptions): AdminClient {
+export function adminFor(endpoint: Endpoint, options: AdminOptions): StoreChecks {
   if (endpoint.kind === 'cluster') throw new ClusterNotBuiltError(endpoint.target.text, 'this verb works on a data directory only');
   const dataDir = endpoint.dataDir;
   const logger = options.logger;
@@ -166,7 +166,7 @@ class ClusterLog implements LogClient {
 
 /** Cluster status as a node reports it (members, writers, segments with their ensembles). */
 export async function clusterStatus(endpoint: Extract<Endpoint, { kind: 'cluster' }>, allLogs: boolean): Promise<unknown> {
-  const client = new RpcAdminClient(endpoint.target.text, await transportOf(endpoint));
+  const client = new AdminClient(endpoint.target.text, await transportOf(endpoint));
   try {
     return await client.status(allLogs ? '' : endpoint.log);
   } finally {

@@ -1,6 +1,6 @@
 // validate and repair against a live cluster (--target): they run on the nodes, through
 // AdminService, and print what the nodes report.
-import { AdminClient } from '../rpc/index.js';
+import { AdminClient, type ValidateMessageView, repairResultFromWire, validateMessageFromWire } from '../rpc/index.js';
 import type { RepairStrategy } from '../recovery/index.js';
 import { type Endpoint, transportOf } from './backend.js';
 import type { CommandContext } from './commands.js';
@@ -12,19 +12,28 @@ function ranges(list: ReadonlyArray<{ first: number; last: number }>): string {
   return list.map((r) => (r.first === r.last ? `${r.first}` : `${r.first}..${r.last}`)).join(', ');
 }
 
+/** A cluster finding as --json prints it: the local Finding's fields, and the node whose copy it is. */
+function findingOf(m: ValidateMessageView): ClusterFinding {
+  const { done: _done, segmentsChecked: _segments, bytesChecked: _bytes, ...finding } = m;
+  return finding;
+}
+
+type ClusterFinding = Omit<ValidateMessageView, 'done' | 'segmentsChecked' | 'bytesChecked'>;
+
 export async function runClusterValidate(ctx: CommandContext, endpoint: ClusterEndpoint, node: string): Promise<ExitCode> {
   const client = new AdminClient(endpoint.target.text, await transportOf(endpoint));
-  const findings: unknown[] = [];
+  const findings: ClusterFinding[] = [];
   let summary = { segmentsChecked: 0, bytesChecked: 0 };
   try {
-    for await (const m of client.validate(endpoint.log, node)) {
+    for await (const wire of client.validate(endpoint.log, node)) {
+      const m = validateMessageFromWire(wire);
       if (m.done) {
-        summary = { segmentsChecked: m.segments_checked, bytesChecked: m.bytes_checked };
+        summary = { segmentsChecked: m.segmentsChecked, bytesChecked: m.bytesChecked };
         continue;
       }
-      findings.push(m);
+      findings.push(findingOf(m));
       if (!ctx.json) {
-        const where = [`node ${m.node}`, `segment ${m.segment_id}`, ...(m.entry_index ? [`entry ${m.entry_index}${m.index_count > 1 ? `..${m.entry_index + m.index_count - 1}` : ''}`] : []), ...(m.offset_bytes ? [`offset ${m.offset_bytes}`] : [])];
+        const where = [`node ${m.node}`, `segment ${m.segment}`, ...(m.entryIndex ? [`entry ${m.entryIndex}${m.indexCount > 1 ? `..${m.entryIndex + m.indexCount - 1}` : ''}`] : []), ...(m.offsetBytes ? [`offset ${m.offsetBytes}`] : [])];
         await ctx.out.write(`${m.kind} (${where.join(', ')}): ${m.detail}\n`);
       }
     }
@@ -40,7 +49,8 @@ export async function runClusterRepair(ctx: CommandContext, endpoint: ClusterEnd
   if (o.segment === undefined) throw new UsageError('repair --target needs --segment ID (find damaged segments with validate --target)');
   const client = new AdminClient(endpoint.target.text, await transportOf(endpoint));
   try {
-    const response = await client.repairSegment({ log: endpoint.log, segmentId: o.segment, node: o.node ?? '', strategy: o.strategy, dryRun: o.dryRun });
+    const wire = await client.repairSegment({ log: endpoint.log, segmentId: o.segment, node: o.node ?? '', strategy: o.strategy, dryRun: o.dryRun });
+    const response = { log: endpoint.log, segment: o.segment, strategy: o.strategy, dryRun: o.dryRun, results: wire.results.map((r) => repairResultFromWire(r, o.segment as number)) };
     if (ctx.json) await ctx.out.json(response);
     else {
       const lines = [`repair of segment ${o.segment} of log '${endpoint.log}' with strategy ${o.strategy}${o.dryRun ? ' (dry run)' : ''}:`];

@@ -3,7 +3,7 @@
 import type { Logger } from 'pino';
 import type { RepairStrategy } from '../recovery/index.js';
 import { APPEND_ENTRIES_MAX } from '../replication/index.js';
-import { type AdminClient, type AppendRange, type Endpoint, type OnProgress, type OpenLogOptions, adminFor, clusterStatus, openLog } from './backend.js';
+import { type AppendRange, type Endpoint, type OnProgress, type OpenLogOptions, type StoreChecks, adminFor, clusterStatus, openLog } from './backend.js';
 import { EXIT_DAMAGE, EXIT_OK, type ExitCode, PartialAppendError, SegmentNotFoundError } from './exit.js';
 import { lineBatches } from './lines.js';
 import { runClusterRepair, runClusterValidate } from './cluster-commands.js';
@@ -21,7 +21,7 @@ export interface CommandContext {
   readonly backupRetentionCount: number | undefined;
 }
 
-function admin(ctx: CommandContext, endpoint: Endpoint): AdminClient {
+function admin(ctx: CommandContext, endpoint: Endpoint): StoreChecks {
   return adminFor(endpoint, { logger: ctx.logger, ...(ctx.backupRetentionCount !== undefined ? { backupRetentionCount: ctx.backupRetentionCount } : {}) });
 }
 

@@ -64,6 +64,13 @@ export class PartialAppendError extends Error {
   }
 }
 
+/** The playground needs etcd on PATH (exit 2, like every usage or environment error). */
+export class EtcdMissingError extends UsageError {
+  constructor() {
+    super('etcd was not found on PATH: install it (Debian/Ubuntu: apt-get install etcd-server) and try again');
+  }
+}
+
 /** The reader of stdout went away (`dump | head`): not a failure of ours, stop quietly. */
 export class OutputClosedError extends Error {
   override readonly name = 'OutputClosedError';

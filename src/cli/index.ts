@@ -2,4 +2,4 @@
 // mapping from errors to exit codes.
 export { runCli, buildProgram, type CliIo } from './program.js';
 export { EXIT_OK, EXIT_DAMAGE, EXIT_USAGE, type ExitCode, exitCodeOf, formatError, UsageError, ClusterNotBuiltError, SegmentNotFoundError } from './exit.js';
-export { type Endpoint, type LogClient, type AdminClient, endpointOf } from './backend.js';
+export { type Endpoint, type LogClient, type StoreChecks, endpointOf } from './backend.js';

@@ -13,7 +13,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { type CertsLayout, type IdentityFiles, makeCerts } from './certs.js';
-import { EXIT_OK, type ExitCode, UsageError } from './exit.js';
+import { EXIT_OK, EtcdMissingError, type ExitCode, UsageError } from './exit.js';
 import { ETCD_TLS_ENV, TLS_ENV } from './options.js';
 import { untilSignal } from './server.js';
 
@@ -24,6 +24,37 @@ export interface PlaygroundOptions {
   readonly json: boolean;
   /** Plaintext gRPC and http to etcd, no certificates. */
   readonly insecure?: boolean;
+  /** The docker-compose ports (PINNED_PORTS) instead of free ones; a taken port is refused. */
+  readonly pinPorts?: boolean;
+}
+
+/** The ports of docker-compose.yml, so that its commands work against a pinned playground. */
+export const PINNED_PORTS = Object.freeze({ etcdClient: 2379, etcdPeer: 2380, nodeFirst: 7001, metricsFirst: 9101 });
+
+/** The ports one playground uses: 0 for a node lets it pick a free one. */
+interface PlaygroundPorts {
+  readonly etcdClient: number;
+  readonly etcdPeer: number;
+  node(i: number): { readonly listen: number; readonly metrics: number };
+}
+
+async function portsOf(o: PlaygroundOptions): Promise<PlaygroundPorts> {
+  if (!o.pinPorts) return { etcdClient: await freePort(), etcdPeer: await freePort(), node: () => ({ listen: 0, metrics: 0 }) };
+  const p = PINNED_PORTS;
+  const wanted: Array<[number, string]> = [[p.etcdClient, 'etcd clients'], [p.etcdPeer, 'etcd peers']];
+  for (let i = 0; i < o.nodes; i += 1) wanted.push([p.nodeFirst + i, `node n${i + 1} gRPC`], [p.metricsFirst + i, `node n${i + 1} metrics`]);
+  for (const [port, what] of wanted) {
+    if (!(await portIsFree(port))) throw new UsageError(`port ${port} (${what}) is taken on 127.0.0.1: stop what holds it, or run playground without --pin-ports (free ports)`);
+  }
+  return { etcdClient: p.etcdClient, etcdPeer: p.etcdPeer, node: (i) => ({ listen: p.nodeFirst + i, metrics: p.metricsFirst + i }) };
+}
+
+async function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolveFree) => {
+    const server = createServer();
+    server.once('error', () => resolveFree(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolveFree(true)));
+  });
 }
 
 /** Where the playground's callers find their TLS files (the `tls` of --json). */
@@ -44,12 +75,6 @@ export interface PlaygroundNode {
 const START_TIMEOUT_MS = 30_000;
 /** Set once shutdown starts: exits after it are expected, not worth a warning. */
 let stopping = false;
-
-export class EtcdMissingError extends UsageError {
-  constructor() {
-    super('etcd was not found on PATH: install it (Debian/Ubuntu: apt-get install etcd-server) and try again');
-  }
-}
 
 export async function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
@@ -96,12 +121,10 @@ async function etcdHealthy(url: string, certs: CertsLayout | undefined): Promise
   }
 }
 
-async function startEtcd(dir: string, certs: CertsLayout | undefined, children: ChildProcess[]): Promise<string> {
+async function startEtcd(dir: string, certs: CertsLayout | undefined, ports: PlaygroundPorts, children: ChildProcess[]): Promise<string> {
   if (spawnSync('etcd', ['--version'], { stdio: 'ignore' }).error) throw new EtcdMissingError();
-  const clientPort = await freePort();
-  const peerPort = await freePort();
-  const client = `${certs ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
-  const peer = `http://127.0.0.1:${peerPort}`;
+  const client = `${certs ? 'https' : 'http'}://127.0.0.1:${ports.etcdClient}`;
+  const peer = `http://127.0.0.1:${ports.etcdPeer}`;
   const etcd = spawn('etcd', [
     '--name', 'playground',
     '--data-dir', join(dir, 'etcd'),
@@ -138,10 +161,10 @@ function nodeEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-async function startNode(id: string, dir: string, etcd: string, certs: CertsLayout | undefined, segmentBytes: number | undefined, children: ChildProcess[]): Promise<PlaygroundNode> {
+async function startNode(id: string, dir: string, etcd: string, certs: CertsLayout | undefined, segmentBytes: number | undefined, ports: { listen: number; metrics: number }, children: ChildProcess[]): Promise<PlaygroundNode> {
   const dataDir = join(dir, id);
   mkdirSync(dataDir, { recursive: true });
-  const args = [cliPath(), 'node', '--id', id, '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--etcd', etcd, ...transportArgs(id, certs)];
+  const args = [cliPath(), 'node', '--id', id, '--data-dir', dataDir, '--listen', `127.0.0.1:${ports.listen}`, '--metrics-listen', `127.0.0.1:${ports.metrics}`, '--etcd', etcd, ...transportArgs(id, certs)];
   if (segmentBytes !== undefined) args.push('--segment-bytes', String(segmentBytes));
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: nodeEnv() });
   children.push(child);
@@ -201,9 +224,10 @@ export async function runPlayground(o: PlaygroundOptions, print: (text: string) 
     const certs = o.insecure ? undefined : await makeCerts({ outDir: join(dir, 'certs'), nodes: ids, keepExisting: true }).catch((error: unknown) => {
       throw new UsageError(`${error instanceof Error ? error.message : String(error)} (or run playground --insecure, without TLS)`);
     });
-    const etcd = await startEtcd(dir, certs, children);
+    const ports = await portsOf(o);
+    const etcd = await startEtcd(dir, certs, ports, children);
     const nodes: PlaygroundNode[] = [];
-    for (const id of ids) nodes.push(await startNode(id, dir, etcd, certs, o.segmentBytes, children));
+    for (const [i, id] of ids.entries()) nodes.push(await startNode(id, dir, etcd, certs, o.segmentBytes, ports.node(i), children));
     const tls: PlaygroundTls | undefined = certs ? { ca: certs.ca, admin: certs.admin, client: certs.client } : undefined;
     if (o.json) await print(JSON.stringify({ etcd, nodes, ...(tls ? { tls } : {}) }) + '\n');
     else await print(summary(dir, etcd, nodes, tls));

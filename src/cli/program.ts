@@ -184,8 +184,9 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .option('--segment-bytes <n>', 'segment roll size of logs the cluster creates', integerIn(4096, SEGMENT_BYTES_OPTION_MAX))
     .option('--json', 'print one line {"etcd","nodes":[{"id","target","pid","dataDir","metrics"}],"tls":{"ca","admin":{"cert","key"},"client":{"cert","key"}}} once all nodes serve ("tls" absent with --insecure)')
     .option('--insecure', 'plaintext gRPC and etcd, no certificates (default: TLS everywhere, certificates made with openssl in <dir>/certs)')
-    .action(async (opts: { nodes: number; dir?: string; segmentBytes?: number; json?: boolean; insecure?: boolean }) => {
-      const options = { nodes: opts.nodes, json: opts.json === true, insecure: opts.insecure === true, ...(opts.dir !== undefined ? { dir: opts.dir } : {}), ...(opts.segmentBytes !== undefined ? { segmentBytes: opts.segmentBytes } : {}) };
+    .option('--pin-ports', 'the ports of docker-compose.yml (etcd 2379/2380, nodes 7001.., metrics 9101..) instead of free ones; refused if one is taken')
+    .action(async (opts: { nodes: number; dir?: string; segmentBytes?: number; json?: boolean; insecure?: boolean; pinPorts?: boolean }) => {
+      const options = { nodes: opts.nodes, json: opts.json === true, insecure: opts.insecure === true, pinPorts: opts.pinPorts === true, ...(opts.dir !== undefined ? { dir: opts.dir } : {}), ...(opts.segmentBytes !== undefined ? { segmentBytes: opts.segmentBytes } : {}) };
       setCode(await runPlayground(options, (text) => out.write(text).then(() => out.flush())));
     });
 

@@ -42,3 +42,11 @@ export class ClientClosedError extends WalClientError {
     super('the client is closed');
   }
 }
+
+/** A client option out of range (resolveClientOptions). */
+export class InvalidClientOptionError extends Error {
+  override readonly name = 'InvalidClientOptionError';
+  constructor(readonly option: string, detail: string) {
+    super(`wal client: ${option} ${detail}`);
+  }
+}

@@ -1,6 +1,7 @@
 // Options of WalClient, with defaults filled and checked in one place (frozen once).
 import { APPEND_ENTRIES_MAX } from '../replication/index.js';
 import type { Transport } from '../rpc/index.js';
+import { InvalidClientOptionError } from './errors.js';
 
 export interface WalClientOptions {
   /** host:port of one or more members; the client learns the others and the writer from them. */
@@ -71,13 +72,6 @@ export const CLIENT_DEFAULTS = Object.freeze({
   backoffMaxMs: 1_000,
   tailPollMs: 20,
 });
-
-export class InvalidClientOptionError extends Error {
-  override readonly name = 'InvalidClientOptionError';
-  constructor(readonly option: string, detail: string) {
-    super(`wal client: ${option} ${detail}`);
-  }
-}
 
 function positive(name: string, value: number, max = Number.MAX_SAFE_INTEGER): number {
   if (!Number.isFinite(value) || value <= 0 || value > max) throw new InvalidClientOptionError(name, `must be a number in 1..${max}, not ${value}`);

@@ -10,6 +10,7 @@ export { LocalPeer } from './local-peer.js';
 export { EtcdSegmentDirectory } from './directory.js';
 export { EtcdEpochHolders } from './epoch-holders.js';
 export { RepairService, type RepairServiceOptions, type DetectionSource } from './repairs.js';
+export { type ReplicaSourceFor, type ReplicaSourcesOptions, replicaSources } from './replica-sources.js';
 export { Scrubber, type ScrubberOptions } from './scrubber.js';
 export { InThreadScrubChecker } from './scrub-pool.js';
 export { Coordinator, type CoordinatorOptions, etcdRepairReporter, etcdRepairReports } from './coordinator.js';

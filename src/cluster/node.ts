@@ -10,10 +10,10 @@ import type { Logger } from 'pino';
 import { type Clock, type Disk, type Random, nodeDisk, systemClock, systemRandom } from '../io/index.js';
 import { RecoveryMetrics } from '../recovery/index.js';
 import type { AppendResult } from '../wal/index.js';
-import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, type SessionRef, BadRequestError, LogQuotaError, LogStores, PeerHandlers, ReplicaSource, UnknownLogError, UnknownSegmentError, isValidLogName } from '../replication/index.js';
+import { type LogMeta, type PeerApi, type PeerResolver, type SegmentMeta, type SessionRef, BadRequestError, LogQuotaError, LogStores, PeerHandlers, UnknownLogError, UnknownSegmentError, isValidLogName } from '../replication/index.js';
 import { NodeMetrics, createLogger } from '../observability/index.js';
 import { AdminClient, INSECURE, type RevocationList, checkNodeCertificate, PeerClient, type Transport, WalClient, loadTransport, type ClusterStatusView, type NodeApi, type ReadEntryView, type RecoveryEventMessage, type RpcServer, type ValidateMessageView, repairResultFromWire, startRpcServer, validateMessageFromWire } from '../rpc/index.js';
-import { type RecoveryMetricsSnapshot, type SegmentRepair, parseStrategy } from '../recovery/index.js';
+import type { RecoveryMetricsSnapshot, RepairStrategy, SegmentRepair } from '../recovery/index.js';
 import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
 import { InThreadScrubChecker, type ScrubChecker, ScrubWorkerPool, scrubWorkerScriptPath } from './scrub-pool.js';
@@ -22,6 +22,7 @@ import { Election, currentLeader, etcdElectionStore, parseEpochFloor } from './e
 import { Backoff } from './backoff.js';
 import { EtcdSegmentDirectory } from './directory.js';
 import { fetchSegmentFile } from './fetch-segment.js';
+import { type ReplicaSourceFor, replicaSources } from './replica-sources.js';
 import { ClusterKeys, EtcdMetadata, connectEtcd, loadEtcdCredentials } from './etcd.js';
 import { EtcdEpochHolders } from './epoch-holders.js';
 import { LocalPeer } from './local-peer.js';
@@ -39,8 +40,6 @@ interface NodeIo {
 }
 
 const PRODUCTION_IO: NodeIo = Object.freeze({ disk: nodeDisk, clock: systemClock, random: systemRandom });
-
-/** Chunk size asked of a member streaming a whole segment file (FetchSegment). */
 
 export class ClusterNode implements NodeApi {
   private readonly runtimes = new Map<string, Promise<LogRuntime>>();
@@ -67,6 +66,8 @@ export class ClusterNode implements NodeApi {
   readonly handlers: PeerHandlers;
   /** This node's own store as a peer, with the remote peers' deadline (src/cluster/local-peer.ts). */
   private readonly localPeer: LocalPeer;
+  /** The one builder of this node's sources of verified copies (stores and repairs alike). */
+  private readonly replicaSource: ReplicaSourceFor;
   address = '';
   metricsUrl = '';
 
@@ -76,6 +77,16 @@ export class ClusterNode implements NodeApi {
     private readonly io: NodeIo,
   ) {
     this.metrics = new NodeMetrics(this.recovery, { node: options.id, cluster: options.cluster });
+    this.replicaSource = replicaSources({
+      self: options.id,
+      peers: this.peers,
+      directory: () => this.directory,
+      fetchFile: (node, log, segmentId, path) => this.fetchSegmentFrom(node, log, segmentId, path),
+      logs: { logDir: (log) => this.logs.logDir(log) },
+      disk: io.disk,
+      logger,
+      entryBytesMax: options.entryBytesMax,
+    });
     this.logs = new LogStores({
       dataDir: options.dataDir,
       backupRetentionCount: options.backupRetentionCount,
@@ -84,19 +95,7 @@ export class ClusterNode implements NodeApi {
       metrics: this.recovery,
       disk: io.disk,
       clock: io.clock,
-      sourcesFor: (log) => [
-        new ReplicaSource({
-          log,
-          self: options.id,
-          peers: this.peers,
-          segmentMeta: async (segmentId) => (await this.directory?.list(log))?.find((s) => s.meta.segmentId === segmentId)?.meta,
-          fetchFile: (node, segmentId, path) => this.fetchSegmentFrom(node, log, segmentId, path),
-          tempDir: options.dataDir,
-          disk: io.disk,
-          logger,
-          entryBytesMax: options.entryBytesMax,
-        }),
-      ],
+      sourcesFor: (log) => [this.replicaSource(log)],
       // A lost (or older) EPOCH is restored to the highest epoch that can have fenced this node.
       fenceFloor: (log) => this.fenceFloorOf(log),
       // A writer call without an identity (--insecure) creates only a log the cluster has.
@@ -179,10 +178,7 @@ export class ClusterNode implements NodeApi {
       self: options.id,
       logs: this.logs,
       directory: this.directory,
-      peers: this.peers,
-      fetchFile: (node, log, segmentId, path) => this.fetchSegmentFrom(node, log, segmentId, path),
-      tempDir: options.dataDir,
-      entryBytesMax: options.entryBytesMax,
+      replicaSource: this.replicaSource,
       strategy: options.repairStrategy,
       roundsMax: 3,
       logger: this.logger,
@@ -370,7 +366,7 @@ export class ClusterNode implements NodeApi {
     return pending;
   }
 
-  private async runtimeOf(log: string, createIfMissing: boolean, deadlineMs: number): Promise<LogRuntime> {
+  private async runtimeOf(log: string, createIfMissing: boolean): Promise<LogRuntime> {
     if (!isValidLogName(log)) throw new BadRequestError('log', `invalid log name '${log.slice(0, 80)}': 1 to 63 characters of A-Z a-z 0-9 . _ -`);
     const known = this.runtimes.get(log);
     if (known) return known;
@@ -385,7 +381,6 @@ export class ClusterNode implements NodeApi {
       this.logger.info({ log, replicationFactor: created.replicationFactor, ackQuorum: created.ackQuorum }, 'created log');
     }
     if (!meta) throw new UnknownLogError(log);
-    void deadlineMs;
     return this.runtime(meta);
   }
 
@@ -393,12 +388,12 @@ export class ClusterNode implements NodeApi {
   // NodeApi (what the gRPC services call)
 
   async append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing: boolean; forwarded: boolean; deadlineMs: number; session?: SessionRef | undefined }): Promise<AppendResult> {
-    const runtime = await this.runtimeOf(log, options.createIfMissing, options.deadlineMs);
+    const runtime = await this.runtimeOf(log, options.createIfMissing);
     return runtime.append(payloads, options.forwarded, options.deadlineMs, options.session);
   }
 
   async *read(log: string, from: number, to: number, batchMax: number): AsyncGenerator<ReadEntryView[]> {
-    const runtime = await this.runtimeOf(log, false, 0);
+    const runtime = await this.runtimeOf(log, false);
     yield* runtime.read(from, to, batchMax);
   }
 
@@ -460,10 +455,11 @@ export class ClusterNode implements NodeApi {
    * differs from this node's is applied only here, and a request that would reach another node
    * with it is refused (call that node's AdminService instead).
    */
-  async repairSegment(log: string, segmentId: number, node: string, strategy: string, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>> {
-    const chosen = parseStrategy(strategy === '' ? 'partial' : strategy);
+  async repairSegment(log: string, segmentId: number, node: string, strategy: RepairStrategy | undefined, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>> {
+    // Not set: this node's own --repair-strategy (as every other member uses its own).
+    const chosen = strategy ?? this.options.repairStrategy;
     if (!isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
-    if (node !== this.options.id && strategy !== '' && chosen !== this.options.repairStrategy) {
+    if (node !== this.options.id && strategy !== undefined && chosen !== this.options.repairStrategy) {
       throw new BadRequestError('strategy', `${chosen} would reach other nodes, which repair with their own --repair-strategy (this node's: ${this.options.repairStrategy}); call each node's address with node=<its id> to use ${chosen}`);
     }
     if (node !== '' && node !== this.options.id) {

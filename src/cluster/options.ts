@@ -2,7 +2,7 @@
 import type { Logger } from 'pino';
 import { RPC_LIMITS_DEFAULT, type RpcLimits, type TlsPaths } from '../rpc/index.js';
 import { InvalidOptionError } from '../wal/index.js';
-import { type RepairStrategy, parseStrategy } from '../recovery/index.js';
+import { type RepairStrategy, RECOVERY_CONFIG_DEFAULTS } from '../recovery/index.js';
 
 /** TLS to etcd: its server's CA, and this node's client certificate for --client-cert-auth. */
 export interface EtcdTlsPaths {
@@ -129,7 +129,7 @@ export function resolveNodeOptions(o: NodeOptions): ResolvedNodeOptions {
     leaseTtlSeconds: int('leaseTtlSeconds', o.leaseTtlSeconds ?? 3, 2, 60),
     rpcDeadlineMs: int('rpcDeadlineMs', o.rpcDeadlineMs ?? 5_000, 100, 600_000),
     catchUpIntervalMs: int('catchUpIntervalMs', o.catchUpIntervalMs ?? 2_000, 100, 600_000),
-    repairStrategy: parseStrategy(o.repairStrategy ?? 'partial'),
+    repairStrategy: o.repairStrategy ?? RECOVERY_CONFIG_DEFAULTS.repairStrategy,
     scrubBytesPerSecondMax: int('scrubBytesPerSecondMax', o.scrubBytesPerSecondMax ?? 16 * 1024 * 1024, 0, 4 * 1024 * 1024 * 1024),
     scrubIntervalMs: int('scrubIntervalMs', o.scrubIntervalMs ?? 30_000, 100, 86_400_000),
     goneAfterMs: int('goneAfterMs', o.goneAfterMs ?? 30_000, 0, 86_400_000),

@@ -3,11 +3,11 @@
 // requests; each segment is repaired by one task at a time, with bounded attempts and backoff
 // between rounds, and never while the node serves other segments any less.
 import { EventEmitter } from 'node:events';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock, Disk, Random } from '../io/index.js';
 import type { RepairStrategy, SegmentRepair } from '../recovery/index.js';
-import { type LogStores, type PeerResolver, type SegmentDirectory, BadRequestError, ReplicaSource, UnknownSegmentError, expectationOfMeta } from '../replication/index.js';
+import { type LogStores, type SegmentDirectory, BadRequestError, UnknownSegmentError, expectationOfMeta } from '../replication/index.js';
+import type { ReplicaSourceFor } from './replica-sources.js';
 import { Backoff } from './backoff.js';
 
 export type DetectionSource = 'open' | 'read' | 'scrub' | 'request' | 'coordinator';
@@ -26,10 +26,8 @@ export interface RepairServiceOptions {
   readonly self: string;
   readonly logs: LogStores;
   readonly directory: Pick<SegmentDirectory, 'list'>;
-  readonly peers: PeerResolver;
-  readonly fetchFile: (node: string, log: string, segmentId: number, path: string) => Promise<void>;
-  readonly tempDir: string;
-  readonly entryBytesMax: number;
+  /** Builds the source of verified copies for one repair (replica-sources.ts). */
+  readonly replicaSource: ReplicaSourceFor;
   readonly strategy: RepairStrategy;
   /** Rounds of repair for one detection (each round is up to maxRecoveryAttempts attempts). */
   readonly roundsMax: number;
@@ -150,17 +148,7 @@ export class RepairService {
     if (meta.state !== 'SEALED' && local.state !== 'open') {
       throw new BadRequestError('segment_id', `segment ${segmentId} is ${meta.state} and sealed here: it is repaired once its record is sealed`);
     }
-    const source = new ReplicaSource({
-      log,
-      self: this.o.self,
-      peers: this.o.peers,
-      segmentMeta: async (id) => (id === segmentId ? meta : (await this.o.directory.list(log)).find((s) => s.meta.segmentId === id)?.meta),
-      fetchFile: (node, id, path) => this.o.fetchFile(node, log, id, path),
-      tempDir: join(this.o.logs.logDir(log)),
-      disk: this.o.disk,
-      logger: this.o.logger,
-      entryBytesMax: this.o.entryBytesMax,
-    });
+    const source = this.o.replicaSource(log, meta);
     const started = this.o.clock.monotonicMs();
     // An open copy (the segment is still written): its damaged entries are rewritten in place
     // from the other members now, not left on fewer copies until the seal.

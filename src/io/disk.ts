@@ -78,10 +78,3 @@ export function isNotFound(error: unknown): boolean {
   return errorCode(error) === 'ENOENT';
 }
 
-/** An error shaped like node:fs's, for Disk implementations that are not node:fs. */
-export class DiskError extends Error {
-  override readonly name = 'DiskError';
-  constructor(readonly code: string, readonly syscall: string, readonly path: string) {
-    super(`${code}: ${syscall} '${path}'`);
-  }
-}

@@ -21,18 +21,11 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { type Disk, type DiskLock, errorCode } from './disk.js';
+import { LockHeldError } from './errors.js';
 
 export const LOCK_FILE = 'LOCK';
 const PROCESS_TOKEN = randomUUID();
 const TAKEOVER_ATTEMPTS_MAX = 3;
-
-export class LockHeldError extends Error {
-  override readonly name = 'LockHeldError';
-  readonly code = 'ELOCKED';
-  constructor(readonly dir: string, readonly holder: string, readonly pid: number) {
-    super(`store ${dir} is locked by ${holder}`);
-  }
-}
 
 interface Holder {
   readonly pid: number;

@@ -24,5 +24,23 @@ export {
   resolveRecoveryConfig,
 } from './config.js';
 export { InvalidRecoveryConfigError } from './errors.js';
+export {
+  type AvailableCopies,
+  type DamagedStretch,
+  type FileStep,
+  type RebuildDecision,
+  type SegmentDamage,
+  type SegmentStep,
+  type StretchDecision,
+  availableFromRanges,
+  backupsFollowRepair,
+  combine,
+  decideStretches,
+  framesWanted,
+  planFileRepair,
+  planSegmentRepair,
+  stretchSignals,
+  uncoveredRuns,
+} from './repair-plan.js';
 export { RecoveryMetrics, type RecoveryMetricsSnapshot } from './metrics.js';
 export { type IndexRange, type RepairReport, type SegmentRepair, countIndices, mergeRanges } from './report.js';

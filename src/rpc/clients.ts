@@ -16,6 +16,7 @@ import type { RepairSegmentResponse__Output } from './generated/walrecovery/v1/R
 import type { ValidateMessage__Output } from './generated/walrecovery/v1/ValidateMessage.js';
 import type { RecoveryMetricsResponse__Output } from './generated/walrecovery/v1/RecoveryMetricsResponse.js';
 import type { RecoveryEvent__Output } from './generated/walrecovery/v1/RecoveryEvent.js';
+import type { RepairStrategy } from '../recovery/index.js';
 
 export const MESSAGE_BYTES_MAX = 32 * 1024 * 1024;
 export const RPC_DEADLINE_MS = 5_000;
@@ -215,7 +216,7 @@ export class AdminClient {
     return call<ClusterStatus__Output>((cb) => this.client.GetClusterStatus({ log }, { deadline: deadline(deadlineMs) }, cb));
   }
 
-  repairSegment(request: { log: string; segmentId: number; node?: string; strategy?: string; dryRun?: boolean }, deadlineMs = 300_000): Promise<RepairSegmentResponse__Output> {
+  repairSegment(request: { log: string; segmentId: number; node?: string; strategy?: RepairStrategy; dryRun?: boolean }, deadlineMs = 300_000): Promise<RepairSegmentResponse__Output> {
     const message = { log: request.log, segment_id: request.segmentId, node: request.node ?? '', strategy: request.strategy ?? '', dry_run: request.dryRun ?? false };
     return call<RepairSegmentResponse__Output>((cb) => this.client.RepairSegment(message, { deadline: deadline(deadlineMs) }, cb));
   }

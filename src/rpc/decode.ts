@@ -6,15 +6,8 @@
 // answered INVALID_ARGUMENT (through toStatus) before any handler sees it. A client stream's
 // handler checks each message it takes with requireDecoded.
 import * as grpc from '@grpc/grpc-js';
+import { UndecodableRequestError } from './errors.js';
 import { toStatus } from './status.js';
-
-export class UndecodableRequestError extends Error {
-  override readonly name = 'UndecodableRequestError';
-  constructor(readonly method: string, options?: { cause?: unknown }) {
-    const detail = options?.cause instanceof Error ? options.cause.message : String(options?.cause);
-    super(`${method}: the request is not a valid protobuf message (${detail.slice(0, 200)})`, options);
-  }
-}
 
 /** What a wrapped deserializer returns for bytes that do not decode. */
 class Undecodable {

@@ -12,6 +12,7 @@
 // (answered, failed, cancelled, past its deadline).
 import * as grpc from '@grpc/grpc-js';
 import { toStatus } from './status.js';
+import { CallLimitedError } from './errors.js';
 
 export type CallFamily = 'read' | 'fetch' | 'validate' | 'repair' | 'peer-read' | 'append' | 'writer' | 'status';
 export const CALL_FAMILIES: readonly CallFamily[] = ['read', 'fetch', 'validate', 'repair', 'peer-read', 'append', 'writer', 'status'];
@@ -73,13 +74,6 @@ export function resolveRpcLimits(partial: { concurrentStreamsPerConnectionMax?: 
     if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`rpc limit ${name} must be a positive integer, got ${String(value)}`);
   }
   return Object.freeze(limits);
-}
-
-export class CallLimitedError extends Error {
-  override readonly name = 'CallLimitedError';
-  constructor(readonly method: string, readonly family: CallFamily, readonly inFlightMax: number) {
-    super(`${method}: ${inFlightMax} ${family} calls are in flight on this node already; retry later`);
-  }
 }
 
 export interface LimitOptions {

@@ -6,12 +6,13 @@ import { HealthImplementation } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import type { Logger } from 'pino';
 import type { AppendResult } from '../wal/index.js';
-import type { RecoveryMetricsSnapshot, SegmentRepair } from '../recovery/index.js';
+import { type RecoveryMetricsSnapshot, type RepairStrategy, type SegmentRepair, parseStrategy } from '../recovery/index.js';
 import { BadRequestError, PartialAppendError, SessionOwnerError, type LogMeta, type PeerHandlers, type ReadEntry, type SegmentMeta, type SessionRef } from '../replication/index.js';
 import { CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, MESSAGE_BYTES_MAX } from './clients.js';
 import { loadProto } from './proto.js';
 import { INSECURE, type Transport, authInterceptor, callerNode, isPeerCaller, serverCredentials, sessionRefusal } from './security.js';
 import { toStatus } from './status.js';
+import { StreamStalledError, WatcherTooSlowError } from './errors.js';
 import { decodedService, requireDecoded, tolerantDefinition } from './decode.js';
 import { InFlightCalls, type LimitOptions, RPC_LIMITS_DEFAULT, healthWatchInterceptor, limitService } from './limits.js';
 import type { WalServiceHandlers } from './generated/walrecovery/v1/WalService.js';
@@ -66,7 +67,7 @@ export interface NodeApi {
   append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing: boolean; forwarded: boolean; deadlineMs: number; session?: SessionRef | undefined }): Promise<AppendResult>;
   read(log: string, from: number, to: number, batchMax: number): AsyncGenerator<ReadEntryView[]>;
   clusterStatus(log: string): Promise<ClusterStatusView>;
-  repairSegment(log: string, segmentId: number, node: string, strategy: string, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>>;
+  repairSegment(log: string, segmentId: number, node: string, strategy: RepairStrategy | undefined, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>>;
   validate(log: string, node: string): AsyncGenerator<ValidateMessageView>;
   /** The per-node part of an admin repair (PeerService.RepairCopy): this node's copy, its own strategy. */
   repairCopy(log: string, segmentId: number, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>>;
@@ -147,20 +148,6 @@ export async function* byBytes(source: AsyncIterable<readonly ReadEntryView[]>, 
       bytes += size;
     }
     if (start < batch.length) yield batch.slice(start);
-  }
-}
-
-export class StreamStalledError extends Error {
-  override readonly name = 'StreamStalledError';
-  constructor(readonly stallMs: number) {
-    super(`the caller took no message for ${stallMs} ms; the stream is ended (call again to resume)`);
-  }
-}
-
-export class WatcherTooSlowError extends Error {
-  override readonly name = 'WatcherTooSlowError';
-  constructor(readonly unreadMax: number) {
-    super(`the watcher left more than ${unreadMax} events unread; dropped (watch again to resume)`);
   }
 }
 
@@ -372,7 +359,10 @@ function validateMessageToWire(m: ValidateMessageView): ValidateMessage {
 function adminService(api: NodeApi, stallMs: number): AdminServiceHandlers {
   const { logger } = api;
   return {
-    RepairSegment: unary(logger, 'RepairSegment', async (r) => repairResponse(r.log, r.segment_id, await api.repairSegment(r.log, r.segment_id, r.node, r.strategy, r.dry_run))),
+    RepairSegment: unary(logger, 'RepairSegment', async (r) =>
+      // The one parse of the strategy, at this edge: '' (not set) leaves each node its own.
+      repairResponse(r.log, r.segment_id, await api.repairSegment(r.log, r.segment_id, r.node, r.strategy === '' ? undefined : parseStrategy(r.strategy), r.dry_run)),
+    ),
     Validate: (call) => {
       streamTo(call, api.validate(call.request.log, call.request.node), validateMessageToWire, stallMs).catch((error: unknown) => failStream(call, error, logger, 'Validate'));
     },

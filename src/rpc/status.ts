@@ -36,8 +36,7 @@ import {
   UnknownLogError,
   UnknownSegmentError,
 } from '../replication/index.js';
-import { CallLimitedError } from './limits.js';
-import { UndecodableRequestError } from './decode.js';
+import { CallLimitedError, StreamStalledError, UndecodableRequestError, WatcherTooSlowError } from './errors.js';
 
 export interface StatusObject {
   readonly code: Status;
@@ -55,7 +54,7 @@ export function toStatus(error: unknown): StatusObject {
   if (error instanceof NotEpochHolderError || error instanceof SessionOwnerError) return { code: Status.PERMISSION_DENIED, details };
   if (error instanceof UnknownLogError || error instanceof UnknownSegmentError) return { code: Status.NOT_FOUND, details };
   if (error instanceof IndexOutOfRangeError) return { code: Status.OUT_OF_RANGE, details };
-  if ((error instanceof Error && (error.name === 'WatcherTooSlowError' || error.name === 'StreamStalledError')) || error instanceof CallLimitedError || error instanceof LogQuotaError || error instanceof EpochLookupsLimitedError) return { code: Status.RESOURCE_EXHAUSTED, details };
+  if (error instanceof WatcherTooSlowError || error instanceof StreamStalledError || error instanceof CallLimitedError || error instanceof LogQuotaError || error instanceof EpochLookupsLimitedError) return { code: Status.RESOURCE_EXHAUSTED, details };
   // Partly applied: nobody may retry it as it is (UNKNOWN is retried by no client of ours).
   if (error instanceof PartialAppendError || error instanceof StorePartialWriteError) return { code: Status.UNKNOWN, details };
   // ABORTED is reserved for fencing: a writer that sees it knows a newer writer exists.

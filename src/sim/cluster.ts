@@ -9,7 +9,7 @@ import pino, { type Logger } from 'pino';
 import { type Clock, type Disk, type SeededRandom } from '../io/index.js';
 import { RecoveryMetrics } from '../recovery/index.js';
 import { type WalStore, format } from '../wal/index.js';
-import { type ClusterMetadata, Coordinator, Election, EtcdEpochHolders, EtcdSegmentDirectory, InThreadScrubChecker, LocalPeer, LogRuntime, NodeSession, RepairService, Scrubber, etcdElectionStore, etcdRepairReporter, etcdRepairReports, parseMemberInfo } from '../cluster/index.js';
+import { type ClusterMetadata, Coordinator, Election, EtcdEpochHolders, EtcdSegmentDirectory, InThreadScrubChecker, LocalPeer, LogRuntime, NodeSession, RepairService, Scrubber, replicaSources, etcdElectionStore, etcdRepairReporter, etcdRepairReports, parseMemberInfo } from '../cluster/index.js';
 import { type LogMeta, LogStores, NotWriterError, PeerHandlers, type PeerResolver } from '../replication/index.js';
 import type { SimEtcd, SimLease } from './directory.js';
 import { type CrashMode, SimFileSystem } from './disk.js';
@@ -128,10 +128,16 @@ export class SimNode {
       self: this.id,
       logs: stores,
       directory,
-      peers,
-      fetchFile: (node, _log, segmentId, path) => sim.fetchFile(runtime, node, segmentId, path),
-      tempDir: DATA_DIR,
-      entryBytesMax: sim.logMeta.segmentBytesMax,
+      replicaSource: replicaSources({
+        self: this.id,
+        peers,
+        directory: () => directory,
+        fetchFile: (node, _log, segmentId, path) => sim.fetchFile(runtime, node, segmentId, path),
+        logs: stores,
+        disk,
+        logger,
+        entryBytesMax: sim.logMeta.segmentBytesMax,
+      }),
       strategy: 'partial',
       roundsMax: 3,
       logger,

@@ -141,7 +141,7 @@ export async function repairDataDir(
 ): Promise<RepairReport> {
   const layout = new StoreLayout(options.disk ?? nodeDisk, dataDir, options.backupDir);
   const { settings, recordedBackups } = await settingsOf(layout, options);
-  const recovery = recoveryOf(options, recordedBackups, { repairStrategy: repair.strategy });
+  const recovery = recoveryOf(options, recordedBackups);
   const logger = options.logger ?? pino({ level: 'silent' });
   const lock = await lockStore(layout);
   try {

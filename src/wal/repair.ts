@@ -1,5 +1,7 @@
-// Local repair: acts on what inspection found, with the strategy chosen, through the decision
-// table of src/recovery.
+// Local repair: executes the plans of src/recovery/repair-plan.ts (itself built on the decision
+// table) for what inspection found, with the strategy chosen. Nothing is decided here: this file
+// gathers the planner's inputs (inspection, verified frames from the sources, the interlock) and
+// carries out the step it returns.
 //
 // Fault model: the process may be killed at any instant. Before anything is changed an intent
 // file (REPAIRING) is made durable; a rebuilt segment is written to a temp file and fsynced, the
@@ -12,20 +14,25 @@ import { relative } from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock, DiskFile } from '../io/index.js';
 import {
-  type DamageSignals,
+  type AvailableCopies,
   type IndexRange,
   type RecoveryConfig,
   type RecoveryMetrics,
   type RepairDecision,
   type RepairReport,
   type RepairStrategy,
+  type SegmentDamage,
   type SegmentRepair,
+  type SegmentStep,
+  backupsFollowRepair,
   countIndices,
-  absentEntrySignals,
-  decide,
   describeFinding,
+  framesWanted,
   haltsOnCorruption,
   mergeRanges,
+  planFileRepair,
+  planSegmentRepair,
+  uncoveredRuns,
 } from '../recovery/index.js';
 import { type Checksum64, AGGREGATE_EMPTY, chainAggregate } from './checksum.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
@@ -53,7 +60,7 @@ import {
   isHoleFrame,
   logIdOf,
 } from './format.js';
-import { type LostCluster, type SegmentInspection, type StoreInspection, inspectStore } from './inspect.js';
+import { type SegmentInspection, type StoreInspection, inspectStore } from './inspect.js';
 import type { StoreSettings } from './options.js';
 import { UnrepairableError } from './errors.js';
 import { cutTornTail, putSegmentCopyInPlace, verifySegmentCopy } from './segment-files.js';
@@ -144,9 +151,9 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
 }
 
 async function repairFindings(ctx: RepairContext, inspection: StoreInspection, options: RepairOptions, actions: SegmentRepair[]): Promise<void> {
-  const halt = haltsOnCorruption(options.strategy);
   for (const file of inspection.unexpectedFiles) {
-    actions.push(halt ? emptyRepair(-1, 'halt', 'halted', `Halt: ${file} left in place`) : await quarantineUnexpected(ctx, `${ctx.layout.dataDir}/${file}`, options.dryRun));
+    const step = planFileRepair('unexpected-file', options.strategy);
+    actions.push(step === 'halt' ? emptyRepair(-1, 'halt', 'halted', `Halt: ${file} left in place`) : await quarantineUnexpected(ctx, `${ctx.layout.dataDir}/${file}`, options.dryRun));
   }
   let cutIndex: number | undefined;
   for (const segment of inspection.segments) {
@@ -161,15 +168,17 @@ async function repairFindings(ctx: RepairContext, inspection: StoreInspection, o
         cutIndex = action.truncated[0]?.first;
         continue;
       }
-      // Backups follow a segment whose contents changed (a hole recorded), or whose own backups
-      // are damaged or missing (say, sealed just before a crash); never a damaged segment. A
-      // rebuilt segment equals its verified record, so intact backups of it stay as they are.
-      const needsBackup = (action.decision === 'skip' && segment.mustBeSealed) || segment.backupFindings.length > 0;
-      if (needsBackup && ctx.recovery.backupRetentionCount > 0 && (action.outcome === 'done' || action.outcome === 'planned')) {
-        actions.push(await recopyBackups(ctx, segment, options.dryRun));
-      }
+      const follow = backupsFollowRepair({
+        decision: action.decision,
+        succeeded: action.outcome === 'done' || action.outcome === 'planned',
+        mustBeSealed: segment.mustBeSealed,
+        backupsDamaged: segment.backupFindings.length > 0,
+        backupCopies: ctx.recovery.backupRetentionCount,
+      });
+      if (follow) actions.push(await recopyBackups(ctx, segment, options.dryRun));
     } else if (segment.backupFindings.length > 0) {
-      actions.push(halt ? emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: backup copies left as they are') : await recopyBackups(ctx, segment, options.dryRun));
+      const step = planFileRepair('backup-damaged', options.strategy);
+      actions.push(step === 'halt' ? emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: backup copies left as they are') : await recopyBackups(ctx, segment, options.dryRun));
     }
   }
 }
@@ -209,22 +218,6 @@ function emptyRepair(segment: number, decision: SegmentRepair['decision'], outco
   return { segment, decision, outcome, repaired: [], lost: [], truncated: [], bytesWritten: 0, detail };
 }
 
-function signalsOf(ctx: RepairContext, segment: SegmentInspection, cluster: LostCluster, strategy: RepairStrategy, goodCopy: boolean): DamageSignals {
-  const kinds = new Set(cluster.ranges.map((r) => r.kind));
-  const headerOk = !kinds.has('bad-entry-header') && !kinds.has('bad-trailer') && !kinds.has('trailing-garbage');
-  const bodyOk = headerOk && !kinds.has('checksum-mismatch');
-  const lostAny = cluster.last >= cluster.first;
-  return {
-    headerOk,
-    bodyOk,
-    indexOk: bodyOk && !kinds.has('misplaced-entry') && !kinds.has('index-gap'),
-    atOpenTail: cluster.atOpenTail,
-    goodCopy,
-    heldElsewhere: lostAny && (ctx.heldElsewhere?.(segment.segmentId, cluster.first, cluster.last) ?? false),
-    strategy,
-  };
-}
-
 async function fetchVerifiedFrames(ctx: RepairContext, segmentId: number, wanted: readonly IndexRange[]): Promise<{ frames: Map<number, Buffer>; source: string | undefined }> {
   const frames = new Map<number, Buffer>();
   let source: string | undefined;
@@ -246,90 +239,83 @@ async function fetchVerifiedFrames(ctx: RepairContext, segmentId: number, wanted
   return { frames, source };
 }
 
-function covered(frames: Map<number, Buffer>, first: number, last: number): boolean {
-  let i = first;
-  while (i <= last) {
-    const frame = frames.get(i);
-    if (!frame) return false;
-    i += frameIndexCount(frame);
-  }
-  return true;
-}
-
 function frameIndexCount(frame: Buffer): number {
   if (!isHoleFrame(frame)) return 1;
   return decodeHolePayload(frame.subarray(ENTRY_HEADER_BYTES))?.count ?? 1;
 }
 
-async function repairSegment(ctx: RepairContext, segment: SegmentInspection, options: RepairOptions): Promise<SegmentRepair> {
-  if (!segment.present) return repairMissing(ctx, segment, options);
-  const analysis = segment.analysis;
-  if (analysis === undefined) throw new Error('unreachable: a present segment has an analysis');
-  const headerOnly = segment.findings.every((f) => f.kind === 'bad-catalog');
-  if (headerOnly) return emptyRepair(segment.segmentId, 'rebuild-catalog', options.dryRun ? 'planned' : 'done', 'catalog record rewritten from the segment');
-
-  const wanted = segment.clusters.filter((c) => c.last >= c.first && !c.atOpenTail).map((c) => ({ first: c.first, last: c.last }));
-  const synced = syncedLoss(segment);
-  if (synced) wanted.push(synced);
-  const { frames, source } = await fetchVerifiedFrames(ctx, segment.segmentId, wanted);
-  // A torn tail with a verified copy is reconstructed; fetch it too when sources may have it.
-  const decisions: Array<{ cluster: LostCluster; decision: RepairDecision }> = segment.clusters.map((cluster) => {
-    // With the end unknown, no copy can be shown complete; and a hole of unknown length cannot
-    // be recorded, so SkipCorrupted rolls such a tail back (named in the report) instead.
-    const goodCopy = cluster.endKnown && (cluster.last < cluster.first || covered(frames, cluster.first, cluster.last));
-    const decision = decide(signalsOf(ctx, segment, cluster, options.strategy, goodCopy && !cluster.atOpenTail));
-    return { cluster, decision: decision === 'skip' && !cluster.endKnown ? 'rollback' : decision };
-  });
-  if (synced) {
-    const goodCopy = covered(frames, synced.first, synced.last);
-    const cluster: LostCluster = { first: synced.first, last: synced.last, ranges: [], atOpenTail: false, endKnown: true };
-    const heldElsewhere = ctx.heldElsewhere?.(segment.segmentId, synced.first, synced.last) ?? false;
-    decisions.push({ cluster, decision: decide(absentEntrySignals({ goodCopy, heldElsewhere, strategy: options.strategy })) });
-  }
-  const structural = analysis.headerProblem !== undefined || segment.findings.some((f) => f.kind === 'bad-trailer');
-  if (structural && haltsOnCorruption(options.strategy)) return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment header or trailer is damaged; not touched');
-  return actOnDecisions(ctx, segment, decisions, { frames, source }, structural, options);
+/** What the planner needs of a segment's inspection (src/recovery/repair-plan.ts). */
+function damageOf(segment: SegmentInspection): SegmentDamage {
+  const record = segment.record;
+  const heldBy = segment.expected ?? record;
+  return {
+    present: segment.present,
+    onlyCatalog: segment.present && segment.findings.every((f) => f.kind === 'bad-catalog'),
+    structural: segment.analysis?.headerProblem !== undefined || segment.findings.some((f) => f.kind === 'bad-trailer'),
+    stretches: segment.clusters.map((c) => ({ first: c.first, last: c.last, kinds: c.ranges.map((r) => r.kind), atOpenTail: c.atOpenTail, endKnown: c.endKnown })),
+    syncedLoss: syncedLoss(segment),
+    held: heldBy ? { first: heldBy.firstIndex, last: heldBy.lastIndex } : undefined,
+    onlyOpenRecord: record?.state === 'open' && segment.expected === undefined,
+  };
 }
 
-/**
- * The strategy's verdict over a segment's lost clusters, carried out: halt, escalate, keep, cut a
- * torn tail, or rebuild (reconstructing, recording holes, or rolling back to the first cluster
- * given up). `structural`: the file must be written anew even if no index was lost.
- */
-async function actOnDecisions(
-  ctx: RepairContext,
-  segment: SegmentInspection,
-  decisions: ReadonlyArray<{ cluster: LostCluster; decision: RepairDecision }>,
-  fetched: { frames: Map<number, Buffer>; source: string | undefined },
-  structural: boolean,
-  options: RepairOptions,
-  expected?: SegmentExpectation,
-): Promise<SegmentRepair> {
-  const { frames, source } = fetched;
-  if (decisions.some((d) => d.decision === 'halt')) return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: corruption found; not touched');
-  const escalated = decisions.filter((d) => d.decision === 'escalate');
-  if (escalated.length > 0) {
-    const ranges = escalated.map((d) => `${d.cluster.first}..${d.cluster.last}`).join(', ');
-    return emptyRepair(segment.segmentId, 'escalate', 'failed', `no verified copy of entries ${ranges}; strategy ${options.strategy} will not drop them (try --strategy skip or rollback)`);
+function availableOf(ctx: RepairContext, segmentId: number, frames: ReadonlyMap<number, Buffer>, wholeCopyTried: boolean): AvailableCopies {
+  return {
+    uncovered: (first, last) => uncoveredRuns(first, last, (i) => frames.has(i), (i) => frameIndexCount(frames.get(i) as Buffer)),
+    heldElsewhere: (first, last) => ctx.heldElsewhere?.(segmentId, first, last) ?? false,
+    wholeCopyTried,
+  };
+}
+
+/** Plans the repair of one segment (src/recovery/repair-plan.ts) and carries the plan out. */
+async function repairSegment(ctx: RepairContext, segment: SegmentInspection, options: RepairOptions): Promise<SegmentRepair> {
+  const damage = damageOf(segment);
+  const id = segment.segmentId;
+  if (!damage.present) {
+    const first = planSegmentRepair(damage, availableOf(ctx, id, new Map(), false), options.strategy);
+    if (first.step !== 'restore-file') return carryOut(ctx, segment, first, { frames: new Map(), source: undefined }, options);
+    const restored = await restoreWholeFile(ctx, segment, expectationOfMissing(segment), options);
+    if (restored) return restored;
   }
-  const rollbacks = decisions.filter((d) => d.decision === 'rollback').map((d) => d.cluster.first);
-  const cutIndex = rollbacks.length > 0 ? Math.min(...rollbacks) : undefined;
-  if (decisions.length === 0 && !structural) {
-    // Only findings about this segment's place among the others (a gap or an overlap with its
-    // neighbour): its own bytes are intact and stay as they are.
-    return emptyRepair(segment.segmentId, 'keep', options.dryRun ? 'planned' : 'done', 'segment intact; its neighbours are repaired on their own');
+  const fetched = await fetchVerifiedFrames(ctx, id, framesWanted(damage));
+  return carryOut(ctx, segment, planSegmentRepair(damage, availableOf(ctx, id, fetched.frames, true), options.strategy), fetched, options);
+}
+
+/** A missing segment's expectation: etcd's record, or the catalog's (whose aggregate is not known). */
+function expectationOfMissing(segment: SegmentInspection): SegmentExpectation {
+  const record = segment.record;
+  const expected = segment.expected ?? (record ? { segmentId: record.segmentId, firstIndex: record.firstIndex, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregateChecksum: undefined } : undefined);
+  if (!expected) throw new Error('unreachable: a missing segment is restored only when a record says what it held');
+  return expected;
+}
+
+/** Executes a planned step. */
+async function carryOut(ctx: RepairContext, segment: SegmentInspection, plan: SegmentStep, fetched: { frames: Map<number, Buffer>; source: string | undefined }, options: RepairOptions): Promise<SegmentRepair> {
+  const id = segment.segmentId;
+  const settled = options.dryRun ? 'planned' : 'done';
+  switch (plan.step) {
+    case 'halt':
+      return emptyRepair(id, 'halt', 'halted', plan.detail);
+    case 'escalate':
+      return emptyRepair(id, 'escalate', 'failed', plan.detail);
+    case 'keep':
+      return emptyRepair(id, 'keep', settled, 'segment intact; its neighbours are repaired on their own');
+    case 'rebuild-catalog':
+      return emptyRepair(id, 'rebuild-catalog', settled, 'catalog record rewritten from the segment');
+    case 'restore-file':
+      throw new Error('unreachable: a whole copy is tried before the plan is made with the frames fetched');
+    case 'truncate-torn-tail':
+      return truncateTornTail(ctx, segment, options.dryRun);
+    case 'rebuild':
+      return rebuildSegment(ctx, segment, {
+        ...fetched,
+        cutIndex: plan.cutIndex,
+        allowHoles: plan.allowHoles,
+        dryRun: options.dryRun,
+        decision: plan.decision,
+        ...(segment.present ? {} : { expected: expectationOfMissing(segment) }),
+      });
   }
-  const onlyTorn = decisions.every((d) => d.decision === 'truncate-torn-tail') && !structural;
-  if (onlyTorn) return truncateTornTail(ctx, segment, options.dryRun);
-  return rebuildSegment(ctx, segment, {
-    frames,
-    source,
-    cutIndex,
-    allowHoles: decisions.some((d) => d.decision === 'skip'),
-    dryRun: options.dryRun,
-    decision: cutIndex !== undefined ? 'rollback' : decisions.some((d) => d.decision === 'skip') ? 'skip' : 'reconstruct',
-    ...(expected ? { expected } : {}),
-  });
 }
 
 /** Entries the catalog says were synced in the open segment but that the file no longer holds. */
@@ -479,50 +465,6 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
   await disk.rename(temp, segment.path);
   await disk.fsyncDir(ctx.layout.segmentsDir);
   return { segment: segment.segmentId, decision: plan.decision, outcome: 'done', repaired, lost, truncated, ...(plan.source ? { source: plan.source } : {}), ...(quarantinedAs ? { quarantinedAs } : {}), bytesWritten: writer.offset, detail: summary };
-}
-
-async function repairMissing(ctx: RepairContext, segment: SegmentInspection, options: RepairOptions): Promise<SegmentRepair> {
-  const record = segment.record;
-  const expected: SegmentExpectation | undefined =
-    segment.expected ?? (record ? { segmentId: record.segmentId, firstIndex: record.firstIndex, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregateChecksum: undefined } : undefined);
-  if (!expected) return emptyRepair(segment.segmentId, 'escalate', 'failed', 'segment file is missing and which entries it held is unknown');
-  if (haltsOnCorruption(options.strategy)) return emptyRepair(segment.segmentId, 'halt', 'halted', 'Halt: segment file is missing; not touched');
-  const restored = await restoreWholeFile(ctx, segment, expected, options);
-  if (restored) return restored;
-  // The open segment's record ends at its last checkpoint: synced entries after it are unknown
-  // (no source can hand them over) and would vanish unreported from a rebuild that seals at the
-  // checkpoint. Unless the strategy gives such entries up, refuse.
-  const unknownAfterCheckpoint = decide(absentEntrySignals({ goodCopy: false, heldElsewhere: false, strategy: options.strategy }));
-  if (record?.state === 'open' && segment.expected === undefined && unknownAfterCheckpoint === 'escalate') {
-    return emptyRepair(segment.segmentId, 'escalate', 'failed', `the open segment's file is missing: entries after index ${record.lastIndex} (its last checkpoint) are unknown; not rebuilt (try --strategy skip or rollback)`);
-  }
-  // No whole copy verifies (say, every copy is damaged, each in another place): gather the
-  // segment entry by entry, as for a damaged file. What no source holds intact forms the lost
-  // clusters, each decided by the strategy and the interlock like damage in a present file.
-  const fetched = await fetchVerifiedFrames(ctx, segment.segmentId, [{ first: expected.firstIndex, last: expected.lastIndex }]);
-  const decisions = uncoveredClusters(fetched.frames, expected.firstIndex, expected.lastIndex).map((cluster) => ({
-    cluster,
-    decision: decide(absentEntrySignals({ goodCopy: false, heldElsewhere: ctx.heldElsewhere?.(segment.segmentId, cluster.first, cluster.last) ?? false, strategy: options.strategy })),
-  }));
-  return actOnDecisions(ctx, segment, decisions, fetched, true, options, expected);
-}
-
-/** The runs of first..last that no fetched frame covers, as lost clusters. */
-function uncoveredClusters(frames: Map<number, Buffer>, first: number, last: number): LostCluster[] {
-  const clusters: LostCluster[] = [];
-  let next = first;
-  while (next <= last) {
-    const frame = frames.get(next);
-    if (frame) {
-      next += frameIndexCount(frame);
-      continue;
-    }
-    let end = next;
-    while (end + 1 <= last && !frames.has(end + 1)) end += 1;
-    clusters.push({ first: next, last: end, ranges: [], atOpenTail: false, endKnown: true });
-    next = end + 1;
-  }
-  return clusters;
 }
 
 /** Puts in place a whole copy of a missing segment that verifies against its record, if a source has one. */

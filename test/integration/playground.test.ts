@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { PlaygroundNode, PlaygroundTls } from '../../src/cli/playground.js';
 import { cliProcess } from '../support/cli.js';
+import { cliSchema, validateJson } from '../support/json-schema.js';
 import { CLI } from '../support/cluster.js';
 import { exited, killAndWait, trackChild } from '../support/etcd.js';
 
@@ -67,6 +68,14 @@ describe('playground', () => {
     expect(dump.stdout.trim().split('\n').map((l) => l.split('\t')[2])).toEqual(['order 1', 'order 2', 'order 3']);
     const status = await cliProcess(['status', '--target', target], asClient);
     expect(status.code, status.stderr).toBe(0);
+    // --json of every verb with --target has the schema of the same verb on a local store.
+    const asAdmin = { WAL_TLS_CA: tls.ca, WAL_TLS_CERT: tls.admin.cert, WAL_TLS_KEY: tls.admin.key, WAL_INSECURE: '' };
+    for (const [verb, args] of [['append', []], ['dump', []], ['validate', []], ['repair', ['--segment', '1', '--dry-run']], ['status', []]] as const) {
+      const out = await cliProcess([verb, '--target', target, '--json', ...args], asAdmin, verb === 'append' ? 'order 4\n' : '');
+      expect(out.code, `${verb}: ${out.stderr}`).toBe(0);
+      const documents = verb === 'dump' ? out.stdout.trim().split('\n').map((l) => JSON.parse(l) as unknown) : [JSON.parse(out.stdout) as unknown];
+      for (const document of documents) expect(validateJson(document, cliSchema(verb)), `${verb}: ${JSON.stringify(document).slice(0, 300)}`).toEqual([]);
+    }
     // A client role may not validate (admin only); no files: a usage error; plaintext: refused.
     const validate = await cliProcess(['validate', '--target', target], asClient);
     expect(validate.code).toBe(2);

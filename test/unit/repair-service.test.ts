@@ -14,10 +14,9 @@ function serviceWith(report: () => Promise<void>): { service: RepairService; eve
     self: 'n1',
     logs: {} as LogStores,
     directory: { list: async () => Promise.reject(new Error('etcd unreachable')) },
-    peers: () => undefined,
-    fetchFile: async () => undefined,
-    tempDir: '/nonexistent',
-    entryBytesMax: 1 << 20,
+    replicaSource: () => {
+      throw new Error('no repair gets as far as its sources here (etcd is unreachable)');
+    },
     strategy: 'partial',
     roundsMax: 1,
     logger: pino({ level: 'silent' }),
