@@ -45,15 +45,17 @@ export async function runClusterValidate(ctx: CommandContext, endpoint: ClusterE
   return findings.length === 0 ? EXIT_OK : EXIT_DAMAGE;
 }
 
-export async function runClusterRepair(ctx: CommandContext, endpoint: ClusterEndpoint, o: { segment?: number; node?: string; strategy: RepairStrategy; dryRun: boolean }): Promise<ExitCode> {
+export async function runClusterRepair(ctx: CommandContext, endpoint: ClusterEndpoint, o: { segment?: number; node?: string; strategy: RepairStrategy; strategyGiven?: boolean; dryRun: boolean }): Promise<ExitCode> {
   if (o.segment === undefined) throw new UsageError('repair --target needs --segment ID (find damaged segments with validate --target)');
   const client = new AdminClient(endpoint.target.text, await transportOf(endpoint));
   try {
-    const wire = await client.repairSegment({ log: endpoint.log, segmentId: o.segment, node: o.node ?? '', strategy: o.strategy, dryRun: o.dryRun });
-    const response = { log: endpoint.log, segment: o.segment, strategy: o.strategy, dryRun: o.dryRun, results: wire.results.map((r) => repairResultFromWire(r, o.segment as number)) };
+    // No --strategy: none is sent, and each node repairs with its own --repair-strategy.
+    const strategy = o.strategyGiven === false ? undefined : o.strategy;
+    const wire = await client.repairSegment({ log: endpoint.log, segmentId: o.segment, node: o.node ?? '', ...(strategy !== undefined ? { strategy } : {}), dryRun: o.dryRun });
+    const response = { log: endpoint.log, segment: o.segment, strategy: strategy ?? null, dryRun: o.dryRun, results: wire.results.map((r) => repairResultFromWire(r, o.segment as number)) };
     if (ctx.json) await ctx.out.json(response);
     else {
-      const lines = [`repair of segment ${o.segment} of log '${endpoint.log}' with strategy ${o.strategy}${o.dryRun ? ' (dry run)' : ''}:`];
+      const lines = [`repair of segment ${o.segment} of log '${endpoint.log}' with ${strategy === undefined ? "each node's own strategy" : `strategy ${strategy}`}${o.dryRun ? ' (dry run)' : ''}:`];
       for (const r of response.results) {
         const parts = [`${r.decision} ${r.outcome}`, r.detail];
         if (r.repaired.length > 0) parts.push(`repaired ${ranges(r.repaired)}${r.source ? ` from ${r.source}` : ''}`);

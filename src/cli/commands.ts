@@ -110,6 +110,8 @@ export async function runValidate(ctx: CommandContext, endpoint: Endpoint, node 
 
 export interface RepairOptions {
   readonly strategy: RepairStrategy;
+  /** False when --strategy was left at its default: with --target, each node then uses its own. */
+  readonly strategyGiven?: boolean;
   readonly dryRun: boolean;
   /** With --target: the segment, and optionally the one node whose copy to repair. */
   readonly segment?: number;

@@ -134,8 +134,10 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .option('--segment <id>', 'with --target: the sealed segment to repair', integerIn(1, SEGMENT_ID_OPTION_MAX))
     .option('--node <id>', 'with --target: only this node\'s copy (default: every member whose copy is damaged)')
     // Commander's choices() is the one parse of the strategy at this edge: opts.strategy is one of REPAIR_STRATEGIES.
-    .action(async (opts: CommonOptions & { strategy: RepairStrategy; dryRun?: boolean; segment?: number; node?: string }) => {
-      const options = { strategy: opts.strategy, dryRun: opts.dryRun === true, ...(opts.segment !== undefined ? { segment: opts.segment } : {}), ...(opts.node !== undefined ? { node: opts.node } : {}) };
+    .action(async (opts: CommonOptions & { strategy: RepairStrategy; dryRun?: boolean; segment?: number; node?: string }, command: Command) => {
+      // With --target and no --strategy, each node repairs with its own --repair-strategy.
+      const strategyGiven = command.getOptionValueSource('strategy') !== 'default';
+      const options = { strategy: opts.strategy, strategyGiven, dryRun: opts.dryRun === true, ...(opts.segment !== undefined ? { segment: opts.segment } : {}), ...(opts.node !== undefined ? { node: opts.node } : {}) };
       setCode(await runRepair(context(opts), endpointOf(opts), options));
     });
 
