@@ -3,11 +3,13 @@
 // observer and the repair service feed it, the scrubber orders its work by it.
 //
 // Model, per node (one data directory per node: all its logs live under it):
-// - A node damage rate lambda_node (damaged copies per segment-hour), Gamma-Poisson: prior
-//   Gamma(a0, a0 / lambda0), updated by detections (counts) and clean verifications (exposure:
-//   the hours each verified segment was covered), both forgotten with a half-life (temporal
-//   locality: a disk that erred recently errs again, Bairavasundaram 2007).
-// - Per segment, a kernel-smoothed Gamma-Poisson rate around lambda_node: detections and exposure
+// - A node damage rate lambda_node (damaged copies per node-hour), Gamma-Poisson: prior
+//   Gamma(a0, a0 / lambda0), updated by detections (counts) and the hours observed (exposure),
+//   both forgotten with a half-life; plus a follow-on term for temporal locality: each detection
+//   adds followOnProbability / followOnWindowHours (over half of disks with one latent error
+//   develop another within a month, Bairavasundaram 2007), decaying with the same half-life.
+// - Per segment, a kernel-smoothed Gamma-Poisson rate around lambda_node / segments held:
+//   detections and verified exposure
 //   of segments within neighbourRadius (same log, segment ids apart by d) count with weight
 //   spatialWeight^d (spatial locality: P(another error within 10 MB | one) ~ 0.5).
 // - A burst term: a detection at distance d makes a neighbour last verified before it damaged
@@ -19,8 +21,11 @@
 // its last clean verification). The node's risk ratio is lambda_node * latencyFactor / lambda0.
 
 export interface ScrubModelParams {
-  /** Prior damage rate per segment-hour (the fleet's background rate). */
-  readonly lambda0PerSegmentHour: number;
+  /** Prior damage rate per node-hour (the fleet's background: ~3.5 % of disks a year). */
+  readonly lambda0PerNodeHour: number;
+  /** P(another error on the node within followOnWindowHours of one), and that window. */
+  readonly followOnProbability: number;
+  readonly followOnWindowHours: number;
   /** Prior strength (pseudo-detections): how many detections move the rate a long way. */
   readonly priorStrength: number;
   /** Half-life of detections and exposure (temporal locality). */
@@ -42,9 +47,11 @@ export interface ScrubModelParams {
 }
 
 export const SCRUB_MODEL_DEFAULTS: ScrubModelParams = Object.freeze({
-  lambda0PerSegmentHour: 1e-5,
+  lambda0PerNodeHour: 4e-6,
+  followOnProbability: 0.5,
+  followOnWindowHours: 30 * 24,
   priorStrength: 2,
-  halfLifeHours: 30 * 24,
+  halfLifeHours: 14 * 24,
   neighbourRadius: 3,
   spatialWeight: 0.5,
   burstProbability: 0.5,
@@ -129,6 +136,8 @@ export class ScrubModel {
   private readonly segments = new Map<string, Map<number, SegmentState>>();
   private nodeDetections = 0;
   private nodeExposureHours = 0;
+  /** Detections decayed by the half-life, unlike nodeDetections not offset by exposure. */
+  private followOnDetections = 0;
   private nodeDecayedMs: number | undefined;
   private readonly latency: Record<LatencyKind, LatencyStat>;
   private readonly counts: Record<SignalSource, number> = { scrub: 0, read: 0, open: 0, repair: 0, request: 0, coordinator: 0 };
@@ -161,10 +170,13 @@ export class ScrubModel {
   }
 
   private decayNode(nowMs: number): void {
-    const f = this.nodeDecayedMs === undefined ? 1 : this.decay(nowMs, this.nodeDecayedMs);
-    this.nodeDetections *= f;
-    this.nodeExposureHours *= f;
-    this.nodeDecayedMs = nowMs;
+    if (this.nodeDecayedMs !== undefined && nowMs > this.nodeDecayedMs) {
+      const f = this.decay(nowMs, this.nodeDecayedMs);
+      this.nodeExposureHours = (this.nodeExposureHours + (nowMs - this.nodeDecayedMs) / HOUR_MS) * f;
+      this.nodeDetections *= f;
+      this.followOnDetections *= f;
+    }
+    this.nodeDecayedMs = Math.max(nowMs, this.nodeDecayedMs ?? nowMs);
   }
 
   /** A segment the node holds, first seen (or seen again after a restart) with its last verification if known. */
@@ -185,11 +197,7 @@ export class ScrubModel {
   verified(key: SegmentKey, nowMs: number): void {
     const s = this.state(key, nowMs);
     this.decayNode(nowMs);
-    if (s.verifiedMs !== undefined) {
-      const hours = Math.max(0, nowMs - s.verifiedMs) / HOUR_MS;
-      s.exposureHours += hours;
-      this.nodeExposureHours += hours;
-    }
+    if (s.verifiedMs !== undefined) s.exposureHours += Math.max(0, nowMs - s.verifiedMs) / HOUR_MS;
     s.verifiedMs = nowMs;
   }
 
@@ -200,6 +208,7 @@ export class ScrubModel {
     s.detections += 1;
     s.lastDetectionMs = nowMs;
     this.nodeDetections += 1;
+    this.followOnDetections += 1;
     this.counts[source] += 1;
     this.version += 1;
   }
@@ -215,6 +224,7 @@ export class ScrubModel {
   ioError(nowMs: number): void {
     this.decayNode(nowMs);
     this.nodeDetections += 1;
+    this.followOnDetections += 1;
     this.ioErrors += 1;
     this.version += 1;
   }
@@ -236,16 +246,24 @@ export class ScrubModel {
     return Math.min(this.p.latencyFactorMax, 1 + ((z - this.p.latencyZThreshold) / this.p.latencyZThreshold) * (this.p.latencyFactorMax - 1));
   }
 
-  /** lambda_node times the latency factor (damage per segment-hour). */
+  /** lambda_node times the latency factor (damage per node-hour). */
   nodeRate(nowMs: number): number {
     this.decayNode(nowMs);
-    const { priorStrength: a0, lambda0PerSegmentHour: l0 } = this.p;
-    return ((a0 + this.nodeDetections) / (a0 / l0 + this.nodeExposureHours)) * this.latencyFactor();
+    const { priorStrength: a0, lambda0PerNodeHour: l0 } = this.p;
+    const posterior = (a0 + this.nodeDetections) / (a0 / l0 + this.nodeExposureHours);
+    const followOn = (this.followOnDetections * this.p.followOnProbability) / this.p.followOnWindowHours;
+    return (posterior + followOn) * this.latencyFactor();
+  }
+
+  private segmentCount(): number {
+    let n = 0;
+    for (const segments of this.segments.values()) n += segments.size;
+    return Math.max(1, n);
   }
 
   /** P(undetected damage) of one segment now. */
   segmentScore(key: SegmentKey, nowMs: number): number {
-    const lambdaNode = this.nodeRate(nowMs);
+    const lambdaNode = this.nodeRate(nowMs) / this.segmentCount();
     const { priorStrength: a0, neighbourRadius: r, spatialWeight: w } = this.p;
     const log = this.segments.get(key.log);
     const self = log?.get(key.segmentId);
@@ -276,7 +294,7 @@ export class ScrubModel {
   nodeScore(nowMs: number): NodeScrubScore {
     const latencyFactor = this.latencyFactor();
     return {
-      riskRatio: this.nodeRate(nowMs) / this.p.lambda0PerSegmentHour,
+      riskRatio: this.nodeRate(nowMs) / this.p.lambda0PerNodeHour,
       latencyFactor,
       latencyZ: { fdatasync: this.latency.fdatasync.z(), read: this.latency.read.z() },
       detections: { ...this.counts },

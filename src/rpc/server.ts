@@ -18,6 +18,7 @@ import type { WalServiceHandlers } from './generated/walrecovery/v1/WalService.j
 import type { PeerServiceHandlers } from './generated/walrecovery/v1/PeerService.js';
 import type { AdminServiceHandlers } from './generated/walrecovery/v1/AdminService.js';
 import type { ClusterStatus } from './generated/walrecovery/v1/ClusterStatus.js';
+import type { ScrubStatus } from './generated/walrecovery/v1/ScrubStatus.js';
 import type { SegmentRef__Output } from './generated/walrecovery/v1/SegmentRef.js';
 
 /** One entry as Read streams it: the read path's own type (src/replication/reader.ts). */
@@ -29,6 +30,22 @@ export interface ClusterStatusView {
   readonly coordinator: string;
   readonly members: ReadonlyArray<{ id: string; address: string; startedMs: number; version: string; metricsUrl: string }>;
   readonly logs: ReadonlyArray<{ meta: LogMeta; writer: string; writerEpoch: number; committedIndex: number; segments: readonly SegmentMeta[] }>;
+  /** This node's damage model and every node's published score (docs/SCRUBBING.md). */
+  readonly scrub?: ScrubStatusView;
+  readonly scrubScores?: ReadonlyArray<{ node: string; riskRatio: number; latencyFactor: number; segmentScoreMax: number; updatedMs: number }>;
+}
+
+export interface ScrubStatusView {
+  readonly riskRatio: number;
+  readonly latencyFactor: number;
+  readonly latencyZ: { readonly fdatasync: number; readonly read: number };
+  readonly rateMultiplier: number;
+  readonly suspectBytes: number;
+  readonly ioErrors: number;
+  readonly detections: Readonly<Record<string, number>>;
+  readonly topSegments: ReadonlyArray<{ log: string; segmentId: number; score: number; lastVerifiedMs: number | undefined }>;
+  readonly repairs: number;
+  readonly repairsFailed: number;
 }
 
 export interface ValidateMessageView {
@@ -391,6 +408,8 @@ function adminService(api: NodeApi, stallMs: number): AdminServiceHandlers {
         cluster: view.cluster,
         node: view.node,
         coordinator: view.coordinator,
+        ...(view.scrub ? { scrub: scrubStatusToWire(view.scrub) } : {}),
+        scrub_scores: (view.scrubScores ?? []).map((n) => ({ node: n.node, risk_ratio: n.riskRatio, latency_factor: n.latencyFactor, segment_score_max: n.segmentScoreMax, updated_ms: n.updatedMs })),
         members: view.members.map((m) => ({ id: m.id, address: m.address, started_ms: m.startedMs, version: m.version, metrics_url: m.metricsUrl })),
         logs: view.logs.map((l) => ({
           log: l.meta.log,
@@ -470,5 +489,21 @@ export async function startRpcServer(api: NodeApi, listen: { host: string; port:
         });
       });
     },
+  };
+}
+
+function scrubStatusToWire(v: ScrubStatusView): ScrubStatus {
+  return {
+    risk_ratio: v.riskRatio,
+    latency_factor: v.latencyFactor,
+    latency_z_fdatasync: v.latencyZ.fdatasync,
+    latency_z_read: v.latencyZ.read,
+    rate_multiplier: v.rateMultiplier,
+    suspect_bytes: Math.round(v.suspectBytes),
+    io_errors: v.ioErrors,
+    checksum_failures: { ...v.detections },
+    top_segments: v.topSegments.map((s) => ({ log: s.log, segment_id: s.segmentId, score: s.score, last_verified_ms: s.lastVerifiedMs ?? 0 })),
+    repairs: v.repairs,
+    repairs_failed: v.repairsFailed,
   };
 }
