@@ -1,6 +1,6 @@
 // Server verbs: `node` runs one cluster node in this process until SIGINT or SIGTERM.
 import { ClusterNode } from '../cluster/index.js';
-import { createLogger } from '../observability/index.js';
+import { createLogger, disableTracing, enableTracing } from '../observability/index.js';
 import type { RepairStrategy } from '../recovery/index.js';
 import { EXIT_OK, type ExitCode } from './exit.js';
 import { checkEtcdTransport, etcdTlsPathsOf, tlsPathsOf } from './options.js';
@@ -22,6 +22,9 @@ export interface NodeVerbOptions {
   readonly scrubBytesPerSecond?: number;
   readonly scrubIntervalMs?: number;
   readonly goneAfterMs?: number;
+  /** OpenTelemetry: OTLP/gRPC collector (tracing is off without it) and the share of traces sampled. */
+  readonly otlpEndpoint?: string;
+  readonly traceSampleRatio?: number;
   readonly verbose?: boolean;
   readonly tlsCa?: string;
   readonly tlsCert?: string;
@@ -59,6 +62,7 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
   // Installed before starting: a node still starting (etcd unreachable, say) must stop on
   // SIGTERM too — as PID 1 in a container nothing else would deliver it.
   const signal = untilSignal();
+  if (o.otlpEndpoint !== undefined) await enableTracing({ otlpEndpoint: o.otlpEndpoint, sampleRatio: o.traceSampleRatio ?? 0.01, serviceName: `wal-recovery-${o.id}` });
   const starting = ClusterNode.start({
     ...(tls ? { tls } : {}),
     ...(etcdTls ? { etcdTls } : {}),
@@ -89,5 +93,6 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
   await print(JSON.stringify({ node: node.id, target: node.address, metrics: node.metricsUrl, pid: process.pid }) + '\n');
   logger.info({ signal: await signal }, 'stopping');
   await node.stop();
+  await disableTracing(); // flushes the spans still buffered
   return EXIT_OK;
 }

@@ -17,6 +17,7 @@ import type { EtcdSegmentDirectory } from './directory.js';
 import type { RepairService } from './repairs.js';
 import type { ScrubChecker } from './scrub-pool.js';
 import type { Counter, Gauge } from 'prom-client';
+import { withSpan } from '../observability/index.js';
 import { ScrubModel } from './scrub-model.js';
 import { type PlanItem, type ScrubPlanParams, ScrubPlan } from './scrub-plan.js';
 
@@ -111,7 +112,7 @@ export class Scrubber {
       const { log, meta, store } = pick.item;
       const began = this.o.clock.monotonicMs();
       const path = join(this.o.logs.logDir(log), 'segments', format.segmentFileName(meta.segmentId));
-      const result = await this.o.checker.check({ path, segmentId: meta.segmentId, entryBytesMax: this.o.entryBytesMax });
+      const result = await withSpan('scrub.check', { 'wal.log': log, 'wal.segment': meta.segmentId, 'wal.order': pick.kind }, () => this.o.checker.check({ path, segmentId: meta.segmentId, entryBytesMax: this.o.entryBytesMax }));
       this.bytesScrubbed += result.fileByteLength;
       this.segmentsScrubbed += 1;
       this.o.metrics.scrubBytes.inc(result.fileByteLength);

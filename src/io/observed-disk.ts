@@ -1,6 +1,7 @@
 // A Disk that reports what predictive scrubbing learns from (docs/SCRUBBING.md): the latency of
 // every fdatasync and of every read, and every I/O error (EIO and kin; not ENOENT/EEXIST, which
 // are answers, not faults). It adds one clock read and one callback per call, nothing else.
+import { tracingEnabled, withSpan } from '../observability/tracing.js';
 import type { Clock } from './clock.js';
 import { type Disk, type DiskFile, errorCode } from './disk.js';
 
@@ -28,7 +29,7 @@ export function observedDisk(disk: Disk, observer: DiskObserver, clock: Pick<Clo
     read: (buf, offset, byteLength, position) => timed('read', () => file.read(buf, offset, byteLength, position)),
     write: (buf, offset, byteLength, position) => file.write(buf, offset, byteLength, position).catch(failed),
     truncate: (byteLength) => file.truncate(byteLength).catch(failed),
-    datasync: () => timed('fdatasync', () => file.datasync()),
+    datasync: () => timed('fdatasync', () => (tracingEnabled() ? withSpan('fdatasync', {}, () => file.datasync()) : file.datasync())),
     sync: () => timed('fdatasync', () => file.sync()),
     byteLength: () => file.byteLength(),
     close: () => file.close(),

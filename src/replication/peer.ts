@@ -5,6 +5,7 @@
 // hostile frames (each is verified before it is written), or ask for ranges the node does not
 // hold. A copy this node holds but cannot verify is reported as faulty, never as absent.
 // Segment files are read through the stores' Disk (LogStores.disk), never the file system directly.
+import { withSpan } from '../observability/index.js';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { DiskError } from '../io/index.js';
@@ -131,7 +132,7 @@ export class PeerHandlers {
     checkIndex('segment.first_index', segment.firstIndex);
     if (frames.length === 0) throw new BadRequestError('frames', 'at least one frame is needed');
     const verified = await this.verifyWriter('PeerService.Replicate', log, epoch, caller);
-    const result = await this.logs.withEpoch(log, epoch, (store) => store.appendFrames(segment, frames), { verified });
+    const result = await withSpan('replica.write', { 'wal.log': log, 'wal.segment': segment.segmentId, 'wal.frames': frames.length }, () => this.logs.withEpoch(log, epoch, (store) => store.appendFrames(segment, frames), { verified }));
     this.noteCommitted(log, Math.min(committedIndex, result.lastIndex));
     return { lastIndex: result.lastIndex };
   }
@@ -152,7 +153,7 @@ export class PeerHandlers {
     const expected = expectedAggregate === '' ? undefined : BigInt(`0x${expectedAggregate}`);
     // Never below what this node was told is acknowledged (defence in depth: a correct writer
     // seals at or above it, so only a forged or confused Seal is refused).
-    const record = await this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex, expected, this.committedIndex(log)), { verified });
+    const record = await withSpan('replica.seal', { 'wal.log': log, 'wal.segment': segmentId }, () => this.logs.withEpoch(log, epoch, (store) => store.sealSegment(segmentId, lastIndex, expected, this.committedIndex(log)), { verified }));
     const holding = holdingOf(record);
     if (expectedAggregate !== '' && holding.aggregate !== expectedAggregate) {
       this.logger.error({ log, segment: segmentId, expected: expectedAggregate, actual: holding.aggregate }, 'sealed copy differs from the recorded aggregate checksum');

@@ -18,6 +18,7 @@ import type { WalServiceHandlers } from './generated/walrecovery/v1/WalService.j
 import type { PeerServiceHandlers } from './generated/walrecovery/v1/PeerService.js';
 import type { AdminServiceHandlers } from './generated/walrecovery/v1/AdminService.js';
 import type { ClusterStatus } from './generated/walrecovery/v1/ClusterStatus.js';
+import { serverSpan, tracingEnabled } from '../observability/tracing.js';
 import type { ScrubStatus } from './generated/walrecovery/v1/ScrubStatus.js';
 import type { SegmentRef__Output } from './generated/walrecovery/v1/SegmentRef.js';
 
@@ -115,11 +116,20 @@ function ref(segment: SegmentRef__Output | null): { log: string; segmentId: numb
 
 function unary<Req, Res>(logger: Logger, method: string, handle: (request: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
-    handle(call.request, call).then(
+    // A span continuing the caller's trace when tracing is on (src/observability/tracing.ts).
+    const handled = tracingEnabled() ? serverSpan(method, call.metadata, spanAttributes(logger, call.request), () => handle(call.request, call)) : handle(call.request, call);
+    handled.then(
       (response) => callback(null, response),
       (error: unknown) => callback(fail(error, logger, method)),
     );
   };
+}
+
+/** The serving node and the request's log, on a server span. */
+function spanAttributes(logger: Logger, request: unknown): Record<string, string> {
+  const node = (logger.bindings() as { node?: unknown }).node;
+  const log = (request as { log?: unknown } | null)?.log;
+  return { 'wal.node': typeof node === 'string' ? node : '', ...(typeof log === 'string' ? { 'wal.log': log } : {}) };
 }
 
 const GONE = Symbol('gone');
@@ -273,9 +283,11 @@ function walService(api: NodeApi, transport: Transport, stallMs: number): WalSer
     },
     Read: (call) => {
       const { log, from_index, to_index, batch_max } = call.request;
-      streamTo(call, byBytes(api.read(log, from_index, to_index, batch_max), READ_RESPONSE_BYTES_MAX), (batch) => ({
-        entries: batch.map((e) => ({ index: e.index, timestamp_ms: e.timestampMs, payload: e.payload, checksum: e.checksum, lost: e.lost, lost_reason: e.lostReason })),
-      }), stallMs).catch((error: unknown) => failStream(call, error, logger, 'Read'));
+      const stream = (): Promise<void> =>
+        streamTo(call, byBytes(api.read(log, from_index, to_index, batch_max), READ_RESPONSE_BYTES_MAX), (batch) => ({
+          entries: batch.map((e) => ({ index: e.index, timestamp_ms: e.timestampMs, payload: e.payload, checksum: e.checksum, lost: e.lost, lost_reason: e.lostReason })),
+        }), stallMs);
+      (tracingEnabled() ? serverSpan('Read', call.metadata, { ...spanAttributes(logger, call.request), 'wal.from_index': from_index, 'wal.to_index': to_index }, stream) : stream()).catch((error: unknown) => failStream(call, error, logger, 'Read'));
     },
   };
 }
