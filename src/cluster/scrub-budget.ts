@@ -33,7 +33,7 @@ export interface ScrubBudgetParams {
   readonly scoreStaleMs: number;
 }
 
-export const SCRUB_BUDGET_DEFAULTS: ScrubBudgetParams = Object.freeze({ boostRiskRatio: 8, boostMultiplier: 2, boostedNodesMax: 2, scoreStaleMs: 5 * 60_000 });
+export const SCRUB_BUDGET_DEFAULTS: ScrubBudgetParams = Object.freeze({ boostRiskRatio: 100, boostMultiplier: 2, boostedNodesMax: 2, scoreStaleMs: 5 * 60_000 });
 
 export function parseScrubScore(raw: unknown): PublishedScrubScore {
   const r = raw as Partial<PublishedScrubScore> | null;

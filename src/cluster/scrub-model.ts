@@ -282,7 +282,11 @@ export class ScrubModel {
         notBurst *= 1 - this.p.burstProbability * w ** (Math.abs(d) - 1) * this.decay(nowMs, n.lastDetectionMs);
       }
     }
-    const lambda = (a0 + detections) / (a0 / lambdaNode + exposure);
+    // Follow-on damage near a detection: followOnProbability within the window, spread over the
+    // neighbourhood by the spatial kernel (its weights sum to kernelSum).
+    const kernelSum = 1 + (2 * w * (1 - w ** r)) / (1 - w);
+    const followOnLocal = (detections * this.p.followOnProbability) / kernelSum / this.p.followOnWindowHours;
+    const lambda = (a0 + detections) / (a0 / lambdaNode + exposure) + followOnLocal;
     const sinceHours = self?.verifiedMs === undefined ? 0 : Math.max(0, nowMs - self.verifiedMs) / HOUR_MS;
     return 1 - notBurst * Math.exp(-lambda * sinceHours);
   }

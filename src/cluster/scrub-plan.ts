@@ -21,7 +21,7 @@ export interface ScrubPlanParams {
   readonly rescoreEveryPicks: number;
 }
 
-export const SCRUB_PLAN_DEFAULTS: ScrubPlanParams = Object.freeze({ suspectScore: 0.05, suspectShare: 0.3, rescoreEveryPicks: 64 });
+export const SCRUB_PLAN_DEFAULTS: ScrubPlanParams = Object.freeze({ suspectScore: 0.002, suspectShare: 0.3, rescoreEveryPicks: 64 });
 
 export interface PlanItem extends SegmentKey {
   readonly byteLength: number;

@@ -13,7 +13,7 @@
 // (twice the rate while the node's risk ratio is at least 8: extra bytes, reported).
 import { SeededRandom } from '../io/index.js';
 import { ScrubModel } from '../cluster/scrub-model.js';
-import { type PlanItem, ScrubPlan } from '../cluster/scrub-plan.js';
+import { type PlanItem, type ScrubPlanParams, ScrubPlan } from '../cluster/scrub-plan.js';
 import { SCRUB_BUDGET_DEFAULTS } from '../cluster/scrub-budget.js';
 
 const HOUR = 3_600_000;
@@ -29,6 +29,8 @@ export interface ScrubEvalOptions {
   /** Client reads per segment per hour. */
   readonly readsPerSegmentHour: number;
   readonly failingDiskShare: number;
+  /** The plan's parameters for the model policies (default: SCRUB_PLAN_DEFAULTS). */
+  readonly plan?: Partial<ScrubPlanParams>;
 }
 
 export const SCRUB_EVAL_DEFAULTS: ScrubEvalOptions = { seed: 1, nodes: 24, segments: 1000, periodMs: 7 * DAY, horizonMs: 56 * DAY, readsPerSegmentHour: 0.0005, failingDiskShare: 0.5 };
@@ -102,7 +104,7 @@ function runNode(policy: Policy, node: number, o: ScrubEvalOptions): { ttds: num
   let extra = 0;
   let falseAlarm = 0;
   const model = new ScrubModel();
-  const plan = new ScrubPlan<PlanItem>(model);
+  const plan = new ScrubPlan<PlanItem>(model, o.plan ?? {});
   const items: PlanItem[] = Array.from({ length: o.segments }, (_, i) => ({ log: 'l', segmentId: i, byteLength: 1 }));
   // Every segment verified once at a random time in the period before the start (steady state).
   for (const item of items) model.track(item, 0, -random.next() * o.periodMs);
@@ -222,6 +224,7 @@ if (isMain) {
     const i = process.argv.indexOf(`--${name}`);
     return i < 0 ? undefined : Number(process.argv[i + 1]);
   };
-  const results = evaluate({ seed: arg('seed') ?? 1, ...(arg('nodes') !== undefined ? { nodes: arg('nodes') as number } : {}) });
+  const suspectScore = arg('suspect-score');
+  const results = evaluate({ seed: arg('seed') ?? 1, ...(arg('nodes') !== undefined ? { nodes: arg('nodes') as number } : {}), ...(suspectScore !== undefined ? { plan: { suspectScore } } : {}) });
   process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
 }

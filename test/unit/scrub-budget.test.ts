@@ -11,7 +11,7 @@ const score = (node: string, riskRatio: number, updatedMs = 1_000): PublishedScr
 
 describe('scrubBudgets', () => {
   it('raises the highest-risk live nodes with fresh scores, within the cap', () => {
-    const scores = [score('a', 1), score('b', 50), score('c', 9), score('d', 400), score('e', 1000, 0), score('f', 99)];
+    const scores = [score('a', 1), score('b', 150), score('c', 99), score('d', 400), score('e', 1000, 0), score('f', 999)];
     const live = new Set(['a', 'b', 'c', 'd', 'e']);
     const now = 1_000 + SCRUB_BUDGET_DEFAULTS.scoreStaleMs;
     // e is stale (1 s older than the rest, which are exactly at the limit), f is not live: d and b, the two highest, at twice the rate.
