@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { ClusterNode } from '../../src/cluster/index.js';
 import { disableTracing, enableTracing, withSpan } from '../../src/observability/index.js';
-import { WalClient } from '../../src/rpc/index.js';
+import { AdminClient, WalClient } from '../../src/rpc/index.js';
 import { format } from '../../src/wal/index.js';
 import { EtcdServer } from '../support/etcd.js';
 import { silent, until } from '../support/replication-fakes.js';
@@ -124,3 +124,23 @@ function isUnder(spans: readonly ReadableSpan[], span: ReadableSpan, ancestor: R
   }
   return false;
 }
+
+describe('scrub scores', () => {
+  it('show in the node status (admin API: GetClusterStatus) and in /metrics', async () => {
+    const first = nodes[0] as ClusterNode;
+    const status = await first.clusterStatus(LOG);
+    expect(status.scrub?.riskRatio).toBeGreaterThan(0);
+    // The damaged copy repaired above is a repair the victim's model counted.
+    const repairs = await Promise.all(nodes.map(async (n) => (await n.clusterStatus(LOG)).scrub?.repairs ?? 0));
+    expect(repairs.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(1);
+    const admin = new AdminClient(first.address);
+    const wire = await admin.status(LOG);
+    admin.close();
+    expect(wire.scrub?.risk_ratio).toBeCloseTo(status.scrub?.riskRatio ?? -1, 3);
+    // Every node publishes its score to etcd every coordinatorIntervalMs (500 ms here).
+    await until(async () => (await first.clusterStatus(LOG)).scrubScores?.length === 3);
+    const text = await first.metrics.registry.metrics();
+    expect(text).toMatch(/^wal_recovery_scrub_risk_ratio\{[^}]*\} [0-9.e+-]+$/m);
+    expect(text).toMatch(/^wal_recovery_disk_latency_seconds_count\{[^}]*op="fdatasync"[^}]*\} [1-9]/m);
+  }, 30_000);
+});
