@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { APPEND_ENTRIES_MAX, type ReadEntry, SESSION_DEFAULTS } from '../replication/index.js';
-import { withSpan } from '../observability/index.js';
+import { withSpan } from '../observability/tracing.js';
 import { AdminClient, WalClient as WalRpcClient } from '../rpc/index.js';
 import { Coalescer } from './coalescer.js';
 import { AppendOutcomeUnknownError, AppendRejectedError, ClientClosedError, ClusterUnreachableError, WalClientError } from './errors.js';

@@ -5,6 +5,8 @@
 // follows a call through awaits and into gRPC metadata (traceparent) on every outgoing call
 // (src/rpc/clients.ts' interceptor); servers continue the caller's trace (src/rpc/server.ts).
 // Sampling is parent-based: a sampled caller's trace is sampled on every node it reaches.
+// The store, replication, client and io layers import this file itself, not observability's
+// index: that would load prom-client into every program that only opens a store.
 import type * as Api from '@opentelemetry/api';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 

@@ -5,7 +5,7 @@
 // hostile frames (each is verified before it is written), or ask for ranges the node does not
 // hold. A copy this node holds but cannot verify is reported as faulty, never as absent.
 // Segment files are read through the stores' Disk (LogStores.disk), never the file system directly.
-import { withSpan } from '../observability/index.js';
+import { withSpan } from '../observability/tracing.js';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { DiskError } from '../io/index.js';

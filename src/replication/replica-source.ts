@@ -6,7 +6,7 @@
 // again by the repair engine, and a rebuilt sealed segment must match the aggregate checksum etcd
 // recorded. A replica that serves bytes failing verification is remembered as lying for that
 // segment and never used for it again in this repair.
-import { withSpan, withSpanSync } from '../observability/index.js';
+import { withSpan, withSpanSync } from '../observability/tracing.js';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Disk } from '../io/index.js';

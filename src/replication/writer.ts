@@ -13,7 +13,7 @@
 // Fault model: any member (the writer included) may crash or stall at any time; etcd may be
 // briefly unreachable; another node may become writer at any time (then every call of this one
 // fails on its old epoch, and it stops).
-import { activeTraceContext, withSpan } from '../observability/index.js';
+import { activeTraceContext, withSpan } from '../observability/tracing.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../io/index.js';
 import { type AppendResult, type SegmentStart, AGGREGATE_EMPTY as AGGREGATE_EMPTY_CHECKSUM, chainAggregate, checksumHex, format } from '../wal/index.js';

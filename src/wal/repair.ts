@@ -57,7 +57,7 @@ import { type LostCluster, type SegmentInspection, type StoreInspection, inspect
 import type { StoreSettings } from './options.js';
 import { UnrepairableError } from './errors.js';
 import { cutTornTail, putSegmentCopyInPlace, verifySegmentCopy } from './segment-files.js';
-import { withSpan } from '../observability/index.js';
+import { withSpan } from '../observability/tracing.js';
 import { type GoodCopySource, type SegmentExpectation, writeBackups } from './sources.js';
 
 /** What repair works with. Files are reached through layout.disk (the one Disk of the store). */

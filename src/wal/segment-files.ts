@@ -10,7 +10,7 @@
 // copy is synced before it is verified, and verified as it will stand (no source is trusted), so
 // what was checked is what a crash leaves.
 import type { DiskFile } from '../io/index.js';
-import { withSpan } from '../observability/index.js';
+import { withSpan } from '../observability/tracing.js';
 import { type SegmentAnalysis, analyzeSegmentFile, isClean } from './analyze.js';
 import { type StoreLayout, TEMP_SUFFIX, quarantineBytes, quarantineFile, readRange, syncFile } from './files.js';
 import { type Trailer, segmentFileName } from './format.js';
