@@ -258,7 +258,7 @@ async function etcdLoad({ url, payloadBytes, prefix, ...shape }) {
 // ---------------------------------------------------------------------------------------------
 // Driver
 
-async function waitFor(what, fn, timeoutMs) {
+export async function waitFor(what, fn, timeoutMs) {
   const end = Date.now() + timeoutMs;
   let last;
   for (;;) {

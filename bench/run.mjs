@@ -28,6 +28,7 @@ import {
 import { WAL_DEFAULTS } from '../dist/index.js';
 import { benchCluster } from './cluster.mjs';
 import { benchRepair } from './repair.mjs';
+import { benchScrub } from './scrub.mjs';
 
 const argv = process.argv.slice(2);
 const flag = (name) => argv.includes(`--${name}`);
@@ -37,12 +38,14 @@ const valueOf = (name) => {
   return argv[i].includes('=') ? argv[i].split('=')[1] : argv[i + 1];
 };
 if (flag('help')) {
-  console.log('usage: node bench/run.mjs [--quick] [--json] [--only 1,2,3,4,5,6,7]');
+  console.log('usage: node bench/run.mjs [--quick] [--json] [--only 1,2,3,4,5,6,7,8|scrub]');
   process.exit(0);
 }
 const QUICK = flag('quick') || process.env.BENCH_QUICK === '1';
 const JSON_OUT = flag('json');
-const ONLY = new Set((valueOf('only') ?? '1,2,3,4,5,6,7').split(',').map((s) => Number(s.trim())));
+// Sections by number, or by name (scrub: 8).
+const SECTION_NAMES = { scrub: 8 };
+const ONLY = new Set((valueOf('only') ?? '1,2,3,4,5,6,7,8').split(',').map((s) => SECTION_NAMES[s.trim()] ?? Number(s.trim())));
 
 // crashTargets: [bytes acknowledged, distance from the last checkpoint as a fraction of the default
 // checkpointBytes (1: the ack just before the next checkpoint would land, the worst case)].
@@ -361,6 +364,7 @@ async function main() {
   if (ONLY.has(5)) await guarded(5, 'Appends, single node', benchAppend);
   if (ONLY.has(6)) await guarded(6, 'Cluster appends', benchClusterSection);
   if (ONLY.has(7)) await guarded(7, 'Online segment repair', benchRepairSection);
+  if (ONLY.has(8)) await guarded(8, 'Predictive scrubbing and tracing', benchScrubSection);
   results.totalSeconds = (performance.now() - t0) / 1000;
   log(`done in ${results.totalSeconds.toFixed(1)} s`);
 }
@@ -375,6 +379,12 @@ async function benchRepairSection() {
   const r = await benchRepair({ root, quick: QUICK, log: (msg) => log(`7: ${msg}`) });
   sections.push(r.section);
   results.benches.repair = r.results;
+}
+
+async function benchScrubSection() {
+  const r = await benchScrub({ root, quick: QUICK, log: (msg) => log(`8: ${msg}`) });
+  sections.push(r.section);
+  results.benches.scrub = r.results;
 }
 
 async function benchValidateAndMemory() {

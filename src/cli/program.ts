@@ -1,7 +1,7 @@
 // The command line: verbs and options (commander), and runCli, which parses, runs one verb and
 // returns its exit code. It never throws and never exits the process; main.ts sets exitCode.
 import type { Writable } from 'node:stream';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import pino, { type Logger } from 'pino';
 import { RECOVERY_CONFIG_DEFAULTS, REPAIR_STRATEGIES, type RepairStrategy } from '../recovery/index.js';
 import { RPC_LIMIT_NAMES } from '../rpc/index.js';
@@ -174,6 +174,8 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .option('--scrub-interval-ms <n>', 'pause between scrub passes (default 30000)', integerIn(100, 86_400_000))
     .option('--gone-after-ms <n>', 'a member missing this long is replaced in the ensembles of sealed segments (default 30000)', integerIn(0, 86_400_000))
     .option('--rpc-limit <name=n>', `a limit on calls served at once, repeatable (README, Security: Bounds): ${RPC_LIMIT_NAMES.join(', ')}`, (value: string, previous: string[] = []) => [...previous, value])
+    .option('--otlp-endpoint <url>', 'send OpenTelemetry traces to this OTLP/gRPC collector, e.g. http://127.0.0.1:4317 (default: tracing off)')
+    .option('--trace-sample-ratio <r>', 'share of new traces sampled when tracing is on (default 0.01)', ratioIn01)
     .option('--verbose', 'debug logs');
   addTlsOptions(nodeCommand, '')
     .action(async (opts: NodeVerbOptions) => setCode(await runNode(opts, (line) => out.write(line).then(() => out.flush()))));
@@ -228,4 +230,11 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<ExitCo
   }
   // The Output keeps listening for EPIPE: a reader closing early must not crash the exit.
   return code;
+}
+
+/** A share in [0, 1] (--trace-sample-ratio). */
+function ratioIn01(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !(n >= 0 && n <= 1)) throw new InvalidArgumentError('must be a number from 0 to 1');
+  return n;
 }

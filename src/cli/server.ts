@@ -1,6 +1,6 @@
 // Server verbs: `node` runs one cluster node in this process until SIGINT or SIGTERM.
 import { ClusterNode } from '../cluster/index.js';
-import { createLogger } from '../observability/index.js';
+import { createLogger, disableTracing, enableTracing } from '../observability/index.js';
 import type { RepairStrategy } from '../recovery/index.js';
 import { type RpcLimits, parseRpcLimits } from '../rpc/index.js';
 import { InvalidArgumentError } from 'commander';
@@ -25,6 +25,9 @@ export interface NodeVerbOptions {
   readonly scrubIntervalMs?: number;
   readonly goneAfterMs?: number;
   readonly rpcLimit?: readonly string[];
+  /** OpenTelemetry: OTLP/gRPC collector (tracing is off without it) and the share of traces sampled. */
+  readonly otlpEndpoint?: string;
+  readonly traceSampleRatio?: number;
   readonly verbose?: boolean;
   readonly tlsCa?: string;
   readonly tlsRevoked?: string;
@@ -69,6 +72,7 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
   // Installed before starting: a node still starting (etcd unreachable, say) must stop on
   // SIGTERM too — as PID 1 in a container nothing else would deliver it.
   const signal = untilSignal();
+  if (o.otlpEndpoint !== undefined) await enableTracing({ otlpEndpoint: o.otlpEndpoint, sampleRatio: o.traceSampleRatio ?? 0.01, serviceName: `wal-recovery-${o.id}` });
   const starting = ClusterNode.start({
     ...(tls ? { tls } : {}),
     ...(etcdTls ? { etcdTls } : {}),
@@ -100,5 +104,6 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
   await print(JSON.stringify({ node: node.id, target: node.address, metrics: node.metricsUrl, pid: process.pid }) + '\n');
   logger.info({ signal: await signal }, 'stopping');
   await node.stop();
+  await disableTracing(); // flushes the spans still buffered
   return EXIT_OK;
 }

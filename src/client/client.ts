@@ -13,6 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { APPEND_ENTRIES_MAX, type ReadEntry, SESSION_DEFAULTS } from '../replication/index.js';
+import { withSpan } from '../observability/tracing.js';
 import { AdminClient, WalClient as WalRpcClient, commonNameOf, sessionOwnerPrefix } from '../rpc/index.js';
 import { Coalescer } from './coalescer.js';
 import { AppendOutcomeUnknownError, AppendRejectedError, ClientClosedError, ClusterUnreachableError, WalClientError } from './errors.js';
@@ -106,7 +107,11 @@ export class WalClient {
    * Throws AppendOutcomeUnknownError when the outcome is unknown, AppendRejectedError when
    * nothing was appended.
    */
-  async append(payload: Uint8Array | readonly Uint8Array[]): Promise<AppendRange> {
+  append(payload: Uint8Array | readonly Uint8Array[]): Promise<AppendRange> {
+    return withSpan('client.append', { 'wal.payloads': payload instanceof Uint8Array ? 1 : payload.length }, () => this.appendUntraced(payload));
+  }
+
+  private async appendUntraced(payload: Uint8Array | readonly Uint8Array[]): Promise<AppendRange> {
     if (this.closed) throw new ClientClosedError();
     if (payload instanceof Uint8Array) {
       const index = await this.coalescer.add(payload);

@@ -5,7 +5,8 @@
 //   segment's record); the new member's catch-up copies the segment, verified against etcd;
 // - finishes repairs nodes could not: a node records a repair it gave up on under reports/ in
 //   etcd; the coordinator retries it (RepairSegment on that node) with backoff, up to
-//   maxRecoveryAttempts rounds, then marks it abandoned and raises an alert-worthy event.
+//   maxRecoveryAttempts rounds, then marks it abandoned and raises an alert-worthy event;
+// - raises the scrub rate of nodes whose damage score rose (scrub-budget.ts, docs/SCRUBBING.md).
 // The two duties run as independent loops: a repair retry that is slow (each waits at most
 // reportRetryDeadlineMs, and at most repairConcurrencyMax run at once) never delays restoring
 // replication away from a member that is gone.
@@ -21,6 +22,7 @@ import { type SegmentMeta } from '../replication/index.js';
 import type { EtcdSegmentDirectory } from './directory.js';
 import type { Election } from './election.js';
 import type { ClusterMetadata, Versioned } from './metadata.js';
+import { type ScrubBudgetParams, type ScrubBudgetStore, SCRUB_BUDGET_DEFAULTS, scrubBudgets } from './scrub-budget.js';
 
 export interface RepairReportRecord {
   readonly log: string;
@@ -97,6 +99,9 @@ export interface CoordinatorOptions {
   readonly repairConcurrencyMax?: number;
   /** Report times (nowMs, stored in etcd); how long members have been missing (monotonicMs); deadlines (setTimer). */
   readonly clock: Clock;
+  /** Nodes' published scrub scores and the budgets set for them; absent: no scrub budgets duty. */
+  readonly scrubBudgets?: ScrubBudgetStore;
+  readonly scrubBudgetParams?: ScrubBudgetParams;
 }
 
 const TIMED_OUT = Symbol('timed out');
@@ -136,7 +141,11 @@ export class Coordinator {
   /** The duties, each in its own loop: neither waits for the other. */
   private async run(): Promise<void> {
     this.missingSince.clear(); // a new coordinator starts its own clocks: it never acts early
-    await Promise.all([this.every('restore replication', () => this.restoreReplication()), this.every('retry repair reports', () => this.retryReports())]);
+    await Promise.all([
+      this.every('restore replication', () => this.restoreReplication()),
+      this.every('retry repair reports', () => this.retryReports()),
+      this.every('set scrub budgets', () => this.setScrubBudgets()),
+    ]);
   }
 
   private async every(duty: string, once: () => Promise<unknown>): Promise<void> {
@@ -208,6 +217,32 @@ export class Coordinator {
     if (replacements.size > 0) this.o.logger.warn({ log: meta.log, segment: meta.segmentId, from: [...replacements.keys()], to: [...replacements.values()] }, 're-replicating a sealed segment away from a member that is gone');
     if (added.length > 0) this.o.logger.warn({ log: meta.log, segment: meta.segmentId, added }, 'completing the ensemble of a sealed segment created short');
     return replacements.size === gone.length && added.length === short;
+  }
+
+  /**
+   * Raises the scrub rate of the nodes with the highest risk ratios (at least boostRiskRatio, at
+   * most boostedNodesMax of them) and lowers the others back. Exposed for tests.
+   */
+  async setScrubBudgets(): Promise<Map<string, number>> {
+    const store = this.o.scrubBudgets;
+    if (!store) return new Map();
+    const params = this.o.scrubBudgetParams ?? SCRUB_BUDGET_DEFAULTS;
+    const now = this.o.clock.nowMs();
+    const scores = await store.listScores();
+    const wanted = scrubBudgets(scores, new Set(this.o.liveMembers()), now, params);
+    const current = new Map((await store.listBudgets()).map((b) => [b.node, b.rateMultiplier]));
+    for (const [node, rateMultiplier] of wanted) {
+      if (current.get(node) === rateMultiplier) continue;
+      const riskRatio = scores.find((s) => s.node === node)?.riskRatio ?? 0;
+      await store.putBudget({ node, rateMultiplier, riskRatio, updatedMs: now });
+      this.o.logger.warn({ node, riskRatio, rateMultiplier }, 'raising the scrub rate of a node whose damage score rose');
+    }
+    for (const node of current.keys()) {
+      if (wanted.has(node)) continue;
+      await store.removeBudget(node);
+      this.o.logger.info({ node }, 'scrub rate of a node back to its configured rate');
+    }
+    return wanted;
   }
 
   /**

@@ -16,6 +16,9 @@ import { AdminClient, INSECURE, type RevocationList, checkNodeCertificate, PeerC
 import type { RecoveryMetricsSnapshot, RepairStrategy, SegmentRepair } from '../recovery/index.js';
 import { RepairService, expectationOf } from './repairs.js';
 import { Scrubber } from './scrubber.js';
+import { ScrubModel, type NodeScrubScore } from './scrub-model.js';
+import { ScrubScorePublisher, etcdScrubBudgets } from './scrub-budget.js';
+import { observedDisk } from '../io/observed-disk.js';
 import { InThreadScrubChecker, type ScrubChecker, ScrubWorkerPool, scrubWorkerScriptPath } from './scrub-pool.js';
 import { Coordinator, etcdRepairReporter, etcdRepairReports } from './coordinator.js';
 import { Election, currentLeader, etcdElectionStore, parseEpochFloor } from './election.js';
@@ -58,6 +61,10 @@ export class ClusterNode implements NodeApi {
   private repairs: RepairService | undefined;
   private scrubber: Scrubber | undefined;
   private coordinator: Coordinator | undefined;
+  private scrubPublisher: ScrubScorePublisher | undefined;
+  /** The damage model predictive scrubbing orders its work by (docs/SCRUBBING.md). */
+  readonly scrubModel = new ScrubModel();
+  private readonly io: NodeIo;
   private cancelReopen: (() => void) | undefined;
   private stopped = false;
   readonly recovery = new RecoveryMetrics();
@@ -74,9 +81,25 @@ export class ClusterNode implements NodeApi {
   private constructor(
     readonly options: ResolvedNodeOptions,
     readonly logger: Logger,
-    private readonly io: NodeIo,
+    rawIo: NodeIo,
   ) {
     this.metrics = new NodeMetrics(this.recovery, { node: options.id, cluster: options.cluster });
+    this.metrics.observeScrub(() => this.scrubView());
+    // Every disk call's latency and device error feeds the scrub model (src/io/observed-disk.ts).
+    const io = (this.io = {
+      ...rawIo,
+      disk: observedDisk(
+        rawIo.disk,
+        {
+          latency: (kind, ms) => {
+            this.scrubModel.latencySample(kind, ms);
+            this.metrics.diskLatency?.observe({ op: kind }, ms / 1000);
+          },
+          ioError: () => this.scrubModel.ioError(rawIo.clock.nowMs()),
+        },
+        rawIo.clock,
+      ),
+    });
     this.replicaSource = replicaSources({
       self: options.id,
       peers: this.peers,
@@ -194,6 +217,12 @@ export class ClusterNode implements NodeApi {
       report: etcdRepairReporter(this.etcd, options.id, clock),
     });
     this.handlers.onDamage = (log, segmentId, detail) => this.repairs?.schedule(log, segmentId, 'read', detail);
+    this.repairs.onEvent((event) => {
+      const key = { log: event.log, segmentId: event.segment };
+      // Scrub findings reach the model from the scrubber; requests and retries are no new evidence.
+      if (event.kind === 'detected' && (event.source === 'read' || event.source === 'open')) this.scrubModel.detected(key, event.source, event.timeMs);
+      else if (event.kind === 'repaired' || event.kind === 'repair-failed') this.scrubModel.repairEnded(key, event.kind === 'repaired', event.timeMs);
+    });
     await this.watchMembers();
     // Catch up on every known log before registering, so that a writer rarely puts this node in
     // a new ensemble while its copy is behind; each log waits for it at most
@@ -213,8 +242,22 @@ export class ClusterNode implements NodeApi {
       checker: await this.scrubChecker(),
       clock,
       random,
+      model: this.scrubModel,
+      rateMultiplier: () => this.scrubPublisher?.rateMultiplier() ?? 1,
     });
     this.scrubber.start();
+    this.scrubPublisher = new ScrubScorePublisher({
+      node: options.id,
+      store: etcdScrubBudgets(this.etcd),
+      score: () => {
+        const v = this.scrubView();
+        return { riskRatio: v.riskRatio, latencyFactor: v.latencyFactor, segmentScoreMax: v.segmentScoreMax };
+      },
+      intervalMs: options.coordinatorIntervalMs,
+      clock,
+      onError: (error) => this.logger.debug({ err: error }, 'failed to publish the scrub score; the next round retries'),
+    });
+    this.scrubPublisher.start();
     this.coordinator = new Coordinator({
       self: options.id,
       election: new Election({ store: etcdElectionStore(this.etcd), prefix: this.etcd.keys.coordinatorPrefix(), session: this.session, logger: this.logger.child({ role: 'coordinator' }), clock, random }),
@@ -228,10 +271,24 @@ export class ClusterNode implements NodeApi {
       intervalMs: options.coordinatorIntervalMs,
       maxRecoveryAttempts: 3,
       clock,
+      scrubBudgets: etcdScrubBudgets(this.etcd),
     });
     await this.coordinator.start();
     this.rpc.setServing(true);
     this.logger.info({ address: this.address, metrics: this.metricsUrl, cluster: options.cluster }, 'node serving');
+  }
+
+  /** The scrub model's view of this node now (metrics, status, the score published to etcd). */
+  scrubView(): NodeScrubScore & { segmentScoreMax: number; rateMultiplier: number; suspectBytes: number; topSegments: ReturnType<ScrubModel['topSegments']> } {
+    const now = this.io.clock.nowMs();
+    const topSegments = this.scrubModel.topSegments(now, 5);
+    return {
+      ...this.scrubModel.nodeScore(now),
+      segmentScoreMax: topSegments[0]?.score ?? 0,
+      topSegments,
+      rateMultiplier: this.scrubPublisher?.rateMultiplier() ?? 1,
+      suspectBytes: this.scrubber?.suspectBytes ?? 0,
+    };
   }
 
   /** Scrub checks in a worker thread, or in this thread when running from TypeScript sources (tests). */
@@ -410,7 +467,8 @@ export class ClusterNode implements NodeApi {
       logs.push({ meta, writer: writer.writer, writerEpoch: writer.epoch, committedIndex: runtime?.committedIndex() ?? 0, segments: segments.map((s) => s.meta) });
     }
     const coordinator = (await currentLeader(this.etcd as EtcdMetadata, (this.etcd as EtcdMetadata).keys.coordinatorPrefix()).catch(() => undefined))?.leader ?? '';
-    return { cluster: this.options.cluster, node: this.options.id, coordinator, members: [...this.members.values()], logs };
+    const scrubScores = this.etcd ? await etcdScrubBudgets(this.etcd).listScores().catch(() => []) : [];
+    return { cluster: this.options.cluster, node: this.options.id, coordinator, members: [...this.members.values()], logs, scrub: this.scrubView(), scrubScores };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -578,6 +636,7 @@ export class ClusterNode implements NodeApi {
     this.cancelReopen?.();
     this.repairs?.stop();
     await this.scrubber?.stop();
+    await this.scrubPublisher?.stop();
     await this.coordinator?.stop();
     this.rpc?.setServing(false);
     for (const pending of this.runtimes.values()) {

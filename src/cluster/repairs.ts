@@ -2,6 +2,7 @@
 // produce. Detections arrive from the read path, the scrubber, the coordinator and explicit
 // requests; each segment is repaired by one task at a time, with bounded attempts and backoff
 // between rounds, and never while the node serves other segments any less.
+import { spanEvent, withSpan } from '../observability/index.js';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { Clock, Disk, Random } from '../io/index.js';
@@ -123,6 +124,13 @@ export class RepairService {
 
   /** Repairs this node's copy of a segment now (sealed, or open here), or plans it (dryRun), after any repair of it already running. */
   async repairNow(log: string, segmentId: number, options: { strategy: RepairStrategy; dryRun: boolean; source: DetectionSource }): Promise<SegmentRepair> {
+    return withSpan('repair', { 'wal.log': log, 'wal.segment': segmentId, 'wal.source': options.source, 'wal.dry_run': options.dryRun }, () => {
+      spanEvent('detected', { source: options.source });
+      return this.repairNowUntraced(log, segmentId, options);
+    });
+  }
+
+  private async repairNowUntraced(log: string, segmentId: number, options: { strategy: RepairStrategy; dryRun: boolean; source: DetectionSource }): Promise<SegmentRepair> {
     const key = `${log}/${segmentId}`;
     const previous = this.running.get(key);
     const run = (previous ? previous.catch(() => undefined) : Promise.resolve()).then(() => this.repairAlone(log, segmentId, options));

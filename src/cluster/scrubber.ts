@@ -1,7 +1,10 @@
 // The scrubber: checks the fence files and that each open segment's file is still whole, then
 // re-reads every sealed segment this node holds (and its local backup copies), in the background, at a bounded
-// rate (scrubBytesPerSecondMax), starting each pass at a random segment so that a restart does
-// not always check the same ones first. A copy that does not match etcd's record is handed to
+// rate (scrubBytesPerSecondMax, times the coordinator's multiplier for a suspect node). Each pass
+// covers every segment; its order comes from the damage model (scrub-model.ts, scrub-plan.ts,
+// docs/SCRUBBING.md): highest P(undetected damage) first, with suspect rescans (the neighbours
+// of a fresh detection) interleaved within a share of the bytes. Ties break from a random start
+// so that a restart does not always check the same ones first. A copy that does not match etcd's record is handed to
 // the repair service. Hashing runs wherever the injected ScrubChecker runs it (a worker thread in
 // production: the node keeps serving meanwhile). A check that fails (its worker died) fails the
 // pass; the next pass, on a new worker, retries.
@@ -14,6 +17,9 @@ import type { EtcdSegmentDirectory } from './directory.js';
 import type { RepairService } from './repairs.js';
 import type { ScrubChecker } from './scrub-pool.js';
 import type { Counter, Gauge } from 'prom-client';
+import { withSpan } from '../observability/index.js';
+import { ScrubModel } from './scrub-model.js';
+import { type PlanItem, type ScrubPlanParams, ScrubPlan } from './scrub-plan.js';
 
 export interface ScrubberOptions {
   readonly self: string;
@@ -33,6 +39,16 @@ export interface ScrubberOptions {
   readonly clock: Clock;
   /** The random start of the first pass and of each pass's walk over the segments. */
   readonly random: Random;
+  /** The node's damage model (fed by reads, repairs and the disk too); default: a model of its own. */
+  readonly model?: ScrubModel;
+  readonly plan?: Partial<ScrubPlanParams>;
+  /** The coordinator's rate multiplier for this node (1: the configured rate); read before each check. */
+  readonly rateMultiplier?: () => number;
+}
+
+interface WorkItem extends PlanItem {
+  readonly meta: SegmentMeta;
+  readonly store: WalStore;
 }
 
 export class Scrubber {
@@ -41,8 +57,18 @@ export class Scrubber {
   bytesScrubbed = 0;
   segmentsScrubbed = 0;
   passes = 0;
+  readonly model: ScrubModel;
+  private readonly plan: ScrubPlan<WorkItem>;
 
-  constructor(private readonly o: ScrubberOptions) {}
+  constructor(private readonly o: ScrubberOptions) {
+    this.model = o.model ?? new ScrubModel();
+    this.plan = new ScrubPlan(this.model, o.plan);
+  }
+
+  /** Bytes checked by suspect rescans (ahead of the pass) and by the passes themselves. */
+  get suspectBytes(): number {
+    return this.plan.suspectBytes;
+  }
 
   start(): void {
     if (this.o.bytesPerSecondMax === 0 || this.loop) return;
@@ -65,40 +91,47 @@ export class Scrubber {
   async pass(): Promise<number> {
     // The fence files first: a few bytes each, and a lost one matters at the next restart.
     await this.o.logs.checkFences();
-    const work: Array<{ log: string; meta: SegmentMeta; store: WalStore }> = [];
+    const work: WorkItem[] = [];
     for (const { log } of await this.o.directory.listLogs()) {
       const store = await this.o.logs.store(log);
       // The open segment: only that its file is still there, whole (reads verify its entries).
       const problem = await store.openSegmentFileProblem();
       if (problem) {
         this.o.logger.warn({ log, segment: problem.segmentId }, `scrub found a damaged open copy: ${problem.detail}`);
+        this.model.detected({ log, segmentId: problem.segmentId }, 'scrub', this.o.clock.nowMs());
         this.o.repairs.schedule(log, problem.segmentId, 'scrub', problem.detail);
       }
       for (const { meta } of await this.o.directory.list(log)) {
-        if (meta.state === 'SEALED' && meta.ensemble.includes(this.o.self) && store.segmentRecord(meta.segmentId)?.state === 'sealed') work.push({ log, meta, store });
+        if (meta.state === 'SEALED' && meta.ensemble.includes(this.o.self) && store.segmentRecord(meta.segmentId)?.state === 'sealed') work.push({ log, segmentId: meta.segmentId, byteLength: meta.byteLength, meta, store });
       }
     }
     const start = work.length === 0 ? 0 : Math.floor(this.o.random.next() * work.length);
+    this.plan.beginPass([...work.slice(start), ...work.slice(0, start)], this.o.clock.nowMs());
     let damaged = 0;
-    for (let i = 0; i < work.length && !this.abort.signal.aborted; i += 1) {
-      const { log, meta, store } = work[(start + i) % work.length] as (typeof work)[number];
+    for (let pick = this.plan.next(this.o.clock.nowMs()); pick && !this.abort.signal.aborted; pick = this.plan.next(this.o.clock.nowMs())) {
+      const { log, meta, store } = pick.item;
       const began = this.o.clock.monotonicMs();
       const path = join(this.o.logs.logDir(log), 'segments', format.segmentFileName(meta.segmentId));
-      const result = await this.o.checker.check({ path, segmentId: meta.segmentId, entryBytesMax: this.o.entryBytesMax });
+      const result = await withSpan('scrub.check', { 'wal.log': log, 'wal.segment': meta.segmentId, 'wal.order': pick.kind }, () => this.o.checker.check({ path, segmentId: meta.segmentId, entryBytesMax: this.o.entryBytesMax }));
       this.bytesScrubbed += result.fileByteLength;
       this.segmentsScrubbed += 1;
       this.o.metrics.scrubBytes.inc(result.fileByteLength);
       const matches = result.ok && result.clean && result.sealed && result.firstIndex === meta.firstIndex && result.lastIndex === meta.lastIndex && result.aggregate === meta.aggregate;
+      this.plan.done(pick, result.fileByteLength, matches);
       if (!matches) {
         damaged += 1;
         const why = !result.ok ? result.error : !result.clean ? 'damaged bytes' : `does not match its record (aggregate ${result.aggregate}, recorded ${meta.aggregate})`;
-        this.o.logger.warn({ log, segment: meta.segmentId }, `scrub found a damaged copy: ${why}`);
+        this.o.logger.warn({ log, segment: meta.segmentId, order: pick.kind }, `scrub found a damaged copy: ${why}`);
+        // A check that could not run (its worker died) throws above; !ok here is a file it could not read.
+        this.model.detected({ log, segmentId: meta.segmentId }, 'scrub', this.o.clock.nowMs());
         this.o.repairs.schedule(log, meta.segmentId, 'scrub', why);
       } else {
+        this.model.verified({ log, segmentId: meta.segmentId }, this.o.clock.nowMs());
         await this.checkBackups(log, meta, store);
       }
       // Rate limit: a segment of B bytes is worth B / rate seconds, whatever it took.
-      const budgetMs = (result.fileByteLength / this.o.bytesPerSecondMax) * 1000;
+      const rate = this.o.bytesPerSecondMax * Math.max(1, this.o.rateMultiplier?.() ?? 1);
+      const budgetMs = (result.fileByteLength / rate) * 1000;
       await this.o.clock.sleep(Math.max(0, budgetMs - (this.o.clock.monotonicMs() - began)), this.abort.signal);
     }
     return damaged;

@@ -4,6 +4,17 @@ import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RecoveryMetrics } from '../recovery/index.js';
 
+export interface ScrubMetricsView {
+  readonly riskRatio: number;
+  readonly latencyFactor: number;
+  readonly latencyZ: { readonly fdatasync: number; readonly read: number };
+  readonly segmentScoreMax: number;
+  readonly rateMultiplier: number;
+  readonly suspectBytes: number;
+  readonly ioErrors: number;
+  readonly detections: Readonly<Record<string, number>>;
+}
+
 export class NodeMetrics {
   readonly registry = new Registry();
   readonly appendLatency: Histogram<'log'>;
@@ -75,6 +86,53 @@ export class NodeMetrics {
     this.underReplicatedSegments = new Gauge({ name: 'wal_recovery_under_replicated_segments', help: 'Sealed segments with a member gone and no node to take its place (set by the coordinator)', registers: [this.registry] });
     this.segmentsBehind = new Gauge({ name: 'wal_recovery_segments_behind', help: 'Sealed segments this node should hold but has not caught up on', labelNames: ['log'], registers: [this.registry] });
   }
+
+  /**
+   * The predictive scrubber's view (docs/SCRUBBING.md), read at scrape time: the node's risk
+   * ratio, latency anomaly, the highest segment score, the rate multiplier, the signal counts.
+   */
+  observeScrub(read: () => ScrubMetricsView): void {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, value: (v: ScrubMetricsView) => number): void => {
+      new Gauge({ name, help, registers, collect() { this.set(value(read())); } });
+    };
+    gauge('wal_recovery_scrub_risk_ratio', 'Damage rate of this node over the prior rate (1: the background; the latency factor included)', (v) => v.riskRatio);
+    gauge('wal_recovery_scrub_latency_factor', 'Multiplier of the damage rate from fdatasync/read latency above its baseline (1: none)', (v) => v.latencyFactor);
+    gauge('wal_recovery_scrub_segment_score_max', 'Highest P(undetected damage) of a segment this node holds', (v) => v.segmentScoreMax);
+    gauge('wal_recovery_scrub_rate_multiplier', 'Scrub rate multiplier set by the coordinator (1: the configured rate)', (v) => v.rateMultiplier);
+    new Counter({ name: 'wal_recovery_scrub_suspect_bytes_total', help: 'Bytes checked by suspect rescans ahead of the pass', registers, collect() { this.reset(); this.inc(read().suspectBytes); } });
+    new Counter({ name: 'wal_recovery_io_errors_total', help: 'I/O errors (EIO and kin) on this node\'s disk', registers, collect() { this.reset(); this.inc(read().ioErrors); } });
+    new Gauge({
+      name: 'wal_recovery_scrub_latency_z',
+      help: 'z-score of recent disk latency (log ms) against its baseline',
+      labelNames: ['op'],
+      registers,
+      collect() {
+        const v = read();
+        this.set({ op: 'fdatasync' }, v.latencyZ.fdatasync);
+        this.set({ op: 'read' }, v.latencyZ.read);
+      },
+    });
+    new Counter({
+      name: 'wal_recovery_checksum_failures_total',
+      help: 'Damaged copies found, by who found them (scrub, read, open)',
+      labelNames: ['source'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [source, n] of Object.entries(read().detections)) this.inc({ source }, n);
+      },
+    });
+    this.diskLatency = new Histogram({
+      name: 'wal_recovery_disk_latency_seconds',
+      help: 'Latency of fdatasync and read calls on this node\'s disk',
+      labelNames: ['op'],
+      buckets: [0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 2],
+      registers,
+    });
+  }
+
+  diskLatency: Histogram<'op'> | undefined;
 
   /** Serves /metrics on host:port; resolves with the bound port. */
   async listen(host: string, port: number): Promise<{ server: Server; port: number }> {

@@ -5,6 +5,7 @@
 // hostile frames (each is verified before it is written), or ask for ranges the node does not
 // hold. A copy this node holds but cannot verify is reported as faulty, never as absent.
 // Segment files are read through the stores' Disk (LogStores.disk), never the file system directly.
+import { withSpan } from '../observability/tracing.js';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { DiskError } from '../io/index.js';
@@ -156,7 +157,7 @@ export class PeerHandlers {
     checkIndex('segment.first_index', segment.firstIndex);
     if (frames.length === 0) throw new BadRequestError('frames', 'at least one frame is needed');
     const verified = await this.verifyWriter('PeerService.Replicate', log, epoch, caller);
-    const result = await this.logs.withEpoch(log, epoch, (store) => store.appendFrames(segment, frames), { verified });
+    const result = await withSpan('replica.write', { 'wal.log': log, 'wal.segment': segment.segmentId, 'wal.frames': frames.length }, () => this.logs.withEpoch(log, epoch, (store) => store.appendFrames(segment, frames), { verified }));
     this.noteCommitted(log, Math.min(committedIndex, result.lastIndex));
     return { lastIndex: result.lastIndex };
   }
@@ -177,14 +178,16 @@ export class PeerHandlers {
     const expected = expectedAggregate === '' ? undefined : BigInt(`0x${expectedAggregate}`);
     // Never below what this node was told is acknowledged (defence in depth: a correct writer
     // seals at or above it, so only a forged or confused Seal is refused).
-    const record = await this.logs.withEpoch(
-      log,
-      epoch,
-      async (store) => {
-        await refuseInsideSessionBatch(store, segmentId, lastIndex);
-        return store.sealSegment(segmentId, lastIndex, expected, this.committedIndex(log));
-      },
-      { verified, checkFile: true },
+    const record = await withSpan('replica.seal', { 'wal.log': log, 'wal.segment': segmentId }, () =>
+      this.logs.withEpoch(
+        log,
+        epoch,
+        async (store) => {
+          await refuseInsideSessionBatch(store, segmentId, lastIndex);
+          return store.sealSegment(segmentId, lastIndex, expected, this.committedIndex(log));
+        },
+        { verified, checkFile: true },
+      ),
     );
     const holding = holdingOf(record);
     if (expectedAggregate !== '' && holding.aggregate !== expectedAggregate) {

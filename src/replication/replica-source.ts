@@ -6,6 +6,7 @@
 // again by the repair engine, and a rebuilt sealed segment must match the aggregate checksum etcd
 // recorded. A replica that serves bytes failing verification is remembered as lying for that
 // segment and never used for it again in this repair.
+import { withSpan, withSpanSync } from '../observability/tracing.js';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Disk } from '../io/index.js';
@@ -82,7 +83,11 @@ export class ReplicaSource implements GoodCopySource {
     return [...members.slice(shift), ...members.slice(0, shift), ...former];
   }
 
-  async fetchFrames(segmentId: number, first: number, last: number): Promise<Map<number, Buffer>> {
+  fetchFrames(segmentId: number, first: number, last: number): Promise<Map<number, Buffer>> {
+    return withSpan('repair.fetch', { 'wal.segment': segmentId, 'wal.first_index': first, 'wal.last_index': last }, () => this.fetchFramesUntraced(segmentId, first, last));
+  }
+
+  private async fetchFramesUntraced(segmentId: number, first: number, last: number): Promise<Map<number, Buffer>> {
     const meta = await this.o.segmentMeta(segmentId);
     const frames = new Map<number, Buffer>();
     for (const node of this.members(meta)) {
@@ -100,19 +105,21 @@ export class ReplicaSource implements GoodCopySource {
           const answer = await peer.readFrames(this.o.log, segmentId, next, last, FETCH_BYTES_MAX);
           let advanced = next;
           let lying = false;
-          for (const frame of answer.frames) {
-            const decoded = format.decodeFrameAt(frame, 0, this.o.entryBytesMax);
-            if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frame.byteLength || decoded.header.index < next || decoded.header.index > last) {
-              this.distrust(segmentId, node, 'served a frame that fails verification or was not asked for');
-              lying = true;
-              break;
+          withSpanSync('repair.verify', { 'wal.segment': segmentId, 'wal.peer': node, 'wal.frames': answer.frames.length }, () => {
+            for (const frame of answer.frames) {
+              const decoded = format.decodeFrameAt(frame, 0, this.o.entryBytesMax);
+              if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frame.byteLength || decoded.header.index < next || decoded.header.index > last) {
+                this.distrust(segmentId, node, 'served a frame that fails verification or was not asked for');
+                lying = true;
+                break;
+              }
+              if (!frames.has(decoded.header.index)) {
+                frames.set(decoded.header.index, frame);
+                mine.push(decoded.header.index);
+              }
+              advanced = Math.max(advanced, decoded.header.index + 1);
             }
-            if (!frames.has(decoded.header.index)) {
-              frames.set(decoded.header.index, frame);
-              mine.push(decoded.header.index);
-            }
-            advanced = Math.max(advanced, decoded.header.index + 1);
-          }
+          });
           if (lying) {
             // Nothing it sent is kept: the members after it fill those indices.
             for (const index of mine) frames.delete(index);
@@ -158,8 +165,8 @@ export class ReplicaSource implements GoodCopySource {
       const dir = await this.o.disk.mkdtemp(join(this.o.tempDir, 'fetch-'));
       const path = join(dir, format.segmentFileName(segmentId));
       try {
-        await fetchFile(node, segmentId, path);
-        const verdict = await verifiesAgainst(this.o.disk, path, segmentId, expected, meta, this.o.entryBytesMax);
+        await withSpan('repair.fetch', { 'wal.segment': segmentId, 'wal.peer': node }, () => fetchFile(node, segmentId, path));
+        const verdict = await withSpan('repair.verify', { 'wal.segment': segmentId, 'wal.peer': node }, () => verifiesAgainst(this.o.disk, path, segmentId, expected, meta, this.o.entryBytesMax));
         if (verdict === 'matches') {
           this.tempDirs.push(dir);
           return path;

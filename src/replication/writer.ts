@@ -13,6 +13,7 @@
 // Fault model: any member (the writer included) may crash or stall at any time; etcd may be
 // briefly unreachable; another node may become writer at any time (then every call of this one
 // fails on its old epoch, and it stops).
+import { activeTraceContext, withSpan } from '../observability/tracing.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../io/index.js';
 import { type AppendResult, type SegmentStart, AGGREGATE_EMPTY as AGGREGATE_EMPTY_CHECKSUM, chainAggregate, checksumHex, format } from '../wal/index.js';
@@ -621,6 +622,7 @@ export class LogWriter {
     for (const node of ensemble) {
       if ((this.inFlight.get(node) ?? 0) >= MEMBER_BATCHES_IN_FLIGHT_MAX) await this.chains.get(node);
     }
+    const trace = activeTraceContext(); // sends run from each member's chain: parent them here
     return new Promise((resolve) => {
       let acks = 0;
       let failures = 0;
@@ -638,7 +640,8 @@ export class LogWriter {
         }
       };
       for (const node of ensemble) {
-        void this.sendInOrder(node, () => this.skipFailed(segment, node) ?? this.peer(node).replicate(this.o.log, this.o.epoch, segment.start, frames, committed)).then(
+        const send = (): Promise<{ lastIndex: number }> => this.skipFailed(segment, node) ?? this.peer(node).replicate(this.o.log, this.o.epoch, segment.start, frames, committed);
+        void this.sendInOrder(node, () => (trace ? withSpan('replicate', { 'wal.peer': node, 'wal.segment': segment.meta.segmentId }, send, trace) : send())).then(
           (answer) => {
             acks += 1;
             settle();
@@ -755,9 +758,13 @@ export class LogWriter {
   }
 
   /** Seals the open segment at the committed index on its members and records it in etcd. */
-  private async sealCurrent(): Promise<void> {
+  private sealCurrent(): Promise<void> {
     const segment = this.current;
-    if (!segment) return;
+    if (!segment) return Promise.resolve();
+    return withSpan('seal', { 'wal.log': this.o.log, 'wal.segment': segment.meta.segmentId }, () => this.sealOpenSegment(segment));
+  }
+
+  private async sealOpenSegment(segment: OpenSegment): Promise<void> {
     this.current = undefined;
     const last = this.committed;
     const expected = last >= segment.meta.firstIndex ? checksumHex(segment.aggregate) : '';

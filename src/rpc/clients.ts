@@ -1,6 +1,7 @@
 // gRPC clients for the three services, with promise methods, a deadline on every call and the
 // channel options that suit bulk transfer on loopback (a 16 MiB flow control window).
 import * as grpc from '@grpc/grpc-js';
+import { injectTraceContext, tracingEnabled } from '../observability/tracing.js';
 import { FetchedSegmentRejectedError, ReplicationError, type FramesAnswer, type PeerApi, type SegmentHolding } from '../replication/index.js';
 import type { SegmentStart } from '../wal/index.js';
 import { loadProto } from './proto.js';
@@ -31,6 +32,23 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.initial_reconnect_backoff_ms': 100,
   'grpc.max_reconnect_backoff_ms': 2_000,
 };
+
+/**
+ * Every outgoing call carries the active span's W3C traceparent when tracing is on; with tracing
+ * off the interceptor passes the call through untouched (src/observability/tracing.ts).
+ */
+const traceContextInterceptor: grpc.Interceptor = (options, nextCall) => {
+  if (!tracingEnabled()) return new grpc.InterceptingCall(nextCall(options));
+  return new grpc.InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      injectTraceContext(metadata);
+      next(metadata, listener);
+    },
+  });
+};
+
+/** The options of every client this module makes: the channel's, and trace propagation. */
+const CLIENT_OPTIONS: grpc.ClientOptions = { ...CHANNEL_OPTIONS, interceptors: [traceContextInterceptor] };
 
 export function deadline(ms: number = RPC_DEADLINE_MS): Date {
   return new Date(Date.now() + Math.max(1, Math.min(ms, 600_000)));
@@ -64,7 +82,7 @@ export class PeerClient implements PeerApi {
 
   constructor(readonly address: string, private readonly deadlineMs = RPC_DEADLINE_MS, transport: Transport = INSECURE) {
     const { proto } = loadProto();
-    this.client = new proto.walrecovery.v1.PeerService(address, channelCredentials(transport), CHANNEL_OPTIONS);
+    this.client = new proto.walrecovery.v1.PeerService(address, channelCredentials(transport), CLIENT_OPTIONS);
   }
 
   async replicate(log: string, epoch: number, segment: SegmentStart, frames: readonly Buffer[], committedIndex: number): Promise<{ lastIndex: number }> {
@@ -178,7 +196,7 @@ export class WalClient {
 
   constructor(readonly address: string, transport: Transport = INSECURE) {
     const { proto } = loadProto();
-    this.client = new proto.walrecovery.v1.WalService(address, channelCredentials(transport), CHANNEL_OPTIONS);
+    this.client = new proto.walrecovery.v1.WalService(address, channelCredentials(transport), CLIENT_OPTIONS);
   }
 
   async append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing?: boolean; deadlineMs?: number; forwarded?: boolean; session?: { sessionId: string; sequence: number } | undefined } = {}): Promise<AppendOutcome> {
@@ -209,7 +227,7 @@ export class AdminClient {
 
   constructor(readonly address: string, transport: Transport = INSECURE) {
     const { proto } = loadProto();
-    this.client = new proto.walrecovery.v1.AdminService(address, channelCredentials(transport), CHANNEL_OPTIONS);
+    this.client = new proto.walrecovery.v1.AdminService(address, channelCredentials(transport), CLIENT_OPTIONS);
   }
 
   status(log = '', deadlineMs = RPC_DEADLINE_MS): Promise<ClusterStatus__Output> {

@@ -1,5 +1,5 @@
 // Public face of the RPC domain: the services' server, clients, and the error-to-status map.
-export { startRpcServer, type RpcSecurity, type NodeApi, type RpcServer, type ClusterStatusView, type ReadEntryView, type ValidateMessageView, type RecoveryEventMessage } from './server.js';
+export { startRpcServer, type RpcSecurity, type NodeApi, type RpcServer, type ClusterStatusView, type ScrubStatusView, type ReadEntryView, type ValidateMessageView, type RecoveryEventMessage } from './server.js';
 export { PeerClient, WalClient, AdminClient, CHANNEL_OPTIONS, FORWARDED_METADATA_KEY, deadline } from './clients.js';
 export { toStatus, isRetryable, isServiceError } from './status.js';
 export { loadProto } from './proto.js';

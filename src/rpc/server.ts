@@ -19,6 +19,8 @@ import type { WalServiceHandlers } from './generated/walrecovery/v1/WalService.j
 import type { PeerServiceHandlers } from './generated/walrecovery/v1/PeerService.js';
 import type { AdminServiceHandlers } from './generated/walrecovery/v1/AdminService.js';
 import type { ClusterStatus } from './generated/walrecovery/v1/ClusterStatus.js';
+import { serverSpan, tracingEnabled } from '../observability/tracing.js';
+import type { ScrubStatus } from './generated/walrecovery/v1/ScrubStatus.js';
 import type { SegmentRef__Output } from './generated/walrecovery/v1/SegmentRef.js';
 import type { RepairSegmentResponse } from './generated/walrecovery/v1/RepairSegmentResponse.js';
 import type { ValidateMessage } from './generated/walrecovery/v1/ValidateMessage.js';
@@ -32,6 +34,22 @@ export interface ClusterStatusView {
   readonly coordinator: string;
   readonly members: ReadonlyArray<{ id: string; address: string; startedMs: number; version: string; metricsUrl: string }>;
   readonly logs: ReadonlyArray<{ meta: LogMeta; writer: string; writerEpoch: number; committedIndex: number; segments: readonly SegmentMeta[] }>;
+  /** This node's damage model and every node's published score (docs/SCRUBBING.md). */
+  readonly scrub?: ScrubStatusView;
+  readonly scrubScores?: ReadonlyArray<{ node: string; riskRatio: number; latencyFactor: number; segmentScoreMax: number; updatedMs: number }>;
+}
+
+export interface ScrubStatusView {
+  readonly riskRatio: number;
+  readonly latencyFactor: number;
+  readonly latencyZ: { readonly fdatasync: number; readonly read: number };
+  readonly rateMultiplier: number;
+  readonly suspectBytes: number;
+  readonly ioErrors: number;
+  readonly detections: Readonly<Record<string, number>>;
+  readonly topSegments: ReadonlyArray<{ log: string; segmentId: number; score: number; lastVerifiedMs: number | undefined }>;
+  readonly repairs: number;
+  readonly repairsFailed: number;
 }
 
 export interface ValidateMessageView {
@@ -105,11 +123,20 @@ function ref(segment: SegmentRef__Output | null): { log: string; segmentId: numb
 
 function unary<Req, Res>(logger: Logger, method: string, handle: (request: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
-    handle(call.request, call).then(
+    // A span continuing the caller's trace when tracing is on (src/observability/tracing.ts).
+    const handled = tracingEnabled() ? serverSpan(method, call.metadata, spanAttributes(logger, call.request), () => handle(call.request, call)) : handle(call.request, call);
+    handled.then(
       (response) => callback(null, response),
       (error: unknown) => callback(fail(error, logger, method)),
     );
   };
+}
+
+/** The serving node and the request's log, on a server span. */
+function spanAttributes(logger: Logger, request: unknown): Record<string, string> {
+  const node = (logger.bindings() as { node?: unknown }).node;
+  const log = (request as { log?: unknown } | null)?.log;
+  return { 'wal.node': typeof node === 'string' ? node : '', ...(typeof log === 'string' ? { 'wal.log': log } : {}) };
 }
 
 const GONE = Symbol('gone');
@@ -257,9 +284,11 @@ function walService(api: NodeApi, transport: Transport, stallMs: number): WalSer
     },
     Read: (call) => {
       const { log, from_index, to_index, batch_max } = call.request;
-      streamTo(call, byBytes(api.read(log, from_index, to_index, batch_max), READ_RESPONSE_BYTES_MAX), (batch) => ({
-        entries: batch.map((e) => ({ index: e.index, timestamp_ms: e.timestampMs, payload: e.payload, checksum: e.checksum, lost: e.lost, lost_reason: e.lostReason })),
-      }), stallMs).catch((error: unknown) => failStream(call, error, logger, 'Read'));
+      const stream = (): Promise<void> =>
+        streamTo(call, byBytes(api.read(log, from_index, to_index, batch_max), READ_RESPONSE_BYTES_MAX), (batch) => ({
+          entries: batch.map((e) => ({ index: e.index, timestamp_ms: e.timestampMs, payload: e.payload, checksum: e.checksum, lost: e.lost, lost_reason: e.lostReason })),
+        }), stallMs);
+      (tracingEnabled() ? serverSpan('Read', call.metadata, { ...spanAttributes(logger, call.request), 'wal.from_index': from_index, 'wal.to_index': to_index }, stream) : stream()).catch((error: unknown) => failStream(call, error, logger, 'Read'));
     },
   };
 }
@@ -408,6 +437,8 @@ function adminService(api: NodeApi, stallMs: number): AdminServiceHandlers {
         cluster: view.cluster,
         node: view.node,
         coordinator: view.coordinator,
+        ...(view.scrub ? { scrub: scrubStatusToWire(view.scrub) } : {}),
+        scrub_scores: (view.scrubScores ?? []).map((n) => ({ node: n.node, risk_ratio: n.riskRatio, latency_factor: n.latencyFactor, segment_score_max: n.segmentScoreMax, updated_ms: n.updatedMs })),
         members: view.members.map((m) => ({ id: m.id, address: m.address, started_ms: m.startedMs, version: m.version, metrics_url: m.metricsUrl })),
         logs: view.logs.map((l) => ({
           log: l.meta.log,
@@ -487,5 +518,21 @@ export async function startRpcServer(api: NodeApi, listen: { host: string; port:
         });
       });
     },
+  };
+}
+
+function scrubStatusToWire(v: ScrubStatusView): ScrubStatus {
+  return {
+    risk_ratio: v.riskRatio,
+    latency_factor: v.latencyFactor,
+    latency_z_fdatasync: v.latencyZ.fdatasync,
+    latency_z_read: v.latencyZ.read,
+    rate_multiplier: v.rateMultiplier,
+    suspect_bytes: Math.round(v.suspectBytes),
+    io_errors: v.ioErrors,
+    checksum_failures: { ...v.detections },
+    top_segments: v.topSegments.map((s) => ({ log: s.log, segment_id: s.segmentId, score: s.score, last_verified_ms: s.lastVerifiedMs ?? 0 })),
+    repairs: v.repairs,
+    repairs_failed: v.repairsFailed,
   };
 }

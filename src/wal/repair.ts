@@ -64,6 +64,7 @@ import { type SegmentInspection, type StoreInspection, inspectStore } from './in
 import type { StoreSettings } from './options.js';
 import { UnrepairableError } from './errors.js';
 import { cutTornTail, putSegmentCopyInPlace, verifySegmentCopy } from './segment-files.js';
+import { withSpan } from '../observability/tracing.js';
 import { type GoodCopySource, type SegmentExpectation, writeBackups } from './sources.js';
 
 /** What repair works with. Files are reached through layout.disk (the one Disk of the store). */
@@ -460,10 +461,13 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
   repaired.splice(0, repaired.length, ...mergeRanges(repaired));
   lost.splice(0, lost.length, ...mergeRanges(lost));
   if (plan.dryRun) return { segment: segment.segmentId, decision: plan.decision, outcome: 'planned', repaired, lost, truncated, ...(plan.source ? { source: plan.source } : {}), bytesWritten: writer.offset, detail: summary };
-  const quarantinedAs = segment.present ? await quarantineFile(ctx.layout, segment.path, 'damaged', { keepOriginal: true, retention: ctx.recovery.backupRetentionCount, now: ctx.clock.nowMs() }) : undefined;
-  if (plan.cutIndex !== undefined) await quarantineBackups(ctx, segment.segmentId);
-  await disk.rename(temp, segment.path);
-  await disk.fsyncDir(ctx.layout.segmentsDir);
+  const quarantinedAs = await withSpan('segment.install', { 'wal.segment': segment.segmentId }, async () => {
+    const old = segment.present ? await quarantineFile(ctx.layout, segment.path, 'damaged', { keepOriginal: true, retention: ctx.recovery.backupRetentionCount, now: ctx.clock.nowMs() }) : undefined;
+    if (plan.cutIndex !== undefined) await quarantineBackups(ctx, segment.segmentId);
+    await disk.rename(temp, segment.path);
+    await disk.fsyncDir(ctx.layout.segmentsDir);
+    return old;
+  });
   return { segment: segment.segmentId, decision: plan.decision, outcome: 'done', repaired, lost, truncated, ...(plan.source ? { source: plan.source } : {}), ...(quarantinedAs ? { quarantinedAs } : {}), bytesWritten: writer.offset, detail: summary };
 }
 

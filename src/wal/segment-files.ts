@@ -10,6 +10,7 @@
 // copy is synced before it is verified, and verified as it will stand (no source is trusted), so
 // what was checked is what a crash leaves.
 import type { DiskFile } from '../io/index.js';
+import { withSpan } from '../observability/tracing.js';
 import { type SegmentAnalysis, analyzeSegmentFile, isClean } from './analyze.js';
 import { type StoreLayout, TEMP_SUFFIX, quarantineBytes, quarantineFile, readRange, syncFile } from './files.js';
 import { type Trailer, segmentFileName } from './format.js';
@@ -111,11 +112,13 @@ export async function putSegmentCopyInPlace(
   copy: VerifiedSegmentCopy,
   quarantineOld?: { readonly label: string; readonly retention: number; readonly nowMs: number },
 ): Promise<string | undefined> {
-  const target = layout.segmentPath(copy.segmentId);
-  const quarantinedAs = quarantineOld
-    ? await quarantineFile(layout, target, quarantineOld.label, { keepOriginal: true, retention: quarantineOld.retention, now: quarantineOld.nowMs })
-    : undefined;
-  await layout.disk.rename(copy.path, target);
-  await layout.disk.fsyncDir(layout.segmentsDir);
-  return quarantinedAs;
+  return withSpan('segment.install', { 'wal.segment': copy.segmentId }, async () => {
+    const target = layout.segmentPath(copy.segmentId);
+    const quarantinedAs = quarantineOld
+      ? await quarantineFile(layout, target, quarantineOld.label, { keepOriginal: true, retention: quarantineOld.retention, now: quarantineOld.nowMs })
+      : undefined;
+    await layout.disk.rename(copy.path, target);
+    await layout.disk.fsyncDir(layout.segmentsDir);
+    return quarantinedAs;
+  });
 }

@@ -1,0 +1,129 @@
+// Scrub budgets across the cluster (docs/SCRUBBING.md). Each node publishes its damage score
+// under scrub/scores/<node> in etcd; the coordinator reads them every round and writes a rate
+// multiplier under scrub/budgets/<node> for each node whose risk ratio is at least
+// boostRiskRatio (scrub "twice as fast during predicted risk", Mahdisoltani et al., ATC 2017),
+// at most boostedNodesMax nodes at once (the highest scores), and removes the others' keys.
+// A node reads its multiplier before each pass; a missing or unreadable key means 1.
+import type { Clock } from '../io/index.js';
+import type { ClusterMetadata } from './metadata.js';
+
+export interface PublishedScrubScore {
+  readonly node: string;
+  readonly riskRatio: number;
+  readonly latencyFactor: number;
+  readonly segmentScoreMax: number;
+  readonly updatedMs: number;
+}
+
+export interface ScrubBudgetRecord {
+  readonly node: string;
+  readonly rateMultiplier: number;
+  readonly riskRatio: number;
+  readonly updatedMs: number;
+}
+
+export interface ScrubBudgetParams {
+  /** Risk ratio (node rate over the prior rate) from which a node's scrub rate is raised. */
+  readonly boostRiskRatio: number;
+  /** The raised rate, as a multiple of the configured one (the cap). */
+  readonly boostMultiplier: number;
+  /** The most nodes raised at once: client appends share the disks and the network. */
+  readonly boostedNodesMax: number;
+  /** Scores older than this are ignored (their node stopped publishing). */
+  readonly scoreStaleMs: number;
+}
+
+export const SCRUB_BUDGET_DEFAULTS: ScrubBudgetParams = Object.freeze({ boostRiskRatio: 100, boostMultiplier: 2, boostedNodesMax: 2, scoreStaleMs: 5 * 60_000 });
+
+export function parseScrubScore(raw: unknown): PublishedScrubScore {
+  const r = raw as Partial<PublishedScrubScore> | null;
+  if (!r || typeof r.node !== 'string' || typeof r.riskRatio !== 'number' || !Number.isFinite(r.riskRatio)) throw new Error('malformed scrub score');
+  return { node: r.node, riskRatio: r.riskRatio, latencyFactor: Number(r.latencyFactor ?? 1), segmentScoreMax: Number(r.segmentScoreMax ?? 0), updatedMs: Number(r.updatedMs ?? 0) };
+}
+
+export function parseScrubBudget(raw: unknown): ScrubBudgetRecord {
+  const r = raw as Partial<ScrubBudgetRecord> | null;
+  if (!r || typeof r.node !== 'string' || typeof r.rateMultiplier !== 'number' || !(r.rateMultiplier >= 1 && r.rateMultiplier <= 16)) throw new Error('malformed scrub budget');
+  return { node: r.node, rateMultiplier: r.rateMultiplier, riskRatio: Number(r.riskRatio ?? 0), updatedMs: Number(r.updatedMs ?? 0) };
+}
+
+/** Pure: the multiplier of each node to boost, from the published scores. */
+export function scrubBudgets(scores: readonly PublishedScrubScore[], live: ReadonlySet<string>, nowMs: number, p: ScrubBudgetParams = SCRUB_BUDGET_DEFAULTS): Map<string, number> {
+  const boosted = scores
+    .filter((s) => live.has(s.node) && nowMs - s.updatedMs <= p.scoreStaleMs && s.riskRatio >= p.boostRiskRatio)
+    .sort((a, b) => b.riskRatio - a.riskRatio || a.node.localeCompare(b.node))
+    .slice(0, p.boostedNodesMax);
+  return new Map(boosted.map((s) => [s.node, p.boostMultiplier]));
+}
+
+export const scrubKeys = {
+  scoresPrefix: (etcd: Pick<ClusterMetadata, 'keys'>): string => `${etcd.keys.root}scrub/scores/`,
+  budgetsPrefix: (etcd: Pick<ClusterMetadata, 'keys'>): string => `${etcd.keys.root}scrub/budgets/`,
+};
+
+/** The store the coordinator and the nodes share (etcd in production). */
+export interface ScrubBudgetStore {
+  publishScore(score: PublishedScrubScore): Promise<void>;
+  listScores(): Promise<PublishedScrubScore[]>;
+  listBudgets(): Promise<ScrubBudgetRecord[]>;
+  putBudget(budget: ScrubBudgetRecord): Promise<void>;
+  removeBudget(node: string): Promise<void>;
+  budgetOf(node: string): Promise<number>;
+}
+
+export function etcdScrubBudgets(etcd: ClusterMetadata): ScrubBudgetStore {
+  const scores = scrubKeys.scoresPrefix(etcd);
+  const budgets = scrubKeys.budgetsPrefix(etcd);
+  return {
+    publishScore: (score) => etcd.put(`${scores}${score.node}`, score),
+    listScores: async () => (await etcd.list(scores, parseScrubScore)).map((v) => v.value),
+    listBudgets: async () => (await etcd.list(budgets, parseScrubBudget)).map((v) => v.value),
+    putBudget: (budget) => etcd.put(`${budgets}${budget.node}`, budget),
+    removeBudget: (node) => etcd.delete(`${budgets}${node}`),
+    budgetOf: async (node) => (await etcd.get(`${budgets}${node}`, parseScrubBudget).catch(() => undefined))?.value.rateMultiplier ?? 1,
+  };
+}
+
+/**
+ * The node's side: publishes its score and reads its multiplier every intervalMs (a failed round
+ * keeps the last multiplier; the next one retries).
+ */
+export class ScrubScorePublisher {
+  private readonly abort = new AbortController();
+  private loop: Promise<void> | undefined;
+  private multiplier = 1;
+
+  constructor(
+    private readonly o: {
+      readonly node: string;
+      readonly store: ScrubBudgetStore;
+      readonly score: () => Omit<PublishedScrubScore, 'node' | 'updatedMs'>;
+      readonly intervalMs: number;
+      readonly clock: Pick<Clock, 'nowMs' | 'sleep'>;
+      readonly onError: (error: unknown) => void;
+    },
+  ) {}
+
+  rateMultiplier(): number {
+    return this.multiplier;
+  }
+
+  start(): void {
+    this.loop ??= (async () => {
+      while (!this.abort.signal.aborted) {
+        await this.round().catch(this.o.onError);
+        await this.o.clock.sleep(this.o.intervalMs, this.abort.signal);
+      }
+    })();
+  }
+
+  async round(): Promise<void> {
+    await this.o.store.publishScore({ node: this.o.node, ...this.o.score(), updatedMs: this.o.clock.nowMs() });
+    this.multiplier = await this.o.store.budgetOf(this.o.node);
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await this.loop;
+  }
+}
