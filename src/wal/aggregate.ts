@@ -39,6 +39,15 @@ export function newAggregate(formatVersion: number): SegmentAggregate {
   return formatVersion >= HASHED_LIST_AGGREGATE_VERSION ? new HashedListAggregate() : new ChainedAggregate(formatVersion, 0n, 0);
 }
 
+/**
+ * The running aggregate at a checkpoint: from its value (versions 1 and 2) or its state (3).
+ */
+export function resumedAggregate(formatVersion: number, value: Checksum64, state: SegmentAggregate | undefined): SegmentAggregate {
+  if (formatVersion < HASHED_LIST_AGGREGATE_VERSION) return new ChainedAggregate(formatVersion, value, 0);
+  if (state?.formatVersion !== formatVersion) throw new Error('bug: a version-3 aggregate resumed without its state');
+  return state.copy();
+}
+
 /** The aggregate of a list of entry checksums, for a segment of the given format version. */
 export function aggregateOf(formatVersion: number, checksums: Iterable<Checksum64>): Checksum64 {
   const aggregate = newAggregate(formatVersion);
