@@ -16,7 +16,7 @@
 import { activeTraceContext, withSpan } from '../observability/tracing.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../io/index.js';
-import { type AppendResult, type SegmentStart, AGGREGATE_EMPTY as AGGREGATE_EMPTY_CHECKSUM, chainAggregate, checksumHex, format } from '../wal/index.js';
+import { type AppendResult, type SegmentAggregate, type SegmentStart, AGGREGATE_EMPTY as AGGREGATE_EMPTY_CHECKSUM, checksumHex, format, newAggregate } from '../wal/index.js';
 import type { LeaderGuard, PeerResolver, SegmentDirectory, PeerApi } from './api.js';
 import { AppendExpiredError, BadRequestError, FencedError, NotWriterError, PartialAppendError, QuorumUnavailableError, ReplicationError } from './errors.js';
 import type { LogMeta, SegmentMeta } from './metadata.js';
@@ -74,7 +74,8 @@ interface OpenSegment {
   readonly start: SegmentStart;
   nextIndex: number;
   byteLength: number;
-  aggregate: bigint;
+  /** The running aggregate of the frames a quorum acknowledged (copied per batch). */
+  aggregate: SegmentAggregate;
   /** A member failed a send: seal at the next chance and open the next segment without it. */
   degraded: boolean;
   /**
@@ -342,7 +343,7 @@ export class LogWriter {
     // same contents: sealed there alike, or (its own segment, up to its committed index) as this
     // writer's acknowledgements show. A seal point one member holds alone would be committed with
     // one copy.
-    const acknowledgedByQuorum = own && last === opened.nextIndex - 1 && agreed?.aggregate === checksumHex(opened.aggregate);
+    const acknowledgedByQuorum = own && last === opened.nextIndex - 1 && agreed?.aggregate === checksumHex(opened.aggregate.value());
     if (last >= meta.firstIndex && agreeing < meta.ackQuorum && !acknowledgedByQuorum) throw new QuorumUnavailableError(log, agreeing, meta.ackQuorum);
     if (past.length > 0) this.o.logger.warn({ log, segment: meta.segmentId, lastIndex: last, points: [...sealedPoints] }, 'members were sealed at different points; sealed at the lowest, copies past it cut to it');
     if (votes.size > 1) {
@@ -550,15 +551,15 @@ export class LogWriter {
         const owners: number[] = [];
         let bytes = 0;
         let index = segment.nextIndex;
-        let aggregate = segment.aggregate;
+        const aggregate = segment.aggregate.copy();
         while (at < items.length) {
           const item = items[at] as (typeof items)[number];
           const size = format.ENTRY_HEADER_BYTES + item.payload.byteLength + (item.session ? format.SESSION_TAG_BYTES : 0);
           if ((frames.length > 0 || hasEntries) && bytes + Math.max(size, item.wholeBytes) > room) break;
-          const { frame, checksum } = format.encodeEntry({ index, timestampMs, flags: item.flags, payload: item.payload, ...(item.session ? { session: item.session } : {}) });
+          const { frame } = format.encodeEntry({ index, timestampMs, flags: item.flags, payload: item.payload, ...(item.session ? { session: item.session } : {}) });
           frames.push(frame);
           owners.push(item.owner);
-          aggregate = chainAggregate(aggregate, checksum);
+          aggregate.addStored(frame, 8);
           bytes += size;
           index += 1;
           at += 1;
@@ -715,7 +716,7 @@ export class LogWriter {
       start: { segmentId: meta.segmentId, firstIndex: meta.firstIndex, createdMs: meta.createdMs },
       nextIndex: meta.firstIndex,
       byteLength: format.SEGMENT_HEADER_BYTES,
-      aggregate: AGGREGATE_EMPTY_CHECKSUM,
+      aggregate: newAggregate(format.FORMAT_VERSION),
       degraded: false,
       failed: new Set(),
     };
@@ -767,7 +768,7 @@ export class LogWriter {
   private async sealOpenSegment(segment: OpenSegment): Promise<void> {
     this.current = undefined;
     const last = this.committed;
-    const expected = last >= segment.meta.firstIndex ? checksumHex(segment.aggregate) : '';
+    const expected = last >= segment.meta.firstIndex ? checksumHex(segment.aggregate.value()) : '';
     // Chained after the member's replicate calls still in flight: a seal never overtakes them.
     const seals = await settle(segment.meta.ensemble, (node) => this.sendInOrder(node, () => this.skipFailed(segment, node) ?? this.peer(node).seal(this.o.log, segment.meta.segmentId, this.o.epoch, last, expected)));
     for (const s of seals.ok) {
@@ -785,7 +786,7 @@ export class LogWriter {
       lastIndex: last,
       indexCount: last - segment.meta.firstIndex + 1,
       byteLength: segment.byteLength + format.TRAILER_BYTES,
-      aggregate: checksumHex(segment.aggregate),
+      aggregate: checksumHex(segment.aggregate.value()),
     };
     let revision: number | undefined;
     try {

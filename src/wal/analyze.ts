@@ -3,12 +3,14 @@
 // by the scanner's window plus one record per damaged range.
 import type { Disk } from '../io/index.js';
 import type { FindingKind } from '../recovery/index.js';
-import { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
+import { type SegmentAggregate, HASHED_LIST_AGGREGATE_VERSION, newAggregate, resumedAggregate } from './aggregate.js';
+import { type Checksum64, checksumHex } from './checksum.js';
 import type { SegmentRecord } from './catalog.js';
 import {
   type SegmentHeader,
   type Trailer,
   FLAG_HOLE,
+  FORMAT_VERSION,
   SEGMENT_HEADER_BYTES,
   decodeHolePayload,
   decodeSegmentHeader,
@@ -22,7 +24,7 @@ import { type ScanFile, type ScanItem, scanFrames } from './scan.js';
 export interface AnalysisPoint {
   readonly lastIndex: number;
   readonly indexCount: number;
-  readonly aggregate: Checksum64;
+  readonly aggregate: SegmentAggregate;
   readonly goodEndOffsetBytes: number;
   readonly intactEntryCount: number;
   readonly holeCount: number;
@@ -59,7 +61,10 @@ export interface ResumePoint {
   readonly offsetBytes: number;
   readonly lastIndex: number;
   readonly indexCount: number;
+  /** The aggregate at the checkpoint: its value (format versions 1 and 2)... */
   readonly aggregate: Checksum64;
+  /** ...or its running state (version 3; without it a version-3 segment is scanned from its start). */
+  readonly aggregateState?: SegmentAggregate | undefined;
 }
 
 export interface SegmentAnalysis {
@@ -73,6 +78,8 @@ export interface SegmentAnalysis {
   readonly lastIndex: number;
   readonly indexCount: number;
   readonly aggregate: Checksum64;
+  /** The running aggregate of the intact frames (copy it before adding to it). */
+  readonly aggregateState: SegmentAggregate;
   /** Offset just past the last intact frame: where a torn tail is cut. */
   readonly goodEndOffsetBytes: number;
   readonly ranges: readonly DamageRange[];
@@ -97,7 +104,7 @@ export interface AnalyzeOptions {
 class Analyzer {
   lastIndex: number;
   indexCount: number;
-  aggregate: Checksum64;
+  aggregate: SegmentAggregate;
   goodEnd: number;
   firstIndex: number | undefined;
   intactEntryCount = 0;
@@ -107,12 +114,11 @@ class Analyzer {
   trailerOffset: number | undefined;
   trailerProblem: string | undefined;
 
-  constructor(firstIndex: number | undefined, private readonly segmentId: number, private readonly options: AnalyzeOptions) {
+  constructor(firstIndex: number | undefined, private readonly segmentId: number, formatVersion: number, private readonly options: AnalyzeOptions, resume: ResumePoint | undefined) {
     this.firstIndex = firstIndex;
-    const resume = options.resume;
     this.lastIndex = resume?.lastIndex ?? (firstIndex ?? 1) - 1;
     this.indexCount = resume?.indexCount ?? 0;
-    this.aggregate = resume?.aggregate ?? AGGREGATE_EMPTY;
+    this.aggregate = resume ? resumedAggregate(formatVersion, resume.aggregate, resume.aggregateState) : newAggregate(formatVersion);
     this.goodEnd = resume?.offsetBytes ?? SEGMENT_HEADER_BYTES;
   }
 
@@ -120,7 +126,7 @@ class Analyzer {
     const before: AnalysisPoint = {
       lastIndex: this.lastIndex,
       indexCount: this.indexCount,
-      aggregate: this.aggregate,
+      aggregate: this.aggregate.copy(),
       goodEndOffsetBytes: this.goodEnd,
       intactEntryCount: this.intactEntryCount,
       holeCount: this.holes.length,
@@ -208,7 +214,7 @@ class Analyzer {
     else this.intactEntryCount += 1;
     this.lastIndex = header.index + count - 1;
     this.indexCount += count;
-    this.aggregate = chainAggregate(this.aggregate, header.checksum);
+    this.aggregate.addStored(item.frame, 8);
     this.goodEnd = item.offsetBytes + item.frameByteLength;
     return this.options.onIntactFrame?.(header.index, item.frame, item.offsetBytes);
   }
@@ -228,7 +234,8 @@ class Analyzer {
     if (this.firstIndex !== undefined && trailer.firstIndex !== this.firstIndex) problems.push(`first index ${trailer.firstIndex} != ${this.firstIndex}`);
     if (trailer.lastIndex !== this.lastIndex) problems.push(`last index ${trailer.lastIndex} != ${this.lastIndex}`);
     if (trailer.indexCount !== this.indexCount) problems.push(`index count ${trailer.indexCount} != ${this.indexCount}`);
-    if (trailer.aggregateChecksum !== this.aggregate) problems.push(`aggregate ${checksumHex(trailer.aggregateChecksum)} != ${checksumHex(this.aggregate)}`);
+    const aggregate = this.aggregate.value();
+    if (trailer.aggregateChecksum !== aggregate) problems.push(`aggregate ${checksumHex(trailer.aggregateChecksum)} != ${checksumHex(aggregate)}`);
     if (trailer.entriesByteLength !== offsetBytes - SEGMENT_HEADER_BYTES) problems.push('entry byte length disagrees');
     if (problems.length > 0) this.trailerProblem = `trailer disagrees with the entries: ${problems.join('; ')}`;
   }
@@ -248,8 +255,12 @@ export async function analyzeSegmentHandle(
     headerProblem = `header names segment ${header.segmentId}, the file name says ${segmentId}`;
     header = undefined;
   }
-  const analyzer = new Analyzer(header?.firstIndex ?? options.firstIndexHint, segmentId, options);
-  const start = options.resume?.offsetBytes ?? SEGMENT_HEADER_BYTES;
+  // A damaged header leaves the version unknown: the current one is assumed (RECOVERY.md).
+  const formatVersion = header?.formatVersion ?? FORMAT_VERSION;
+  // A version-3 checkpoint without its running aggregate cannot be resumed: scan from the start.
+  const resume = options.resume && (formatVersion < HASHED_LIST_AGGREGATE_VERSION || options.resume.aggregateState?.formatVersion === formatVersion) ? options.resume : undefined;
+  const analyzer = new Analyzer(header?.firstIndex ?? options.firstIndexHint, segmentId, formatVersion, options, resume);
+  const start = resume?.offsetBytes ?? SEGMENT_HEADER_BYTES;
   if (fileByteLength > start) {
     await scanFrames(handle, { startOffsetBytes: start, endOffsetBytes: fileByteLength, entryBytesMax: options.entryBytesMax }, (item) =>
       analyzer.visit(item),
@@ -263,7 +274,8 @@ export async function analyzeSegmentHandle(
     firstIndex: analyzer.firstIndex,
     lastIndex: analyzer.lastIndex,
     indexCount: analyzer.indexCount,
-    aggregate: analyzer.aggregate,
+    aggregate: analyzer.aggregate.value(),
+    aggregateState: analyzer.aggregate,
     goodEndOffsetBytes: analyzer.goodEnd,
     ranges: analyzer.ranges,
     holes: analyzer.holes,
@@ -296,7 +308,8 @@ export function analysisBefore(analysis: SegmentAnalysis, rangeIndex: number): S
     ...analysis,
     lastIndex: at.lastIndex,
     indexCount: at.indexCount,
-    aggregate: at.aggregate,
+    aggregate: at.aggregate.value(),
+    aggregateState: at.aggregate.copy(),
     goodEndOffsetBytes: at.goodEndOffsetBytes,
     ranges: analysis.ranges.slice(0, rangeIndex),
     holes: analysis.holes.slice(0, at.holeCount),
@@ -323,6 +336,7 @@ export function segmentRecordOf(analysis: SegmentAnalysis, createdMsIfUnknown: n
     indexCount: analysis.indexCount,
     byteLength: trailer ? analysis.fileByteLength : analysis.goodEndOffsetBytes,
     aggregateChecksum: analysis.aggregate,
+    ...(trailer ? {} : { aggregateState: analysis.aggregateState.copy() }),
     state: trailer ? 'sealed' : 'open',
     createdMs: analysis.header?.createdMs ?? createdMsIfUnknown,
   };

@@ -3,7 +3,8 @@
 // from them; it is checksummed as a whole and replaced atomically.
 //
 // Layout (little-endian; docs/FORMAT.md):
-//   header 128 bytes: u32 magic 'WALC', u16 version, u16 reserved, u64 generation, checksum64
+//   header 128 bytes: u32 magic 'WALC', u16 version, u16 aggregate state count (version 2;
+//     reserved zero in version 1), u64 generation, checksum64
 //     log id, u32 segment count, u32 hole count, u64 segmentBytesMax, u32 entryBytesMax,
 //     u16 backup retention count + 1 (0: not recorded), u16 reserved, u64 created ms, u8 log name
 //     length, 63 bytes log name, 8 bytes reserved
@@ -12,15 +13,23 @@
 //     aggregate (open: chain value at the checkpoint), u32 state (1 open, 2 sealed),
 //     u32 reserved, u64 created ms
 //   hole records, 24 bytes each: u64 segment id, u64 first index, u64 count
+//   aggregate states (version 2), 216 bytes each: u64 segment id, then the running aggregate of
+//     an open segment of format version 3 at its checkpoint (AGGREGATE_STATE_BYTES; its 8-byte
+//     value in the segment record cannot be resumed)
 //   checksum64 of everything before it
+// Version 1 is written when no state is recorded (a store whose open segment is of format 1 or
+// 2, or none), so that an older build still opens it; both versions are read.
+import { AGGREGATE_STATE_BYTES, HashedListAggregate, type SegmentAggregate } from './aggregate.js';
 import { type Checksum64, checksum64 } from './checksum.js';
 import { LOG_NAME_BYTES_MAX } from './format.js';
 
 export const CATALOG_MAGIC = 0x434c4157; // 'WALC'
-export const CATALOG_VERSION = 1;
+export const CATALOG_VERSION = 2;
+const CATALOG_VERSION_WITHOUT_STATES = 1;
 const HEADER_BYTES = 128;
 const SEGMENT_RECORD_BYTES = 64;
 const HOLE_RECORD_BYTES = 24;
+const STATE_RECORD_BYTES = 8 + AGGREGATE_STATE_BYTES;
 const STATE_OPEN = 1;
 const STATE_SEALED = 2;
 /** A catalog larger than this is refused as damaged rather than read. */
@@ -33,6 +42,8 @@ export interface SegmentRecord {
   readonly indexCount: number;
   readonly byteLength: number;
   readonly aggregateChecksum: Checksum64;
+  /** An open segment's running aggregate (needed to resume a format-3 segment from its checkpoint). */
+  readonly aggregateState?: SegmentAggregate | undefined;
   readonly state: 'open' | 'sealed';
   readonly createdMs: number;
 }
@@ -71,10 +82,12 @@ function readU64(buf: Buffer, off: number): number {
 
 export function encodeCatalog(catalog: Catalog): Buffer {
   const name = Buffer.from(catalog.logName, 'utf8');
-  const bodyBytes = HEADER_BYTES + catalog.segments.length * SEGMENT_RECORD_BYTES + catalog.holes.length * HOLE_RECORD_BYTES;
+  const states = catalog.segments.filter((s) => s.state === 'open' && s.aggregateState instanceof HashedListAggregate);
+  const bodyBytes = HEADER_BYTES + catalog.segments.length * SEGMENT_RECORD_BYTES + catalog.holes.length * HOLE_RECORD_BYTES + states.length * STATE_RECORD_BYTES;
   const buf = Buffer.alloc(bodyBytes + 8);
   buf.writeUInt32LE(CATALOG_MAGIC, 0);
-  buf.writeUInt16LE(CATALOG_VERSION, 4);
+  buf.writeUInt16LE(states.length > 0 ? CATALOG_VERSION : CATALOG_VERSION_WITHOUT_STATES, 4);
+  buf.writeUInt16LE(states.length, 6);
   writeU64(buf, 8, catalog.generation);
   buf.writeBigUInt64BE(catalog.logId, 16);
   buf.writeUInt32LE(catalog.segments.length, 24);
@@ -103,6 +116,11 @@ export function encodeCatalog(catalog: Catalog): Buffer {
     writeU64(buf, off + 16, h.count);
     off += HOLE_RECORD_BYTES;
   }
+  for (const s of states) {
+    writeU64(buf, off, s.segmentId);
+    (s.aggregateState as HashedListAggregate).toBytes().copy(buf, off + 8);
+    off += STATE_RECORD_BYTES;
+  }
   buf.writeBigUInt64BE(checksum64(buf.subarray(0, bodyBytes)), bodyBytes);
   return buf;
 }
@@ -116,10 +134,12 @@ export function decodeCatalog(buf: Buffer): CatalogDecode {
   if (buf.readBigUInt64BE(bodyBytes) !== checksum64(buf.subarray(0, bodyBytes))) {
     return { ok: false, reason: 'catalog checksum mismatch' };
   }
-  if (buf.readUInt16LE(4) !== CATALOG_VERSION) return { ok: false, reason: `unsupported catalog version ${buf.readUInt16LE(4)}` };
+  const version = buf.readUInt16LE(4);
+  if (version !== CATALOG_VERSION && version !== CATALOG_VERSION_WITHOUT_STATES) return { ok: false, reason: `unsupported catalog version ${version}` };
   const segmentCount = buf.readUInt32LE(24);
   const holeCount = buf.readUInt32LE(28);
-  if (HEADER_BYTES + segmentCount * SEGMENT_RECORD_BYTES + holeCount * HOLE_RECORD_BYTES !== bodyBytes) {
+  const stateCount = version === CATALOG_VERSION ? buf.readUInt16LE(6) : 0;
+  if (HEADER_BYTES + segmentCount * SEGMENT_RECORD_BYTES + holeCount * HOLE_RECORD_BYTES + stateCount * STATE_RECORD_BYTES !== bodyBytes) {
     return { ok: false, reason: 'catalog length disagrees with its record counts' };
   }
   try {
@@ -146,6 +166,13 @@ export function decodeCatalog(buf: Buffer): CatalogDecode {
     for (let i = 0; i < holeCount; i += 1) {
       holes.push({ segmentId: readU64(buf, off), firstIndex: readU64(buf, off + 8), count: readU64(buf, off + 16) });
       off += HOLE_RECORD_BYTES;
+    }
+    for (let i = 0; i < stateCount; i += 1) {
+      const segmentId = readU64(buf, off);
+      const at = segments.findIndex((s) => s.segmentId === segmentId && s.state === 'open');
+      if (at < 0) return { ok: false, reason: `aggregate state ${i} names no open segment` };
+      segments[at] = { ...(segments[at] as SegmentRecord), aggregateState: HashedListAggregate.fromBytes(buf.subarray(off + 8, off + STATE_RECORD_BYTES)) };
+      off += STATE_RECORD_BYTES;
     }
     return {
       ok: true,

@@ -11,7 +11,7 @@
 // Segment file:  [segment header, 128 bytes] [entry frame]* [trailer, 64 bytes, once sealed]
 //
 // Segment header (128 bytes)
-//   0  u32 magic 'WALS'          4  u16 format version (2; 1 is still read)   6  u16 header byte length (128)
+//   0  u32 magic 'WALS'          4  u16 format version (3; 1 and 2 are still read)   6  u16 header byte length (128)
 //   8  u64 segment id           16  u64 first index         24  u64 created (unix ms)
 //  32  u64 log id (checksum64 of the log name)              40  u8 log name byte length
 //  41  63 bytes log name (UTF-8, zero padded)              104  16 bytes reserved (zero)
@@ -36,12 +36,18 @@
 //   0  u32 magic 'WALT'          4  u32 reserved (zero)       8  u64 segment id
 //  16  u64 first index          24  u64 last index           32  u64 index count (entries + holes)
 //  40  checksum64 aggregate     48  u64 entry bytes (from end of header to start of trailer)
+//  The aggregate of the entry checksums is chained in versions 1 and 2 and a hashed list in 3
+//  (src/wal/aggregate.ts).
 //  56  checksum64 of bytes 0..56
+import { hash } from 'node:crypto';
 import { type Checksum64, checksum64, crc32 } from './checksum.js';
 
-/** The version written; every version in FORMAT_VERSIONS_READABLE is read (1: no session frames). */
-export const FORMAT_VERSION = 2;
-export const FORMAT_VERSIONS_READABLE: readonly number[] = [1, 2];
+/**
+ * The version written; every version in FORMAT_VERSIONS_READABLE is read. 1: no session frames;
+ * 2: session frames; 3: the hashed-list aggregate (src/wal/aggregate.ts), frames as in 2.
+ */
+export const FORMAT_VERSION = 3;
+export const FORMAT_VERSIONS_READABLE: readonly number[] = [1, 2, 3];
 export const SEGMENT_MAGIC = 0x534c4157; // 'WALS'
 export const ENTRY_MAGIC = 0x454c4157; // 'WALE'
 export const TRAILER_MAGIC = 0x544c4157; // 'WALT'
@@ -79,6 +85,8 @@ export interface SegmentHeader {
   readonly createdMs: number;
   readonly logId: Checksum64;
   readonly logName: string;
+  /** The header's format version (decoded); FORMAT_VERSION when encoding without one. */
+  readonly formatVersion?: number;
 }
 
 export interface EntryHeader {
@@ -125,9 +133,11 @@ function asBuffer(bytes: Uint8Array): Buffer {
 export function encodeSegmentHeader(header: SegmentHeader): Buffer {
   const name = Buffer.from(header.logName, 'utf8');
   if (name.byteLength > LOG_NAME_BYTES_MAX) throw new RangeError(`log name longer than ${LOG_NAME_BYTES_MAX} bytes`);
+  const version = header.formatVersion ?? FORMAT_VERSION;
+  if (!FORMAT_VERSIONS_READABLE.includes(version)) throw new RangeError(`format version ${version} is not one this code reads`);
   const buf = Buffer.alloc(SEGMENT_HEADER_BYTES);
   buf.writeUInt32LE(SEGMENT_MAGIC, 0);
-  buf.writeUInt16LE(FORMAT_VERSION, 4);
+  buf.writeUInt16LE(version, 4);
   buf.writeUInt16LE(SEGMENT_HEADER_BYTES, 6);
   writeU64(buf, 8, header.segmentId);
   writeU64(buf, 16, header.firstIndex);
@@ -164,6 +174,7 @@ export function decodeSegmentHeader(bytes: Uint8Array): HeaderDecode {
       createdMs,
       logId: buf.readBigUInt64BE(32),
       logName: buf.toString('utf8', 41, 41 + nameLength),
+      formatVersion: buf.readUInt16LE(4),
     },
   };
 }
@@ -327,14 +338,16 @@ export function decodeFrameAt(bytes: Uint8Array, offset: number, entryBytesMax: 
   }
   const length = frameByteLength(payloadByteLength);
   if (available < length) return { kind: 'need-more', byteLength: length };
+  // The digest is compared as two words: no BigInt for an intact frame (the hot path of open and validate).
+  const digest = hash('sha3-256', buf.subarray(offset + 16, offset + length), 'buffer');
+  const bodyOk = digest.readUInt32BE(0) === buf.readUInt32BE(offset + 8) && digest.readUInt32BE(4) === buf.readUInt32BE(offset + 12);
   const checksum = buf.readBigUInt64BE(offset + 8);
-  const actualChecksum = checksum64(buf.subarray(offset + 16, offset + length));
   return {
     kind: 'entry',
     header: { checksum, index, timestampMs, payloadByteLength, flags },
     frameByteLength: length,
-    bodyOk: actualChecksum === checksum,
-    actualChecksum,
+    bodyOk,
+    actualChecksum: bodyOk ? checksum : digest.readBigUInt64BE(0),
   };
 }
 

@@ -21,6 +21,7 @@ export { validateStore, repairDataDir, inspectDataDir, type ValidationReport, ty
 export { type GoodCopySource, type SegmentExpectation, LocalBackupSource } from './sources.js';
 export { type SegmentRecord, type HoleRecord } from './catalog.js';
 export { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksum64, checksumHex } from './checksum.js';
+export { type SegmentAggregate, aggregateOf, newAggregate } from './aggregate.js';
 export * as format from './format.js';
 export { writeFileAtomic } from './files.js';
 export { analyzeSegmentFile, isClean } from './analyze.js';

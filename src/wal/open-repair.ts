@@ -19,7 +19,8 @@
 // read, and repaired again). Appends are held only while the file is scanned and while the
 // stretches are rewritten (the write queue), never while copies are fetched from replicas.
 import type { SegmentRepair } from '../recovery/index.js';
-import { AGGREGATE_EMPTY, type Checksum64, chainAggregate } from './checksum.js';
+import { newAggregate } from './aggregate.js';
+import type { Checksum64 } from './checksum.js';
 import { analyzeSegmentHandle } from './analyze.js';
 import { WalError } from './errors.js';
 import { TEMP_SUFFIX, quarantineBytes, readRange, writeAll } from './files.js';
@@ -150,7 +151,7 @@ export class OpenSegmentRepair {
     }
     const intact = new Map([...spans].map(([i, s]) => [i, s.checksum]));
     const fileMissing = (await state.layout.disk.stat(state.layout.segmentPath(segmentId))) === undefined;
-    return { active, endBytes, lastIndex, aggregate, headerDamaged: analysis.header === undefined, fileMissing, runs, intact };
+    return { active, endBytes, lastIndex, aggregate: aggregate.value(), headerDamaged: analysis.header === undefined, fileMissing, runs, intact };
   }
 
   /** Verified frames first..last from the first source whose frames fill the run exactly. */
@@ -205,7 +206,7 @@ export class OpenSegmentRepair {
       }
     }
     if (damage.headerDamaged) {
-      const header = encodeSegmentHeader({ segmentId: active.segmentId, firstIndex: active.firstIndex, createdMs: active.createdMs, logId: logIdOf(state.settings.logName), logName: state.settings.logName });
+      const header = encodeSegmentHeader({ segmentId: active.segmentId, firstIndex: active.firstIndex, createdMs: active.createdMs, logId: logIdOf(state.settings.logName), logName: state.settings.logName, formatVersion: active.aggregate.formatVersion });
       await quarantineBytes(state.layout, `${name}.${state.options.clock.nowMs()}.damaged-header`, await readRange(active.handle, 0, SEGMENT_HEADER_BYTES));
       await writeAll(active.handle, header, 0);
       bytesWritten += header.byteLength;
@@ -260,11 +261,11 @@ function chainOf(damage: OpenDamage, replacements: readonly Buffer[]): Checksum6
       offset += decoded.frameByteLength;
     }
   });
-  let aggregate = AGGREGATE_EMPTY;
+  const aggregate = newAggregate(damage.active.aggregate.formatVersion);
   for (let index = damage.active.firstIndex; index <= damage.lastIndex; index += 1) {
     const checksum = damage.intact.get(index) ?? fetched.get(index);
     if (checksum === undefined) return undefined;
-    aggregate = chainAggregate(aggregate, checksum);
+    aggregate.add(checksum);
   }
-  return aggregate;
+  return aggregate.value();
 }

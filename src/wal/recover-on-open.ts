@@ -165,7 +165,7 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
     const size = (await fileByteLength(disk, path)) ?? -1;
     if (size < 0 || (resume && size < resume.byteLength)) return 'corrupt';
     const resumePoint = resume && resume.byteLength >= SEGMENT_HEADER_BYTES
-      ? { offsetBytes: resume.byteLength, lastIndex: resume.lastIndex, indexCount: resume.indexCount, aggregate: resume.aggregateChecksum }
+      ? { offsetBytes: resume.byteLength, lastIndex: resume.lastIndex, indexCount: resume.indexCount, aggregate: resume.aggregateChecksum, aggregateState: resume.aggregateState }
       : undefined;
     const found = await analyzeSegmentFile(disk, path, id, { entryBytesMax: ctx.settings.entryBytesMax, firstIndexHint: expectedFirst, ...(resumePoint ? { resume: resumePoint } : {}) });
     bytesScanned += size - (resumePoint?.offsetBytes ?? 0);
@@ -190,7 +190,7 @@ async function recoverTail(ctx: RepairContext, catalog: Catalog): Promise<TailRe
     expectedFirst = analysis.lastIndex + 1;
     if (!sealed) {
       const handle = await disk.open(path, 'r+');
-      active = activeSegment({ segmentId: id, firstIndex, createdMs: record.createdMs, handle, byteLength: record.byteLength, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregate: record.aggregateChecksum });
+      active = activeSegment({ segmentId: id, firstIndex, createdMs: record.createdMs, handle, byteLength: record.byteLength, lastIndex: record.lastIndex, indexCount: record.indexCount, aggregate: analysis.aggregateState.copy() });
     }
   }
   const holes = catalog.holes;

@@ -34,7 +34,7 @@ import {
   planSegmentRepair,
   uncoveredRuns,
 } from '../recovery/index.js';
-import { type Checksum64, AGGREGATE_EMPTY, chainAggregate } from './checksum.js';
+import { newAggregate } from './aggregate.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
 import { analyzeSegmentFile, segmentRecordOf } from './analyze.js';
 import {
@@ -49,6 +49,7 @@ import {
 import {
   ENTRY_HEADER_BYTES,
   FLAG_HOLE,
+  FORMAT_VERSION,
   SEGMENT_HEADER_BYTES,
   decodeFrameAt,
   decodeHolePayload,
@@ -56,7 +57,6 @@ import {
   encodeHolePayload,
   encodeSegmentHeader,
   encodeTrailer,
-  frameChecksumOf,
   isHoleFrame,
   logIdOf,
 } from './format.js';
@@ -392,13 +392,22 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
   const writer = new ChunkWriter(handle);
   const repaired: IndexRange[] = [];
   const lost: IndexRange[] = [];
-  let aggregate: Checksum64 = AGGREGATE_EMPTY;
+  // A rebuilt segment keeps its format version (its aggregate's function); a header too damaged to
+  // say is written in the current one.
+  const header = analysis?.header ?? {
+    segmentId: segment.segmentId,
+    firstIndex,
+    createdMs: segment.record?.createdMs ?? ctx.clock.nowMs(),
+    logId: logIdOf(ctx.settings.logName),
+    logName: ctx.settings.logName,
+  };
+  const aggregate = newAggregate(header.formatVersion ?? FORMAT_VERSION);
   let indexCount = 0;
   let next = firstIndex;
 
   const writeFrame = async (frame: Buffer): Promise<void> => {
     await writer.write(frame);
-    aggregate = chainAggregate(aggregate, frameChecksumOf(frame));
+    aggregate.addStored(frame, 8);
     indexCount += frameIndexCount(frame);
   };
   const fill = async (upTo: number): Promise<void> => {
@@ -422,13 +431,6 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
   };
 
   try {
-    const header = analysis?.header ?? {
-      segmentId: segment.segmentId,
-      firstIndex,
-      createdMs: segment.record?.createdMs ?? ctx.clock.nowMs(),
-      logId: logIdOf(ctx.settings.logName),
-      logName: ctx.settings.logName,
-    };
     await writer.write(encodeSegmentHeader(header));
     if (segment.present) await analyzeSegmentFile(disk, segment.path, segment.segmentId, {
       entryBytesMax: ctx.settings.entryBytesMax,
@@ -443,10 +445,10 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
     });
     await fill(endIndex);
     if (sealed) {
-      if (plan.cutIndex === undefined && lost.length === 0 && expected?.aggregateChecksum !== undefined && aggregate !== expected.aggregateChecksum) {
+      if (plan.cutIndex === undefined && lost.length === 0 && expected?.aggregateChecksum !== undefined && aggregate.value() !== expected.aggregateChecksum) {
         throw new UnrepairableError('rebuilt segment does not match the recorded aggregate checksum', true);
       }
-      await writer.write(encodeTrailer({ segmentId: segment.segmentId, firstIndex, lastIndex: next - 1, indexCount, aggregateChecksum: aggregate, entriesByteLength: writer.offset - SEGMENT_HEADER_BYTES }));
+      await writer.write(encodeTrailer({ segmentId: segment.segmentId, firstIndex, lastIndex: next - 1, indexCount, aggregateChecksum: aggregate.value(), entriesByteLength: writer.offset - SEGMENT_HEADER_BYTES }));
     }
     await writer.flush();
     await handle?.sync();

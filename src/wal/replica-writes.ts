@@ -9,11 +9,12 @@
 // and makes the lowered state durable in the catalog before the file shrinks. A fetched segment
 // is synced, verified and renamed in within the write queue, so what was checked is what a crash
 // leaves and no write runs between the check and the rename.
-import { AGGREGATE_EMPTY, type Checksum64, chainAggregate, checksumHex } from './checksum.js';
+import { newAggregate } from './aggregate.js';
+import { type Checksum64, checksumHex } from './checksum.js';
 import type { SegmentRecord } from './catalog.js';
 import { analyzeSegmentHandle, segmentRecordOf } from './analyze.js';
 import { ReplicaRejectedError, StoreClosedError, WalError } from './errors.js';
-import { FLAG_HOLE, SEGMENT_HEADER_BYTES, type Trailer, decodeFrameAt, frameCheckWordOf, frameChecksumOf } from './format.js';
+import { FLAG_HOLE, SEGMENT_HEADER_BYTES, type Trailer, decodeFrameAt, frameCheckWordOf } from './format.js';
 import type { IndexedFrames, ReadIndexCache } from './read-index.js';
 import type { AppendResult, SegmentStart, SegmentWriter } from './segment-writer.js';
 import { cutToQuarantine, putSegmentCopyInPlace, verifySegmentCopy } from './segment-files.js';
@@ -75,7 +76,7 @@ export class ReplicaWrites {
         indexed.lengths.push(frame.byteLength);
         indexed.checkWords.push(frameCheckWordOf(frame));
         offset += frame.byteLength;
-        active.aggregate = chainAggregate(active.aggregate, frameChecksumOf(frame));
+        active.aggregate.addStored(frame, 8);
         active.lastIndex += 1;
         active.indexCount += 1;
       }
@@ -101,18 +102,18 @@ export class ReplicaWrites {
 
   /** The aggregate checksum of the open segment's entries up to lastIndex, from the file. */
   private async activeAggregateThrough(active: ActiveSegment, lastIndex: number): Promise<Checksum64> {
-    if (lastIndex === active.lastIndex) return active.aggregate;
+    if (lastIndex === active.lastIndex) return active.aggregate.value();
     const readIndex = await this.readIndexes.forSegment(this.state.activeRecord());
     const sum = Buffer.alloc(8);
-    let aggregate = AGGREGATE_EMPTY;
+    const aggregate = newAggregate(active.aggregate.formatVersion);
     for (let slot = 0; slot <= lastIndex - active.firstIndex; slot += 1) {
       const start = readIndex.starts[slot];
       if (start === undefined || start < 0) throw new WalError(`cannot locate entry ${active.firstIndex + slot} to check the aggregate`);
       const { bytesRead } = await active.handle.read(sum, 0, 8, start + 8);
       if (bytesRead !== 8) throw new WalError(`cannot read entry ${active.firstIndex + slot} to check the aggregate`);
-      aggregate = chainAggregate(aggregate, sum.readBigUInt64BE(0));
+      aggregate.addStored(sum, 0);
     }
-    return aggregate;
+    return aggregate.value();
   }
 
   /** Opens segment `start` for the writer's frames, if it fits after what this replica holds. */
@@ -195,7 +196,7 @@ export class ReplicaWrites {
       active.byteLength = cut;
       active.lastIndex = analysis.lastIndex;
       active.indexCount = analysis.indexCount;
-      active.aggregate = analysis.aggregate;
+      active.aggregate = analysis.aggregateState;
       markDurable(active);
       readIndex.starts.length = Math.max(0, slot + 1);
       readIndex.lengths.length = Math.max(0, slot + 1);

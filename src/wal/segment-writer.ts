@@ -7,10 +7,11 @@
 // between two fdatasyncs (a frame larger than that alone), so a crash can only damage the last
 // tornWindowBytesOf(...) bytes of the open segment; recovery on open relies on it. A new segment
 // file is created atomically (temp, fsync, rename, fsync the directory) with its header only.
-import { AGGREGATE_EMPTY, chainAggregate, checksumHex } from './checksum.js';
+import { newAggregate } from './aggregate.js';
+import { checksumHex } from './checksum.js';
 import { BatchPartlyDurableError } from './errors.js';
 import { writeFileAtomic } from './files.js';
-import { ENTRY_HEADER_BYTES, SEGMENT_HEADER_BYTES, TRAILER_BYTES, checkWordOf, encodeEntryInto, encodeSegmentHeader, encodeTrailer, logIdOf } from './format.js';
+import { ENTRY_HEADER_BYTES, FORMAT_VERSION, SEGMENT_HEADER_BYTES, TRAILER_BYTES, checkWordOf, encodeEntryInto, encodeSegmentHeader, encodeTrailer, logIdOf } from './format.js';
 import type { IndexedFrames, ReadIndexCache } from './read-index.js';
 import { type ActiveSegment, type StoreState, activeSegment, markDurable } from './store-state.js';
 
@@ -68,7 +69,7 @@ export class SegmentWriter {
           indexed.starts.push(active.byteLength + (cursor - pendingFrom));
           indexed.lengths.push(frameBytes);
           indexed.checkWords.push(checkWordOf(checksum));
-          active.aggregate = chainAggregate(active.aggregate, checksum);
+          active.aggregate.addStored(buf, cursor + 8);
           active.lastIndex = index;
           active.indexCount += 1;
           cursor += frameBytes;
@@ -143,11 +144,11 @@ export class SegmentWriter {
     const last = state.segments[state.segments.length - 1];
     const segmentId = start?.segmentId ?? (last?.segmentId ?? 0) + 1;
     const createdMs = start?.createdMs ?? state.options.clock.nowMs();
-    const header = encodeSegmentHeader({ segmentId, firstIndex, createdMs, logId: logIdOf(state.settings.logName), logName: state.settings.logName });
+    const header = encodeSegmentHeader({ segmentId, firstIndex, createdMs, logId: logIdOf(state.settings.logName), logName: state.settings.logName, formatVersion: FORMAT_VERSION });
     const path = state.layout.segmentPath(segmentId);
     await writeFileAtomic(state.layout.disk, path, state.layout.segmentsDir, header);
     const handle = await state.layout.disk.open(path, 'r+');
-    const active = activeSegment({ segmentId, firstIndex, createdMs, handle, byteLength: SEGMENT_HEADER_BYTES, lastIndex: firstIndex - 1, indexCount: 0, aggregate: AGGREGATE_EMPTY });
+    const active = activeSegment({ segmentId, firstIndex, createdMs, handle, byteLength: SEGMENT_HEADER_BYTES, lastIndex: firstIndex - 1, indexCount: 0, aggregate: newAggregate(FORMAT_VERSION) });
     state.active = active;
     state.segments.push(state.activeRecord());
     await this.readIndexes.addOpenSegment(segmentId, handle);
@@ -164,7 +165,7 @@ export class SegmentWriter {
       firstIndex: active.firstIndex,
       lastIndex: active.lastIndex,
       indexCount: active.indexCount,
-      aggregateChecksum: active.aggregate,
+      aggregateChecksum: active.aggregate.value(),
       entriesByteLength: active.byteLength - SEGMENT_HEADER_BYTES,
     });
     await this.writeAndSync(active, trailer);
@@ -173,7 +174,7 @@ export class SegmentWriter {
     // The read index (if cached) keeps reading through the segment's handle; else close it.
     if (!this.readIndexes.readsThrough(active.segmentId, active.handle)) await active.handle.close();
     await state.writeCatalog();
-    state.logger.debug({ log: state.settings.logName, segment: active.segmentId, aggregate: checksumHex(active.aggregate) }, 'sealed segment');
+    state.logger.debug({ log: state.settings.logName, segment: active.segmentId, aggregate: checksumHex(active.aggregate.value()) }, 'sealed segment');
     state.scheduleBackup(active.segmentId);
   }
 }

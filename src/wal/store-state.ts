@@ -10,7 +10,7 @@
 import type { Logger } from 'pino';
 import type { DiskFile } from '../io/index.js';
 import { type Finding, type RecoveryConfig, type RecoveryMetrics, describeFinding } from '../recovery/index.js';
-import type { Checksum64 } from './checksum.js';
+import type { SegmentAggregate } from './aggregate.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
 import { type StoreLayout, writeFileAtomic } from './files.js';
 import { logIdOf } from './format.js';
@@ -25,23 +25,24 @@ export interface ActiveSegment {
   byteLength: number;
   lastIndex: number;
   indexCount: number;
-  aggregate: Checksum64;
+  /** The running aggregate of the frames written (its format version is the segment's). */
+  aggregate: SegmentAggregate;
   checkpointedBytes: number;
   /**
    * What the last completed fdatasync covers (byteLength above is always synced). lastIndex,
    * indexCount and aggregate run ahead while a write is in flight; reads, the catalog and the
    * answers to peers use only this, so nothing is served or recorded before it is durable.
    */
-  durable: { lastIndex: number; indexCount: number; aggregate: Checksum64 };
+  durable: { lastIndex: number; indexCount: number; aggregate: SegmentAggregate };
 }
 
 export function activeSegment(fields: Omit<ActiveSegment, 'durable' | 'checkpointedBytes'>): ActiveSegment {
-  return { ...fields, checkpointedBytes: fields.byteLength, durable: { lastIndex: fields.lastIndex, indexCount: fields.indexCount, aggregate: fields.aggregate } };
+  return { ...fields, checkpointedBytes: fields.byteLength, durable: { lastIndex: fields.lastIndex, indexCount: fields.indexCount, aggregate: fields.aggregate.copy() } };
 }
 
 /** After a sync that covered everything written: the durable state catches up. */
 export function markDurable(active: ActiveSegment): void {
-  active.durable = { lastIndex: active.lastIndex, indexCount: active.indexCount, aggregate: active.aggregate };
+  active.durable = { lastIndex: active.lastIndex, indexCount: active.indexCount, aggregate: active.aggregate.copy() };
 }
 
 export class StoreState {
@@ -88,7 +89,7 @@ export class StoreState {
     const a = this.active;
     if (!a) throw new Error('no active segment');
     const d = a.durable;
-    return { segmentId: a.segmentId, firstIndex: a.firstIndex, lastIndex: d.lastIndex, indexCount: d.indexCount, byteLength: a.byteLength, aggregateChecksum: d.aggregate, state: 'open', createdMs: a.createdMs };
+    return { segmentId: a.segmentId, firstIndex: a.firstIndex, lastIndex: d.lastIndex, indexCount: d.indexCount, byteLength: a.byteLength, aggregateChecksum: d.aggregate.value(), aggregateState: d.aggregate, state: 'open', createdMs: a.createdMs };
   }
 
   segmentRecords(): readonly SegmentRecord[] {

@@ -165,7 +165,7 @@ export class WriteQueue {
           await active.handle.datasync();
           active.lastIndex = active.durable.lastIndex;
           active.indexCount = active.durable.indexCount;
-          active.aggregate = active.durable.aggregate;
+          active.aggregate = active.durable.aggregate.copy();
         }
         if (state.catalogStale) await state.writeCatalog();
         state.logger.error({ err: cause, log: state.settings.logName, segment: active?.segmentId, offsetBytes: active?.byteLength }, 'failed to write: the unsynced tail is given up and the store keeps going');

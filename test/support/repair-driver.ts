@@ -6,7 +6,7 @@
 import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AGGREGATE_EMPTY, chainAggregate } from '../../src/wal/checksum.js';
+import { aggregateOf } from '../../src/wal/aggregate.js';
 import { ENTRY_HEADER_BYTES, SEGMENT_HEADER_BYTES, TRAILER_BYTES, decodeFrameAt, decodeTrailer, encodeEntryInto, encodeTrailer } from '../../src/wal/format.js';
 import type { AdminClient, WalClient } from '../../src/rpc/index.js';
 import type { RecoveryEvent__Output } from '../../src/rpc/generated/walrecovery/v1/RecoveryEvent.js';
@@ -232,8 +232,7 @@ export async function lieAbout(path: string, index: number): Promise<Buffer> {
   const payload = Buffer.alloc(span.byteLength - ENTRY_HEADER_BYTES, 0x4c); // 'L'
   payload.write(`lie-${index}-`, 0, 'latin1');
   encodeEntryInto(bytes, span.offsetBytes, { index, timestampMs: span.timestampMs, flags: span.flags, payload });
-  let aggregate = AGGREGATE_EMPTY;
-  for (const f of frames) aggregate = chainAggregate(aggregate, bytes.readBigUInt64BE(f.offsetBytes + 8));
+  const aggregate = aggregateOf(bytes.readUInt16LE(4), frames.map((f) => bytes.readBigUInt64BE(f.offsetBytes + 8)));
   const trailerOffset = bytes.byteLength - TRAILER_BYTES;
   const trailer = decodeTrailer(bytes.subarray(trailerOffset));
   if (!trailer.ok) throw new Error(`${path} has no intact trailer`);

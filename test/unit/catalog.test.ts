@@ -2,6 +2,7 @@
 // length and appended garbage is refused with a reason (never a throw, never a wrong catalog).
 import { describe, expect, it } from 'vitest';
 import { type Catalog, decodeCatalog, encodeCatalog } from '../../src/wal/catalog.js';
+import { newAggregate } from '../../src/wal/aggregate.js';
 import { logIdOf } from '../../src/wal/format.js';
 
 const CATALOG: Catalog = {
@@ -45,5 +46,31 @@ describe('catalog codec', () => {
       if (!decoded.ok) expect(decoded.reason).not.toBe('');
     }
     expect(decodeCatalog(Buffer.concat([bytes, Buffer.alloc(16, 0xaa)])).ok).toBe(false);
+  });
+});
+
+describe('catalog version 2: the running aggregate of a format-3 open segment', () => {
+  const running = newAggregate(3);
+  for (let i = 1n; i <= 50n; i += 1n) running.add(i * 0x9e3779b97f4a7c15n & 0xffffffffffffffffn);
+  const segments = CATALOG.segments.map((s) => (s.state === 'open' ? { ...s, aggregateChecksum: running.value(), aggregateState: running } : s));
+  const withState: Catalog = { ...CATALOG, segments };
+
+  it('round trips the state (version 2), and a catalog without one is written as version 1', () => {
+    const bytes = encodeCatalog(withState);
+    expect(bytes.readUInt16LE(4)).toBe(2);
+    const decoded = decodeCatalog(bytes);
+    const open = decoded.ok ? decoded.catalog.segments[1] : undefined;
+    expect(open?.aggregateState?.count).toBe(50);
+    expect(open?.aggregateState?.value()).toBe(running.value());
+    expect(encodeCatalog(CATALOG).readUInt16LE(4)).toBe(1);
+  });
+
+  it('refuses every single flipped bit of the state block', () => {
+    const bytes = encodeCatalog(withState);
+    for (let offset = bytes.byteLength - 8 - 216; offset < bytes.byteLength; offset += 1) {
+      const damaged = Buffer.from(bytes);
+      damaged[offset] = (damaged[offset] as number) ^ 0x10;
+      expect(decodeCatalog(damaged).ok, `byte ${offset}`).toBe(false);
+    }
   });
 });

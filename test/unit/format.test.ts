@@ -16,6 +16,7 @@ import {
   encodeTrailer,
   entryPayloadOf,
   FLAG_HOLE,
+  FORMAT_VERSION,
   FLAG_SESSION,
   SESSION_TAG_BYTES,
   sessionTagOf,
@@ -83,7 +84,7 @@ describe('segment header', () => {
       fc.property(segmentHeader, (header) => {
         const bytes = encodeSegmentHeader(header);
         expect(bytes.byteLength).toBe(SEGMENT_HEADER_BYTES);
-        expect(decodeSegmentHeader(bytes)).toEqual({ ok: true, header });
+        expect(decodeSegmentHeader(bytes)).toEqual({ ok: true, header: { ...header, formatVersion: FORMAT_VERSION } });
       }),
       { numRuns: 300 },
     );
@@ -92,7 +93,7 @@ describe('segment header', () => {
   it('round trips at the name length limit and refuses a longer name', () => {
     const name = 'n'.repeat(LOG_NAME_BYTES_MAX);
     const header = { segmentId: 7, firstIndex: 1, createdMs: 1, logId: logIdOf(name), logName: name };
-    expect(decodeSegmentHeader(encodeSegmentHeader(header))).toEqual({ ok: true, header });
+    expect(decodeSegmentHeader(encodeSegmentHeader(header))).toEqual({ ok: true, header: { ...header, formatVersion: FORMAT_VERSION } });
     expect(() => encodeSegmentHeader({ ...header, logName: `${name}x` })).toThrow(RangeError);
     // 21 three-byte characters are 63 bytes; 22 are 66.
     expect(() => encodeSegmentHeader({ ...header, logName: '€'.repeat(22) })).toThrow(RangeError);
@@ -123,7 +124,7 @@ describe('segment header', () => {
       copy.writeBigUInt64BE(checksum64(copy.subarray(0, 120)), 120);
       return copy;
     };
-    expect(decodeSegmentHeader(reseal((b) => b.writeUInt16LE(3, 4)))).toEqual({ ok: false, reason: 'unsupported format version 3' });
+    expect(decodeSegmentHeader(reseal((b) => b.writeUInt16LE(4, 4)))).toEqual({ ok: false, reason: 'unsupported format version 4' });
     expect(decodeSegmentHeader(reseal((b) => b.writeUInt32LE(0x454c4157, 0))).ok).toBe(false);
     for (const offset of [8, 16, 24]) {
       expect(decodeSegmentHeader(reseal((b) => b.writeBigUInt64LE(BigInt(TWO_POW_53), offset))).ok, `field ${offset}`).toBe(false);
@@ -134,7 +135,7 @@ describe('segment header', () => {
   });
 
   it('decodes from a view into a larger buffer', () => {
-    const header = { segmentId: 9, firstIndex: 5, createdMs: 6, logId: 7n, logName: 'view' };
+    const header = { segmentId: 9, firstIndex: 5, createdMs: 6, logId: 7n, logName: 'view', formatVersion: FORMAT_VERSION };
     const big = Buffer.alloc(SEGMENT_HEADER_BYTES + 33, 0xaa);
     encodeSegmentHeader(header).copy(big, 17);
     const view = new Uint8Array(big.buffer, big.byteOffset + 17, SEGMENT_HEADER_BYTES);
@@ -420,12 +421,20 @@ describe('session frames (format version 2)', () => {
     }
   });
 
-  it('reads a version 1 segment header (written before session frames)', () => {
-    const v2 = encodeSegmentHeader({ segmentId: 1, firstIndex: 1, createdMs: 0, logId: 0n, logName: 'x' });
-    const v1 = Buffer.from(v2);
-    v1.writeUInt16LE(1, 4);
-    v1.writeBigUInt64BE(checksum64(v1.subarray(0, 120)), 120);
-    expect(decodeSegmentHeader(v1).ok).toBe(true);
-    expect(v2.readUInt16LE(4)).toBe(2);
+  it('reads version 1 and 2 segment headers (before session frames; before the hashed-list aggregate) and says which', () => {
+    const v3 = encodeSegmentHeader({ segmentId: 1, firstIndex: 1, createdMs: 0, logId: 0n, logName: 'x' });
+    expect(v3.readUInt16LE(4)).toBe(3);
+    for (const version of [1, 2]) {
+      const old = Buffer.from(v3);
+      old.writeUInt16LE(version, 4);
+      old.writeBigUInt64BE(checksum64(old.subarray(0, 120)), 120);
+      const decoded = decodeSegmentHeader(old);
+      expect(decoded.ok && decoded.header.formatVersion).toBe(version);
+      expect(encodeSegmentHeader({ segmentId: 1, firstIndex: 1, createdMs: 0, logId: 0n, logName: 'x', formatVersion: version }).equals(old)).toBe(true);
+    }
+    const future = Buffer.from(v3);
+    future.writeUInt16LE(4, 4);
+    future.writeBigUInt64BE(checksum64(future.subarray(0, 120)), 120);
+    expect(decodeSegmentHeader(future)).toEqual({ ok: false, reason: 'unsupported format version 4' });
   });
 });

@@ -6,7 +6,7 @@ import { stat } from 'node:fs/promises';
 import pino from 'pino';
 import { FencedError, NotEpochHolderError, PeerHandlers, type SegmentHolding, UnknownLogError } from '../../src/replication/index.js';
 import { toStatus } from '../../src/rpc/status.js';
-import { AGGREGATE_EMPTY, type SegmentStart, chainAggregate, checksumHex, format } from '../../src/wal/index.js';
+import { type SegmentStart, aggregateOf, checksumHex, format } from '../../src/wal/index.js';
 import { type TestNode, TestCluster, payloadOf, sleep, until } from '../support/replication-fakes.js';
 
 const LOG = 'orders';
@@ -163,7 +163,7 @@ describe('the store side refuses what no correct writer sends (defence in depth)
     const { handlers } = node;
     const sent = frames(1, 4);
     await handlers.replicate(LOG, 1, SEGMENT, sent, 0);
-    const through3 = sent.slice(0, 3).reduce((agg, f) => chainAggregate(agg, format.frameChecksumOf(f)), AGGREGATE_EMPTY);
+    const through3 = aggregateOf(format.FORMAT_VERSION, sent.slice(0, 3).map((f) => format.frameChecksumOf(f)));
     await expect(handlers.seal(LOG, 1, 1, 3, checksumHex(through3 ^ 1n))).rejects.toMatchObject({ reason: 'aggregate-mismatch' });
     expect((await node.store(LOG)).segmentRecord(1)).toMatchObject({ state: 'open', lastIndex: 4 });
     expect(await handlers.seal(LOG, 1, 1, 3, checksumHex(through3))).toMatchObject({ lastIndex: 3, aggregate: checksumHex(through3) });

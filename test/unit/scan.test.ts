@@ -4,8 +4,10 @@ import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AGGREGATE_EMPTY, type Checksum64, chainAggregate, crc32 } from '../../src/wal/checksum.js';
+import { aggregateOf } from '../../src/wal/aggregate.js';
+import { type Checksum64, crc32 } from '../../src/wal/checksum.js';
 import {
+  FORMAT_VERSION,
   ENTRY_HEADER_BYTES,
   encodeEntry,
   encodeSegmentHeader,
@@ -46,7 +48,6 @@ function buildSegment(payloadByteLengths: readonly number[], sealed: boolean, pa
   ];
   const frames: BuiltFrame[] = [];
   let offsetBytes = SEGMENT_HEADER_BYTES;
-  let aggregate = AGGREGATE_EMPTY;
   payloadByteLengths.forEach((byteLength, i) => {
     const index = firstIndex + i;
     const payload = payloads?.get(i) ?? payloadOf(index, byteLength);
@@ -54,8 +55,8 @@ function buildSegment(payloadByteLengths: readonly number[], sealed: boolean, pa
     parts.push(frame);
     frames.push({ index, offsetBytes, byteLength: frame.byteLength, checksum });
     offsetBytes += frame.byteLength;
-    aggregate = chainAggregate(aggregate, checksum);
   });
+  const aggregate = aggregateOf(FORMAT_VERSION, frames.map((f) => f.checksum));
   let trailerOffsetBytes: number | undefined;
   if (sealed) {
     trailerOffsetBytes = offsetBytes;
