@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { analyzeSegmentFile, isClean } from '../../src/wal/analyze.js';
 import { segmentRecordOf } from '../../src/wal/analyze.js';
-import { AGGREGATE_EMPTY, chainAggregate } from '../../src/wal/checksum.js';
-import { SEGMENT_HEADER_BYTES, encodeEntry, encodeSegmentHeader, encodeTrailer, logIdOf } from '../../src/wal/format.js';
+import { newAggregate } from '../../src/wal/aggregate.js';
+import { FORMAT_VERSION, SEGMENT_HEADER_BYTES, encodeEntry, encodeSegmentHeader, encodeTrailer, logIdOf } from '../../src/wal/format.js';
 import { nodeDisk } from '../../src/io/index.js';
 
 const ENTRY_BYTES_MAX = 1 << 16;
@@ -27,15 +27,16 @@ afterAll(async () => {
 async function sealedSegment(name: string, trailerLastIndexDelta = 0): Promise<{ path: string; offsets: number[]; aggregate: bigint }> {
   const parts = [encodeSegmentHeader({ segmentId: 3, firstIndex: FIRST, createdMs: 1_000, logId: logIdOf('orders'), logName: 'orders' })];
   const offsets: number[] = [];
-  let aggregate = AGGREGATE_EMPTY;
+  const running = newAggregate(FORMAT_VERSION); // the aggregate of the version written
   let offset = SEGMENT_HEADER_BYTES;
   for (let i = 0; i < COUNT; i += 1) {
     const { frame, checksum } = encodeEntry({ index: FIRST + i, timestampMs: 2_000 + i, flags: 0, payload: Buffer.from(`payload number ${i}`) });
     parts.push(frame);
     offsets.push(offset);
     offset += frame.byteLength;
-    aggregate = chainAggregate(aggregate, checksum);
+    running.add(checksum);
   }
+  const aggregate = running.value();
   const last = FIRST + COUNT - 1 + trailerLastIndexDelta;
   parts.push(encodeTrailer({ segmentId: 3, firstIndex: FIRST, lastIndex: last, indexCount: COUNT, aggregateChecksum: aggregate, entriesByteLength: offset - SEGMENT_HEADER_BYTES }));
   const path = join(dir, name);
