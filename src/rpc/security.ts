@@ -225,21 +225,44 @@ export function authInterceptor(options: GuardOptions): grpc.ServerInterceptor |
   return (descriptor, call) => {
     const method = methodOfPath(descriptor.path);
     if (method === undefined) return new grpc.ServerInterceptingCall(call);
+    const refuse = (verdict: { code: grpc.status; details: string; caller: string }): void => {
+      options.logger.warn({ method, caller: verdict.caller, peer: call.getPeer(), code: grpc.status[verdict.code], reason: verdict.details }, 'refused a call');
+      options.onRefused?.(method, verdict.code === grpc.status.UNAUTHENTICATED ? 'UNAUTHENTICATED' : 'PERMISSION_DENIED');
+      call.sendStatus({ code: verdict.code, details: verdict.details, metadata: new grpc.Metadata() });
+    };
+    // A stream outlives the moment it was authorized: a certificate listed since (the list is
+    // re-read while the node runs) ends it at its next message either way, UNAUTHENTICATED,
+    // and that message is neither handed to the handler nor sent (review of issue 11).
+    let admitted: { caller: string; cert: PeerCertificate } | undefined;
+    let ended = false;
+    const revokedSince = (): boolean => {
+      if (ended) return true;
+      if (admitted === undefined || !transport.revoked?.isRevoked(admitted.cert)) return false;
+      ended = true;
+      refuse({ code: grpc.status.UNAUTHENTICATED, details: `${method}: the client certificate was revoked while the call was open (listed in ${transport.revoked.path})`, caller: admitted.caller });
+      return true;
+    };
     return new grpc.ServerInterceptingCall(call, {
       start: (next) => {
         next({
           onReceiveMetadata: (metadata, pass) => {
-            const verdict = authorize(method, call.getAuthContext().sslPeerCertificate, ca, Date.now(), transport.revoked);
+            const peerCertificate = call.getAuthContext().sslPeerCertificate;
+            const verdict = authorize(method, peerCertificate, ca, Date.now(), transport.revoked);
             if (verdict.ok) {
+              if (transport.revoked && peerCertificate) admitted = { caller: verdict.identity?.name ?? 'unknown', cert: peerCertificate };
               pass(metadata);
               return;
             }
-            options.logger.warn({ method, caller: verdict.caller, peer: call.getPeer(), code: grpc.status[verdict.code], reason: verdict.details }, 'refused a call');
-            options.onRefused?.(method, verdict.code === grpc.status.UNAUTHENTICATED ? 'UNAUTHENTICATED' : 'PERMISSION_DENIED');
             // The handler never starts, so the request is never read.
-            call.sendStatus({ code: verdict.code, details: verdict.details, metadata: new grpc.Metadata() });
+            refuse(verdict);
+          },
+          onReceiveMessage: (message, pass) => {
+            if (!revokedSince()) pass(message);
           },
         });
+      },
+      sendMessage: (message, next) => {
+        if (!revokedSince()) next(message);
       },
     });
   };
