@@ -71,6 +71,17 @@ export class RevocationList {
     this.timer.unref();
   }
 
+  /**
+   * Counts the re-reads that revoked someone new: a connection made before the count moved may be
+   * to a server revoked since (its certificate is checked in the handshake only), so clients make
+   * a new one (src/rpc/clients.ts).
+   */
+  get generation(): number {
+    return this.revokedMore;
+  }
+
+  private revokedMore = 0;
+
   get size(): number {
     return this.entries.size;
   }
@@ -103,6 +114,7 @@ export class RevocationList {
       return;
     }
     this.seen = version;
+    if ([...read].some((key) => !this.entries.has(key))) this.revokedMore += 1;
     if ([...this.entries].every((key) => read.has(key))) {
       this.entries = read;
       this.shrunk = undefined;

@@ -105,4 +105,25 @@ describe('a certificate revoked while its stream is open', () => {
     await until(() => emit === undefined); // the handler let go of its subscription
     client.close();
   }, 30_000);
+
+  it('a node\'s client already connected to a server whose certificate is listed since does not use that connection again', async () => {
+    // The server's certificate is checked in the TLS handshake only: a channel opened before the
+    // revocation kept working (a writer kept replicating to, and counting the acks of, a member
+    // revoked as compromised).
+    const list = join(dir, 'revoked-by-n2.txt');
+    await writeFile(list, '\n');
+    const n2 = await loadTransport({ ca: certs.ca, cert: certs.nodes['n1']?.cert as string, key: certs.nodes['n1']?.key as string, revoked: list });
+    const client = new AdminClient(`127.0.0.1:${server.port}`, n2);
+    const outcome = (): Promise<string> =>
+      client.status('', 5_000).then(
+        () => 'OK',
+        (error: grpc.ServiceError) => grpc.status[error.code] ?? String(error.code),
+      );
+    expect(await outcome()).toBe('INTERNAL'); // reached the stub (no clusterStatus in it)
+    await writeFile(list, `${await serialOf(certs.nodes['n1']?.cert as string)}\n`);
+    if (n2.kind === 'tls') n2.revoked?.poll();
+    expect(await outcome()).toBe('UNAVAILABLE');
+    client.close();
+    if (n2.kind === 'tls') n2.revoked?.close();
+  }, 30_000);
 });

@@ -49,9 +49,11 @@ describe('RevocationList re-reads', () => {
     await writeFile(path, '0B\n0C\n');
     list.poll();
     expect([list.isRevoked(A), list.isRevoked(B), list.isRevoked(C)]).toEqual([true, true, true]);
+    expect(list.generation).toBe(1); // C is new: clients open new connections
     list.poll(); // unchanged since: in force
     expect([list.isRevoked(A), list.isRevoked(B), list.isRevoked(C)]).toEqual([false, true, true]);
     expect(list.size).toBe(2);
+    expect(list.generation).toBe(1); // un-revoking asks for no new connection
   });
 
   it('a file larger than REVOKED_FILE_BYTES_MAX is refused and the last list stays', async () => {
