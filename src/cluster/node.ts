@@ -488,7 +488,8 @@ export class ClusterNode implements NodeApi {
    * with it is refused (call that node's AdminService instead).
    */
   async repairSegment(log: string, segmentId: number, node: string, strategy: string, dryRun: boolean): Promise<Array<SegmentRepair & { node: string }>> {
-    const chosen = parseStrategy(strategy === '' ? 'partial' : strategy);
+    // No strategy named: each copy with its own node's strategy (this one's here).
+    const chosen = strategy === '' ? this.options.repairStrategy : parseStrategy(strategy);
     if (!isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
     if (node !== this.options.id && strategy !== '' && chosen !== this.options.repairStrategy) {
       throw new BadRequestError('strategy', `${chosen} would reach other nodes, which repair with their own --repair-strategy (this node's: ${this.options.repairStrategy}); call each node's address with node=<its id> to use ${chosen}`);
@@ -509,7 +510,8 @@ export class ClusterNode implements NodeApi {
     for (const member of meta.ensemble) {
       if (member === this.options.id || this.members.has(member)) {
         try {
-          results.push(...(await this.repairSegment(log, segmentId, member, chosen, dryRun)));
+          // The strategy as asked ('' stays ''): another member's part applies its own strategy.
+          results.push(...(await this.repairSegment(log, segmentId, member, strategy, dryRun)));
         } catch (error) {
           results.push({ node: member, segment: segmentId, decision: 'escalate', outcome: 'failed', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: `failed to repair: ${error instanceof Error ? error.message : String(error)}` });
         }
