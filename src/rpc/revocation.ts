@@ -81,6 +81,13 @@ export class RevocationList {
   }
 
   private revokedMore = 0;
+  private readonly revokedListeners = new Set<() => void>();
+
+  /** Calls listener after each re-read that revoked someone new (the guard ends their open calls); returns the unsubscribe. */
+  onRevoked(listener: () => void): () => void {
+    this.revokedListeners.add(listener);
+    return () => this.revokedListeners.delete(listener);
+  }
 
   get size(): number {
     return this.entries.size;
@@ -114,7 +121,8 @@ export class RevocationList {
       return;
     }
     this.seen = version;
-    if ([...read].some((key) => !this.entries.has(key))) this.revokedMore += 1;
+    const revokedMore = [...read].some((key) => !this.entries.has(key));
+    if (revokedMore) this.revokedMore += 1;
     if ([...this.entries].every((key) => read.has(key))) {
       this.entries = read;
       this.shrunk = undefined;
@@ -123,6 +131,7 @@ export class RevocationList {
       this.shrunk = { version, entries: read };
     }
     this.onReload({ entries: this.entries.size });
+    if (revokedMore) for (const listener of this.revokedListeners) listener();
   }
 
   close(): void {

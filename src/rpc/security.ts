@@ -222,6 +222,12 @@ export function authInterceptor(options: GuardOptions): grpc.ServerInterceptor |
   const { transport } = options;
   if (transport.kind === 'insecure') return undefined;
   const ca = new X509Certificate(transport.ca);
+  // The open calls' checks: a re-read that revokes someone ends their idle streams too, not only
+  // at their next message.
+  const open = new Set<() => boolean>();
+  transport.revoked?.onRevoked(() => {
+    for (const check of open) check();
+  });
   return (descriptor, call) => {
     const method = methodOfPath(descriptor.path);
     if (method === undefined) return new grpc.ServerInterceptingCall(call);
@@ -239,6 +245,7 @@ export function authInterceptor(options: GuardOptions): grpc.ServerInterceptor |
       if (ended) return true;
       if (admitted === undefined || !transport.revoked?.isRevoked(admitted.cert)) return false;
       ended = true;
+      open.delete(revokedSince);
       refuse({ code: grpc.status.UNAUTHENTICATED, details: `${method}: the client certificate was revoked while the call was open (listed in ${transport.revoked.path})`, caller: admitted.caller });
       return true;
     };
@@ -249,7 +256,10 @@ export function authInterceptor(options: GuardOptions): grpc.ServerInterceptor |
             const peerCertificate = call.getAuthContext().sslPeerCertificate;
             const verdict = authorize(method, peerCertificate, ca, Date.now(), transport.revoked);
             if (verdict.ok) {
-              if (transport.revoked && peerCertificate) admitted = { caller: verdict.identity?.name ?? 'unknown', cert: peerCertificate };
+              if (transport.revoked && peerCertificate) {
+                admitted = { caller: verdict.identity?.name ?? 'unknown', cert: peerCertificate };
+                open.add(revokedSince);
+              }
               pass(metadata);
               return;
             }
@@ -259,10 +269,15 @@ export function authInterceptor(options: GuardOptions): grpc.ServerInterceptor |
           onReceiveMessage: (message, pass) => {
             if (!revokedSince()) pass(message);
           },
+          onCancel: () => open.delete(revokedSince),
         });
       },
       sendMessage: (message, next) => {
         if (!revokedSince()) next(message);
+      },
+      sendStatus: (status, next) => {
+        open.delete(revokedSince);
+        next(status);
       },
     });
   };
