@@ -6,7 +6,7 @@ import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { REVOKED_FILE_BYTES_MAX, RevocationList } from '../../src/rpc/revocation.js';
+import { REVOKED_FILE_BYTES_MAX, RevocationList, parseRevocationList } from '../../src/rpc/revocation.js';
 
 const A = { serialNumber: '0A', fingerprint256: 'AA:'.repeat(31) + 'AA' };
 const B = { serialNumber: '0B', fingerprint256: 'BB:'.repeat(31) + 'BB' };
@@ -65,5 +65,9 @@ describe('RevocationList re-reads', () => {
     list.poll();
     expect(errors[0]).toMatch(/more than/);
     expect(list.isRevoked(A)).toBe(true);
+  });
+
+  it('parses what an operator pastes: a byte-order mark (trim() drops it), CRLF, lower-case hex with colons, leading zeros', () => {
+    expect([...parseRevocationList('\uFEFFserial=000A\r\n' + 'aa:'.repeat(31) + 'aa\r\n')]).toEqual(['A', 'AA'.repeat(32)]);
   });
 });
