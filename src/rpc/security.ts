@@ -237,8 +237,9 @@ export function authInterceptor(options: GuardOptions): grpc.ServerInterceptor |
       call.sendStatus({ code: verdict.code, details: verdict.details, metadata: new grpc.Metadata() });
     };
     // A stream outlives the moment it was authorized: a certificate listed since (the list is
-    // re-read while the node runs) ends it at its next message either way, UNAUTHENTICATED,
-    // and that message is neither handed to the handler nor sent (review of issue 11).
+    // re-read while the node runs) ends it UNAUTHENTICATED when the list is re-read, and no
+    // message passes either way after (review of issue 11). What an AppendStream appended before
+    // stays in the log.
     let admitted: { caller: string; cert: PeerCertificate } | undefined;
     let ended = false;
     const revokedSince = (): boolean => {
@@ -256,7 +257,9 @@ export function authInterceptor(options: GuardOptions): grpc.ServerInterceptor |
             const peerCertificate = call.getAuthContext().sslPeerCertificate;
             const verdict = authorize(method, peerCertificate, ca, Date.now(), transport.revoked);
             if (verdict.ok) {
-              if (transport.revoked && peerCertificate) {
+              // A unary call runs to its answer (its deadline bounds it): ending it UNAUTHENTICATED
+              // while it runs would answer an error for an append that may have committed.
+              if (transport.revoked && peerCertificate && (descriptor.requestStream || descriptor.responseStream)) {
                 admitted = { caller: verdict.identity?.name ?? 'unknown', cert: peerCertificate };
                 open.add(revokedSince);
               }
