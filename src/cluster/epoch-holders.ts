@@ -15,8 +15,9 @@
 //   member that is briefly unreachable);
 // - the reads one caller makes etcd do are rate limited (a token bucket per caller name, at
 //   EPOCH_LOOKUPS_PER_SECOND_MAX with a burst of EPOCH_LOOKUPS_BURST_MAX); a call past it is
-//   answered RESOURCE_EXHAUSTED (retryable) without reading etcd. A writer taking over many logs
-//   at once is slowed by as much, not refused for good.
+//   answered RESOURCE_EXHAUSTED (retryable) without reading etcd. A read that finds the caller
+//   holding the epoch gives its token back: a writer taking over many logs at once, or writing
+//   more logs than the cache keeps, is never limited by its own calls.
 import { parseCandidate } from './election.js';
 import type { ClusterMetadata } from './metadata.js';
 import { EpochLookupsLimitedError, type EpochHolders, ReplicationError } from '../replication/index.js';
@@ -79,6 +80,11 @@ export class EtcdEpochHolders implements EpochHolders {
     const lookup = this.read(log, epoch).finally(() => this.pending.delete(key));
     this.pending.set(key, lookup);
     const holder = await lookup;
+    // A read that found the caller holding the epoch was a writer doing its job (a node taking
+    // over many logs at once, or writing more logs than the cache keeps): it costs no token, or
+    // the writer's own Replicate/Fence/Seal would be answered RESOURCE_EXHAUSTED (review of
+    // issue 11). Reads of epochs the caller does not hold stay limited.
+    if (caller !== undefined && holder === caller) this.returnToken(caller);
     const entry = { holder, readAtMs: this.now() };
     this.found.delete(key);
     this.unknown.delete(key);
@@ -97,6 +103,11 @@ export class EtcdEpochHolders implements EpochHolders {
       }
     });
     return candidates.find((c) => c.value !== undefined && c.createRevision + c.value.floor === epoch)?.value?.node;
+  }
+
+  private returnToken(caller: string): void {
+    const bucket = this.buckets.get(caller);
+    if (bucket) bucket.tokens = Math.min(this.burst, bucket.tokens + 1);
   }
 
   private takeToken(caller: string, nowMs: number): boolean {

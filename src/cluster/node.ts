@@ -34,6 +34,8 @@ import { type MemberInfo, NodeSession, parseMemberInfo } from './session.js';
 import { type NodeOptions, type ResolvedNodeOptions, resolveNodeOptions } from './options.js';
 
 export const VERSION = '0.1.0';
+/** How long a whole-cluster status is answered again after it was read from etcd. */
+export const STATUS_ALL_REUSE_MS = 250;
 
 /** What the node's parts reach the world through (src/io). */
 interface NodeIo {
@@ -454,7 +456,33 @@ export class ClusterNode implements NodeApi {
     yield* runtime.read(from, to, batchMax);
   }
 
+  /**
+   * GetClusterStatus. The whole-cluster form (no log) reads every log's record and segments from
+   * etcd, and any `client` may call it: calls that arrive while one is reading share its answer,
+   * and an answer is given again for STATUS_ALL_REUSE_MS after it was read, so a flood of them
+   * costs etcd a few scans a second, not one per call (review of issue 11: 200 at once timed the
+   * node's etcd reads out). The per-log form (a follower asks the writer's committed index with
+   * it on each Read) is always read afresh.
+   */
   async clusterStatus(log: string): Promise<ClusterStatusView> {
+    if (log !== '') return this.readClusterStatus(log);
+    const now = this.io.clock.monotonicMs();
+    const last = this.statusAll;
+    if (last && (last.readAtMs === undefined || now - last.readAtMs < STATUS_ALL_REUSE_MS)) return last.view;
+    const view = this.readClusterStatus('');
+    const entry: { view: Promise<ClusterStatusView>; readAtMs: number | undefined } = { view, readAtMs: undefined };
+    this.statusAll = entry;
+    view.then(
+      () => (entry.readAtMs = this.io.clock.monotonicMs()),
+      () => this.statusAll === entry && (this.statusAll = undefined), // a failure is not answered again
+    );
+    return view;
+  }
+
+  /** The last whole-cluster status: reading (readAtMs undefined) or read then. */
+  private statusAll: { readonly view: Promise<ClusterStatusView>; readAtMs: number | undefined } | undefined;
+
+  private async readClusterStatus(log: string): Promise<ClusterStatusView> {
     if (log !== '' && !isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
     const directory = this.directory as EtcdSegmentDirectory;
     const metas = log === '' ? await directory.listLogs() : [(await directory.logMeta(log))?.value].filter((m): m is LogMeta => m !== undefined);
@@ -536,7 +564,8 @@ export class ClusterNode implements NodeApi {
     for (const member of meta.ensemble) {
       if (member === this.options.id || this.members.has(member)) {
         try {
-          results.push(...(await this.repairSegment(log, segmentId, member, chosen, dryRun)));
+          // The strategy as asked ('' stays ''): another member's part applies its own strategy.
+          results.push(...(await this.repairSegment(log, segmentId, member, strategy, dryRun)));
         } catch (error) {
           results.push({ node: member, segment: segmentId, decision: 'escalate', outcome: 'failed', repaired: [], lost: [], truncated: [], bytesWritten: 0, detail: `failed to repair: ${error instanceof Error ? error.message : String(error)}` });
         }

@@ -50,6 +50,27 @@ const traceContextInterceptor: grpc.Interceptor = (options, nextCall) => {
 /** The options of every client this module makes: the channel's, and trace propagation. */
 const CLIENT_OPTIONS: grpc.ClientOptions = { ...CHANNEL_OPTIONS, interceptors: [traceContextInterceptor] };
 
+/**
+ * A generated client, made again (a new connection, so a new TLS handshake that checks the
+ * server's certificate against the list) when the revocation list has revoked someone since it
+ * was made: a connection opened before a server was revoked is not used again (review of issue
+ * 11). The old one is closed; a call still on it fails and is retried like any transient failure.
+ */
+function madeAgainOnRevocation<T extends grpc.Client>(transport: Transport, make: () => T): () => T {
+  let client = make();
+  const revoked = transport.kind === 'tls' ? transport.revoked : undefined;
+  if (!revoked) return () => client;
+  let generation = revoked.generation;
+  return () => {
+    if (revoked.generation !== generation) {
+      generation = revoked.generation;
+      client.close();
+      client = make();
+    }
+    return client;
+  };
+}
+
 export function deadline(ms: number = RPC_DEADLINE_MS): Date {
   return new Date(Date.now() + Math.max(1, Math.min(ms, 600_000)));
 }
@@ -78,11 +99,15 @@ function holding(r: { present: boolean; sealed: boolean; first_index: number; la
 }
 
 export class PeerClient implements PeerApi {
-  private readonly client: PeerServiceClient;
+  private readonly channel: () => PeerServiceClient;
+
+  private get client(): PeerServiceClient {
+    return this.channel();
+  }
 
   constructor(readonly address: string, private readonly deadlineMs = RPC_DEADLINE_MS, transport: Transport = INSECURE) {
     const { proto } = loadProto();
-    this.client = new proto.walrecovery.v1.PeerService(address, channelCredentials(transport), CLIENT_OPTIONS);
+    this.channel = madeAgainOnRevocation(transport, () => new proto.walrecovery.v1.PeerService(address, channelCredentials(transport), CLIENT_OPTIONS));
   }
 
   async replicate(log: string, epoch: number, segment: SegmentStart, frames: readonly Buffer[], committedIndex: number): Promise<{ lastIndex: number }> {
@@ -192,11 +217,15 @@ export interface AppendOutcome {
 }
 
 export class WalClient {
-  private readonly client: WalServiceClient;
+  private readonly channel: () => WalServiceClient;
+
+  private get client(): WalServiceClient {
+    return this.channel();
+  }
 
   constructor(readonly address: string, transport: Transport = INSECURE) {
     const { proto } = loadProto();
-    this.client = new proto.walrecovery.v1.WalService(address, channelCredentials(transport), CLIENT_OPTIONS);
+    this.channel = madeAgainOnRevocation(transport, () => new proto.walrecovery.v1.WalService(address, channelCredentials(transport), CLIENT_OPTIONS));
   }
 
   async append(log: string, payloads: readonly Uint8Array[], options: { createIfMissing?: boolean; deadlineMs?: number; forwarded?: boolean; session?: { sessionId: string; sequence: number } | undefined } = {}): Promise<AppendOutcome> {
@@ -223,11 +252,15 @@ export class WalClient {
 }
 
 export class AdminClient {
-  private readonly client: AdminServiceClient;
+  private readonly channel: () => AdminServiceClient;
+
+  private get client(): AdminServiceClient {
+    return this.channel();
+  }
 
   constructor(readonly address: string, transport: Transport = INSECURE) {
     const { proto } = loadProto();
-    this.client = new proto.walrecovery.v1.AdminService(address, channelCredentials(transport), CLIENT_OPTIONS);
+    this.channel = madeAgainOnRevocation(transport, () => new proto.walrecovery.v1.AdminService(address, channelCredentials(transport), CLIENT_OPTIONS));
   }
 
   status(log = '', deadlineMs = RPC_DEADLINE_MS): Promise<ClusterStatus__Output> {

@@ -250,24 +250,65 @@ export function authInterceptor(options: GuardOptions): grpc.ServerInterceptor |
   const { transport } = options;
   if (transport.kind === 'insecure') return undefined;
   const ca = new X509Certificate(transport.ca);
+  // The open calls' checks: a re-read that revokes someone ends their idle streams too, not only
+  // at their next message.
+  const open = new Set<() => boolean>();
+  transport.revoked?.onRevoked(() => {
+    for (const check of open) check();
+  });
   return (descriptor, call) => {
     const method = methodOfPath(descriptor.path);
     if (method === undefined) return new grpc.ServerInterceptingCall(call);
+    const refuse = (verdict: { code: grpc.status; details: string; caller: string }): void => {
+      options.logger.warn({ method, caller: verdict.caller, peer: call.getPeer(), code: grpc.status[verdict.code], reason: verdict.details }, 'refused a call');
+      options.onRefused?.(method, verdict.code === grpc.status.UNAUTHENTICATED ? 'UNAUTHENTICATED' : 'PERMISSION_DENIED');
+      call.sendStatus({ code: verdict.code, details: verdict.details, metadata: new grpc.Metadata() });
+    };
+    // A stream outlives the moment it was authorized: a certificate listed since (the list is
+    // re-read while the node runs) ends it UNAUTHENTICATED when the list is re-read, and no
+    // message passes either way after (review of issue 11). What an AppendStream appended before
+    // stays in the log.
+    let admitted: { caller: string; cert: PeerCertificate } | undefined;
+    let ended = false;
+    const revokedSince = (): boolean => {
+      if (ended) return true;
+      if (admitted === undefined || !transport.revoked?.isRevoked(admitted.cert)) return false;
+      ended = true;
+      open.delete(revokedSince);
+      refuse({ code: grpc.status.UNAUTHENTICATED, details: `${method}: the client certificate was revoked while the call was open (listed in ${transport.revoked.path})`, caller: admitted.caller });
+      return true;
+    };
     return new grpc.ServerInterceptingCall(call, {
       start: (next) => {
         next({
           onReceiveMetadata: (metadata, pass) => {
-            const verdict = authorize(method, call.getAuthContext().sslPeerCertificate, ca, Date.now(), transport.revoked);
+            const peerCertificate = call.getAuthContext().sslPeerCertificate;
+            const verdict = authorize(method, peerCertificate, ca, Date.now(), transport.revoked);
             if (verdict.ok) {
+              // A unary call runs to its answer (its deadline bounds it): ending it UNAUTHENTICATED
+              // while it runs would answer an error for an append that may have committed.
+              if (transport.revoked && peerCertificate && (descriptor.requestStream || descriptor.responseStream)) {
+                admitted = { caller: verdict.identity?.name ?? 'unknown', cert: peerCertificate };
+                open.add(revokedSince);
+              }
               pass(metadata);
               return;
             }
-            options.logger.warn({ method, caller: verdict.caller, peer: call.getPeer(), code: grpc.status[verdict.code], reason: verdict.details }, 'refused a call');
-            options.onRefused?.(method, verdict.code === grpc.status.UNAUTHENTICATED ? 'UNAUTHENTICATED' : 'PERMISSION_DENIED');
             // The handler never starts, so the request is never read.
-            call.sendStatus({ code: verdict.code, details: verdict.details, metadata: new grpc.Metadata() });
+            refuse(verdict);
           },
+          onReceiveMessage: (message, pass) => {
+            if (!revokedSince()) pass(message);
+          },
+          onCancel: () => open.delete(revokedSince),
         });
+      },
+      sendMessage: (message, next) => {
+        if (!revokedSince()) next(message);
+      },
+      sendStatus: (status, next) => {
+        open.delete(revokedSince);
+        next(status);
       },
     });
   };

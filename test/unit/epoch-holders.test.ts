@@ -2,7 +2,7 @@
 // re-checks of known ones are bounded (one etcd read per (log, epoch) per 250 ms, reads shared
 // while in progress, a rate per caller), and a holder created since is still found.
 import { describe, expect, it } from 'vitest';
-import { EPOCH_UNKNOWN_TTL_MS, EtcdEpochHolders } from '../../src/cluster/epoch-holders.js';
+import { EPOCH_HOLDERS_CACHED_MAX, EPOCH_UNKNOWN_TTL_MS, EtcdEpochHolders } from '../../src/cluster/epoch-holders.js';
 import type { ClusterMetadata } from '../../src/cluster/metadata.js';
 import { EpochLookupsLimitedError } from '../../src/replication/index.js';
 
@@ -68,4 +68,29 @@ describe('EtcdEpochHolders bounds the etcd reads a caller can cause', () => {
     await holders.holderOf('l', 10, false, 'n1');
     expect(reads()).toBe(2);
   });
+
+  it('a writer whose calls confirm it holds the epoch is never rate limited, even past the cache (more logs than EPOCH_HOLDERS_CACHED_MAX)', async () => {
+    // Review of issue 11: the bucket was charged for every etcd read, also the reads that found
+    // the caller holding the epoch. A writer of more logs than the cache keeps (--logs-max above
+    // 4096; or a node taking over more than the burst of logs at once) re-reads on every call and
+    // was answered RESOURCE_EXHAUSTED on its own legitimate Replicate/Fence/Seal calls.
+    const { meta } = fakeMeta([{ node: 'n1', createRevision: 10, floor: 0 }]);
+    const nowMs = 0; // all within one instant: no token comes back by time
+    const holders = new EtcdEpochHolders(() => meta, { monotonicMs: () => nowMs, lookupsPerSecondMax: 100, lookupsBurstMax: 200 });
+    let limited = 0;
+    for (let pass = 0; pass < 2; pass += 1) {
+      for (let i = 0; i < EPOCH_HOLDERS_CACHED_MAX + 500; i += 1) {
+        try {
+          expect(await holders.holderOf(`log${i}`, 10, false, 'n1')).toBe('n1');
+        } catch (error) {
+          if (!(error instanceof EpochLookupsLimitedError)) throw error;
+          limited += 1;
+        }
+      }
+    }
+    expect(limited).toBe(0);
+    // A flood of epochs the caller does not hold is still limited.
+    const flood = await Promise.allSettled(Array.from({ length: 400 }, (_, i) => holders.holderOf('l', 1000 + i, false, 'n1')));
+    expect(flood.filter((r) => r.status === 'rejected').length).toBeGreaterThan(0);
+  }, 60_000);
 });
