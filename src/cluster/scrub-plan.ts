@@ -42,6 +42,8 @@ export class ScrubPlan<T extends PlanItem> {
   private picks = 0;
   /** Bytes suspect rescans may still take: earned by pass bytes at suspectShare / (1 - suspectShare). */
   private credit = 0;
+  /** Pass bytes of the current pass (the credit's cap). */
+  private bytesThisPass = 0;
   suspectBytes = 0;
   passBytes = 0;
 
@@ -61,6 +63,11 @@ export class ScrubPlan<T extends PlanItem> {
     this.remaining = [...items];
     this.sortedAt = -1;
     this.suspectsAt = -1;
+    // Credit is earned within a pass and spent within it: banked over quiet passes, it would let
+    // suspect rescans (two damaged neighbours that keep making each other suspect) hold a later
+    // pass up for as long as those passes took, breaking the coverage bound.
+    this.credit = 0;
+    this.bytesThisPass = 0;
   }
 
   passRemaining(): number {
@@ -101,8 +108,9 @@ export class ScrubPlan<T extends PlanItem> {
       return;
     }
     this.passBytes += byteLength;
+    this.bytesThisPass += byteLength;
     const share = this.p.suspectShare;
-    // Credit is capped at one pass's worth so that a quiet period does not bank a long burst.
-    this.credit = Math.min(this.credit + (byteLength * share) / (1 - share), Math.max(byteLength, this.passBytes * share));
+    // Credit is capped at this pass's worth so that a quiet stretch does not bank a long burst.
+    this.credit = Math.min(this.credit + (byteLength * share) / (1 - share), Math.max(byteLength, this.bytesThisPass * share));
   }
 }
