@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeCatalog, encodeCatalog } from '../../src/wal/catalog.js';
 import { repairDataDir } from '../../src/wal/offline.js';
-import { ENTRIES_PER_SEGMENT, makeStore, tempRoot } from '../support/fault-driver.js';
+import { ENTRIES_PER_SEGMENT, fileBytes, makeOpenStore, makeStore, segmentPath, tempRoot, truncate } from '../support/fault-driver.js';
 
 const roots: string[] = [];
 afterEach(async () => {
@@ -36,5 +36,27 @@ describe('Halt and a catalog record that disagrees with an intact sealed segment
     const partial = await repairDataDir(dir, { strategy: 'partial', dryRun: false });
     expect(partial.actions.map((a) => a.decision)).toEqual(['rebuild-catalog']);
     expect(partial.remaining).toEqual([]);
+  });
+
+  it('when a torn tail is cut (the catalog must be rewritten), the record that disagrees stays (regression)', async () => {
+    const root = await tempRoot();
+    roots.push(root);
+    const dir = join(root, 'store');
+    await makeOpenStore(dir, { entries: 2 * ENTRIES_PER_SEGMENT + 3, backupRetentionCount: 0 });
+    const path = join(dir, 'CATALOG');
+    const decoded = decodeCatalog(await readFile(path));
+    if (!decoded.ok) throw new Error(decoded.reason);
+    const changed = (decoded.catalog.segments.find((s) => s.segmentId === 1)?.aggregateChecksum ?? 0n) ^ 1n;
+    const segments = decoded.catalog.segments.map((s) => (s.segmentId === 1 ? { ...s, aggregateChecksum: changed } : s));
+    await writeFile(path, encodeCatalog({ ...decoded.catalog, segments }));
+    // The open segment ends inside its last frame: a torn write, cut under every strategy.
+    const open = segmentPath(dir, 3);
+    await truncate(open, (await fileBytes(open)).byteLength - 5);
+
+    const report = await repairDataDir(dir, { strategy: 'halt', dryRun: false });
+    expect(report.actions.map((a) => [a.segment, a.decision, a.outcome])).toEqual(expect.arrayContaining([[3, 'truncate-torn-tail', 'done']]));
+    const after = decodeCatalog(await readFile(path));
+    if (!after.ok) throw new Error(after.reason);
+    expect(after.catalog.segments.find((s) => s.segmentId === 1)?.aggregateChecksum).toBe(changed);
   });
 });
