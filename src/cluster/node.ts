@@ -6,6 +6,7 @@
 // time, randomness or files any other way (the simulator builds the same parts on its own).
 import type { Server as HttpServer } from 'node:http';
 import { Worker } from 'node:worker_threads';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { type Clock, type Disk, type Random, nodeDisk, systemClock, systemRandom } from '../io/index.js';
 import { RecoveryMetrics } from '../recovery/index.js';
@@ -25,7 +26,7 @@ import { Election, currentLeader, etcdElectionStore, parseEpochFloor } from './e
 import { Backoff } from './backoff.js';
 import { EtcdSegmentDirectory } from './directory.js';
 import { fetchSegmentFile } from './fetch-segment.js';
-import { type ReplicaSourceFor, replicaSources } from './replica-sources.js';
+import { type ReplicaSourceFor, removeLeftoverFetches, replicaSources } from './replica-sources.js';
 import { ClusterKeys, EtcdMetadata, connectEtcd, loadEtcdCredentials } from './etcd.js';
 import { EtcdEpochHolders } from './epoch-holders.js';
 import { LocalPeer } from './local-peer.js';
@@ -176,6 +177,8 @@ export class ClusterNode implements NodeApi {
 
   private async startServing(): Promise<void> {
     const { options } = this;
+    // Before anything is served or opened: no fetch of this node is in flight yet.
+    await removeLeftoverFetches(this.io.disk, join(options.dataDir, 'logs'), this.logger);
     if (options.tls) {
       this.transport = await loadTransport(options.tls);
       checkNodeCertificate(this.transport, options.id); // its writer calls are bound to this name

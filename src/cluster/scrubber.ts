@@ -6,8 +6,9 @@
 // of a fresh detection) interleaved within a share of the bytes. Ties break from a random start
 // so that a restart does not always check the same ones first. A copy that does not match etcd's record is handed to
 // the repair service. Hashing runs wherever the injected ScrubChecker runs it (a worker thread in
-// production: the node keeps serving meanwhile). A check that fails (its worker died) fails the
-// pass; the next pass, on a new worker, retries.
+// production: the node keeps serving meanwhile). A check that fails (its worker died) passes that
+// segment over for this pass (the next pass, on a new worker, retries it); three in a row fail
+// the pass.
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock, Random } from '../io/index.js';
@@ -45,6 +46,9 @@ export interface ScrubberOptions {
   /** The coordinator's rate multiplier for this node (1: the configured rate); read before each check. */
   readonly rateMultiplier?: () => number;
 }
+
+/** Checks that could not run, one after another, that fail a pass (no worker can run at all). */
+const CHECK_FAILURES_IN_ROW_MAX = 3;
 
 interface WorkItem extends PlanItem {
   readonly meta: SegmentMeta;
@@ -108,11 +112,27 @@ export class Scrubber {
     const start = work.length === 0 ? 0 : Math.floor(this.o.random.next() * work.length);
     this.plan.beginPass([...work.slice(start), ...work.slice(0, start)], this.o.clock.nowMs());
     let damaged = 0;
+    let failedInRow = 0;
     for (let pick = this.plan.next(this.o.clock.nowMs()); pick && !this.abort.signal.aborted; pick = this.plan.next(this.o.clock.nowMs())) {
       const { log, meta, store } = pick.item;
       const began = this.o.clock.monotonicMs();
       const path = join(this.o.logs.logDir(log), 'segments', format.segmentFileName(meta.segmentId));
-      const result = await withSpan('scrub.check', { 'wal.log': log, 'wal.segment': meta.segmentId, 'wal.order': pick.kind }, () => this.o.checker.check({ path, segmentId: meta.segmentId, entryBytesMax: this.o.entryBytesMax }));
+      let result: Awaited<ReturnType<ScrubChecker['check']>>;
+      try {
+        result = await withSpan('scrub.check', { 'wal.log': log, 'wal.segment': meta.segmentId, 'wal.order': pick.kind }, () => this.o.checker.check({ path, segmentId: meta.segmentId, entryBytesMax: this.o.entryBytesMax }));
+        failedInRow = 0;
+      } catch (error) {
+        // A check that could not run (its worker died) is no finding. It is passed over for this
+        // pass, not retried first: its verification being the oldest, the score order would put
+        // a segment that kills every worker first in each pass, and a pass that ended there
+        // would never reach the others again. Several in a row (no worker can run) fail the pass.
+        failedInRow += 1;
+        if (this.abort.signal.aborted || failedInRow >= CHECK_FAILURES_IN_ROW_MAX) throw error;
+        this.o.logger.warn({ log, segment: meta.segmentId, err: error }, 'scrub check could not run; passed over until the next pass');
+        this.plan.done(pick, meta.byteLength, false);
+        await this.o.clock.sleep(Math.max(0, (meta.byteLength / this.o.bytesPerSecondMax) * 1000 - (this.o.clock.monotonicMs() - began)), this.abort.signal);
+        continue;
+      }
       this.bytesScrubbed += result.fileByteLength;
       this.segmentsScrubbed += 1;
       this.o.metrics.scrubBytes.inc(result.fileByteLength);
@@ -122,7 +142,7 @@ export class Scrubber {
         damaged += 1;
         const why = !result.ok ? result.error : !result.clean ? 'damaged bytes' : `does not match its record (aggregate ${result.aggregate}, recorded ${meta.aggregate})`;
         this.o.logger.warn({ log, segment: meta.segmentId, order: pick.kind }, `scrub found a damaged copy: ${why}`);
-        // A check that could not run (its worker died) throws above; !ok here is a file it could not read.
+        // A check that could not run (its worker died) is handled above; !ok here is a file it could not read.
         this.model.detected({ log, segmentId: meta.segmentId }, 'scrub', this.o.clock.nowMs());
         this.o.repairs.schedule(log, meta.segmentId, 'scrub', why);
       } else {

@@ -118,9 +118,13 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
   if (!options.dryRun && before.findings.length > 0) {
     after = await inspectStore(ctx.layout, inspectOptions);
     // Halt changes nothing it did not have to (a torn tail): not even the catalog's generation.
-    if (!haltsOnCorruption(options.strategy) || actions.some((a) => a.outcome === 'done')) {
+    // 'keep' and 'rebuild-catalog' changed no file (the latter IS a catalog rewrite), so they do
+    // not count; and a record that disagrees with its file stays, the evidence of what was
+    // acknowledged, for the operator Halt leaves it to.
+    const halt = haltsOnCorruption(options.strategy);
+    if (!halt || actions.some((a) => a.outcome === 'done' && a.decision !== 'keep' && a.decision !== 'rebuild-catalog')) {
       const rolledBack = new Set(actions.filter((a) => a.decision === 'rollback' && a.outcome === 'done').map((a) => a.segment));
-      await writeCatalog(ctx, after, before.catalog, rolledBack);
+      await writeCatalog(ctx, after, before.catalog, rolledBack, halt);
       // The catalog was just rebuilt from the segment files: what that fixed (a lost or stale
       // catalog, records of rolled-back segments) must not be reported as remaining damage.
       if (after.findings.length > 0) after = await inspectStore(ctx.layout, inspectOptions);
@@ -537,12 +541,13 @@ async function recopyBackups(ctx: RepairContext, segment: SegmentInspection, dry
 }
 
 /** Rewrites the catalog from an inspection; damaged sealed segments keep their old record. */
-export async function writeCatalog(ctx: RepairContext, inspection: StoreInspection, previous: Catalog | undefined, rolledBack: ReadonlySet<number> = new Set()): Promise<Catalog> {
+export async function writeCatalog(ctx: RepairContext, inspection: StoreInspection, previous: Catalog | undefined, rolledBack: ReadonlySet<number> = new Set(), keepDisagreeing = false): Promise<Catalog> {
   const segments: SegmentRecord[] = [];
   for (const segment of inspection.segments) {
     if (!segment.present && rolledBack.has(segment.segmentId)) continue; // given up by a rollback, named in the report
     const analysis = segment.analysis;
-    const clean = analysis !== undefined && segment.findings.every((f) => f.kind === 'bad-catalog');
+    // keepDisagreeing (Halt): a record that disagrees with its intact file (bad-catalog) stays.
+    const clean = analysis !== undefined && (keepDisagreeing ? segment.findings.length === 0 : segment.findings.every((f) => f.kind === 'bad-catalog'));
     if (!clean || analysis === undefined) {
       if (segment.record) segments.push(segment.record);
       continue;

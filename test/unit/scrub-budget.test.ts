@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { Coordinator } from '../../src/cluster/coordinator.js';
-import { type PublishedScrubScore, type ScrubBudgetRecord, type ScrubBudgetStore, SCRUB_BUDGET_DEFAULTS, scrubBudgets } from '../../src/cluster/scrub-budget.js';
+import { type PublishedScrubScore, type ScrubBudgetRecord, type ScrubBudgetStore, SCRUB_BUDGET_DEFAULTS, etcdScrubBudgets, scrubBudgets, scrubKeys } from '../../src/cluster/scrub-budget.js';
 import { systemClock } from '../../src/io/index.js';
 
 const score = (node: string, riskRatio: number, updatedMs = 1_000): PublishedScrubScore => ({ node, riskRatio, latencyFactor: 1, segmentScoreMax: 0, updatedMs });
@@ -69,5 +69,38 @@ describe('Coordinator.setScrubBudgets', () => {
     await coordinator.setScrubBudgets();
     expect(await store.budgetOf('b')).toBe(1);
     expect(store.budgets.size).toBe(0);
+  });
+});
+
+/** The part of ClusterMetadata the budget store uses; list parses every value and throws on one, as EtcdMetadata does. */
+function memoryEtcd(): { etcd: Parameters<typeof etcdScrubBudgets>[0]; raw: Map<string, unknown> } {
+  const raw = new Map<string, unknown>();
+  const versioned = <T>(key: string, value: T) => ({ key, value, createRevision: 1, modRevision: 1, lease: '0' });
+  const etcd = {
+    keys: { root: '/wal/test/' },
+    put: async (key: string, value: unknown) => void raw.set(key, JSON.parse(JSON.stringify(value))),
+    delete: async (key: string) => void raw.delete(key),
+    get: async <T>(key: string, parse: (v: unknown) => T) => (raw.has(key) ? versioned(key, parse(raw.get(key))) : undefined),
+    list: async <T>(prefix: string, parse: (v: unknown) => T) =>
+      [...raw.keys()].filter((k) => k.startsWith(prefix)).sort().map((k) => versioned(k, parse(raw.get(k)))),
+  } as unknown as Parameters<typeof etcdScrubBudgets>[0];
+  return { etcd, raw };
+}
+
+describe('etcdScrubBudgets (scores as published by other nodes)', () => {
+  it('a malformed score of one node, or a score naming another node, does not take the others\' budgets away (regression)', async () => {
+    const { etcd, raw } = memoryEtcd();
+    const store = etcdScrubBudgets(etcd);
+    const now = Date.now();
+    await store.publishScore(score('a', 500, now));
+    // A broken node: its risk ratio serialised as null (Infinity or NaN in JSON), or not JSON of a score at all.
+    raw.set(`${scrubKeys.scoresPrefix(etcd)}b`, { node: 'b', riskRatio: null, updatedMs: now });
+    raw.set(`${scrubKeys.scoresPrefix(etcd)}c`, 'garbage');
+    // A node writing its score under its own key but naming another (to take a boost slot twice).
+    raw.set(`${scrubKeys.scoresPrefix(etcd)}d`, score('e', 10_000, now));
+    raw.set(`${scrubKeys.scoresPrefix(etcd)}e`, score('e', 1, now));
+    const scores = await store.listScores();
+    expect(scores.map((s) => [s.node, s.riskRatio])).toEqual([['a', 500], ['e', 1]]);
+    expect(scrubBudgets(scores, new Set(['a', 'b', 'c', 'd', 'e']), now)).toEqual(new Map([['a', 2]]));
   });
 });

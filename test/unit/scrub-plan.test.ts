@@ -140,4 +140,51 @@ describe('ScrubPlan', () => {
     expect(order.slice(0, 2).sort()).toEqual([29, 31]);
     expect(new Set(order.slice(2, 4))).toEqual(new Set([28, 32]));
   });
+
+  it('a storm of signals (an I/O error every check) does not rescore every segment at every pick (regression)', () => {
+    const model = new ScrubModel();
+    const plan = new ScrubPlan(model);
+    const n = 2000;
+    const all = items(n);
+    for (const i of all) model.track(i, 0, 0);
+    let scored = 0;
+    const score = model.segmentScore.bind(model);
+    model.segmentScore = (key, nowMs) => {
+      scored += 1;
+      return score(key, nowMs);
+    };
+    let now = HOUR;
+    plan.beginPass(all, now);
+    let picks = 0;
+    for (let pick = plan.next(now); pick && picks < 400; pick = plan.next(now)) {
+      now += 10;
+      model.ioError(now); // a failing disk: every call an error, each one a model change
+      model.verified(pick.item, now);
+      plan.done(pick, 1000, true);
+      picks += 1;
+    }
+    // Every pick rescored all n (twice: the pass order and the suspects): 1.6 million; amortised
+    // over n / 256 picks, about 400 / 8 * 2 * n.
+    expect(scored).toBeLessThanOrEqual(600_000);
+  });
+
+  it('credit does not bank across passes: after quiet passes, a segment damaged for good does not hold the next pass up (regression)', () => {
+    const model = new ScrubModel();
+    const plan = new ScrubPlan(model, { suspectShare: 0.3 });
+    const all = items(100);
+    const rate = 1; // bytes per ms
+    const quietPasses = 30;
+    let picks = 0;
+    // Quiet passes (no detection), then segments 50 and 51 stay damaged: every check of either
+    // finds damage, and each detection makes the other a suspect again (burst term).
+    const { maxGapMs, checks } = runPlan(plan, model, all, rate, quietPasses + 2, 0, (item, now) => {
+      picks += 1;
+      if (picks <= quietPasses * all.length || (item.segmentId !== 50 && item.segmentId !== 51)) return true;
+      model.detected(item, 'scrub', now);
+      return false;
+    });
+    const passMsMax = (100 * 1000) / (1 - 0.3) / rate + 1000;
+    expect(maxGapMs).toBeLessThanOrEqual(2 * passMsMax);
+    for (const item of all) expect(checks.get(item.segmentId) ?? 0).toBeGreaterThanOrEqual(quietPasses + 2);
+  });
 });
