@@ -7,7 +7,7 @@
 // recorded. A replica that serves bytes failing verification is remembered as lying for that
 // segment and never used for it again in this repair.
 import { withSpan, withSpanSync } from '../observability/tracing.js';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Disk } from '../io/index.js';
 import { type GoodCopySource, type SegmentExpectation, analyzeSegmentFile, checksumHex, format, isClean } from '../wal/index.js';
@@ -46,6 +46,14 @@ export class ReplicaSource implements GoodCopySource {
   /** Removes the copies fetched into temporary directories (call once the repair is over). */
   async cleanup(): Promise<void> {
     for (const dir of this.tempDirs.splice(0)) await this.o.disk.remove(dir);
+  }
+
+  /** Removes the temporary directory of one fetched copy, once it was copied in place or not used. */
+  async release(path: string): Promise<void> {
+    const at = this.tempDirs.indexOf(dirname(path));
+    if (at < 0) return;
+    const [dir] = this.tempDirs.splice(at, 1);
+    await this.o.disk.remove(dir as string);
   }
 
   constructor(private readonly o: ReplicaSourceOptions) {}

@@ -129,9 +129,13 @@ export class SealedSegmentRepair {
       const path = await source.fetchSegmentFile(segmentId, expected).catch(() => undefined);
       if (path === undefined) continue;
       const range = [{ first: expected.firstIndex, last: expected.lastIndex }];
-      if (options.dryRun) return { ...base, decision: 'restore-file', outcome: 'planned', repaired: range, source: source.name, bytesWritten: 0, detail: `would replace the whole copy with ${source.name}'s, which matches the record` };
-      // Copied, not moved: a source's file (a local backup) stays where it is.
-      const copy = await verifySegmentCopy(state.layout, segmentId, path, { how: 'copy', entryBytesMax: state.settings.entryBytesMax, expected });
+      if (options.dryRun) {
+        await source.release?.(path);
+        return { ...base, decision: 'restore-file', outcome: 'planned', repaired: range, source: source.name, bytesWritten: 0, detail: `would replace the whole copy with ${source.name}'s, which matches the record` };
+      }
+      // Copied, not moved: a source's file (a local backup) stays where it is; a fetched one is
+      // released (its temporary directory removed) once copied.
+      const copy = await verifySegmentCopy(state.layout, segmentId, path, { how: 'copy', entryBytesMax: state.settings.entryBytesMax, expected }).finally(() => source.release?.(path));
       if (!copy) continue;
       const quarantineOld = { label: 'disagrees-with-record', retention: Math.max(1, state.recovery.backupRetentionCount), nowMs: clock.nowMs() };
       const quarantinedAs = await putSegmentCopyInPlace(state.layout, copy, quarantineOld);

@@ -484,8 +484,12 @@ async function restoreWholeFile(ctx: RepairContext, segment: SegmentInspection, 
     if (path === undefined) continue;
     const detail = `restored the whole segment from ${src.name}`;
     const range = { first: expected.firstIndex, last: expected.lastIndex };
-    if (options.dryRun) return { segment: segment.segmentId, decision: 'restore-file', outcome: 'planned', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: 0, detail };
-    const copy = await verifySegmentCopy(ctx.layout, segment.segmentId, path, { how: 'copy', entryBytesMax: ctx.settings.entryBytesMax, expected });
+    if (options.dryRun) {
+      await src.release?.(path);
+      return { segment: segment.segmentId, decision: 'restore-file', outcome: 'planned', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: 0, detail };
+    }
+    // Copied: a fetched file is released (its temporary directory removed) once copied in place.
+    const copy = await verifySegmentCopy(ctx.layout, segment.segmentId, path, { how: 'copy', entryBytesMax: ctx.settings.entryBytesMax, expected }).finally(() => src.release?.(path));
     if (!copy) continue;
     await putSegmentCopyInPlace(ctx.layout, copy);
     return { segment: segment.segmentId, decision: 'restore-file', outcome: 'done', repaired: [range], lost: [], truncated: [], source: src.name, bytesWritten: copy.analysis.fileByteLength, detail };

@@ -28,6 +28,11 @@ export interface GoodCopySource {
    * Disk as the store that asks (the store copies or renames it from there).
    */
   fetchSegmentFile(segmentId: number, expected: SegmentExpectation): Promise<string | undefined>;
+  /**
+   * Called once the caller is done with a path fetchSegmentFile gave (copied in place or not
+   * used): a source that fetched it into a temporary place removes it there.
+   */
+  release?(path: string): Promise<void>;
 }
 
 export function matchesExpectation(
