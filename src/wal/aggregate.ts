@@ -17,6 +17,8 @@
 // @noble/hashes over the same bytes.
 import { type Checksum64, chainAggregate } from './checksum.js';
 
+/** The format version a segment of the chained aggregate is (re)written in, its header unknown. */
+export const CHAINED_AGGREGATE_VERSION = 2;
 /** The first format version whose segments use the hashed-list aggregate. */
 export const HASHED_LIST_AGGREGATE_VERSION = 3;
 /** Serialized running state of a hashed-list aggregate: 200 bytes of Keccak state, u64 count. */

@@ -392,16 +392,18 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
   const writer = new ChunkWriter(handle);
   const repaired: IndexRange[] = [];
   const lost: IndexRange[] = [];
-  // A rebuilt segment keeps its format version (its aggregate's function); a header too damaged to
-  // say is written in the current one.
+  // A rebuilt segment keeps its format version (its aggregate's function): a damaged header's is
+  // the one the analysis found from the trailer or the checkpoint, else the current one.
+  const formatVersion = analysis?.formatVersion ?? FORMAT_VERSION;
   const header = analysis?.header ?? {
     segmentId: segment.segmentId,
     firstIndex,
     createdMs: segment.record?.createdMs ?? ctx.clock.nowMs(),
     logId: logIdOf(ctx.settings.logName),
     logName: ctx.settings.logName,
+    formatVersion,
   };
-  const aggregate = newAggregate(header.formatVersion ?? FORMAT_VERSION);
+  const aggregate = newAggregate(formatVersion);
   let indexCount = 0;
   let next = firstIndex;
 
