@@ -34,7 +34,7 @@ import {
   planSegmentRepair,
   uncoveredRuns,
 } from '../recovery/index.js';
-import { newAggregate } from './aggregate.js';
+import { CHAINED_AGGREGATE_VERSION, HASHED_LIST_AGGREGATE_VERSION, newAggregate } from './aggregate.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
 import { analyzeSegmentFile, segmentRecordOf } from './analyze.js';
 import {
@@ -364,6 +364,12 @@ class ChunkWriter {
     this.offset += bytes.byteLength;
     if (this.pending >= 1024 * 1024) await this.flush();
   }
+  /** Replaces the first bytes written (the header, once its version is known). */
+  async rewriteStart(bytes: Buffer): Promise<void> {
+    const first = this.chunks[0];
+    if (this.offset - this.pending === 0 && first !== undefined && first.byteLength === bytes.byteLength) this.chunks[0] = Buffer.from(bytes);
+    else if (this.handle) await writeAll(this.handle, bytes, 0);
+  }
   async flush(): Promise<void> {
     if (this.handle && this.pending > 0) await writeAll(this.handle, Buffer.concat(this.chunks, this.pending), this.offset - this.pending);
     this.chunks = [];
@@ -403,13 +409,17 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
     logName: ctx.settings.logName,
     formatVersion,
   };
-  const aggregate = newAggregate(formatVersion);
+  let aggregate = newAggregate(formatVersion);
+  // No header to say (a missing file, or a damaged header and trailer): the chained function of
+  // versions 1 and 2 runs beside, and the recorded aggregate picks one (the replicas hold it).
+  let alternate = analysis?.header === undefined && formatVersion >= HASHED_LIST_AGGREGATE_VERSION ? newAggregate(CHAINED_AGGREGATE_VERSION) : undefined;
   let indexCount = 0;
   let next = firstIndex;
 
   const writeFrame = async (frame: Buffer): Promise<void> => {
     await writer.write(frame);
     aggregate.addStored(frame, 8);
+    alternate?.addStored(frame, 8);
     indexCount += frameIndexCount(frame);
   };
   const fill = async (upTo: number): Promise<void> => {
@@ -447,6 +457,12 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
     });
     await fill(endIndex);
     if (sealed) {
+      const recorded = expected?.aggregateChecksum;
+      if (alternate !== undefined && recorded !== undefined && aggregate.value() !== recorded && alternate.value() === recorded) {
+        aggregate = alternate;
+        await writer.rewriteStart(encodeSegmentHeader({ ...header, formatVersion: alternate.formatVersion }));
+      }
+      alternate = undefined;
       if (plan.cutIndex === undefined && lost.length === 0 && expected?.aggregateChecksum !== undefined && aggregate.value() !== expected.aggregateChecksum) {
         throw new UnrepairableError('rebuilt segment does not match the recorded aggregate checksum', true);
       }

@@ -212,3 +212,62 @@ describe('a format-2 open segment whose header is damaged', () => {
     expect(analysis.aggregate).toBe(record?.aggregateChecksum);
   });
 });
+
+/** A member's copy of one segment file: serves its intact frames, and the file only if it verifies. */
+class CopyOnReplica {
+  constructor(
+    readonly name: string,
+    private readonly path: string,
+  ) {}
+
+  async fetchFrames(segmentId: number, first: number, last: number): Promise<Map<number, Buffer>> {
+    const { nodeDisk } = await import('../../src/io/index.js');
+    const frames = new Map<number, Buffer>();
+    await analyzeSegmentFile(nodeDisk, this.path, segmentId, {
+      entryBytesMax: 1 << 20,
+      onIntactFrame: (index, frame) => {
+        if (index >= first && index <= last) frames.set(index, Buffer.from(frame));
+      },
+    });
+    return frames;
+  }
+
+  async fetchSegmentFile(): Promise<string | undefined> {
+    return undefined; // every copy is damaged somewhere
+  }
+}
+
+describe('a missing format-2 sealed segment rebuilt entry by entry', () => {
+  it('is written back as format 2 with its chained aggregate (the recorded one), not refused as not adding up', async () => {
+    const paths = await storeOfVersion(2);
+    const path = paths[0] as string;
+    const original = await readFile(path);
+    const frameStarts: number[] = [];
+    for (let at = SEGMENT_HEADER_BYTES; at < original.byteLength - TRAILER_BYTES; ) {
+      const decoded = decodeFrameAt(original, at, 1 << 20);
+      if (decoded.kind !== 'entry') break;
+      frameStarts.push(at);
+      at += decoded.frameByteLength;
+    }
+    const replicas: CopyOnReplica[] = [];
+    for (const [name, frame] of [['b', 1], ['c', 3]] as const) {
+      const copy = Buffer.from(original);
+      const at = (frameStarts[frame] as number) + 40;
+      copy[at] = (copy[at] as number) ^ 1;
+      const copyPath = join(dir, `${name}.wal`);
+      await writeFile(copyPath, copy);
+      replicas.push(new CopyOnReplica(`replica-${name}`, copyPath));
+    }
+    await rm(path);
+    await rm(join(dir, 'backups', '1', basename(path)), { force: true });
+
+    const store = await WalStore.open(dir, { logger: silent, segmentBytesMax: 4096, recovery: { backupRetentionCount: 0 } });
+    try {
+      const report = await store.repairSealedSegment(1, { strategy: 'partial', dryRun: false, sources: replicas });
+      expect(report).toMatchObject({ outcome: 'done', lost: [], truncated: [] });
+    } finally {
+      await store.close();
+    }
+    expect((await readFile(path)).equals(original)).toBe(true);
+  });
+});
