@@ -105,6 +105,11 @@ export interface AnalyzeOptions {
   readonly firstIndexHint?: number;
   /** Resume from a checkpoint instead of the start of the entry area. */
   readonly resume?: ResumePoint;
+  /**
+   * A recorded point of this segment (the catalog's), not resumed from: with a damaged header, the
+   * aggregate function whose value matches it there is the segment's. Defaults to resume.
+   */
+  readonly checkpoint?: Pick<ResumePoint, 'offsetBytes' | 'aggregate' | 'aggregateState'>;
   /** Called for every intact entry frame, in order (view valid during the call only). */
   readonly onIntactFrame?: (index: number, frame: Buffer, offsetBytes: number) => void | Promise<void>;
 }
@@ -261,7 +266,7 @@ class Analyzer {
     this.goodEnd = item.offsetBytes + item.frameByteLength;
     if (this.alternate) {
       this.alternate.addStored(item.frame, 8);
-      const checkpoint = this.options.resume;
+      const checkpoint = this.options.checkpoint ?? this.options.resume;
       if (checkpoint && checkpoint.offsetBytes === this.goodEnd && this.ranges.length === 0 && checkpoint.aggregateState === undefined) {
         this.checkpointMatch = { primary: this.aggregate.value() === checkpoint.aggregate, alternate: this.alternate.value() === checkpoint.aggregate };
       }
@@ -313,7 +318,7 @@ export async function analyzeSegmentHandle(
   // 3; else the current version is assumed while the chained function (versions 1 and 2, written
   // back as 2) runs beside it, and the trailer or the catalog's checkpoint decides (RECOVERY.md).
   const formatVersion = header?.formatVersion ?? FORMAT_VERSION;
-  const alternateVersion = header === undefined && options.resume?.aggregateState === undefined ? CHAINED_AGGREGATE_VERSION : undefined;
+  const alternateVersion = header === undefined && (options.checkpoint ?? options.resume)?.aggregateState === undefined ? CHAINED_AGGREGATE_VERSION : undefined;
   // A version-3 checkpoint without its running aggregate cannot be resumed: scan from the start.
   const resume = options.resume && (formatVersion < HASHED_LIST_AGGREGATE_VERSION || options.resume.aggregateState?.formatVersion === formatVersion) ? options.resume : undefined;
   const analyzer = new Analyzer(header?.firstIndex ?? options.firstIndexHint, segmentId, formatVersion, options, resume, alternateVersion);

@@ -210,6 +210,18 @@ describe('a format-2 open segment whose header is damaged', () => {
     expect(analysis.header).toBeUndefined();
     expect(analysis.formatVersion).toBe(2);
     expect(analysis.aggregate).toBe(record?.aggregateChecksum);
+
+    const store = await WalStore.open(dir, { logger: silent, segmentBytesMax: 1 << 20, sealOnClose: true });
+    try {
+      for (let i = 0; i < 5; i += 1) await store.append(Buffer.alloc(100, i));
+    } finally {
+      await store.close();
+    }
+    const after = await readFile(open);
+    expect(after.readUInt16LE(4)).toBe(2);
+    const trailer = decodeTrailer(after.subarray(after.byteLength - TRAILER_BYTES));
+    expect(trailer.ok && trailer.trailer.aggregateChecksum).toBe(aggregateOf(2, checksumsOf(after, after.byteLength - TRAILER_BYTES)));
+    expect((await validateStore(dir)).findings).toEqual([]);
   });
 });
 
