@@ -283,3 +283,17 @@ describe('a missing format-2 sealed segment rebuilt entry by entry', () => {
     expect((await readFile(path)).equals(original)).toBe(true);
   });
 });
+
+describe('sealed records', () => {
+  it('hold no running aggregate state (only the open segment needs one)', async () => {
+    const store = await WalStore.open(dir, { logger: silent, segmentBytesMax: 4096 });
+    try {
+      for (let i = 0; i < 30; i += 1) await store.append(Buffer.alloc(300, i));
+      const records = store.segmentRecords();
+      expect(records.filter((r) => r.state === 'sealed').length).toBeGreaterThan(1);
+      for (const r of records) expect(r.aggregateState === undefined, `segment ${r.segmentId}`).toBe(r.state === 'sealed');
+    } finally {
+      await store.close();
+    }
+  });
+});
