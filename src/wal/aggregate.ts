@@ -113,7 +113,7 @@ export class HashedListAggregate implements SegmentAggregate {
 
   value(): Checksum64 {
     if (this.count === 0) return 0n;
-    const s = Uint32Array.from(this.state);
+    const s = this.state.slice();
     const word = (this.count % RATE_WORDS) * 2;
     s[word] = (s[word] as number) ^ 0x06; // SHA3 domain bits and the first pad bit
     s[33] = (s[33] as number) ^ 0x80000000; // the last pad bit: byte 135 of the block
