@@ -297,3 +297,26 @@ describe('sealed records', () => {
     }
   });
 });
+
+describe('a format-2 sealed segment with a damaged entry (header intact)', () => {
+  it('is rebuilt from a replica as format 2, byte for byte', async () => {
+    const paths = await storeOfVersion(2);
+    const path = paths[0] as string;
+    const original = await readFile(path);
+    const copyPath = join(dir, 'b.wal');
+    await writeFile(copyPath, original);
+    const damaged = Buffer.from(original);
+    const second = SEGMENT_HEADER_BYTES + ((decodeFrameAt(original, SEGMENT_HEADER_BYTES, 1 << 20) as { frameByteLength: number }).frameByteLength);
+    damaged[second + 60] = (damaged[second + 60] as number) ^ 4;
+    await writeFile(path, damaged);
+    await rm(join(dir, 'backups', '1', basename(path)), { force: true });
+    const store = await WalStore.open(dir, { logger: silent, segmentBytesMax: 4096, recovery: { backupRetentionCount: 0 } });
+    try {
+      const report = await store.repairSealedSegment(1, { strategy: 'partial', dryRun: false, sources: [new CopyOnReplica('replica-b', copyPath)] });
+      expect(report).toMatchObject({ outcome: 'done', lost: [], truncated: [] });
+    } finally {
+      await store.close();
+    }
+    expect((await readFile(path)).equals(original)).toBe(true);
+  });
+});
