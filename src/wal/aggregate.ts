@@ -17,6 +17,8 @@
 // @noble/hashes over the same bytes.
 import { type Checksum64, chainAggregate } from './checksum.js';
 
+/** The format version a segment of the chained aggregate is (re)written in, its header unknown. */
+export const CHAINED_AGGREGATE_VERSION = 2;
 /** The first format version whose segments use the hashed-list aggregate. */
 export const HASHED_LIST_AGGREGATE_VERSION = 3;
 /** Serialized running state of a hashed-list aggregate: 200 bytes of Keccak state, u64 count. */
@@ -111,7 +113,7 @@ export class HashedListAggregate implements SegmentAggregate {
 
   value(): Checksum64 {
     if (this.count === 0) return 0n;
-    const s = Uint32Array.from(this.state);
+    const s = this.state.slice();
     const word = (this.count % RATE_WORDS) * 2;
     s[word] = (s[word] as number) ^ 0x06; // SHA3 domain bits and the first pad bit
     s[33] = (s[33] as number) ^ 0x80000000; // the last pad bit: byte 135 of the block

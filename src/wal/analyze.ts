@@ -3,7 +3,7 @@
 // by the scanner's window plus one record per damaged range.
 import type { Disk } from '../io/index.js';
 import type { FindingKind } from '../recovery/index.js';
-import { type SegmentAggregate, HASHED_LIST_AGGREGATE_VERSION, newAggregate, resumedAggregate } from './aggregate.js';
+import { type SegmentAggregate, CHAINED_AGGREGATE_VERSION, HASHED_LIST_AGGREGATE_VERSION, newAggregate, resumedAggregate } from './aggregate.js';
 import { type Checksum64, checksumHex } from './checksum.js';
 import type { SegmentRecord } from './catalog.js';
 import {
@@ -25,6 +25,8 @@ export interface AnalysisPoint {
   readonly lastIndex: number;
   readonly indexCount: number;
   readonly aggregate: SegmentAggregate;
+  /** With a damaged header: the same point's aggregate of the other function (see Analyzer.alternate). */
+  readonly alternate?: SegmentAggregate | undefined;
   readonly goodEndOffsetBytes: number;
   readonly intactEntryCount: number;
   readonly holeCount: number;
@@ -80,6 +82,12 @@ export interface SegmentAnalysis {
   readonly aggregate: Checksum64;
   /** The running aggregate of the intact frames (copy it before adding to it). */
   readonly aggregateState: SegmentAggregate;
+  /**
+   * The segment's format version: its header's, else (header damaged) the one whose aggregate
+   * function matches the trailer or the catalog's checkpoint, else FORMAT_VERSION. A rebuild or
+   * a rewritten header keeps it, so that the aggregate stays the one the replicas hold.
+   */
+  readonly formatVersion: number;
   /** Offset just past the last intact frame: where a torn tail is cut. */
   readonly goodEndOffsetBytes: number;
   readonly ranges: readonly DamageRange[];
@@ -97,6 +105,11 @@ export interface AnalyzeOptions {
   readonly firstIndexHint?: number;
   /** Resume from a checkpoint instead of the start of the entry area. */
   readonly resume?: ResumePoint;
+  /**
+   * A recorded point of this segment (the catalog's), not resumed from: with a damaged header, the
+   * aggregate function whose value matches it there is the segment's. Defaults to resume.
+   */
+  readonly checkpoint?: Pick<ResumePoint, 'offsetBytes' | 'aggregate' | 'aggregateState'>;
   /** Called for every intact entry frame, in order (view valid during the call only). */
   readonly onIntactFrame?: (index: number, frame: Buffer, offsetBytes: number) => void | Promise<void>;
 }
@@ -105,6 +118,13 @@ class Analyzer {
   lastIndex: number;
   indexCount: number;
   aggregate: SegmentAggregate;
+  /**
+   * A damaged header leaves the aggregate's function unknown: the chained one (versions 1 and 2)
+   * runs beside the hashed list (3) until the trailer or the catalog's checkpoint tells them apart.
+   */
+  alternate: SegmentAggregate | undefined;
+  /** The catalog's checkpoint (not resumed from): which functions' values matched it there. */
+  private checkpointMatch: { primary: boolean; alternate: boolean } | undefined;
   goodEnd: number;
   firstIndex: number | undefined;
   intactEntryCount = 0;
@@ -114,12 +134,39 @@ class Analyzer {
   trailerOffset: number | undefined;
   trailerProblem: string | undefined;
 
-  constructor(firstIndex: number | undefined, private readonly segmentId: number, formatVersion: number, private readonly options: AnalyzeOptions, resume: ResumePoint | undefined) {
+  constructor(
+    firstIndex: number | undefined,
+    private readonly segmentId: number,
+    formatVersion: number,
+    private readonly options: AnalyzeOptions,
+    resume: ResumePoint | undefined,
+    alternateVersion: number | undefined,
+  ) {
     this.firstIndex = firstIndex;
     this.lastIndex = resume?.lastIndex ?? (firstIndex ?? 1) - 1;
     this.indexCount = resume?.indexCount ?? 0;
     this.aggregate = resume ? resumedAggregate(formatVersion, resume.aggregate, resume.aggregateState) : newAggregate(formatVersion);
+    this.alternate = resume || alternateVersion === undefined ? undefined : newAggregate(alternateVersion);
     this.goodEnd = resume?.offsetBytes ?? SEGMENT_HEADER_BYTES;
+  }
+
+  /** Switches to the alternate function when the evidence names it and not the assumed one. */
+  settleFunction(): void {
+    const alternate = this.alternate;
+    if (alternate === undefined) return;
+    const trailer = this.trailer;
+    const byTrailer = trailer !== undefined && this.ranges.length === 0 && trailer.aggregateChecksum === alternate.value() && trailer.aggregateChecksum !== this.aggregate.value();
+    const byCheckpoint = trailer === undefined && this.checkpointMatch?.alternate === true && !this.checkpointMatch.primary;
+    this.alternate = undefined;
+    if (!byTrailer && !byCheckpoint) return;
+    this.aggregate = alternate;
+    for (const [i, range] of this.ranges.entries()) {
+      if (range.before.alternate) this.ranges[i] = { ...range, before: { ...range.before, aggregate: range.before.alternate } };
+    }
+    if (byTrailer) {
+      this.trailerProblem = undefined;
+      if (trailer) this.checkTrailer(trailer, this.trailerOffset as number);
+    }
   }
 
   private addRange(range: Omit<DamageRange, 'prevIndex' | 'nextIndex' | 'before'>): void {
@@ -127,6 +174,7 @@ class Analyzer {
       lastIndex: this.lastIndex,
       indexCount: this.indexCount,
       aggregate: this.aggregate.copy(),
+      alternate: this.alternate?.copy(),
       goodEndOffsetBytes: this.goodEnd,
       intactEntryCount: this.intactEntryCount,
       holeCount: this.holes.length,
@@ -216,6 +264,13 @@ class Analyzer {
     this.indexCount += count;
     this.aggregate.addStored(item.frame, 8);
     this.goodEnd = item.offsetBytes + item.frameByteLength;
+    if (this.alternate) {
+      this.alternate.addStored(item.frame, 8);
+      const checkpoint = this.options.checkpoint ?? this.options.resume;
+      if (checkpoint && checkpoint.offsetBytes === this.goodEnd && this.ranges.length === 0 && checkpoint.aggregateState === undefined) {
+        this.checkpointMatch = { primary: this.aggregate.value() === checkpoint.aggregate, alternate: this.alternate.value() === checkpoint.aggregate };
+      }
+    }
     return this.options.onIntactFrame?.(header.index, item.frame, item.offsetBytes);
   }
 
@@ -230,6 +285,10 @@ class Analyzer {
     this.trailerOffset = offsetBytes;
     this.closeRanges(trailer.lastIndex + 1);
     if (this.ranges.length > 0) return; // compared by the caller against other records
+    this.checkTrailer(trailer, offsetBytes);
+  }
+
+  private checkTrailer(trailer: Trailer, offsetBytes: number): void {
     const problems: string[] = [];
     if (this.firstIndex !== undefined && trailer.firstIndex !== this.firstIndex) problems.push(`first index ${trailer.firstIndex} != ${this.firstIndex}`);
     if (trailer.lastIndex !== this.lastIndex) problems.push(`last index ${trailer.lastIndex} != ${this.lastIndex}`);
@@ -255,17 +314,21 @@ export async function analyzeSegmentHandle(
     headerProblem = `header names segment ${header.segmentId}, the file name says ${segmentId}`;
     header = undefined;
   }
-  // A damaged header leaves the version unknown: the current one is assumed (RECOVERY.md).
+  // A damaged header leaves the version unknown: a checkpoint with a running aggregate state says
+  // 3; else the current version is assumed while the chained function (versions 1 and 2, written
+  // back as 2) runs beside it, and the trailer or the catalog's checkpoint decides (RECOVERY.md).
   const formatVersion = header?.formatVersion ?? FORMAT_VERSION;
+  const alternateVersion = header === undefined && (options.checkpoint ?? options.resume)?.aggregateState === undefined ? CHAINED_AGGREGATE_VERSION : undefined;
   // A version-3 checkpoint without its running aggregate cannot be resumed: scan from the start.
   const resume = options.resume && (formatVersion < HASHED_LIST_AGGREGATE_VERSION || options.resume.aggregateState?.formatVersion === formatVersion) ? options.resume : undefined;
-  const analyzer = new Analyzer(header?.firstIndex ?? options.firstIndexHint, segmentId, formatVersion, options, resume);
+  const analyzer = new Analyzer(header?.firstIndex ?? options.firstIndexHint, segmentId, formatVersion, options, resume, alternateVersion);
   const start = resume?.offsetBytes ?? SEGMENT_HEADER_BYTES;
   if (fileByteLength > start) {
     await scanFrames(handle, { startOffsetBytes: start, endOffsetBytes: fileByteLength, entryBytesMax: options.entryBytesMax }, (item) =>
       analyzer.visit(item),
     );
   }
+  analyzer.settleFunction();
   return {
     segmentId,
     fileByteLength,
@@ -276,6 +339,7 @@ export async function analyzeSegmentHandle(
     indexCount: analyzer.indexCount,
     aggregate: analyzer.aggregate.value(),
     aggregateState: analyzer.aggregate,
+    formatVersion: header?.formatVersion ?? analyzer.aggregate.formatVersion,
     goodEndOffsetBytes: analyzer.goodEnd,
     ranges: analyzer.ranges,
     holes: analyzer.holes,

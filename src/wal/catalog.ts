@@ -171,7 +171,17 @@ export function decodeCatalog(buf: Buffer): CatalogDecode {
       const segmentId = readU64(buf, off);
       const at = segments.findIndex((s) => s.segmentId === segmentId && s.state === 'open');
       if (at < 0) return { ok: false, reason: `aggregate state ${i} names no open segment` };
-      segments[at] = { ...(segments[at] as SegmentRecord), aggregateState: HashedListAggregate.fromBytes(buf.subarray(off + 8, off + STATE_RECORD_BYTES)) };
+      const record = segments[at] as SegmentRecord;
+      if (record.aggregateState !== undefined) return { ok: false, reason: `two aggregate states for segment ${segmentId}` };
+      const aggregateState = HashedListAggregate.fromBytes(buf.subarray(off + 8, off + STATE_RECORD_BYTES));
+      // The state must be the one of its record: every frame covers at least one index, and its
+      // value is the aggregate recorded beside it (a state that is not would resume a wrong sum).
+      const count = aggregateState.count;
+      if (!Number.isSafeInteger(count) || count > record.indexCount || (count === 0) !== (record.indexCount === 0)) {
+        return { ok: false, reason: `aggregate state of segment ${segmentId} counts ${count} frames for ${record.indexCount} indices` };
+      }
+      if (aggregateState.value() !== record.aggregateChecksum) return { ok: false, reason: `aggregate state of segment ${segmentId} disagrees with its recorded aggregate` };
+      segments[at] = { ...record, aggregateState };
       off += STATE_RECORD_BYTES;
     }
     return {

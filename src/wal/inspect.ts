@@ -9,7 +9,7 @@ import { type SegmentAnalysis, type DamageRange, analysisBefore, analyzeSegmentF
 import { type Catalog, type HoleRecord, type SegmentRecord, decodeCatalog } from './catalog.js';
 import { StoreNotFoundError } from './errors.js';
 import { type StoreLayout, fileByteLength, readRange, TEMP_SUFFIX } from './files.js';
-import { SEGMENT_HEADER_BYTES, decodeSegmentHeader, parseSegmentFileName } from './format.js';
+import { SEGMENT_HEADER_BYTES, TRAILER_BYTES, decodeSegmentHeader, parseSegmentFileName } from './format.js';
 import { type SegmentExpectation, matchesExpectation } from './sources.js';
 import { type TornWrite, findTornWrite } from './torn.js';
 
@@ -155,8 +155,10 @@ export async function inspectStore(layout: StoreLayout, options: InspectOptions)
     const path = layout.segmentPath(segmentId);
     const isLast = i === ids.length - 1;
     const firstIndexHint = record?.firstIndex ?? (previousLast === undefined ? undefined : previousLast + 1);
+    // The record's aggregate at its end tells the function of a segment whose header is damaged.
+    const checkpoint = record ? { offsetBytes: record.state === 'sealed' ? record.byteLength - TRAILER_BYTES : record.byteLength, aggregate: record.aggregateChecksum, aggregateState: record.aggregateState } : undefined;
     const analysis = present.has(segmentId)
-      ? await analyzeSegmentFile(layout.disk, path, segmentId, { entryBytesMax: options.entryBytesMax, ...(firstIndexHint === undefined ? {} : { firstIndexHint }) })
+      ? await analyzeSegmentFile(layout.disk, path, segmentId, { entryBytesMax: options.entryBytesMax, ...(firstIndexHint === undefined ? {} : { firstIndexHint }), ...(checkpoint ? { checkpoint } : {}) })
       : undefined;
     progress(sizes.get(segmentId) ?? 0);
     const tornWrite = analysis && isLast ? await tornWriteOf(layout, path, record, analysis, options.tornWindowBytes) : undefined;

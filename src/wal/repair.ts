@@ -34,7 +34,7 @@ import {
   planSegmentRepair,
   uncoveredRuns,
 } from '../recovery/index.js';
-import { newAggregate } from './aggregate.js';
+import { CHAINED_AGGREGATE_VERSION, HASHED_LIST_AGGREGATE_VERSION, newAggregate } from './aggregate.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, encodeCatalog } from './catalog.js';
 import { analyzeSegmentFile, segmentRecordOf } from './analyze.js';
 import {
@@ -368,6 +368,12 @@ class ChunkWriter {
     this.offset += bytes.byteLength;
     if (this.pending >= 1024 * 1024) await this.flush();
   }
+  /** Replaces the first bytes written (the header, once its version is known). */
+  async rewriteStart(bytes: Buffer): Promise<void> {
+    const first = this.chunks[0];
+    if (this.offset - this.pending === 0 && first !== undefined && first.byteLength === bytes.byteLength) this.chunks[0] = Buffer.from(bytes);
+    else if (this.handle) await writeAll(this.handle, bytes, 0);
+  }
   async flush(): Promise<void> {
     if (this.handle && this.pending > 0) await writeAll(this.handle, Buffer.concat(this.chunks, this.pending), this.offset - this.pending);
     this.chunks = [];
@@ -396,22 +402,28 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
   const writer = new ChunkWriter(handle);
   const repaired: IndexRange[] = [];
   const lost: IndexRange[] = [];
-  // A rebuilt segment keeps its format version (its aggregate's function); a header too damaged to
-  // say is written in the current one.
+  // A rebuilt segment keeps its format version (its aggregate's function): a damaged header's is
+  // the one the analysis found from the trailer or the checkpoint, else the current one.
+  const formatVersion = analysis?.formatVersion ?? FORMAT_VERSION;
   const header = analysis?.header ?? {
     segmentId: segment.segmentId,
     firstIndex,
     createdMs: segment.record?.createdMs ?? ctx.clock.nowMs(),
     logId: logIdOf(ctx.settings.logName),
     logName: ctx.settings.logName,
+    formatVersion,
   };
-  const aggregate = newAggregate(header.formatVersion ?? FORMAT_VERSION);
+  let aggregate = newAggregate(formatVersion);
+  // No header to say (a missing file, or a damaged header and trailer): the chained function of
+  // versions 1 and 2 runs beside, and the recorded aggregate picks one (the replicas hold it).
+  let alternate = analysis?.header === undefined && formatVersion >= HASHED_LIST_AGGREGATE_VERSION ? newAggregate(CHAINED_AGGREGATE_VERSION) : undefined;
   let indexCount = 0;
   let next = firstIndex;
 
   const writeFrame = async (frame: Buffer): Promise<void> => {
     await writer.write(frame);
     aggregate.addStored(frame, 8);
+    alternate?.addStored(frame, 8);
     indexCount += frameIndexCount(frame);
   };
   const fill = async (upTo: number): Promise<void> => {
@@ -449,6 +461,12 @@ async function rebuildSegment(ctx: RepairContext, segment: SegmentInspection, pl
     });
     await fill(endIndex);
     if (sealed) {
+      const recorded = expected?.aggregateChecksum;
+      if (alternate !== undefined && recorded !== undefined && aggregate.value() !== recorded && alternate.value() === recorded) {
+        aggregate = alternate;
+        await writer.rewriteStart(encodeSegmentHeader({ ...header, formatVersion: alternate.formatVersion }));
+      }
+      alternate = undefined;
       if (plan.cutIndex === undefined && lost.length === 0 && expected?.aggregateChecksum !== undefined && aggregate.value() !== expected.aggregateChecksum) {
         throw new UnrepairableError('rebuilt segment does not match the recorded aggregate checksum', true);
       }

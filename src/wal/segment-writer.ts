@@ -169,7 +169,9 @@ export class SegmentWriter {
       entriesByteLength: active.byteLength - SEGMENT_HEADER_BYTES,
     });
     await this.writeAndSync(active, trailer);
-    state.segments[state.segments.length - 1] = { ...state.activeRecord(), state: 'sealed' };
+    // A sealed record keeps the aggregate's value only (the running state is an open segment's).
+    const { aggregateState: _running, ...sealed } = state.activeRecord();
+    state.segments[state.segments.length - 1] = { ...sealed, state: 'sealed' };
     state.active = undefined;
     // The read index (if cached) keeps reading through the segment's handle; else close it.
     if (!this.readIndexes.readsThrough(active.segmentId, active.handle)) await active.handle.close();
