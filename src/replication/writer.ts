@@ -230,6 +230,12 @@ export class LogWriter {
     const agreeing = sealed.filter((h) => key(h.value) === best);
     const model = (agreeing[0] ?? holders[0])?.value as SegmentHolding;
     const ensemble = [...agreeing.map((h) => h.node), ...holders.filter((h) => !agreeing.includes(h)).map((h) => h.node)];
+    // An OPEN record names only the holders that answered, not the ensemble the writer wrote to:
+    // its fence quorum no longer intersects every ack quorum (with a holder gone after this, the
+    // others and a joiner could seal short of acknowledged entries). These answers do intersect
+    // every ack quorum: the highest index they hold is recorded as the floor the recovery's
+    // answers must reach (lastIndex of a record not SEALED, see recoverSegment).
+    const floor = Math.max(...holders.map((h) => h.value.lastIndex));
     const meta: SegmentMeta = {
       log,
       segmentId,
@@ -238,7 +244,7 @@ export class LogWriter {
       state: agreeing.length > 0 ? 'SEALED' : 'OPEN',
       writerEpoch: epoch,
       firstIndex: model.firstIndex,
-      lastIndex: agreeing.length > 0 ? model.lastIndex : model.firstIndex - 1,
+      lastIndex: agreeing.length > 0 ? model.lastIndex : Math.max(model.firstIndex - 1, floor),
       indexCount: agreeing.length > 0 ? model.indexCount : 0,
       byteLength: agreeing.length > 0 ? model.byteLength : 0,
       aggregate: agreeing.length > 0 ? model.aggregate : '',
@@ -267,6 +273,13 @@ export class LogWriter {
     }
     const earlierJoiners = await settle(meta.joiners ?? [], (node) => this.peer(node).fence(log, meta.segmentId, epoch));
     answers.ok.push(...earlierJoiners.ok);
+    // A record re-derived after etcd was restored names a floor (rederiveNextRecord): answers that
+    // reach none of it miss a member that may hold acknowledged entries (joiners added below hold
+    // nothing yet). A sealed copy covers every acknowledgement by itself (a recovery may have
+    // lowered the floor to a session batch's boundary).
+    if (meta.lastIndex >= meta.firstIndex && !answers.ok.some((a) => a.value.sealed || (a.value.present && a.value.lastIndex >= meta.lastIndex))) {
+      throw new QuorumUnavailableError(log, answers.ok.length, needed, { cause: new Error(`no answer reaches ${meta.lastIndex}, the highest index the holders held when the record was re-derived`) });
+    }
     if (answers.ok.length < meta.ackQuorum) {
       // The answers intersect every ack quorum, yet fewer nodes answer than a seal needs (a
       // two-member ensemble with one member gone, maybe for good): the segment could never be
