@@ -1,7 +1,7 @@
 // Defects found by an adversarial review of issue 9 (joiners) and issue 12 (no seal inside a
 // session batch), each with the scenario that lost or duplicated data before its fix.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LogWriter, type PeerApi, type PeerResolver } from '../../src/replication/index.js';
+import { LogWriter, NoVerifiedCopyError, type PeerApi, type PeerResolver, SESSION_DEFAULTS, SessionGate, SessionTableRebuildingError } from '../../src/replication/index.js';
 import { format } from '../../src/wal/index.js';
 import { ENTRY_BYTES_MAX, SteppingClock, TestCluster, type WriterUnderTest, acknowledgedBy, logMetaOf, payloadOf, silent, startWriter } from '../support/replication-fakes.js';
 
@@ -83,4 +83,40 @@ describe('a segment record re-derived after etcd was restored (DATA LOSS)', () =
     expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'SEALED', lastIndex: 4 });
     expect(await w3.writer.append([payloadOf(5)])).toEqual({ firstIndex: 5, lastIndex: 5 });
   }, 20_000);
+});
+
+describe('session table rebuild that skips an unreadable entry (DUPLICATE, at the TTL boundary)', () => {
+  // The rebuild skipped an unreadable entry once nowMs - start >= ttlMs, but the sessions it had
+  // read (seen at its start) are forgotten only once nowMs - start > ttlMs. At exactly ttlMs a
+  // session was still remembered without the batch whose tag was the skipped entry: its retry was
+  // taken for new and appended a second time.
+  it('a retry of the batch whose tag is the skipped entry is not appended again while its session is remembered', async () => {
+    const S = 'a1'.repeat(16);
+    let now = 0;
+    const gate = new SessionGate({
+      options: { ...SESSION_DEFAULTS, ttlMs: 60_000 },
+      nowMs: () => now,
+      committedIndex: () => 100,
+      readEntries: async function* (from, to) {
+        for (let index = from; index <= to; index += 1) {
+          // Entry 50 is the tag of S's batch 3 (no member serves it verified); 80 is batch 4's.
+          if (index === 50) throw new NoVerifiedCopyError(LOG, 50, 'no member served a verified copy');
+          yield [index === 80 ? { index, timestampMs: 1, session: { sessionId: S, sequence: 4, count: 1 } } : { index, timestampMs: 1 }];
+        }
+      },
+    });
+    let appended = 0;
+    const append = async (): Promise<{ firstIndex: number; lastIndex: number }> => ({ firstIndex: 101 + appended, lastIndex: 101 + appended++ });
+    await expect(gate.append({ sessionId: S, sequence: 3 }, append, 1)).rejects.toBeInstanceOf(SessionTableRebuildingError);
+    now = 60_000;
+    // S is remembered (batch 4 is answered from the table)...
+    const retry = await gate.append({ sessionId: S, sequence: 3 }, append, 1).catch((error: unknown) => error);
+    // ...so batch 3, whose outcome the table cannot know, must not be appended a second time.
+    expect(appended).toBe(0);
+    expect(retry).toBeInstanceOf(SessionTableRebuildingError);
+    // Once S is forgotten (idle past its TTL), the entry is skipped and appends go on.
+    now = 60_001;
+    expect(await gate.append({ sessionId: S, sequence: 5 }, append, 1)).toEqual({ firstIndex: 101, lastIndex: 101 });
+    expect(gate.skipped).toEqual([50]);
+  });
 });
