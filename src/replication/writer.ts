@@ -224,7 +224,21 @@ export class LogWriter {
     const holders = answers.ok.filter((a) => a.value.present);
     if (holders.length === 0) return false;
     // The sealed copies that agree with the most others (healthy sealed copies are identical).
-    const sealed = holders.filter((h) => h.value.sealed);
+    let sealed = holders.filter((h) => h.value.sealed);
+    const points = new Set(sealed.map((h) => h.value.lastIndex));
+    if (points.size > 1) {
+      // Sealed at different points: a former member's catch-up seals its copy at its own prefix
+      // (catchup.ts), below the record, and a copy a failed recovery sealed past the record may be
+      // left uncut. Votes cannot tell them apart (a tie went to the node sorted first, sealing
+      // short of acknowledged entries): the next segment's first index does, when a node holds
+      // it; else the highest point (entries past the lost record were never acknowledged, and no
+      // segment follows them). A point no answering copy is sealed at waits for one.
+      const next = await settle(answers.ok.map((a) => a.node), (node) => this.peer(node).fence(log, segmentId + 1, epoch));
+      const following = next.ok.filter((a) => a.value.present).map((a) => a.value.firstIndex - 1);
+      const end = following.length > 0 ? Math.min(...following) : Math.max(...points);
+      sealed = sealed.filter((h) => h.value.lastIndex === end);
+      if (sealed.length === 0) throw new QuorumUnavailableError(log, 0, 1, { cause: new Error(`segment ${segmentId} follows on at ${end + 1}: no answering copy is sealed at ${end}`) });
+    }
     const key = (h: SegmentHolding): string => `${h.lastIndex}/${h.aggregate}`;
     const best = sealed.map((h) => key(h.value)).sort((a, b) => sealed.filter((h) => key(h.value) === b).length - sealed.filter((h) => key(h.value) === a).length)[0];
     const agreeing = sealed.filter((h) => key(h.value) === best);

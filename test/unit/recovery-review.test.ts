@@ -120,3 +120,40 @@ describe('session table rebuild that skips an unreadable entry (DUPLICATE, at th
     expect(gate.skipped).toEqual([50]);
   });
 });
+
+describe('a former member\'s prefix-sealed copy after etcd was restored (DATA LOSS)', () => {
+  // Catch-up seals a non-member's open copy at its own last index (catchup.ts: "keep the verified
+  // prefix, sealed"), below the record. Once etcd lost the record, rederiveNextRecord took the
+  // sealed copies "that agree with the most others": a tie between that prefix and a member's copy
+  // went to the node sorted first. Here b's prefix (2) won over c's copy (4) and the record said
+  // SEALED at 2: entries 3..4, acknowledged, were gone from the log. Now the next segment's first
+  // index decides between sealed points that differ.
+  it('a tie between a former member\'s prefix and a member\'s copy does not seal the segment short', async () => {
+    const live = ['a', 'b', 'c'];
+    const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => live, caller: 'A' });
+    writers.push(w1);
+    expect(await w1.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
+    expect(await w1.writer.append([payloadOf(2)])).toEqual({ firstIndex: 2, lastIndex: 2 });
+    await acknowledgedBy(w1, ['a', 'b', 'c'], 2);
+    cluster.network.fail('b', { kind: 'unavailable' }, ['replicate', 'seal']);
+    // 3..4 acknowledged by a and c; b failed, so the writer seals segment 2 at 4 on a and c.
+    expect(await w1.writer.append([payloadOf(3), payloadOf(4)])).toEqual({ firstIndex: 3, lastIndex: 4 });
+    expect(await w1.writer.append([payloadOf(5)])).toEqual({ firstIndex: 5, lastIndex: 5 });
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'SEALED', lastIndex: 4 });
+    cluster.network.kill('A');
+    cluster.network.heal('b');
+    // The coordinator replaced b (gone) by d; b came back and its catch-up sealed its prefix.
+    cluster.directory.edit(LOG, 2, (meta) => ({ ...meta, ensemble: ['a', 'c', 'd'], formerMembers: ['b'] }));
+    await (await cluster.node('b').store(LOG)).sealSegment(2, 2);
+    // etcd restored from a snapshot taken after segment 1 was recorded; a is down.
+    cluster.directory.forget(LOG, 3);
+    cluster.directory.forget(LOG, 2);
+    cluster.network.fail('a', { kind: 'unavailable' });
+    const w2 = startWriter(cluster, { log: LOG, self: 'c', epoch: 9, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['b', 'c', 'd'] });
+    writers.push(w2);
+    await w2.writer.whenReady();
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'SEALED', lastIndex: 4 });
+    expect(cluster.directory.segment(LOG, 3)).toMatchObject({ state: 'SEALED', firstIndex: 5, lastIndex: 5 });
+    expect(await w2.writer.append([payloadOf(6)])).toEqual({ firstIndex: 6, lastIndex: 6 });
+  }, 20_000);
+});
