@@ -338,7 +338,10 @@ export class LogWriter {
     const last = lowestSealed ?? (own ? opened.nextIndex - 1 : await this.pointOutsideSessionBatch(start, answers.ok.filter((a) => lastOf(a.value) >= highest && a.value.present).map((a) => a.node), highest));
     // Never below what this writer acknowledged (members refuse it too: Seal below the committed
     // index they were told). Cannot happen by the argument above; a failed recovery is retried.
-    if (last < this.committed) throw new ReplicationError(`segment ${meta.segmentId}: seal point ${last} is below the acknowledged index ${this.committed}`);
+    // A segment before the one this writer opened last (its record went back to OPEN with an etcd
+    // restored from an older snapshot) ends before the acknowledged index: not compared with it.
+    const before = this.lastOpened !== undefined && meta.segmentId < this.lastOpened.meta.segmentId;
+    if (!before && last < this.committed) throw new ReplicationError(`segment ${meta.segmentId}: seal point ${last} is below the acknowledged index ${this.committed}`);
     const source = answers.ok.find((a) => lastOf(a.value) >= last && a.value.present);
     for (const answer of answers.ok) {
       if (source && answer.node !== source.node && !answer.value.sealed && lastOf(answer.value) < last) {

@@ -157,3 +157,27 @@ describe('a former member\'s prefix-sealed copy after etcd was restored (DATA LO
     expect(await w2.writer.append([payloadOf(6)])).toEqual({ firstIndex: 6, lastIndex: 6 });
   }, 20_000);
 });
+
+describe('a writer recovering an earlier segment of its own after etcd was restored (AVAILABILITY)', () => {
+  // Found by `node dist/sim/main.js --etcd-restore --seed 712`. The writer had sealed segment 1
+  // and acknowledged entries in segment 2; etcd went back to a snapshot where segment 1 was still
+  // OPEN. The writer's recovery of segment 1 took the point its members are sealed at (1), then
+  // refused it as "below the acknowledged index 3": that index is in segment 2. Every batch
+  // retried the recovery and failed: the log took no append while the writer kept its epoch.
+  it('seals the earlier segment where its members are sealed and goes on', async () => {
+    const w = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'] });
+    writers.push(w);
+    expect(await w.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
+    expect(await w.writer.append([payloadOf(2), payloadOf(3)])).toEqual({ firstIndex: 2, lastIndex: 3 });
+    await acknowledgedBy(w, ['a', 'b', 'c'], 3);
+    // etcd restored: segment 1 as it was before its seal, segment 2 unknown.
+    cluster.directory.edit(LOG, 1, (meta) => ({ ...meta, state: 'OPEN', lastIndex: 0, indexCount: 0, byteLength: 0, aggregate: '' }));
+    cluster.directory.forget(LOG, 2);
+    // The seal of segment 2 (it fills) misses etcd: the next batch recovers first.
+    cluster.directory.failNext('update');
+    expect(await w.writer.append([payloadOf(4, FILLING_ENTRY_BYTES - 2 * (format.ENTRY_HEADER_BYTES + 48))])).toEqual({ firstIndex: 4, lastIndex: 4 });
+    expect(await w.writer.append([payloadOf(5)])).toEqual({ firstIndex: 5, lastIndex: 5 });
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', lastIndex: 1 });
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'SEALED', firstIndex: 2, lastIndex: 4 });
+  }, 20_000);
+});
