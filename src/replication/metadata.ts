@@ -19,7 +19,11 @@ export interface SegmentMeta {
   readonly state: SegmentState;
   readonly writerEpoch: number;
   readonly firstIndex: number;
-  /** firstIndex - 1 while nothing is known committed; final once SEALED. */
+  /**
+   * firstIndex - 1 while nothing is known committed; final once SEALED. An OPEN record re-derived
+   * after etcd was restored carries the highest index its holders held: a recovery's answers must
+   * reach it (or a sealed copy) before it seals.
+   */
   readonly lastIndex: number;
   readonly indexCount: number;
   readonly byteLength: number;

@@ -237,7 +237,10 @@ export class SessionGate {
         }
       } catch (error) {
         if (!(error instanceof NoVerifiedCopyError) || error.entryIndex !== this.nextIndex) throw error;
-        if (this.ctx.nowMs() - seenMs < this.ctx.options.ttlMs) {
+        // Skipped only once every session read so far is forgotten (SessionTable.expire forgets
+        // one idle for more than ttlMs): a session still remembered without the batch that ended
+        // here would take that batch's retry for new and append it again.
+        if (this.ctx.nowMs() - seenMs <= this.ctx.options.ttlMs) {
           throw new SessionTableRebuildingError(this.nextIndex, end, { cause: error, unreadable: true });
         }
         this.skipped.push(this.nextIndex);

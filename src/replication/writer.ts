@@ -224,12 +224,32 @@ export class LogWriter {
     const holders = answers.ok.filter((a) => a.value.present);
     if (holders.length === 0) return false;
     // The sealed copies that agree with the most others (healthy sealed copies are identical).
-    const sealed = holders.filter((h) => h.value.sealed);
+    let sealed = holders.filter((h) => h.value.sealed);
+    const points = new Set(sealed.map((h) => h.value.lastIndex));
+    if (points.size > 1) {
+      // Sealed at different points: a former member's catch-up seals its copy at its own prefix
+      // (catchup.ts), below the record, and a copy a failed recovery sealed past the record may be
+      // left uncut. Votes cannot tell them apart (a tie went to the node sorted first, sealing
+      // short of acknowledged entries): the next segment's first index does, when a node holds
+      // it; else the highest point (entries past the lost record were never acknowledged, and no
+      // segment follows them). A point no answering copy is sealed at waits for one.
+      const next = await settle(answers.ok.map((a) => a.node), (node) => this.peer(node).fence(log, segmentId + 1, epoch));
+      const following = next.ok.filter((a) => a.value.present).map((a) => a.value.firstIndex - 1);
+      const end = following.length > 0 ? Math.min(...following) : Math.max(...points);
+      sealed = sealed.filter((h) => h.value.lastIndex === end);
+      if (sealed.length === 0) throw new QuorumUnavailableError(log, 0, 1, { cause: new Error(`segment ${segmentId} follows on at ${end + 1}: no answering copy is sealed at ${end}`) });
+    }
     const key = (h: SegmentHolding): string => `${h.lastIndex}/${h.aggregate}`;
     const best = sealed.map((h) => key(h.value)).sort((a, b) => sealed.filter((h) => key(h.value) === b).length - sealed.filter((h) => key(h.value) === a).length)[0];
     const agreeing = sealed.filter((h) => key(h.value) === best);
     const model = (agreeing[0] ?? holders[0])?.value as SegmentHolding;
     const ensemble = [...agreeing.map((h) => h.node), ...holders.filter((h) => !agreeing.includes(h)).map((h) => h.node)];
+    // An OPEN record names only the holders that answered, not the ensemble the writer wrote to:
+    // its fence quorum no longer intersects every ack quorum (with a holder gone after this, the
+    // others and a joiner could seal short of acknowledged entries). These answers do intersect
+    // every ack quorum: the highest index they hold is recorded as the floor the recovery's
+    // answers must reach (lastIndex of a record not SEALED, see recoverSegment).
+    const floor = Math.max(...holders.map((h) => h.value.lastIndex));
     const meta: SegmentMeta = {
       log,
       segmentId,
@@ -238,7 +258,7 @@ export class LogWriter {
       state: agreeing.length > 0 ? 'SEALED' : 'OPEN',
       writerEpoch: epoch,
       firstIndex: model.firstIndex,
-      lastIndex: agreeing.length > 0 ? model.lastIndex : model.firstIndex - 1,
+      lastIndex: agreeing.length > 0 ? model.lastIndex : Math.max(model.firstIndex - 1, floor),
       indexCount: agreeing.length > 0 ? model.indexCount : 0,
       byteLength: agreeing.length > 0 ? model.byteLength : 0,
       aggregate: agreeing.length > 0 ? model.aggregate : '',
@@ -267,6 +287,13 @@ export class LogWriter {
     }
     const earlierJoiners = await settle(meta.joiners ?? [], (node) => this.peer(node).fence(log, meta.segmentId, epoch));
     answers.ok.push(...earlierJoiners.ok);
+    // A record re-derived after etcd was restored names a floor (rederiveNextRecord): answers that
+    // reach none of it miss a member that may hold acknowledged entries (joiners added below hold
+    // nothing yet). A sealed copy covers every acknowledgement by itself (a recovery may have
+    // lowered the floor to a session batch's boundary).
+    if (meta.lastIndex >= meta.firstIndex && !answers.ok.some((a) => a.value.sealed || (a.value.present && a.value.lastIndex >= meta.lastIndex))) {
+      throw new QuorumUnavailableError(log, answers.ok.length, needed, { cause: new Error(`no answer reaches ${meta.lastIndex}, the highest index the holders held when the record was re-derived`) });
+    }
     if (answers.ok.length < meta.ackQuorum) {
       // The answers intersect every ack quorum, yet fewer nodes answer than a seal needs (a
       // two-member ensemble with one member gone, maybe for good): the segment could never be
@@ -311,7 +338,10 @@ export class LogWriter {
     const last = lowestSealed ?? (own ? opened.nextIndex - 1 : await this.pointOutsideSessionBatch(start, answers.ok.filter((a) => lastOf(a.value) >= highest && a.value.present).map((a) => a.node), highest));
     // Never below what this writer acknowledged (members refuse it too: Seal below the committed
     // index they were told). Cannot happen by the argument above; a failed recovery is retried.
-    if (last < this.committed) throw new ReplicationError(`segment ${meta.segmentId}: seal point ${last} is below the acknowledged index ${this.committed}`);
+    // A segment before the one this writer opened last (its record went back to OPEN with an etcd
+    // restored from an older snapshot) ends before the acknowledged index: not compared with it.
+    const before = this.lastOpened !== undefined && meta.segmentId < this.lastOpened.meta.segmentId;
+    if (!before && last < this.committed) throw new ReplicationError(`segment ${meta.segmentId}: seal point ${last} is below the acknowledged index ${this.committed}`);
     const source = answers.ok.find((a) => lastOf(a.value) >= last && a.value.present);
     for (const answer of answers.ok) {
       if (source && answer.node !== source.node && !answer.value.sealed && lastOf(answer.value) < last) {

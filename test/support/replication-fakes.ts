@@ -119,6 +119,11 @@ export class MemoryDirectory implements SegmentDirectory {
     this.put(key, change(parseSegmentMeta(JSON.parse(record.value))));
   }
 
+  /** Drops a record, as etcd restored from a snapshot taken before the record was created. */
+  forget(log: string, segmentId: number): void {
+    if (!this.records.delete(keyOf(log, segmentId))) throw new Error(`no record of segment ${segmentId} of ${log}`);
+  }
+
   private put(key: string, meta: SegmentMeta): number {
     this.revision += 1;
     this.records.set(key, { value: JSON.stringify(meta), modRevision: this.revision });
