@@ -124,6 +124,10 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       );
     });
   };
+  // Each client's loop ends after the batch it has going when the faulty phase ends, retries
+  // included: the final append waits for them all (below), so that it is the last append and
+  // its index bounds everything acknowledged (the final check reads open segments up to it).
+  let clientsRunning = 0;
   for (let client = 0; client < o.clients; client += 1) {
     // Odd clients append through a session (exactly-once appends): a batch that fails is retried
     // with the same session id and sequence, on any live node, up to SESSION_ATTEMPTS_MAX times;
@@ -143,7 +147,8 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         await loop.sleep(workload.next() * 10);
       }
     };
-    void run();
+    clientsRunning += 1;
+    void run().finally(() => (clientsRunning -= 1));
   }
 
   // --- readers: the read path a node serves, up to the committed index it knows ----------
@@ -380,6 +385,15 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   trace('quiesce');
   await standalone.finish();
   await loop.run(loop.nowMs + 6_000, () => model.violations.length > 0);
+  // A session batch's retries may go on past that (a writer not ready yet: up to
+  // SESSION_ATTEMPTS_MAX deadlines): one acknowledged after the final append would lie past the
+  // index the final check reads an open segment to (seed 306 with --lose-nodes, 1088..1090
+  // acknowledged after the final append at 1087). Each attempt ends by its deadline.
+  const clientsDeadline = loop.nowMs + SESSION_ATTEMPTS_MAX * (CLIENT_DEADLINE_MS + 100);
+  while (clientsRunning > 0 && loop.nowMs < clientsDeadline && model.violations.length === 0) {
+    await loop.run(Math.min(clientsDeadline, loop.nowMs + 500), () => clientsRunning === 0 || model.violations.length > 0);
+  }
+  if (clientsRunning > 0) trace(`final append: ${clientsRunning} clients still appending`);
   const deadline = loop.nowMs + QUIESCE_MS_MAX;
   let finalAppend: { firstIndex: number; lastIndex: number } | undefined;
   while (loop.nowMs < deadline && model.violations.length === 0 && !finalAppend) {
