@@ -111,7 +111,19 @@ export class SimNode {
     const clock = sim.loop.clockFor(process);
     const random = this.random.fork();
     const logger = sim.logger.child({ node: this.id });
-    const stores = new LogStores({ dataDir: DATA_DIR, backupRetentionCount: 0, entryBytesMax: sim.logMeta.segmentBytesMax, logger, metrics: sim.metrics, disk, clock });
+    // The one builder of this node's replica sources, for its stores (repair at open) and its
+    // repair service alike, as node.ts wires them.
+    const replicaSource = replicaSources({
+      self: this.id,
+      peers: (node) => peers(node),
+      directory: () => directory,
+      fetchFile: (node, _log, segmentId, path) => sim.fetchFile(runtime, node, segmentId, path),
+      logs: { logDir: (log) => stores.logDir(log) },
+      disk,
+      logger,
+      entryBytesMax: sim.logMeta.segmentBytesMax,
+    });
+    const stores = new LogStores({ dataDir: DATA_DIR, backupRetentionCount: 0, entryBytesMax: sim.logMeta.segmentBytesMax, logger, metrics: sim.metrics, disk, clock, sourcesFor: (log) => [replicaSource(log)] });
     const meta = sim.etcd.metadataFor(this.id, process);
     // Writer calls from other nodes are checked against the epoch's holder in (simulated) etcd.
     const handlers = new PeerHandlers(stores, logger, { epochHolders: new EtcdEpochHolders(() => meta, { monotonicMs: () => clock.monotonicMs() }) });
@@ -128,16 +140,7 @@ export class SimNode {
       self: this.id,
       logs: stores,
       directory,
-      replicaSource: replicaSources({
-        self: this.id,
-        peers,
-        directory: () => directory,
-        fetchFile: (node, _log, segmentId, path) => sim.fetchFile(runtime, node, segmentId, path),
-        logs: stores,
-        disk,
-        logger,
-        entryBytesMax: sim.logMeta.segmentBytesMax,
-      }),
+      replicaSource,
       strategy: 'partial',
       roundsMax: 3,
       logger,

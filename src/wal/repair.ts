@@ -115,6 +115,9 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
     await repairFindings(ctx, before, options, actions);
   }
   let after = before;
+  // Segment files the rewritten catalog has no record of: damage repair could not mend in a segment
+  // no record described (a lost catalog, a destroyed trailer). They keep the intent (below).
+  let unrecorded: number[] = [];
   if (!options.dryRun && before.findings.length > 0) {
     after = await inspectStore(ctx.layout, inspectOptions);
     // Halt changes nothing it did not have to (a torn tail): not even the catalog's generation.
@@ -124,15 +127,20 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
     const halt = haltsOnCorruption(options.strategy);
     if (!halt || actions.some((a) => a.outcome === 'done' && a.decision !== 'keep' && a.decision !== 'rebuild-catalog')) {
       const rolledBack = new Set(actions.filter((a) => a.decision === 'rollback' && a.outcome === 'done').map((a) => a.segment));
-      await writeCatalog(ctx, after, before.catalog, rolledBack, halt);
+      const written = await writeCatalog(ctx, after, before.catalog, rolledBack, halt);
+      const recorded = new Set(written.segments.map((r) => r.segmentId));
+      unrecorded = after.segments.filter((s) => s.present && !recorded.has(s.segmentId)).map((s) => s.segmentId);
       // The catalog was just rebuilt from the segment files: what that fixed (a lost or stale
       // catalog, records of rolled-back segments) must not be reported as remaining damage.
       if (after.findings.length > 0) after = await inspectStore(ctx.layout, inspectOptions);
     }
   }
   // Also when nothing was found: an intent left by an interrupted repair that had already
-  // finished its work would otherwise send every later open through a full repair.
-  if (!options.dryRun && (before.findings.length > 0 || (await exists(disk, ctx.layout.repairIntentPath)))) {
+  // finished its work would otherwise send every later open through a full repair. Not while a
+  // segment file is left out of the catalog: the next open would find nothing to scan and open
+  // without that segment (its entries forgotten, sim seed 14014); with the intent it repairs
+  // again, and refuses until the segment is repaired or given up.
+  if (!options.dryRun && unrecorded.length === 0 && (before.findings.length > 0 || (await exists(disk, ctx.layout.repairIntentPath)))) {
     await disk.remove(ctx.layout.repairIntentPath);
     await disk.fsyncDir(ctx.layout.dataDir);
   }
