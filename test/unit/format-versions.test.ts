@@ -2,16 +2,16 @@
 // aggregate): an old store opens and validates with its recorded aggregates unchanged, its open
 // segment goes on and is sealed with the chained aggregate, and a version-3 open segment resumes
 // after a crash from the running aggregate its checkpoint recorded in the catalog.
-import { cp, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { WalStore, type WalOptions, validateStore } from '../../src/index.js';
 import { aggregateOf } from '../../src/wal/aggregate.js';
-import { decodeCatalog, encodeCatalog } from '../../src/wal/catalog.js';
-import { checksum64 } from '../../src/wal/checksum.js';
-import { SEGMENT_HEADER_BYTES, TRAILER_BYTES, decodeFrameAt, decodeTrailer, encodeTrailer } from '../../src/wal/format.js';
+import { decodeCatalog } from '../../src/wal/catalog.js';
+import { SEGMENT_HEADER_BYTES, TRAILER_BYTES, decodeTrailer } from '../../src/wal/format.js';
+import { checksumsOf, rewriteAsVersion, segmentPaths } from '../support/format-downgrade.js';
 
 const silent = pino({ level: 'silent' });
 let dir: string;
@@ -32,45 +32,9 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** The entry checksums of a segment file's frames that end at or before endBytes. */
-function checksumsOf(bytes: Buffer, endBytes = bytes.byteLength): bigint[] {
-  const out: bigint[] = [];
-  for (let at = SEGMENT_HEADER_BYTES; at < endBytes; ) {
-    const decoded = decodeFrameAt(bytes.subarray(0, endBytes), at, 1 << 20);
-    if (decoded.kind !== 'entry') break;
-    out.push(decoded.header.checksum);
-    at += decoded.frameByteLength;
-  }
-  return out;
-}
-
-async function segmentPaths(dataDir: string): Promise<string[]> {
-  return (await readdir(join(dataDir, 'segments'))).filter((n) => n.endsWith('.wal')).sort().map((n) => join(dataDir, 'segments', n));
-}
-
 /** Rewrites a closed store as an older build wrote it: version-2 headers, chained aggregates. */
 async function downgradeToVersion2(dataDir: string): Promise<Map<number, bigint>> {
-  const chained = new Map<number, bigint>();
-  const catalog = decodeCatalog(await readFile(join(dataDir, 'CATALOG')));
-  if (!catalog.ok) throw new Error(catalog.reason);
-  for (const path of await segmentPaths(dataDir)) {
-    const bytes = await readFile(path);
-    bytes.writeUInt16LE(2, 4);
-    bytes.writeBigUInt64BE(checksum64(bytes.subarray(0, 120)), 120);
-    const trailer = decodeTrailer(bytes.subarray(bytes.byteLength - TRAILER_BYTES));
-    const segmentId = bytes.readUInt32LE(8);
-    const record = catalog.catalog.segments.find((s) => s.segmentId === segmentId);
-    const end = trailer.ok ? bytes.byteLength - TRAILER_BYTES : (record?.byteLength ?? bytes.byteLength);
-    const aggregate = aggregateOf(2, checksumsOf(bytes, end));
-    if (trailer.ok) encodeTrailer({ ...trailer.trailer, aggregateChecksum: aggregate }).copy(bytes, bytes.byteLength - TRAILER_BYTES);
-    chained.set(segmentId, aggregate);
-    await writeFile(path, bytes);
-    const backup = join(dataDir, 'backups', '1', basename(path));
-    if (trailer.ok && (await stat(backup).catch(() => undefined))) await writeFile(backup, bytes);
-  }
-  const segments = catalog.catalog.segments.map(({ aggregateState: _dropped, ...s }) => ({ ...s, aggregateChecksum: chained.get(s.segmentId) ?? 0n }));
-  await writeFile(join(dataDir, 'CATALOG'), encodeCatalog({ ...catalog.catalog, segments }));
-  return chained;
+  return (await rewriteAsVersion(dataDir, 2)).chained;
 }
 
 const payload = (i: number): Buffer => Buffer.alloc(300, i & 0xff);

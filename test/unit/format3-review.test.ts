@@ -2,7 +2,7 @@
 // @noble/hashes at every length and resume point, the catalog's aggregate state on hostile input
 // (a state that does not match its record is refused), and segments of format 1 or 2 whose
 // header is damaged (their aggregate function must come from the trailer, not be assumed 3).
-import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { sha3_256 } from '@noble/hashes/sha3.js';
@@ -13,7 +13,8 @@ import { WalStore, analyzeSegmentFile, repairDataDir, validateStore } from '../.
 import { HashedListAggregate, aggregateOf, newAggregate } from '../../src/wal/aggregate.js';
 import { type Catalog, decodeCatalog, encodeCatalog } from '../../src/wal/catalog.js';
 import { checksum64 } from '../../src/wal/checksum.js';
-import { SEGMENT_HEADER_BYTES, TRAILER_BYTES, decodeFrameAt, decodeTrailer, encodeTrailer, logIdOf } from '../../src/wal/format.js';
+import { SEGMENT_HEADER_BYTES, TRAILER_BYTES, decodeFrameAt, decodeTrailer, logIdOf } from '../../src/wal/format.js';
+import { checksumsOf, rewriteAsVersion } from '../support/format-downgrade.js';
 
 function reference(checksums: readonly bigint[]): bigint {
   if (checksums.length === 0) return 0n;
@@ -126,44 +127,12 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function checksumsOf(bytes: Buffer, endBytes: number): bigint[] {
-  const out: bigint[] = [];
-  for (let at = SEGMENT_HEADER_BYTES; at < endBytes; ) {
-    const decoded = decodeFrameAt(bytes.subarray(0, endBytes), at, 1 << 20);
-    if (decoded.kind !== 'entry') break;
-    out.push(decoded.header.checksum);
-    at += decoded.frameByteLength;
-  }
-  return out;
-}
-
 /** A closed store whose sealed segments are rewritten as version `version` wrote them (chained). */
 async function storeOfVersion(version: 1 | 2): Promise<string[]> {
   const store = await WalStore.open(dir, { logger: silent, segmentBytesMax: 4096 });
   for (let i = 0; i < 30; i += 1) await store.append(Buffer.alloc(300, i));
   await store.close();
-  const catalog = decodeCatalog(await readFile(join(dir, 'CATALOG')));
-  if (!catalog.ok) throw new Error(catalog.reason);
-  const paths = (await readdir(join(dir, 'segments'))).filter((n) => n.endsWith('.wal')).sort().map((n) => join(dir, 'segments', n));
-  const chained = new Map<number, bigint>();
-  for (const path of paths) {
-    const bytes = await readFile(path);
-    bytes.writeUInt16LE(version, 4);
-    bytes.writeBigUInt64BE(checksum64(bytes.subarray(0, 120)), 120);
-    const segmentId = bytes.readUInt32LE(8);
-    const trailer = decodeTrailer(bytes.subarray(bytes.byteLength - TRAILER_BYTES));
-    const record = catalog.catalog.segments.find((s) => s.segmentId === segmentId);
-    const end = trailer.ok ? bytes.byteLength - TRAILER_BYTES : (record?.byteLength ?? bytes.byteLength);
-    const aggregate = aggregateOf(version, checksumsOf(bytes, end));
-    if (trailer.ok) encodeTrailer({ ...trailer.trailer, aggregateChecksum: aggregate }).copy(bytes, bytes.byteLength - TRAILER_BYTES);
-    chained.set(segmentId, aggregate);
-    await writeFile(path, bytes);
-    const backup = join(dir, 'backups', '1', basename(path));
-    if (trailer.ok && (await stat(backup).catch(() => undefined))) await writeFile(backup, bytes);
-  }
-  const segments = catalog.catalog.segments.map(({ aggregateState: _dropped, ...s }) => ({ ...s, aggregateChecksum: chained.get(s.segmentId) ?? 0n }));
-  await writeFile(join(dir, 'CATALOG'), encodeCatalog({ ...catalog.catalog, segments }));
-  return paths;
+  return (await rewriteAsVersion(dir, version)).paths;
 }
 
 describe('a format-1/2 segment whose header is damaged', () => {
