@@ -81,6 +81,17 @@ export class ClusterNode implements NodeApi {
   address = '';
   metricsUrl = '';
 
+  /** Keys whose malformed value was logged at warn already (each once; every one is counted). */
+  private readonly malformedKeysLogged = new Set<string>();
+
+  /** A value under the scrub prefixes that does not decode: left out, counted, logged once per key. */
+  private readonly onMalformedValue = (key: string, error: Error): void => {
+    this.metrics.etcdMalformedValues.inc();
+    const first = !this.malformedKeysLogged.has(key) && this.malformedKeysLogged.size < 1_000;
+    if (first) this.malformedKeysLogged.add(key);
+    this.logger[first ? 'warn' : 'debug']({ key, reason: error.message }, 'left out a malformed value read from etcd');
+  };
+
   private constructor(
     readonly options: ResolvedNodeOptions,
     readonly logger: Logger,
@@ -253,7 +264,7 @@ export class ClusterNode implements NodeApi {
     this.scrubber.start();
     this.scrubPublisher = new ScrubScorePublisher({
       node: options.id,
-      store: etcdScrubBudgets(this.etcd),
+      store: etcdScrubBudgets(this.etcd, this.onMalformedValue),
       score: () => {
         const v = this.scrubView();
         return { riskRatio: v.riskRatio, latencyFactor: v.latencyFactor, segmentScoreMax: v.segmentScoreMax };
@@ -276,7 +287,7 @@ export class ClusterNode implements NodeApi {
       intervalMs: options.coordinatorIntervalMs,
       maxRecoveryAttempts: 3,
       clock,
-      scrubBudgets: etcdScrubBudgets(this.etcd),
+      scrubBudgets: etcdScrubBudgets(this.etcd, this.onMalformedValue),
     });
     await this.coordinator.start();
     this.rpc.setServing(true);
@@ -498,7 +509,7 @@ export class ClusterNode implements NodeApi {
       logs.push({ meta, writer: writer.writer, writerEpoch: writer.epoch, committedIndex: runtime?.committedIndex() ?? 0, segments: segments.map((s) => s.meta) });
     }
     const coordinator = (await currentLeader(this.etcd as EtcdMetadata, (this.etcd as EtcdMetadata).keys.coordinatorPrefix()).catch(() => undefined))?.leader ?? '';
-    const scrubScores = this.etcd ? await etcdScrubBudgets(this.etcd).listScores().catch(() => []) : [];
+    const scrubScores = this.etcd ? await etcdScrubBudgets(this.etcd, this.onMalformedValue).listScores().catch(() => []) : [];
     return { cluster: this.options.cluster, node: this.options.id, coordinator, members: [...this.members.values()], logs, scrub: this.scrubView(), scrubScores };
   }
 
