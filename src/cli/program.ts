@@ -64,7 +64,7 @@ function addTlsOptions(cmd: Command, prefix: string): Command {
     .option('--tls-ca <file>', `${prefix}the cluster CA certificate (PEM; or WAL_TLS_CA)`)
     .option('--tls-cert <file>', `${prefix}this caller's certificate (PEM; or WAL_TLS_CERT)`)
     .option('--tls-key <file>', `${prefix}this caller's key (PEM; or WAL_TLS_KEY)`)
-    .option('--tls-revoked <file>', `${prefix}revoked certificates, a serial or SHA-256 fingerprint a line, re-read when it changes: refused as callers and as servers (or WAL_TLS_REVOKED)`)
+    .option('--tls-revoked <file>', `${prefix}revoked certificates, a serial or SHA-256/SHA-1 fingerprint a line (README, Security), re-read when it changes: refused as callers and as servers (or WAL_TLS_REVOKED)`)
     .option('--insecure', `${prefix}plaintext, no TLS: anyone on the network may read and call (or WAL_INSECURE=1); TLS files or this are required`);
 }
 

@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
 import { noop } from 'cockatiel';
 import { TlsConfigError } from '../rpc/index.js';
-import type { ClusterKeys, ClusterMetadata, Versioned } from './metadata.js';
+import { type ClusterKeys, type ClusterMetadata, type OnMalformedValue, type Versioned, decodeEach, decodeValue } from './metadata.js';
 import type { EtcdTlsPaths } from './options.js';
 
 export { ClusterKeys, KEY_ROOT, type Versioned } from './metadata.js';
@@ -50,9 +50,10 @@ export function connectEtcd(endpoints: readonly string[], credentials?: EtcdCred
 }
 
 function decode<T>(kv: IKeyValue, parse: (raw: unknown) => T): Versioned<T> {
+  const key = kv.key.toString();
   return {
-    key: kv.key.toString(),
-    value: parse(JSON.parse(kv.value.toString())),
+    key,
+    value: decodeValue(key, kv.value.toString(), parse),
     createRevision: Number(kv.create_revision),
     modRevision: Number(kv.mod_revision),
     lease: kv.lease,
@@ -75,9 +76,9 @@ export class EtcdMetadata implements ClusterMetadata<Lease> {
     return kv ? decode(kv, parse) : undefined;
   }
 
-  async list<T>(prefix: string, parse: (raw: unknown) => T): Promise<Array<Versioned<T>>> {
+  async list<T>(prefix: string, parse: (raw: unknown) => T, onMalformed?: OnMalformedValue): Promise<Array<Versioned<T>>> {
     const response = await this.client.getAll().prefix(prefix).sort('Key', 'Ascend').exec();
-    return response.kvs.map((kv) => decode(kv, parse));
+    return decodeEach(response.kvs, (kv) => decode(kv, parse), (kv) => kv.key.toString(), onMalformed);
   }
 
   async firstCreated<T>(prefix: string, parse: (raw: unknown) => T): Promise<Versioned<T> | undefined> {

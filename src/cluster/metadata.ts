@@ -48,6 +48,50 @@ export class ClusterKeys {
   }
 }
 
+/** Told of a key left out of a list because its value did not decode. */
+export type OnMalformedValue = (key: string, error: MalformedValueError) => void;
+
+/** A value in etcd that is not JSON, or not what its key should hold. */
+export class MalformedValueError extends Error {
+  override readonly name = 'MalformedValueError';
+  constructor(readonly key: string, detail: string, options?: { cause?: unknown }) {
+    super(`etcd key ${key}: ${detail}`, options);
+  }
+}
+
+/** Decodes one value (JSON, then parse); a failure is a MalformedValueError naming the key. */
+export function decodeValue<T>(key: string, text: string, parse: (raw: unknown) => T): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new MalformedValueError(key, `not JSON (${text.length} bytes)`, { cause: error });
+  }
+  try {
+    return parse(raw);
+  } catch (error) {
+    throw new MalformedValueError(key, error instanceof Error ? error.message : String(error), { cause: error });
+  }
+}
+
+/**
+ * Decodes each record of a list on its own: with onMalformed, a record that does not decode is
+ * reported and left out; without, it fails the list.
+ */
+export function decodeEach<R, V>(records: readonly R[], decode: (record: R) => V, keyOf: (record: R) => string, onMalformed?: OnMalformedValue): V[] {
+  const out: V[] = [];
+  for (const record of records) {
+    try {
+      out.push(decode(record));
+    } catch (error) {
+      const malformed = error instanceof MalformedValueError ? error : new MalformedValueError(keyOf(record), String(error), { cause: error });
+      if (!onMalformed) throw malformed;
+      onMalformed(malformed.key, malformed);
+    }
+  }
+  return out;
+}
+
 export interface Versioned<T> {
   readonly key: string;
   readonly value: T;
@@ -76,8 +120,12 @@ export interface ClusterMetadata<L extends MetadataLease = MetadataLease> {
   /** A new lease of ttlSeconds (not granted until grant()). */
   lease(ttlSeconds: number): L;
   get<T>(key: string, parse: (raw: unknown) => T): Promise<Versioned<T> | undefined>;
-  /** Every key under prefix, in key order. */
-  list<T>(prefix: string, parse: (raw: unknown) => T): Promise<Array<Versioned<T>>>;
+  /**
+   * Every key under prefix, in key order. A value that is not JSON, or that parse refuses, fails
+   * the whole list (MalformedValueError naming its key) unless onMalformed is given: then that key
+   * alone is left out and reported, and the others are answered.
+   */
+  list<T>(prefix: string, parse: (raw: unknown) => T, onMalformed?: OnMalformedValue): Promise<Array<Versioned<T>>>;
   /** The key under prefix with the lowest create revision (an election's leader), if any. */
   firstCreated<T>(prefix: string, parse: (raw: unknown) => T): Promise<Versioned<T> | undefined>;
   /** Creates the key only if it does not exist; the revision, or undefined when it existed. */

@@ -45,6 +45,13 @@ interface NodeIo {
   readonly random: Random;
 }
 
+/** What a status reads from etcd (shared by the calls that arrive while it is read). */
+interface StatusRecords {
+  readonly logs: ReadonlyArray<{ readonly meta: LogMeta; readonly segments: readonly SegmentMeta[] }>;
+  readonly coordinator: string;
+  readonly scrubScores: NonNullable<ClusterStatusView['scrubScores']>;
+}
+
 const PRODUCTION_IO: NodeIo = Object.freeze({ disk: nodeDisk, clock: systemClock, random: systemRandom });
 
 export class ClusterNode implements NodeApi {
@@ -80,6 +87,17 @@ export class ClusterNode implements NodeApi {
   private readonly replicaSource: ReplicaSourceFor;
   address = '';
   metricsUrl = '';
+
+  /** Keys whose malformed value was logged at warn already (each once; every one is counted). */
+  private readonly malformedKeysLogged = new Set<string>();
+
+  /** A value under the scrub prefixes that does not decode: left out, counted, logged once per key. */
+  private readonly onMalformedValue = (key: string, error: Error): void => {
+    this.metrics.etcdMalformedValues.inc();
+    const first = !this.malformedKeysLogged.has(key) && this.malformedKeysLogged.size < 1_000;
+    if (first) this.malformedKeysLogged.add(key);
+    this.logger[first ? 'warn' : 'debug']({ key, reason: error.message }, 'left out a malformed value read from etcd');
+  };
 
   private constructor(
     readonly options: ResolvedNodeOptions,
@@ -253,7 +271,7 @@ export class ClusterNode implements NodeApi {
     this.scrubber.start();
     this.scrubPublisher = new ScrubScorePublisher({
       node: options.id,
-      store: etcdScrubBudgets(this.etcd),
+      store: etcdScrubBudgets(this.etcd, this.onMalformedValue),
       score: () => {
         const v = this.scrubView();
         return { riskRatio: v.riskRatio, latencyFactor: v.latencyFactor, segmentScoreMax: v.segmentScoreMax };
@@ -276,7 +294,7 @@ export class ClusterNode implements NodeApi {
       intervalMs: options.coordinatorIntervalMs,
       maxRecoveryAttempts: 3,
       clock,
-      scrubBudgets: etcdScrubBudgets(this.etcd),
+      scrubBudgets: etcdScrubBudgets(this.etcd, this.onMalformedValue),
     });
     await this.coordinator.start();
     this.rpc.setServing(true);
@@ -465,14 +483,26 @@ export class ClusterNode implements NodeApi {
    * and an answer is given again for STATUS_ALL_REUSE_MS after it was read, so a flood of them
    * costs etcd a few scans a second, not one per call (review of issue 11: 200 at once timed the
    * node's etcd reads out). The per-log form (a follower asks the writer's committed index with
-   * it on each Read) is always read afresh.
+   * it on each Read) shares only the etcd reads in flight for the same log (a call arriving while
+   * one is running takes its records, nothing is kept after it ends), and reads the writer and
+   * the committed index from this node's memory for each call once those records are in, so an
+   * entry acknowledged before a call was made is in its answer.
    */
   async clusterStatus(log: string): Promise<ClusterStatusView> {
-    if (log !== '') return this.readClusterStatus(log);
+    if (log !== '') {
+      if (!isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
+      let records = this.statusReads.get(log);
+      if (!records) {
+        const reading = this.readStatusRecords(log).finally(() => this.statusReads.delete(log));
+        this.statusReads.set(log, reading);
+        records = reading;
+      }
+      return this.assembleStatus(await records);
+    }
     const now = this.io.clock.monotonicMs();
     const last = this.statusAll;
     if (last && (last.readAtMs === undefined || now - last.readAtMs < STATUS_ALL_REUSE_MS)) return last.view;
-    const view = this.readClusterStatus('');
+    const view = this.readStatusRecords('').then((records) => this.assembleStatus(records));
     const entry: { view: Promise<ClusterStatusView>; readAtMs: number | undefined } = { view, readAtMs: undefined };
     this.statusAll = entry;
     view.then(
@@ -485,21 +515,30 @@ export class ClusterNode implements NodeApi {
   /** The last whole-cluster status: reading (readAtMs undefined) or read then. */
   private statusAll: { readonly view: Promise<ClusterStatusView>; readAtMs: number | undefined } | undefined;
 
-  private async readClusterStatus(log: string): Promise<ClusterStatusView> {
-    if (log !== '' && !isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
+  /** The per-log status reads of etcd in flight, by log (at most one each; removed when it ends). */
+  private readonly statusReads = new Map<string, Promise<StatusRecords>>();
+
+  /** What a status holds from etcd: the logs' records and segments, the coordinator, the scores. */
+  private async readStatusRecords(log: string): Promise<StatusRecords> {
     const directory = this.directory as EtcdSegmentDirectory;
     const metas = log === '' ? await directory.listLogs() : [(await directory.logMeta(log))?.value].filter((m): m is LogMeta => m !== undefined);
     if (log !== '' && metas.length === 0) throw new UnknownLogError(log);
     const logs = [];
-    for (const meta of metas) {
-      const runtime = await this.runtimes.get(meta.log)?.catch(() => undefined);
-      const segments = await directory.list(meta.log);
-      const writer = runtime?.writerStatus() ?? { writer: '', epoch: 0 };
-      logs.push({ meta, writer: writer.writer, writerEpoch: writer.epoch, committedIndex: runtime?.committedIndex() ?? 0, segments: segments.map((s) => s.meta) });
-    }
+    for (const meta of metas) logs.push({ meta, segments: (await directory.list(meta.log)).map((s) => s.meta) });
     const coordinator = (await currentLeader(this.etcd as EtcdMetadata, (this.etcd as EtcdMetadata).keys.coordinatorPrefix()).catch(() => undefined))?.leader ?? '';
-    const scrubScores = this.etcd ? await etcdScrubBudgets(this.etcd).listScores().catch(() => []) : [];
-    return { cluster: this.options.cluster, node: this.options.id, coordinator, members: [...this.members.values()], logs, scrub: this.scrubView(), scrubScores };
+    const scrubScores = this.etcd ? await etcdScrubBudgets(this.etcd, this.onMalformedValue).listScores().catch(() => []) : [];
+    return { logs, coordinator, scrubScores };
+  }
+
+  /** A status from etcd's records and, read now, this node's writer and committed index of each log. */
+  private async assembleStatus(records: StatusRecords): Promise<ClusterStatusView> {
+    const logs = [];
+    for (const { meta, segments } of records.logs) {
+      const runtime = await this.runtimes.get(meta.log)?.catch(() => undefined);
+      const writer = runtime?.writerStatus() ?? { writer: '', epoch: 0 };
+      logs.push({ meta, writer: writer.writer, writerEpoch: writer.epoch, committedIndex: runtime?.committedIndex() ?? 0, segments });
+    }
+    return { cluster: this.options.cluster, node: this.options.id, coordinator: records.coordinator, members: [...this.members.values()], logs, scrub: this.scrubView(), scrubScores: records.scrubScores };
   }
 
   // -------------------------------------------------------------------------------------------

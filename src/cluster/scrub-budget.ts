@@ -5,7 +5,7 @@
 // at most boostedNodesMax nodes at once (the highest scores), and removes the others' keys.
 // A node reads its multiplier before each pass; a missing or unreadable key means 1.
 import type { Clock } from '../io/index.js';
-import type { ClusterMetadata } from './metadata.js';
+import type { ClusterMetadata, OnMalformedValue } from './metadata.js';
 
 export interface PublishedScrubScore {
   readonly node: string;
@@ -47,17 +47,6 @@ export function parseScrubBudget(raw: unknown): ScrubBudgetRecord {
   return { node: r.node, rateMultiplier: r.rateMultiplier, riskRatio: Number(r.riskRatio ?? 0), updatedMs: Number(r.updatedMs ?? 0) };
 }
 
-/** A parse that answers undefined for a malformed value instead of throwing. */
-function lenient<T>(parse: (raw: unknown) => T): (raw: unknown) => T | undefined {
-  return (raw) => {
-    try {
-      return parse(raw);
-    } catch {
-      return undefined;
-    }
-  };
-}
-
 /** Pure: the multiplier of each node to boost, from the published scores. */
 export function scrubBudgets(scores: readonly PublishedScrubScore[], live: ReadonlySet<string>, nowMs: number, p: ScrubBudgetParams = SCRUB_BUDGET_DEFAULTS): Map<string, number> {
   const boosted = scores
@@ -82,20 +71,25 @@ export interface ScrubBudgetStore {
   budgetOf(node: string): Promise<number>;
 }
 
-export function etcdScrubBudgets(etcd: ClusterMetadata): ScrubBudgetStore {
+/**
+ * onMalformed hears of each value left out (not JSON, or not a score or budget): the node logs and
+ * counts them (wal_recovery_etcd_malformed_values_total).
+ */
+export function etcdScrubBudgets(etcd: ClusterMetadata, onMalformed: OnMalformedValue = () => undefined): ScrubBudgetStore {
   const scores = scrubKeys.scoresPrefix(etcd);
   const budgets = scrubKeys.budgetsPrefix(etcd);
   return {
     publishScore: (score) => etcd.put(`${scores}${score.node}`, score),
     // Each node's score is its own business: one that is malformed (a broken or other-version
-    // node) is left out rather than failing the round for every node, and a score counts only
-    // under its own node's key (one node cannot take boost slots in another's name).
+    // node, or anyone with write access to etcd; JSON or not) is left out rather than failing the
+    // round for every node (and the status of every log), and a score counts only under its own
+    // node's key (one node cannot take boost slots in another's name).
     listScores: async () =>
-      (await etcd.list(scores, lenient(parseScrubScore)))
-        .filter((v): v is typeof v & { value: PublishedScrubScore } => v.value !== undefined && v.key === `${scores}${v.value.node}`)
+      (await etcd.list(scores, parseScrubScore, onMalformed))
+        .filter((v) => v.key === `${scores}${v.value.node}`)
         .map((v) => v.value),
     // A malformed budget reads as 1 on its node (budgetOf) and must not stop the coordinator's round.
-    listBudgets: async () => (await etcd.list(budgets, lenient(parseScrubBudget))).flatMap((v) => (v.value === undefined ? [] : [v.value])),
+    listBudgets: async () => (await etcd.list(budgets, parseScrubBudget, onMalformed)).map((v) => v.value),
     putBudget: (budget) => etcd.put(`${budgets}${budget.node}`, budget),
     removeBudget: (node) => etcd.delete(`${budgets}${node}`),
     budgetOf: async (node) => (await etcd.get(`${budgets}${node}`, parseScrubBudget).catch(() => undefined))?.value.rateMultiplier ?? 1,

@@ -24,6 +24,7 @@ export class NodeMetrics {
   readonly repairDuration: Histogram<'outcome'>;
   readonly rpcRefused: Counter<'method' | 'code'>;
   readonly rpcLimited: Counter<'method'>;
+  readonly etcdMalformedValues: Counter;
   readonly scrubBytes: Counter;
   readonly scrubPassSeconds: Gauge;
   readonly underReplicatedSegments: Gauge;
@@ -74,6 +75,7 @@ export class NodeMetrics {
     this.replicationFailures = new Counter({ name: 'wal_recovery_replication_failures_total', help: 'Replicate calls to a member that failed', labelNames: ['log', 'peer'], registers: [this.registry] });
     this.rpcRefused = new Counter({ name: 'wal_recovery_rpc_refused_total', help: 'Calls refused for their caller: no, foreign or expired certificate (UNAUTHENTICATED) or a role not allowed (PERMISSION_DENIED)', labelNames: ['method', 'code'], registers: [this.registry] });
     this.rpcLimited = new Counter({ name: 'wal_recovery_rpc_limited_total', help: 'Calls answered RESOURCE_EXHAUSTED because their family (Read, FetchSegment, Validate, RepairSegment, ReadFrames and SegmentInfo) had its most calls in flight (src/rpc/limits.ts)', labelNames: ['method'], registers: [this.registry] });
+    this.etcdMalformedValues = new Counter({ name: 'wal_recovery_etcd_malformed_values_total', help: 'Values read from etcd and left out because they did not decode (not JSON, or not a scrub score or budget)', registers: [this.registry] });
     this.scrubBytes = new Counter({ name: 'wal_recovery_scrub_bytes_total', help: 'Bytes of sealed segments re-verified by the scrubber', registers: [this.registry] });
     this.scrubPassSeconds = new Gauge({ name: 'wal_recovery_scrub_pass_seconds', help: 'Duration of the last complete scrub pass', registers: [this.registry] });
     this.replicationLag = new Gauge({ name: 'wal_recovery_replication_lag_entries', help: 'Entries committed by the writer that a member had not acknowledged at its last answer (set on the writer)', labelNames: ['log', 'peer'], registers: [this.registry] });

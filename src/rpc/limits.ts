@@ -14,8 +14,8 @@ import * as grpc from '@grpc/grpc-js';
 import { toStatus } from './status.js';
 import { CallLimitedError } from './errors.js';
 
-export type CallFamily = 'read' | 'fetch' | 'validate' | 'repair' | 'peer-read' | 'append' | 'writer' | 'status';
-export const CALL_FAMILIES: readonly CallFamily[] = ['read', 'fetch', 'validate', 'repair', 'peer-read', 'append', 'writer', 'status'];
+export type CallFamily = 'read' | 'fetch' | 'validate' | 'repair' | 'repair-copy' | 'validate-copies' | 'peer-read' | 'append' | 'writer' | 'status';
+export const CALL_FAMILIES: readonly CallFamily[] = ['read', 'fetch', 'validate', 'repair', 'repair-copy', 'validate-copies', 'peer-read', 'append', 'writer', 'status'];
 
 /** The families of the calls that are capped; a method not named here is not. */
 export const METHOD_FAMILY: Readonly<Record<string, CallFamily>> = {
@@ -23,9 +23,11 @@ export const METHOD_FAMILY: Readonly<Record<string, CallFamily>> = {
   'PeerService.FetchSegment': 'fetch',
   'AdminService.Validate': 'validate',
   'AdminService.RepairSegment': 'repair',
-  // The per-node parts of an admin repair or validate (and the coordinator's retry).
-  'PeerService.RepairCopy': 'repair',
-  'PeerService.ValidateCopies': 'validate',
+  // The per-node parts of an admin repair or validate (and the coordinator's retry), called by
+  // other nodes: capped apart from the admin calls, so that a peer certificate holding every
+  // RepairCopy or ValidateCopies slot cannot keep an admin's RepairSegment or Validate out.
+  'PeerService.RepairCopy': 'repair-copy',
+  'PeerService.ValidateCopies': 'validate-copies',
   // Up to 4 MiB of frames (ReadFrames) or 64 MiB read for a page of checksums (SegmentInfo).
   'PeerService.ReadFrames': 'peer-read',
   'PeerService.SegmentInfo': 'peer-read',
@@ -57,7 +59,7 @@ export interface RpcLimits {
 export const RPC_LIMITS_DEFAULT: RpcLimits = Object.freeze({
   concurrentStreamsPerConnectionMax: 512,
   // status: a follower asks the writer's status on each Read (its committed index), so it is sized with read.
-  inFlightCallsMax: Object.freeze({ read: 256, fetch: 16, validate: 8, repair: 16, 'peer-read': 64, append: 4096, writer: 4096, status: 1024 }),
+  inFlightCallsMax: Object.freeze({ read: 256, fetch: 16, validate: 8, repair: 16, 'repair-copy': 16, 'validate-copies': 8, 'peer-read': 64, append: 4096, writer: 4096, status: 1024 }),
   streamStallMsMax: 30_000,
   healthWatchesMax: 64,
 });

@@ -1,7 +1,15 @@
 // Revoked certificates (issue 11, review finding 11): a file the operator keeps, one certificate
-// a line, named by its serial number (hex, as `openssl x509 -serial` prints it) or by its SHA-256
-// fingerprint (64 hex digits, colons allowed, as `openssl x509 -fingerprint -sha256` prints it).
-// Blank lines and text after '#' are ignored.
+// a line, named by its serial number (hex, as `openssl x509 -serial` prints it) or by a
+// fingerprint (hex, colons allowed, as `openssl x509 -fingerprint -sha256` or `-sha1` prints it).
+// Blank lines and text after '#' are ignored. What a line names is decided by its prefix
+// (`serial=` or `serial:`; `sha256 fingerprint=` or `sha256:`; `sha1 fingerprint=` or `sha1:`,
+// any case). A line without one is a serial, except 64 hex digits (a SHA-256 fingerprint: no
+// serial is that long, RFC 5280 caps them at 20 bytes) and exactly 40 (a 20-byte serial, as
+// `certs` makes them, or a SHA-1 fingerprint alike): such a line revokes both the certificate
+// with that serial and the one with that SHA-1 fingerprint, so that a fingerprint pasted bare is
+// never taken for a serial only and left unrevoked (naming more is the safe side; an accidental
+// match between a serial and another certificate's SHA-1 is a 2^-160 chance). A prefix of the
+// wrong length for what it names is refused, like any line that names nothing.
 //
 // The node reads it at start (a missing or unreadable file stops it: revocation asked for must
 // not silently be none) and re-reads it when its modification time or size changes, checked every
@@ -29,29 +37,53 @@ export class RevocationListError extends Error {
   }
 }
 
-/** Serials and fingerprints, upper-case hex without colons; serials without leading zeros. */
+/** Hex digits of a serial number: RFC 5280 caps serials at 20 bytes (one more for a leading zero byte). */
+const SERIAL_DIGITS_MAX = 40;
+/** The key a SHA-1 fingerprint is kept under: 40 digits, the same as a 20-byte serial's. */
+const SHA1_KEY = 'SHA1:';
+
+/**
+ * Serials and fingerprints, upper-case hex without colons: serials without leading zeros, SHA-256
+ * fingerprints as they are, SHA-1 fingerprints under SHA1_KEY.
+ */
 export function parseRevocationList(text: string, path = '(text)'): Set<string> {
   const entries = new Set<string>();
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i += 1) {
     const line = (lines[i] as string).replace(/#.*/, '').trim();
     if (line === '') continue;
-    const value = line.replace(/^(serial|sha256 fingerprint)=/i, '').replace(/:/g, '').toUpperCase();
-    if (!/^[0-9A-F]{1,64}$/.test(value)) throw new RevocationListError(path, `line ${i + 1} is neither a serial number nor a SHA-256 fingerprint in hex: ${line.slice(0, 80)}`);
-    entries.add(normalizeSerial(value));
+    const refuse = (why: string): never => {
+      throw new RevocationListError(path, `line ${i + 1} ${why}: ${line.slice(0, 80)}`);
+    };
+    const prefixed = /^(serial|sha1|sha256)(?: fingerprint)?\s*[=:]\s*(.*)$/i.exec(line);
+    const kind = prefixed ? (prefixed[1] as string).toLowerCase() : undefined;
+    const value = (prefixed ? (prefixed[2] as string) : line).replace(/:/g, '').toUpperCase();
+    if (!/^[0-9A-F]{1,64}$/.test(value)) refuse('is neither a serial number nor a SHA-256 or SHA-1 fingerprint in hex');
+    if (kind === 'sha256' || (kind === undefined && value.length === 64)) {
+      if (value.length !== 64) refuse(`names a SHA-256 fingerprint of ${value.length} hex digits, not 64`);
+      entries.add(value);
+    } else if (kind === 'sha1') {
+      if (value.length !== 40) refuse(`names a SHA-1 fingerprint of ${value.length} hex digits, not 40`);
+      entries.add(SHA1_KEY + value);
+    } else {
+      // 40 digits bare: a 20-byte serial or a SHA-1 fingerprint; both are revoked.
+      if (kind === undefined && value.length === 40) entries.add(SHA1_KEY + value);
+      const serial = normalizeSerial(value);
+      if (serial.length > SERIAL_DIGITS_MAX) refuse(`names a serial number of ${serial.length} hex digits (at most ${SERIAL_DIGITS_MAX}, 20 bytes)`);
+      entries.add(serial);
+    }
     if (entries.size > REVOKED_ENTRIES_MAX) throw new RevocationListError(path, `more than ${REVOKED_ENTRIES_MAX} entries`);
   }
   return entries;
 }
 
 function normalizeSerial(hex: string): string {
-  // A 64-digit value is a fingerprint: its leading zeros are part of it.
-  return hex.length === 64 ? hex : hex.replace(/^0+(?=.)/, '');
+  return hex.replace(/^0+(?=.)/, '');
 }
 
 /** The names a certificate may be listed under. */
-export function certificateKeys(cert: Pick<X509Certificate, 'serialNumber' | 'fingerprint256'>): string[] {
-  return [normalizeSerial(cert.serialNumber.toUpperCase()), cert.fingerprint256.replace(/:/g, '').toUpperCase()];
+export function certificateKeys(cert: Pick<X509Certificate, 'serialNumber' | 'fingerprint256' | 'fingerprint'>): string[] {
+  return [normalizeSerial(cert.serialNumber.toUpperCase()), cert.fingerprint256.replace(/:/g, '').toUpperCase(), SHA1_KEY + cert.fingerprint.replace(/:/g, '').toUpperCase()];
 }
 
 export class RevocationList {
@@ -93,7 +125,7 @@ export class RevocationList {
     return this.entries.size;
   }
 
-  isRevoked(cert: Pick<X509Certificate, 'serialNumber' | 'fingerprint256'>): boolean {
+  isRevoked(cert: Pick<X509Certificate, 'serialNumber' | 'fingerprint256' | 'fingerprint'>): boolean {
     return certificateKeys(cert).some((key) => this.entries.has(key));
   }
 

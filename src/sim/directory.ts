@@ -12,7 +12,7 @@
 // process, and reports it lost as etcd3 does: when a keepalive is told the lease is gone, or when
 // no keepalive succeeded for twice the TTL. A paused or cut-off node therefore learns late.
 import type { SeededRandom } from '../io/index.js';
-import { type ClusterMetadata, ClusterKeys, EtcdSegmentDirectory, type MetadataLease, type Versioned } from '../cluster/index.js';
+import { type ClusterMetadata, ClusterKeys, EtcdSegmentDirectory, type MetadataLease, type Versioned, decodeEach, decodeValue } from '../cluster/index.js';
 import { type SegmentDirectory, type SegmentMeta, parseSegmentMeta } from '../replication/index.js';
 import type { SimLoop, SimProcess } from './loop.js';
 
@@ -89,7 +89,7 @@ export class SimEtcd {
       keys: this.keys,
       lease: (ttlSeconds) => new SimLease(this, node, caller, ttlSeconds * 1000),
       get: (key, parse) => call(() => this.read(key, parse)),
-      list: (prefix, parse) => call(() => this.range(prefix).map(([key]) => this.read(key, parse) as Versioned<ReturnType<typeof parse>>)),
+      list: (prefix, parse, onMalformed) => call(() => decodeEach(this.range(prefix), ([key]) => this.read(key, parse) as Versioned<ReturnType<typeof parse>>, ([key]) => key, onMalformed)),
       firstCreated: (prefix, parse) =>
         call(() => {
           const first = this.range(prefix).sort((a, b) => a[1].createRevision - b[1].createRevision)[0];
@@ -205,7 +205,7 @@ export class SimEtcd {
 
   private read<T>(key: string, parse: (raw: unknown) => T): Versioned<T> | undefined {
     const r = this.kv.get(key);
-    return r ? { key, value: parse(JSON.parse(r.value)), createRevision: r.createRevision, modRevision: r.modRevision, lease: r.lease } : undefined;
+    return r ? { key, value: decodeValue(key, r.value, parse), createRevision: r.createRevision, modRevision: r.modRevision, lease: r.lease } : undefined;
   }
 
   private put(key: string, value: unknown, lease: string | undefined): number {

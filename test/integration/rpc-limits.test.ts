@@ -41,6 +41,11 @@ function stubApi(): NodeApi {
       await held;
       return [];
     },
+    repairCopy: async () => {
+      started += 1;
+      await held;
+      return [];
+    },
   } as unknown as NodeApi;
 }
 
@@ -121,6 +126,33 @@ describe('calls in flight per family', () => {
     await expect.poll(() => started, { timeout: 5_000 }).toBe(2);
     releaseAll();
     await second;
+  });
+});
+
+describe('peer fan-out calls have their own caps', () => {
+  it('RepairCopy holding every one of its slots leaves admin RepairSegment its own, and is RESOURCE_EXHAUSTED past its cap', async () => {
+    const limited: string[] = [];
+    server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ inFlightCallsMax: { repair: 2, 'repair-copy': 2 } }), onLimited: (m) => limited.push(m) });
+    const peer = new PeerClient(`127.0.0.1:${server.port}`);
+    const admin = new AdminClient(`127.0.0.1:${server.port}`);
+    clients.push(peer, admin);
+    // A peer fills the RepairCopy slots (a flood of the per-node part of a repair).
+    const copies = [peer.repairCopy('l', 1, false), peer.repairCopy('l', 1, false)];
+    await expect.poll(() => started, { timeout: 5_000 }).toBe(2);
+    expect(await peer.repairCopy('l', 1, false).catch((e: grpc.ServiceError) => grpc.status[e.code])).toBe('RESOURCE_EXHAUSTED');
+    expect(limited).toEqual(['PeerService.RepairCopy']);
+    // The admin's repairs still start: they do not share the peer's slots.
+    const repairs = [admin.repairSegment({ log: 'l', segmentId: 1 }), admin.repairSegment({ log: 'l', segmentId: 1 })];
+    await expect.poll(() => started, { timeout: 5_000 }).toBe(4);
+    expect(limited).toEqual(['PeerService.RepairCopy']);
+    releaseAll();
+    await Promise.all([...copies, ...repairs]);
+  });
+
+  it('the peer fan-out caps are --rpc-limit names', () => {
+    const limits = parseRpcLimits(['in-flight-repair-copy=3', 'in-flight-validate-copies=2']);
+    expect([limits.inFlightCallsMax['repair-copy'], limits.inFlightCallsMax['validate-copies']]).toEqual([3, 2]);
+    expect(limits.inFlightCallsMax.repair).toBe(RPC_LIMITS_DEFAULT.inFlightCallsMax.repair);
   });
 });
 

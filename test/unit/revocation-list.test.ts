@@ -6,11 +6,11 @@ import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { REVOKED_FILE_BYTES_MAX, RevocationList, parseRevocationList } from '../../src/rpc/revocation.js';
+import { REVOKED_FILE_BYTES_MAX, RevocationList, certificateKeys, parseRevocationList } from '../../src/rpc/revocation.js';
 
-const A = { serialNumber: '0A', fingerprint256: 'AA:'.repeat(31) + 'AA' };
-const B = { serialNumber: '0B', fingerprint256: 'BB:'.repeat(31) + 'BB' };
-const C = { serialNumber: '0C', fingerprint256: 'CC:'.repeat(31) + 'CC' };
+const A = { serialNumber: '0A', fingerprint256: 'AA:'.repeat(31) + 'AA', fingerprint: 'A1:'.repeat(19) + 'A1' };
+const B = { serialNumber: '0B', fingerprint256: 'BB:'.repeat(31) + 'BB', fingerprint: 'B1:'.repeat(19) + 'B1' };
+const C = { serialNumber: '0C', fingerprint256: 'CC:'.repeat(31) + 'CC', fingerprint: 'C1:'.repeat(19) + 'C1' };
 
 let dir: string;
 let path: string;
@@ -69,5 +69,36 @@ describe('RevocationList re-reads', () => {
 
   it('parses what an operator pastes: a byte-order mark (trim() drops it), CRLF, lower-case hex with colons, leading zeros', () => {
     expect([...parseRevocationList('\uFEFFserial=000A\r\n' + 'aa:'.repeat(31) + 'aa\r\n')]).toEqual(['A', 'AA'.repeat(32)]);
+  });
+});
+
+describe('what a line names (serial or fingerprint)', () => {
+  const sha1 = 'D1'.repeat(20);
+  // A certificate with a 20-byte serial: its serial and its SHA-1 fingerprint are both 40 hex digits.
+  const D = { serialNumber: 'E2'.repeat(20), fingerprint256: 'DD'.repeat(32), fingerprint: sha1 };
+
+  it('40 hex digits without a prefix revoke the certificate with that serial and the one with that SHA-1 fingerprint (regression: a SHA-1 fingerprint was read as a serial only and revoked no one)', () => {
+    for (const line of [sha1, `${'d1:'.repeat(19)}d1`]) expect(certificateKeys(D).some((key) => parseRevocationList(`${line}\n`).has(key)), line).toBe(true);
+    const bySerial = parseRevocationList(`${'E2'.repeat(20)}\n`);
+    expect(certificateKeys(D).some((key) => bySerial.has(key))).toBe(true);
+    expect(certificateKeys(A).some((key) => parseRevocationList(`${sha1}\n`).has(key))).toBe(false);
+  });
+
+  it('a prefix decides: sha1: revokes by SHA-1 fingerprint, serial= by a 40-digit serial, sha256: by SHA-256', () => {
+    for (const line of [`sha1:${sha1}`, `SHA1 Fingerprint=${'D1:'.repeat(19)}D1`, `serial=${'E2'.repeat(20)}`, `sha256:${'dd'.repeat(32)}`, 'DD'.repeat(32)]) {
+      const entries = parseRevocationList(`${line}\n`);
+      expect(entries.size, line).toBe(1);
+      expect(certificateKeys(D).some((key) => entries.has(key)), line).toBe(true);
+      expect(certificateKeys(A).some((key) => entries.has(key)), line).toBe(false);
+    }
+    // A serial equal to another certificate's SHA-1 fingerprint does not revoke that one.
+    expect(certificateKeys(D).some((key) => parseRevocationList(`serial=${sha1}\n`).has(key))).toBe(false);
+  });
+
+  it('a fingerprint or serial of the wrong length for its prefix is refused', () => {
+    expect(() => parseRevocationList(`sha1:${'AB'.repeat(32)}\n`)).toThrow(/SHA-1 fingerprint of 64/);
+    expect(() => parseRevocationList(`sha256:${sha1}\n`)).toThrow(/SHA-256 fingerprint of 40/);
+    expect(() => parseRevocationList(`serial=${'AB'.repeat(32)}\n`)).toThrow(/serial number of 64/);
+    expect([...parseRevocationList('serial=00AB\n0c\n')]).toEqual(['AB', 'C']);
   });
 });

@@ -6,6 +6,7 @@ import pino from 'pino';
 import { Coordinator } from '../../src/cluster/coordinator.js';
 import { type PublishedScrubScore, type ScrubBudgetRecord, type ScrubBudgetStore, SCRUB_BUDGET_DEFAULTS, etcdScrubBudgets, scrubBudgets, scrubKeys } from '../../src/cluster/scrub-budget.js';
 import { systemClock } from '../../src/io/index.js';
+import { type OnMalformedValue, decodeEach, decodeValue } from '../../src/cluster/metadata.js';
 
 const score = (node: string, riskRatio: number, updatedMs = 1_000): PublishedScrubScore => ({ node, riskRatio, latencyFactor: 1, segmentScoreMax: 0, updatedMs });
 
@@ -72,7 +73,7 @@ describe('Coordinator.setScrubBudgets', () => {
   });
 });
 
-/** The part of ClusterMetadata the budget store uses; list parses every value and throws on one, as EtcdMetadata does. */
+/** The part of ClusterMetadata the budget store uses; list decodes each value as EtcdMetadata does. */
 function memoryEtcd(): { etcd: Parameters<typeof etcdScrubBudgets>[0]; raw: Map<string, unknown> } {
   const raw = new Map<string, unknown>();
   const versioned = <T>(key: string, value: T) => ({ key, value, createRevision: 1, modRevision: 1, lease: '0' });
@@ -81,8 +82,8 @@ function memoryEtcd(): { etcd: Parameters<typeof etcdScrubBudgets>[0]; raw: Map<
     put: async (key: string, value: unknown) => void raw.set(key, JSON.parse(JSON.stringify(value))),
     delete: async (key: string) => void raw.delete(key),
     get: async <T>(key: string, parse: (v: unknown) => T) => (raw.has(key) ? versioned(key, parse(raw.get(key))) : undefined),
-    list: async <T>(prefix: string, parse: (v: unknown) => T) =>
-      [...raw.keys()].filter((k) => k.startsWith(prefix)).sort().map((k) => versioned(k, parse(raw.get(k)))),
+    list: async <T>(prefix: string, parse: (v: unknown) => T, onMalformed?: OnMalformedValue) =>
+      decodeEach([...raw.keys()].filter((k) => k.startsWith(prefix)).sort(), (k) => versioned(k, decodeValue(k, JSON.stringify(raw.get(k)), parse)), (k) => k, onMalformed),
   } as unknown as Parameters<typeof etcdScrubBudgets>[0];
   return { etcd, raw };
 }
