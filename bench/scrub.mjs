@@ -147,7 +147,8 @@ async function scrubGauges(nodes) {
   let shareSum = 0;
   for (const node of nodes) {
     const { body } = await httpGet(node.metrics, 5_000);
-    const value = (name) => Number(body.split('\n').find((l) => l.startsWith(`${name} `))?.slice(name.length + 1) ?? NaN);
+    // Lines are `name{node="n1",cluster="..."} value` (the registry's default labels).
+    const value = (name) => Number(body.split('\n').find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))?.split(' ').at(-1) ?? NaN);
     bytes += value('wal_recovery_scrub_bytes_total');
     deficitMax = Math.max(deficitMax, value('wal_recovery_scrub_deficit_seconds'));
     shareSum += value('wal_recovery_scrub_throttle_share');

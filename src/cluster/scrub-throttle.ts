@@ -5,7 +5,9 @@
 //
 // The controller is AIMD on the scrub byte rate, against a baseline measured with scrubbing paused:
 // - probe: scrubbing pauses for probeMs; the quantile of the fdatasync latencies seen meanwhile is
-//   the baseline (repeated every reprobeEveryMs while appends run: load changes);
+//   the baseline; measured again when appends resume after an idle window, when a window with
+//   scrubbing on is faster than staleBelow * baseline (scrubbing only adds latency: the load
+//   changed), and every reprobeEveryMs while appends run;
 // - run: every windowMs, the same quantile of that window is compared with the baseline; above
 //   baseline * (1 + riseAllowed) the rate share is multiplied by decreaseFactor (never below
 //   shareMin: a pass always ends, and the deficit says how late); else it grows by increaseShare;
@@ -31,6 +33,8 @@ export interface ScrubThrottleParams {
   readonly increaseShare: number;
   /** The lowest rate share under load (> 0: a pass always ends). */
   readonly shareMin: number;
+  /** A window's quantile below staleBelow * baseline makes the baseline stale (probe again). */
+  readonly staleBelow: number;
   /** Latencies kept per window at most (a bounded buffer; the rest are dropped). */
   readonly samplesMax: number;
 }
@@ -45,6 +49,7 @@ export const SCRUB_THROTTLE_DEFAULTS: ScrubThrottleParams = Object.freeze({
   decreaseFactor: 0.5,
   increaseShare: 0.05,
   shareMin: 1 / 64,
+  staleBelow: 0.8,
   samplesMax: 10_000,
 });
 
@@ -128,6 +133,7 @@ export class ScrubThrottle {
 
   private endWindow(): void {
     const loaded = this.samples.length >= this.p.samplesMin;
+    const resumed = loaded && this.lastWindowMs === undefined;
     this.lastWindowMs = loaded ? quantileOf(this.samples, this.p.quantile) : undefined;
     this.samples = [];
     const endedMs = this.phaseEndMs;
@@ -139,12 +145,14 @@ export class ScrubThrottle {
     } else if (this.baselineMs !== undefined) {
       this.share = Math.min(1, this.share + this.p.increaseShare);
     }
-    if (loaded && (this.baselineMs === undefined || endedMs >= this.nextProbeMs)) {
+    const stale = this.baselineMs === undefined || (this.lastWindowMs ?? Infinity) < this.baselineMs * this.p.staleBelow;
+    if (loaded && (stale || resumed || endedMs >= this.nextProbeMs)) {
       this.phase = 'probe';
       this.probes += 1;
       this.phaseEndMs = endedMs + this.p.probeMs;
-      // Load just appeared with no baseline: start low rather than at full rate meanwhile.
-      if (this.baselineMs === undefined) this.share = Math.max(this.p.shareMin, this.share * this.p.decreaseFactor);
+      // A new load (none measured, or its character changed): resume lower than the share the
+      // old baseline allowed, rather than at it.
+      if (stale || resumed) this.share = Math.max(this.p.shareMin, this.share * this.p.decreaseFactor);
     } else {
       this.phaseEndMs = endedMs + this.p.windowMs;
     }

@@ -88,6 +88,28 @@ describe('ScrubThrottle', () => {
     expect(t.shareNow(100_000)).toBe(1); // a long silence
   });
 
+  it('appends resume after an idle window: the baseline is measured again (the new load may differ)', () => {
+    const t = new ScrubThrottle(0, P);
+    load(t, 0, 500, 2);
+    load(t, 500, 500, 2); // baseline 2
+    expect(t.shareNow(1_500)).toBe(1); // idle window
+    expect(load(t, 1_500, 500, 5)).toBe(0); // load resumes: pause for a new baseline
+    expect(load(t, 2_000, 500, 5)).toBe(0.25);
+    expect(t.view(2_500).baselineMs).toBe(5);
+  });
+
+  it('a window with scrubbing on faster than 0.8 x baseline: the baseline is stale, measured again', () => {
+    // The bench's case: the baseline was taken during bulk writes (60 KiB entries), then small
+    // appends run far faster; against the old baseline the scrubber would run at full rate.
+    const t = new ScrubThrottle(0, P);
+    load(t, 0, 500, 20);
+    load(t, 500, 500, 20); // baseline 20
+    expect(load(t, 1_000, 500, 3)).toBe(0); // 3 < 16: probe
+    expect(load(t, 1_500, 500, 2)).toBe(0.3); // 0.5 + 0.1 = 0.6 before the probe, halved
+    expect(t.view(2_000).baselineMs).toBe(2);
+    expect(load(t, 2_000, 500, 3)).toBe(0.15); // now 3 ms is a rise: halved
+  });
+
   it('rejects parameters that could stop scrubbing for good', () => {
     expect(() => new ScrubThrottle(0, { shareMin: 0 })).toThrow(RangeError);
     expect(() => new ScrubThrottle(0, { decreaseFactor: 1 })).toThrow(RangeError);
@@ -103,7 +125,7 @@ describe('ScrubThrottle', () => {
 /** A file of `byteLength` bytes whose reads are recorded (size and fake time). */
 function fakeDisk(byteLength: number, clock: { now: number }, reads: { bytes: number; atMs: number }[]): Disk {
   const file: DiskFile = {
-    read: async (buf, offset, n, position) => {
+    read: async (buf: Uint8Array, offset: number, n: number, position: number) => {
       const bytesRead = Math.max(0, Math.min(n, byteLength - position));
       buf.fill(7, offset, offset + bytesRead);
       reads.push({ bytes: bytesRead, atMs: clock.now });
