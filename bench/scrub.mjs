@@ -24,10 +24,10 @@ export async function benchScrub({ root, quick, log }) {
   const p99Rise = appends.scrub.p99 / base.p99 - 1;
   const p99RiseUnthrottled = appends.scrubFull.p99 / base.p99 - 1;
   const tracingCost = 1 - appends.tracing.opsPerSec / base.opsPerSec;
-  const rows = [['cluster run (16 appenders, 256 B)', 'appends/s', 'p50', 'p99', 'failed', 'scrubbed', 'deficit', 'throttle share']];
+  const rows = [['cluster run (16 appenders, 256 B)', 'appends/s', 'p50', 'p99', 'failed', 'scrubbed', 'deficit', 'throttle share', 'probes / decreases']];
   for (const [key, label] of [['off', 'scrubbing off, tracing off'], ['scrubFull', 'scrubbing on, not throttled (16 MiB/s per node)'], ['scrub', 'scrubbing on, throttled (the default)'], ['tracing', 'tracing on, 1 % sampled'], ['off2', 'scrubbing off, tracing off (again)']]) {
     const r = appends[key];
-    rows.push([label, fmtOps(r.opsPerSec), fmtMs(r.p50), fmtMs(r.p99), String(r.failed), `${(r.scrubBytes / 1024 / 1024).toFixed(1)} MiB`, `${r.deficitSeconds.toFixed(1)} s`, r.throttleShare.toFixed(2)]);
+    rows.push([label, fmtOps(r.opsPerSec), fmtMs(r.p50), fmtMs(r.p99), String(r.failed), `${(r.scrubBytes / 1024 / 1024).toFixed(1)} MiB`, `${r.deficitSeconds.toFixed(1)} s`, r.throttleShare.toFixed(2), `${r.probes} / ${r.decreases}`]);
   }
   const section = {
     title: '8. Predictive scrubbing and tracing',
@@ -36,7 +36,7 @@ export async function benchScrub({ root, quick, log }) {
       `>= 90 % found within one period -> ${verdict(evaluation.withinPeriod >= 0.9)} (${(evaluation.withinPeriod * 100).toFixed(0)} %); ` +
       `append p99 with scrubbing <= 10 % above off -> ${verdict(p99Rise <= 0.1)} (${(p99Rise * 100).toFixed(0)} %; not throttled ${(p99RiseUnthrottled * 100).toFixed(0)} %); ` +
       `appends/s with tracing at 1 % within 5 % of off -> ${verdict(tracingCost <= 0.05)} (${(tracingCost * 100).toFixed(1)} % lower)`,
-    body: `${evaluation.table}\n\n${table(rows)}\n(baseline: the mean of the two off runs, before and after; their difference is the machine's drift meanwhile; scrubbed, deficit and throttle share: summed / max / mean over the 3 nodes' /metrics at the end of the load)`,
+    body: `${evaluation.table}\n\n${table(rows)}\n(baseline: the mean of the two off runs, before and after; their difference is the machine's drift meanwhile; scrubbed, deficit and throttle share, probes / decreases: summed / max / mean / summed over the 3 nodes' /metrics, during the load)`,
   };
   return { section, results: { evaluation, appends, p99Rise, p99RiseUnthrottled, tracingCost } };
 }
@@ -131,6 +131,8 @@ async function oneCluster({ root, key, flags, seconds, quick, log }) {
       scrubBytes: after.bytes - before.bytes,
       deficitSeconds: after.deficitMax,
       throttleShare: after.shareMean,
+      probes: after.probes - before.probes,
+      decreases: after.decreases - before.decreases,
     };
   } finally {
     for (const c of clients) c.close();
@@ -145,6 +147,8 @@ async function scrubGauges(nodes) {
   let bytes = 0;
   let deficitMax = 0;
   let shareSum = 0;
+  let probes = 0;
+  let decreases = 0;
   for (const node of nodes) {
     const { body } = await httpGet(node.metrics, 5_000);
     // Lines are `name{node="n1",cluster="..."} value` (the registry's default labels).
@@ -152,6 +156,8 @@ async function scrubGauges(nodes) {
     bytes += value('wal_recovery_scrub_bytes_total');
     deficitMax = Math.max(deficitMax, value('wal_recovery_scrub_deficit_seconds'));
     shareSum += value('wal_recovery_scrub_throttle_share');
+    probes += value('wal_recovery_scrub_throttle_probes_total');
+    decreases += value('wal_recovery_scrub_throttle_decreases_total');
   }
-  return { bytes, deficitMax, shareMean: shareSum / nodes.length };
+  return { bytes, deficitMax, shareMean: shareSum / nodes.length, probes, decreases };
 }

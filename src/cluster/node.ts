@@ -297,7 +297,7 @@ export class ClusterNode implements NodeApi {
   }
 
   /** The scrub model's view of this node now (metrics, status, the score published to etcd). */
-  scrubView(): NodeScrubScore & { segmentScoreMax: number; rateMultiplier: number; suspectBytes: number; throttleShare: number; deficitSeconds: number; topSegments: ReturnType<ScrubModel['topSegments']> } {
+  scrubView(): NodeScrubScore & { segmentScoreMax: number; rateMultiplier: number; suspectBytes: number; throttleShare: number; throttleProbes: number; throttleDecreases: number; deficitSeconds: number; topSegments: ReturnType<ScrubModel['topSegments']> } {
     const now = this.io.clock.nowMs();
     const topSegments = this.scrubModel.topSegments(now, 5);
     return {
@@ -307,6 +307,8 @@ export class ClusterNode implements NodeApi {
       rateMultiplier: this.scrubPublisher?.rateMultiplier() ?? 1,
       suspectBytes: this.scrubber?.suspectBytes ?? 0,
       throttleShare: this.options.scrubThrottle ? this.scrubThrottle.shareNow(this.io.clock.monotonicMs()) : 1,
+      throttleProbes: this.scrubThrottle.probes,
+      throttleDecreases: this.scrubThrottle.decreases,
       deficitSeconds: this.scrubber?.deficitSeconds ?? 0,
     };
   }
