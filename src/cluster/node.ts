@@ -99,6 +99,7 @@ export class ClusterNode implements NodeApi {
     this.metrics = new NodeMetrics(this.recovery, { node: options.id, cluster: options.cluster });
     this.metrics.observeScrub(() => this.scrubView());
     this.scrubThrottle = new ScrubThrottle(rawIo.clock.monotonicMs());
+    const throttled = options.scrubThrottle && options.scrubBytesPerSecondMax > 0;
     // Every disk call's latency and device error feeds the scrub model (src/io/observed-disk.ts).
     const io = (this.io = {
       ...rawIo,
@@ -107,7 +108,7 @@ export class ClusterNode implements NodeApi {
         {
           latency: (kind, ms) => {
             this.scrubModel.latencySample(kind, ms);
-            if (kind === 'fdatasync') this.scrubThrottle.sample(ms, rawIo.clock.monotonicMs());
+            if (kind === 'fdatasync' && throttled) this.scrubThrottle.sample(ms, rawIo.clock.monotonicMs());
             this.metrics.diskLatency?.observe({ op: kind }, ms / 1000);
           },
           ioError: () => this.scrubModel.ioError(rawIo.clock.nowMs()),
