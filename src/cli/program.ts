@@ -172,6 +172,7 @@ export function buildProgram(io: CliIo, setCode: (code: ExitCode) => void, out: 
     .addOption(new Option('--repair-strategy <name>', 'what to do about a damaged copy no replica can rebuild').choices(REPAIR_STRATEGIES).default(RECOVERY_CONFIG_DEFAULTS.repairStrategy))
     .option('--scrub-bytes-per-second <n>', 'background scrub rate of sealed segments (0: off; default 16 MiB/s)', integerIn(0, 4 * 1024 * 1024 * 1024))
     .option('--scrub-interval-ms <n>', 'pause between scrub passes (default 30000)', integerIn(100, 86_400_000))
+    .option('--no-scrub-throttle', 'scrub at the full rate even while appends run (default: scrubbing yields to appends)')
     .option('--gone-after-ms <n>', 'a member missing this long is replaced in the ensembles of sealed segments (default 30000)', integerIn(0, 86_400_000))
     .option('--rpc-limit <name=n>', `a limit on calls served at once, repeatable (README, Security: Bounds): ${RPC_LIMIT_NAMES.join(', ')}`, (value: string, previous: string[] = []) => [...previous, value])
     .option('--otlp-endpoint <url>', 'send OpenTelemetry traces to this OTLP/gRPC collector, e.g. http://127.0.0.1:4317 (default: tracing off)')

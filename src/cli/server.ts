@@ -23,6 +23,8 @@ export interface NodeVerbOptions {
   readonly repairStrategy?: RepairStrategy;
   readonly scrubBytesPerSecond?: number;
   readonly scrubIntervalMs?: number;
+  /** commander's --no-scrub-throttle: false when given. */
+  readonly scrubThrottle?: boolean;
   readonly goneAfterMs?: number;
   readonly rpcLimit?: readonly string[];
   /** OpenTelemetry: OTLP/gRPC collector (tracing is off without it) and the share of traces sampled. */
@@ -91,6 +93,7 @@ export async function runNode(o: NodeVerbOptions, print: (line: string) => Promi
     ...(o.repairStrategy !== undefined ? { repairStrategy: o.repairStrategy } : {}),
     ...(o.scrubBytesPerSecond !== undefined ? { scrubBytesPerSecondMax: o.scrubBytesPerSecond } : {}),
     ...(o.scrubIntervalMs !== undefined ? { scrubIntervalMs: o.scrubIntervalMs } : {}),
+    ...(o.scrubThrottle !== undefined ? { scrubThrottle: o.scrubThrottle } : {}),
     ...(o.goneAfterMs !== undefined ? { goneAfterMs: o.goneAfterMs } : {}),
     ...(rpcLimits ? { rpcLimits } : {}),
   });

@@ -21,6 +21,9 @@ import { ScrubModel, type NodeScrubScore } from './scrub-model.js';
 import { ScrubScorePublisher, etcdScrubBudgets } from './scrub-budget.js';
 import { observedDisk } from '../io/observed-disk.js';
 import { InThreadScrubChecker, type ScrubChecker, ScrubWorkerPool, scrubWorkerScriptPath } from './scrub-pool.js';
+import { ScrubThrottle } from './scrub-throttle.js';
+import type { ScrubWorkerData } from './scrub-worker.js';
+import { newRateCell, pacedDisk, startRateCellUpdates } from './scrub-pace.js';
 import { Coordinator, etcdRepairReporter, etcdRepairReports } from './coordinator.js';
 import { Election, currentLeader, etcdElectionStore, parseEpochFloor } from './election.js';
 import { Backoff } from './backoff.js';
@@ -52,6 +55,8 @@ interface StatusRecords {
   readonly scrubScores: NonNullable<ClusterStatusView['scrubScores']>;
 }
 
+/** How often the scrub worker's rate cell is rewritten (the throttle's windows are 500 ms). */
+const SCRUB_RATE_UPDATE_MS = 50;
 const PRODUCTION_IO: NodeIo = Object.freeze({ disk: nodeDisk, clock: systemClock, random: systemRandom });
 
 export class ClusterNode implements NodeApi {
@@ -74,6 +79,11 @@ export class ClusterNode implements NodeApi {
   private scrubPublisher: ScrubScorePublisher | undefined;
   /** The damage model predictive scrubbing orders its work by (docs/SCRUBBING.md). */
   readonly scrubModel = new ScrubModel();
+  /** Scrubbing yields to appends (scrub-throttle.ts): fed every fdatasync latency on this disk. */
+  readonly scrubThrottle: ScrubThrottle;
+  /** The scrub rate allowed now, shared with the scrub worker thread (scrub-pace.ts). */
+  private readonly scrubRateCell = newRateCell();
+  private stopScrubRateCell: (() => void) | undefined;
   private readonly io: NodeIo;
   private cancelReopen: (() => void) | undefined;
   private stopped = false;
@@ -106,6 +116,8 @@ export class ClusterNode implements NodeApi {
   ) {
     this.metrics = new NodeMetrics(this.recovery, { node: options.id, cluster: options.cluster });
     this.metrics.observeScrub(() => this.scrubView());
+    this.scrubThrottle = new ScrubThrottle(rawIo.clock.monotonicMs());
+    const throttled = options.scrubThrottle && options.scrubBytesPerSecondMax > 0;
     // Every disk call's latency and device error feeds the scrub model (src/io/observed-disk.ts).
     const io = (this.io = {
       ...rawIo,
@@ -114,6 +126,7 @@ export class ClusterNode implements NodeApi {
         {
           latency: (kind, ms) => {
             this.scrubModel.latencySample(kind, ms);
+            if (kind === 'fdatasync' && throttled) this.scrubThrottle.sample(ms, rawIo.clock.monotonicMs());
             this.metrics.diskLatency?.observe({ op: kind }, ms / 1000);
           },
           ioError: () => this.scrubModel.ioError(rawIo.clock.nowMs()),
@@ -268,6 +281,7 @@ export class ClusterNode implements NodeApi {
       model: this.scrubModel,
       rateMultiplier: () => this.scrubPublisher?.rateMultiplier() ?? 1,
     });
+    if (options.scrubBytesPerSecondMax > 0) this.stopScrubRateCell = startRateCellUpdates(this.scrubRateCell, () => this.scrubRateNow(), clock.setTimer.bind(clock), SCRUB_RATE_UPDATE_MS);
     this.scrubber.start();
     this.scrubPublisher = new ScrubScorePublisher({
       node: options.id,
@@ -302,7 +316,7 @@ export class ClusterNode implements NodeApi {
   }
 
   /** The scrub model's view of this node now (metrics, status, the score published to etcd). */
-  scrubView(): NodeScrubScore & { segmentScoreMax: number; rateMultiplier: number; suspectBytes: number; topSegments: ReturnType<ScrubModel['topSegments']> } {
+  scrubView(): NodeScrubScore & { segmentScoreMax: number; rateMultiplier: number; suspectBytes: number; throttleShare: number; throttleProbes: number; throttleDecreases: number; deficitSeconds: number; topSegments: ReturnType<ScrubModel['topSegments']> } {
     const now = this.io.clock.nowMs();
     const topSegments = this.scrubModel.topSegments(now, 5);
     return {
@@ -311,15 +325,29 @@ export class ClusterNode implements NodeApi {
       topSegments,
       rateMultiplier: this.scrubPublisher?.rateMultiplier() ?? 1,
       suspectBytes: this.scrubber?.suspectBytes ?? 0,
+      throttleShare: this.options.scrubThrottle ? this.scrubThrottle.shareNow(this.io.clock.monotonicMs()) : 1,
+      throttleProbes: this.scrubThrottle.probes,
+      throttleDecreases: this.scrubThrottle.decreases,
+      deficitSeconds: this.scrubber?.deficitSeconds ?? 0,
     };
+  }
+
+  /** The scrub read rate allowed now: the configured rate, the coordinator's multiplier, the throttle's share. */
+  private scrubRateNow(): number {
+    const multiplier = Math.max(1, this.scrubPublisher?.rateMultiplier() ?? 1);
+    const share = this.options.scrubThrottle ? this.scrubThrottle.shareNow(this.io.clock.monotonicMs()) : 1;
+    return this.options.scrubBytesPerSecondMax * multiplier * share;
   }
 
   /** Scrub checks in a worker thread, or in this thread when running from TypeScript sources (tests). */
   private async scrubChecker(): Promise<ScrubChecker> {
-    const inThread = new InThreadScrubChecker(this.io.disk);
+    const { clock } = this.io;
+    const paced = pacedDisk(this.io.disk, { bytesPerSecond: () => this.scrubRateNow(), sleep: (ms) => clock.sleep(ms), monotonicMs: () => clock.monotonicMs() });
+    const inThread = new InThreadScrubChecker(paced);
     const script = scrubWorkerScriptPath();
     if (!(await nodeDisk.stat(script))) return inThread; // the program's own files are on node:fs
-    return new ScrubWorkerPool({ spawn: () => new Worker(script), fallback: inThread, logger: this.logger });
+    const workerData: ScrubWorkerData = { rateCell: this.scrubRateCell };
+    return new ScrubWorkerPool({ spawn: () => new Worker(script, { workerData }), fallback: inThread, logger: this.logger });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -707,6 +735,7 @@ export class ClusterNode implements NodeApi {
     this.cancelReopen?.();
     this.repairs?.stop();
     await this.scrubber?.stop();
+    this.stopScrubRateCell?.();
     await this.scrubPublisher?.stop();
     await this.coordinator?.stop();
     this.rpc?.setServing(false);

@@ -48,6 +48,8 @@ export interface NodeOptions {
   readonly scrubBytesPerSecondMax?: number;
   /** Pause between two scrub passes. */
   readonly scrubIntervalMs?: number;
+  /** Scrub reads yield to appends (docs/SCRUBBING.md, "Yielding to appends"); default true. */
+  readonly scrubThrottle?: boolean;
   /** A member missing this long is replaced in the ensembles of the sealed segments it held. */
   readonly goneAfterMs?: number;
   readonly coordinatorIntervalMs?: number;
@@ -80,6 +82,7 @@ export interface ResolvedNodeOptions {
   readonly repairStrategy: RepairStrategy;
   readonly scrubBytesPerSecondMax: number;
   readonly scrubIntervalMs: number;
+  readonly scrubThrottle: boolean;
   readonly goneAfterMs: number;
   readonly coordinatorIntervalMs: number;
   readonly rpcLimits: RpcLimits;
@@ -132,6 +135,7 @@ export function resolveNodeOptions(o: NodeOptions): ResolvedNodeOptions {
     repairStrategy: o.repairStrategy ?? RECOVERY_CONFIG_DEFAULTS.repairStrategy,
     scrubBytesPerSecondMax: int('scrubBytesPerSecondMax', o.scrubBytesPerSecondMax ?? 16 * 1024 * 1024, 0, 4 * 1024 * 1024 * 1024),
     scrubIntervalMs: int('scrubIntervalMs', o.scrubIntervalMs ?? 30_000, 100, 86_400_000),
+    scrubThrottle: o.scrubThrottle ?? true,
     goneAfterMs: int('goneAfterMs', o.goneAfterMs ?? 30_000, 0, 86_400_000),
     coordinatorIntervalMs: int('coordinatorIntervalMs', o.coordinatorIntervalMs ?? 2_000, 100, 600_000),
     rpcLimits: o.rpcLimits ?? RPC_LIMITS_DEFAULT,

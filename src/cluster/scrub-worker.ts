@@ -2,9 +2,11 @@
 // event loop keeps serving while its sealed data is re-read and re-hashed. This file is the
 // production edge of the scrub checks: the thread reads through nodeDisk. scrubFile itself takes
 // any Disk (InThreadScrubChecker runs it in the caller's thread, on the caller's disk).
-import { parentPort } from 'node:worker_threads';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parentPort, workerData } from 'node:worker_threads';
 import { type Disk, nodeDisk } from '../io/index.js';
 import { analyzeSegmentFile, checksumHex, isClean } from '../wal/index.js';
+import { pacedDisk, readRateCell } from './scrub-pace.js';
 
 export interface ScrubRequest {
   readonly id: number;
@@ -46,6 +48,16 @@ export async function scrubFile(disk: Disk, request: ScrubRequest): Promise<Scru
   }
 }
 
+/** What the node passes a worker at its start: the shared rate cell its reads are paced by (scrub-pace.ts). */
+export interface ScrubWorkerData {
+  readonly rateCell?: Int32Array;
+}
+
+const rateCell = (workerData as ScrubWorkerData | null)?.rateCell;
+const workerDisk: Disk = rateCell
+  ? pacedDisk(nodeDisk, { bytesPerSecond: () => readRateCell(rateCell), sleep: (ms) => sleep(ms), monotonicMs: () => performance.now() })
+  : nodeDisk;
+
 parentPort?.on('message', (request: ScrubRequest) => {
-  void scrubFile(nodeDisk, request).then((result) => parentPort?.postMessage(result));
+  void scrubFile(workerDisk, request).then((result) => parentPort?.postMessage(result));
 });

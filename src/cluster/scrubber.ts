@@ -61,6 +61,13 @@ export class Scrubber {
   bytesScrubbed = 0;
   segmentsScrubbed = 0;
   passes = 0;
+  /**
+   * How far the current pass (or the last, between passes) is behind its schedule at the
+   * configured rate, in seconds: its time so far minus its bytes over that rate. 0 when the
+   * throttle never held it back; growing under sustained append load that starves it (the
+   * coverage bound of docs/SCRUBBING.md is then late by this much, and says so in /metrics).
+   */
+  deficitSeconds = 0;
   readonly model: ScrubModel;
   private readonly plan: ScrubPlan<WorkItem>;
 
@@ -113,6 +120,13 @@ export class Scrubber {
     this.plan.beginPass([...work.slice(start), ...work.slice(0, start)], this.o.clock.nowMs());
     let damaged = 0;
     let failedInRow = 0;
+    const passBegan = this.o.clock.monotonicMs();
+    let passBytes = 0;
+    const behind = (): void => {
+      const scheduledMs = (passBytes / this.nominalRate()) * 1000;
+      this.deficitSeconds = Math.max(0, (this.o.clock.monotonicMs() - passBegan - scheduledMs) / 1000);
+    };
+    this.deficitSeconds = 0;
     for (let pick = this.plan.next(this.o.clock.nowMs()); pick && !this.abort.signal.aborted; pick = this.plan.next(this.o.clock.nowMs())) {
       const { log, meta, store } = pick.item;
       const began = this.o.clock.monotonicMs();
@@ -134,6 +148,8 @@ export class Scrubber {
         continue;
       }
       this.bytesScrubbed += result.fileByteLength;
+      passBytes += result.fileByteLength;
+      behind();
       this.segmentsScrubbed += 1;
       this.o.metrics.scrubBytes.inc(result.fileByteLength);
       const matches = result.ok && result.clean && result.sealed && result.firstIndex === meta.firstIndex && result.lastIndex === meta.lastIndex && result.aggregate === meta.aggregate;
@@ -149,12 +165,17 @@ export class Scrubber {
         this.model.verified({ log, segmentId: meta.segmentId }, this.o.clock.nowMs());
         await this.checkBackups(log, meta, store);
       }
-      // Rate limit: a segment of B bytes is worth B / rate seconds, whatever it took.
-      const rate = this.o.bytesPerSecondMax * Math.max(1, this.o.rateMultiplier?.() ?? 1);
-      const budgetMs = (result.fileByteLength / rate) * 1000;
+      // Rate limit: a segment of B bytes is worth B / rate seconds, whatever it took (a throttled
+      // check, its reads paced below this rate, took longer already).
+      const budgetMs = (result.fileByteLength / this.nominalRate()) * 1000;
       await this.o.clock.sleep(Math.max(0, budgetMs - (this.o.clock.monotonicMs() - began)), this.abort.signal);
     }
     return damaged;
+  }
+
+  /** The configured rate times the coordinator's multiplier (before the throttle's share). */
+  private nominalRate(): number {
+    return this.o.bytesPerSecondMax * Math.max(1, this.o.rateMultiplier?.() ?? 1);
   }
 
   /**

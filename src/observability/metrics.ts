@@ -11,6 +11,10 @@ export interface ScrubMetricsView {
   readonly segmentScoreMax: number;
   readonly rateMultiplier: number;
   readonly suspectBytes: number;
+  readonly throttleShare: number;
+  readonly throttleProbes: number;
+  readonly throttleDecreases: number;
+  readonly deficitSeconds: number;
   readonly ioErrors: number;
   readonly detections: Readonly<Record<string, number>>;
 }
@@ -102,6 +106,10 @@ export class NodeMetrics {
     gauge('wal_recovery_scrub_latency_factor', 'Multiplier of the damage rate from fdatasync/read latency above its baseline (1: none)', (v) => v.latencyFactor);
     gauge('wal_recovery_scrub_segment_score_max', 'Highest P(undetected damage) of a segment this node holds', (v) => v.segmentScoreMax);
     gauge('wal_recovery_scrub_rate_multiplier', 'Scrub rate multiplier set by the coordinator (1: the configured rate)', (v) => v.rateMultiplier);
+    gauge('wal_recovery_scrub_throttle_share', 'Share of the scrub rate the append-latency throttle allows now (0: pausing to measure the baseline)', (v) => v.throttleShare);
+    new Counter({ name: 'wal_recovery_scrub_throttle_probes_total', help: 'Scrub pauses that measured the append-latency baseline', registers, collect() { this.reset(); this.inc(read().throttleProbes); } });
+    new Counter({ name: 'wal_recovery_scrub_throttle_decreases_total', help: 'Times the throttle halved the scrub rate (append latency above its baseline)', registers, collect() { this.reset(); this.inc(read().throttleDecreases); } });
+    gauge('wal_recovery_scrub_deficit_seconds', 'How far the current (or last) scrub pass is behind its schedule at the configured rate (sustained append load starving it)', (v) => v.deficitSeconds);
     new Counter({ name: 'wal_recovery_scrub_suspect_bytes_total', help: 'Bytes checked by suspect rescans ahead of the pass', registers, collect() { this.reset(); this.inc(read().suspectBytes); } });
     new Counter({ name: 'wal_recovery_io_errors_total', help: 'I/O errors (EIO and kin) on this node\'s disk', registers, collect() { this.reset(); this.inc(read().ioErrors); } });
     new Gauge({

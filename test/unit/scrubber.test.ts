@@ -28,19 +28,19 @@ async function sealedSegments(sealed: number): Promise<void> {
   }
 }
 
-function scrubberOn(node: string, checker: ScrubChecker, scheduled: string[]): Scrubber {
+function scrubberOn(node: string, checker: ScrubChecker, scheduled: string[], { clock = new SteppingClock(), bytesPerSecondMax = 1024 * 1024 * 1024 } = {}): Scrubber {
   const scrubber = new Scrubber({
     self: node,
     logs: cluster.node(node).logs,
     directory: { listLogs: async () => [logMetaOf(LOG, SEGMENT_BYTES)], list: (log) => cluster.directory.list(log) },
     repairs: { schedule: (log, segmentId, _source, why) => void scheduled.push(`${log}/${segmentId}: ${why}`) },
-    bytesPerSecondMax: 1024 * 1024 * 1024,
+    bytesPerSecondMax,
     passIntervalMs: 20,
     entryBytesMax: ENTRY_BYTES_MAX,
     metrics: new NodeMetrics(new RecoveryMetrics(), { node, cluster: 'test' }),
     logger: silent,
     checker,
-    clock: new SteppingClock(),
+    clock,
     random: new SeededRandom(7),
   });
   scrubbers.push(scrubber);
@@ -122,5 +122,27 @@ describe('Scrubber', () => {
     await until(() => pool.spawned === 1);
     await scrubber.stop(); // hung here for ever before: the check was awaited, never rejected
     expect(scrubber.segmentsScrubbed).toBe(0);
+  });
+
+  it('a pass held back (its checks slowed by the append throttle) reports its deficit; one at the configured rate reports none', async () => {
+    await sealedSegments(3);
+    const clock = new SteppingClock();
+    // Each check takes 10 s (paced reads at a throttled share): 4 KiB segments at 1 MiB/s are due in ~4 ms.
+    const inner = new InThreadScrubChecker(nodeDisk);
+    const slow: ScrubChecker = {
+      check: async (request) => {
+        clock.advance(10_000);
+        return inner.check(request);
+      },
+      stop: async () => undefined,
+    };
+    const held = scrubberOn('a', slow, [], { clock, bytesPerSecondMax: 1024 * 1024 });
+    await held.pass();
+    expect(held.segmentsScrubbed).toBeGreaterThanOrEqual(3);
+    expect(held.deficitSeconds).toBeGreaterThan(29);
+    const free = scrubberOn('b', new InThreadScrubChecker(nodeDisk), [], { bytesPerSecondMax: 1024 * 1024 });
+    await free.pass();
+    expect(free.segmentsScrubbed).toBeGreaterThanOrEqual(3);
+    expect(free.deficitSeconds).toBeLessThan(1);
   });
 });
