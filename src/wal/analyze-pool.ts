@@ -108,6 +108,9 @@ export function analysisFromWire(w: AnalysisWire): SegmentAnalysis {
 /** Analyses in flight per worker: one being hashed, one queued so the worker never waits. */
 export const WINDOW_PER_WORKER = 2;
 
+/** maxYoungGenerationSizeMb of each worker. */
+const WORKER_YOUNG_GENERATION_MB = 2;
+
 /** The compiled worker script beside this module (absent when running from TypeScript sources). */
 export function analyzeWorkerScriptPath(): string {
   return fileURLToPath(new URL('./analyze-worker.js', import.meta.url));
@@ -140,7 +143,10 @@ export class AnalyzePool implements SegmentAnalyzer {
   private closed = false;
 
   constructor(options: AnalyzePoolOptions) {
-    const spawn = options.spawn ?? (() => new Worker(analyzeWorkerScriptPath()));
+    // A small young generation: a worker's garbage is per-frame scraps, and each semi-space MiB is
+    // resident memory (the bench's RSS figure); the old generation is left unbounded, so that a
+    // segment with very many damaged ranges is still analysed.
+    const spawn = options.spawn ?? (() => new Worker(analyzeWorkerScriptPath(), { resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } }));
     this.concurrency = options.threads * WINDOW_PER_WORKER;
     for (let i = 0; i < options.threads; i += 1) {
       const thread: Thread = { worker: spawn(), waiting: new Map() };
