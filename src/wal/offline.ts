@@ -6,8 +6,9 @@ import { type Finding, type RepairReport, type RepairStrategy, RecoveryMetrics, 
 import { checksumHex } from './checksum.js';
 import type { HoleRecord } from './catalog.js';
 import { StoreLayout, lockStore } from './files.js';
+import { existsSync } from 'node:fs';
 import type { Worker } from 'node:worker_threads';
-import { type SegmentAnalyzer, AnalyzePool, availableCores } from './analyze-pool.js';
+import { type SegmentAnalyzer, AnalyzePool, analyzeWorkerScriptPath, availableCores } from './analyze-pool.js';
 import { type StoreInspection, inspectStore, readCatalog, assertStoreDir } from './inspect.js';
 import { type StoreSettings, WAL_DEFAULTS, resolveWalOptions, tornWindowBytesOf, validateSettings } from './options.js';
 import { repairStore } from './repair.js';
@@ -54,7 +55,8 @@ function analyzerOf(options: DataDirOptions): ((work: { bytes: number; files: nu
   if (options.disk !== undefined && options.disk !== nodeDisk) return undefined;
   return (work) => {
     const threads = options.threads ?? (work.bytes >= POOL_MIN_BYTES ? availableCores() : 1);
-    if (threads < 2 || work.files < 2) return undefined;
+    // From TypeScript sources (no compiled worker beside this module) validate stays in thread.
+    if (threads < 2 || work.files < 2 || (options.spawnWorker === undefined && !existsSync(analyzeWorkerScriptPath()))) return undefined;
     return new AnalyzePool({ threads: Math.min(threads, work.files), ...(options.spawnWorker ? { spawn: options.spawnWorker } : {}) });
   };
 }
