@@ -261,11 +261,12 @@ function timed(fn) {
 async function validateThroughput({ dir, frameBytes, reps }) {
   const files = segmentFiles(dir);
   const total = files.reduce((a, f) => a + f.size, 0);
-  const runs = { validate: [], hash1m: [], hashEntry: [] };
+  const runs = { validate: [], validate1: [], hash1m: [], hashEntry: [] };
   let report;
   const steps = {
     hash1m: timed(() => hashFiles(files, MIB)),
     validate: timed(() => validateStore(dir, { recovery: { backupRetentionCount: 0 } })),
+    validate1: timed(() => validateStore(dir, { recovery: { backupRetentionCount: 0 }, threads: 1 })),
     hashEntry: timed(() => hashFiles(files, frameBytes)),
   };
   const order = Object.keys(steps);
@@ -274,7 +275,7 @@ async function validateThroughput({ dir, frameBytes, reps }) {
     for (let k = 0; k < order.length; k += 1) {
       const name = order[(i + k) % order.length];
       const r = await steps[name]();
-      if (name === 'validate') {
+      if (name === 'validate' || name === 'validate1') {
         report = r.value;
         if (!report.ok) throw new Error(`validate found damage: ${JSON.stringify(report.findings.slice(0, 3))}`);
       }
@@ -287,6 +288,7 @@ async function validateThroughput({ dir, frameBytes, reps }) {
     bytesScanned: report.bytesScanned,
     segments: files.length,
     validate: pick(runs.validate),
+    validate1: pick(runs.validate1),
     hash1m: pick(runs.hash1m),
     hashEntry: pick(runs.hashEntry),
   });
@@ -331,8 +333,8 @@ async function rss({ dir, mode, sampleMs }) {
   }, sampleMs);
   const t = now();
   let bytes;
-  if (mode === 'validate') {
-    const report = await validateStore(dir, { recovery: { backupRetentionCount: 0 } });
+  if (mode === 'validate' || mode === 'validate1') {
+    const report = await validateStore(dir, { recovery: { backupRetentionCount: 0 }, ...(mode === 'validate1' ? { threads: 1 } : {}) });
     if (!report.ok) throw new Error('validate found damage');
     bytes = report.bytesScanned;
   } else {

@@ -57,6 +57,26 @@ export function aggregateOf(formatVersion: number, checksums: Iterable<Checksum6
   return aggregate.value();
 }
 
+/** A running aggregate as plain data (structured-cloneable: what a worker thread sends back). */
+export interface AggregateWire {
+  readonly formatVersion: number;
+  readonly count: number;
+  /** The chained value (versions 1 and 2). */
+  readonly value: Checksum64;
+  /** The sponge state (version 3, AGGREGATE_STATE_BYTES). */
+  readonly state?: Uint8Array;
+}
+
+export function aggregateToWire(aggregate: SegmentAggregate): AggregateWire {
+  if (aggregate instanceof HashedListAggregate) return { formatVersion: aggregate.formatVersion, count: aggregate.count, value: 0n, state: aggregate.toBytes() };
+  return { formatVersion: aggregate.formatVersion, count: aggregate.count, value: aggregate.value() };
+}
+
+export function aggregateFromWire(wire: AggregateWire): SegmentAggregate {
+  if (wire.state !== undefined) return HashedListAggregate.fromBytes(Buffer.from(wire.state.buffer, wire.state.byteOffset, wire.state.byteLength));
+  return new ChainedAggregate(wire.formatVersion, wire.value, wire.count);
+}
+
 class ChainedAggregate implements SegmentAggregate {
   constructor(
     readonly formatVersion: number,

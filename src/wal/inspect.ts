@@ -6,6 +6,7 @@ import { type Disk, isNotFound } from '../io/index.js';
 import type { Finding } from '../recovery/index.js';
 import { checksumHex } from './checksum.js';
 import { type SegmentAnalysis, type DamageRange, analysisBefore, analyzeSegmentFile, isClean } from './analyze.js';
+import { type SegmentAnalyzer, inThreadAnalyzer, mapWindowed } from './analyze-pool.js';
 import { type Catalog, type HoleRecord, type SegmentRecord, decodeCatalog } from './catalog.js';
 import { StoreNotFoundError } from './errors.js';
 import { type StoreLayout, fileByteLength, readRange, TEMP_SUFFIX } from './files.js';
@@ -73,6 +74,11 @@ export interface InspectOptions {
    */
   readonly allowSegmentGaps: boolean;
   readonly onProgress?: (bytesDone: number, bytesTotal: number) => void;
+  /**
+   * Where segment files and backups are analysed, chosen once the work is known (the bytes to read,
+   * backups included, and the segment files); inspectStore closes it. Default: in this thread.
+   */
+  readonly analyzer?: (work: { readonly bytes: number; readonly files: number }) => SegmentAnalyzer | undefined;
 }
 
 export async function readCatalog(layout: StoreLayout): Promise<{ catalog: Catalog | undefined; problem: string | undefined; missing: boolean }> {
@@ -147,70 +153,98 @@ export async function inspectStore(layout: StoreLayout, options: InspectOptions)
     options.onProgress?.(bytesDone, bytesTotal);
   };
 
-  const segments: SegmentInspection[] = [];
-  let previousLast: number | undefined;
-  for (let i = 0; i < ids.length; i += 1) {
-    const segmentId = ids[i] as number;
-    const record = records.get(segmentId);
-    const path = layout.segmentPath(segmentId);
-    const isLast = i === ids.length - 1;
-    const firstIndexHint = record?.firstIndex ?? (previousLast === undefined ? undefined : previousLast + 1);
-    // The record's aggregate at its end tells the function of a segment whose header is damaged.
-    const checkpoint = record ? { offsetBytes: record.state === 'sealed' ? record.byteLength - TRAILER_BYTES : record.byteLength, aggregate: record.aggregateChecksum, aggregateState: record.aggregateState } : undefined;
-    const analysis = present.has(segmentId)
-      ? await analyzeSegmentFile(layout.disk, path, segmentId, { entryBytesMax: options.entryBytesMax, ...(firstIndexHint === undefined ? {} : { firstIndexHint }), ...(checkpoint ? { checkpoint } : {}) })
-      : undefined;
-    progress(sizes.get(segmentId) ?? 0);
-    const tornWrite = analysis && isLast ? await tornWriteOf(layout, path, record, analysis, options.tornWindowBytes) : undefined;
-    const inspection = inspectSegment({ log, layout, segmentId, path, record, analysis, isLast, ...(tornWrite ? { tornWrite } : {}) });
-    segments.push(inspection);
-    if (inspection.expected) previousLast = inspection.expected.lastIndex;
-    else if (analysis) previousLast = analysis.lastIndex;
-  }
-  // Continuity across segments, and the expected end of segments whose own end is damaged.
-  for (let i = 1; i < segments.length; i += 1) {
-    const prev = segments[i - 1] as SegmentInspection;
-    const cur = segments[i] as SegmentInspection;
-    const prevLast = prev.expected?.lastIndex ?? prev.analysis?.lastIndex;
-    const curFirst = cur.expected?.firstIndex ?? cur.analysis?.firstIndex;
-    const segmentsBetweenHeldElsewhere = options.allowSegmentGaps && curFirst !== undefined && prevLast !== undefined && curFirst > prevLast + 1;
-    if (prevLast !== undefined && curFirst !== undefined && curFirst !== prevLast + 1 && !segmentsBetweenHeldElsewhere) {
-      (cur.findings as Finding[]).push({
-        kind: curFirst > prevLast + 1 ? 'index-gap' : 'misplaced-entry',
-        log,
-        segment: cur.segmentId,
-        entryIndex: Math.min(curFirst, prevLast + 1),
-        indexCount: Math.abs(curFirst - (prevLast + 1)),
-        file: rel(cur.path),
-        detail: `segment starts at index ${curFirst}, the one before it ends at ${prevLast}`,
-      });
-    }
+  // Every present segment is analysed (concurrently with a pool), then inspected in order. A
+  // segment without a record takes its expected first index from the one before it; that hint
+  // matters only when its header is damaged, so such a segment is analysed again in order then.
+  const analyzer = options.analyzer?.({ bytes: bytesTotal, files: files.ids.length }) ?? inThreadAnalyzer;
+  try {
+    return await inspectWith(analyzer);
+  } finally {
+    await analyzer.close();
   }
 
-  if (options.backupCopies > 0) {
+  async function inspectWith(analyzer: SegmentAnalyzer): Promise<StoreInspection> {
+    const checkpointOf = (record: SegmentRecord | undefined) =>
+      record ? { checkpoint: { offsetBytes: record.state === 'sealed' ? record.byteLength - TRAILER_BYTES : record.byteLength, aggregate: record.aggregateChecksum, aggregateState: record.aggregateState } } : {};
+    const presentIds = ids.filter((id) => present.has(id));
+    const analysed = await mapWindowed(
+      presentIds,
+      analyzer.concurrency,
+      (segmentId) => {
+        const record = records.get(segmentId);
+        // The record's aggregate at its end tells the function of a segment whose header is damaged.
+        return analyzer.analyze(layout.disk, layout.segmentPath(segmentId), segmentId, { entryBytesMax: options.entryBytesMax, ...(record ? { firstIndexHint: record.firstIndex } : {}), ...checkpointOf(record) });
+      },
+      (segmentId) => progress(sizes.get(segmentId) ?? 0),
+    );
+    const analyses = new Map(presentIds.map((id, i) => [id, analysed[i] as SegmentAnalysis]));
+
+    const segments: SegmentInspection[] = [];
+    let previousLast: number | undefined;
+    for (let i = 0; i < ids.length; i += 1) {
+      const segmentId = ids[i] as number;
+      const record = records.get(segmentId);
+      const path = layout.segmentPath(segmentId);
+      const isLast = i === ids.length - 1;
+      let analysis = analyses.get(segmentId);
+      if (analysis && record === undefined && previousLast !== undefined && analysis.header === undefined) {
+        analysis = await analyzeSegmentFile(layout.disk, path, segmentId, { entryBytesMax: options.entryBytesMax, firstIndexHint: previousLast + 1 });
+      }
+      const tornWrite = analysis && isLast ? await tornWriteOf(layout, path, record, analysis, options.tornWindowBytes) : undefined;
+      const inspection = inspectSegment({ log, layout, segmentId, path, record, analysis, isLast, ...(tornWrite ? { tornWrite } : {}) });
+      segments.push(inspection);
+      if (inspection.expected) previousLast = inspection.expected.lastIndex;
+      else if (analysis) previousLast = analysis.lastIndex;
+    }
+    // Continuity across segments, and the expected end of segments whose own end is damaged.
+    for (let i = 1; i < segments.length; i += 1) {
+      const prev = segments[i - 1] as SegmentInspection;
+      const cur = segments[i] as SegmentInspection;
+      const prevLast = prev.expected?.lastIndex ?? prev.analysis?.lastIndex;
+      const curFirst = cur.expected?.firstIndex ?? cur.analysis?.firstIndex;
+      const segmentsBetweenHeldElsewhere = options.allowSegmentGaps && curFirst !== undefined && prevLast !== undefined && curFirst > prevLast + 1;
+      if (prevLast !== undefined && curFirst !== undefined && curFirst !== prevLast + 1 && !segmentsBetweenHeldElsewhere) {
+        (cur.findings as Finding[]).push({
+          kind: curFirst > prevLast + 1 ? 'index-gap' : 'misplaced-entry',
+          log,
+          segment: cur.segmentId,
+          entryIndex: Math.min(curFirst, prevLast + 1),
+          indexCount: Math.abs(curFirst - (prevLast + 1)),
+          file: rel(cur.path),
+          detail: `segment starts at index ${curFirst}, the one before it ends at ${prevLast}`,
+        });
+      }
+    }
+
+    if (options.backupCopies > 0) {
+      await mapWindowed(
+        segments,
+        Math.max(1, Math.floor(analyzer.concurrency / options.backupCopies)),
+        (segment) => inspectBackups(layout, segment, options, analyzer, log, rel),
+        (segment, backups) => {
+          const expectedBytes = segment.record?.state === 'sealed' ? (sizes.get(segment.segmentId) ?? 0) * options.backupCopies : 0;
+          (segment.backupFindings as Finding[]).push(...backups.findings);
+          bytesTotal += backups.bytesRead - expectedBytes;
+          progress(backups.bytesRead);
+        },
+      );
+    }
+
+    const unexpectedFiles = files.others.map((name) => `segments/${name}`);
+    for (const file of unexpectedFiles) findings.push({ kind: 'unexpected-file', log, file, detail: 'not a segment file name' });
+    for (const [id, of] of strays) {
+      const file = relative(layout.dataDir, layout.segmentPath(id));
+      unexpectedFiles.push(file);
+      findings.push({ kind: 'unexpected-file', log, segment: id, file, detail: `a copy of segment ${of} under another segment's name` });
+    }
+    for (const segment of segments) findings.push(...segment.findings, ...segment.backupFindings);
+
+    const holes: HoleRecord[] = [];
     for (const segment of segments) {
-      const expectedBytes = segment.record?.state === 'sealed' ? (sizes.get(segment.segmentId) ?? 0) * options.backupCopies : 0;
-      const backups = await inspectBackups(layout, segment, options, log, rel);
-      (segment.backupFindings as Finding[]).push(...backups.findings);
-      bytesTotal += backups.bytesRead - expectedBytes;
-      progress(backups.bytesRead);
+      for (const hole of segment.analysis?.holes ?? []) holes.push({ segmentId: segment.segmentId, firstIndex: hole.firstIndex, count: hole.count });
     }
+    return { dataDir: layout.dataDir, log, catalog, catalogProblem, segments, unexpectedFiles, holes, findings, bytesScanned: bytesDone };
   }
-
-  const unexpectedFiles = files.others.map((name) => `segments/${name}`);
-  for (const file of unexpectedFiles) findings.push({ kind: 'unexpected-file', log, file, detail: 'not a segment file name' });
-  for (const [id, of] of strays) {
-    const file = relative(layout.dataDir, layout.segmentPath(id));
-    unexpectedFiles.push(file);
-    findings.push({ kind: 'unexpected-file', log, segment: id, file, detail: `a copy of segment ${of} under another segment's name` });
-  }
-  for (const segment of segments) findings.push(...segment.findings, ...segment.backupFindings);
-
-  const holes: HoleRecord[] = [];
-  for (const segment of segments) {
-    for (const hole of segment.analysis?.holes ?? []) holes.push({ segmentId: segment.segmentId, firstIndex: hole.firstIndex, count: hole.count });
-  }
-  return { dataDir: layout.dataDir, log, catalog, catalogProblem, segments, unexpectedFiles, holes, findings, bytesScanned: bytesDone };
 }
 
 /** The torn write in the last segment, when it is an open one (header intact, not sealed). */
@@ -403,6 +437,7 @@ async function inspectBackups(
   layout: StoreLayout,
   segment: SegmentInspection,
   options: InspectOptions,
+  analyzer: SegmentAnalyzer,
   log: string,
   rel: (path: string) => string,
 ): Promise<{ findings: Finding[]; bytesRead: number }> {
@@ -414,7 +449,7 @@ async function inspectBackups(
     const path = layout.backupPath(segment.segmentId, copy);
     let problem: string | undefined;
     try {
-      const analysis = await analyzeSegmentFile(layout.disk, path, segment.segmentId, { entryBytesMax: options.entryBytesMax });
+      const analysis = await analyzer.analyze(layout.disk, path, segment.segmentId, { entryBytesMax: options.entryBytesMax });
       bytesRead += analysis.fileByteLength;
       if (!isClean(analysis) || analysis.trailer === undefined) problem = 'backup copy is damaged';
       else if (!matchesExpectation(analysis, expected)) problem = 'backup copy differs from the sealed segment';

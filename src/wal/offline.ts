@@ -6,6 +6,9 @@ import { type Finding, type RepairReport, type RepairStrategy, RecoveryMetrics, 
 import { checksumHex } from './checksum.js';
 import type { HoleRecord } from './catalog.js';
 import { StoreLayout, lockStore } from './files.js';
+import { existsSync } from 'node:fs';
+import type { Worker } from 'node:worker_threads';
+import { type SegmentAnalyzer, AnalyzePool, analyzeWorkerScriptPath, availableCores } from './analyze-pool.js';
 import { type StoreInspection, inspectStore, readCatalog, assertStoreDir } from './inspect.js';
 import { type StoreSettings, WAL_DEFAULTS, resolveWalOptions, tornWindowBytesOf, validateSettings } from './options.js';
 import { repairStore } from './repair.js';
@@ -35,6 +38,27 @@ export interface DataDirOptions {
   readonly disk?: Disk;
   /** Quarantine names and hole timestamps (nowMs); durations (monotonicMs). Default: the system's. */
   readonly clock?: Clock;
+  /**
+   * validate: worker threads that read and hash segment files (default: the available cores, when
+   * the store is on the real file system and holds at least POOL_MIN_BYTES in two or more segment
+   * files; 1: in this thread). The report is the same either way.
+   */
+  readonly threads?: number;
+  /** validate: starts one analysis worker (default: analyze-worker.js; tests pass a stand-in). */
+  readonly spawnWorker?: () => Worker;
+}
+
+/** Below this many bytes to read, starting worker threads costs more than it saves. */
+export const POOL_MIN_BYTES = 16 * 1024 * 1024;
+
+function analyzerOf(options: DataDirOptions): ((work: { bytes: number; files: number }) => SegmentAnalyzer | undefined) | undefined {
+  if (options.disk !== undefined && options.disk !== nodeDisk) return undefined;
+  return (work) => {
+    const threads = options.threads ?? (work.bytes >= POOL_MIN_BYTES ? availableCores() : 1);
+    // From TypeScript sources (no compiled worker beside this module) validate stays in thread.
+    if (threads < 2 || work.files < 2 || (options.spawnWorker === undefined && !existsSync(analyzeWorkerScriptPath()))) return undefined;
+    return new AnalyzePool({ threads: Math.min(threads, work.files), ...(options.spawnWorker ? { spawn: options.spawnWorker } : {}) });
+  };
 }
 
 export interface SegmentSummary {
@@ -108,6 +132,7 @@ export async function validateStore(dataDir: string, options: DataDirOptions = {
   const layout = new StoreLayout(options.disk ?? nodeDisk, dataDir, options.backupDir);
   const { settings, recordedBackups } = await settingsOf(layout, options);
   const recovery = recoveryOf(options, recordedBackups);
+  const analyzer = analyzerOf(options);
   const inspection = await inspectStore(layout, {
     entryBytesMax: settings.entryBytesMax,
     logName: settings.logName,
@@ -115,6 +140,7 @@ export async function validateStore(dataDir: string, options: DataDirOptions = {
     tornWindowBytes: windowOf(options, settings),
     allowSegmentGaps: options.allowSegmentGaps ?? false,
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(analyzer ? { analyzer } : {}),
   });
   return {
     log: settings.logName,

@@ -97,6 +97,7 @@ class Window {
     if (keep > 0 && offset !== this.startOffset) this.buf.copy(this.buf, 0, offset - this.startOffset, this.length);
     this.startOffset = offset;
     this.length = keep;
+    this.cachedView = undefined;
     while (this.length < this.buf.byteLength && !this.atEof) {
       const want = Math.min(this.buf.byteLength - this.length, this.endOffset - this.endOfData);
       const { bytesRead } = await this.file.read(this.buf, this.length, want, this.endOfData);
@@ -110,8 +111,12 @@ class Window {
     }
   }
 
+  private cachedView: Buffer | undefined;
+
+  /** The valid bytes; one view per fill, not one per frame (the scan's hot path). */
   view(): Buffer {
-    return this.buf.subarray(0, this.length);
+    if (this.cachedView?.byteLength !== this.length) this.cachedView = this.buf.subarray(0, this.length);
+    return this.cachedView;
   }
 }
 
