@@ -267,7 +267,7 @@ async function benchMemory(store) {
   const b = await runTask('rss', { dir: store.dir, mode: 'readloop', sampleMs: 10 }, { nodeArgs });
   const rows = [
     ['process', 'bytes read', 'time', 'RSS before', 'RSS peak', 'RSS growth', 'peak heapUsed growth', 'peak external+arrayBuffers growth', 'samples'],
-    ...[['validateStore (default: worker pool, workers included)', v], ['validateStore, threads 1', v1], ['baseline: plain read loop, 1 MiB buffer', b]].map(([name, r]) => [
+    ...[['validateStore --threads <cores> (worker pool, workers included)', v], ['validateStore, threads 1', v1], ['baseline: plain read loop, 1 MiB buffer', b]].map(([name, r]) => [
       name,
       fmtBytes(r.bytes),
       fmtMs(r.ms),

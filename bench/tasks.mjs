@@ -2,6 +2,7 @@
 // Each task prints one result line (see reportResult) and exits. run.mjs starts them so that
 // every measurement runs in a process of its own (fresh heap, store not open anywhere else).
 import { hash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { closeSync, fdatasyncSync, openSync, readFileSync, readdirSync, statSync, writeSync } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -265,7 +266,7 @@ async function validateThroughput({ dir, frameBytes, reps }) {
   let report;
   const steps = {
     hash1m: timed(() => hashFiles(files, MIB)),
-    validate: timed(() => validateStore(dir, { recovery: { backupRetentionCount: 0 } })),
+    validate: timed(() => validateStore(dir, { recovery: { backupRetentionCount: 0 }, threads: availableParallelism() })),
     validate1: timed(() => validateStore(dir, { recovery: { backupRetentionCount: 0 }, threads: 1 })),
     hashEntry: timed(() => hashFiles(files, frameBytes)),
   };
@@ -334,7 +335,7 @@ async function rss({ dir, mode, sampleMs }) {
   const t = now();
   let bytes;
   if (mode === 'validate' || mode === 'validate1') {
-    const report = await validateStore(dir, { recovery: { backupRetentionCount: 0 }, ...(mode === 'validate1' ? { threads: 1 } : {}) });
+    const report = await validateStore(dir, { recovery: { backupRetentionCount: 0 }, threads: mode === 'validate1' ? 1 : availableParallelism() });
     if (!report.ok) throw new Error('validate found damage');
     bytes = report.bytesScanned;
   } else {

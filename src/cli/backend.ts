@@ -94,6 +94,8 @@ export interface AdminOptions {
   readonly logger: Logger;
   /** Backup copies each sealed segment should have (default: what the store recorded). */
   readonly backupRetentionCount?: number;
+  /** validate: worker threads (default 1, in this thread). */
+  readonly threads?: number;
 }
 
 export function adminFor(endpoint: Endpoint, options: AdminOptions): StoreChecks {
@@ -103,7 +105,7 @@ export function adminFor(endpoint: Endpoint, options: AdminOptions): StoreChecks
   const recovery = options.backupRetentionCount !== undefined ? { recovery: { backupRetentionCount: options.backupRetentionCount } } : {};
   const withProgress = (onProgress: OnProgress): DataDirOptions => (onProgress ? { logger, ...recovery, onProgress } : { logger, ...recovery });
   return {
-    validate: (onProgress) => validateStore(dataDir, withProgress(onProgress)),
+    validate: (onProgress) => validateStore(dataDir, { ...withProgress(onProgress), ...(options.threads !== undefined ? { threads: options.threads } : {}) }),
     inspect: () => inspectDataDir(dataDir, { logger }),
     repair: (strategy, dryRun, onProgress) => repairDataDir(dataDir, { strategy, dryRun }, withProgress(onProgress)),
   };

@@ -3,7 +3,7 @@
 import type { Logger } from 'pino';
 import type { RepairStrategy } from '../recovery/index.js';
 import { APPEND_ENTRIES_MAX } from '../replication/index.js';
-import { type AppendRange, type Endpoint, type OnProgress, type OpenLogOptions, type StoreChecks, adminFor, clusterStatus, openLog } from './backend.js';
+import { type AdminOptions, type AppendRange, type Endpoint, type OnProgress, type OpenLogOptions, type StoreChecks, adminFor, clusterStatus, openLog } from './backend.js';
 import { EXIT_DAMAGE, EXIT_OK, type ExitCode, PartialAppendError, SegmentNotFoundError } from './exit.js';
 import { lineBatches } from './lines.js';
 import { runClusterRepair, runClusterValidate } from './cluster-commands.js';
@@ -21,8 +21,12 @@ export interface CommandContext {
   readonly backupRetentionCount: number | undefined;
 }
 
+function adminOptions(ctx: CommandContext): AdminOptions {
+  return { logger: ctx.logger, ...(ctx.backupRetentionCount !== undefined ? { backupRetentionCount: ctx.backupRetentionCount } : {}) };
+}
+
 function admin(ctx: CommandContext, endpoint: Endpoint): StoreChecks {
-  return adminFor(endpoint, { logger: ctx.logger, ...(ctx.backupRetentionCount !== undefined ? { backupRetentionCount: ctx.backupRetentionCount } : {}) });
+  return adminFor(endpoint, adminOptions(ctx));
 }
 
 function logOptions(ctx: CommandContext, create: boolean): OpenLogOptions {
@@ -100,9 +104,10 @@ async function withProgress<T>(ctx: CommandContext, label: string, work: (onProg
   }
 }
 
-export async function runValidate(ctx: CommandContext, endpoint: Endpoint, node = ''): Promise<ExitCode> {
+export async function runValidate(ctx: CommandContext, endpoint: Endpoint, node = '', threads?: number): Promise<ExitCode> {
   if (endpoint.kind === 'cluster') return runClusterValidate(ctx, endpoint, node);
-  const report = await withProgress(ctx, 'validating', (onProgress) => admin(ctx, endpoint).validate(onProgress));
+  const checks = threads !== undefined ? adminFor(endpoint, { ...adminOptions(ctx), threads }) : admin(ctx, endpoint);
+  const report = await withProgress(ctx, 'validating', (onProgress) => checks.validate(onProgress));
   if (ctx.json) await ctx.out.json(report);
   else await ctx.out.write(validateLines(report));
   return report.ok ? EXIT_OK : EXIT_DAMAGE;

@@ -253,6 +253,18 @@ describe('validate', () => {
     expect(lines[lines.length - 1]).toMatch(/^damage: 1 finding/);
   });
 
+  it('validate --threads N reports the same findings; --threads 0 exits 2 with one line', async () => {
+    const dataDir = await makeStore();
+    await damageSegmentTwo(dataDir);
+    const one = await validateJson(dataDir);
+    const two = await validateJson(dataDir, ['--threads', '2']);
+    expect(two.code).toBe(1);
+    expect(two.report.findings).toEqual(one.report.findings);
+    const bad = await run(['validate', '--data-dir', dataDir, '--threads', '0']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trimEnd().split('\n')).toHaveLength(1);
+  });
+
   it('draws no progress bar when stderr is a pipe', async () => {
     const dataDir = await makeStore();
     await damageSegmentTwo(dataDir);
