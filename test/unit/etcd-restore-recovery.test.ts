@@ -4,7 +4,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FencedError } from '../../src/replication/index.js';
 import { format } from '../../src/wal/index.js';
-import { TestCluster, type WriterUnderTest, acknowledgedBy, payloadOf, sleep, startWriter } from '../support/replication-fakes.js';
+import { TestCluster, type WriterUnderTest, acknowledgedBy, payloadOf, startWriter, until } from '../support/replication-fakes.js';
 
 const LOG = 'orders';
 const SEGMENT_BYTES_SMALL = 4096;
@@ -74,8 +74,8 @@ describe('an unacknowledged tail of a segment whose successor a member holds (DU
     cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
     cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
     void w1.writer.append([payloadOf(2)]).catch(() => undefined);
-    await sleep(50);
-    expect((await cluster.node('a').store(LOG)).segmentRecord(2)?.lastIndex).toBe(2);
+    const storeA = await cluster.node('a').store(LOG);
+    await until(() => storeA.segmentRecord(2)?.lastIndex === 2);
     cluster.network.kill('A');
     cluster.network.heal('b');
     cluster.network.heal('c');
