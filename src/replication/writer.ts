@@ -226,16 +226,19 @@ export class LogWriter {
     // The sealed copies that agree with the most others (healthy sealed copies are identical).
     let sealed = holders.filter((h) => h.value.sealed);
     const points = new Set(sealed.map((h) => h.value.lastIndex));
-    if (points.size > 1) {
+    // Where the next segment begins, when a node holds it, is where this one was sealed in etcd
+    // (a writer creates a segment only after its predecessor's SEALED record): entries a copy holds
+    // past it were never acknowledged (an open copy's unacknowledged tail), and recording them would
+    // put their indices in two segments (seed 719).
+    const following = await this.followingEnd(answers.ok.map((a) => a.node), segmentId);
+    if (points.size > 1 || (following !== undefined && sealed.some((h) => h.value.lastIndex !== following))) {
       // Sealed at different points: a former member's catch-up seals its copy at its own prefix
       // (catchup.ts), below the record, and a copy a failed recovery sealed past the record may be
       // left uncut. Votes cannot tell them apart (a tie went to the node sorted first, sealing
       // short of acknowledged entries): the next segment's first index does, when a node holds
       // it; else the highest point (entries past the lost record were never acknowledged, and no
       // segment follows them). A point no answering copy is sealed at waits for one.
-      const next = await settle(answers.ok.map((a) => a.node), (node) => this.peer(node).fence(log, segmentId + 1, epoch));
-      const following = next.ok.filter((a) => a.value.present).map((a) => a.value.firstIndex - 1);
-      const end = following.length > 0 ? Math.min(...following) : Math.max(...points);
+      const end = following ?? Math.max(...points);
       sealed = sealed.filter((h) => h.value.lastIndex === end);
       if (sealed.length === 0) throw new QuorumUnavailableError(log, 0, 1, { cause: new Error(`segment ${segmentId} follows on at ${end + 1}: no answering copy is sealed at ${end}`) });
     }
@@ -249,7 +252,7 @@ export class LogWriter {
     // others and a joiner could seal short of acknowledged entries). These answers do intersect
     // every ack quorum: the highest index they hold is recorded as the floor the recovery's
     // answers must reach (lastIndex of a record not SEALED, see recoverSegment).
-    const floor = Math.max(...holders.map((h) => h.value.lastIndex));
+    const floor = Math.min(Math.max(...holders.map((h) => h.value.lastIndex)), following ?? Infinity);
     const meta: SegmentMeta = {
       log,
       segmentId,
@@ -269,6 +272,20 @@ export class LogWriter {
     return true;
   }
 
+  /**
+   * The index segment segmentId ends at as the next segment's copies show it (the lowest first
+   * index less one among the nodes given that hold segment segmentId + 1), or undefined when none
+   * of them holds it. The next segment exists on a node only once a writer recorded this one
+   * SEALED there (etcd restored from an older snapshot lost that record, or left it OPEN), so no
+   * entry past that point was acknowledged. Fences the next segment with this writer's epoch, as
+   * rederiveNextRecord does; nodes that do not answer are left out.
+   */
+  private async followingEnd(nodes: readonly string[], segmentId: number): Promise<number | undefined> {
+    const next = await settle(nodes, (node) => this.peer(node).fence(this.o.log, segmentId + 1, this.o.epoch));
+    const ends = next.ok.filter((a) => a.value.present).map((a) => a.value.firstIndex - 1);
+    return ends.length > 0 ? Math.min(...ends) : undefined;
+  }
+
   private async recoverSegment(meta: SegmentMeta, modRevision: number): Promise<void> {
     const { log, epoch } = this.o;
     if (meta.writerEpoch > epoch) throw new FencedError(log, epoch, meta.writerEpoch);
@@ -280,12 +297,16 @@ export class LogWriter {
     // cannot hold the log back; they are fenced too, and what they answer is used like a
     // member's answer (their copies came from a member, up to a seal point of a fence quorum).
     const answers = await settle(meta.ensemble, (node) => this.peer(node).fence(log, meta.segmentId, epoch));
+    // A member fenced by a higher epoch (its persisted fence; after etcd was restored from an older
+    // snapshot it may be this node's own store) refuses this epoch for good, even when the others
+    // form a fence quorum: with it counted as silent the recovery would look for joiners and retry
+    // forever at an epoch that member never accepts. A higher epoch wins: FencedError, so that the
+    // election raises its floor past it (log-runtime.ts) and campaigns again.
+    if (answers.failed.some((f) => isFenced(f.error))) throw new FencedError(log, epoch, fencedEpochOf(answers.failed, epoch));
     const needed = meta.ensemble.length - meta.ackQuorum + 1;
-    if (answers.ok.length < needed) {
-      if (answers.failed.some((f) => isFenced(f.error))) throw new FencedError(log, epoch, fencedEpochOf(answers.failed, epoch));
-      throw new QuorumUnavailableError(log, answers.ok.length, needed);
-    }
+    if (answers.ok.length < needed) throw new QuorumUnavailableError(log, answers.ok.length, needed);
     const earlierJoiners = await settle(meta.joiners ?? [], (node) => this.peer(node).fence(log, meta.segmentId, epoch));
+    if (earlierJoiners.failed.some((f) => isFenced(f.error))) throw new FencedError(log, epoch, fencedEpochOf(earlierJoiners.failed, epoch));
     answers.ok.push(...earlierJoiners.ok);
     // A record re-derived after etcd was restored names a floor (rederiveNextRecord): answers that
     // reach none of it miss a member that may hold acknowledged entries (joiners added below hold
@@ -304,6 +325,7 @@ export class LogWriter {
       recovering = grown.meta;
       revision = grown.revision;
       const joined = await settle(grown.added, (node) => this.peer(node).fence(log, meta.segmentId, epoch));
+      if (joined.failed.some((f) => isFenced(f.error))) throw new FencedError(log, epoch, fencedEpochOf(joined.failed, epoch));
       answers.ok.push(...joined.ok);
     }
     const lastOf = (h: SegmentHolding): number => (h.present ? h.lastIndex : meta.firstIndex - 1);
@@ -335,7 +357,15 @@ export class LogWriter {
     // quorum intersects every ack quorum): the seal point goes back to just before it. The other
     // two points are batch boundaries already: a writer's committed index, and points sealed by
     // a writer or by a recovery that lowered them (members refuse to seal inside a batch).
-    const last = lowestSealed ?? (own ? opened.nextIndex - 1 : await this.pointOutsideSessionBatch(start, answers.ok.filter((a) => lastOf(a.value) >= highest && a.value.present).map((a) => a.node), highest));
+    // A copy of the next segment held by any answering or live node caps the point (followingEnd):
+    // only etcd restored from an older snapshot leaves a segment unsealed once its successor
+    // exists, and the entries a copy holds past that cap were never acknowledged. The cap is a
+    // point a writer sealed at, so a batch boundary too.
+    const cap = own ? undefined : await this.followingEnd([...new Set([...answers.ok.map((a) => a.node), ...this.o.liveMembers()])].sort(), meta.segmentId);
+    const last = Math.min(
+      lowestSealed ?? (own ? opened.nextIndex - 1 : cap !== undefined && cap < highest ? cap : await this.pointOutsideSessionBatch(start, answers.ok.filter((a) => lastOf(a.value) >= highest && a.value.present).map((a) => a.node), highest)),
+      cap ?? Infinity,
+    );
     // Never below what this writer acknowledged (members refuse it too: Seal below the committed
     // index they were told). Cannot happen by the argument above; a failed recovery is retried.
     // A segment before the one this writer opened last (its record went back to OPEN with an etcd

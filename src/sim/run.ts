@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { SeededRandom } from '../io/index.js';
 import type { SessionRef } from '../replication/sessions.js';
+import type { SegmentMeta } from '../replication/metadata.js';
 import { format } from '../wal/index.js';
 import { SIM_LOG, SimCluster, type SimNode, describe } from './cluster.js';
 import { SimEtcd, type SimEtcdSnapshot } from './directory.js';
@@ -513,6 +514,16 @@ function checkCampaigns(cluster: SimCluster, model: Model): void {
  */
 async function checkFinal(cluster: SimCluster, model: Model, committedIndex: number): Promise<void> {
   const records = cluster.etcd.segmentRecords(SIM_LOG);
+  // The records chain: segment n + 1 starts right after segment n ends (an index in two segments
+  // was committed twice; seed 719 before the fix re-derived an unacknowledged tail beside it).
+  const chain = records.map((r) => r.meta).sort((x, y) => x.segmentId - y.segmentId);
+  for (let i = 1; i < chain.length; i += 1) {
+    const before = chain[i - 1] as SegmentMeta;
+    const after = chain[i] as SegmentMeta;
+    if (before.state === 'SEALED' && after.segmentId === before.segmentId + 1 && after.firstIndex !== before.lastIndex + 1) {
+      model.violate('segments-chain', `segment ${after.segmentId} starts at ${after.firstIndex}, segment ${before.segmentId} ends at ${before.lastIndex}`);
+    }
+  }
   const finalLog = new Map<number, string>();
   const intactCopies = new Map<number, number>();
   const pending: Array<Promise<void>> = [];

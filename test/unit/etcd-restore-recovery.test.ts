@@ -1,0 +1,102 @@
+// Recovery after etcd was restored from an older snapshot: two defects the simulator found
+// (`node dist/sim/main.js --etcd-restore --seed 511` and `--seed 719`), each with the scenario that
+// stalled the log or committed an unacknowledged entry twice before its fix.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FencedError } from '../../src/replication/index.js';
+import { format } from '../../src/wal/index.js';
+import { TestCluster, type WriterUnderTest, acknowledgedBy, payloadOf, startWriter, until } from '../support/replication-fakes.js';
+
+const LOG = 'orders';
+const SEGMENT_BYTES_SMALL = 4096;
+/** The payload byte length of one entry that fills a SEGMENT_BYTES_SMALL segment: the writer seals it right after. */
+const FILLING_ENTRY_BYTES = SEGMENT_BYTES_SMALL - format.SEGMENT_HEADER_BYTES - format.TRAILER_BYTES - format.ENTRY_HEADER_BYTES;
+
+let cluster: TestCluster;
+const writers: WriterUnderTest[] = [];
+
+beforeEach(async () => {
+  cluster = await TestCluster.start(['a', 'b', 'c', 'd']);
+});
+
+afterEach(async () => {
+  for (const { writer } of writers.splice(0)) writer.stop();
+  await cluster.close();
+});
+
+describe('a member fenced by a higher epoch than the recovering writer\'s (AVAILABILITY, --etcd-restore --seed 511)', () => {
+  // etcd went back to a snapshot: the election's epochs went back with it, and the new writer's
+  // own node had persisted the fence of epoch 52 (it had been the writer at 52). Its recovery of a
+  // two-member segment [b, c] counted that refusal as a silent member, since the other answer made
+  // a fence quorum; it added a joiner (in the simulator one that held later segments and refused
+  // the copy) and retried at epoch 40 for ever, as c never accepts 40. A higher epoch wins: the
+  // recovery stops with FencedError naming 52, so the election raises its floor past it.
+  it('stops with FencedError instead of recovering around the fenced member', async () => {
+    const w1 = startWriter(cluster, { log: LOG, self: 'b', epoch: 7, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['b', 'c'], caller: 'B' });
+    writers.push(w1);
+    expect(await w1.writer.append([payloadOf(1), payloadOf(2)])).toEqual({ firstIndex: 1, lastIndex: 2 });
+    await acknowledgedBy(w1, ['b', 'c'], 2);
+    cluster.network.kill('B');
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'OPEN', ensemble: ['b', 'c'] });
+    // A writer of epoch 52 fenced c, then etcd was restored to a snapshot of the epoch-7 days.
+    await cluster.network.resolverFor('c', 'C52')('c')?.fence(LOG, 1, 52);
+    cluster.network.kill('C52');
+    const w2 = startWriter(cluster, { log: LOG, self: 'c', epoch: 40, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c', 'd'] });
+    writers.push(w2);
+    const failure = await w2.writer.whenReady().then(() => undefined, (error: unknown) => error);
+    expect(failure).toBeInstanceOf(FencedError);
+    expect((failure as FencedError).fencedEpoch).toBe(52);
+    // Nothing was recorded at the stale epoch: no joiner, and the segment is not sealed.
+    expect(cluster.directory.segment(LOG, 1).joiners ?? []).toEqual([]);
+    expect(cluster.directory.segment(LOG, 1).state).not.toBe('SEALED');
+    // With the floor raised past 52, the next writer recovers the segment at 2 and goes on.
+    const w3 = startWriter(cluster, { log: LOG, self: 'c', epoch: 80, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c', 'd'] });
+    writers.push(w3);
+    await w3.writer.whenReady();
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', lastIndex: 2, ensemble: ['b', 'c'] });
+    expect(await w3.writer.append([payloadOf(3)])).toEqual({ firstIndex: 3, lastIndex: 3 });
+  }, 20_000);
+});
+
+describe('an unacknowledged tail of a segment whose successor a member holds (DUPLICATE INDEX, --etcd-restore --seed 719)', () => {
+  // a held entry 2 of segment 2 alone (never acknowledged); the next writer, with a away, sealed
+  // segment 2 empty and acknowledged 2' in segment 3 (2..). etcd then lost both records. The
+  // re-derivation found a's open copy of segment 2 (up to 2) and recorded it OPEN with a as its
+  // only holder; recovery sealed it at 2, then segment 3 was re-derived at 2.. too: index 2 was
+  // in two segments (the unacknowledged entry committed beside the acknowledged one), and the
+  // members of each could never catch up on the other. A segment ends where a copy of the next
+  // one begins: that point was sealed in etcd before the next segment was created.
+  it('re-derives the segment as ending before the next one\'s first index', async () => {
+    const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'], caller: 'A' });
+    writers.push(w1);
+    expect(await w1.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', lastIndex: 1 });
+    // Entry 2 reaches a only: never acknowledged.
+    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
+    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
+    void w1.writer.append([payloadOf(2)]).catch(() => undefined);
+    const storeA = await cluster.node('a').store(LOG);
+    await until(() => storeA.segmentRecord(2)?.lastIndex === 2);
+    cluster.network.kill('A');
+    cluster.network.heal('b');
+    cluster.network.heal('c');
+    // The next writer, with a away, seals segment 2 empty and acknowledges 2' in segment 3.
+    cluster.network.fail('a', { kind: 'unavailable' });
+    const w2 = startWriter(cluster, { log: LOG, self: 'b', epoch: 9, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['b', 'c', 'd'] });
+    writers.push(w2);
+    expect(await w2.writer.append([payloadOf(20)])).toEqual({ firstIndex: 2, lastIndex: 2 });
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'SEALED', lastIndex: 1 });
+    expect(cluster.directory.segment(LOG, 3)).toMatchObject({ state: 'OPEN', firstIndex: 2 });
+    await acknowledgedBy(w2, ['b', 'c', 'd'], 2);
+    w2.writer.stop();
+    // etcd restored to a snapshot taken when segment 1 was the last; a is back.
+    cluster.directory.forget(LOG, 3);
+    cluster.directory.forget(LOG, 2);
+    cluster.network.heal('a');
+    const w3 = startWriter(cluster, { log: LOG, self: 'c', epoch: 20, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c', 'd'] });
+    writers.push(w3);
+    await w3.writer.whenReady();
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'SEALED', firstIndex: 2, lastIndex: 1 });
+    expect(cluster.directory.segment(LOG, 3)).toMatchObject({ state: 'SEALED', firstIndex: 2, lastIndex: 2 });
+    expect(await w3.writer.append([payloadOf(30)])).toEqual({ firstIndex: 3, lastIndex: 3 });
+  }, 20_000);
+});
