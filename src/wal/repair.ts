@@ -185,7 +185,8 @@ async function withRecordedShapes(ctx: RepairContext, inspection: StoreInspectio
   const added: Finding[] = [];
   for (let i = 0; i < segments.length; i += 1) {
     const segment = segments[i] as SegmentInspection;
-    if (!segment.present || segment.expected !== undefined || segment.findings.length === 0) continue;
+    // A torn write at the open end was never acknowledged: rolled back as always, no record needed.
+    if (!segment.present || segment.expected !== undefined || segment.tornWrite !== undefined || segment.findings.length === 0) continue;
     const recorded = await recordOf(sources, segment.segmentId);
     if (recorded === undefined) continue;
     const prev = segments[i - 1];
@@ -201,8 +202,8 @@ async function withRecordedShapes(ctx: RepairContext, inspection: StoreInspectio
     }
     const record: SegmentRecord = { segmentId: segment.segmentId, firstIndex: recorded.firstIndex, lastIndex: recorded.lastIndex, indexCount: recorded.indexCount, byteLength: recorded.byteLength, aggregateChecksum: recorded.aggregateChecksum, state: 'sealed', createdMs: recorded.createdMs };
     // A damaged header: scan again from the recorded first index (the neighbour's guess may be
-    // wrong, known limit 17). A torn write: sealed segments have none, the whole file counts.
-    const analysis = segment.analysis?.header === undefined || segment.tornWrite !== undefined
+    // wrong, known limit 17).
+    const analysis = segment.analysis?.header === undefined
       ? await analyzeSegmentFile(ctx.layout.disk, segment.path, segment.segmentId, { entryBytesMax: ctx.settings.entryBytesMax, firstIndexHint: record.firstIndex, checkpoint: { offsetBytes: record.byteLength - TRAILER_BYTES, aggregate: record.aggregateChecksum } })
       : segment.analysis;
     const shaped = inspectSegment({ log: ctx.settings.logName, layout: ctx.layout, segmentId: segment.segmentId, path: segment.path, record, analysis, isLast: false });
