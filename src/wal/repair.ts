@@ -185,8 +185,13 @@ async function withRecordedShapes(ctx: RepairContext, inspection: StoreInspectio
   const added: Finding[] = [];
   for (let i = 0; i < segments.length; i += 1) {
     const segment = segments[i] as SegmentInspection;
-    // A torn write at the open end was never acknowledged: rolled back as always, no record needed.
+    // Asked only where the file alone cannot give the shape: a segment that must be sealed (a later
+    // one exists), a damaged header, or damage running to an end nothing records. A torn write at
+    // the open end was never acknowledged: rolled back as always. Damage inside an open copy with
+    // its header intact is rebuilt as an open segment from the replicas, as without a record.
     if (!segment.present || segment.expected !== undefined || segment.tornWrite !== undefined || segment.findings.length === 0) continue;
+    const shapeUnknown = segment.mustBeSealed || segment.analysis?.header === undefined || segment.clusters.some((c) => !c.endKnown);
+    if (!shapeUnknown) continue;
     const recorded = await recordOf(sources, segment.segmentId);
     if (recorded === undefined) continue;
     const prev = segments[i - 1];
@@ -392,11 +397,18 @@ async function carryOut(ctx: RepairContext, segment: SegmentInspection, plan: Se
   }
 }
 
-/** Entries the catalog says were synced in the open segment but that the file no longer holds. */
+/**
+ * Entries the catalog says were synced in the open segment but that the file no longer holds; or
+ * entries a sealed record says the segment holds past the file's intact end, when no damaged
+ * stretch reaches there and the file has no trailer (a copy that ends cleanly short of its seal
+ * point: an open copy on a node that missed the last entries, given its shape by etcd's record).
+ */
 function syncedLoss(segment: SegmentInspection): IndexRange | undefined {
   const record = segment.record;
   const analysis = segment.analysis;
-  if (!record || !analysis || record.state !== 'open' || analysis.lastIndex >= record.lastIndex) return undefined;
+  if (!record || !analysis || analysis.lastIndex >= record.lastIndex) return undefined;
+  const shortSealed = record.state === 'sealed' && analysis.trailer === undefined && segment.clusters.every((c) => c.last < record.lastIndex);
+  if (record.state !== 'open' && !shortSealed) return undefined;
   return { first: analysis.lastIndex + 1, last: record.lastIndex };
 }
 

@@ -4,7 +4,7 @@
 // entries and trailer). Without it the segment's end is unknown, `partial` escalates and the node
 // never opens its log. Real stores on real files; the "replica" is a healthy copy of the segment
 // file served through GoodCopySource, and the record is a fake of etcd's.
-import { copyFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nodeDisk } from '../../src/io/index.js';
@@ -35,7 +35,7 @@ class Member implements GoodCopySource {
 
   async fetchFrames(segmentId: number, first: number, last: number): Promise<Map<number, Buffer>> {
     const frames = new Map<number, Buffer>();
-    if (segmentId !== SEGMENT) return frames;
+    if (segmentId !== this.record?.segmentId) return frames;
     await analyzeSegmentFile(nodeDisk, this.path, segmentId, {
       entryBytesMax: ENTRY_BYTES_MAX,
       onIntactFrame: (index, frame) => {
@@ -55,6 +55,14 @@ afterEach(async () => {
   for (const root of roots.splice(0)) await rm(root, { recursive: true, force: true });
 });
 
+/** etcd's record of a sealed segment, as the healthy copy at path says. */
+async function recordOfCopy(path: string, segmentId: number): Promise<RecordedSegment> {
+  const analysis = await analyzeSegmentFile(nodeDisk, path, segmentId, { entryBytesMax: ENTRY_BYTES_MAX });
+  const header = analysis.header;
+  if (!header || analysis.trailer === undefined || analysis.firstIndex === undefined) throw new Error(`segment ${segmentId} is not a sealed segment`);
+  return { segmentId, firstIndex: analysis.firstIndex, lastIndex: analysis.lastIndex, indexCount: analysis.indexCount, aggregateChecksum: analysis.aggregate, byteLength: analysis.fileByteLength, createdMs: header.createdMs };
+}
+
 /**
  * A replica's store of three sealed segments and an open one: CATALOG lost (empty after its
  * rename), segment 2's last two entries and its trailer overwritten (0xa5). A healthy copy of
@@ -68,10 +76,8 @@ async function lostCatalogAndEnd(): Promise<{ dir: string; original: Buffer; hea
   const original = await fileBytes(segmentPath(dir, SEGMENT));
   const healthy = join(root, 'replica-2.wal');
   await copyFile(segmentPath(dir, SEGMENT), healthy);
-  const analysis = await analyzeSegmentFile(nodeDisk, healthy, SEGMENT, { entryBytesMax: ENTRY_BYTES_MAX });
-  const header = analysis.header;
-  if (!header || analysis.trailer === undefined) throw new Error('segment 2 is not a sealed segment');
-  const record: RecordedSegment = { segmentId: SEGMENT, firstIndex: FIRST, lastIndex: LAST, indexCount: LAST - FIRST + 1, aggregateChecksum: analysis.aggregate, byteLength: original.byteLength, createdMs: header.createdMs };
+  const record = await recordOfCopy(healthy, SEGMENT);
+  expect(record).toMatchObject({ firstIndex: FIRST, lastIndex: LAST });
   await writeFile(catalogPath(dir), Buffer.alloc(0));
   await corrupt(segmentPath(dir, SEGMENT), frameOffset(LAST - 1), (bytes) => bytes.fill(0xa5), 1 << 20);
   return { dir, original, healthy, record };
@@ -116,6 +122,33 @@ describe('open in replica mode: a sealed segment with no record and no trailer h
       await store.close();
     }
     expect((await fileBytes(segmentPath(dir, SEGMENT))).equals(original)).toBe(true);
+  });
+
+  it('an open copy short of the seal point, its header and first entries destroyed, is rebuilt sealed as the record says', async () => {
+    // As the fault matrix's cell "open segment, node killed before its repair x zeroed 4 KiB
+    // block": the node was killed while segment 3 was open here (no catalog record of it yet),
+    // its header and first entries were zeroed, and the writer sealed it on the other members,
+    // past the last entry this copy holds. The copy ends cleanly (no damage at its end).
+    const root = await tempRoot();
+    roots.push(root);
+    const dir = join(root, 'store');
+    await makeStore(dir, { entries: WRITTEN, backupRetentionCount: 0 });
+    const original = await fileBytes(segmentPath(dir, 3));
+    const healthy = join(root, 'replica-3.wal');
+    await copyFile(segmentPath(dir, 3), healthy);
+    const record = await recordOfCopy(healthy, 3);
+    await writeFile(catalogPath(dir), Buffer.alloc(0));
+    await rm(segmentPath(dir, 4)); // not in segment 4's ensemble: segment 3 is this node's last
+    await truncate(segmentPath(dir, 3), frameOffset(record.lastIndex - 2)); // the last 3 entries never arrived
+    await corrupt(segmentPath(dir, 3), 0, (bytes) => bytes.fill(0), frameOffset(record.firstIndex + 2)); // header and 2 entries
+    const store = await WalStore.open(dir, replicaOptions(new Member(healthy, record)));
+    try {
+      expect(store.segmentRecord(3)).toMatchObject({ state: 'sealed', lastIndex: record.lastIndex, aggregateChecksum: record.aggregateChecksum });
+      for (let index = 1; index <= record.lastIndex; index += 1) expect((await store.read(index)).payload.equals(payloadOf(index)), `entry ${index}`).toBe(true);
+    } finally {
+      await store.close();
+    }
+    expect((await fileBytes(segmentPath(dir, 3))).equals(original)).toBe(true);
   });
 
   it('refuses to open rather than take replica entries that disagree with the record', async () => {
