@@ -10,9 +10,9 @@ import { withSpan, withSpanSync } from '../observability/tracing.js';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Disk } from '../io/index.js';
-import { type GoodCopySource, type SegmentExpectation, analyzeSegmentFile, checksumHex, format, isClean } from '../wal/index.js';
+import { type GoodCopySource, type RecordedSegment, type SegmentExpectation, analyzeSegmentFile, checksumHex, format, isClean } from '../wal/index.js';
 import type { PeerResolver } from './api.js';
-import type { SegmentMeta } from './metadata.js';
+import { type SegmentMeta, expectationOfMeta } from './metadata.js';
 import { UnknownLogError } from './errors.js';
 
 export interface ReplicaSourceOptions {
@@ -89,6 +89,23 @@ export class ReplicaSource implements GoodCopySource {
     // Former members (replaced while gone) may hold an intact copy too: asked after the others.
     const former = (meta?.formerMembers ?? []).filter((n) => usable(n) && !members.includes(n));
     return [...members.slice(shift), ...members.slice(0, shift), ...former];
+  }
+
+  /**
+   * etcd's record of the segment when it says SEALED with an aggregate (final: first and last
+   * index, count, aggregate, created time), for open's full repair of a copy whose own record and
+   * trailer are both lost. An OPEN or RECOVERING record says where the segment starts but not
+   * where it ends: undefined (see docs/RECOVERY.md, known limits 4 and 20).
+   */
+  async recordedSegment(segmentId: number): Promise<RecordedSegment | undefined> {
+    const meta = await this.o.segmentMeta(segmentId).catch((error: unknown) => {
+      this.o.logger.warn({ log: this.o.log, segment: segmentId, err: error }, 'failed to read the segment record');
+      return undefined;
+    });
+    if (meta?.state !== 'SEALED' || meta.segmentId !== segmentId) return undefined;
+    const expected = expectationOfMeta(meta);
+    if (expected.aggregateChecksum === undefined) return undefined;
+    return { ...expected, aggregateChecksum: expected.aggregateChecksum, byteLength: meta.byteLength, createdMs: meta.createdMs };
   }
 
   fetchFrames(segmentId: number, first: number, last: number): Promise<Map<number, Buffer>> {

@@ -18,7 +18,7 @@ export {
   StorePartialWriteError,
 } from './errors.js';
 export { validateStore, repairDataDir, inspectDataDir, type ValidationReport, type DataDirOptions } from './offline.js';
-export { type GoodCopySource, type SegmentExpectation, LocalBackupSource } from './sources.js';
+export { type GoodCopySource, type RecordedSegment, type SegmentExpectation, LocalBackupSource } from './sources.js';
 export { type SegmentRecord, type HoleRecord } from './catalog.js';
 export { type Checksum64, AGGREGATE_EMPTY, chainAggregate, checksum64, checksumHex } from './checksum.js';
 export { type SegmentAggregate, aggregateOf, newAggregate } from './aggregate.js';

@@ -15,6 +15,7 @@ import type { Logger } from 'pino';
 import type { Clock, DiskFile } from '../io/index.js';
 import {
   type AvailableCopies,
+  type Finding,
   type IndexRange,
   type RecoveryConfig,
   type RecoveryMetrics,
@@ -51,6 +52,7 @@ import {
   FLAG_HOLE,
   FORMAT_VERSION,
   SEGMENT_HEADER_BYTES,
+  TRAILER_BYTES,
   decodeFrameAt,
   decodeHolePayload,
   encodeEntry,
@@ -60,12 +62,12 @@ import {
   isHoleFrame,
   logIdOf,
 } from './format.js';
-import { type SegmentInspection, type StoreInspection, inspectStore } from './inspect.js';
+import { type SegmentInspection, type StoreInspection, inspectSegment, inspectStore } from './inspect.js';
 import type { StoreSettings } from './options.js';
 import { UnrepairableError } from './errors.js';
 import { cutTornTail, putSegmentCopyInPlace, verifySegmentCopy } from './segment-files.js';
 import { withSpan } from '../observability/tracing.js';
-import { type GoodCopySource, type SegmentExpectation, writeBackups } from './sources.js';
+import { type GoodCopySource, type RecordedSegment, type SegmentExpectation, writeBackups } from './sources.js';
 
 /** What repair works with. Files are reached through layout.disk (the one Disk of the store). */
 export interface RepairContext {
@@ -103,7 +105,8 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
     tornWindowBytes: ctx.tornWindowBytes,
     allowSegmentGaps: ctx.allowSegmentGaps,
   };
-  const before = await inspectStore(ctx.layout, options.onProgress ? { ...inspectOptions, onProgress: options.onProgress } : inspectOptions);
+  const inspected = await inspectStore(ctx.layout, options.onProgress ? { ...inspectOptions, onProgress: options.onProgress } : inspectOptions);
+  const before = await withRecordedShapes(ctx, inspected);
   const actions: SegmentRepair[] = [];
   if (before.findings.length > 0) {
     for (const finding of before.findings) {
@@ -161,6 +164,69 @@ export async function repairStore(ctx: RepairContext, options: RepairOptions): P
     entriesLost: countIndices(mergeRanges(lost)),
     entriesTruncated: countIndices(mergeRanges(truncated)),
   };
+}
+
+/**
+ * Replica mode: a damaged segment file that neither a catalog record nor a trailer describes (a
+ * lost catalog and a destroyed end, sim seed 14014) takes its shape from the cluster's record of
+ * the sealed segment (etcd's, through a source that has one): its first index (where the scan
+ * starts when the header is damaged too), last index, count, aggregate and created time. Repair
+ * then fetches what the file lacks up to that last index, and the rebuilt copy must match the
+ * recorded aggregate, so a replica copy that disagrees with the record is never taken. A record
+ * the file contradicts (an intact header that starts elsewhere) or that overlaps a neighbouring
+ * segment is not used. Without a usable record the segment's end stays unknown, repair escalates
+ * and open refuses, as before (docs/RECOVERY.md, known limit 4).
+ */
+async function withRecordedShapes(ctx: RepairContext, inspection: StoreInspection): Promise<StoreInspection> {
+  const sources = ctx.sources.filter((s) => s.recordedSegment !== undefined);
+  if (!ctx.allowSegmentGaps || sources.length === 0) return inspection;
+  const segments = [...inspection.segments];
+  const replaced = new Set<Finding>();
+  const added: Finding[] = [];
+  for (let i = 0; i < segments.length; i += 1) {
+    const segment = segments[i] as SegmentInspection;
+    // Asked only where the file alone cannot give the shape: a segment that must be sealed (a later
+    // one exists), a damaged header, or damage running to an end nothing records. A torn write at
+    // the open end was never acknowledged: rolled back as always. Damage inside an open copy with
+    // its header intact is rebuilt as an open segment from the replicas, as without a record.
+    if (!segment.present || segment.expected !== undefined || segment.tornWrite !== undefined || segment.findings.length === 0) continue;
+    const shapeUnknown = segment.mustBeSealed || segment.analysis?.header === undefined || segment.clusters.some((c) => !c.endKnown);
+    if (!shapeUnknown) continue;
+    const recorded = await recordOf(sources, segment.segmentId);
+    if (recorded === undefined) continue;
+    const prev = segments[i - 1];
+    const next = segments[i + 1];
+    const prevLast = prev?.expected?.lastIndex ?? prev?.analysis?.lastIndex;
+    const nextFirst = next?.expected?.firstIndex ?? next?.analysis?.firstIndex;
+    const headerFirst = segment.analysis?.header?.firstIndex;
+    const fits = (headerFirst === undefined || headerFirst === recorded.firstIndex) && (prevLast === undefined || prevLast < recorded.firstIndex) && (nextFirst === undefined || nextFirst > recorded.lastIndex);
+    const fields = { log: ctx.settings.logName, segment: segment.segmentId, firstIndex: recorded.firstIndex, lastIndex: recorded.lastIndex };
+    if (!fits) {
+      ctx.logger.warn({ ...fields, headerFirst, prevLast, nextFirst }, 'the cluster\'s record of a segment with no record and no trailer here does not fit its file or its neighbours; not used');
+      continue;
+    }
+    const record: SegmentRecord = { segmentId: segment.segmentId, firstIndex: recorded.firstIndex, lastIndex: recorded.lastIndex, indexCount: recorded.indexCount, byteLength: recorded.byteLength, aggregateChecksum: recorded.aggregateChecksum, state: 'sealed', createdMs: recorded.createdMs };
+    // A damaged header: scan again from the recorded first index (the neighbour's guess may be
+    // wrong, known limit 17).
+    const analysis = segment.analysis?.header === undefined
+      ? await analyzeSegmentFile(ctx.layout.disk, segment.path, segment.segmentId, { entryBytesMax: ctx.settings.entryBytesMax, firstIndexHint: record.firstIndex, checkpoint: { offsetBytes: record.byteLength - TRAILER_BYTES, aggregate: record.aggregateChecksum } })
+      : segment.analysis;
+    const shaped = inspectSegment({ log: ctx.settings.logName, layout: ctx.layout, segmentId: segment.segmentId, path: segment.path, record, analysis, isLast: false });
+    for (const finding of segment.findings) replaced.add(finding);
+    added.push(...shaped.findings);
+    segments[i] = { ...shaped, backupFindings: segment.backupFindings };
+    ctx.logger.warn(fields, 'segment with no record and no trailer here: repaired to the shape of the cluster\'s record of it');
+  }
+  if (replaced.size === 0) return inspection;
+  return { ...inspection, segments, findings: [...inspection.findings.filter((f) => !replaced.has(f)), ...added] };
+}
+
+async function recordOf(sources: readonly GoodCopySource[], segmentId: number): Promise<RecordedSegment | undefined> {
+  for (const source of sources) {
+    const recorded = await source.recordedSegment?.(segmentId);
+    if (recorded !== undefined) return recorded;
+  }
+  return undefined;
 }
 
 async function repairFindings(ctx: RepairContext, inspection: StoreInspection, options: RepairOptions, actions: SegmentRepair[]): Promise<void> {
@@ -331,11 +397,18 @@ async function carryOut(ctx: RepairContext, segment: SegmentInspection, plan: Se
   }
 }
 
-/** Entries the catalog says were synced in the open segment but that the file no longer holds. */
+/**
+ * Entries the catalog says were synced in the open segment but that the file no longer holds; or
+ * entries a sealed record says the segment holds past the file's intact end, when no damaged
+ * stretch reaches there and the file has no trailer (a copy that ends cleanly short of its seal
+ * point: an open copy on a node that missed the last entries, given its shape by etcd's record).
+ */
 function syncedLoss(segment: SegmentInspection): IndexRange | undefined {
   const record = segment.record;
   const analysis = segment.analysis;
-  if (!record || !analysis || record.state !== 'open' || analysis.lastIndex >= record.lastIndex) return undefined;
+  if (!record || !analysis || analysis.lastIndex >= record.lastIndex) return undefined;
+  const shortSealed = record.state === 'sealed' && analysis.trailer === undefined && segment.clusters.every((c) => c.last < record.lastIndex);
+  if (record.state !== 'open' && !shortSealed) return undefined;
   return { first: analysis.lastIndex + 1, last: record.lastIndex };
 }
 

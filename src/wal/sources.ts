@@ -16,8 +16,25 @@ export interface SegmentExpectation {
   readonly aggregateChecksum: Checksum64 | undefined;
 }
 
+/**
+ * The cluster's record of a SEALED segment (etcd's, in a cluster): what the segment holds, and
+ * when it was created (its header's createdMs).
+ */
+export interface RecordedSegment extends SegmentExpectation {
+  readonly aggregateChecksum: Checksum64;
+  /** The sealed file's length, trailer included. */
+  readonly byteLength: number;
+  readonly createdMs: number;
+}
+
 export interface GoodCopySource {
   readonly name: string;
+  /**
+   * The authoritative record of a sealed segment, from outside this store (replica mode: etcd's),
+   * or undefined when there is none (not sealed, unknown, unreachable). Open's full repair asks
+   * for it only for a damaged segment file that neither a catalog record nor a trailer describes.
+   */
+  recordedSegment?(segmentId: number): Promise<RecordedSegment | undefined>;
   /**
    * Frames (whole encoded entry or hole frames) holding indices first..last of a segment, keyed
    * by the frame's own index. Indices the source has no intact copy of are absent.

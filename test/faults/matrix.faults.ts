@@ -33,6 +33,8 @@ const WRITE_DOCS = ONLY_ROWS === undefined && process.env['WAL_FAULTS_WRITE_DOCS
 let etcd: EtcdServer | undefined;
 let cluster: RepairCluster | undefined;
 const workloads: Appender[] = [];
+/** Set once the workload stopped (before the deferred cells). */
+let workloadsStopped = false;
 const prefilled = new Map<string, Map<number, Buffer>>();
 let victim: TestNode;
 let healthy: TestNode[] = [];
@@ -181,14 +183,20 @@ interface Row {
 const REGION_FAULTS: readonly Fault[] = ['bit flip', 'zeroed 4 KiB block', 'random 4 KiB block', 'EIO on read'];
 const FILE_FAULTS: readonly Fault[] = ['truncate to half', 'delete', 'older copy', 'EIO on read'];
 
-/** The open segment of log once its ensemble names the victim and it holds a few entries there. */
+/**
+ * The open segment of log once its ensemble names the victim and it holds a few entries there.
+ * The cells run after the workload stopped (the deferred ones) append a few entries themselves
+ * while waiting: after a kill the open segment leaves the victim out, and only a roll to the next
+ * segment (appends) names it again.
+ */
 async function openSegmentHolding(log: string): Promise<number> {
   const c = the(cluster, 'cluster');
   return pollUntil(`an open segment of ${log} held by ${victim.id}`, 20_000, async () => {
     const open = (await c.segments(log, healthy[0])).filter((s) => s.state === 'OPEN').at(-1);
-    if (!open?.ensemble.includes(victim.id)) return undefined;
-    const bytes = await readFile(victim.segmentPath(log, open.segment_id)).catch(() => undefined);
-    return bytes && framesOf(bytes).length >= 8 ? open.segment_id : undefined;
+    const bytes = open?.ensemble.includes(victim.id) ? await readFile(victim.segmentPath(log, open.segment_id)).catch(() => undefined) : undefined;
+    if (open && bytes && framesOf(bytes).length >= 8) return open.segment_id;
+    if (workloadsStopped) await appendEntries(c.node('n1').walClient(), log, 10, PAYLOAD_BYTES, 10).then((m) => mergeInto(log, m));
+    return undefined;
   }, 100);
 }
 
@@ -275,11 +283,23 @@ function openRow(killed: boolean): Row {
       }
       const damagedIndex = fault === 'older copy' ? (framesOf(olderBytes).at(-1)?.index ?? 0) + 1 : fault === 'truncate to half' || fault === 'delete' ? (frames.at(-1)?.index ?? 1) : middle.index;
       void touch(log, damagedIndex);
+      // A deferred cell runs after the workload stopped: appends go on here, as the workload's
+      // would (the writer seals the segment at its roll; docs/RECOVERY.md, known limit 20).
+      let appending = killed && workloadsStopped;
+      const appends = (async () => {
+        while (appending) {
+          await appendEntries(the(cluster, 'cluster').node('n1').walClient(), log, 4, PAYLOAD_BYTES, 4).then((m) => mergeInto(log, m), () => undefined);
+          await sleepMs(100);
+        }
+      })();
       const ok = await waitFor(`open segment repaired on ${victim.id}`, async () => {
         const mine = await readFile(path).catch(() => Buffer.alloc(0));
         const theirs = await readFile(reference.segmentPath(log, segmentId));
         return mine.byteLength >= before.byteLength && mine.subarray(0, before.byteLength).equals(theirs.subarray(0, before.byteLength));
+      }).finally(() => {
+        appending = false;
       });
+      await appends;
       if (ok) return { ok: true, how: killed ? 'restart' : 'read/scrub' };
       return { ok: false, why: killed ? 'the copy was not repaired after the restart' : 'the open copy was not repaired' };
     },
@@ -368,7 +388,7 @@ const NOT_RUN_WHY =
 
 /** Said under the table. */
 const NOTES = [
-  '**Known gap** (docs/RECOVERY.md, known limit 20): an open segment whose first 4 KiB (header and first entries) are zeroed on a node that is then killed before its online repair may leave the log unable to open on that node (repair asks for an empty range of entries and escalates), when no catalog record describes the segment yet; in other runs the cell is repaired. The other members serve the log; nothing acknowledged is lost. The cell is allowed to fail.',
+  '**Known gap** (docs/RECOVERY.md, known limit 20): an open segment whose first 4 KiB (header and first entries) are zeroed on a node that is then killed before its online repair, when no catalog record describes the segment yet, is repaired at the node\'s open only once etcd\'s record of the segment says SEALED (the copy is then rebuilt to that record from the other members); while the record is OPEN no one knows where this copy ended, so the log does not open on that node (it tries again every few seconds). The writer seals the segment at its roll, so the cell appends while it waits, as the workload would (it runs after the workload stopped); a log that gets no appends keeps that copy down until a writer change. The other members serve the log; nothing acknowledged is lost. The cell is allowed to fail.',
   'Command: `npm run test:faults` (about 2 to 3 minutes on 2 cores; `WAL_FAULTS_ROWS=<regex>` runs some rows only and leaves this page alone).',
 ];
 
@@ -398,6 +418,7 @@ describe('fault matrix: one node of three, workload running', () => {
       }
     }
     for (const w of workloads) await w.stop();
+    workloadsStopped = true;
     console.log(renderMatrix(cells, ROWS.map((r) => r.name), NOTES).text);
     await checkNothingLost();
     // Cells that leave the node's log down (known gaps) run once everything else was checked.

@@ -62,6 +62,17 @@ describe('replicaSources', () => {
     expect(asked).toEqual([]);
   });
 
+  it('gives etcd\'s record of a SEALED segment as its recorded shape, and none of an OPEN one (its end is not final)', async () => {
+    const sealed = { ...meta(7, ['n1', 'n2']), aggregate: '00000000000000ab', createdMs: 42 };
+    const open = { ...meta(8, ['n1', 'n2']), state: 'OPEN', aggregate: '' } as SegmentMeta;
+    const { build } = setup({ list: async () => [{ meta: sealed }, { meta: open }] as Awaited<ReturnType<SegmentDirectory['list']>> });
+    const source = build('orders');
+    expect(await source.recordedSegment(7)).toEqual({ segmentId: 7, firstIndex: 1, lastIndex: 10, indexCount: 10, aggregateChecksum: 0xabn, byteLength: 100, createdMs: 42 });
+    expect(await source.recordedSegment(8)).toBeUndefined();
+    expect(await source.recordedSegment(9)).toBeUndefined();
+    expect(await setup(undefined).build('orders').recordedSegment(7)).toBeUndefined();
+  });
+
   it('builds a new source at each call', () => {
     const { build } = setup(undefined);
     expect(build('orders')).not.toBe(build('orders'));
