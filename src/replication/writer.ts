@@ -102,6 +102,13 @@ const MEMBER_BATCHES_IN_FLIGHT_MAX = 8;
  * member receives them in order (one chain per member), and they are acknowledged in order.
  */
 const PIPELINE_BATCHES_MAX = 4;
+/**
+ * Bytes that must be waiting before a batch is sent while another is still in flight: a smaller
+ * backlog waits for the batch in flight and goes out as one larger batch after it. Measured on
+ * 2 cores (bench 6): pipelining small batches multiplies Replicate calls and costs more CPU per
+ * entry than it saves in waiting.
+ */
+const PIPELINE_BACKLOG_BYTES_MIN = 64 * 1024;
 
 export class LogWriter {
   private stopped: Error | undefined;
@@ -521,6 +528,10 @@ export class LogWriter {
     try {
       await this.ready;
       while (this.queue.length > 0 && !this.stopped) {
+        if (this.pipelined.length > 0 && this.queuedBytes() < PIPELINE_BACKLOG_BYTES_MIN) {
+          await this.pipelined[0]; // a small backlog joins the next batch instead of a batch of its own
+          continue;
+        }
         let bytes = 0;
         let take = 0;
         for (let next = this.queue[0]; next && (take === 0 || bytes + next.bytes <= this.o.groupCommitBytesMax); next = this.queue[take]) {
@@ -547,6 +558,16 @@ export class LogWriter {
       this.running = undefined;
       if (this.queue.length > 0 && !this.stopped) this.running = this.loop();
     }
+  }
+
+  /** Bytes of the appends waiting in the queue, up to the group commit cap (what one batch could take). */
+  private queuedBytes(): number {
+    let bytes = 0;
+    for (const pending of this.queue) {
+      bytes += pending.bytes;
+      if (bytes >= this.o.groupCommitBytesMax) break;
+    }
+    return bytes;
   }
 
   /** Waits until every pipelined batch settled. */

@@ -169,7 +169,7 @@ describe('appends', () => {
 });
 
 describe('pipelining (issue 12)', () => {
-  it('sends the next batch before the one before it reached its ack quorum, and acknowledges them in order', async () => {
+  it('sends the next batch (a backlog of 64 KiB or more) before the one before it reached its ack quorum, and acknowledges them in order', async () => {
     const { writer } = writerOn('a', 1);
     await writer.append(payloads(1, 1));
     cluster.node('b').disk.holdDatasyncs();
@@ -177,7 +177,8 @@ describe('pipelining (issue 12)', () => {
     const order: number[] = [];
     const first = writer.append(payloads(2, 1)).then((r) => (order.push(r.firstIndex), r));
     await until(() => cluster.node('b').disk.datasyncsWaiting === 1 && cluster.node('c').disk.datasyncsWaiting === 1);
-    const second = writer.append(payloads(3, 2)).then((r) => (order.push(r.firstIndex), r));
+    // A backlog of at least PIPELINE_BACKLOG_BYTES_MIN (64 KiB) is sent without waiting.
+    const second = writer.append(payloads(3, 2, 40_000)).then((r) => (order.push(r.firstIndex), r));
     // The writer's own copy takes the second batch while the first still waits for b and c.
     await until(async () => (await lastIndexOn('a')) === 4);
     expect(writer.committedIndex).toBe(1);
