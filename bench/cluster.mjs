@@ -210,12 +210,13 @@ async function drive(op, { concurrency, seconds, warmupSeconds }) {
     await Promise.all(Array.from({ length: concurrency }, (_, w) => worker(w)));
     return { ops, failed };
   };
-  await run(warmupSeconds * 1000);
+  const warm = await run(warmupSeconds * 1000);
   const lat = [];
   const t = now();
   const { ops, failed } = await run(seconds * 1000, lat);
   const ms = now() - t;
-  return { ops, failed, ms, errors, latencies: lat.map(round4) };
+  // warmupOps: the servers' CPU is measured over the whole task, so per-entry CPU divides by both.
+  return { ops, warmupOps: warm.ops, failed, ms, errors, latencies: lat.map(round4) };
 }
 
 async function walLoad({ target, log, payloadBytes, perCall = 1, ...shape }) {
@@ -226,19 +227,25 @@ async function walLoad({ target, log, payloadBytes, perCall = 1, ...shape }) {
   try {
     const result = await drive(() => client.append(log, payloads, { createIfMissing: true, deadlineMs: 10_000 }), shape);
     // ops counts entries; latencies stay per call.
-    reportResult({ ...result, ops: result.ops * perCall });
+    reportResult({ ...result, ops: result.ops * perCall, warmupOps: result.warmupOps * perCall });
   } finally {
     client.close();
   }
 }
 
 /** Single-entry appends through the package's WalClient (coalesced), with or without sessions. */
-async function clientLoad({ targets, log, payloadBytes, sessions, ...shape }) {
+async function clientLoad({ targets, log, payloadBytes, sessions, perCall = 1, ...shape }) {
   const { WalClient } = await import('../dist/index.js');
   const client = await WalClient.connect({ targets, log, sessions, createIfMissing: true, insecure: true, deadlineMs: 10_000 });
   const payload = payloadOf(payloadBytes);
+  const payloads = Array.from({ length: perCall }, () => payloadOf(payloadBytes));
   try {
-    reportResult(await drive(() => client.append(payload), shape));
+    if (perCall === 1) reportResult(await drive(() => client.append(payload), shape));
+    else {
+      // Batched: entries counted as ops, latency per call.
+      const result = await drive(() => client.append(payloads), shape);
+      reportResult({ ...result, ops: result.ops * perCall, warmupOps: result.warmupOps * perCall });
+    }
   } finally {
     await client.close();
   }
@@ -334,7 +341,7 @@ export async function benchCluster({ root, sizes, log }) {
     // The writer rebuilds its session table from the log before its first session append (once
     // per writer start): done here, so that no measured run pays for it.
     const { WalClient: PublicClient } = await import('../dist/index.js');
-    const warm = await PublicClient.connect({ targets: [other.address], log: LOG });
+    const warm = await PublicClient.connect({ targets: [other.address], log: LOG, insecure: true });
     await warm.append(payload);
     await warm.close();
 
@@ -352,20 +359,23 @@ export async function benchCluster({ root, sizes, log }) {
       { key: 'cli64n', label: '6e WalClient: 64 concurrent single appends, no sessions', task: 'clientLoad', args: { targets: [other.address], sessions: false }, concurrency: 64 },
       { key: 'cli1s', label: '6f WalClient: 1 appender awaiting each append, sessions', task: 'clientLoad', args: { targets: [other.address], sessions: true }, concurrency: 1 },
       { key: 'cli1n', label: '6f WalClient: 1 appender awaiting each append, no sessions', task: 'clientLoad', args: { targets: [other.address], sessions: false }, concurrency: 1 },
+      { key: 'cliBatch', label: '6g WalClient: 8 appenders x 256 entries per append, sessions (entries/s, latency per call)', task: 'clientLoad', args: { targets: [other.address], sessions: true, perCall: 256 }, concurrency: 8 },
     ];
     const pooled = {};
     for (let round = 1; round <= sizes.rounds; round += 1) {
       for (const kind of kinds) {
         log(`round ${round}/${sizes.rounds}: ${kind.key} (${kind.concurrency} in flight, ${sizes.seconds} s)`);
         const args = { ...kind.args, log: LOG, prefix: `bench/${round}/${kind.key}`, payloadBytes: PAYLOAD_BYTES, concurrency: kind.concurrency, seconds: sizes.seconds, warmupSeconds: sizes.warmupSeconds };
-        const p = (pooled[kind.key] ??= { ops: 0, failed: 0, ms: 0, latencies: [], errors: {}, cpu: { writer: 0, followers: 0, etcd: 0 }, wallMs: 0 });
+        const p = (pooled[kind.key] ??= { ops: 0, entries: 0, failed: 0, ms: 0, latencies: [], errors: {}, cpu: { writer: 0, follower: 0, followers: 0, etcd: 0 }, wallMs: 0 });
         try {
-          const cpu0 = { writer: cpuSeconds(writerProc.pid), followers: followers.reduce((a, f) => a + cpuSeconds(f.pid), 0), etcd: cpuSeconds(etcd.pid) };
+          const cpu0 = { writer: cpuSeconds(writerProc.pid), follower: cpuSeconds(followers[0].pid), followers: followers.reduce((a, f) => a + cpuSeconds(f.pid), 0), etcd: cpuSeconds(etcd.pid) };
           const w0 = now();
           const r = await runTask(kind.task, args, { script: SCRIPT, timeoutMs: (sizes.seconds + sizes.warmupSeconds) * 1000 + 30_000 });
           p.wallMs += now() - w0;
           p.cpu.writer += cpuSeconds(writerProc.pid) - cpu0.writer;
+          p.cpu.follower += cpuSeconds(followers[0].pid) - cpu0.follower;
           p.cpu.followers += followers.reduce((a, f) => a + cpuSeconds(f.pid), 0) - cpu0.followers;
+          p.entries += r.ops + (r.warmupOps ?? 0);
           p.cpu.etcd += cpuSeconds(etcd.pid) - cpu0.etcd;
           p.ops += r.ops;
           p.failed += r.failed;
@@ -396,13 +406,18 @@ export async function benchCluster({ root, sizes, log }) {
         taskErrors: p.taskErrors ?? [],
         // CPU use of the servers over the whole task (warmup and process start included), in cores.
         cores: Object.fromEntries(Object.entries(p.cpu).map(([k, v]) => [k, p.wallMs > 0 ? v / (p.wallMs / 1000) : NaN])),
+        // CPU microseconds per entry (per put for etcd): the process's CPU over the task divided by
+        // the entries of the task (warmup included; /proc utime + stime, 10 ms ticks).
+        usPerEntry: Object.fromEntries(Object.entries(p.cpu).map(([k, v]) => [k, p.entries > 0 ? (v * 1e6) / p.entries : NaN])),
       };
     }
-    const rows = [['run', 'ops/s', 'payload MB/s', 'p50', 'p99', 'max', 'failed', 'CPU writer', 'CPU followers', 'CPU etcd']];
+    const rows = [['run', 'ops/s', 'payload MB/s', 'p50', 'p99', 'max', 'failed', 'CPU writer', 'CPU followers', 'CPU etcd', 'us/entry writer', 'us/entry follower', 'us/put etcd']];
     const cores = (x) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
-    for (const key of ['wal1', 'etcd1', 'wal64', 'etcd64', 'fwd1', 'fwd64', 'batch8x64', 'cli64s', 'cli64n', 'cli1s', 'cli1n']) {
+    const us = (x) => (Number.isFinite(x) && x > 0 ? x.toFixed(0) : 'n/a');
+    const isEtcd = (key) => key.startsWith('etcd');
+    for (const key of ['wal1', 'etcd1', 'wal64', 'etcd64', 'fwd1', 'fwd64', 'batch8x64', 'cli64s', 'cli64n', 'cli1s', 'cli1n', 'cliBatch']) {
       const s = stats[key];
-      rows.push([s.label, fmtOps(s.opsPerSec), fmtRate(s.opsPerSec * PAYLOAD_BYTES), fmtMs(s.latency.p50), fmtMs(s.latency.p99), fmtMs(s.latency.max), s.taskErrors.length > 0 ? 'TASK FAILED' : String(s.failed), cores(s.cores.writer), cores(s.cores.followers), cores(s.cores.etcd)]);
+      rows.push([s.label, fmtOps(s.opsPerSec), fmtRate(s.opsPerSec * PAYLOAD_BYTES), fmtMs(s.latency.p50), fmtMs(s.latency.p99), fmtMs(s.latency.max), s.taskErrors.length > 0 ? 'TASK FAILED' : String(s.failed), cores(s.cores.writer), cores(s.cores.followers), cores(s.cores.etcd), isEtcd(key) ? '' : us(s.usPerEntry.writer), isEtcd(key) ? '' : us(s.usPerEntry.follower), isEtcd(key) ? us(s.usPerEntry.etcd) : '']);
     }
     const ahead = (a, b) => Number.isFinite(a.opsPerSec) && a.opsPerSec > b.opsPerSec && a.taskErrors.length === 0 && a.failed === 0;
     const ok = ahead(stats.wal1, stats.etcd1) && ahead(stats.wal64, stats.etcd64);
@@ -412,11 +427,13 @@ export async function benchCluster({ root, sizes, log }) {
     const client64 = clean(stats.cli64s) && stats.cli64s.opsPerSec >= 2 * stats.etcd64.opsPerSec && stats.cli64s.latency.p99 <= stats.etcd64.latency.p99;
     const client1 = clean(stats.cli1s) && stats.cli1s.opsPerSec >= stats.etcd1.opsPerSec;
     const sessionCost = 1 - stats.cli64s.opsPerSec / stats.cli64n.opsPerSec;
+    const batched = clean(stats.cliBatch) && stats.cliBatch.opsPerSec >= 50_000;
     const sessionsCheap = clean(stats.cli64s) && clean(stats.cli64n) && sessionCost <= 0.05;
     const clientGoals =
       `WalClient, 64 concurrent >= 2x etcd's puts/s, p99 <= etcd's -> ${verdict(client64)} (${rel(stats.cli64s, stats.etcd64)} of etcd, p99 ${fmtMs(stats.cli64s.latency.p99)} vs ${fmtMs(stats.etcd64.latency.p99)}); ` +
       `1 sequential >= etcd's rate -> ${verdict(client1)} (${rel(stats.cli1s, stats.etcd1)}); ` +
-      `exactly-once costs <= 5 % -> ${verdict(sessionsCheap)} (64 concurrent: ${(sessionCost * 100).toFixed(1)} %; 1 sequential: ${((1 - stats.cli1s.opsPerSec / stats.cli1n.opsPerSec) * 100).toFixed(1)} %)`;
+      `exactly-once costs <= 5 % -> ${verdict(sessionsCheap)} (64 concurrent: ${(sessionCost * 100).toFixed(1)} %; 1 sequential: ${((1 - stats.cli1s.opsPerSec / stats.cli1n.opsPerSec) * 100).toFixed(1)} %); ` +
+      `batched >= 50 k entries/s -> ${verdict(batched)} (${fmtOps(stats.cliBatch.opsPerSec)} entries/s; CPU per entry: writer ${us(stats.cliBatch.usPerEntry.writer)} us, follower ${us(stats.cliBatch.usPerEntry.follower)} us; etcd ${us(stats.etcd64.usPerEntry.etcd)} us per put at 64 concurrent)`;
     const notes = [];
     for (const s of Object.values(stats)) {
       for (const [k, n] of Object.entries(s.errors)) notes.push(`errors in "${s.label.trim()}": ${n} x ${k}`);
@@ -445,7 +462,7 @@ export async function benchCluster({ root, sizes, log }) {
         `etcd (1 member) fsyncs its WAL before acknowledging a put; CPU: cores used by the server processes during the task (both followers summed), /proc; each run is a fresh client process, all on the same ${os.availableParallelism()}-core machine as the servers)` +
         (notes.length > 0 ? `\n${notes.join('\n')}` : ''),
     };
-    return { section, results: { clientGoals: { client64, client1, sessionsCheap, sessionCost }, stats, writer: logStatus.writer, forwardedThrough: other.id, replication: logStatus.replication_factor, ackQuorum: logStatus.ack_quorum, nodeNotes, goalMet: ok } };
+    return { section, results: { clientGoals: { client64, client1, sessionsCheap, sessionCost, batched }, stats, writer: logStatus.writer, forwardedThrough: other.id, replication: logStatus.replication_factor, ackQuorum: logStatus.ack_quorum, nodeNotes, goalMet: ok } };
   } finally {
     for (const c of clients) c.close();
     // Nodes first (they hold etcd leases), then etcd.

@@ -65,7 +65,9 @@ export class Coalescer {
     this.o.defer(() => {
       this.scheduled = false;
       if (this.waiting.length === 0) return;
-      if (this.o.nowUs() - this.firstWaitingAtUs >= this.o.lingerUs) this.flush();
+      // Nothing in flight: the entries go at once (those that arrived in the same turn share the
+      // batch). Lingering pays only while a batch is out: a lone append would wait for nothing.
+      if (this.inFlight === 0 || this.o.nowUs() - this.firstWaitingAtUs >= this.o.lingerUs) this.flush();
       else this.schedule();
     });
   }

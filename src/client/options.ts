@@ -22,7 +22,7 @@ export interface WalClientOptions {
   readonly sessions?: boolean;
   /** Create the log on the first append when it does not exist (default false). */
   readonly createIfMissing?: boolean;
-  /** Longest wait for more single appends to share a batch, in microseconds (default 200). */
+  /** Longest wait for more single appends to share a batch while a batch is in flight, in microseconds (default 200); with none in flight they go at once. */
   readonly lingerUs?: number;
   /** Payload bytes per coalesced batch (default 1 MiB). */
   readonly batchBytesMax?: number;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { type Clock, type Disk, isNotFound } from '../io/index.js';
 import type { RecoveryMetrics } from '../recovery/index.js';
-import { type GoodCopySource, WalStore, checksum64, checksumHex, writeFileAtomic } from '../wal/index.js';
+import { type AppendResult, type GoodCopySource, type SegmentStart, WalStore, checksum64, checksumHex, writeFileAtomic } from '../wal/index.js';
 import { BadRequestError, FenceFileDamagedError, FencedError, UnknownLogError } from './errors.js';
 import { isValidLogName } from './metadata.js';
 
@@ -48,6 +48,17 @@ interface OpenLog {
    * last index, and the new writer would seal below an acknowledged entry.
    */
   chain: Promise<void>;
+  /**
+   * Replicate calls queued at the end of the chain and not started yet, all of one epoch: a new
+   * Replicate of that epoch joins them (group commit: one write and one fdatasync for all); any
+   * other operation chained after them closes the group, so arrival order is kept.
+   */
+  replicateGroup?: ReplicateGroup | undefined;
+}
+
+interface ReplicateGroup {
+  readonly epoch: number;
+  readonly requests: Array<{ readonly start: SegmentStart; readonly frames: readonly Buffer[]; readonly resolve: (result: AppendResult) => void; readonly reject: (error: unknown) => void }>;
 }
 
 export class LogStores {
@@ -196,6 +207,7 @@ export class LogStores {
       // which may be an older copy. Raising a fence to them is always safe.
       const floor = this.options.fenceFloor ? await this.options.fenceFloor(log).catch(() => 0) : 0;
       if (open.fencedEpoch === 0 && floor === 0) continue;
+      open.replicateGroup = undefined; // Replicates arriving after this check run after it
       const run = open.chain.then(async () => {
         if (floor > open.fencedEpoch) {
           checkEpoch(floor);
@@ -248,13 +260,10 @@ export class LogStores {
   async withEpoch<T>(log: string, epoch: number, fn: (store: WalStore) => Promise<T>, how: { readonly verified?: boolean; readonly checkFile?: boolean } = {}): Promise<T> {
     checkEpoch(epoch);
     const open = await this.openForWriter(log, how.verified === true);
+    open.replicateGroup = undefined; // Replicates arriving after this call run after it
     const run = open.chain.then(async () => {
       if (how.checkFile === true) await this.checkFenceFile(log, open);
-      if (epoch < open.fencedEpoch) throw new FencedError(log, epoch, open.fencedEpoch);
-      if (epoch > open.fencedEpoch) {
-        await writeFileAtomic(this.options.disk, join(this.logDir(log), 'EPOCH'), this.logDir(log), encodeFence(epoch));
-        open.fencedEpoch = epoch;
-      }
+      await this.checkAndRaiseFence(log, open, epoch);
       return fn(open.store);
     });
     open.chain = run.then(
@@ -262,6 +271,50 @@ export class LogStores {
       () => undefined,
     );
     return run;
+  }
+
+  /** Inside the log's chain: refuses an epoch below the fence, raises (durably) the fence to a higher one. */
+  private async checkAndRaiseFence(log: string, open: OpenLog, epoch: number): Promise<void> {
+    if (epoch < open.fencedEpoch) throw new FencedError(log, epoch, open.fencedEpoch);
+    if (epoch > open.fencedEpoch) {
+      await writeFileAtomic(this.options.disk, join(this.logDir(log), 'EPOCH'), this.logDir(log), encodeFence(epoch));
+      open.fencedEpoch = epoch;
+    }
+  }
+
+  /**
+   * A writer's Replicate: store.appendFrames under epoch, in the log's order of writer operations
+   * exactly as withEpoch runs it, except that Replicates of one epoch queued behind a running
+   * operation (and after every other operation queued) run as one group: one epoch check inside
+   * the chain, then their frames in one write and one fdatasync (WalStore.appendFrameGroups). A
+   * Fence or Seal arriving meanwhile closes the group: later Replicates run after it.
+   */
+  async replicate(log: string, epoch: number, start: SegmentStart, frames: readonly Buffer[], how: { readonly verified?: boolean } = {}): Promise<AppendResult> {
+    checkEpoch(epoch);
+    const open = await this.openForWriter(log, how.verified === true);
+    return new Promise<AppendResult>((resolve, reject) => {
+      const joining = open.replicateGroup;
+      if (joining && joining.epoch === epoch) {
+        joining.requests.push({ start, frames, resolve, reject });
+        return;
+      }
+      const group: ReplicateGroup = { epoch, requests: [{ start, frames, resolve, reject }] };
+      open.replicateGroup = group;
+      open.chain = open.chain.then(async () => {
+        if (open.replicateGroup === group) open.replicateGroup = undefined; // started: no more joins
+        try {
+          await this.checkAndRaiseFence(log, open, epoch);
+          const outcomes = await open.store.appendFrameGroups(group.requests);
+          group.requests.forEach((request, i) => {
+            const outcome = outcomes[i];
+            if (outcome === undefined || outcome instanceof Error) request.reject(outcome ?? new Error('no outcome'));
+            else request.resolve(outcome);
+          });
+        } catch (error) {
+          for (const request of group.requests) request.reject(error);
+        }
+      });
+    });
   }
 
   async fencedEpoch(log: string): Promise<number> {

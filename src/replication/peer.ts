@@ -157,7 +157,7 @@ export class PeerHandlers {
     checkIndex('segment.first_index', segment.firstIndex);
     if (frames.length === 0) throw new BadRequestError('frames', 'at least one frame is needed');
     const verified = await this.verifyWriter('PeerService.Replicate', log, epoch, caller);
-    const result = await withSpan('replica.write', { 'wal.log': log, 'wal.segment': segment.segmentId, 'wal.frames': frames.length }, () => this.logs.withEpoch(log, epoch, (store) => store.appendFrames(segment, frames), { verified }));
+    const result = await withSpan('replica.write', { 'wal.log': log, 'wal.segment': segment.segmentId, 'wal.frames': frames.length }, () => this.logs.replicate(log, epoch, segment, frames, { verified }));
     this.noteCommitted(log, Math.min(committedIndex, result.lastIndex));
     return { lastIndex: result.lastIndex };
   }

@@ -97,6 +97,18 @@ export const APPEND_ENTRIES_MAX = 4096;
 
 /** Batches sent to one member and not yet answered, before the writer waits for it. */
 const MEMBER_BATCHES_IN_FLIGHT_MAX = 8;
+/**
+ * Batches the writer sends before the earliest of them reached its ack quorum (pipelining): each
+ * member receives them in order (one chain per member), and they are acknowledged in order.
+ */
+const PIPELINE_BATCHES_MAX = 4;
+/**
+ * Bytes that must be waiting before a batch is sent while another is still in flight: a smaller
+ * backlog waits for the batch in flight and goes out as one larger batch after it. Measured on
+ * 2 cores (bench 6): pipelining small batches multiplies Replicate calls and costs more CPU per
+ * entry than it saves in waiting.
+ */
+const PIPELINE_BACKLOG_BYTES_MIN = 64 * 1024;
 
 export class LogWriter {
   private stopped: Error | undefined;
@@ -118,6 +130,10 @@ export class LogWriter {
   /** The segment this writer opened last: what it acknowledged in it (nextIndex, aggregate). */
   private lastOpened: OpenSegment | undefined;
   private readonly inFlight = new Map<string, number>();
+  /** Pipelined batches of the open segment not settled yet, oldest first (settle in that order). */
+  private pipelined: Array<Promise<boolean>> = [];
+  /** Where the next pipelined batch goes (past what is in flight), while pipelined is not empty. */
+  private sent: { readonly segment: OpenSegment; nextIndex: number; byteLength: number; aggregate: SegmentAggregate } | undefined;
 
   constructor(private readonly o: WriterOptions) {
     this.ready = this.recover();
@@ -542,6 +558,10 @@ export class LogWriter {
     try {
       await this.ready;
       while (this.queue.length > 0 && !this.stopped) {
+        if (this.pipelined.length > 0 && this.queuedBytes() < PIPELINE_BACKLOG_BYTES_MIN) {
+          await this.pipelined[0]; // a small backlog joins the next batch instead of a batch of its own
+          continue;
+        }
         let bytes = 0;
         let take = 0;
         for (let next = this.queue[0]; next && (take === 0 || bytes + next.bytes <= this.o.groupCommitBytesMax); next = this.queue[take]) {
@@ -556,7 +576,11 @@ export class LogWriter {
           pending.reject(new AppendExpiredError(this.o.log));
           return false;
         });
-        if (batch.length > 0) await this.writeBatch(batch);
+        if (batch.length === 0) continue;
+        if (await this.sendPipelined(batch)) continue;
+        // Anything else (a seal, a new segment, recovery) starts once every pipelined batch settled.
+        await this.drainPipeline();
+        await this.writeBatch(batch);
       }
     } catch (error) {
       this.stop(error instanceof Error ? error : new Error(String(error)));
@@ -566,12 +590,121 @@ export class LogWriter {
     }
   }
 
+  /** Bytes of the appends waiting in the queue, up to the group commit cap (what one batch could take). */
+  private queuedBytes(): number {
+    let bytes = 0;
+    for (const pending of this.queue) {
+      bytes += pending.bytes;
+      if (bytes >= this.o.groupCommitBytesMax) break;
+    }
+    return bytes;
+  }
+
+  /** Waits until every pipelined batch settled. */
+  private async drainPipeline(): Promise<void> {
+    while (this.pipelined.length > 0) await this.pipelined[0];
+  }
+
+  /**
+   * The fast path: a batch that fits the open segment whole (no seal, no new segment, nothing to
+   * recover, no member failed) is sent at once, behind at most PIPELINE_BATCHES_MAX - 1 others
+   * still waiting for their ack quorum, and acknowledged only after every batch sent before it.
+   * When one fails, every batch after it fails too (none is acknowledged past a gap) and the
+   * segment is recovered before the next batch, as after a failure of the sequential path.
+   * False when the batch must take the sequential path (writeBatch).
+   */
+  private async sendPipelined(batch: readonly Pending[]): Promise<boolean> {
+    for (;;) {
+      const segment = this.current;
+      if (!segment || segment.degraded || this.needsRecovery || this.stopped) return false;
+      const base = this.pipelined.length > 0 && this.sent?.segment === segment ? this.sent : segment;
+      const bytes = batch.reduce((sum, pending) => sum + pending.bytes, 0);
+      // Room for the batch with the segment still below its limit afterwards (no seal after it).
+      if (base.byteLength + bytes + format.TRAILER_BYTES >= this.o.logMeta.segmentBytesMax) return false;
+      if (this.pipelined.length >= PIPELINE_BATCHES_MAX) {
+        await this.pipelined[0];
+        continue; // the segment may have failed meanwhile: check again
+      }
+      if (!(await this.memberRoom(segment.meta.ensemble))) continue;
+      if (this.current !== segment || segment.degraded || this.needsRecovery) continue;
+      this.pipeline(segment, this.pipelined.length > 0 && this.sent?.segment === segment ? this.sent : segment, batch, bytes);
+      return true;
+    }
+  }
+
+  private pipeline(segment: OpenSegment, base: { nextIndex: number; byteLength: number; aggregate: SegmentAggregate }, batch: readonly Pending[], bytes: number): void {
+    const timestampMs = this.o.clock.nowMs();
+    const aggregate = base.aggregate.copy();
+    const frames: Buffer[] = [];
+    const ranges: AppendResult[] = [];
+    let index = base.nextIndex;
+    for (const pending of batch) {
+      const firstIndex = index;
+      pending.payloads.forEach((payload, i) => {
+        const last = i === pending.payloads.length - 1;
+        const session = last ? pending.session : undefined;
+        const flags = pending.session && !last ? format.FLAG_BATCH_OPEN : 0;
+        const { frame } = format.encodeEntry({ index, timestampMs, flags, payload, ...(session ? { session } : {}) });
+        frames.push(frame);
+        aggregate.addStored(frame, 8);
+        index += 1;
+      });
+      ranges.push({ firstIndex, lastIndex: index - 1 });
+    }
+    const next = { segment, nextIndex: index, byteLength: base.byteLength + bytes, aggregate };
+    this.sent = next;
+    const earlier = this.pipelined[this.pipelined.length - 1] ?? Promise.resolve(true);
+    const outcome = this.sendToEnsemble(segment, frames, () => undefined);
+    const settled = (async (): Promise<boolean> => {
+      const { acks, fenced } = await outcome;
+      const earlierOk = await earlier;
+      if (earlierOk && acks >= segment.meta.ackQuorum && this.current === segment) {
+        segment.nextIndex = next.nextIndex;
+        segment.byteLength = next.byteLength;
+        segment.aggregate = next.aggregate;
+        this.committed = next.nextIndex - 1;
+        this.o.onCommitted(this.committed);
+        batch.forEach((pending, i) => pending.resolve(ranges[i] as AppendResult));
+        return true;
+      }
+      const error = fenced
+        ? new FencedError(this.o.log, this.o.epoch, this.o.epoch + 1)
+        : new QuorumUnavailableError(this.o.log, earlierOk ? acks : 0, segment.meta.ackQuorum, earlierOk ? undefined : { cause: new ReplicationError('an earlier batch failed its ack quorum') });
+      // As after a failed batch of writeBatch: the segment is recovered before the next batch.
+      if (this.current === segment) {
+        this.current = undefined;
+        this.needsRecovery = true;
+      }
+      batch.forEach((pending) => pending.reject(error));
+      if (fenced) this.stop(error);
+      return false;
+    })();
+    this.pipelined.push(settled);
+    void settled.finally(() => {
+      this.pipelined.splice(this.pipelined.indexOf(settled), 1);
+      if (this.pipelined.length === 0 && this.sent === next) this.sent = undefined;
+    });
+  }
+
   /**
    * Writes a batch of client appends, in chunks that fit the open segment: a segment is sealed
    * when the next entry would take it past segmentBytesMax, and the batch goes on in the next one.
    * Clients are answered once every chunk of the batch reached the ack quorum.
    */
   private async writeBatch(batch: readonly Pending[]): Promise<void> {
+    if (this.current?.degraded) {
+      // A member failed a pipelined batch (acknowledged by the others): the segment is sealed
+      // before anything else, as writeBatch seals after its own batch when a member failed.
+      try {
+        await this.sealCurrent();
+      } catch (error) {
+        if (error instanceof FencedError) {
+          for (const pending of batch) pending.reject(error);
+          throw error;
+        }
+        this.needsRecovery = true; // the seal may have reached some members: recover it first
+      }
+    }
     if (this.needsRecovery) {
       try {
         await this.recover();
@@ -677,12 +810,30 @@ export class LogWriter {
    * A member that fails marks the segment degraded: the writer seals it and opens the next one.
    */
   private async replicateToQuorum(segment: OpenSegment, frames: readonly Buffer[], onQuorum: () => void): Promise<{ acks: number; fenced: boolean }> {
+    while (!(await this.memberRoom(segment.meta.ensemble)));
+    return this.sendToEnsemble(segment, frames, onQuorum);
+  }
+
+  /**
+   * True when every member has room for one more batch now; else waits until the sends to the
+   * first member without room settled and returns false (check again: sends are only started right after a true answer, so
+   * no other send can take the room in between and each member still gets them in order).
+   */
+  private async memberRoom(ensemble: readonly string[]): Promise<boolean> {
+    for (const node of ensemble) {
+      if ((this.inFlight.get(node) ?? 0) >= MEMBER_BATCHES_IN_FLIGHT_MAX) {
+        await this.chains.get(node);
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** Starts the sends of frames to every member of the ensemble (in each member's order); resolves as replicateToQuorum does. */
+  private sendToEnsemble(segment: OpenSegment, frames: readonly Buffer[], onQuorum: () => void): Promise<{ acks: number; fenced: boolean }> {
     const committed = this.committed;
     const ensemble = segment.meta.ensemble;
     const quorum = segment.meta.ackQuorum;
-    for (const node of ensemble) {
-      if ((this.inFlight.get(node) ?? 0) >= MEMBER_BATCHES_IN_FLIGHT_MAX) await this.chains.get(node);
-    }
     const trace = activeTraceContext(); // sends run from each member's chain: parent them here
     return new Promise((resolve) => {
       let acks = 0;

@@ -38,50 +38,103 @@ export class ReplicaWrites {
    * retried request) and refused when they differ (a forged or conflicting write is never
    * acknowledged as held); the rest must follow on.
    */
-  appendFrames(start: SegmentStart, frames: readonly Buffer[]): Promise<AppendResult> {
+  async appendFrames(start: SegmentStart, frames: readonly Buffer[]): Promise<AppendResult> {
+    const [outcome] = await this.appendFrameGroups([{ start, frames }]);
+    if (outcome instanceof Error) throw outcome;
+    return outcome as AppendResult;
+  }
+
+  /**
+   * Group commit of replicated frames: the requests, in order, each checked as appendFrames
+   * checks it, and everything they add written with one write and one fdatasync (several when
+   * the bytes exceed groupCommitBytesMax, as writeAndSync splits them). Each request's outcome is
+   * its range or the refusal (a WalError) that refused it alone, leaving nothing of it written;
+   * the others go on. An I/O failure rejects the whole group (none of it is acknowledged; what
+   * reached the disk is given up by the write queue's rollback or found held by a retry).
+   */
+  appendFrameGroups(requests: ReadonlyArray<{ readonly start: SegmentStart; readonly frames: readonly Buffer[] }>): Promise<Array<AppendResult | WalError>> {
     return this.queue.exclusive(async () => {
       const state = this.state;
-      // Every frame is verified before anything is created: a bad request leaves no segment behind.
-      const decodedFrames = frames.map((frame) => decodeFrameAt(frame, 0, state.settings.entryBytesMax));
-      decodedFrames.forEach((decoded, i) => {
-        if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frames[i]?.byteLength || (decoded.header.flags & FLAG_HOLE) !== 0) {
-          throw new ReplicaRejectedError('bad-frame', 'a frame failed verification on arrival', state.lastIndex);
+      const outcomes: Array<AppendResult | WalError> = [];
+      // Accepted and not yet written: frames of `pendingActive`, from its durable end on.
+      let pendingActive: ActiveSegment | undefined;
+      let pending: Buffer[] = [];
+      let pendingBytes = 0;
+      let indexed: IndexedFrames = { starts: [], lengths: [], checkWords: [] };
+      const flush = async (): Promise<void> => {
+        if (!pendingActive || pending.length === 0) return;
+        const active = pendingActive;
+        const bytes = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingBytes);
+        const frames = indexed;
+        pending = [];
+        pendingBytes = 0;
+        indexed = { starts: [], lengths: [], checkWords: [] };
+        pendingActive = undefined;
+        try {
+          await this.writer.writeAndSync(active, bytes, frames);
+        } catch (error) {
+          // Never taken for one request's refusal: the requests before it count on these bytes.
+          if (error instanceof WalError) throw new Error(`group write of segment ${active.segmentId} failed`, { cause: error });
+          throw error;
         }
-      });
-      let active = state.active;
-      if (!active || active.segmentId !== start.segmentId) {
-        const head = decodedFrames[0];
-        active = await this.startSegment(start, head?.kind === 'entry' ? head.header.index : undefined);
-      }
-      const accepted: Buffer[] = [];
-      let next = active.lastIndex + 1;
-      for (const [i, frame] of frames.entries()) {
-        const decoded = decodedFrames[i];
-        if (decoded?.kind !== 'entry') throw new ReplicaRejectedError('bad-frame', 'a frame failed verification on arrival', active.lastIndex);
-        if (decoded.header.index < next) {
-          await this.checkHeld(active, decoded.header.index, frame);
-          continue;
+      };
+      for (const { start, frames } of requests) {
+        try {
+          // Every frame is verified before anything is created: a bad request leaves no segment behind.
+          const decodedFrames = frames.map((frame) => decodeFrameAt(frame, 0, state.settings.entryBytesMax));
+          decodedFrames.forEach((decoded, i) => {
+            if (decoded.kind !== 'entry' || !decoded.bodyOk || decoded.frameByteLength !== frames[i]?.byteLength || (decoded.header.flags & FLAG_HOLE) !== 0) {
+              throw new ReplicaRejectedError('bad-frame', 'a frame failed verification on arrival', state.lastIndex);
+            }
+          });
+          let active = state.active;
+          if (!active || active.segmentId !== start.segmentId) {
+            await flush();
+            const head = decodedFrames[0];
+            active = await this.startSegment(start, head?.kind === 'entry' ? head.header.index : undefined);
+          }
+          const accepted: Buffer[] = [];
+          let next = active.lastIndex + 1;
+          for (const [i, frame] of frames.entries()) {
+            const decoded = decodedFrames[i];
+            if (decoded?.kind !== 'entry') throw new ReplicaRejectedError('bad-frame', 'a frame failed verification on arrival', active.lastIndex);
+            if (decoded.header.index < next) {
+              // A held frame is compared with the file: what this group holds back is written first.
+              await flush();
+              await this.checkHeld(active, decoded.header.index, frame);
+              continue;
+            }
+            if (decoded.header.index !== next) throw new ReplicaRejectedError('index-gap', `frame ${decoded.header.index} arrived but ${next} is next`, active.lastIndex);
+            accepted.push(frame);
+            next += 1;
+          }
+          const firstIndex = active.lastIndex + 1;
+          if (accepted.length === 0) {
+            outcomes.push({ firstIndex, lastIndex: active.lastIndex });
+            continue;
+          }
+          pendingActive = active;
+          let offset = active.byteLength + pendingBytes;
+          for (const frame of accepted) {
+            indexed.starts.push(offset);
+            indexed.lengths.push(frame.byteLength);
+            indexed.checkWords.push(frameCheckWordOf(frame));
+            offset += frame.byteLength;
+            active.aggregate.addStored(frame, 8);
+            active.lastIndex += 1;
+            active.indexCount += 1;
+            pending.push(frame);
+            pendingBytes += frame.byteLength;
+          }
+          outcomes.push({ firstIndex, lastIndex: active.lastIndex });
+        } catch (error) {
+          // A refusal refuses this request only; an I/O error fails the group (and the store's tail).
+          if (!(error instanceof WalError) || error instanceof StoreClosedError) throw error;
+          outcomes.push(error);
         }
-        if (decoded.header.index !== next) throw new ReplicaRejectedError('index-gap', `frame ${decoded.header.index} arrived but ${next} is next`, active.lastIndex);
-        accepted.push(frame);
-        next += 1;
       }
-      const firstIndex = active.lastIndex + 1;
-      if (accepted.length === 0) return { firstIndex, lastIndex: active.lastIndex };
-      const bytes = Buffer.concat(accepted);
-      const indexed: IndexedFrames = { starts: [], lengths: [], checkWords: [] };
-      let offset = active.byteLength;
-      for (const frame of accepted) {
-        indexed.starts.push(offset);
-        indexed.lengths.push(frame.byteLength);
-        indexed.checkWords.push(frameCheckWordOf(frame));
-        offset += frame.byteLength;
-        active.aggregate.addStored(frame, 8);
-        active.lastIndex += 1;
-        active.indexCount += 1;
-      }
-      await this.writer.writeAndSync(active, bytes, indexed);
-      return { firstIndex, lastIndex: active.lastIndex };
+      await flush();
+      return outcomes;
     });
   }
 

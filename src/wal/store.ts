@@ -213,6 +213,15 @@ export class WalStore {
     return this.replica.appendFrames(start, frames);
   }
 
+  /**
+   * Replica mode, group commit: several appendFrames requests in one write queue operation, their
+   * frames written with one write and one fdatasync. Each outcome is that request's range or the
+   * WalError that refused it alone; an I/O failure rejects them all.
+   */
+  appendFrameGroups(requests: ReadonlyArray<{ readonly start: SegmentStart; readonly frames: readonly Buffer[] }>): Promise<Array<AppendResult | WalError>> {
+    return this.replica.appendFrameGroups(requests);
+  }
+
   /** Replica mode: seals segment segmentId at lastIndex, cutting unacknowledged entries after it. */
   sealSegment(segmentId: number, lastIndex: number, expectedAggregate?: Checksum64, keepThrough = 0): Promise<SegmentRecord> {
     return this.replica.sealSegment(segmentId, lastIndex, expectedAggregate, keepThrough);

@@ -28,16 +28,30 @@ function harness(overrides: Partial<CoalescerOptions> = {}) {
 const p = (n: number, bytes = 10): Uint8Array => Buffer.alloc(bytes, n);
 
 describe('Coalescer', () => {
-  it('lingers up to lingerUs, then sends everything that arrived as one batch with consecutive indices', async () => {
-    const { coalescer, sent, turn } = harness();
+  it('with a batch in flight, lingers up to lingerUs, then sends everything that arrived as one batch with consecutive indices', async () => {
+    const { coalescer, sent, turn } = harness({ inFlightBatchesMax: 2 });
+    const lone = coalescer.add(p(0));
+    turn(0);
+    expect(sent).toHaveLength(1); // nothing was in flight: no linger
     const results = [coalescer.add(p(1)), coalescer.add(p(2)), coalescer.add(p(3))];
     turn(100);
-    expect(sent).toHaveLength(0); // still lingering
+    expect(sent).toHaveLength(1); // still lingering
     turn(100);
-    expect(sent).toHaveLength(1);
-    expect(sent[0]?.payloads).toHaveLength(3);
-    sent[0]?.resolve(41);
+    expect(sent).toHaveLength(2);
+    expect(sent[1]?.payloads).toHaveLength(3);
+    sent[0]?.resolve(40);
+    sent[1]?.resolve(41);
+    expect(await lone).toBe(40);
     expect(await Promise.all(results)).toEqual([41, 42, 43]);
+  });
+
+  it('with nothing in flight, sends at the next turn without lingering, the entries of that turn as one batch', () => {
+    const { coalescer, sent, turn } = harness();
+    void coalescer.add(p(1));
+    void coalescer.add(p(2));
+    expect(sent).toHaveLength(0); // entries of the same turn may still join
+    turn(0);
+    expect(sent.map((s) => s.payloads.length)).toEqual([2]);
   });
 
   it('closes a batch at the entry cap at once, without lingering', () => {

@@ -60,6 +60,90 @@ describe('fencing is atomic with writes', () => {
   });
 });
 
+describe('replica group commit', () => {
+  it('Replicates queued behind a running write+fdatasync go out in one write and one fdatasync', async () => {
+    const { handlers } = node;
+    await handlers.replicate(LOG, 1, SEGMENT, frames(1, 2), 0);
+    node.disk.holdDatasyncs();
+    const slow = handlers.replicate(LOG, 1, SEGMENT, frames(3, 1), 2);
+    await until(() => node.disk.datasyncsWaiting === 1);
+    const queued = [4, 5, 6].map((i) => handlers.replicate(LOG, 1, SEGMENT, frames(i, 1), 2));
+    await sleep(20); // all three reach the member while 3's fdatasync runs
+    node.disk.releaseDatasyncs();
+    node.disk.holdDatasyncs();
+    expect(await slow).toEqual({ lastIndex: 3 });
+    await until(() => node.disk.datasyncsWaiting === 1);
+    node.disk.releaseDatasyncs();
+    node.disk.holdDatasyncs();
+    // One fdatasync made all three durable: none of them waits for another.
+    const answered = await Promise.race([Promise.all(queued), sleep(1_000).then(() => 'a second fdatasync was needed')]);
+    node.disk.releaseDatasyncs();
+    expect(answered).toEqual([{ lastIndex: 4 }, { lastIndex: 5 }, { lastIndex: 6 }]);
+    const read = await handlers.readFrames(LOG, 1, 1, 6, 0);
+    expect(read.frames).toEqual(frames(1, 6));
+  });
+
+  it('a refused request in a group refuses only itself; the others are written', async () => {
+    const { handlers } = node;
+    await handlers.replicate(LOG, 1, SEGMENT, frames(1, 2), 0);
+    node.disk.holdDatasyncs();
+    const slow = handlers.replicate(LOG, 1, SEGMENT, frames(3, 1), 2);
+    await until(() => node.disk.datasyncsWaiting === 1);
+    const good = handlers.replicate(LOG, 1, SEGMENT, frames(4, 1), 2);
+    const gap = handlers.replicate(LOG, 1, SEGMENT, frames(9, 1), 2);
+    const conflicting = handlers.replicate(LOG, 1, SEGMENT, [format.encodeEntry({ index: 4, timestampMs: 1, flags: 0, payload: payloadOf(99) }).frame], 2);
+    const next = handlers.replicate(LOG, 1, SEGMENT, frames(5, 2), 2);
+    await sleep(20);
+    node.disk.releaseDatasyncs();
+    const [a, b, c, d, e] = await Promise.allSettled([slow, good, gap, conflicting, next]);
+    expect(a).toMatchObject({ status: 'fulfilled', value: { lastIndex: 3 } });
+    expect(b).toMatchObject({ status: 'fulfilled', value: { lastIndex: 4 } });
+    expect(c).toMatchObject({ status: 'rejected', reason: { reason: 'index-gap' } });
+    expect(d).toMatchObject({ status: 'rejected', reason: { reason: 'conflict' } });
+    expect(e).toMatchObject({ status: 'fulfilled', value: { lastIndex: 6 } });
+    expect((await handlers.readFrames(LOG, 1, 1, 6, 0)).frames).toEqual(frames(1, 6));
+  });
+
+  it('a Fence arriving while Replicates are queued closes their group: a Replicate of the old epoch after it is refused', async () => {
+    const { handlers } = node;
+    await handlers.replicate(LOG, 1, SEGMENT, frames(1, 2), 0);
+    node.disk.holdDatasyncs();
+    const slow = handlers.replicate(LOG, 1, SEGMENT, frames(3, 1), 2);
+    await until(() => node.disk.datasyncsWaiting === 1);
+    const before = handlers.replicate(LOG, 1, SEGMENT, frames(4, 1), 2);
+    await sleep(20);
+    const fence = handlers.fence(LOG, 1, 2);
+    await sleep(20); // the fence reaches the member before the next write
+    const after = handlers.replicate(LOG, 1, SEGMENT, frames(5, 1), 2);
+    node.disk.releaseDatasyncs();
+    const [s, b, f, a] = await Promise.allSettled([slow, before, fence, after]);
+    expect(s).toMatchObject({ status: 'fulfilled', value: { lastIndex: 3 } });
+    expect(b).toMatchObject({ status: 'fulfilled', value: { lastIndex: 4 } });
+    expect(f).toMatchObject({ status: 'fulfilled', value: { lastIndex: 4 } });
+    expect(a.status).toBe('rejected');
+    expect((a as PromiseRejectedResult).reason).toBeInstanceOf(FencedError);
+    expect((await node.store(LOG)).segmentRecord(1)?.lastIndex).toBe(4);
+  });
+
+  it('a Replicate of a higher epoch queued between two of a lower one raises the fence for the one after it', async () => {
+    const { handlers } = node;
+    await handlers.replicate(LOG, 1, SEGMENT, frames(1, 2), 0);
+    node.disk.holdDatasyncs();
+    const slow = handlers.replicate(LOG, 1, SEGMENT, frames(3, 1), 2);
+    await until(() => node.disk.datasyncsWaiting === 1);
+    const first = handlers.replicate(LOG, 1, SEGMENT, frames(4, 1), 2);
+    await sleep(10);
+    const higher = handlers.replicate(LOG, 2, SEGMENT, frames(5, 1), 2);
+    await sleep(10);
+    const older = handlers.replicate(LOG, 1, SEGMENT, frames(6, 1), 2);
+    node.disk.releaseDatasyncs();
+    const [, a, b, c] = await Promise.allSettled([slow, first, higher, older]);
+    expect(a).toMatchObject({ status: 'fulfilled', value: { lastIndex: 4 } });
+    expect(b).toMatchObject({ status: 'fulfilled', value: { lastIndex: 5 } });
+    expect((c as PromiseRejectedResult).reason).toBeInstanceOf(FencedError);
+  });
+});
+
 describe('ReadFrames', () => {
   it('says whether the copy it serves from is sealed, and its aggregate checksum then', async () => {
     const { handlers } = node;

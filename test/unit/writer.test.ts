@@ -168,6 +168,30 @@ describe('appends', () => {
   });
 });
 
+describe('pipelining (issue 12)', () => {
+  it('sends the next batch (a backlog of 64 KiB or more) before the one before it reached its ack quorum, and acknowledges them in order', async () => {
+    const { writer } = writerOn('a', 1);
+    await writer.append(payloads(1, 1));
+    cluster.node('b').disk.holdDatasyncs();
+    cluster.node('c').disk.holdDatasyncs();
+    const order: number[] = [];
+    const first = writer.append(payloads(2, 1)).then((r) => (order.push(r.firstIndex), r));
+    await until(() => cluster.node('b').disk.datasyncsWaiting === 1 && cluster.node('c').disk.datasyncsWaiting === 1);
+    // A backlog of at least PIPELINE_BACKLOG_BYTES_MIN (64 KiB) is sent without waiting.
+    const second = writer.append(payloads(3, 2, 40_000)).then((r) => (order.push(r.firstIndex), r));
+    // The writer's own copy takes the second batch while the first still waits for b and c.
+    await until(async () => (await lastIndexOn('a')) === 4);
+    expect(writer.committedIndex).toBe(1);
+    cluster.node('c').disk.releaseDatasyncs();
+    cluster.node('b').disk.releaseDatasyncs();
+    expect(await first).toEqual({ firstIndex: 2, lastIndex: 2 });
+    expect(await second).toEqual({ firstIndex: 3, lastIndex: 4 });
+    expect(order).toEqual([2, 3]);
+    expect(writer.committedIndex).toBe(4);
+    await until(async () => (await lastIndexOn('b')) === 4); // b was not needed for the quorum
+  });
+});
+
 describe('member failure', () => {
   it('a member that fails: appends are still acknowledged by 2 of 3, the segment is sealed and the next opened without it', async () => {
     const handle = writerOn('a', 1);
