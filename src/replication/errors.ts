@@ -169,3 +169,8 @@ export class SessionOwnerError extends ReplicationError {
     super(`session ${sessionId} is not bound to the caller's certificate (${caller}): a session id with TLS starts with the first 8 bytes of SHA-256 of the certificate's common name`);
   }
 }
+
+/** A record read from etcd that is not what this code writes (a field missing, of another type, out of range). */
+export class MalformedRecordError extends Error {
+  override readonly name = 'MalformedRecordError';
+}

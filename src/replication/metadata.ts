@@ -1,6 +1,8 @@
 // The records etcd holds for each log and each of its segments. Values are JSON, validated when
 // read (etcd is trusted for integrity, but a malformed record is refused, never half-used).
 
+import { MalformedRecordError } from './errors.js';
+
 export type SegmentState = 'OPEN' | 'RECOVERING' | 'SEALED';
 
 export interface LogMeta {
@@ -44,10 +46,6 @@ export interface SegmentMeta {
    * (joiners that sealed join the ensemble, the others become former members).
    */
   readonly joiners?: readonly string[];
-}
-
-export class MalformedRecordError extends Error {
-  override readonly name = 'MalformedRecordError';
 }
 
 function int(raw: Record<string, unknown>, field: string, min = 0): number {

@@ -30,3 +30,8 @@ export class WatcherTooSlowError extends Error {
     super(`the watcher left more than ${unreadMax} events unread; dropped (watch again to resume)`);
   }
 }
+
+/** A TLS file (CA, certificate, key, revocation list) that is missing, unreadable or unusable. */
+export class TlsConfigError extends Error {
+  override readonly name = 'TlsConfigError';
+}

@@ -13,6 +13,7 @@ import { type PeerCertificate, checkServerIdentity } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { RevocationList, RevocationListError } from './revocation.js';
+import { TlsConfigError } from './errors.js';
 
 export type Role = 'peer' | 'client' | 'admin';
 export const ROLES: readonly Role[] = ['peer', 'client', 'admin'];
@@ -58,10 +59,6 @@ export interface TlsPaths {
 export type Transport = { readonly kind: 'insecure' } | { readonly kind: 'tls'; readonly ca: Buffer; readonly cert: Buffer; readonly key: Buffer; readonly revoked?: RevocationList };
 
 export const INSECURE: Transport = Object.freeze({ kind: 'insecure' });
-
-export class TlsConfigError extends Error {
-  override readonly name = 'TlsConfigError';
-}
 
 /** Reads the PEM files; a missing or unreadable one is a clear error naming it. */
 export async function loadTransport(paths: TlsPaths): Promise<Transport> {
