@@ -335,7 +335,8 @@ export class LogWriter {
     // holds past it were never acknowledged. Two such points can differ (a recovery that failed
     // its quorum sealed one member at its choice, the old writer sealed another at its committed
     // index); both cover every acknowledgement, so the lowest is safe, and it is the only one the
-    // members sealed below the others can still reach: a sealed copy is never extended.
+    // members sealed below the others can still reach: a sealed copy is never extended (copies
+    // sealed below the next segment's first index are prefixes, not seal points: see the cap below).
     // This writer's own segment (a batch or a seal of it failed): its committed index is exact,
     // and its own acknowledgements show that an ack quorum durably holds every entry up to it,
     // whether those members answer now or not. It seals there, as sealCurrent does; entries past
