@@ -57,13 +57,12 @@ export async function catchUpLog(ctx: CatchUpContext): Promise<CatchUpResult> {
     }
     try {
       if (local) {
-        if (!member) {
-          // Dropped from the ensemble while it held the segment open: keep the verified prefix,
-          // sealed, so the segments after it can follow. It is no replica of record.
-          await ctx.store.sealSegment(meta.segmentId, Math.min(local.lastIndex, meta.lastIndex));
-          segmentsSealed += 1;
-          continue;
-        }
+        // A member dropped from the ensemble while it held the segment open (no replica of record)
+        // fetches what it lacks and seals where the record says too, like a member, so that the
+        // segments after it can follow. Sealing its copy at its own end instead left a copy sealed
+        // short of acknowledged entries: after etcd was restored to a snapshot naming this node a
+        // member of the OPEN segment, recovery took that point for the lowest seal point and cut
+        // the copies of record to it.
         entriesFetched += await fetchInto(ctx, meta, local.lastIndex + 1);
         const sealed = await ctx.store.sealSegment(meta.segmentId, meta.lastIndex);
         segmentsSealed += 1;

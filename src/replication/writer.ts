@@ -351,10 +351,8 @@ export class LogWriter {
     // holds past it were never acknowledged. Two such points can differ (a recovery that failed
     // its quorum sealed one member at its choice, the old writer sealed another at its committed
     // index); both cover every acknowledgement, so the lowest is safe, and it is the only one the
-    // members sealed below the others can still reach: a sealed copy is never extended.
-    const sealedAt = answers.ok.filter((a) => a.value.present && a.value.sealed);
-    const sealedPoints = new Set(sealedAt.map((a) => a.value.lastIndex));
-    const lowestSealed = sealedPoints.size === 0 ? undefined : Math.min(...sealedPoints);
+    // members sealed below the others can still reach: a sealed copy is never extended (copies
+    // sealed below the next segment's first index are prefixes, not seal points: see the cap below).
     // This writer's own segment (a batch or a seal of it failed): its committed index is exact,
     // and its own acknowledgements show that an ack quorum durably holds every entry up to it,
     // whether those members answer now or not. It seals there, as sealCurrent does; entries past
@@ -378,6 +376,19 @@ export class LogWriter {
     // exists, and the entries a copy holds past that cap were never acknowledged. The cap is a
     // point a writer sealed at, so a batch boundary too.
     const cap = own ? undefined : await this.followingEnd([...new Set([...answers.ok.map((a) => a.node), ...this.o.liveMembers()])].sort(), meta.segmentId);
+    // A copy sealed below the cap is no seal point but a prefix: a member the coordinator replaced
+    // seals the open copy it held at its own end when it comes back (catchup.ts), short of the
+    // record; etcd restored to a snapshot that still names it a member of the OPEN segment brings
+    // it into these answers. Taken for the lowest point, it cut the copies of record short of
+    // acknowledged entries. The cap is where the segment was sealed in etcd: copies below it
+    // neither choose the point nor count for it.
+    const prefixes = new Set(cap === undefined ? [] : answers.ok.filter((a) => a.value.present && a.value.sealed && a.value.lastIndex < cap).map((a) => a.node));
+    const sealedAt = answers.ok.filter((a) => a.value.present && a.value.sealed && !prefixes.has(a.node));
+    const sealedPoints = new Set(sealedAt.map((a) => a.value.lastIndex));
+    const lowestSealed = sealedPoints.size === 0 ? undefined : Math.min(...sealedPoints);
+    if (cap !== undefined && prefixes.size > 0 && !answers.ok.some((a) => !prefixes.has(a.node) && lastOf(a.value) >= cap)) {
+      throw new QuorumUnavailableError(log, answers.ok.length - prefixes.size, needed, { cause: new Error(`segment ${meta.segmentId} was sealed at ${cap} (the next segment begins at ${cap + 1}): only prefixes below it answered`) });
+    }
     const last = Math.min(
       lowestSealed ?? (own ? opened.nextIndex - 1 : cap !== undefined && cap < highest ? cap : await this.pointOutsideSessionBatch(start, answers.ok.filter((a) => lastOf(a.value) >= highest && a.value.present).map((a) => a.node), highest)),
       cap ?? Infinity,

@@ -2,9 +2,9 @@
 // (`node dist/sim/main.js --etcd-restore --seed 511` and `--seed 719`), each with the scenario that
 // stalled the log or committed an unacknowledged entry twice before its fix.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FencedError } from '../../src/replication/index.js';
+import { FencedError, type SegmentMeta, catchUpLog } from '../../src/replication/index.js';
 import { format } from '../../src/wal/index.js';
-import { TestCluster, type WriterUnderTest, acknowledgedBy, payloadOf, startWriter, until } from '../support/replication-fakes.js';
+import { TestCluster, type WriterUnderTest, acknowledgedBy, payloadOf, silent, startWriter, until } from '../support/replication-fakes.js';
 
 const LOG = 'orders';
 const SEGMENT_BYTES_SMALL = 4096;
@@ -98,5 +98,78 @@ describe('an unacknowledged tail of a segment whose successor a member holds (DU
     expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'SEALED', firstIndex: 2, lastIndex: 1 });
     expect(cluster.directory.segment(LOG, 3)).toMatchObject({ state: 'SEALED', firstIndex: 2, lastIndex: 2 });
     expect(await w3.writer.append([payloadOf(30)])).toEqual({ firstIndex: 3, lastIndex: 3 });
+  }, 20_000);
+});
+
+/**
+ * c misses the end of segment 1 (entry 4), which writer a seals at 4 on a and b; with withNext,
+ * entry 5 is acknowledged in segment 2. Then a's process dies and the coordinator replaces c
+ * (gone) by d in segment 1's ensemble; c is back. Returns segment 1's record from before its seal
+ * (OPEN, ensemble a b c), for an etcd restored to a snapshot of those days.
+ */
+async function formerMemberMissesTheEnd(withNext: boolean): Promise<SegmentMeta> {
+  const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'], caller: 'A' });
+  writers.push(w1);
+  expect(await w1.writer.append([payloadOf(1), payloadOf(2), payloadOf(3)])).toEqual({ firstIndex: 1, lastIndex: 3 });
+  await acknowledgedBy(w1, ['a', 'b', 'c'], 3);
+  const openRecord = cluster.directory.segment(LOG, 1);
+  expect(openRecord).toMatchObject({ state: 'OPEN', ensemble: ['a', 'b', 'c'] });
+  cluster.network.fail('c', { kind: 'unavailable' });
+  const rest = FILLING_ENTRY_BYTES - 3 * (format.ENTRY_HEADER_BYTES + 48);
+  expect(await w1.writer.append([payloadOf(4, rest)])).toEqual({ firstIndex: 4, lastIndex: 4 });
+  expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', lastIndex: 4 });
+  if (withNext) {
+    expect(await w1.writer.append([payloadOf(5)])).toEqual({ firstIndex: 5, lastIndex: 5 });
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'OPEN', firstIndex: 5, ensemble: ['a', 'b'] });
+    await acknowledgedBy(w1, ['a', 'b'], 5);
+  }
+  w1.writer.stop();
+  cluster.network.kill('A');
+  cluster.directory.edit(LOG, 1, (meta) => ({ ...meta, ensemble: ['a', 'b', 'd'], formerMembers: ['c'] }));
+  cluster.network.heal('c');
+  expect((await cluster.node('c').store(LOG)).segmentRecord(1)).toMatchObject({ state: 'open', lastIndex: 3 });
+  return openRecord;
+}
+
+async function catchUpC(): Promise<void> {
+  const store = await cluster.node('c').store(LOG);
+  const result = await catchUpLog({ log: LOG, self: 'c', store, directory: cluster.directory, peers: cluster.network.resolverFor('c'), logger: silent, fetchFile: (from, segmentId, path) => cluster.fetchFile(from, LOG, segmentId, path), tempDir: store.dataDir, disk: cluster.node('c').disk });
+  expect(result).toMatchObject({ segmentsSealed: 1, mismatched: [], behind: [] });
+}
+
+describe('a former member\'s copy sealed short of the record, in a record etcd restored to OPEN (DATA LOSS)', () => {
+  // c missed the end of segment 1, which the writer sealed at 4 on a and b; the coordinator then
+  // replaced c (gone) by d, and c's catch-up sealed the open copy it held at its own end (3): no
+  // replica of record. etcd was restored to a snapshot taken while segment 1 was OPEN with c in
+  // its ensemble. Recovery took the lowest sealed point among a, b, c (3) for one that covers
+  // every acknowledgement and cut a's and b's copies to it: entry 4, acknowledged, was lost (and
+  // segment 2, when there was one, no longer followed segment 1).
+
+  it('recovery seals where the next segment begins, not at a copy sealed below it', async () => {
+    const openRecord = await formerMemberMissesTheEnd(true);
+    // c's copy as catch-up left it before it fetched the rest for a former member.
+    await (await cluster.node('c').store(LOG)).sealSegment(1, 3);
+    cluster.directory.forget(LOG, 2);
+    cluster.directory.edit(LOG, 1, () => openRecord);
+    const w2 = startWriter(cluster, { log: LOG, self: 'b', epoch: 9, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c', 'd'] });
+    writers.push(w2);
+    await w2.writer.whenReady();
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', firstIndex: 1, lastIndex: 4 });
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ firstIndex: 5 });
+    for (const node of ['a', 'b']) expect((await cluster.node(node).store(LOG)).segmentRecord(1)).toMatchObject({ state: 'sealed', lastIndex: 4 });
+    expect(await w2.writer.append([payloadOf(6)])).toEqual({ firstIndex: 6, lastIndex: 6 });
+  }, 20_000);
+
+  it('catch-up of a former member seals its copy where the record does (no next segment to tell)', async () => {
+    const openRecord = await formerMemberMissesTheEnd(false);
+    await catchUpC();
+    expect((await cluster.node('c').store(LOG)).segmentRecord(1)).toMatchObject({ state: 'sealed', lastIndex: 4 });
+    cluster.directory.edit(LOG, 1, () => openRecord);
+    const w2 = startWriter(cluster, { log: LOG, self: 'b', epoch: 9, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c', 'd'] });
+    writers.push(w2);
+    await w2.writer.whenReady();
+    expect(cluster.directory.segment(LOG, 1)).toMatchObject({ state: 'SEALED', firstIndex: 1, lastIndex: 4 });
+    for (const node of ['a', 'b', 'c']) expect((await cluster.node(node).store(LOG)).segmentRecord(1)).toMatchObject({ state: 'sealed', lastIndex: 4 });
+    expect(await w2.writer.append([payloadOf(5)])).toEqual({ firstIndex: 5, lastIndex: 5 });
   }, 20_000);
 });
