@@ -84,6 +84,8 @@ export class ClusterNode implements NodeApi {
   /** The scrub rate allowed now, shared with the scrub worker thread (scrub-pace.ts). */
   private readonly scrubRateCell = newRateCell();
   private stopScrubRateCell: (() => void) | undefined;
+  /** Aborted when the node stops: the scrub reads in this thread stop being paced. */
+  private readonly scrubPaceStop = new AbortController();
   private readonly io: NodeIo;
   private cancelReopen: (() => void) | undefined;
   private stopped = false;
@@ -342,7 +344,14 @@ export class ClusterNode implements NodeApi {
   /** Scrub checks in a worker thread, or in this thread when running from TypeScript sources (tests). */
   private async scrubChecker(): Promise<ScrubChecker> {
     const { clock } = this.io;
-    const paced = pacedDisk(this.io.disk, { bytesPerSecond: () => this.scrubRateNow(), sleep: (ms) => clock.sleep(ms), monotonicMs: () => clock.monotonicMs() });
+    // Once the node stops, a check in this thread reads at disk speed (its pause ends at once): its
+    // paced reads, at 1/64 of the rate under load, would hold stop() until the segment is read.
+    const stopping = this.scrubPaceStop.signal;
+    const paced = pacedDisk(this.io.disk, {
+      bytesPerSecond: () => (stopping.aborted ? Number.POSITIVE_INFINITY : this.scrubRateNow()),
+      sleep: (ms) => clock.sleep(ms, stopping),
+      monotonicMs: () => clock.monotonicMs(),
+    });
     const inThread = new InThreadScrubChecker(paced);
     const script = scrubWorkerScriptPath();
     if (!(await nodeDisk.stat(script))) return inThread; // the program's own files are on node:fs
@@ -753,6 +762,7 @@ export class ClusterNode implements NodeApi {
     (this.transport as { revoked?: RevocationList }).revoked?.close();
     this.cancelReopen?.();
     this.repairs?.stop();
+    this.scrubPaceStop.abort();
     await this.scrubber?.stop();
     this.stopScrubRateCell?.();
     await this.scrubPublisher?.stop();
