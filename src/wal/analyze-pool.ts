@@ -149,7 +149,17 @@ export class AnalyzePool implements SegmentAnalyzer {
     const spawn = options.spawn ?? (() => new Worker(analyzeWorkerScriptPath(), { resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } }));
     this.concurrency = options.threads * WINDOW_PER_WORKER;
     for (let i = 0; i < options.threads; i += 1) {
-      const thread: Thread = { worker: spawn(), waiting: new Map() };
+      let worker: Worker;
+      try {
+        worker = spawn();
+      } catch (error) {
+        // No pool is returned, so no one would close it: the workers started so far end here
+        // (a live worker keeps the process from exiting).
+        this.closed = true;
+        for (const t of this.threads) void t.worker.terminate();
+        throw error;
+      }
+      const thread: Thread = { worker, waiting: new Map() };
       thread.worker.on('message', (m: AnalyzeResponse) => this.answer(thread, m));
       thread.worker.on('error', (error) => this.fail(`${error instanceof Error ? error.message : String(error)}`, error));
       thread.worker.on('exit', (code) => {

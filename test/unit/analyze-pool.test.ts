@@ -96,6 +96,21 @@ describe('validate with a worker pool', () => {
     await expect(validateStore(dir, { threads: 2, spawnWorker: throws })).rejects.toThrow(/worker bug/);
   });
 
+  it('terminates the workers it started when starting another fails (regression: the first was left running, and kept the process alive)', async () => {
+    const started: Worker[] = [];
+    const spawnSome = (): Worker => {
+      if (started.length === 1) throw new Error('cannot start a thread (EAGAIN)');
+      const worker = spawnWorker();
+      started.push(worker);
+      return worker;
+    };
+    await expect(validateStore(dir, { threads: 2, spawnWorker: spawnSome })).rejects.toThrow(/EAGAIN/);
+    expect(started).toHaveLength(1);
+    const first = started[0] as Worker;
+    // threadId is -1 once the thread has exited.
+    await expect.poll(() => first.threadId, { timeout: 5_000 }).toBe(-1);
+  });
+
   it('answers an analysis that throws in the worker with the same error code (a missing file)', async () => {
     const pool = new AnalyzePool({ threads: 1, spawn: spawnWorker });
     try {
