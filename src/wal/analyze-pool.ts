@@ -4,8 +4,9 @@
 // the same whichever analyser produced it.
 //
 // Fault model: a worker thread may fail (an uncaught error, out of memory) or exit at any time.
-// Every analysis waiting on it is then rejected with AnalyzeWorkerError, never left pending and
-// never answered as clean, and the pool refuses further work: the caller reports an error.
+// Every analysis waiting on it (on any worker, also when an answer cannot be read) is then
+// rejected with AnalyzeWorkerError, never left pending and never answered as clean, and the pool
+// refuses further work: the caller reports an error.
 // Memory: each worker holds at most WINDOW_PER_WORKER analyses at a time (one scan window each),
 // so the pool's memory does not grow with the store.
 import os from 'node:os';
@@ -162,6 +163,8 @@ export class AnalyzePool implements SegmentAnalyzer {
       const thread: Thread = { worker, waiting: new Map() };
       thread.worker.on('message', (m: AnalyzeResponse) => this.answer(thread, m));
       thread.worker.on('error', (error) => this.fail(`${error instanceof Error ? error.message : String(error)}`, error));
+      // An answer that cannot be read: which analysis it was is unknown, so none can be answered.
+      thread.worker.on('messageerror', (error) => this.fail(`a worker sent an answer that cannot be read: ${error.message}`, error));
       thread.worker.on('exit', (code) => {
         if (!this.closed) this.fail(`a worker exited (code ${code}) while analysing`);
       });
