@@ -84,6 +84,8 @@ export class ClusterNode implements NodeApi {
   /** The scrub rate allowed now, shared with the scrub worker thread (scrub-pace.ts). */
   private readonly scrubRateCell = newRateCell();
   private stopScrubRateCell: (() => void) | undefined;
+  /** Aborted when the node stops: the scrub reads in this thread stop being paced. */
+  private readonly scrubPaceStop = new AbortController();
   private readonly io: NodeIo;
   private cancelReopen: (() => void) | undefined;
   private stopped = false;
@@ -342,7 +344,14 @@ export class ClusterNode implements NodeApi {
   /** Scrub checks in a worker thread, or in this thread when running from TypeScript sources (tests). */
   private async scrubChecker(): Promise<ScrubChecker> {
     const { clock } = this.io;
-    const paced = pacedDisk(this.io.disk, { bytesPerSecond: () => this.scrubRateNow(), sleep: (ms) => clock.sleep(ms), monotonicMs: () => clock.monotonicMs() });
+    // Once the node stops, a check in this thread reads at disk speed (its pause ends at once): its
+    // paced reads, at 1/64 of the rate under load, would hold stop() until the segment is read.
+    const stopping = this.scrubPaceStop.signal;
+    const paced = pacedDisk(this.io.disk, {
+      bytesPerSecond: () => (stopping.aborted ? Number.POSITIVE_INFINITY : this.scrubRateNow()),
+      sleep: (ms) => clock.sleep(ms, stopping),
+      monotonicMs: () => clock.monotonicMs(),
+    });
     const inThread = new InThreadScrubChecker(paced);
     const script = scrubWorkerScriptPath();
     if (!(await nodeDisk.stat(script))) return inThread; // the program's own files are on node:fs
@@ -511,21 +520,15 @@ export class ClusterNode implements NodeApi {
    * and an answer is given again for STATUS_ALL_REUSE_MS after it was read, so a flood of them
    * costs etcd a few scans a second, not one per call (review of issue 11: 200 at once timed the
    * node's etcd reads out). The per-log form (a follower asks the writer's committed index with
-   * it on each Read) shares only the etcd reads in flight for the same log (a call arriving while
-   * one is running takes its records, nothing is kept after it ends), and reads the writer and
-   * the committed index from this node's memory for each call once those records are in, so an
-   * entry acknowledged before a call was made is in its answer.
+   * it on each Read) shares only an etcd read of the same log that begins after the call arrived
+   * (sharedStatusRecords: calls arriving while one runs share the next; nothing is kept after it
+   * ends), and reads the writer and the committed index from this node's memory for each call once
+   * those records are in, so a log created or an entry acknowledged before a call is in its answer.
    */
   async clusterStatus(log: string): Promise<ClusterStatusView> {
     if (log !== '') {
       if (!isValidLogName(log)) throw new BadRequestError('log', 'invalid log name');
-      let records = this.statusReads.get(log);
-      if (!records) {
-        const reading = this.readStatusRecords(log).finally(() => this.statusReads.delete(log));
-        this.statusReads.set(log, reading);
-        records = reading;
-      }
-      return this.assembleStatus(await records);
+      return this.assembleStatus(await this.sharedStatusRecords(log));
     }
     const now = this.io.clock.monotonicMs();
     const last = this.statusAll;
@@ -543,8 +546,33 @@ export class ClusterNode implements NodeApi {
   /** The last whole-cluster status: reading (readAtMs undefined) or read then. */
   private statusAll: { readonly view: Promise<ClusterStatusView>; readAtMs: number | undefined } | undefined;
 
-  /** The per-log status reads of etcd in flight, by log (at most one each; removed when it ends). */
-  private readonly statusReads = new Map<string, Promise<StatusRecords>>();
+  /**
+   * The per-log status reads of etcd, by log: the newest, running or waiting for the one before it
+   * to end (at most one of each a log; removed when it ends).
+   */
+  private readonly statusReads = new Map<string, { readonly started: boolean; readonly records: Promise<StatusRecords> }>();
+
+  /**
+   * A read of the log's records that begins after this call arrived: a call joins a read that has
+   * not begun yet (waiting for the running one), never a running one, which may have read etcd
+   * before something the caller saw done (a log created, a segment opened). So a flood costs at
+   * most two reads in flight a log, and no answer is older than its call.
+   */
+  private sharedStatusRecords(log: string): Promise<StatusRecords> {
+    const newest = this.statusReads.get(log);
+    if (newest && !newest.started) return newest.records;
+    const before = newest?.records;
+    const state = { started: false };
+    const records = (async () => {
+      if (before) await before.catch(() => undefined); // its callers see its failure, not this one's
+      state.started = true;
+      return this.readStatusRecords(log);
+    })().finally(() => {
+      if (this.statusReads.get(log)?.records === records) this.statusReads.delete(log);
+    });
+    this.statusReads.set(log, { get started() { return state.started; }, records });
+    return records;
+  }
 
   /** What a status holds from etcd: the logs' records and segments, the coordinator, the scores. */
   private async readStatusRecords(log: string): Promise<StatusRecords> {
@@ -734,6 +762,7 @@ export class ClusterNode implements NodeApi {
     (this.transport as { revoked?: RevocationList }).revoked?.close();
     this.cancelReopen?.();
     this.repairs?.stop();
+    this.scrubPaceStop.abort();
     await this.scrubber?.stop();
     this.stopScrubRateCell?.();
     await this.scrubPublisher?.stop();

@@ -89,10 +89,21 @@ export function etcdScrubBudgets(etcd: ClusterMetadata, onMalformed: OnMalformed
         .filter((v) => v.key === `${scores}${v.value.node}`)
         .map((v) => v.value),
     // A malformed budget reads as 1 on its node (budgetOf) and must not stop the coordinator's round.
-    listBudgets: async () => (await etcd.list(budgets, parseScrubBudget, onMalformed)).map((v) => v.value),
+    // A budget is its key's node's, whatever node its value names: so the coordinator removes the
+    // key that is there (a value naming another node made it delete that node's key instead, and
+    // leave this one raising its node for ever), and a node takes only a budget that names it (one
+    // that names another is listed at multiplier 0: in force nowhere, so a raise is written anew).
+    listBudgets: async () =>
+      (await etcd.list(budgets, parseScrubBudget, onMalformed)).map((v) => {
+        const node = v.key.slice(budgets.length);
+        return { ...v.value, node, rateMultiplier: v.value.node === node ? v.value.rateMultiplier : 0 };
+      }),
     putBudget: (budget) => etcd.put(`${budgets}${budget.node}`, budget),
     removeBudget: (node) => etcd.delete(`${budgets}${node}`),
-    budgetOf: async (node) => (await etcd.get(`${budgets}${node}`, parseScrubBudget).catch(() => undefined))?.value.rateMultiplier ?? 1,
+    budgetOf: async (node) => {
+      const budget = (await etcd.get(`${budgets}${node}`, parseScrubBudget).catch(() => undefined))?.value;
+      return budget?.node === node ? budget.rateMultiplier : 1;
+    },
   };
 }
 

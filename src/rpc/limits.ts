@@ -9,7 +9,8 @@
 //   in flight across all connections: one more is answered RESOURCE_EXHAUSTED at once (retryable:
 //   src/rpc/status.ts isRetryable) and counted, so a flood never queues work without end.
 // A family's slot is taken when the handler starts and given back when the call ends in any way
-// (answered, failed, cancelled, past its deadline).
+// (answered, failed, cancelled, past its deadline); a unary call's (one request, one answer) only
+// once its handler has answered (its work runs on after the caller has gone).
 import * as grpc from '@grpc/grpc-js';
 import { toStatus } from './status.js';
 import { CallLimitedError } from './errors.js';
@@ -130,11 +131,16 @@ export function limitService(serviceName: string, definition: grpc.ServiceDefini
         else callback?.(Object.assign(error, status));
         return;
       }
-      // Every end of a call reaches one of these: a stream closes (answered, failed, cancelled or
-      // past its deadline: grpc-js destroys it), a unary call answers or is cancelled.
-      call.on('close', release);
-      call.on('cancelled', release);
-      if (attrs.responseStream) return run(call);
+      // A stream's slot comes back when it closes (answered, failed, cancelled or past its
+      // deadline: grpc-js destroys it, and the stream is read or written no further). A unary
+      // call's comes back when its handler answers, not when its caller goes: the handler's work
+      // (a repair, a status read) runs on after a cancel or a deadline, and freeing its slot
+      // then let a caller with short deadlines start any number of them past the cap.
+      if (attrs.responseStream || attrs.requestStream) {
+        call.on('close', release);
+        call.on('cancelled', release);
+        if (attrs.responseStream) return run(call);
+      }
       return run(call, (error: grpc.ServiceError | null, value?: unknown) => {
         release();
         callback?.(error, value);

@@ -12,8 +12,8 @@
 // wrong length for what it names is refused, like any line that names nothing.
 //
 // The node reads it at start (a missing or unreadable file stops it: revocation asked for must
-// not silently be none) and re-reads it when its modification time or size changes, checked every
-// REVOCATION_POLL_MS. A file that cannot be read later keeps the last list in force (logged): a
+// not silently be none) and re-reads it when its modification time, size or inode changes (or,
+// for REVOCATION_RACY_MS after a change, its contents), checked every REVOCATION_POLL_MS. A file that cannot be read later keeps the last list in force (logged): a
 // half-written file must not un-revoke anyone. For the same reason a re-read that adds entries
 // applies at once, but one that drops entries (a file truncated and then written again reads
 // empty or short for a moment) applies only once the file has stayed the same for a whole poll:
@@ -21,10 +21,17 @@
 // UNAUTHENTICATED by the role guard; a node does not complete a connection to a peer whose
 // certificate is listed (the TLS handshake fails, the call is UNAVAILABLE).
 import { readFileSync, statSync } from 'node:fs';
-import type { X509Certificate } from 'node:crypto';
+import { type X509Certificate, createHash } from 'node:crypto';
 
 /** How often the file's modification time and size are looked at. */
 export const REVOCATION_POLL_MS = 1_000;
+/**
+ * For this long after a change of the file was seen, a poll that finds the same modification time,
+ * size and inode compares the contents too: two writes within one tick of the file system's clock
+ * (a few ms; a second on some) leave the same time, and a second write of the same size went
+ * unseen (a certificate revoked by it stayed accepted until the file changed again).
+ */
+export const REVOCATION_RACY_MS = 2_000;
 /** A list longer than this is refused: a node holds it in memory and reads it every second. */
 export const REVOKED_ENTRIES_MAX = 100_000;
 /** A file larger than this is refused before it is read (100 000 fingerprint lines fit). */
@@ -96,8 +103,13 @@ export class RevocationList {
   /** Told of every re-read (how many entries) and of a file that cannot be read (the old list stays). */
   onReload: (event: { entries: number } | { error: Error }) => void = () => undefined;
 
+  /** When seen was first seen (wall clock), and a digest of the text read then. */
+  private seenAtMs: number;
+  private digest = '';
+
   constructor(readonly path: string, pollMs = REVOCATION_POLL_MS) {
     this.seen = this.fileVersion();
+    this.seenAtMs = Date.now();
     this.entries = this.read();
     this.timer = setInterval(() => this.poll(), pollMs);
     this.timer.unref();
@@ -138,7 +150,7 @@ export class RevocationList {
       this.onReload({ error: error as Error });
       return;
     }
-    if (version === this.seen) {
+    if (version === this.seen && !this.changedInSameTick()) {
       if (this.shrunk?.version !== version) return;
       this.entries = this.shrunk.entries; // unchanged for a whole poll: not a file caught mid-write
       this.shrunk = undefined;
@@ -152,6 +164,7 @@ export class RevocationList {
       this.onReload({ error: error as Error });
       return;
     }
+    if (version !== this.seen) this.seenAtMs = Date.now();
     this.seen = version;
     const revokedMore = [...read].some((key) => !this.entries.has(key));
     if (revokedMore) this.revokedMore += 1;
@@ -179,15 +192,35 @@ export class RevocationList {
     }
   }
 
+  /** Within REVOCATION_RACY_MS of a change: whether the text differs from the one last read. */
+  private changedInSameTick(): boolean {
+    if (Date.now() - this.seenAtMs >= REVOCATION_RACY_MS) return false;
+    try {
+      return digestOf(this.readText()) !== this.digest;
+    } catch {
+      return false; // unreadable now: the next poll sees it
+    }
+  }
+
+  private readText(): string {
+    const bytes = statSync(this.path).size;
+    if (bytes > REVOKED_FILE_BYTES_MAX) throw new Error(`${bytes} bytes, more than ${REVOKED_FILE_BYTES_MAX}`);
+    return readFileSync(this.path, 'utf8');
+  }
+
   private read(): Set<string> {
     let text: string;
     try {
-      const bytes = statSync(this.path).size;
-      if (bytes > REVOKED_FILE_BYTES_MAX) throw new Error(`${bytes} bytes, more than ${REVOKED_FILE_BYTES_MAX}`);
-      text = readFileSync(this.path, 'utf8');
+      text = this.readText();
     } catch (error) {
       throw new RevocationListError(this.path, `cannot be read: ${(error as Error).message}`, { cause: error });
     }
-    return parseRevocationList(text, this.path);
+    const entries = parseRevocationList(text, this.path);
+    this.digest = digestOf(text);
+    return entries;
   }
+}
+
+function digestOf(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
 }

@@ -4,8 +4,9 @@
 // the same whichever analyser produced it.
 //
 // Fault model: a worker thread may fail (an uncaught error, out of memory) or exit at any time.
-// Every analysis waiting on it is then rejected with AnalyzeWorkerError, never left pending and
-// never answered as clean, and the pool refuses further work: the caller reports an error.
+// Every analysis waiting on it (on any worker, also when an answer cannot be read) is then
+// rejected with AnalyzeWorkerError, never left pending and never answered as clean, and the pool
+// refuses further work: the caller reports an error.
 // Memory: each worker holds at most WINDOW_PER_WORKER analyses at a time (one scan window each),
 // so the pool's memory does not grow with the store.
 import os from 'node:os';
@@ -149,9 +150,21 @@ export class AnalyzePool implements SegmentAnalyzer {
     const spawn = options.spawn ?? (() => new Worker(analyzeWorkerScriptPath(), { resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } }));
     this.concurrency = options.threads * WINDOW_PER_WORKER;
     for (let i = 0; i < options.threads; i += 1) {
-      const thread: Thread = { worker: spawn(), waiting: new Map() };
+      let worker: Worker;
+      try {
+        worker = spawn();
+      } catch (error) {
+        // No pool is returned, so no one would close it: the workers started so far end here
+        // (a live worker keeps the process from exiting).
+        this.closed = true;
+        for (const t of this.threads) void t.worker.terminate();
+        throw error;
+      }
+      const thread: Thread = { worker, waiting: new Map() };
       thread.worker.on('message', (m: AnalyzeResponse) => this.answer(thread, m));
       thread.worker.on('error', (error) => this.fail(`${error instanceof Error ? error.message : String(error)}`, error));
+      // An answer that cannot be read: which analysis it was is unknown, so none can be answered.
+      thread.worker.on('messageerror', (error) => this.fail(`a worker sent an answer that cannot be read: ${error.message}`, error));
       thread.worker.on('exit', (code) => {
         if (!this.closed) this.fail(`a worker exited (code ${code}) while analysing`);
       });

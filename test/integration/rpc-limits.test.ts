@@ -149,6 +149,22 @@ describe('peer fan-out calls have their own caps', () => {
     await Promise.all([...copies, ...repairs]);
   });
 
+  it('a RepairCopy past its deadline keeps its slot while its repair still runs: short deadlines do not start more repairs than the cap (regression)', async () => {
+    server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ inFlightCallsMax: { 'repair-copy': 2 } }) });
+    const peer = new PeerClient(`127.0.0.1:${server.port}`);
+    clients.push(peer);
+    // Each call gives up after 200 ms; its repair (held here) goes on in the node.
+    const outcomes: string[] = [];
+    for (let i = 0; i < 6; i += 1) outcomes.push(await peer.repairCopy('l', i + 1, false, 200).then(() => 'OK', (e: grpc.ServiceError) => grpc.status[e.code] ?? String(e.code)));
+    expect(started).toBe(2);
+    expect(outcomes.slice(2)).toEqual(['RESOURCE_EXHAUSTED', 'RESOURCE_EXHAUSTED', 'RESOURCE_EXHAUSTED', 'RESOURCE_EXHAUSTED']);
+    // Once the repairs end, their slots are free again.
+    releaseAll();
+    hold();
+    await expect.poll(async () => peer.repairCopy('l', 9, false, 200).then(() => 'OK', (e: grpc.ServiceError) => grpc.status[e.code]), { timeout: 5_000 }).toBe('DEADLINE_EXCEEDED');
+    expect(started).toBe(3);
+  });
+
   it('the peer fan-out caps are --rpc-limit names', () => {
     const limits = parseRpcLimits(['in-flight-repair-copy=3', 'in-flight-validate-copies=2']);
     expect([limits.inFlightCallsMax['repair-copy'], limits.inFlightCallsMax['validate-copies']]).toEqual([3, 2]);

@@ -96,6 +96,40 @@ describe('validate with a worker pool', () => {
     await expect(validateStore(dir, { threads: 2, spawnWorker: throws })).rejects.toThrow(/worker bug/);
   });
 
+  it('terminates the workers it started when starting another fails (regression: the first was left running, and kept the process alive)', async () => {
+    const started: Worker[] = [];
+    const spawnSome = (): Worker => {
+      if (started.length === 1) throw new Error('cannot start a thread (EAGAIN)');
+      const worker = spawnWorker();
+      started.push(worker);
+      return worker;
+    };
+    await expect(validateStore(dir, { threads: 2, spawnWorker: spawnSome })).rejects.toThrow(/EAGAIN/);
+    expect(started).toHaveLength(1);
+    const first = started[0] as Worker;
+    // threadId is -1 once the thread has exited.
+    await expect.poll(() => first.threadId, { timeout: 5_000 }).toBe(-1);
+  });
+
+  it('fails with AnalyzeWorkerError when an answer cannot be read (messageerror), instead of waiting for it for ever', async () => {
+    const workers: Worker[] = [];
+    // Never answers: the answer it sent is the one that could not be read.
+    const silentWorker = (): Worker => {
+      const worker = new Worker(`require('node:worker_threads').parentPort.on('message', () => undefined);`, { eval: true });
+      workers.push(worker);
+      return worker;
+    };
+    const pool = new AnalyzePool({ threads: 1, spawn: silentWorker });
+    try {
+      const analysis = pool.analyze(undefined as never, segmentPath(1), 1, { entryBytesMax: 1024 });
+      const outcome = Promise.race([analysis.then(() => 'answered', (error: unknown) => error), new Promise((resolve) => setTimeout(() => resolve('still waiting'), 2_000))]);
+      (workers[0] as Worker).emit('messageerror', new Error('could not deserialize'));
+      expect(await outcome).toBeInstanceOf(AnalyzeWorkerError);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('answers an analysis that throws in the worker with the same error code (a missing file)', async () => {
     const pool = new AnalyzePool({ threads: 1, spawn: spawnWorker });
     try {

@@ -2,7 +2,7 @@
 // in place (truncate, then write, as `>` in a shell or most editors do) must not un-revoke anyone
 // while the file is empty or short; a list that really drops an entry still takes effect once the
 // file stays the same for a poll; what a re-read adds applies at once; a huge file is refused.
-import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -54,6 +54,20 @@ describe('RevocationList re-reads', () => {
     expect([list.isRevoked(A), list.isRevoked(B), list.isRevoked(C)]).toEqual([false, true, true]);
     expect(list.size).toBe(2);
     expect(list.generation).toBe(1); // un-revoking asks for no new connection
+  });
+
+  it('a rewrite of the same size in the same tick of the file system clock (same modification time) is seen (regression: its revocation went unseen)', async () => {
+    const tick = new Date(Math.floor(Date.now() / 1000) * 1000); // both writes land in one tick
+    await writeFile(path, 'serial=0A\n');
+    await utimes(path, tick, tick);
+    list = new RevocationList(path, 3_600_000);
+    await writeFile(path, 'serial=0B\n'); // same size, same inode
+    await utimes(path, tick, tick);
+    list.poll();
+    expect([list.isRevoked(A), list.isRevoked(B)]).toEqual([true, true]); // A dropped: in force after a quiet poll
+    expect(list.generation).toBe(1);
+    list.poll();
+    expect([list.isRevoked(A), list.isRevoked(B)]).toEqual([false, true]);
   });
 
   it('a file larger than REVOKED_FILE_BYTES_MAX is refused and the last list stays', async () => {

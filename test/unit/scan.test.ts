@@ -455,6 +455,37 @@ describe('scanFrames on damaged segments', () => {
   });
 });
 
+describe('scanFrames windows shared between scans', () => {
+  it('a frame stays intact while its visitor runs whole other scans (their windows come from the same pool) and across its own refills', async () => {
+    const outer = buildSegment(SIZES, true);
+    const inner = buildSegment(SIZES.map((n) => n + 3), true);
+    const [outerPath, innerPath] = [join(dir, 'outer.wal'), join(dir, 'inner.wal')];
+    await writeFile(outerPath, outer.bytes);
+    await writeFile(innerPath, inner.bytes);
+    const [outerFile, innerFile] = [await open(outerPath, 'r'), await open(innerPath, 'r')];
+    try {
+      const options = (bytes: Buffer): ScanOptions => ({ startOffsetBytes: SEGMENT_HEADER_BYTES, endOffsetBytes: bytes.byteLength, entryBytesMax: 4096, chunkBytes: 64 });
+      const seenOuter: Buffer[] = [];
+      const seenInner: Buffer[] = [];
+      await scanFrames(outerFile, options(outer.bytes), async (item) => {
+        if (item.kind !== 'entry') return;
+        const before = Buffer.from(item.frame);
+        // Two scans at once, each refilling its window many times, while this frame is held.
+        await Promise.all([0, 1].map(() => scanFrames(innerFile, options(inner.bytes), (x) => void (x.kind === 'entry' && seenInner.push(Buffer.from(x.frame))))));
+        expect(item.frame.equals(before)).toBe(true);
+        seenOuter.push(Buffer.from(item.frame));
+      });
+      const frames = (segment: Segment): Buffer[] => intactEntries(segment).map((seen) => (seen.kind === 'entry' ? seen.frame : Buffer.alloc(0)));
+      expect(seenOuter).toEqual(frames(outer));
+      expect(seenInner.length).toBe(2 * SIZES.length * SIZES.length);
+      expect(new Set(seenInner.map((b) => b.toString('hex')))).toEqual(new Set(frames(inner).map((b) => b.toString('hex'))));
+    } finally {
+      await outerFile.close();
+      await innerFile.close();
+    }
+  });
+});
+
 describe('scanFrames window refills', () => {
   const sizes = Array.from({ length: 60 }, (_, i) => (i * 37) % 257);
 

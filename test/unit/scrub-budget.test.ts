@@ -104,4 +104,36 @@ describe('etcdScrubBudgets (scores as published by other nodes)', () => {
     expect(scores.map((s) => [s.node, s.riskRatio])).toEqual([['a', 500], ['e', 1]]);
     expect(scrubBudgets(scores, new Set(['a', 'b', 'c', 'd', 'e']), now)).toEqual(new Map([['a', 2]]));
   });
+
+  it('a budget under one node\'s key naming another node is not in force, and the coordinator removes that key (regression: it raised its key\'s node for ever)', async () => {
+    const { etcd, raw } = memoryEtcd();
+    const store = etcdScrubBudgets(etcd);
+    const now = Date.now();
+    // Under a's key, a budget that names b (an old node's record, or a hand-made one).
+    raw.set(`${scrubKeys.budgetsPrefix(etcd)}a`, { node: 'b', rateMultiplier: 16, riskRatio: 0, updatedMs: now });
+    expect(await store.budgetOf('a')).toBe(1);
+    expect((await store.listBudgets()).map((b) => b.node)).toEqual(['a']);
+    const coordinator = new Coordinator({
+      self: 'a',
+      election: { onChange: () => undefined, start: async () => undefined, stop: async () => undefined },
+      directory: { listLogs: async () => [], list: async () => [], update: async () => undefined },
+      reports: { list: async () => [], remove: async () => undefined, update: async () => undefined },
+      liveMembers: () => ['a', 'b'],
+      repairOn: async () => true,
+      metrics: { underReplicatedSegments: { set: () => undefined } },
+      logger: pino({ level: 'silent' }),
+      goneAfterMs: 1000,
+      intervalMs: 1000,
+      maxRecoveryAttempts: 3,
+      clock: systemClock,
+      scrubBudgets: store,
+    });
+    await coordinator.setScrubBudgets(); // no node's score asks for a raise
+    expect([...raw.keys()].filter((k) => k.startsWith(scrubKeys.budgetsPrefix(etcd)))).toEqual([]);
+    // b's score asks for a raise while b's key holds a budget at that multiplier naming a: written anew.
+    raw.set(`${scrubKeys.budgetsPrefix(etcd)}b`, { node: 'a', rateMultiplier: 2, riskRatio: 0, updatedMs: now });
+    await store.publishScore(score('b', 500, Date.now()));
+    await coordinator.setScrubBudgets();
+    expect(await store.budgetOf('b')).toBe(2);
+  });
 });
