@@ -97,6 +97,11 @@ export interface CoordinatorOptions {
   readonly reportRetryDeadlineMs?: number;
   /** Default REPAIR_CONCURRENCY_MAX. */
   readonly repairConcurrencyMax?: number;
+  /**
+   * How long one round of a duty is waited for before the next round starts (the call goes on;
+   * every change it makes is a compare-and-swap). Default: max(ROUND_DEADLINE_MIN_MS, 10 intervals).
+   */
+  readonly roundDeadlineMs?: number;
   /** Report times (nowMs, stored in etcd); how long members have been missing (monotonicMs); deadlines (setTimer). */
   readonly clock: Clock;
   /** Nodes' published scrub scores and the budgets set for them; absent: no scrub budgets duty. */
@@ -105,21 +110,26 @@ export interface CoordinatorOptions {
 }
 
 const TIMED_OUT = Symbol('timed out');
+const ROUND_DEADLINE_MIN_MS = 30_000;
 
 export class Coordinator {
   private leading = false;
-  private loop: Promise<void> | undefined;
+  /** Counts leadership terms: each term runs its own loops, which end when the term does. */
+  private term = 0;
+  private readonly loops = new Set<Promise<void>>();
   private readonly abort = new AbortController();
   /** When each member was first seen missing (cleared when it is back). */
   private readonly missingSince = new Map<string, number>();
   private readonly reportRetryDeadlineMs: number;
   private readonly repairConcurrencyMax: number;
+  private readonly roundDeadlineMs: number;
 
   constructor(private readonly o: CoordinatorOptions) {
     this.reportRetryDeadlineMs = o.reportRetryDeadlineMs ?? REPORT_RETRY_DEADLINE_MS;
     this.repairConcurrencyMax = o.repairConcurrencyMax ?? REPAIR_CONCURRENCY_MAX;
-    if (!(this.reportRetryDeadlineMs > 0) || !Number.isSafeInteger(this.repairConcurrencyMax) || this.repairConcurrencyMax < 1) {
-      throw new Error('coordinator: reportRetryDeadlineMs must be positive and repairConcurrencyMax at least 1');
+    this.roundDeadlineMs = o.roundDeadlineMs ?? Math.max(ROUND_DEADLINE_MIN_MS, 10 * o.intervalMs);
+    if (!(this.reportRetryDeadlineMs > 0) || !Number.isSafeInteger(this.repairConcurrencyMax) || this.repairConcurrencyMax < 1 || !(this.roundDeadlineMs > 0)) {
+      throw new Error('coordinator: reportRetryDeadlineMs and roundDeadlineMs must be positive and repairConcurrencyMax at least 1');
     }
   }
 
@@ -133,27 +143,41 @@ export class Coordinator {
       if (leading === this.leading) return;
       this.leading = leading;
       this.o.logger.info({ epoch: state?.epoch }, leading ? 'became the coordinator' : 'no longer the coordinator');
-      if (leading) this.loop ??= this.run().finally(() => (this.loop = undefined));
+      if (!leading) return;
+      // A new term starts its own loops, even while a round of an earlier term is still pending
+      // (an etcd call that never answered kept the old loop, and with it every duty, for good:
+      // simulator seed --etcd-restore 938).
+      this.term += 1;
+      const loop: Promise<void> = this.run(this.term).finally(() => this.loops.delete(loop));
+      this.loops.add(loop);
     });
     await this.o.election.start();
   }
 
   /** The duties, each in its own loop: neither waits for the other. */
-  private async run(): Promise<void> {
+  private async run(term: number): Promise<void> {
     this.missingSince.clear(); // a new coordinator starts its own clocks: it never acts early
     await Promise.all([
-      this.every('restore replication', () => this.restoreReplication()),
-      this.every('retry repair reports', () => this.retryReports()),
-      this.every('set scrub budgets', () => this.setScrubBudgets()),
+      this.every(term, 'restore replication', () => this.restoreReplication()),
+      this.every(term, 'retry repair reports', () => this.retryReports()),
+      this.every(term, 'set scrub budgets', () => this.setScrubBudgets()),
     ]);
   }
 
-  private async every(duty: string, once: () => Promise<unknown>): Promise<void> {
-    while (this.leading && !this.abort.signal.aborted) {
-      try {
-        await once();
-      } catch (error) {
-        this.o.logger.debug({ err: error, duty }, 'coordinator round failed; the next one retries');
+  private async every(term: number, duty: string, once: () => Promise<unknown>): Promise<void> {
+    while (this.leading && this.term === term && !this.abort.signal.aborted) {
+      const outcome = await this.withinDeadline(
+        once().then(
+          () => true,
+          (error: unknown) => {
+            this.o.logger.debug({ err: error, duty }, 'coordinator round failed; the next one retries');
+            return false;
+          },
+        ),
+        this.roundDeadlineMs,
+      );
+      if (outcome === TIMED_OUT && !this.abort.signal.aborted) {
+        this.o.logger.warn({ duty, deadlineMs: this.roundDeadlineMs }, 'coordinator round got no answer within its deadline; the next one starts (that call goes on)');
       }
       await this.o.clock.sleep(this.o.intervalMs, this.abort.signal);
     }
@@ -303,6 +327,6 @@ export class Coordinator {
     this.leading = false;
     this.abort.abort();
     await this.o.election.stop();
-    await this.loop;
+    await Promise.all(this.loops);
   }
 }

@@ -20,8 +20,12 @@ class FakeElection {
   }
   async start(): Promise<void> {}
   async stop(): Promise<void> {}
-  lead(): void {
-    for (const listener of this.listeners) listener({ leader: 'a', epoch: 1, key: 'coordinator/a-1', createRevision: 1 }, true);
+  lead(epoch = 1): void {
+    for (const listener of this.listeners) listener({ leader: 'a', epoch, key: `coordinator/a-${epoch}`, createRevision: epoch }, true);
+  }
+  /** Another node leads now. */
+  lose(epoch: number): void {
+    for (const listener of this.listeners) listener({ leader: 'b', epoch, key: `coordinator/b-${epoch}`, createRevision: epoch }, false);
   }
 }
 
@@ -90,7 +94,11 @@ const running: Coordinator[] = [];
 
 afterEach(async () => {
   for (const coordinator of running.splice(0)) await coordinator.stop();
+  listLogsHangs = [];
 });
+
+/** listLogs calls that never answer, in call order (true: this call hangs), as etcd's answer lost with no deadline. */
+let listLogsHangs: boolean[] = [];
 
 async function harness(overrides: Partial<CoordinatorOptions> = {}): Promise<Harness> {
   const election = new FakeElection();
@@ -104,7 +112,7 @@ async function harness(overrides: Partial<CoordinatorOptions> = {}): Promise<Har
   const coordinator = new Coordinator({
     self: 'a',
     election,
-    directory: { listLogs: async () => [logMetaOf(LOG, 1024 * 1024)], list: (log) => directory.list(log), update: (meta, revision) => directory.update(meta, revision) },
+    directory: { listLogs: () => (listLogsHangs.shift() === true ? new Promise(() => undefined) : Promise.resolve([logMetaOf(LOG, 1024 * 1024)])), list: (log) => directory.list(log), update: (meta, revision) => directory.update(meta, revision) },
     reports,
     liveMembers: () => [...live].sort(),
     repairOn: repairs.repairOn,
@@ -185,5 +193,30 @@ describe('coordinator duties', () => {
     await h.coordinator.stop();
     expect(Date.now() - started).toBeLessThan(2_000);
     expect([...h.reports.records.values()][0]?.value.attempts).toBe(0); // a stopped coordinator records nothing
+  });
+
+  it('a new term runs its duties even while a round of an earlier term never answered (sim --etcd-restore --seed 938)', async () => {
+    const h = await harness({ roundDeadlineMs: 600_000 });
+    listLogsHangs = [true]; // the first term's first round hangs for good
+    await h.coordinator.start();
+    h.election.lead(1);
+    h.election.lose(2);
+    h.election.lead(3);
+    h.live.delete('e');
+    await until(() => !h.directory.segment(LOG, 1).ensemble.includes('e'), 5_000);
+    expect(h.directory.segment(LOG, 1).ensemble).toEqual(['a', 'b', 'c']);
+  });
+
+  it('a round that never answers is waited for at most roundDeadlineMs; the next round runs in the same term', async () => {
+    const h = await harness({ roundDeadlineMs: 300 });
+    listLogsHangs = [true];
+    await h.coordinator.start();
+    h.election.lead();
+    h.live.delete('e');
+    await until(() => !h.directory.segment(LOG, 1).ensemble.includes('e'), 5_000);
+    expect(h.directory.segment(LOG, 1).ensemble).toEqual(['a', 'b', 'c']);
+    const started = Date.now();
+    await h.coordinator.stop();
+    expect(Date.now() - started).toBeLessThan(2_000); // the hung call is not waited for at stop either
   });
 });
