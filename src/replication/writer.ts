@@ -568,14 +568,7 @@ export class LogWriter {
           bytes += next.bytes;
           take += 1;
         }
-        const taken = this.queue.splice(0, take);
-        // Nothing of an expired append has been sent anywhere: failing it now is exact.
-        const now = this.o.clock.monotonicMs();
-        const batch = taken.filter((pending) => {
-          if (pending.expiresAtMs > now) return true;
-          pending.reject(new AppendExpiredError(this.o.log));
-          return false;
-        });
+        const batch = this.unexpired(this.queue.splice(0, take));
         if (batch.length === 0) continue;
         if (await this.sendPipelined(batch)) continue;
         // Anything else (a seal, a new segment, recovery) starts once every pipelined batch settled.
@@ -588,6 +581,20 @@ export class LogWriter {
       this.running = undefined;
       if (this.queue.length > 0 && !this.stopped) this.running = this.loop();
     }
+  }
+
+  /**
+   * The appends of batch whose deadline has not passed; the others fail with AppendExpiredError.
+   * Checked again right before a batch is first sent (after any wait for earlier batches, a seal
+   * or a recovery): nothing of an expired append has been sent anywhere, so failing it is exact.
+   */
+  private unexpired(batch: readonly Pending[]): Pending[] {
+    const now = this.o.clock.monotonicMs();
+    return batch.filter((pending) => {
+      if (pending.expiresAtMs > now) return true;
+      pending.reject(new AppendExpiredError(this.o.log));
+      return false;
+    });
   }
 
   /** Bytes of the appends waiting in the queue, up to the group commit cap (what one batch could take). */
@@ -611,10 +618,14 @@ export class LogWriter {
    * still waiting for their ack quorum, and acknowledged only after every batch sent before it.
    * When one fails, every batch after it fails too (none is acknowledged past a gap) and the
    * segment is recovered before the next batch, as after a failure of the sequential path.
-   * False when the batch must take the sequential path (writeBatch).
+   * False when the batch must take the sequential path (writeBatch); true when it was sent or
+   * every append of it expired while waiting here.
    */
-  private async sendPipelined(batch: readonly Pending[]): Promise<boolean> {
+  private async sendPipelined(taken: readonly Pending[]): Promise<boolean> {
+    let batch = taken;
     for (;;) {
+      batch = this.unexpired(batch); // it may have waited below
+      if (batch.length === 0) return true;
       const segment = this.current;
       if (!segment || segment.degraded || this.needsRecovery || this.stopped) return false;
       const base = this.pipelined.length > 0 && this.sent?.segment === segment ? this.sent : segment;
@@ -691,7 +702,8 @@ export class LogWriter {
    * when the next entry would take it past segmentBytesMax, and the batch goes on in the next one.
    * Clients are answered once every chunk of the batch reached the ack quorum.
    */
-  private async writeBatch(batch: readonly Pending[]): Promise<void> {
+  private async writeBatch(taken: readonly Pending[]): Promise<void> {
+    let batch = taken;
     if (this.current?.degraded) {
       // A member failed a pipelined batch (acknowledged by the others): the segment is sealed
       // before anything else, as writeBatch seals after its own batch when a member failed.
@@ -715,6 +727,9 @@ export class LogWriter {
         return;
       }
     }
+    // Waited for the pipelined batches before it, a seal or a recovery: nothing of it sent yet.
+    batch = this.unexpired(batch);
+    if (batch.length === 0) return;
     // wholeBytes: on the first item of a session batch, the batch's bytes. A session batch is
     // written into one segment or not at all: split across a seal, its first part could commit
     // without its tag, and a retry would append that part again.

@@ -738,6 +738,26 @@ describe('deadlines and sessions (issue 12)', () => {
     expect(frames.map((f) => format.entryPayloadOf(f).equals(payloadOf(2)))).toEqual([false, false]);
   });
 
+  it('an append of a large backlog that expires while a pipelined batch before it waits for its quorum fails and is never written', async () => {
+    // The backlog (>= 64 KiB) does not fit the open segment whole: it takes the sequential path,
+    // which first waits for the batch in flight. It expired during that wait: never written.
+    const handle = writerOn('a', 1, 128 * 1024);
+    const { writer, clock } = handle;
+    expect(await writer.append([payloadOf(1)])).toEqual({ firstIndex: 1, lastIndex: 1 }); // opens the segment
+    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
+    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
+    const first = writer.append([payloadOf(2, 60_000)]);
+    await until(async () => cluster.network.heldCount('b') === 1);
+    const queued = writer.append([payloadOf(3, 40_000), payloadOf(4, 40_000)], { expiresAtMs: clock.monotonicMs() + 100 });
+    await new Promise((resolve) => setTimeout(resolve, 20)); // the loop takes it and waits for the first
+    clock.advance(200);
+    cluster.network.heal('b');
+    cluster.network.heal('c');
+    expect(await first).toEqual({ firstIndex: 2, lastIndex: 2 });
+    await expect(queued).rejects.toBeInstanceOf(AppendExpiredError);
+    expect(await writer.append([payloadOf(5)])).toEqual({ firstIndex: 3, lastIndex: 3 });
+  });
+
   it('tags only the last entry of a session batch, and readers get the payloads without the tag', async () => {
     const handle = writerOn('a', 1);
     const tag = { sessionId: 'ab'.repeat(16), sequence: 9, count: 3 };
