@@ -557,7 +557,15 @@ export class LogWriter {
   private async loop(): Promise<void> {
     try {
       await this.ready;
-      while (this.queue.length > 0 && !this.stopped) {
+      while ((this.queue.length > 0 || this.sealDue()) && !this.stopped) {
+        if (this.queue.length === 0) {
+          // A member failed a batch and no append follows: the segment is sealed now, as after a
+          // batch of writeBatch, so that the member is replaced and catches up (on sealed
+          // segments only) instead of the segment staying open on fewer copies while the log idles.
+          await this.drainPipeline();
+          if (this.sealDue()) await this.sealDegraded();
+          continue;
+        }
         if (this.pipelined.length > 0 && this.queuedBytes() < PIPELINE_BACKLOG_BYTES_MIN) {
           await this.pipelined[0]; // a small backlog joins the next batch instead of a batch of its own
           continue;
@@ -605,6 +613,21 @@ export class LogWriter {
       if (bytes >= this.o.groupCommitBytesMax) break;
     }
     return bytes;
+  }
+
+  /** The open segment has a member that failed a send and nothing else is due first. */
+  private sealDue(): boolean {
+    return this.current?.degraded === true && !this.needsRecovery;
+  }
+
+  /** Seals a segment a member failed a send in; a seal that fails (not fenced) leaves it for recovery. */
+  private async sealDegraded(): Promise<void> {
+    try {
+      await this.sealCurrent();
+    } catch (error) {
+      if (error instanceof FencedError) throw error;
+      this.needsRecovery = true; // the seal may have reached some members: recover it first
+    }
   }
 
   /** Waits until every pipelined batch settled. */
@@ -708,13 +731,10 @@ export class LogWriter {
       // A member failed a pipelined batch (acknowledged by the others): the segment is sealed
       // before anything else, as writeBatch seals after its own batch when a member failed.
       try {
-        await this.sealCurrent();
+        await this.sealDegraded();
       } catch (error) {
-        if (error instanceof FencedError) {
-          for (const pending of batch) pending.reject(error);
-          throw error;
-        }
-        this.needsRecovery = true; // the seal may have reached some members: recover it first
+        for (const pending of batch) pending.reject(error);
+        throw error;
       }
     }
     if (this.needsRecovery) {
@@ -882,6 +902,8 @@ export class LogWriter {
             if (isFenced(error)) fenced = true;
             this.o.logger.warn({ log: this.o.log, segment: segment.meta.segmentId, peer: node, err: error }, 'failed to replicate to a member');
             settle();
+            // With no append queued, the loop is not running: start it to seal the segment.
+            if (this.current === segment && !this.stopped) this.running ??= this.loop();
           },
         );
       }
