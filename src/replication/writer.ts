@@ -568,7 +568,15 @@ export class LogWriter {
   private async loop(): Promise<void> {
     try {
       await this.ready;
-      while (this.queue.length > 0 && !this.stopped) {
+      while ((this.queue.length > 0 || this.sealDue()) && !this.stopped) {
+        if (this.queue.length === 0) {
+          // A member failed a batch and no append follows: the segment is sealed now, as after a
+          // batch of writeBatch, so that the member is replaced and catches up (on sealed
+          // segments only) instead of the segment staying open on fewer copies while the log idles.
+          await this.drainPipeline();
+          if (this.sealDue()) await this.sealDegraded();
+          continue;
+        }
         if (this.pipelined.length > 0 && this.queuedBytes() < PIPELINE_BACKLOG_BYTES_MIN) {
           await this.pipelined[0]; // a small backlog joins the next batch instead of a batch of its own
           continue;
@@ -579,14 +587,7 @@ export class LogWriter {
           bytes += next.bytes;
           take += 1;
         }
-        const taken = this.queue.splice(0, take);
-        // Nothing of an expired append has been sent anywhere: failing it now is exact.
-        const now = this.o.clock.monotonicMs();
-        const batch = taken.filter((pending) => {
-          if (pending.expiresAtMs > now) return true;
-          pending.reject(new AppendExpiredError(this.o.log));
-          return false;
-        });
+        const batch = this.unexpired(this.queue.splice(0, take));
         if (batch.length === 0) continue;
         if (await this.sendPipelined(batch)) continue;
         // Anything else (a seal, a new segment, recovery) starts once every pipelined batch settled.
@@ -601,6 +602,20 @@ export class LogWriter {
     }
   }
 
+  /**
+   * The appends of batch whose deadline has not passed; the others fail with AppendExpiredError.
+   * Checked again right before a batch is first sent (after any wait for earlier batches, a seal
+   * or a recovery): nothing of an expired append has been sent anywhere, so failing it is exact.
+   */
+  private unexpired(batch: readonly Pending[]): Pending[] {
+    const now = this.o.clock.monotonicMs();
+    return batch.filter((pending) => {
+      if (pending.expiresAtMs > now) return true;
+      pending.reject(new AppendExpiredError(this.o.log));
+      return false;
+    });
+  }
+
   /** Bytes of the appends waiting in the queue, up to the group commit cap (what one batch could take). */
   private queuedBytes(): number {
     let bytes = 0;
@@ -609,6 +624,21 @@ export class LogWriter {
       if (bytes >= this.o.groupCommitBytesMax) break;
     }
     return bytes;
+  }
+
+  /** The open segment has a member that failed a send and nothing else is due first. */
+  private sealDue(): boolean {
+    return this.current?.degraded === true && !this.needsRecovery;
+  }
+
+  /** Seals a segment a member failed a send in; a seal that fails (not fenced) leaves it for recovery. */
+  private async sealDegraded(): Promise<void> {
+    try {
+      await this.sealCurrent();
+    } catch (error) {
+      if (error instanceof FencedError) throw error;
+      this.needsRecovery = true; // the seal may have reached some members: recover it first
+    }
   }
 
   /** Waits until every pipelined batch settled. */
@@ -622,10 +652,14 @@ export class LogWriter {
    * still waiting for their ack quorum, and acknowledged only after every batch sent before it.
    * When one fails, every batch after it fails too (none is acknowledged past a gap) and the
    * segment is recovered before the next batch, as after a failure of the sequential path.
-   * False when the batch must take the sequential path (writeBatch).
+   * False when the batch must take the sequential path (writeBatch); true when it was sent or
+   * every append of it expired while waiting here.
    */
-  private async sendPipelined(batch: readonly Pending[]): Promise<boolean> {
+  private async sendPipelined(taken: readonly Pending[]): Promise<boolean> {
+    let batch = taken;
     for (;;) {
+      batch = this.unexpired(batch); // it may have waited below
+      if (batch.length === 0) return true;
       const segment = this.current;
       if (!segment || segment.degraded || this.needsRecovery || this.stopped) return false;
       const base = this.pipelined.length > 0 && this.sent?.segment === segment ? this.sent : segment;
@@ -702,18 +736,16 @@ export class LogWriter {
    * when the next entry would take it past segmentBytesMax, and the batch goes on in the next one.
    * Clients are answered once every chunk of the batch reached the ack quorum.
    */
-  private async writeBatch(batch: readonly Pending[]): Promise<void> {
+  private async writeBatch(taken: readonly Pending[]): Promise<void> {
+    let batch = taken;
     if (this.current?.degraded) {
       // A member failed a pipelined batch (acknowledged by the others): the segment is sealed
       // before anything else, as writeBatch seals after its own batch when a member failed.
       try {
-        await this.sealCurrent();
+        await this.sealDegraded();
       } catch (error) {
-        if (error instanceof FencedError) {
-          for (const pending of batch) pending.reject(error);
-          throw error;
-        }
-        this.needsRecovery = true; // the seal may have reached some members: recover it first
+        for (const pending of batch) pending.reject(error);
+        throw error;
       }
     }
     if (this.needsRecovery) {
@@ -726,6 +758,9 @@ export class LogWriter {
         return;
       }
     }
+    // Waited for the pipelined batches before it, a seal or a recovery: nothing of it sent yet.
+    batch = this.unexpired(batch);
+    if (batch.length === 0) return;
     // wholeBytes: on the first item of a session batch, the batch's bytes. A session batch is
     // written into one segment or not at all: split across a seal, its first part could commit
     // without its tag, and a retry would append that part again.
@@ -878,6 +913,8 @@ export class LogWriter {
             if (isFenced(error)) fenced = true;
             this.o.logger.warn({ log: this.o.log, segment: segment.meta.segmentId, peer: node, err: error }, 'failed to replicate to a member');
             settle();
+            // With no append queued, the loop is not running: start it to seal the segment.
+            if (this.current === segment && !this.stopped) this.running ??= this.loop();
           },
         );
       }

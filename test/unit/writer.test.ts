@@ -190,6 +190,30 @@ describe('pipelining (issue 12)', () => {
     expect(writer.committedIndex).toBe(4);
     await until(async () => (await lastIndexOn('b')) === 4); // b was not needed for the quorum
   });
+
+  it('a pipelined batch that misses its ack quorum fails every batch sent after it; the segment is sealed at the committed index and none of their entries is ever acknowledged', async () => {
+    const { writer } = writerOn('a', 1);
+    expect(await writer.append(payloads(1, 1))).toEqual({ firstIndex: 1, lastIndex: 1 });
+    cluster.network.fail('b', { kind: 'hang', deadlineMs: 200 }, ['replicate']);
+    cluster.network.fail('c', { kind: 'hang', deadlineMs: 200 }, ['replicate']);
+    const committed: number[] = [];
+    const watch = setInterval(() => committed.push(writer.committedIndex), 5);
+    const lost = [writer.append(payloads(2, 1)), writer.append(payloads(3, 2, 40_000)), writer.append(payloads(5, 2, 40_000))];
+    // The writer's own copy takes all three while the first waits for b and c.
+    await until(async () => (await lastIndexOn('a')) === 6);
+    const outcomes = await Promise.allSettled(lost);
+    clearInterval(watch);
+    for (const outcome of outcomes) expect(outcome.status).toBe('rejected');
+    expect(Math.max(...committed)).toBe(1);
+    cluster.network.heal('b');
+    cluster.network.heal('c');
+    expect(await writer.append(payloads(10, 1))).toEqual({ firstIndex: 2, lastIndex: 2 });
+    const [first, second] = cluster.directory.snapshot(LOG).map((r) => r.meta);
+    expect(first).toMatchObject({ state: 'SEALED', lastIndex: 1 });
+    expect(second).toMatchObject({ firstIndex: 2 });
+    await expectSealedCopiesMatchRecords(['a', 'b', 'c']);
+    expect(format.entryPayloadOf((await framesOn('a', 2, 2))[0] as Buffer).equals(payloadOf(10))).toBe(true);
+  });
 });
 
 describe('member failure', () => {
@@ -208,6 +232,18 @@ describe('member failure', () => {
     expect(await lastIndexOn('b')).toBe(9);
     // c keeps what it got before it failed, open: catch-up finishes it (catchup.test.ts).
     expect((await cluster.node('c').store(LOG)).segmentRecord(1)).toMatchObject({ state: 'open', lastIndex: 3 });
+  });
+
+  it('a member that fails a batch: the segment is sealed without waiting for another append (the member catches up on a sealed segment only)', async () => {
+    const handle = writerOn('a', 1);
+    const { writer } = handle;
+    await writer.append(payloads(1, 3));
+    await acknowledgedBy(handle, ['c'], 3);
+    cluster.network.fail('c', { kind: 'unavailable' });
+    expect(await writer.append(payloads(4, 3))).toEqual({ firstIndex: 4, lastIndex: 6 });
+    // No append follows: an idle log must not keep a segment open on two copies.
+    await until(() => cluster.directory.snapshot(LOG)[0]?.meta.state === 'SEALED');
+    expect(cluster.directory.snapshot(LOG)[0]?.meta).toMatchObject({ state: 'SEALED', lastIndex: 6 });
   });
 
   it('a member that hangs until the deadline holds back acknowledgements only until the deadline', async () => {
@@ -736,6 +772,26 @@ describe('deadlines and sessions (issue 12)', () => {
     await acknowledgedBy(handle, ['a', 'b', 'c'], 2);
     const frames = await framesOn('a', 1, 2);
     expect(frames.map((f) => format.entryPayloadOf(f).equals(payloadOf(2)))).toEqual([false, false]);
+  });
+
+  it('an append of a large backlog that expires while a pipelined batch before it waits for its quorum fails and is never written', async () => {
+    // The backlog (>= 64 KiB) does not fit the open segment whole: it takes the sequential path,
+    // which first waits for the batch in flight. It expired during that wait: never written.
+    const handle = writerOn('a', 1, 128 * 1024);
+    const { writer, clock } = handle;
+    expect(await writer.append([payloadOf(1)])).toEqual({ firstIndex: 1, lastIndex: 1 }); // opens the segment
+    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
+    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
+    const first = writer.append([payloadOf(2, 60_000)]);
+    await until(async () => cluster.network.heldCount('b') === 1);
+    const queued = writer.append([payloadOf(3, 40_000), payloadOf(4, 40_000)], { expiresAtMs: clock.monotonicMs() + 100 });
+    await new Promise((resolve) => setTimeout(resolve, 20)); // the loop takes it and waits for the first
+    clock.advance(200);
+    cluster.network.heal('b');
+    cluster.network.heal('c');
+    expect(await first).toEqual({ firstIndex: 2, lastIndex: 2 });
+    await expect(queued).rejects.toBeInstanceOf(AppendExpiredError);
+    expect(await writer.append([payloadOf(5)])).toEqual({ firstIndex: 3, lastIndex: 3 });
   });
 
   it('tags only the last entry of a session batch, and readers get the payloads without the tag', async () => {
