@@ -47,6 +47,8 @@ export interface WriterOptions {
   readonly entryBytesMax: number;
   /** Frames per ReadFrames call while copying a tail during recovery. */
   readonly copyBytesMax?: number;
+  /** Bytes waiting before a batch is pipelined behind another (PIPELINE_BACKLOG_BYTES_MIN when absent; the simulator passes 0 so that it explores pipelining). */
+  readonly pipelineBacklogBytesMin?: number;
 }
 
 export interface WriterAppendOptions {
@@ -577,7 +579,7 @@ export class LogWriter {
           if (this.sealDue()) await this.sealDegraded();
           continue;
         }
-        if (this.pipelined.length > 0 && this.queuedBytes() < PIPELINE_BACKLOG_BYTES_MIN) {
+        if (this.pipelined.length > 0 && this.queuedBytes() < (this.o.pipelineBacklogBytesMin ?? PIPELINE_BACKLOG_BYTES_MIN)) {
           await this.pipelined[0]; // a small backlog joins the next batch instead of a batch of its own
           continue;
         }

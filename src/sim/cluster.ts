@@ -202,6 +202,9 @@ export class SimNode {
           // A recovery copies a tail in chunks of a few entries, as it does 4 MiB at a time with
           // real sizes: a member may then hold only the first part of a session batch.
           copyBytesMax: 600,
+          // Pipeline whenever a batch waits (the production gate, 64 KiB of backlog, is never
+          // reached by the simulator's appends: with it no batch was ever pipelined here).
+          pipelineBacklogBytesMin: 0,
           catchUpIntervalMs: CATCH_UP_INTERVAL_MS,
           fetchFile: (node, _log, segmentId, path) => sim.fetchFile(runtime, node, segmentId, path),
           onDamage: (_log, segmentId, detail) => repairs.schedule(SIM_LOG, segmentId, 'read', detail),
