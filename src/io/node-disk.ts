@@ -1,8 +1,30 @@
 // The production Disk: node:fs, nothing added. See disk.ts for the contract.
 import { constants, createReadStream } from 'node:fs';
-import { type FileHandle, copyFile, link, mkdir, mkdtemp, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { type FileHandle, copyFile, link, mkdir, mkdtemp, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { type Disk, type DiskFile, type DiskLock, type DiskStat, type OpenMode } from './disk.js';
 import { acquireDirLock } from './lock.js';
+
+const OPEN_FLAGS: Readonly<Record<OpenMode, number>> = {
+  r: constants.O_RDONLY,
+  'r+': constants.O_RDWR,
+  w: constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC,
+  wx: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL,
+};
+
+/**
+ * Opens path and refuses anything but a regular file. O_NONBLOCK (ignored by regular files) keeps a
+ * FIFO or a device put where a store file belongs from blocking the open, or a read, for ever.
+ */
+async function openRegular(path: string, mode: OpenMode): Promise<FileHandle> {
+  const handle = await open(path, OPEN_FLAGS[mode] | constants.O_NONBLOCK, 0o644);
+  try {
+    if (!(await handle.stat()).isFile()) throw Object.assign(new Error(`${path} is not a regular file`), { code: 'EFTYPE', path });
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
+  return handle;
+}
 
 class NodeFile implements DiskFile {
   constructor(private readonly handle: FileHandle) {}
@@ -31,7 +53,7 @@ class NodeFile implements DiskFile {
 
 export class NodeDisk implements Disk {
   async open(path: string, mode: OpenMode): Promise<DiskFile> {
-    return new NodeFile(await open(path, mode, 0o644));
+    return new NodeFile(await openRegular(path, mode));
   }
   async stat(path: string): Promise<DiskStat | undefined> {
     try {
@@ -42,8 +64,13 @@ export class NodeDisk implements Disk {
       throw error;
     }
   }
-  readFile(path: string): Promise<Buffer> {
-    return readFile(path);
+  async readFile(path: string): Promise<Buffer> {
+    const handle = await openRegular(path, 'r');
+    try {
+      return await handle.readFile();
+    } finally {
+      await handle.close();
+    }
   }
   rename(from: string, to: string): Promise<void> {
     return rename(from, to);

@@ -1,7 +1,7 @@
 // The `wal-recovery` command line, run as a real process (node dist/cli/main.js) on real
 // directories: every test spawns the built CLI, feeds stdin, and checks stdout, stderr, the exit
 // code and the files on disk. `npm test` builds dist/ first (pretest).
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -362,6 +362,18 @@ describe('bad input', () => {
       expectOneLineError(await run([verb, '--data-dir', missing]), 2, /no WAL store at/);
     }
     expect(existsSync(missing)).toBe(false); // dump must not create what it was asked to read
+  });
+
+  it('a FIFO where a segment file or the catalog belongs is refused with exit 2, not waited on for ever', async () => {
+    const dataDir = await makeStore();
+    const segment = join(dataDir, 'segments', (await readdir(join(dataDir, 'segments'))).sort()[0] ?? '');
+    await rm(segment);
+    execFileSync('mkfifo', [segment]); // opening it for reading blocked until a writer came: validate hung
+    for (const verb of ['validate', 'dump']) expectOneLineError(await run([verb, '--data-dir', dataDir]), 2, /is not a regular file/);
+    const catalog = join(dataDir, 'CATALOG');
+    await rm(catalog);
+    execFileSync('mkfifo', [catalog]);
+    expectOneLineError(await run(['validate', '--data-dir', dataDir]), 2, /CATALOG is not a regular file/);
   });
 
   it('a bad --strategy, a missing --data-dir, unknown options and verbs exit 2 with one line', async () => {
