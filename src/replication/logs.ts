@@ -34,6 +34,8 @@ export interface LogStoresOptions {
    * node, the simulator). A verified epoch holder always may: the log has a writer election.
    */
   readonly mayCreate?: (log: string) => Promise<boolean>;
+  /** Called as soon as a store has opened, before any call can use it (the simulator checks what open kept). */
+  readonly onOpened?: (log: string, store: WalStore) => void;
 }
 
 interface OpenLog {
@@ -130,6 +132,7 @@ export class LogStores {
           disk,
           clock: this.options.clock,
         });
+        this.options.onOpened?.(log, store);
         const fencedEpoch = await this.fenceOf(log, store, existed).catch(async (error: unknown) => {
           await store.close().catch(() => undefined);
           throw error;

@@ -18,6 +18,11 @@ import { RPC_DEADLINE_MS, STATUS_DEADLINE_EXCEEDED, STATUS_UNAVAILABLE, SimServi
 
 export const SIM_LOG = 'sim';
 const DATA_DIR = '/data';
+
+/** The last index of each segment a store holds entries in (its records hold synced state only). */
+function lastIndexes(store: WalStore): Map<number, number> {
+  return new Map(store.segmentRecords().filter((r) => r.lastIndex >= r.firstIndex).map((r) => [r.segmentId, r.lastIndex]));
+}
 /** The nodes' lease TTL (production's default --lease-ttl-seconds is 3 as well). */
 export const SIM_LEASE_TTL_SECONDS = 3;
 const CATCH_UP_INTERVAL_MS = 500;
@@ -123,7 +128,20 @@ export class SimNode {
       logger,
       entryBytesMax: sim.logMeta.segmentBytesMax,
     });
-    const stores = new LogStores({ dataDir: DATA_DIR, backupRetentionCount: 0, entryBytesMax: sim.logMeta.segmentBytesMax, logger, metrics: sim.metrics, disk, clock, sourcesFor: (log) => [replicaSource(log)] });
+    // What open kept, taken before any call can use the store: a writer's Seal may cut unacknowledged
+    // entries a moment later (the protocol's right), which is not open losing durable ones.
+    let keptAtOpen: ReadonlyMap<number, number> | undefined;
+    const stores = new LogStores({
+      dataDir: DATA_DIR,
+      backupRetentionCount: 0,
+      entryBytesMax: sim.logMeta.segmentBytesMax,
+      logger,
+      metrics: sim.metrics,
+      disk,
+      clock,
+      sourcesFor: (log) => [replicaSource(log)],
+      onOpened: (_log, store) => (keptAtOpen = lastIndexes(store)),
+    });
     const meta = sim.etcd.metadataFor(this.id, process);
     // Writer calls from other nodes are checked against the epoch's holder in (simulated) etcd.
     const handlers = new PeerHandlers(stores, logger, { epochHolders: new EtcdEpochHolders(() => meta, { monotonicMs: () => clock.monotonicMs() }) });
@@ -175,7 +193,7 @@ export class SimNode {
         }
       }
       runtime.store = store;
-      if (expected) this.checkDurable(store, expected);
+      if (expected) this.checkDurable(keptAtOpen ?? lastIndexes(store), expected);
       const newLogRuntime = (): LogRuntime => new LogRuntime(
         {
           self: this.id,
@@ -279,7 +297,7 @@ export class SimNode {
     if (!runtime) return;
     // What the store has said is durable (its records hold synced state only) must survive.
     // (A segment with no entry yet is not data: one created just before the crash may be gone.)
-    if (runtime.store) this.durableAtCrash = new Map(runtime.store.segmentRecords().filter((r) => r.lastIndex >= r.firstIndex).map((r) => [r.segmentId, r.lastIndex]));
+    if (runtime.store) this.durableAtCrash = lastIndexes(runtime.store);
     runtime.process.alive = false;
     this.runtime = undefined;
     this.sim.network.attach(this.id, undefined);
@@ -301,11 +319,11 @@ export class SimNode {
   }
 
   /** After a restart: every segment holds at least what was durable before the crash. */
-  private checkDurable(store: WalStore, expected: ReadonlyMap<number, number>): void {
+  private checkDurable(kept: ReadonlyMap<number, number>, expected: ReadonlyMap<number, number>): void {
     for (const [segmentId, lastIndex] of expected) {
-      const now = store.segmentRecord(segmentId);
-      if (!now || now.lastIndex < lastIndex) {
-        this.sim.violate('durable-entries-survive-a-crash', `${this.id}: segment ${segmentId} held ${lastIndex} durably before the crash, ${now ? now.lastIndex : 'nothing'} after it`);
+      const now = kept.get(segmentId);
+      if (now === undefined || now < lastIndex) {
+        this.sim.violate('durable-entries-survive-a-crash', `${this.id}: segment ${segmentId} held ${lastIndex} durably before the crash, ${now ?? 'nothing'} after it`);
       }
     }
   }
