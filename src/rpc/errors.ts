@@ -35,3 +35,11 @@ export class WatcherTooSlowError extends Error {
 export class TlsConfigError extends Error {
   override readonly name = 'TlsConfigError';
 }
+
+/** A revocation list that cannot be read or parsed (the list in force stays). */
+export class RevocationListError extends Error {
+  override readonly name = 'RevocationListError';
+  constructor(readonly path: string, detail: string, options?: { cause?: unknown }) {
+    super(`revocation list ${path}: ${detail}`, options);
+  }
+}

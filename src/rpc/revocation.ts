@@ -22,6 +22,7 @@
 // certificate is listed (the TLS handshake fails, the call is UNAVAILABLE).
 import { readFileSync, statSync } from 'node:fs';
 import { type X509Certificate, createHash } from 'node:crypto';
+import { RevocationListError } from './errors.js';
 
 /** How often the file's modification time and size are looked at. */
 export const REVOCATION_POLL_MS = 1_000;
@@ -36,13 +37,6 @@ export const REVOCATION_RACY_MS = 2_000;
 export const REVOKED_ENTRIES_MAX = 100_000;
 /** A file larger than this is refused before it is read (100 000 fingerprint lines fit). */
 export const REVOKED_FILE_BYTES_MAX = 16 * 1024 * 1024;
-
-export class RevocationListError extends Error {
-  override readonly name = 'RevocationListError';
-  constructor(readonly path: string, detail: string, options?: { cause?: unknown }) {
-    super(`revocation list ${path}: ${detail}`, options);
-  }
-}
 
 /** Hex digits of a serial number: RFC 5280 caps serials at 20 bytes (one more for a leading zero byte). */
 const SERIAL_DIGITS_MAX = 40;

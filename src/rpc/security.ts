@@ -12,8 +12,8 @@ import { readFile } from 'node:fs/promises';
 import { type PeerCertificate, checkServerIdentity } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { RevocationList, RevocationListError } from './revocation.js';
-import { TlsConfigError } from './errors.js';
+import { RevocationList } from './revocation.js';
+import { RevocationListError, TlsConfigError } from './errors.js';
 
 export type Role = 'peer' | 'client' | 'admin';
 export const ROLES: readonly Role[] = ['peer', 'client', 'admin'];
