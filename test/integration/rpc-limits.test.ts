@@ -6,7 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AdminClient, type NodeApi, PeerClient, RPC_LIMITS_DEFAULT, type ReadEntryView, type RpcServer, WalClient, parseRpcLimits, resolveRpcLimits, startRpcServer } from '../../src/rpc/index.js';
+import { AdminClient, type NodeApi, PeerClient, RPC_LIMITS_DEFAULT, type ReadEntryView, type RpcServer, type ValidateMessageView, WalClient, parseRpcLimits, resolveRpcLimits, startRpcServer } from '../../src/rpc/index.js';
 
 let started = 0;
 let releaseAll: () => void = () => undefined;
@@ -163,6 +163,50 @@ describe('peer fan-out calls have their own caps', () => {
     hold();
     await expect.poll(async () => peer.repairCopy('l', 9, false, 200).then(() => 'OK', (e: grpc.ServiceError) => grpc.status[e.code]), { timeout: 5_000 }).toBe('DEADLINE_EXCEEDED');
     expect(started).toBe(3);
+  });
+
+  // A stub segment check: each step of the source takes 500 ms (a whole segment read and hashed).
+  function slowValidateApi(): { api: NodeApi; counts: { running: number; runningMax: number; steps: number } } {
+    const counts = { running: 0, runningMax: 0, steps: 0 };
+    async function* check(): AsyncGenerator<ValidateMessageView> {
+      for (let segment = 1; segment <= 3; segment += 1) {
+        counts.steps += 1;
+        counts.running += 1;
+        counts.runningMax = Math.max(counts.runningMax, counts.running);
+        try {
+          await new Promise((resolve) => setTimeout(resolve, 500));
+        } finally {
+          counts.running -= 1;
+        }
+        yield { node: 'n1', log: 'l', segment, kind: 'checksum-mismatch', entryIndex: 0, indexCount: 0, offsetBytes: 0, expectedChecksum: '', actualChecksum: '', detail: '', done: false, segmentsChecked: 0, bytesChecked: 0 };
+      }
+    }
+    return { api: { ...stubApi(), validate: check, validateCopies: check } as NodeApi, counts };
+  }
+
+  it.each(['ValidateCopies', 'Validate'] as const)('a %s stream past its deadline keeps its slot until its segment check in progress ends: short deadlines never run more checks than the cap (regression)', async (method) => {
+    const { api, counts } = slowValidateApi();
+    server = await startRpcServer(api, { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ inFlightCallsMax: { 'validate-copies': 2, validate: 2 } }) });
+    const peer = new PeerClient(`127.0.0.1:${server.port}`);
+    const admin = new AdminClient(`127.0.0.1:${server.port}`);
+    clients.push(peer, admin);
+    const outcomes: string[] = [];
+    const until = Date.now() + 2_000;
+    for (let i = 0; Date.now() < until; i += 1) {
+      const deadlineMs = 100 + (i % 2) * 100; // 100 or 200 ms, each well below a step
+      const stream = method === 'ValidateCopies' ? peer.validateCopies('l', deadlineMs) : admin.validate('l', '', deadlineMs);
+      outcomes.push(await (async () => {
+        for await (const _ of stream) void _;
+        return 'OK';
+      })().catch((e: grpc.ServiceError) => grpc.status[e.code] ?? String(e.code)));
+      if (outcomes.at(-1) === 'RESOURCE_EXHAUSTED') await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(counts.runningMax, `checks running at once (outcomes ${outcomes.join(' ')})`).toBeLessThanOrEqual(2);
+    expect(outcomes).toContain('RESOURCE_EXHAUSTED');
+    // A stream gone mid-check asks its source for nothing more: one step each admitted call.
+    expect(counts.steps).toBe(outcomes.filter((o) => o === 'DEADLINE_EXCEEDED').length);
+    // The slots come back once the checks in progress end: calls are admitted again.
+    expect(counts.steps).toBeGreaterThan(2);
   });
 
   it('the peer fan-out caps are --rpc-limit names', () => {
