@@ -1,6 +1,6 @@
 // Limits on calls in flight (issue 11, src/rpc/limits.ts): a family of expensive calls at its
 // limit answers one more with RESOURCE_EXHAUSTED at once, counts it, and takes calls again as soon
-// as one ends (finished, cancelled or past its deadline); one connection may not open more HTTP/2
+// as one ends (finished, or cancelled or past its deadline and its work in progress ended); one connection may not open more HTTP/2
 // streams than the server allows (the further calls wait in the client). Real gRPC over
 // 127.0.0.1, with a stub node whose Read and RepairSegment hang until the test lets them go.
 import * as grpc from '@grpc/grpc-js';
@@ -73,7 +73,7 @@ function openRead(client: WalClient, deadlineMs = 30_000): { done: Promise<strin
 }
 
 describe('calls in flight per family', () => {
-  it('one Read past the limit is RESOURCE_EXHAUSTED and counted; a slot freed by a cancel is taken again', async () => {
+  it('one Read past the limit is RESOURCE_EXHAUSTED and counted; a cancelled Read gives its slot back once its read in progress ends', async () => {
     const limited: string[] = [];
     server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ inFlightCallsMax: { read: 3 } }), onLimited: (m) => limited.push(m) });
     const client = new WalClient(`127.0.0.1:${server.port}`);
@@ -86,24 +86,40 @@ describe('calls in flight per family', () => {
 
     open[0]?.cancel();
     expect(await open[0]?.done).toBe('CANCELLED');
-    // The client sees its cancel at once, the server a moment later: retried until admitted.
-    let again = openRead(client);
-    for (let attempt = 0; attempt < 50 && started < 4; attempt += 1) {
-      const outcome = await Promise.race([again.done, new Promise<string>((resolve) => setTimeout(() => resolve('pending'), 100))]);
-      if (outcome === 'RESOURCE_EXHAUSTED') again = openRead(client);
-    }
-    expect(started).toBe(4);
+    // Its read in progress (held here) runs on in the node, and keeps its slot.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await openRead(client).done).toBe('RESOURCE_EXHAUSTED');
+    expect(started).toBe(3);
     releaseAll();
-    expect(await again.done).toBe('OK');
     expect(await Promise.all(open.slice(1).map((o) => o.done))).toEqual(['OK', 'OK']);
+    hold();
+    // All three slots are back, the cancelled one's too: three more are admitted, a fourth is not.
+    // (The client sees an end at once, the server a moment later: retried until admitted.)
+    const again: Array<{ done: Promise<string> }> = [];
+    for (let attempt = 0; attempt < 50 && started < 6; attempt += 1) {
+      const next = openRead(client);
+      const outcome = await Promise.race([next.done, new Promise<string>((resolve) => setTimeout(() => resolve('pending'), 100))]);
+      if (outcome === 'pending') again.push(next);
+    }
+    expect(started).toBe(6);
+    expect(await openRead(client).done).toBe('RESOURCE_EXHAUSTED');
+    releaseAll();
+    expect(await Promise.all(again.map((o) => o.done))).toEqual(['OK', 'OK', 'OK']);
   });
 
-  it('a call past its deadline gives its slot back', async () => {
+  it('a call past its deadline gives its slot back once its read in progress ends', async () => {
     server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ inFlightCallsMax: { read: 1 } }) });
     const client = new WalClient(`127.0.0.1:${server.port}`);
     clients.push(client);
     expect(await openRead(client, 300).done).toBe('DEADLINE_EXCEEDED');
-    const next = openRead(client);
+    expect(await openRead(client).done, 'its read (held here) runs on, with its slot').toBe('RESOURCE_EXHAUSTED');
+    releaseAll();
+    hold();
+    let next = openRead(client);
+    for (let attempt = 0; attempt < 50 && started < 2; attempt += 1) {
+      const outcome = await Promise.race([next.done, new Promise<string>((resolve) => setTimeout(() => resolve('pending'), 100))]);
+      if (outcome === 'RESOURCE_EXHAUSTED') next = openRead(client);
+    }
     await expect.poll(() => started, { timeout: 5_000 }).toBe(2);
     releaseAll();
     expect(await next.done).toBe('OK');
