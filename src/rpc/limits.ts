@@ -9,8 +9,10 @@
 //   in flight across all connections: one more is answered RESOURCE_EXHAUSTED at once (retryable:
 //   src/rpc/status.ts isRetryable) and counted, so a flood never queues work without end.
 // A family's slot is taken when the handler starts and given back when the call ends in any way
-// (answered, failed, cancelled, past its deadline); a unary call's (one request, one answer) only
-// once its handler has answered (its work runs on after the caller has gone).
+// (answered, failed, cancelled, past its deadline) and its handler's work has settled: a unary
+// call's (one request, one answer) once its handler has answered, a server stream's once its
+// writer has stopped and the source's step in progress has settled (both run on after the caller
+// has gone).
 import * as grpc from '@grpc/grpc-js';
 import { toStatus } from './status.js';
 import { CallLimitedError } from './errors.js';
@@ -120,7 +122,8 @@ export function limitService(serviceName: string, definition: grpc.ServiceDefini
     const attrs = definition[name];
     if (family === undefined) continue;
     if (!attrs) throw new Error(`${method}: not in the service definition`);
-    const run = handler as (call: unknown, callback?: unknown) => void;
+    // A server-stream handler returns its work (a promise), or nothing when it has none to wait for.
+    const run = handler as (call: unknown, callback?: unknown) => PromiseLike<unknown> | void;
     limited[name] = ((call: AnyCall, callback?: (error: grpc.ServiceError | null, value?: unknown) => void) => {
       const release = inFlight.tryAcquire(family);
       if (!release) {
@@ -135,11 +138,32 @@ export function limitService(serviceName: string, definition: grpc.ServiceDefini
       // deadline: grpc-js destroys it, and the stream is read or written no further). A unary
       // call's comes back when its handler answers, not when its caller goes: the handler's work
       // (a repair, a status read) runs on after a cancel or a deadline, and freeing its slot
-      // then let a caller with short deadlines start any number of them past the cap.
-      if (attrs.responseStream || attrs.requestStream) {
+      // then let a caller with short deadlines start any number of them past the cap. So does a
+      // server stream's step in progress (a whole segment checked, for Validate and
+      // ValidateCopies): its slot comes back once the call has closed and the work its handler
+      // returned has settled (src/rpc/server.ts streamTo waits for that step).
+      if (attrs.responseStream) {
+        let waiting = 2; // the call's end, the handler's work
+        const settled = (): void => {
+          waiting -= 1;
+          if (waiting === 0) release();
+        };
+        let closed = false;
+        const onEnd = (): void => {
+          if (closed) return;
+          closed = true;
+          settled();
+        };
+        call.on('close', onEnd);
+        call.on('cancelled', onEnd);
+        const work = run(call);
+        if (work && typeof work.then === 'function') work.then(settled, settled);
+        else settled();
+        return;
+      }
+      if (attrs.requestStream) {
         call.on('close', release);
         call.on('cancelled', release);
-        if (attrs.responseStream) return run(call);
       }
       return run(call, (error: grpc.ServiceError | null, value?: unknown) => {
         release();

@@ -151,9 +151,12 @@ function isGone(call: grpc.ServerWritableStream<unknown, unknown>): boolean {
  * Writes every item of source to a server stream with backpressure, then ends the call. A call
  * that is cancelled, passes its deadline, fails or closes emits no 'drain' ever again: every wait
  * (for the source's next item, for 'drain') also ends when the call is gone, and the source is
- * then released with iterator.return() (a generator's finally runs, a file stream is destroyed
- * and its descriptor closed) as soon as its step in progress settles. Nothing is written after.
- * The loop ends: every round writes one item, or the source or the call is finished.
+ * then asked for nothing more and released with iterator.return() (a generator's finally runs, a
+ * file stream is destroyed and its descriptor closed) once its step in progress settles.
+ * Nothing is written after. The loop ends: every round writes one item, or the source or the
+ * call is finished. The promise settles only once the source's step in progress has settled
+ * and the source is released: a capped call's slot (src/rpc/limits.ts) is held until then, since
+ * that step (a whole segment checked, for Validate) runs on after the caller has gone.
  */
 /** Read answers stay far below the message limit, so entries of any allowed size can be read. */
 export const READ_RESPONSE_BYTES_MAX = 4 * 1024 * 1024;
@@ -186,14 +189,18 @@ async function streamTo<T, M>(call: grpc.ServerWritableStream<unknown, M>, sourc
   for (const event of events) call.on(event, markGone);
   if (isGone(call)) markGone();
   let sourceDone = false;
+  let stepInFlight: Promise<unknown> | undefined;
   try {
     // The source is started even for a call already gone: return() releases only a started
     // source (an eagerly opened file stream's descriptor is closed by its iterator's finally).
     for (;;) {
       const pending = iterator.next();
-      pending.catch(() => undefined); // settles after the call is gone: nobody awaits it then
+      pending.catch(() => undefined); // may settle after the call is gone: awaited in finally then
       const next = await Promise.race([pending, gone]);
-      if (next === GONE) return;
+      if (next === GONE) {
+        stepInFlight = pending;
+        return;
+      }
       if (next.done) {
         sourceDone = true;
         if (!isGone(call)) call.end();
@@ -217,7 +224,10 @@ async function streamTo<T, M>(call: grpc.ServerWritableStream<unknown, M>, sourc
     throw error;
   } finally {
     for (const event of events) call.off(event, markGone);
-    if (!sourceDone) void Promise.resolve(iterator.return?.()).catch(() => undefined);
+    if (!sourceDone) {
+      await stepInFlight?.catch(() => undefined);
+      await Promise.resolve(iterator.return?.()).catch(() => undefined);
+    }
   }
 }
 
@@ -288,7 +298,7 @@ function walService(api: NodeApi, transport: Transport, stallMs: number): WalSer
         streamTo(call, byBytes(api.read(log, from_index, to_index, batch_max), READ_RESPONSE_BYTES_MAX), (batch) => ({
           entries: batch.map((e) => ({ index: e.index, timestamp_ms: e.timestampMs, payload: e.payload, checksum: e.checksum, lost: e.lost, lost_reason: e.lostReason })),
         }), stallMs);
-      (tracingEnabled() ? serverSpan('Read', call.metadata, { ...spanAttributes(logger, call.request), 'wal.from_index': from_index, 'wal.to_index': to_index }, stream) : stream()).catch((error: unknown) => failStream(call, error, logger, 'Read'));
+      return (tracingEnabled() ? serverSpan('Read', call.metadata, { ...spanAttributes(logger, call.request), 'wal.from_index': from_index, 'wal.to_index': to_index }, stream) : stream()).catch((error: unknown) => failStream(call, error, logger, 'Read'));
     },
   };
 }
@@ -326,7 +336,7 @@ function peerService(api: NodeApi, transport: Transport, stallMs: number): PeerS
       };
     }),
     FetchSegment: (call) => {
-      void (async () => {
+      return (async () => {
         const { log, segmentId } = ref(call.request.segment);
         const file = await handlers.openSegmentFile(log, segmentId, call.request.chunk_bytes);
         if (!file) throw new BadRequestError('segment', `segment ${segmentId} of log ${log} is not sealed here`);
@@ -344,7 +354,7 @@ function peerService(api: NodeApi, transport: Transport, stallMs: number): PeerS
       return repairResponse(log, segmentId, await api.repairCopy(log, segmentId, r.dry_run));
     }),
     ValidateCopies: (call) => {
-      streamTo(call, api.validateCopies(call.request.log), validateMessageToWire, stallMs).catch((error: unknown) => failStream(call, error, logger, 'ValidateCopies'));
+      return streamTo(call, api.validateCopies(call.request.log), validateMessageToWire, stallMs).catch((error: unknown) => failStream(call, error, logger, 'ValidateCopies'));
     },
   };
 }
@@ -393,7 +403,7 @@ function adminService(api: NodeApi, stallMs: number): AdminServiceHandlers {
       repairResponse(r.log, r.segment_id, await api.repairSegment(r.log, r.segment_id, r.node, r.strategy === '' ? undefined : parseStrategy(r.strategy), r.dry_run)),
     ),
     Validate: (call) => {
-      streamTo(call, api.validate(call.request.log, call.request.node), validateMessageToWire, stallMs).catch((error: unknown) => failStream(call, error, logger, 'Validate'));
+      return streamTo(call, api.validate(call.request.log, call.request.node), validateMessageToWire, stallMs).catch((error: unknown) => failStream(call, error, logger, 'Validate'));
     },
     GetRecoveryMetrics: unary(logger, 'GetRecoveryMetrics', async () => {
       const m = api.recoveryMetrics();

@@ -1,12 +1,12 @@
 // Limits on calls in flight (issue 11, src/rpc/limits.ts): a family of expensive calls at its
 // limit answers one more with RESOURCE_EXHAUSTED at once, counts it, and takes calls again as soon
-// as one ends (finished, cancelled or past its deadline); one connection may not open more HTTP/2
+// as one ends (finished, or cancelled or past its deadline and its work in progress ended); one connection may not open more HTTP/2
 // streams than the server allows (the further calls wait in the client). Real gRPC over
 // 127.0.0.1, with a stub node whose Read and RepairSegment hang until the test lets them go.
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AdminClient, type NodeApi, PeerClient, RPC_LIMITS_DEFAULT, type ReadEntryView, type RpcServer, WalClient, parseRpcLimits, resolveRpcLimits, startRpcServer } from '../../src/rpc/index.js';
+import { AdminClient, type NodeApi, PeerClient, RPC_LIMITS_DEFAULT, type ReadEntryView, type RpcServer, type ValidateMessageView, WalClient, parseRpcLimits, resolveRpcLimits, startRpcServer } from '../../src/rpc/index.js';
 
 let started = 0;
 let releaseAll: () => void = () => undefined;
@@ -73,7 +73,7 @@ function openRead(client: WalClient, deadlineMs = 30_000): { done: Promise<strin
 }
 
 describe('calls in flight per family', () => {
-  it('one Read past the limit is RESOURCE_EXHAUSTED and counted; a slot freed by a cancel is taken again', async () => {
+  it('one Read past the limit is RESOURCE_EXHAUSTED and counted; a cancelled Read gives its slot back once its read in progress ends', async () => {
     const limited: string[] = [];
     server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ inFlightCallsMax: { read: 3 } }), onLimited: (m) => limited.push(m) });
     const client = new WalClient(`127.0.0.1:${server.port}`);
@@ -86,24 +86,40 @@ describe('calls in flight per family', () => {
 
     open[0]?.cancel();
     expect(await open[0]?.done).toBe('CANCELLED');
-    // The client sees its cancel at once, the server a moment later: retried until admitted.
-    let again = openRead(client);
-    for (let attempt = 0; attempt < 50 && started < 4; attempt += 1) {
-      const outcome = await Promise.race([again.done, new Promise<string>((resolve) => setTimeout(() => resolve('pending'), 100))]);
-      if (outcome === 'RESOURCE_EXHAUSTED') again = openRead(client);
-    }
-    expect(started).toBe(4);
+    // Its read in progress (held here) runs on in the node, and keeps its slot.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await openRead(client).done).toBe('RESOURCE_EXHAUSTED');
+    expect(started).toBe(3);
     releaseAll();
-    expect(await again.done).toBe('OK');
     expect(await Promise.all(open.slice(1).map((o) => o.done))).toEqual(['OK', 'OK']);
+    hold();
+    // All three slots are back, the cancelled one's too: three more are admitted, a fourth is not.
+    // (The client sees an end at once, the server a moment later: retried until admitted.)
+    const again: Array<{ done: Promise<string> }> = [];
+    for (let attempt = 0; attempt < 50 && started < 6; attempt += 1) {
+      const next = openRead(client);
+      const outcome = await Promise.race([next.done, new Promise<string>((resolve) => setTimeout(() => resolve('pending'), 100))]);
+      if (outcome === 'pending') again.push(next);
+    }
+    expect(started).toBe(6);
+    expect(await openRead(client).done).toBe('RESOURCE_EXHAUSTED');
+    releaseAll();
+    expect(await Promise.all(again.map((o) => o.done))).toEqual(['OK', 'OK', 'OK']);
   });
 
-  it('a call past its deadline gives its slot back', async () => {
+  it('a call past its deadline gives its slot back once its read in progress ends', async () => {
     server = await startRpcServer(stubApi(), { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ inFlightCallsMax: { read: 1 } }) });
     const client = new WalClient(`127.0.0.1:${server.port}`);
     clients.push(client);
     expect(await openRead(client, 300).done).toBe('DEADLINE_EXCEEDED');
-    const next = openRead(client);
+    expect(await openRead(client).done, 'its read (held here) runs on, with its slot').toBe('RESOURCE_EXHAUSTED');
+    releaseAll();
+    hold();
+    let next = openRead(client);
+    for (let attempt = 0; attempt < 50 && started < 2; attempt += 1) {
+      const outcome = await Promise.race([next.done, new Promise<string>((resolve) => setTimeout(() => resolve('pending'), 100))]);
+      if (outcome === 'RESOURCE_EXHAUSTED') next = openRead(client);
+    }
     await expect.poll(() => started, { timeout: 5_000 }).toBe(2);
     releaseAll();
     expect(await next.done).toBe('OK');
@@ -163,6 +179,50 @@ describe('peer fan-out calls have their own caps', () => {
     hold();
     await expect.poll(async () => peer.repairCopy('l', 9, false, 200).then(() => 'OK', (e: grpc.ServiceError) => grpc.status[e.code]), { timeout: 5_000 }).toBe('DEADLINE_EXCEEDED');
     expect(started).toBe(3);
+  });
+
+  // A stub segment check: each step of the source takes 500 ms (a whole segment read and hashed).
+  function slowValidateApi(): { api: NodeApi; counts: { running: number; runningMax: number; steps: number } } {
+    const counts = { running: 0, runningMax: 0, steps: 0 };
+    async function* check(): AsyncGenerator<ValidateMessageView> {
+      for (let segment = 1; segment <= 3; segment += 1) {
+        counts.steps += 1;
+        counts.running += 1;
+        counts.runningMax = Math.max(counts.runningMax, counts.running);
+        try {
+          await new Promise((resolve) => setTimeout(resolve, 500));
+        } finally {
+          counts.running -= 1;
+        }
+        yield { node: 'n1', log: 'l', segment, kind: 'checksum-mismatch', entryIndex: 0, indexCount: 0, offsetBytes: 0, expectedChecksum: '', actualChecksum: '', detail: '', done: false, segmentsChecked: 0, bytesChecked: 0 };
+      }
+    }
+    return { api: { ...stubApi(), validate: check, validateCopies: check } as NodeApi, counts };
+  }
+
+  it.each(['ValidateCopies', 'Validate'] as const)('a %s stream past its deadline keeps its slot until its segment check in progress ends: short deadlines never run more checks than the cap (regression)', async (method) => {
+    const { api, counts } = slowValidateApi();
+    server = await startRpcServer(api, { host: '127.0.0.1', port: 0 }, undefined, { limits: resolveRpcLimits({ inFlightCallsMax: { 'validate-copies': 2, validate: 2 } }) });
+    const peer = new PeerClient(`127.0.0.1:${server.port}`);
+    const admin = new AdminClient(`127.0.0.1:${server.port}`);
+    clients.push(peer, admin);
+    const outcomes: string[] = [];
+    const until = Date.now() + 2_000;
+    for (let i = 0; Date.now() < until; i += 1) {
+      const deadlineMs = 100 + (i % 2) * 100; // 100 or 200 ms, each well below a step
+      const stream = method === 'ValidateCopies' ? peer.validateCopies('l', deadlineMs) : admin.validate('l', '', deadlineMs);
+      outcomes.push(await (async () => {
+        for await (const _ of stream) void _;
+        return 'OK';
+      })().catch((e: grpc.ServiceError) => grpc.status[e.code] ?? String(e.code)));
+      if (outcomes.at(-1) === 'RESOURCE_EXHAUSTED') await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(counts.runningMax, `checks running at once (outcomes ${outcomes.join(' ')})`).toBeLessThanOrEqual(2);
+    expect(outcomes).toContain('RESOURCE_EXHAUSTED');
+    // A stream gone mid-check asks its source for nothing more: one step each admitted call.
+    expect(counts.steps).toBe(outcomes.filter((o) => o === 'DEADLINE_EXCEEDED').length);
+    // The slots come back once the checks in progress end: calls are admitted again.
+    expect(counts.steps).toBeGreaterThan(2);
   });
 
   it('the peer fan-out caps are --rpc-limit names', () => {
