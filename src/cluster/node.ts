@@ -290,7 +290,7 @@ export class ClusterNode implements NodeApi {
       store: etcdScrubBudgets(this.etcd, this.onMalformedValue),
       score: () => {
         const v = this.scrubView();
-        return { riskRatio: v.riskRatio, latencyFactor: v.latencyFactor, segmentScoreMax: v.segmentScoreMax };
+        return { riskRatio: v.riskRatio, latencyFactor: v.latencyFactor, segmentScoreMax: v.segmentScoreMax, throttleShare: v.throttleShare, deficitSeconds: v.deficitSeconds };
       },
       intervalMs: options.coordinatorIntervalMs,
       clock,

@@ -12,6 +12,9 @@ export interface PublishedScrubScore {
   readonly riskRatio: number;
   readonly latencyFactor: number;
   readonly segmentScoreMax: number;
+  /** The scrub throttle's share and the pass's deficit (status only; budgets ignore them). */
+  readonly throttleShare: number;
+  readonly deficitSeconds: number;
   readonly updatedMs: number;
 }
 
@@ -38,7 +41,7 @@ export const SCRUB_BUDGET_DEFAULTS: ScrubBudgetParams = Object.freeze({ boostRis
 export function parseScrubScore(raw: unknown): PublishedScrubScore {
   const r = raw as Partial<PublishedScrubScore> | null;
   if (!r || typeof r.node !== 'string' || typeof r.riskRatio !== 'number' || !Number.isFinite(r.riskRatio)) throw new Error('malformed scrub score');
-  return { node: r.node, riskRatio: r.riskRatio, latencyFactor: Number(r.latencyFactor ?? 1), segmentScoreMax: Number(r.segmentScoreMax ?? 0), updatedMs: Number(r.updatedMs ?? 0) };
+  return { node: r.node, riskRatio: r.riskRatio, latencyFactor: Number(r.latencyFactor ?? 1), segmentScoreMax: Number(r.segmentScoreMax ?? 0), throttleShare: Number(r.throttleShare ?? 1), deficitSeconds: Number(r.deficitSeconds ?? 0), updatedMs: Number(r.updatedMs ?? 0) };
 }
 
 export function parseScrubBudget(raw: unknown): ScrubBudgetRecord {

@@ -36,7 +36,7 @@ export interface ClusterStatusView {
   readonly logs: ReadonlyArray<{ meta: LogMeta; writer: string; writerEpoch: number; committedIndex: number; segments: readonly SegmentMeta[] }>;
   /** This node's damage model and every node's published score (docs/SCRUBBING.md). */
   readonly scrub?: ScrubStatusView;
-  readonly scrubScores?: ReadonlyArray<{ node: string; riskRatio: number; latencyFactor: number; segmentScoreMax: number; updatedMs: number }>;
+  readonly scrubScores?: ReadonlyArray<{ node: string; riskRatio: number; latencyFactor: number; segmentScoreMax: number; throttleShare: number; deficitSeconds: number; updatedMs: number }>;
 }
 
 export interface ScrubStatusView {
@@ -50,6 +50,8 @@ export interface ScrubStatusView {
   readonly topSegments: ReadonlyArray<{ log: string; segmentId: number; score: number; lastVerifiedMs: number | undefined }>;
   readonly repairs: number;
   readonly repairsFailed: number;
+  readonly throttleShare: number;
+  readonly deficitSeconds: number;
 }
 
 export interface ValidateMessageView {
@@ -448,7 +450,7 @@ function adminService(api: NodeApi, stallMs: number): AdminServiceHandlers {
         node: view.node,
         coordinator: view.coordinator,
         ...(view.scrub ? { scrub: scrubStatusToWire(view.scrub) } : {}),
-        scrub_scores: (view.scrubScores ?? []).map((n) => ({ node: n.node, risk_ratio: n.riskRatio, latency_factor: n.latencyFactor, segment_score_max: n.segmentScoreMax, updated_ms: n.updatedMs })),
+        scrub_scores: (view.scrubScores ?? []).map((n) => ({ node: n.node, risk_ratio: n.riskRatio, latency_factor: n.latencyFactor, segment_score_max: n.segmentScoreMax, throttle_share: n.throttleShare, deficit_seconds: n.deficitSeconds, updated_ms: n.updatedMs })),
         members: view.members.map((m) => ({ id: m.id, address: m.address, started_ms: m.startedMs, version: m.version, metrics_url: m.metricsUrl })),
         logs: view.logs.map((l) => ({
           log: l.meta.log,
@@ -544,5 +546,7 @@ function scrubStatusToWire(v: ScrubStatusView): ScrubStatus {
     top_segments: v.topSegments.map((s) => ({ log: s.log, segment_id: s.segmentId, score: s.score, last_verified_ms: s.lastVerifiedMs ?? 0 })),
     repairs: v.repairs,
     repairs_failed: v.repairsFailed,
+    throttle_share: v.throttleShare,
+    deficit_seconds: v.deficitSeconds,
   };
 }

@@ -12,6 +12,7 @@ import { disableTracing, enableTracing, withSpan } from '../../src/observability
 import { AdminClient, WalClient } from '../../src/rpc/index.js';
 import { format } from '../../src/wal/index.js';
 import { EtcdServer } from '../support/etcd.js';
+import { cliSchema, validateJson } from '../support/json-schema.js';
 import { silent, until } from '../support/replication-fakes.js';
 
 const LOG = 'traced';
@@ -139,8 +140,26 @@ describe('scrub scores', () => {
     expect(wire.scrub?.risk_ratio).toBeCloseTo(status.scrub?.riskRatio ?? -1, 3);
     // Every node publishes its score to etcd every coordinatorIntervalMs (500 ms here).
     await until(async () => (await first.clusterStatus(LOG)).scrubScores?.length === 3);
+    // The throttle share and the pass deficit beside the scores: this node's (share 0 only during
+    // a baseline pause, which ends within probeMs) and every node's as published.
+    await until(async () => ((await first.clusterStatus(LOG)).scrub?.throttleShare ?? 0) > 0);
+    const pacedAdmin = new AdminClient(first.address);
+    const paced = await pacedAdmin.status(LOG);
+    pacedAdmin.close();
+    expect(validateJson(JSON.parse(JSON.stringify(paced)) as unknown, cliSchema('status'))).toEqual([]);
+    expect(paced.scrub?.throttle_share).toBeGreaterThan(0);
+    expect(paced.scrub?.throttle_share).toBeLessThanOrEqual(1);
+    expect(paced.scrub?.deficit_seconds).toBeGreaterThanOrEqual(0);
+    expect(paced.scrub_scores.map((s) => s.node).sort()).toEqual(nodes.map((n) => n.id).sort());
+    for (const s of paced.scrub_scores) {
+      expect(s.throttle_share, s.node).toBeGreaterThanOrEqual(0);
+      expect(s.throttle_share, s.node).toBeLessThanOrEqual(1);
+      expect(s.deficit_seconds, s.node).toBeGreaterThanOrEqual(0);
+    }
     const text = await first.metrics.registry.metrics();
     expect(text).toMatch(/^wal_recovery_scrub_risk_ratio\{[^}]*\} [0-9.e+-]+$/m);
+    expect(text).toMatch(/^wal_recovery_scrub_throttle_share\{[^}]*\} (0|1|0\.[0-9e+-]+)$/m);
+    expect(text).toMatch(/^wal_recovery_scrub_deficit_seconds\{[^}]*\} [0-9.e+-]+$/m);
     expect(text).toMatch(/^wal_recovery_disk_latency_seconds_count\{[^}]*op="fdatasync"[^}]*\} [1-9]/m);
   }, 30_000);
 });

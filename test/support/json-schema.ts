@@ -1,5 +1,5 @@
 // The subset of JSON Schema (draft 2020-12) that docs/schemas uses: type (with "integer" and
-// "null"), enum, const, minimum, required, properties, additionalProperties: false, items,
+// "null"), enum, const, minimum, maximum, required, properties, additionalProperties: false, items,
 // anyOf and local $ref (#/$defs/name). Returns the errors, each with its path; [] when valid.
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -49,6 +49,7 @@ function check(value: unknown, schema: Schema, root: Schema, path: string, error
   if ('const' in schema && value !== schema['const']) errors.push(`${path}: ${JSON.stringify(value)} is not ${JSON.stringify(schema['const'])}`);
   if (Array.isArray(schema['enum']) && !(schema['enum'] as unknown[]).includes(value)) errors.push(`${path}: ${JSON.stringify(value)} is not one of ${JSON.stringify(schema['enum'])}`);
   if (typeof schema['minimum'] === 'number' && typeof value === 'number' && value < schema['minimum']) errors.push(`${path}: ${value} < ${schema['minimum']}`);
+  if (typeof schema['maximum'] === 'number' && typeof value === 'number' && value > schema['maximum']) errors.push(`${path}: ${value} > ${schema['maximum']}`);
   if (Array.isArray(value) && schema['items']) value.forEach((item, i) => check(item, schema['items'] as Schema, root, `${path}[${i}]`, errors));
   if (typeOf(value) === 'object') checkObject(value as Record<string, unknown>, schema, root, path, errors);
 }

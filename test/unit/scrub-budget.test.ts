@@ -4,11 +4,11 @@
 import { describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { Coordinator } from '../../src/cluster/coordinator.js';
-import { type PublishedScrubScore, type ScrubBudgetRecord, type ScrubBudgetStore, SCRUB_BUDGET_DEFAULTS, etcdScrubBudgets, scrubBudgets, scrubKeys } from '../../src/cluster/scrub-budget.js';
+import { type PublishedScrubScore, type ScrubBudgetRecord, type ScrubBudgetStore, SCRUB_BUDGET_DEFAULTS, etcdScrubBudgets, parseScrubScore, scrubBudgets, scrubKeys } from '../../src/cluster/scrub-budget.js';
 import { systemClock } from '../../src/io/index.js';
 import { type OnMalformedValue, decodeEach, decodeValue } from '../../src/cluster/metadata.js';
 
-const score = (node: string, riskRatio: number, updatedMs = 1_000): PublishedScrubScore => ({ node, riskRatio, latencyFactor: 1, segmentScoreMax: 0, updatedMs });
+const score = (node: string, riskRatio: number, updatedMs = 1_000): PublishedScrubScore => ({ node, riskRatio, latencyFactor: 1, segmentScoreMax: 0, throttleShare: 1, deficitSeconds: 0, updatedMs });
 
 describe('scrubBudgets', () => {
   it('raises the highest-risk live nodes with fresh scores, within the cap', () => {
@@ -89,6 +89,11 @@ function memoryEtcd(): { etcd: Parameters<typeof etcdScrubBudgets>[0]; raw: Map<
 }
 
 describe('etcdScrubBudgets (scores as published by other nodes)', () => {
+  it('a score keeps its throttle share and deficit; one published without them (an older node) reads as share 1, deficit 0', () => {
+    expect(parseScrubScore({ ...score('a', 2), throttleShare: 0.25, deficitSeconds: 42 })).toMatchObject({ throttleShare: 0.25, deficitSeconds: 42 });
+    expect(parseScrubScore({ node: 'a', riskRatio: 2, latencyFactor: 1, segmentScoreMax: 0, updatedMs: 1 })).toMatchObject({ throttleShare: 1, deficitSeconds: 0 });
+  });
+
   it('a malformed score of one node, or a score naming another node, does not take the others\' budgets away (regression)', async () => {
     const { etcd, raw } = memoryEtcd();
     const store = etcdScrubBudgets(etcd);
