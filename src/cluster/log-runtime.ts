@@ -53,8 +53,9 @@ export interface LogRuntimeContext {
   readonly sessions?: SessionOptions;
   /** Bytes per ReadFrames call while a recovery copies a tail (the writer's 4 MiB when absent; the simulator makes it small). */
   readonly copyBytesMax?: number;
-  /** Bytes waiting before the writer pipelines a batch (the writer's 64 KiB when absent; the simulator passes 0). */
+  /** Writer pipelining (the writer's defaults when absent: 64 KiB of backlog, 1 batch in flight; the simulator's --pipeline: 0 and 4). */
   readonly pipelineBacklogBytesMin?: number;
+  readonly pipelineBatchesMax?: number;
   /** The committed index the node at address reports for a log. */
   readonly remoteCommitted: (address: string, log: string) => Promise<number>;
   readonly addressOf: (nodeId: string) => string | undefined;
@@ -284,6 +285,7 @@ export class LogRuntime {
         entryBytesMax: this.ctx.entryBytesMax,
         ...(this.ctx.copyBytesMax !== undefined ? { copyBytesMax: this.ctx.copyBytesMax } : {}),
         ...(this.ctx.pipelineBacklogBytesMin !== undefined ? { pipelineBacklogBytesMin: this.ctx.pipelineBacklogBytesMin } : {}),
+        ...(this.ctx.pipelineBatchesMax !== undefined ? { pipelineBatchesMax: this.ctx.pipelineBatchesMax } : {}),
         // A writer that fails on its own (etcd unreachable while it sealed, a quorum gone, a
         // record of another epoch) while this node still holds the election must come back:
         // nothing else would restart it. A writer truly deposed finds the election moved and

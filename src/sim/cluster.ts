@@ -220,9 +220,9 @@ export class SimNode {
           // A recovery copies a tail in chunks of a few entries, as it does 4 MiB at a time with
           // real sizes: a member may then hold only the first part of a session batch.
           copyBytesMax: 600,
-          // Pipeline whenever a batch waits (the production gate, 64 KiB of backlog, is never
-          // reached by the simulator's appends: with it no batch was ever pipelined here).
-          pipelineBacklogBytesMin: 0,
+          // --pipeline: pipeline whenever a batch waits, 4 deep (production: 1 batch in flight; its
+          // 64 KiB backlog gate is never reached by the simulator's appends).
+          ...(sim.pipeline ? { pipelineBacklogBytesMin: 0, pipelineBatchesMax: 4 } : {}),
           catchUpIntervalMs: CATCH_UP_INTERVAL_MS,
           fetchFile: (node, _log, segmentId, path) => sim.fetchFile(runtime, node, segmentId, path),
           onDamage: (_log, segmentId, detail) => repairs.schedule(SIM_LOG, segmentId, 'read', detail),
@@ -337,6 +337,8 @@ export class SimCluster {
   readonly goneAfterMs = GONE_AFTER_MS;
   /** The node about to be lost for good (--lose-nodes): no other copy of its segments is damaged meanwhile. */
   losing: string | undefined;
+  /** The writers pipeline batches 4 deep whenever one waits (sim --pipeline). */
+  pipeline = false;
   /** Where violations found by the cluster itself go (the run's model). */
   violate: (invariant: string, detail: string) => void = () => undefined;
 

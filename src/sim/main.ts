@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run sim -- --seed N | --seeds K [--start S] [--json] [--duration-ms D] [--etcd-restore] [--lose-nodes] [--trace-lines N]`: runs the
+// `npm run sim -- --seed N | --seeds K [--start S] [--json] [--duration-ms D] [--etcd-restore] [--lose-nodes] [--pipeline] [--trace-lines N]`: runs the
 // deterministic simulation for one seed or a sweep; one line (or one JSON object) per seed and
 // a summary. Exit 0 only when every seed holds every invariant.
 import { parseArgs } from 'node:util';
@@ -22,6 +22,7 @@ function parseOptions() {
       'time-budget-ms': { type: 'string' },
       'etcd-restore': { type: 'boolean', default: false },
       'lose-nodes': { type: 'boolean', default: false },
+      pipeline: { type: 'boolean', default: false },
       'trace-lines': { type: 'string' },
     },
   });
@@ -32,7 +33,7 @@ async function main(): Promise<number> {
   try {
     parsed = parseOptions();
   } catch (error) {
-    process.stderr.write(`wal-recovery sim: ${error instanceof Error ? error.message : String(error)}\nusage: npm run sim -- --seed N | --seeds K [--start S] [--json] [--duration-ms D] [--time-budget-ms B] [--etcd-restore] [--lose-nodes] [--trace-lines N]\n`);
+    process.stderr.write(`wal-recovery sim: ${error instanceof Error ? error.message : String(error)}\nusage: npm run sim -- --seed N | --seeds K [--start S] [--json] [--duration-ms D] [--time-budget-ms B] [--etcd-restore] [--lose-nodes] [--pipeline] [--trace-lines N]\n`);
     return 2;
   }
   const { values } = parsed;
@@ -67,7 +68,7 @@ async function main(): Promise<number> {
   let operations = 0;
   for (let seed = start; seed < start + count; seed += 1) {
     if (performance.now() - began > budgetMs) break;
-    const result = await runSeed({ seed, etcdRestore: values['etcd-restore'] === true, loseNodes: values['lose-nodes'] === true, ...(durationMs !== undefined ? { durationMs } : {}), ...(traceLinesMax !== undefined ? { traceLinesMax } : {}) });
+    const result = await runSeed({ seed, etcdRestore: values['etcd-restore'] === true, loseNodes: values['lose-nodes'] === true, pipeline: values.pipeline === true, ...(durationMs !== undefined ? { durationMs } : {}), ...(traceLinesMax !== undefined ? { traceLinesMax } : {}) });
     ran += 1;
     operations += result.operations;
     if (!result.ok) failed += 1;

@@ -34,6 +34,8 @@ export interface SimOptions {
    * coordinator must restore replication away from it (issue 9, node loss).
    */
   readonly loseNodes?: boolean;
+  /** Writers pipeline batches 4 deep whenever one waits (production default: 1 batch in flight). */
+  readonly pipeline?: boolean;
   /** Keep the last lines of the trace for the report of a failing seed. */
   readonly traceLinesMax?: number;
 }
@@ -80,6 +82,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   // With node loss, 3 or 4 nodes: with 4 the coordinator has a node to re-replicate to.
   const nodeCount = o.loseNodes && options.nodes === undefined ? 3 + random.fork().int(2) : o.nodes;
   const cluster = new SimCluster(loop, network, etcd, random.fork(), nodeCount, o.segmentBytesMax, trace);
+  cluster.pipeline = options.pipeline === true;
   const model = new Model(() => loop.nowMs);
   cluster.violate = (invariant, detail) => model.violate(invariant, detail);
   const faults: Record<string, number> = {};

@@ -367,6 +367,8 @@ export function startWriter(cluster: TestCluster, o: StartWriterOptions): Writer
     onReplicated: (node, lastIndex) => replicated.set(node, Math.max(lastIndex, replicated.get(node) ?? 0)),
     groupCommitBytesMax: o.groupCommitBytesMax ?? 256 * 1024,
     entryBytesMax: ENTRY_BYTES_MAX,
+    // The pipelining mechanism stays under test (production's default is 1 batch in flight).
+    pipelineBatchesMax: 4,
   });
   return { writer, committed, failures, replicated, clock };
 }
