@@ -148,7 +148,9 @@ export class Coordinator {
       // (an etcd call that never answered kept the old loop, and with it every duty, for good:
       // simulator seed --etcd-restore 938).
       this.term += 1;
-      const loop: Promise<void> = this.run(this.term).finally(() => this.loops.delete(loop));
+      const loop: Promise<void> = this.run(this.term)
+        .catch((error: unknown) => this.o.logger.error({ err: error }, 'coordinator duties failed'))
+        .finally(() => this.loops.delete(loop));
       this.loops.add(loop);
     });
     await this.o.election.start();

@@ -16,9 +16,17 @@ const OPEN_FLAGS: Readonly<Record<OpenMode, number>> = {
  * FIFO or a device put where a store file belongs from blocking the open, or a read, for ever.
  */
 async function openRegular(path: string, mode: OpenMode): Promise<FileHandle> {
-  const handle = await open(path, OPEN_FLAGS[mode] | constants.O_NONBLOCK, 0o644);
+  const notRegular = (): Error => Object.assign(new Error(`${path} is not a regular file`), { code: 'EFTYPE', path });
+  let handle: FileHandle;
   try {
-    if (!(await handle.stat()).isFile()) throw Object.assign(new Error(`${path} is not a regular file`), { code: 'EFTYPE', path });
+    handle = await open(path, OPEN_FLAGS[mode] | constants.O_NONBLOCK, 0o644);
+  } catch (error) {
+    // ENXIO: a FIFO opened for writing with no reader (not a device error for the I/O metrics).
+    if ((error as NodeJS.ErrnoException).code === 'ENXIO') throw notRegular();
+    throw error;
+  }
+  try {
+    if (!(await handle.stat()).isFile()) throw notRegular();
   } catch (error) {
     await handle.close();
     throw error;

@@ -144,6 +144,9 @@ export class LogWriter {
   private sent: { readonly segment: OpenSegment; nextIndex: number; byteLength: number; aggregate: SegmentAggregate } | undefined;
 
   constructor(private readonly o: WriterOptions) {
+    const depth = o.pipelineBatchesMax;
+    // 0 would wait on nothing in a loop that never yields; NaN would remove the cap.
+    if (depth !== undefined && (!Number.isSafeInteger(depth) || depth < 1)) throw new Error(`writer: pipelineBatchesMax must be an integer >= 1, not ${depth}`);
     this.ready = this.recover();
     this.ready.then(() => (this.readyDone = true), () => undefined);
     this.ready.catch((error: unknown) => this.stop(error instanceof Error ? error : new Error(String(error))));
