@@ -91,7 +91,10 @@ export class Scrubber {
     await clock.sleep(this.o.random.next() * this.o.passIntervalMs, this.abort.signal);
     while (!this.abort.signal.aborted) {
       const started = clock.monotonicMs();
-      await this.pass().catch((error: unknown) => this.o.logger.debug({ err: error }, 'scrub pass failed; the next one retries'));
+      await this.pass().catch((error: unknown) => {
+        // Warned, not debug: a pass that fails at every try (a store that cannot list) stops all scrubbing.
+        if (!this.abort.signal.aborted) this.o.logger.warn({ err: error }, 'scrub pass failed; the next one retries');
+      });
       this.passes += 1;
       this.o.metrics.scrubPassSeconds.set((clock.monotonicMs() - started) / 1000);
       await clock.sleep(this.o.passIntervalMs, this.abort.signal);

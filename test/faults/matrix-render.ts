@@ -48,7 +48,7 @@ export function renderMatrix(cells: readonly Cell[], rows: readonly string[], no
     'Written by `npm run test:faults` (`test/faults/matrix.faults.ts`); do not edit by hand.',
     '',
     'One node of a 3-node cluster (real etcd, real node processes on 127.0.0.1, replication factor 3,',
-    'ack quorum 2, one local backup copy, scrub every 300 ms) gets one fault per cell in one file, while',
+    'ack quorum 2, one local backup copy, scrub every 300 ms at its full rate: throttle off) gets one fault per cell in one file, while',
     'a workload keeps appending to both logs. A cell is **repaired** when the node found the damage by',
     'itself (scrubber, a read through it, or its start after a kill -9 for files read only at open) and',
     'its file is again byte-identical to the healthy replicas\' (for CATALOG: `validate` of the node is',

@@ -56,7 +56,12 @@ const logDir = (node: TestNode, log: string): string => join(node.dataDir, 'logs
 
 beforeAll(async () => {
   etcd = await EtcdServer.start();
-  const common = ['--scrub-interval-ms', '300', '--backups', '1'];
+  // The scrub throttle is off: under this workload on a loaded 2-core machine it may slow
+  // scrubbing to 1/64 of its rate (docs/SCRUBBING.md, "Yielding to appends"), and a pass over the
+  // victim's ~8 MB (segments and backups) then takes ~30 s: the backup cells, found by scrubbing
+  // alone, failed CI that way (15 s each). Time to detect would measure the machine's load, not
+  // detection; the throttle has its own tests (scrub-throttle, scrub-pace) and bench row.
+  const common = ['--scrub-interval-ms', '300', '--backups', '1', '--no-scrub-throttle'];
   cluster = await RepairCluster.start({
     etcd: etcd.endpoint,
     cluster: 'matrix',
@@ -350,6 +355,20 @@ async function writerEpochOf(log: string): Promise<number> {
   return the(status.logs.find((l) => l.log === log), 'log status').writer_epoch;
 }
 
+/** What the node's scrubber was doing, for a cell that failed on scrubbing alone. */
+async function scrubState(node: TestNode): Promise<string> {
+  const scrub = await node.adminClient().status('').then((s) => s.scrub).catch(() => undefined);
+  if (scrub === undefined || scrub === null) return 'scrub status unavailable';
+  return `scrub: throttle share ${scrub.throttle_share.toFixed(3)}, deficit ${scrub.deficit_seconds.toFixed(1)} s, rate x${scrub.rate_multiplier}`;
+}
+
+/** The node's last log lines that name a segment of the sealed log (why a cell failed). */
+async function logLinesAbout(node: TestNode, segmentId: number, max: number): Promise<string> {
+  const text = await readFile(node.logPath, 'utf8').catch((error: unknown) => `(no log: ${String(error)})`);
+  const lines = text.split('\n').filter((line) => line.includes(`"segment":${segmentId}`) || line.includes('"msg":"scrub'));
+  return lines.slice(-max).join('\n');
+}
+
 function backupRow(): Row {
   return {
     name: 'backup copy of a sealed segment',
@@ -361,7 +380,9 @@ function backupRow(): Row {
       const olderBytes = segment.original.subarray(0, segment.original.byteLength - TRAILER_BYTES - 400);
       await inject(fault, path, SEGMENT_HEADER_BYTES + 300, olderBytes);
       const ok = await waitFor(`backup of ${segment.segmentId} repaired on ${victim.id}`, async () => (await readFile(path).catch(() => Buffer.alloc(0))).equals(segment.original));
-      return ok ? { ok: true, how: 'scrub' } : { ok: false, why: 'the backup copy was not repaired' };
+      if (ok) return { ok: true, how: 'scrub' };
+      console.log(`victim ${victim.id} log lines on segment ${segment.segmentId} (last 20):\n${await logLinesAbout(victim, segment.segmentId, 20)}`);
+      return { ok: false, why: `the backup copy was not repaired (${await scrubState(victim)})` };
     },
   };
 }
