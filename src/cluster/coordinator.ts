@@ -8,8 +8,9 @@
 //   maxRecoveryAttempts rounds, then marks it abandoned and raises an alert-worthy event;
 // - raises the scrub rate of nodes whose damage score rose (scrub-budget.ts, docs/SCRUBBING.md).
 // The two duties run as independent loops: a repair retry that is slow (each waits at most
-// reportRetryDeadlineMs, and at most repairConcurrencyMax run at once) never delays restoring
-// replication away from a member that is gone.
+// reportRetryDeadlineMs, and at most repairConcurrencyMax run at once, across rounds) never
+// delays restoring replication away from a member that is gone. A round waited for longer than
+// roundDeadlineMs, or of a term that ended, acts no more on its stale view (CoordinatorRound).
 // All its state is in etcd, so a new coordinator picks up where the last one stopped.
 //
 // Fault model: the coordinator may die at any time (its duties are idempotent and re-derived
@@ -112,6 +113,19 @@ export interface CoordinatorOptions {
 const TIMED_OUT = Symbol('timed out');
 const ROUND_DEADLINE_MIN_MS = 30_000;
 
+/**
+ * A round of a duty, as its loop sees it. A round given up on (past roundDeadlineMs) or of a term
+ * that ended may still get its late answers from etcd: with that stale view it starts nothing and
+ * writes nothing (a deposed coordinator must not set budgets, move members or start repairs), and
+ * it leaves missingSince alone (a member seen back since would look missing from a time long past).
+ */
+export interface CoordinatorRound {
+  /** Its term is current and it was not given up on: it may start work and write what it decided. */
+  readonly active: () => boolean;
+  /** Its term is current: a retry it started may record its outcome (a compare-and-swap on the report). */
+  readonly inTerm: () => boolean;
+}
+
 export class Coordinator {
   private leading = false;
   /** Counts leadership terms: each term runs its own loops, which end when the term does. */
@@ -120,6 +134,10 @@ export class Coordinator {
   private readonly abort = new AbortController();
   /** When each member was first seen missing (cleared when it is back). */
   private readonly missingSince = new Map<string, number>();
+  /** Keys of the reports whose retry is in flight, across rounds: at most repairConcurrencyMax. */
+  private readonly retrying = new Set<string>();
+  /** The round of a direct call (tests): active until stop(). */
+  private readonly direct: CoordinatorRound = { active: () => !this.abort.signal.aborted, inTerm: () => !this.abort.signal.aborted };
   private readonly reportRetryDeadlineMs: number;
   private readonly repairConcurrencyMax: number;
   private readonly roundDeadlineMs: number;
@@ -160,16 +178,19 @@ export class Coordinator {
   private async run(term: number): Promise<void> {
     this.missingSince.clear(); // a new coordinator starts its own clocks: it never acts early
     await Promise.all([
-      this.every(term, 'restore replication', () => this.restoreReplication()),
-      this.every(term, 'retry repair reports', () => this.retryReports()),
-      this.every(term, 'set scrub budgets', () => this.setScrubBudgets()),
+      this.every(term, 'restore replication', (round) => this.restoreReplication(round)),
+      this.every(term, 'retry repair reports', (round) => this.retryReports(round)),
+      this.every(term, 'set scrub budgets', (round) => this.setScrubBudgets(round)),
     ]);
   }
 
-  private async every(term: number, duty: string, once: () => Promise<unknown>): Promise<void> {
-    while (this.leading && this.term === term && !this.abort.signal.aborted) {
+  private async every(term: number, duty: string, once: (round: CoordinatorRound) => Promise<unknown>): Promise<void> {
+    const inTerm = (): boolean => this.leading && this.term === term && !this.abort.signal.aborted;
+    while (inTerm()) {
+      let givenUp = false;
+      const round: CoordinatorRound = { active: () => !givenUp && inTerm(), inTerm };
       const outcome = await this.withinDeadline(
-        once().then(
+        once(round).then(
           () => true,
           (error: unknown) => {
             this.o.logger.debug({ err: error, duty }, 'coordinator round failed; the next one retries');
@@ -178,8 +199,9 @@ export class Coordinator {
         ),
         this.roundDeadlineMs,
       );
+      givenUp = true; // a round that goes on (no answer yet) starts and writes nothing more
       if (outcome === TIMED_OUT && !this.abort.signal.aborted) {
-        this.o.logger.warn({ duty, deadlineMs: this.roundDeadlineMs }, 'coordinator round got no answer within its deadline; the next one starts (that call goes on)');
+        this.o.logger.warn({ duty, deadlineMs: this.roundDeadlineMs }, 'coordinator round got no answer within its deadline; the next one starts (that call goes on, writing nothing more)');
       }
       await this.o.clock.sleep(this.o.intervalMs, this.abort.signal);
     }
@@ -197,13 +219,14 @@ export class Coordinator {
    * completes the ensembles of sealed segments created with fewer members than the log's
    * replication factor (a writer opens a segment on the members live then). Exposed for tests.
    */
-  async restoreReplication(): Promise<{ reassigned: number; underReplicated: number }> {
+  async restoreReplication(round: CoordinatorRound = this.direct): Promise<{ reassigned: number; underReplicated: number }> {
     const live = new Set(this.o.liveMembers());
     const now = this.o.clock.monotonicMs(); // local durations only: missingSince never leaves this process
     let reassigned = 0;
     let underReplicated = 0;
     for (const { log, replicationFactor } of await this.o.directory.listLogs()) {
       for (const { meta, modRevision } of await this.o.directory.list(log)) {
+        if (!round.active()) return { reassigned, underReplicated };
         for (const node of meta.ensemble) {
           if (live.has(node)) this.missingSince.delete(node);
           else if (!this.missingSince.has(node)) this.missingSince.set(node, now);
@@ -212,12 +235,12 @@ export class Coordinator {
         // An empty segment holds nothing to copy.
         const short = meta.lastIndex < meta.firstIndex ? 0 : Math.max(0, replicationFactor - meta.ensemble.length);
         if (meta.state !== 'SEALED' || (gone.length === 0 && short === 0)) continue;
-        const replaced = await this.reassign(meta, modRevision, gone, short, live);
+        const replaced = await this.reassign(meta, modRevision, gone, short, live, round);
         if (replaced) reassigned += 1;
         else underReplicated += 1;
       }
     }
-    this.o.metrics.underReplicatedSegments.set(underReplicated);
+    if (round.active()) this.o.metrics.underReplicatedSegments.set(underReplicated);
     return { reassigned, underReplicated };
   }
 
@@ -225,7 +248,7 @@ export class Coordinator {
    * Replaces gone members of a sealed segment's ensemble by live nodes outside it, then adds up
    * to short more. Whether the ensemble is whole afterwards.
    */
-  private async reassign(meta: SegmentMeta, modRevision: number, gone: readonly string[], short: number, live: ReadonlySet<string>): Promise<boolean> {
+  private async reassign(meta: SegmentMeta, modRevision: number, gone: readonly string[], short: number, live: ReadonlySet<string>, round: CoordinatorRound): Promise<boolean> {
     const candidates = [...live].filter((n) => !meta.ensemble.includes(n)).sort();
     if (candidates.length === 0) return false;
     const replacements = new Map<string, string>();
@@ -239,6 +262,7 @@ export class Coordinator {
     // protected holders (src/replication/replica-source.ts).
     const formerMembers = [...new Set([...(meta.formerMembers ?? []), ...replacements.keys()])];
     const updated: SegmentMeta = { ...meta, ensemble, formerMembers };
+    if (!round.active()) return false;
     if ((await this.o.directory.update(updated, modRevision)) === undefined) return false; // changed meanwhile: next round
     if (replacements.size > 0) this.o.logger.warn({ log: meta.log, segment: meta.segmentId, from: [...replacements.keys()], to: [...replacements.values()] }, 're-replicating a sealed segment away from a member that is gone');
     if (added.length > 0) this.o.logger.warn({ log: meta.log, segment: meta.segmentId, added }, 'completing the ensemble of a sealed segment created short');
@@ -249,7 +273,7 @@ export class Coordinator {
    * Raises the scrub rate of the nodes with the highest risk ratios (at least boostRiskRatio, at
    * most boostedNodesMax of them) and lowers the others back. Exposed for tests.
    */
-  async setScrubBudgets(): Promise<Map<string, number>> {
+  async setScrubBudgets(round: CoordinatorRound = this.direct): Promise<Map<string, number>> {
     const store = this.o.scrubBudgets;
     if (!store) return new Map();
     const params = this.o.scrubBudgetParams ?? SCRUB_BUDGET_DEFAULTS;
@@ -259,12 +283,14 @@ export class Coordinator {
     const current = new Map((await store.listBudgets()).map((b) => [b.node, b.rateMultiplier]));
     for (const [node, rateMultiplier] of wanted) {
       if (current.get(node) === rateMultiplier) continue;
+      if (!round.active()) return wanted;
       const riskRatio = scores.find((s) => s.node === node)?.riskRatio ?? 0;
       await store.putBudget({ node, rateMultiplier, riskRatio, updatedMs: now });
       this.o.logger.warn({ node, riskRatio, rateMultiplier }, 'raising the scrub rate of a node whose damage score rose');
     }
     for (const node of current.keys()) {
       if (wanted.has(node)) continue;
+      if (!round.active()) return wanted;
       await store.removeBudget(node);
       this.o.logger.info({ node }, 'scrub rate of a node back to its configured rate');
     }
@@ -273,28 +299,45 @@ export class Coordinator {
 
   /**
    * Retries the repairs nodes gave up on whose backoff has passed, at most repairConcurrencyMax
-   * at once, each waited for at most reportRetryDeadlineMs. Exposed for tests.
+   * at once (counting retries that earlier rounds started and still wait for), each waited for at
+   * most reportRetryDeadlineMs. How many it started. Exposed for tests.
    */
-  async retryReports(): Promise<number> {
+  async retryReports(round: CoordinatorRound = this.direct): Promise<number> {
     const due = (await this.o.reports.list()).filter(({ value }) => {
       if (value.state === 'abandoned') return false;
       const backoffMs = Math.min(30_000, 500 * 2 ** value.attempts);
       return this.o.clock.nowMs() - value.updatedMs >= backoffMs;
     });
     let next = 0;
+    let started = 0;
     const worker = async (): Promise<void> => {
-      for (let report = due[next++]; report && !this.abort.signal.aborted; report = due[next++]) {
-        await this.retryReport(report).catch((error: unknown) => this.o.logger.debug({ err: error, log: report?.value.log }, 'failed to retry a repair report; the next round retries'));
+      // A round given up on starts no more (the next round lists again): rounds that overlap
+      // would otherwise each run repairConcurrencyMax retries.
+      while (round.active() && this.retrying.size < this.repairConcurrencyMax) {
+        const report = due[next++];
+        if (!report) return;
+        if (this.retrying.has(report.key)) continue; // an earlier round's retry of it still runs
+        started += 1;
+        await this.retryReport(report, round).catch((error: unknown) => this.o.logger.debug({ err: error, log: report.value.log }, 'failed to retry a repair report; the next round retries'));
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.repairConcurrencyMax, due.length) }, worker));
-    return due.length;
+    return started;
   }
 
-  private async retryReport({ key, value, modRevision }: Versioned<RepairReportRecord>): Promise<void> {
+  private async retryReport({ key, value, modRevision }: Versioned<RepairReportRecord>, round: CoordinatorRound): Promise<void> {
     const deadlineMs = this.reportRetryDeadlineMs;
-    const outcome = await this.withinDeadline(this.o.repairOn(value.node, value.log, value.segmentId, deadlineMs), deadlineMs);
-    if (this.abort.signal.aborted) return; // stopped: a new coordinator retries it
+    this.retrying.add(key);
+    let outcome: boolean | typeof TIMED_OUT;
+    try {
+      outcome = await this.withinDeadline(this.o.repairOn(value.node, value.log, value.segmentId, deadlineMs), deadlineMs);
+    } finally {
+      this.retrying.delete(key);
+    }
+    // Stopped or deposed: a new coordinator retries it. A round given up on in this term still
+    // records the outcome (a compare-and-swap on the report it read), so that a repair that never
+    // answers is counted and abandoned after maxRecoveryAttempts.
+    if (!round.inTerm()) return;
     if (outcome === true) {
       await this.o.reports.remove(key, modRevision);
       this.o.logger.info({ log: value.log, segment: value.segmentId, node: value.node }, 'coordinator finished a repair a node had given up on');

@@ -56,7 +56,7 @@ export interface Disk {
   readdir(dir: string): Promise<string[]>;
   /** Makes the directory's entries (creates, renames, unlinks) durable. */
   fsyncDir(dir: string): Promise<void>;
-  /** Copies a file's bytes (not durable until the copy is synced). */
+  /** Copies a file's bytes (not durable until the copy is synced); like open, refuses a source or target that is not a regular file. */
   copyFile(from: string, to: string): Promise<void>;
   /** Makes a new empty directory named prefix + something unique; returns its path. */
   mkdtemp(prefix: string): Promise<string>;
@@ -65,7 +65,7 @@ export interface Disk {
    * exactly one wins. Throws an error with code 'ELOCKED' and `holder` (a description) if held.
    */
   lock(dir: string): Promise<DiskLock>;
-  /** Streams a file's bytes in chunks of at most chunkBytes (FetchSegment). */
+  /** Streams a file's bytes in chunks of at most chunkBytes (FetchSegment); like open, refuses what is not a regular file. */
   readChunks(path: string, chunkBytes: number): AsyncIterable<Buffer>;
 }
 

@@ -1,6 +1,7 @@
 // The production Disk: node:fs, nothing added. See disk.ts for the contract.
-import { constants, createReadStream } from 'node:fs';
-import { type FileHandle, copyFile, link, mkdir, mkdtemp, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { type FileHandle, link, mkdir, mkdtemp, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import { type Disk, type DiskFile, type DiskLock, type DiskStat, type OpenMode } from './disk.js';
 import { acquireDirLock } from './lock.js';
 
@@ -10,6 +11,9 @@ const OPEN_FLAGS: Readonly<Record<OpenMode, number>> = {
   w: constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC,
   wx: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL,
 };
+
+/** Bytes a copy moves per read (copyFile). */
+const COPY_CHUNK_BYTES = 1024 * 1024;
 
 /**
  * Opens path and refuses anything but a regular file. O_NONBLOCK (ignored by regular files) keeps a
@@ -106,8 +110,21 @@ export class NodeDisk implements Disk {
       await handle.close();
     }
   }
-  copyFile(from: string, to: string): Promise<void> {
-    return copyFile(from, to);
+  /**
+   * Copies through handles that openRegular checked (fs.copyFile opens its paths blocking: a FIFO
+   * as source or target hung the copy and pinned a libuv thread). to is created or truncated.
+   */
+  async copyFile(from: string, to: string): Promise<void> {
+    const source = await openRegular(from, 'r');
+    let target: FileHandle;
+    try {
+      target = await openRegular(to, 'w');
+    } catch (error) {
+      await source.close();
+      throw error;
+    }
+    // Each stream closes its handle when it ends or fails.
+    await pipeline(source.createReadStream({ highWaterMark: COPY_CHUNK_BYTES }), target.createWriteStream());
   }
   mkdtemp(prefix: string): Promise<string> {
     return mkdtemp(prefix);
@@ -115,8 +132,10 @@ export class NodeDisk implements Disk {
   lock(dir: string): Promise<DiskLock> {
     return acquireDirLock(this, dir);
   }
-  readChunks(path: string, chunkBytes: number): AsyncIterable<Buffer> {
-    return createReadStream(path, { highWaterMark: chunkBytes }) as AsyncIterable<Buffer>;
+  /** Opened (and checked, as open does) on the first chunk asked for; the handle closes with the stream. */
+  async *readChunks(path: string, chunkBytes: number): AsyncIterable<Buffer> {
+    const handle = await openRegular(path, 'r');
+    yield* handle.createReadStream({ highWaterMark: chunkBytes }) as AsyncIterable<Buffer>;
   }
 }
 

@@ -12,7 +12,10 @@
 // (answered, failed, cancelled, past its deadline) and its handler's work has settled: a unary
 // call's (one request, one answer) once its handler has answered, a server stream's once its
 // writer has stopped and the source's step in progress has settled (both run on after the caller
-// has gone).
+// has gone). Every wait is bounded: a step that never settles by streamStallMsMax after the
+// caller went (src/rpc/server.ts streamTo), a call whose caller reads nothing more (and has no
+// deadline) by streamStallMsMax after its handler's work settled, a handler that throws at once
+// not at all.
 import * as grpc from '@grpc/grpc-js';
 import { toStatus } from './status.js';
 import { CallLimitedError } from './errors.js';
@@ -144,9 +147,12 @@ export function limitService(serviceName: string, definition: grpc.ServiceDefini
       // returned has settled (src/rpc/server.ts streamTo waits for that step).
       if (attrs.responseStream) {
         let waiting = 2; // the call's end, the handler's work
+        let timer: NodeJS.Timeout | undefined;
         const settled = (): void => {
           waiting -= 1;
-          if (waiting === 0) release();
+          if (waiting > 0) return;
+          clearTimeout(timer);
+          release();
         };
         let closed = false;
         const onEnd = (): void => {
@@ -156,8 +162,23 @@ export function limitService(serviceName: string, definition: grpc.ServiceDefini
         };
         call.on('close', onEnd);
         call.on('cancelled', onEnd);
-        const work = run(call);
-        if (work && typeof work.then === 'function') work.then(settled, settled);
+        // Work that settled has ended its call (answered or failed it), but the status waits behind
+        // the messages not yet taken: a caller with no deadline that reads nothing more never lets
+        // the call close, and grpc-js then emits neither 'close' nor 'cancelled'. Its end is taken
+        // as reached streamStallMsMax after the work settled (the same bound as a stalled write).
+        const workDone = (): void => {
+          settled();
+          if (!closed) timer = setTimeout(onEnd, inFlight.options.limits.streamStallMsMax).unref();
+        };
+        let work: PromiseLike<unknown> | void;
+        try {
+          work = run(call);
+        } catch (error) {
+          onEnd(); // grpc-js answers a handler that throws at once (UNKNOWN): no work runs on
+          settled();
+          throw error;
+        }
+        if (work && typeof work.then === 'function') work.then(workDone, workDone);
         else settled();
         return;
       }

@@ -149,17 +149,6 @@ function isGone(call: grpc.ServerWritableStream<unknown, unknown>): boolean {
   return call.cancelled || call.destroyed || call.writableEnded;
 }
 
-/**
- * Writes every item of source to a server stream with backpressure, then ends the call. A call
- * that is cancelled, passes its deadline, fails or closes emits no 'drain' ever again: every wait
- * (for the source's next item, for 'drain') also ends when the call is gone, and the source is
- * then asked for nothing more and released with iterator.return() (a generator's finally runs, a
- * file stream is destroyed and its descriptor closed) once its step in progress settles.
- * Nothing is written after. The loop ends: every round writes one item, or the source or the
- * call is finished. The promise settles only once the source's step in progress has settled
- * and the source is released: a capped call's slot (src/rpc/limits.ts) is held until then, since
- * that step (a whole segment checked, for Validate) runs on after the caller has gone.
- */
 /** Read answers stay far below the message limit, so entries of any allowed size can be read. */
 export const READ_RESPONSE_BYTES_MAX = 4 * 1024 * 1024;
 /** Events a watcher may leave unread before it is dropped. */
@@ -183,6 +172,19 @@ export async function* byBytes(source: AsyncIterable<readonly ReadEntryView[]>, 
   }
 }
 
+/**
+ * Writes every item of source to a server stream with backpressure, then ends the call. A call
+ * that is cancelled, passes its deadline, fails or closes emits no 'drain' ever again: every wait
+ * (for the source's next item, for 'drain') also ends when the call is gone, and the source is
+ * then asked for nothing more and released with iterator.return() (a generator's finally runs, a
+ * file stream is destroyed and its descriptor closed) once its step in progress settles.
+ * Nothing is written after. The loop ends: every round writes one item, or the source or the
+ * call is finished. The promise settles only once the source's step in progress has settled
+ * and the source is released, or stallMs after the call went if that step never settles: a capped
+ * call's slot (src/rpc/limits.ts) is held until then, since that step (a whole segment checked,
+ * for Validate) runs on after the caller has gone. A throw from toMessage or write also releases
+ * the source (the file stream behind FetchSegment is closed); a source that threw is finished.
+ */
 async function streamTo<T, M>(call: grpc.ServerWritableStream<unknown, M>, source: AsyncIterable<T>, toMessage: (item: T) => M, stallMs: number): Promise<void> {
   const iterator = source[Symbol.asyncIterator]();
   let markGone = (): void => undefined;
@@ -198,7 +200,13 @@ async function streamTo<T, M>(call: grpc.ServerWritableStream<unknown, M>, sourc
     for (;;) {
       const pending = iterator.next();
       pending.catch(() => undefined); // may settle after the call is gone: awaited in finally then
-      const next = await Promise.race([pending, gone]);
+      let next: IteratorResult<T> | typeof GONE;
+      try {
+        next = await Promise.race([pending, gone]);
+      } catch (error) {
+        sourceDone = true; // a source that threw is finished (a throw from toMessage or write is not the source's: it is released)
+        throw error;
+      }
       if (next === GONE) {
         stepInFlight = pending;
         return;
@@ -221,16 +229,35 @@ async function streamTo<T, M>(call: grpc.ServerWritableStream<unknown, M>, sourc
       if (woke === GONE) return;
       if (woke === STALLED) throw new StreamStalledError(stallMs);
     }
-  } catch (error) {
-    if (!(error instanceof StreamStalledError)) sourceDone = true; // a source that threw is finished
-    throw error;
   } finally {
     for (const event of events) call.off(event, markGone);
-    if (!sourceDone) {
-      await stepInFlight?.catch(() => undefined);
-      await Promise.resolve(iterator.return?.()).catch(() => undefined);
-    }
+    if (!sourceDone) await releaseSource(iterator, stepInFlight, stallMs);
   }
+}
+
+/**
+ * Releases a source the stream stopped taking from: iterator.return() once its step in progress
+ * settled. Waited for at most stallMs: a step that never settles (a disk that never answers)
+ * would otherwise keep the call's slot for good; the release still happens if the step settles.
+ */
+async function releaseSource(iterator: AsyncIterator<unknown>, stepInFlight: Promise<unknown> | undefined, stallMs: number): Promise<void> {
+  const released = (async () => {
+    await stepInFlight?.catch(() => undefined);
+    await Promise.resolve(iterator.return?.()).catch(() => undefined);
+  })();
+  let timer: NodeJS.Timeout | undefined;
+  const bounded = new Promise<void>((resolve) => (timer = setTimeout(resolve, stallMs)));
+  await Promise.race([released, bounded]);
+  clearTimeout(timer);
+}
+
+/**
+ * streamTo over the source that open() returns, failing the call with the status of any error,
+ * open() throwing at once included: a handler that throws before it returns its work would skip
+ * its slot's release (src/rpc/limits.ts) and answer UNKNOWN.
+ */
+function serveStream<T, M>(call: grpc.ServerWritableStream<unknown, M>, logger: Logger, method: string, open: () => AsyncIterable<T>, toMessage: (item: T) => M, stallMs: number): Promise<void> {
+  return (async () => streamTo(call, open(), toMessage, stallMs))().catch((error: unknown) => failStream(call, error, logger, method));
 }
 
 /** Ends a server stream with the status of error, unless the call is gone already. */
@@ -300,7 +327,7 @@ function walService(api: NodeApi, transport: Transport, stallMs: number): WalSer
         streamTo(call, byBytes(api.read(log, from_index, to_index, batch_max), READ_RESPONSE_BYTES_MAX), (batch) => ({
           entries: batch.map((e) => ({ index: e.index, timestamp_ms: e.timestampMs, payload: e.payload, checksum: e.checksum, lost: e.lost, lost_reason: e.lostReason })),
         }), stallMs);
-      return (tracingEnabled() ? serverSpan('Read', call.metadata, { ...spanAttributes(logger, call.request), 'wal.from_index': from_index, 'wal.to_index': to_index }, stream) : stream()).catch((error: unknown) => failStream(call, error, logger, 'Read'));
+      return (async () => (tracingEnabled() ? serverSpan('Read', call.metadata, { ...spanAttributes(logger, call.request), 'wal.from_index': from_index, 'wal.to_index': to_index }, stream) : stream()))().catch((error: unknown) => failStream(call, error, logger, 'Read'));
     },
   };
 }
@@ -355,9 +382,7 @@ function peerService(api: NodeApi, transport: Transport, stallMs: number): PeerS
       const { log, segmentId } = ref(r.segment);
       return repairResponse(log, segmentId, await api.repairCopy(log, segmentId, r.dry_run));
     }),
-    ValidateCopies: (call) => {
-      return streamTo(call, api.validateCopies(call.request.log), validateMessageToWire, stallMs).catch((error: unknown) => failStream(call, error, logger, 'ValidateCopies'));
-    },
+    ValidateCopies: (call) => serveStream(call, logger, 'ValidateCopies', () => api.validateCopies(call.request.log), validateMessageToWire, stallMs),
   };
 }
 
@@ -404,9 +429,7 @@ function adminService(api: NodeApi, stallMs: number): AdminServiceHandlers {
       // The one parse of the strategy, at this edge: '' (not set) leaves each node its own.
       repairResponse(r.log, r.segment_id, await api.repairSegment(r.log, r.segment_id, r.node, r.strategy === '' ? undefined : parseStrategy(r.strategy), r.dry_run)),
     ),
-    Validate: (call) => {
-      return streamTo(call, api.validate(call.request.log, call.request.node), validateMessageToWire, stallMs).catch((error: unknown) => failStream(call, error, logger, 'Validate'));
-    },
+    Validate: (call) => serveStream(call, logger, 'Validate', () => api.validate(call.request.log, call.request.node), validateMessageToWire, stallMs),
     GetRecoveryMetrics: unary(logger, 'GetRecoveryMetrics', async () => {
       const m = api.recoveryMetrics();
       return {

@@ -95,10 +95,15 @@ const running: Coordinator[] = [];
 afterEach(async () => {
   for (const coordinator of running.splice(0)) await coordinator.stop();
   listLogsHangs = [];
+  listGate = undefined;
+  listCalls = 0;
 });
 
 /** listLogs calls that never answer, in call order (true: this call hangs), as etcd's answer lost with no deadline. */
 let listLogsHangs: boolean[] = [];
+/** While set, directory.list calls wait for it (an etcd answer that comes late); listCalls counts them. */
+let listGate: Promise<void> | undefined;
+let listCalls = 0;
 
 async function harness(overrides: Partial<CoordinatorOptions> = {}): Promise<Harness> {
   const election = new FakeElection();
@@ -112,7 +117,10 @@ async function harness(overrides: Partial<CoordinatorOptions> = {}): Promise<Har
   const coordinator = new Coordinator({
     self: 'a',
     election,
-    directory: { listLogs: () => (listLogsHangs.shift() === true ? new Promise(() => undefined) : Promise.resolve([logMetaOf(LOG, 1024 * 1024)])), list: (log) => directory.list(log), update: (meta, revision) => directory.update(meta, revision) },
+    directory: { listLogs: () => (listLogsHangs.shift() === true ? new Promise(() => undefined) : Promise.resolve([logMetaOf(LOG, 1024 * 1024)])), list: (log) => {
+        listCalls += 1;
+        return (listGate ?? Promise.resolve()).then(() => directory.list(log));
+      }, update: (meta, revision) => directory.update(meta, revision) },
     reports,
     liveMembers: () => [...live].sort(),
     repairOn: repairs.repairOn,
@@ -218,5 +226,72 @@ describe('coordinator duties', () => {
     const started = Date.now();
     await h.coordinator.stop();
     expect(Date.now() - started).toBeLessThan(2_000); // the hung call is not waited for at stop either
+  });
+
+  it('a round given up on (past roundDeadlineMs) starts no more retries: with more due reports than repairConcurrencyMax, retries of successive rounds never overlap beyond it', async () => {
+    const h = await harness({ roundDeadlineMs: 200 });
+    for (let segmentId = 10; segmentId < 20; segmentId += 1) h.reports.add('b', segmentId); // the retries hang (60 s deadline)
+    await h.coordinator.start();
+    h.election.lead();
+    await until(() => h.repairs.inFlight === 2);
+    await new Promise((resolve) => setTimeout(resolve, 1_000)); // several rounds time out meanwhile
+    expect(h.repairs.inFlightMax).toBe(2);
+    expect(h.repairs.calls).toBe(2);
+  });
+
+  it('a retry that outlives its round (given up on, same term) still records its attempt, and the reports past the limit are retried by later rounds', async () => {
+    const h = await harness({ roundDeadlineMs: 100, reportRetryDeadlineMs: 300 });
+    for (let segmentId = 10; segmentId < 13; segmentId += 1) h.reports.add('b', segmentId); // the retries hang
+    await h.coordinator.start();
+    h.election.lead();
+    await until(() => [...h.reports.records.values()].every((r) => r.value.attempts === 1), 5_000);
+    expect(h.repairs.calls).toBe(3); // one each: the third once a retry's wait ended (the fake's calls never end)
+  });
+
+  it('a round of a term that ended writes nothing to etcd when its late answer comes (a stale view: the new coordinator decides)', async () => {
+    const h = await harness({ goneAfterMs: 200 });
+    h.live.delete('e');
+    await h.coordinator.start();
+    h.election.lead(1);
+    await until(() => listCalls >= 1); // the first round saw e missing
+    let release = (): void => undefined;
+    listGate = new Promise<void>((resolve) => (release = resolve));
+    h.clock.advance(10_000); // the next round finds e gone long enough, and waits for etcd's answer
+    const gated = listCalls;
+    await until(() => listCalls > gated);
+    h.election.lose(2); // another node coordinates now
+    release();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(h.directory.segment(LOG, 1).ensemble).toEqual(['a', 'b', 'e']); // unchanged by the deposed coordinator
+  });
+
+  it('a scrub budgets round of a term that ended sets no budget when its late answer comes', async () => {
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const put: string[] = [];
+    let listed = 0;
+    const h = await harness({
+      scrubBudgets: {
+        publishScore: async () => undefined,
+        listScores: async () => {
+          listed += 1;
+          await gate;
+          return [{ node: 'b', riskRatio: 200, latencyFactor: 1, segmentScoreMax: 0, throttleShare: 0, deficitSeconds: 0, updatedMs: h.clock.nowMs() }];
+        },
+        listBudgets: async () => [],
+        putBudget: async (budget) => {
+          put.push(budget.node);
+        },
+        removeBudget: async () => undefined,
+        budgetOf: async () => 1,
+      },
+    });
+    await h.coordinator.start();
+    h.election.lead(1);
+    await until(() => listed >= 1);
+    h.election.lose(2);
+    release();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(put).toEqual([]);
   });
 });
