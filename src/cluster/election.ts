@@ -366,7 +366,7 @@ export class Election<L extends CandidateLease = Lease> {
     if (await store.exists(candidacy.key)) return;
     if (this.candidacy !== candidacy || !this.campaigning(candidacy.lease)) return;
     this.candidacy = undefined;
-    this.o.logger.warn({ node: this.self, prefix: this.o.prefix, key: candidacy.key }, 'this node\'s candidacy key is gone while its lease lives (etcd went back?); campaigning again');
+    this.o.logger.warn({ node: this.self, prefix: this.o.prefix, key: candidacy.key }, 'this node\'s candidacy key is gone though its lease is current here (etcd went back?); campaigning again');
     void this.inOrder(() => this.campaign(candidacy.lease));
   }
 
