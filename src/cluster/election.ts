@@ -344,12 +344,30 @@ export class Election<L extends CandidateLease = Lease> {
       if (this.stopped) return;
       try {
         this.publish(await this.o.store.leader(this.o.prefix));
+        await this.confirmCandidacy();
         this.leaderReadBackoff?.reset();
       } catch (error) {
         this.o.logger.debug({ err: error, prefix: this.o.prefix }, 'failed to read the leader; retrying');
         this.retryEvaluate();
       }
     });
+  }
+
+  /**
+   * etcd restored from a snapshot older than this node's candidacy key but not older than its
+   * lease: the key is gone while the lease lives on, so no lease loss makes this node campaign
+   * again. A change under the prefix that leaves this node not leading with its key checks that
+   * the key still exists, and campaigns again if not.
+   */
+  private async confirmCandidacy(): Promise<void> {
+    const candidacy = this.candidacy;
+    const { store } = this.o;
+    if (!candidacy || !store.exists || this.state?.key === candidacy.key) return;
+    if (await store.exists(candidacy.key)) return;
+    if (this.candidacy !== candidacy || !this.campaigning(candidacy.lease)) return;
+    this.candidacy = undefined;
+    this.o.logger.warn({ node: this.self, prefix: this.o.prefix, key: candidacy.key }, 'this node\'s candidacy key is gone though its lease is current here (etcd went back?); campaigning again');
+    void this.inOrder(() => this.campaign(candidacy.lease));
   }
 
   /**

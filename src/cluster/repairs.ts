@@ -136,7 +136,12 @@ export class RepairService {
     const run = (previous ? previous.catch(() => undefined) : Promise.resolve()).then(() => this.repairAlone(log, segmentId, options));
     this.running.set(key, run);
     try {
-      return await run;
+      const result = await run;
+      // A copy now whole, or not this node's to repair (not in the ensemble): whoever asked
+      // (the coordinator clears its report on 'done') no longer retries it, so a later detection
+      // (the node added to the ensemble again with this copy) must start a repair at once.
+      if (!options.dryRun && result.outcome === 'done') this.gaveUpAt.delete(key);
+      return result;
     } finally {
       if (this.running.get(key) === run) this.running.delete(key);
     }

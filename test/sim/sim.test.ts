@@ -71,6 +71,18 @@ describe('deterministic simulation', () => {
     }
   }, 180_000);
 
+  it('etcd restored from an older snapshot: a live node campaigns again, a node added back repairs its damaged copy (--etcd-restore seeds 1270, 1273)', async () => {
+    // 1270: the restore removed n1's candidacy key but not its lease, and the election kept
+    // counting the gone key (live-nodes-campaign; test/unit/election.test.ts). 1273: a give-up's
+    // hold-off outlived the report the coordinator cleared while n2 was out of segment 36's
+    // re-derived ensemble; added back, n2 never repaired its damaged copy
+    // (sealed-replicas-converge; test/unit/repair-service.test.ts).
+    for (const seed of [1270, 1273]) {
+      const result = await runSeed({ seed, etcdRestore: true });
+      expect({ seed, violations: result.violations }).toEqual({ seed, violations: [] });
+    }
+  }, 180_000);
+
   it(`seeds ${SWEEP_START}..${SWEEP_START + SWEEP_SEEDS - 1} (at most ${SWEEP_MS / 1000} s) find no violation`, async () => {
     await sweepFindsNothing(false, SWEEP_MS);
   }, SWEEP_MS + 120_000);

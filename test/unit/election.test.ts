@@ -91,6 +91,16 @@ class FakeElectionStore implements ElectionStore<FakeLease> {
     return first ? { leader: JSON.parse(first[1].value) as string, epoch: first[1].createRevision, key: first[0], createRevision: first[1].createRevision } : undefined;
   }
 
+  async exists(key: string): Promise<boolean> {
+    await Promise.resolve();
+    return this.keys.has(key);
+  }
+
+  /** etcd restored from a snapshot taken before key was created: the key is gone, its lease is not. */
+  restoreWithout(key: string): void {
+    if (this.keys.delete(key)) this.changed();
+  }
+
   /** Another node's candidacy. */
   addCandidate(node: string): void {
     this.revision += 1;
@@ -278,6 +288,29 @@ describe('election leader reads under etcd faults', () => {
     await releaseUntil(clock, () => election.isLeader());
     expect(store.leaderFailures).toBe(0);
     expect(changes.at(-1)).toEqual({ leader: 'b', isSelf: true });
+    await election.stop();
+  });
+});
+
+describe('election after etcd went back', () => {
+  // `--etcd-restore --seed 1270`: etcd was restored to a snapshot older than n1's candidacy key
+  // but not older than the lease it is bound to (n1's first). The key was gone, the lease lived
+  // on (its keepalives passed), so no lease loss made n1 campaign again, and the election still
+  // counted the vanished key as its candidacy: n1 never stood for the writer role again.
+  it('a candidacy key that vanished while its lease lives is created again', async () => {
+    const { election, store, session, clock } = electionOf('b');
+    store.addCandidate('a');
+    await election.start();
+    session.grant(new FakeLease('7'));
+    await releaseUntil(clock, () => election.isCandidate());
+    expect(store.keysOf('b')).toEqual([`${PREFIX}b-7`]);
+    store.restoreWithout(`${PREFIX}b-7`);
+    await releaseUntil(clock, () => store.keysOf('b').length === 1);
+    expect(store.keysOf('b')).toEqual([`${PREFIX}b-7`]);
+    expect(election.isCandidate()).toBe(true);
+    // And it leads once the older candidate goes.
+    store.restoreWithout(`${PREFIX}a-x`);
+    await until(() => election.isLeader());
     await election.stop();
   });
 });

@@ -56,3 +56,46 @@ describe('a repair given up on', () => {
     service.stop();
   });
 });
+
+// `--etcd-restore --seed 1273`: n2's copy of sealed segment 36 had a latent sector error while
+// etcd was wiped; every round failed ("log sim has no segment 36") and n2 reported the give-up.
+// The record was then re-derived without n2 ([n1, n3]), so the coordinator's retry on n2 answered
+// 'done' ("not in the segment's ensemble") and removed the report; a moment later the coordinator
+// completed the short ensemble with n2, whose damaged copy it already held. The hold-off of the
+// give-up still stood, so every scrub detection of that copy was ignored for 10 minutes: n2 was a
+// member that could not serve 778. A repair that ends 'done' (the report is cleared) ends the hold-off.
+describe('a repair given up on, then finished by the coordinator', () => {
+  it('no longer holds later detections off', async () => {
+    type Record = { meta: { segmentId: number; ensemble: string[]; state: string } };
+    let records: Record[] | undefined;
+    const reports: string[] = [];
+    const service = new RepairService({
+      self: 'n1',
+      logs: { store: async () => ({ segmentRecord: () => undefined }) } as unknown as LogStores,
+      directory: { list: async () => (records ? records as never : Promise.reject(new Error('etcd unreachable'))) },
+      replicaSource: () => {
+        throw new Error('no repair gets as far as its sources here');
+      },
+      strategy: 'partial',
+      roundsMax: 1,
+      logger: pino({ level: 'silent' }),
+      report: async (_log, _segment, failure) => void reports.push(failure ? 'recorded' : 'cleared'),
+      clock: systemClock,
+      random: new SeededRandom(1),
+      disk: nodeDisk,
+    });
+    const events: RecoveryEventView[] = [];
+    service.onEvent((e) => events.push(e));
+    service.schedule('l', 36, 'scrub', 'EIO');
+    await expect.poll(() => reports, { timeout: 20_000 }).toEqual(['recorded']);
+    await new Promise((resolve) => setImmediate(resolve));
+    // The coordinator's retry: the re-derived record leaves n1 out, so there is nothing to repair.
+    records = [{ meta: { segmentId: 36, ensemble: ['n2', 'n3'], state: 'SEALED' } }];
+    expect((await service.repairNow('l', 36, { strategy: 'partial', dryRun: false, source: 'coordinator' })).outcome).toBe('done');
+    // n1 is added to the ensemble again, and the scrubber finds its copy damaged: a new round starts.
+    records = [{ meta: { segmentId: 36, ensemble: ['n2', 'n3', 'n1'], state: 'SEALED' } }];
+    service.schedule('l', 36, 'scrub', 'EIO');
+    expect(detections(events)).toBe(2);
+    service.stop();
+  });
+});
