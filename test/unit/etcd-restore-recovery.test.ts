@@ -173,3 +173,49 @@ describe('a former member\'s copy sealed short of the record, in a record etcd r
     expect(await w2.writer.append([payloadOf(5)])).toEqual({ firstIndex: 5, lastIndex: 5 });
   }, 20_000);
 });
+
+describe('a writer that keeps the election across an etcd restore (DATA LOSS, --etcd-restore --pipeline --seed 1304)', () => {
+  // The writer's election key was older than the snapshot, so it kept the election; the records
+  // of segments sealed since (2 sealed, 3) went back with etcd (2 OPEN again, 3 gone). With no
+  // segment open it opened the next one after its own idea of the last (segment 4 at index 4):
+  // records are re-derived only at a writer's start, so nobody re-derived 2 and 3 and their
+  // acknowledged entries were in no record for good (the simulator: segments 9-14, n2 serving
+  // 474..523 of segment 10). At pipeline depth 1, production's default: the defect is not in the
+  // pipelined path. Now the next record's create is conditional on the last one being unchanged,
+  // and the writer recovers and re-derives the records first.
+  const scenario = async (sameWriter: boolean): Promise<void> => {
+    cluster.directory.leaderEpoch = 5;
+    const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'], guarded: true, pipelineBatchesMax: 1 });
+    writers.push(w1);
+    expect(await w1.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
+    expect(await w1.writer.append([payloadOf(2)])).toEqual({ firstIndex: 2, lastIndex: 2 });
+    const snapshot = cluster.directory.takeSnapshot(); // segment 1 SEALED, segment 2 OPEN
+    // Entry 3 fills segment 3: segments 2 and 3 are sealed and no segment is open.
+    expect(await w1.writer.append([payloadOf(3, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 3, lastIndex: 3 });
+    expect(cluster.directory.snapshot(LOG).map((r) => [r.meta.segmentId, r.meta.state])).toEqual([[1, 'SEALED'], [2, 'SEALED'], [3, 'SEALED']]);
+    let writer = w1;
+    if (!sameWriter) {
+      // As n2 in the seed: a writer that took over (segment 3 was its predecessor's last) and has
+      // opened no segment yet: its acknowledged index (3) is past segment 2, which it must recover.
+      w1.writer.stop();
+      cluster.directory.leaderEpoch = 6;
+      writer = startWriter(cluster, { log: LOG, self: 'b', epoch: 6, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'], guarded: true, pipelineBatchesMax: 1 });
+      writers.push(writer);
+      await writer.writer.whenReady();
+      expect(writer.writer.committedIndex).toBe(3);
+    }
+    cluster.directory.restore(snapshot);
+    expect(await writer.writer.append([payloadOf(4)])).toEqual({ firstIndex: 4, lastIndex: 4 });
+    expect(writer.failures).toEqual([]);
+    expect(cluster.directory.snapshot(LOG).map((r) => [r.meta.segmentId, r.meta.state, r.meta.firstIndex, r.meta.lastIndex])).toEqual([
+      [1, 'SEALED', 1, 1],
+      [2, 'SEALED', 2, 2],
+      [3, 'SEALED', 3, 3],
+      [4, 'OPEN', 4, 3],
+    ]);
+  };
+
+  it('the writer that sealed them re-derives the records etcd lost before it opens the next segment', () => scenario(true), 20_000);
+
+  it('so does a writer that has opened no segment yet (its acknowledged index is past the segment etcd made OPEN again)', () => scenario(false), 20_000);
+});
