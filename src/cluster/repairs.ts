@@ -136,7 +136,13 @@ export class RepairService {
     const run = (previous ? previous.catch(() => undefined) : Promise.resolve()).then(() => this.repairAlone(log, segmentId, options));
     this.running.set(key, run);
     try {
-      return await run;
+      const result = await run;
+      // Repaired, or nothing to repair (not a member now): a give-up of this copy no longer holds
+      // detections off. The coordinator deletes its report after such an answer to its retry; a
+      // copy damaged still (the node joins the ensemble again) is nobody else's to repair, and
+      // was left damaged for the rest of the hold-off (--etcd-restore --pipeline --seed 1297).
+      if (!options.dryRun && (result.outcome === 'done' || result.outcome === 'halted')) this.gaveUpAt.delete(key);
+      return result;
     } finally {
       if (this.running.get(key) === run) this.running.delete(key);
     }

@@ -56,3 +56,43 @@ describe('a repair given up on', () => {
     service.stop();
   });
 });
+
+describe('a repair given up on, then answered done for the coordinator', () => {
+  // --etcd-restore --pipeline --seed 1297: n2 gave up on its damaged copy of segment 12 (etcd had
+  // no record of it: wiped) and reported it; the coordinator's retry found n2 outside the
+  // re-derived record's ensemble ("done": nothing to repair there) and deleted the report; then
+  // the coordinator put n2 back in the ensemble. Every scrub pass found the damaged copy again and
+  // was held off for the rest of the 10 minutes: nobody repaired it.
+  it('no longer holds later detections off', async () => {
+    let ensemble: string[] | undefined; // no record: every round fails
+    const service = new RepairService({
+      self: 'n1',
+      logs: {} as LogStores,
+      directory: {
+        list: async () => (ensemble ? [{ meta: { log: 'l', segmentId: 99, ensemble, ackQuorum: 2, state: 'SEALED', writerEpoch: 1, firstIndex: 1, lastIndex: 1, indexCount: 1, byteLength: 100, aggregate: '0000000000000001', createdMs: 0 }, modRevision: 1 }] : []),
+      },
+      replicaSource: () => {
+        throw new Error('no repair gets as far as its sources here');
+      },
+      strategy: 'partial',
+      roundsMax: 1,
+      logger: pino({ level: 'silent' }),
+      report: async () => void reports.push('recorded'),
+      clock: systemClock,
+      random: new SeededRandom(1),
+      disk: nodeDisk,
+    });
+    const reports: string[] = [];
+    const events: RecoveryEventView[] = [];
+    service.onEvent((e) => events.push(e));
+    service.schedule('l', 99, 'scrub', 'damaged bytes');
+    await expect.poll(() => reports, { timeout: 20_000 }).toEqual(['recorded']);
+    await new Promise((resolve) => setImmediate(resolve));
+    // The coordinator's retry: the record (re-derived) does not name n1.
+    ensemble = ['n2', 'n3'];
+    expect(await service.repairNow('l', 99, { strategy: 'partial', dryRun: false, source: 'request' })).toMatchObject({ outcome: 'done', decision: 'keep' });
+    service.schedule('l', 99, 'scrub', 'damaged bytes');
+    expect(detections(events)).toBe(2);
+    service.stop();
+  });
+});
