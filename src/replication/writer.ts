@@ -275,7 +275,14 @@ export class LogWriter {
       // segment follows them). A point no answering copy is sealed at waits for one.
       const end = following ?? Math.max(...points);
       sealed = sealed.filter((h) => h.value.lastIndex === end);
-      if (sealed.length === 0) throw new QuorumUnavailableError(log, 0, 1, { cause: new Error(`segment ${segmentId} follows on at ${end + 1}: no answering copy is sealed at ${end}`) });
+      // The next segment begins where this one does: etcd recorded it SEALED empty (a recovery
+      // whose fence quorum held nothing of it), and no copy needs to agree on nothing. Copies sealed
+      // past it hold entries never acknowledged (one member's, a recovery's fence quorum missed
+      // them). Recorded OPEN with that point as its floor, the recovery seals it empty at the cap
+      // (rule 3); waiting for a copy sealed there waited for ever, as no member need hold an empty
+      // segment at all (--etcd-restore --pipeline --seed 1260 on 472f0af: a stall after etcd was wiped).
+      const empty = following !== undefined && holders.every((h) => h.value.firstIndex === following + 1);
+      if (sealed.length === 0 && !empty) throw new QuorumUnavailableError(log, 0, 1, { cause: new Error(`segment ${segmentId} follows on at ${end + 1}: no answering copy is sealed at ${end}`) });
     }
     const key = (h: SegmentHolding): string => `${h.lastIndex}/${h.aggregate}`;
     const best = sealed.map((h) => key(h.value)).sort((a, b) => sealed.filter((h) => key(h.value) === b).length - sealed.filter((h) => key(h.value) === a).length)[0];
@@ -959,7 +966,7 @@ export class LogWriter {
 
   private async openSegment(): Promise<OpenSegment> {
     for (;;) {
-      const opened = await this.createNextRecord();
+      const opened = await this.createOrAdopt(this.nextRecord());
       if ('meta' in opened) return this.opened(opened);
       const before = opened.previous?.meta;
       if (before?.state === 'SEALED' && before.lastIndex === this.nextFirstIndex - 1) {
@@ -978,11 +985,8 @@ export class LogWriter {
     }
   }
 
-  /**
-   * Creates the next segment's record (createOrAdopt); when the record before it is no longer
-   * the one this writer knows, creates nothing and returns that record as etcd holds it now.
-   */
-  private async createNextRecord(): Promise<{ meta: SegmentMeta; modRevision: number } | { previous: { meta: SegmentMeta; modRevision: number } | undefined }> {
+  /** The record of the next segment to open: its ensemble chosen from the live members. */
+  private nextRecord(): SegmentMeta {
     const { logMeta } = this.o;
     const live = new Set(this.o.liveMembers());
     // A member that just failed a send stays out of new ensembles for a while (its etcd lease
@@ -998,7 +1002,7 @@ export class LogWriter {
     const preferred = ordered.filter(healthy);
     const ensemble = (preferred.length >= logMeta.ackQuorum ? preferred : ordered).slice(0, logMeta.replicationFactor);
     if (ensemble.length < logMeta.ackQuorum) throw new QuorumUnavailableError(this.o.log, ensemble.length, logMeta.ackQuorum);
-    const meta: SegmentMeta = {
+    return {
       log: this.o.log,
       segmentId: this.nextSegmentId,
       ensemble,
@@ -1012,7 +1016,6 @@ export class LogWriter {
       aggregate: '',
       createdMs: this.o.clock.nowMs(),
     };
-    return this.createOrAdopt(meta);
   }
 
   private opened(opened: { meta: SegmentMeta; modRevision: number }): OpenSegment {

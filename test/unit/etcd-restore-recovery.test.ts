@@ -219,3 +219,42 @@ describe('a writer that keeps the election across an etcd restore (DATA LOSS, --
 
   it('so does a writer that has opened no segment yet (its acknowledged index is past the segment etcd made OPEN again)', () => scenario(false), 20_000);
 });
+
+describe('an empty segment whose only copy is sealed past it, after etcd was wiped (AVAILABILITY, --etcd-restore --pipeline --seed 1260 on 472f0af)', () => {
+  // Entry 2 reached a alone (never acknowledged); the next writer, with a away, sealed segment 2
+  // empty (its fence quorum held nothing) and went on in segment 3 at index 2. a's copy of
+  // segment 2 ended up sealed at 2, past the record (in the simulator no member held the empty
+  // segment, so repair could not rebuild a's copy either). etcd was then wiped: the re-derivation
+  // of segment 2 found one copy, sealed at 2, while segment 3 begins at 2, and waited for a copy
+  // sealed at 1 that nobody would ever hold: no writer became ready again.
+  it('re-derives it empty, where the next segment begins', async () => {
+    const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'], caller: 'A', pipelineBatchesMax: 1 });
+    writers.push(w1);
+    expect(await w1.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
+    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
+    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
+    void w1.writer.append([payloadOf(2)]).catch(() => undefined);
+    const storeA = await cluster.node('a').store(LOG);
+    await until(() => storeA.segmentRecord(2)?.lastIndex === 2);
+    cluster.network.kill('A');
+    cluster.network.heal('b');
+    cluster.network.heal('c');
+    cluster.network.fail('a', { kind: 'unavailable' });
+    const w2 = startWriter(cluster, { log: LOG, self: 'b', epoch: 9, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['b', 'c', 'd'], pipelineBatchesMax: 1 });
+    writers.push(w2);
+    expect(await w2.writer.append([payloadOf(20)])).toEqual({ firstIndex: 2, lastIndex: 2 });
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'SEALED', firstIndex: 2, lastIndex: 1 });
+    await acknowledgedBy(w2, ['b', 'c', 'd'], 2);
+    w2.writer.stop();
+    await storeA.sealSegment(2, 2); // a's copy sealed past the record
+    cluster.directory.forget(LOG, 3);
+    cluster.directory.forget(LOG, 2);
+    cluster.network.heal('a');
+    const w3 = startWriter(cluster, { log: LOG, self: 'c', epoch: 20, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c', 'd'], pipelineBatchesMax: 1 });
+    writers.push(w3);
+    await w3.writer.whenReady();
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'SEALED', firstIndex: 2, lastIndex: 1, indexCount: 0 });
+    expect(cluster.directory.segment(LOG, 3)).toMatchObject({ state: 'SEALED', firstIndex: 2, lastIndex: 2 });
+    expect(await w3.writer.append([payloadOf(30)])).toEqual({ firstIndex: 3, lastIndex: 3 });
+  }, 20_000);
+});
