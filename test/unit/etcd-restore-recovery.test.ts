@@ -218,6 +218,19 @@ describe('a writer that keeps the election across an etcd restore (DATA LOSS, --
   it('the writer that sealed them re-derives the records etcd lost before it opens the next segment', () => scenario(true), 20_000);
 
   it('so does a writer that has opened no segment yet (its acknowledged index is past the segment etcd made OPEN again)', () => scenario(false), 20_000);
+
+  it('a record before it that the coordinator rewrote where it ends is no reason to recover', async () => {
+    cluster.directory.leaderEpoch = 5;
+    const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c', 'd'], guarded: true, pipelineBatchesMax: 1 });
+    writers.push(w1);
+    expect(await w1.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
+    const fences = (): number => [...cluster.network.calls.entries()].filter(([key]) => key.endsWith('.fence')).reduce((sum, [, n]) => sum + n, 0);
+    const fencedBefore = fences();
+    cluster.directory.edit(LOG, 1, (meta) => ({ ...meta, ensemble: ['a', 'b', 'd'], formerMembers: ['c'] }));
+    expect(await w1.writer.append([payloadOf(2)])).toEqual({ firstIndex: 2, lastIndex: 2 });
+    expect(fences()).toBe(fencedBefore); // no recovery, no re-derivation
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'OPEN', firstIndex: 2 });
+  }, 20_000);
 });
 
 describe('an empty segment whose only copy is sealed past it, after etcd was wiped (AVAILABILITY, --etcd-restore --pipeline --seed 1260 on 472f0af)', () => {
