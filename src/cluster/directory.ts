@@ -1,6 +1,6 @@
 // Segment metadata of each log in etcd (replication's SegmentDirectory), updated by CAS.
 import { type LeaderGuard, type SegmentDirectory, type SegmentMeta, type LogMeta, parseSegmentMeta, parseLogMeta } from '../replication/index.js';
-import type { ClusterMetadata, Versioned } from './metadata.js';
+import type { ClusterMetadata, KeyGuard, Versioned } from './metadata.js';
 
 export class EtcdSegmentDirectory implements SegmentDirectory {
   constructor(private readonly meta: ClusterMetadata) {}
@@ -10,10 +10,12 @@ export class EtcdSegmentDirectory implements SegmentDirectory {
     return records.map((r) => ({ meta: r.value, modRevision: r.modRevision })).sort((a, b) => a.meta.segmentId - b.meta.segmentId);
   }
 
-  async create(meta: SegmentMeta, leader?: LeaderGuard): Promise<number | undefined> {
+  async create(meta: SegmentMeta, leader?: LeaderGuard, previousModRevision?: number): Promise<number | undefined> {
     const key = this.meta.keys.segment(meta.log, meta.segmentId);
-    if (!leader) return this.meta.create(key, meta);
-    return this.meta.createWhile(key, meta, leader.key, leader.epoch);
+    const guards: KeyGuard[] = [];
+    if (leader) guards.push({ key: leader.key, createRevision: leader.epoch });
+    if (previousModRevision !== undefined) guards.push({ key: this.meta.keys.segment(meta.log, meta.segmentId - 1), modRevision: previousModRevision });
+    return guards.length === 0 ? this.meta.create(key, meta) : this.meta.createWhile(key, meta, guards);
   }
 
   async update(meta: SegmentMeta, modRevision: number): Promise<number | undefined> {

@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
 import { noop } from 'cockatiel';
 import { TlsConfigError } from '../rpc/index.js';
-import { type ClusterKeys, type ClusterMetadata, type OnMalformedValue, type Versioned, decodeEach, decodeValue } from './metadata.js';
+import { type ClusterKeys, type ClusterMetadata, type KeyGuard, type OnMalformedValue, type Versioned, decodeEach, decodeValue } from './metadata.js';
 import type { EtcdTlsPaths } from './options.js';
 
 export { ClusterKeys, KEY_ROOT, type Versioned } from './metadata.js';
@@ -94,16 +94,11 @@ export class EtcdMetadata implements ClusterMetadata<Lease> {
     return result.succeeded ? Number(result.header.revision) : undefined;
   }
 
-  /**
-   * Creates key only if it does not exist and guardKey still exists with create revision
-   * guardCreateRevision (an election key still held); the new revision, or undefined.
-   */
-  async createWhile(key: string, value: unknown, guardKey: string, guardCreateRevision: number): Promise<number | undefined> {
-    const result = await this.client
-      .if(key, 'Create', '==', 0)
-      .and(guardKey, 'Create', '==', guardCreateRevision)
-      .then(this.client.put(key).value(JSON.stringify(value)))
-      .commit();
+  /** Creates key only if it does not exist and every guard holds; the new revision, or undefined. */
+  async createWhile(key: string, value: unknown, guards: readonly KeyGuard[]): Promise<number | undefined> {
+    let comparison = this.client.if(key, 'Create', '==', 0);
+    for (const guard of guards) comparison = 'createRevision' in guard ? comparison.and(guard.key, 'Create', '==', guard.createRevision) : comparison.and(guard.key, 'Mod', '==', guard.modRevision);
+    const result = await comparison.then(this.client.put(key).value(JSON.stringify(value))).commit();
     return result.succeeded ? Number(result.header.revision) : undefined;
   }
 

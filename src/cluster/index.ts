@@ -2,7 +2,7 @@
 export { ClusterNode, VERSION } from './node.js';
 export { type EtcdTlsPaths, type NodeOptions, type ResolvedNodeOptions, resolveNodeOptions, parseHostPort } from './options.js';
 export { ClusterKeys, EtcdMetadata, type EtcdCredentials, connectEtcd, loadEtcdCredentials } from './etcd.js';
-export { type ClusterMetadata, type MetadataLease, type OnMalformedValue, type Versioned, MalformedValueError, decodeEach, decodeValue } from './metadata.js';
+export { type ClusterMetadata, type KeyGuard, type MetadataLease, type OnMalformedValue, type Versioned, MalformedValueError, decodeEach, decodeValue } from './metadata.js';
 export { Election, etcdElectionStore } from './election.js';
 export { NodeSession, type MemberInfo, parseMemberInfo } from './session.js';
 export { LogRuntime, type LogRuntimeContext } from './log-runtime.js';

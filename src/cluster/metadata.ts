@@ -48,6 +48,9 @@ export class ClusterKeys {
   }
 }
 
+/** A condition of ClusterMetadata.createWhile. */
+export type KeyGuard = { readonly key: string; readonly createRevision: number } | { readonly key: string; readonly modRevision: number };
+
 /** Told of a key left out of a list because its value did not decode. */
 export type OnMalformedValue = (key: string, error: MalformedValueError) => void;
 
@@ -131,10 +134,11 @@ export interface ClusterMetadata<L extends MetadataLease = MetadataLease> {
   /** Creates the key only if it does not exist; the revision, or undefined when it existed. */
   create(key: string, value: unknown, lease?: L): Promise<number | undefined>;
   /**
-   * Creates key only if it does not exist and guardKey still exists with create revision
-   * guardCreateRevision (an election key still held); the new revision, or undefined.
+   * Creates key only if it does not exist and every guard holds (one transaction): a key that
+   * still exists with that create revision (an election key still held), or a key last modified
+   * at that mod revision (a record as its writer last wrote it). The new revision, or undefined.
    */
-  createWhile(key: string, value: unknown, guardKey: string, guardCreateRevision: number): Promise<number | undefined>;
+  createWhile(key: string, value: unknown, guards: readonly KeyGuard[]): Promise<number | undefined>;
   /**
    * Creates key (bound to lease) only if it does not exist and guardKey was last modified at
    * guardModRevision (0: guardKey does not exist); the new revision, or undefined.

@@ -137,10 +137,11 @@ export class RepairService {
     this.running.set(key, run);
     try {
       const result = await run;
-      // A copy now whole, or not this node's to repair (not in the ensemble): whoever asked
-      // (the coordinator clears its report on 'done') no longer retries it, so a later detection
-      // (the node added to the ensemble again with this copy) must start a repair at once.
-      if (!options.dryRun && result.outcome === 'done') this.gaveUpAt.delete(key);
+      // Repaired, or nothing to repair (not a member now): a give-up of this copy no longer holds
+      // detections off. The coordinator deletes its report after such an answer to its retry; a
+      // copy damaged still (the node joins the ensemble again) is nobody else's to repair, and
+      // was left damaged for the rest of the hold-off (--etcd-restore --pipeline --seed 1297).
+      if (!options.dryRun && (result.outcome === 'done' || result.outcome === 'halted')) this.gaveUpAt.delete(key);
       return result;
     } finally {
       if (this.running.get(key) === run) this.running.delete(key);

@@ -38,9 +38,11 @@ export interface SegmentDirectory {
   /**
    * Creates the record only if none exists and, when leader is given, only while that election
    * key still holds the writer election (one etcd transaction): a deposed writer cannot open a
-   * segment. The new mod revision, or undefined when the record existed or the leader is gone.
+   * segment. With previousModRevision, only while the record of the segment before is still at
+   * that mod revision (etcd restored from an older snapshot, or wiped, took it back). The new
+   * mod revision, or undefined when the record existed or a guard failed.
    */
-  create(meta: SegmentMeta, leader?: LeaderGuard): Promise<number | undefined>;
+  create(meta: SegmentMeta, leader?: LeaderGuard, previousModRevision?: number): Promise<number | undefined>;
   /** Replaces the record only if it is still at modRevision; the new mod revision, or undefined. */
   update(meta: SegmentMeta, modRevision: number): Promise<number | undefined>;
 }

@@ -332,7 +332,7 @@ export class SimNode {
 export class SimCluster {
   readonly nodes: SimNode[];
   readonly metrics = new RecoveryMetrics();
-  readonly logger: Logger = pino({ level: process.env['WAL_SIM_LOG'] ?? 'silent' });
+  readonly logger: Logger;
   readonly logMeta: LogMeta;
   readonly goneAfterMs = GONE_AFTER_MS;
   /** The node about to be lost for good (--lose-nodes): no other copy of its segments is damaged meanwhile. */
@@ -351,6 +351,8 @@ export class SimCluster {
     segmentBytesMax: number,
     readonly trace: (line: string) => void,
   ) {
+    // WAL_SIM_LOG lines carry the virtual time (`vt`, ms), to line them up with the trace.
+    this.logger = pino({ level: process.env['WAL_SIM_LOG'] ?? 'silent', base: null, timestamp: () => `,"vt":${loop.nowMs.toFixed(3)}` });
     this.logMeta = { log: SIM_LOG, replicationFactor: 3, ackQuorum: 2, segmentBytesMax, createdMs: 0 };
     this.nodes = Array.from({ length: nodeCount }, (_, i) => new SimNode(`n${i + 1}`, this, random.fork()));
   }

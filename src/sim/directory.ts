@@ -12,7 +12,7 @@
 // process, and reports it lost as etcd3 does: when a keepalive is told the lease is gone, or when
 // no keepalive succeeded for twice the TTL. A paused or cut-off node therefore learns late.
 import type { SeededRandom } from '../io/index.js';
-import { type ClusterMetadata, ClusterKeys, EtcdSegmentDirectory, type MetadataLease, type Versioned, decodeEach, decodeValue } from '../cluster/index.js';
+import { type ClusterMetadata, ClusterKeys, type KeyGuard, EtcdSegmentDirectory, type MetadataLease, type Versioned, decodeEach, decodeValue } from '../cluster/index.js';
 import { type SegmentDirectory, type SegmentMeta, parseSegmentMeta } from '../replication/index.js';
 import type { SimLoop, SimProcess } from './loop.js';
 
@@ -96,8 +96,11 @@ export class SimEtcd {
           return first ? this.read(first[0], parse) : undefined;
         }),
       create: (key, value, lease) => write(() => (this.kv.has(key) ? undefined : this.put(key, value, lease?.idIfGranted()))),
-      createWhile: (key, value, guardKey, guardCreateRevision) =>
-        write(() => (this.kv.has(key) || this.kv.get(guardKey)?.createRevision !== guardCreateRevision ? undefined : this.put(key, value, undefined))),
+      createWhile: (key, value, guards) =>
+        write(() => {
+          const holds = (guard: KeyGuard): boolean => ('createRevision' in guard ? this.kv.get(guard.key)?.createRevision === guard.createRevision : (this.kv.get(guard.key)?.modRevision ?? 0) === guard.modRevision);
+          return this.kv.has(key) || !guards.every(holds) ? undefined : this.put(key, value, undefined);
+        }),
       createWhileUnchanged: (key, value, lease, guardKey, guardModRevision) =>
         write(() => (this.kv.has(key) || (this.kv.get(guardKey)?.modRevision ?? 0) !== guardModRevision ? undefined : this.put(key, value, lease.idIfGranted()))),
       compareAndSwap: (key, value, modRevision) => write(() => (this.kv.get(key)?.modRevision === modRevision ? this.put(key, value, undefined) : undefined)),

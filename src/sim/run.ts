@@ -71,14 +71,23 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   const loop = new SimLoop();
   const hash = createHash('sha3-256');
   const lines: string[] = [];
+  // WAL_SIM_TRACE=all: every trace line to stderr as it happens, and etcd's segment records after
+  // each restore and at the end (not part of the trace hash); with WAL_SIM_LOG, sort by time.
+  const traceAll = process.env['WAL_SIM_TRACE'] === 'all';
   const trace = (line: string): void => {
     const text = `${loop.nowMs.toFixed(3)} ${line}`;
     hash.update(text).update('\n');
     lines.push(text);
+    if (traceAll) process.stderr.write(`${text}\n`);
     if (lines.length > o.traceLinesMax) lines.shift();
   };
   const network = new SimNetwork(loop, random.fork());
   const etcd = new SimEtcd(loop, random.fork());
+  const showRecords = (): void => {
+    if (!traceAll) return;
+    const records = etcd.segmentRecords(SIM_LOG).map((r) => `${r.meta.segmentId}:${r.meta.state}:${r.meta.firstIndex}..${r.meta.lastIndex}:e${r.meta.writerEpoch}:[${r.meta.ensemble.join(',')}]@${r.modRevision}`);
+    process.stderr.write(`${loop.nowMs.toFixed(3)} etcd records ${records.join(' ')}\n`);
+  };
   // With node loss, 3 or 4 nodes: with 4 the coordinator has a node to re-replicate to.
   const nodeCount = o.loseNodes && options.nodes === undefined ? 3 + random.fork().int(2) : o.nodes;
   const cluster = new SimCluster(loop, network, etcd, random.fork(), nodeCount, o.segmentBytesMax, trace);
@@ -336,6 +345,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     etcd.restore(chosen?.snapshot ?? EMPTY_ETCD);
     // An operator restoring etcd puts the log's metadata back if it was lost.
     if (etcd.peek(etcd.keys.logMeta(SIM_LOG)) === undefined) etcd.seed(etcd.keys.logMeta(SIM_LOG), cluster.logMeta);
+    showRecords();
   };
   const snapshotLoop = (): void => {
     loop.schedule(1_000 + chaos.next() * 4_000, () => {
@@ -429,6 +439,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   if (finalAppend && model.violations.length === 0) await checkFinal(cluster, model, finalAppend.lastIndex);
   const violations = [...standalone.model.violations.map((v) => ({ ...v, invariant: `store:${v.invariant}` })), ...model.violations];
   const operations = [model, standalone.model].reduce((sum, m) => sum + m.appendsAcked + m.appendsFailed + m.readsServed + m.readsFailed, 0);
+  showRecords();
   trace(`end acked=${model.appendsAcked} reads=${model.readsServed} violations=${violations.length}`);
   return {
     seed: o.seed,

@@ -5,7 +5,8 @@
 //
 // - MemoryDirectory: segment records with etcd's compare-and-swap semantics (one revision
 //   counter for the whole store, create-only puts, updates conditional on the mod revision,
-//   creates guarded by the writer election as in src/sim/directory.ts: `leaderEpoch`), and
+//   creates guarded by the writer election as in src/sim/directory.ts: `leaderEpoch`, and by the
+//   previous segment's record being at a mod revision), snapshots to restore etcd from, and
 //   switches that make calls throw as when etcd cannot be reached (optionally after applying).
 // - TestNode: one node's real LogStores + PeerHandlers in its own data directory, on a disk whose
 //   fdatasyncs can be held (a slow write: the store's queue waits behind it).
@@ -80,11 +81,12 @@ export class MemoryDirectory implements SegmentDirectory {
     return this.snapshot(log);
   }
 
-  async create(meta: SegmentMeta, leader?: LeaderGuard): Promise<number | undefined> {
+  async create(meta: SegmentMeta, leader?: LeaderGuard, previousModRevision?: number): Promise<number | undefined> {
     const failure = await this.enter('create');
     const key = keyOf(meta.log, meta.segmentId);
     const deposed = leader !== undefined && leader.epoch !== this.leaderEpoch;
-    const result = this.records.has(key) || deposed ? undefined : this.put(key, meta);
+    const previousMoved = previousModRevision !== undefined && this.records.get(keyOf(meta.log, meta.segmentId - 1))?.modRevision !== previousModRevision;
+    const result = this.records.has(key) || deposed || previousMoved ? undefined : this.put(key, meta);
     if (failure) throw new EtcdUnreachableError('etcd: create applied, answer lost');
     return result;
   }
@@ -122,6 +124,18 @@ export class MemoryDirectory implements SegmentDirectory {
   /** Drops a record, as etcd restored from a snapshot taken before the record was created. */
   forget(log: string, segmentId: number): void {
     if (!this.records.delete(keyOf(log, segmentId))) throw new Error(`no record of segment ${segmentId} of ${log}`);
+  }
+
+  /** Every record and the revision counter now, for restore() (an etcd snapshot). */
+  takeSnapshot(): { readonly revision: number; readonly records: ReadonlyMap<string, { value: string; modRevision: number }> } {
+    return { revision: this.revision, records: new Map(this.records) };
+  }
+
+  /** etcd restored from an older snapshot: records and revisions go back. */
+  restore(snapshot: ReturnType<MemoryDirectory['takeSnapshot']>): void {
+    this.revision = snapshot.revision;
+    this.records.clear();
+    for (const [key, record] of snapshot.records) this.records.set(key, record);
   }
 
   private put(key: string, meta: SegmentMeta): number {
@@ -343,6 +357,8 @@ export interface StartWriterOptions {
    * (MemoryDirectory.leaderEpoch), as LogRuntime's writers do. Default: no guard.
    */
   readonly guarded?: boolean;
+  /** Batches in flight (default 4: the pipelining mechanism stays under test; production's default is 1). */
+  readonly pipelineBatchesMax?: number;
 }
 
 /** A LogWriter on cluster node self, wired to the fake directory and network. */
@@ -367,8 +383,7 @@ export function startWriter(cluster: TestCluster, o: StartWriterOptions): Writer
     onReplicated: (node, lastIndex) => replicated.set(node, Math.max(lastIndex, replicated.get(node) ?? 0)),
     groupCommitBytesMax: o.groupCommitBytesMax ?? 256 * 1024,
     entryBytesMax: ENTRY_BYTES_MAX,
-    // The pipelining mechanism stays under test (production's default is 1 batch in flight).
-    pipelineBatchesMax: 4,
+    pipelineBatchesMax: o.pipelineBatchesMax ?? 4,
   });
   return { writer, committed, failures, replicated, clock };
 }

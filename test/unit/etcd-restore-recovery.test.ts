@@ -173,3 +173,101 @@ describe('a former member\'s copy sealed short of the record, in a record etcd r
     expect(await w2.writer.append([payloadOf(5)])).toEqual({ firstIndex: 5, lastIndex: 5 });
   }, 20_000);
 });
+
+describe('a writer that keeps the election across an etcd restore (DATA LOSS, --etcd-restore --pipeline --seed 1304)', () => {
+  // The writer's election key was older than the snapshot, so it kept the election; the records
+  // of segments sealed since (2 sealed, 3) went back with etcd (2 OPEN again, 3 gone). With no
+  // segment open it opened the next one after its own idea of the last (segment 4 at index 4):
+  // records are re-derived only at a writer's start, so nobody re-derived 2 and 3 and their
+  // acknowledged entries were in no record for good (the simulator: segments 9-14, n2 serving
+  // 474..523 of segment 10). At pipeline depth 1, production's default: the defect is not in the
+  // pipelined path. Now the next record's create is conditional on the last one being unchanged,
+  // and the writer recovers and re-derives the records first.
+  const scenario = async (sameWriter: boolean): Promise<void> => {
+    cluster.directory.leaderEpoch = 5;
+    const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'], guarded: true, pipelineBatchesMax: 1 });
+    writers.push(w1);
+    expect(await w1.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
+    expect(await w1.writer.append([payloadOf(2)])).toEqual({ firstIndex: 2, lastIndex: 2 });
+    const snapshot = cluster.directory.takeSnapshot(); // segment 1 SEALED, segment 2 OPEN
+    // Entry 3 fills segment 3: segments 2 and 3 are sealed and no segment is open.
+    expect(await w1.writer.append([payloadOf(3, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 3, lastIndex: 3 });
+    expect(cluster.directory.snapshot(LOG).map((r) => [r.meta.segmentId, r.meta.state])).toEqual([[1, 'SEALED'], [2, 'SEALED'], [3, 'SEALED']]);
+    let writer = w1;
+    if (!sameWriter) {
+      // As n2 in the seed: a writer that took over (segment 3 was its predecessor's last) and has
+      // opened no segment yet: its acknowledged index (3) is past segment 2, which it must recover.
+      w1.writer.stop();
+      cluster.directory.leaderEpoch = 6;
+      writer = startWriter(cluster, { log: LOG, self: 'b', epoch: 6, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'], guarded: true, pipelineBatchesMax: 1 });
+      writers.push(writer);
+      await writer.writer.whenReady();
+      expect(writer.writer.committedIndex).toBe(3);
+    }
+    cluster.directory.restore(snapshot);
+    expect(await writer.writer.append([payloadOf(4)])).toEqual({ firstIndex: 4, lastIndex: 4 });
+    expect(writer.failures).toEqual([]);
+    expect(cluster.directory.snapshot(LOG).map((r) => [r.meta.segmentId, r.meta.state, r.meta.firstIndex, r.meta.lastIndex])).toEqual([
+      [1, 'SEALED', 1, 1],
+      [2, 'SEALED', 2, 2],
+      [3, 'SEALED', 3, 3],
+      [4, 'OPEN', 4, 3],
+    ]);
+  };
+
+  it('the writer that sealed them re-derives the records etcd lost before it opens the next segment', () => scenario(true), 20_000);
+
+  it('so does a writer that has opened no segment yet (its acknowledged index is past the segment etcd made OPEN again)', () => scenario(false), 20_000);
+
+  it('a record before it that the coordinator rewrote where it ends is no reason to recover', async () => {
+    cluster.directory.leaderEpoch = 5;
+    const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c', 'd'], guarded: true, pipelineBatchesMax: 1 });
+    writers.push(w1);
+    expect(await w1.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
+    const fences = (): number => [...cluster.network.calls.entries()].filter(([key]) => key.endsWith('.fence')).reduce((sum, [, n]) => sum + n, 0);
+    const fencedBefore = fences();
+    cluster.directory.edit(LOG, 1, (meta) => ({ ...meta, ensemble: ['a', 'b', 'd'], formerMembers: ['c'] }));
+    expect(await w1.writer.append([payloadOf(2)])).toEqual({ firstIndex: 2, lastIndex: 2 });
+    expect(fences()).toBe(fencedBefore); // no recovery, no re-derivation
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'OPEN', firstIndex: 2 });
+  }, 20_000);
+});
+
+describe('an empty segment whose only copy is sealed past it, after etcd was wiped (AVAILABILITY, --etcd-restore --pipeline --seed 1260 on 472f0af)', () => {
+  // Entry 2 reached a alone (never acknowledged); the next writer, with a away, sealed segment 2
+  // empty (its fence quorum held nothing) and went on in segment 3 at index 2. a's copy of
+  // segment 2 ended up sealed at 2, past the record (in the simulator no member held the empty
+  // segment, so repair could not rebuild a's copy either). etcd was then wiped: the re-derivation
+  // of segment 2 found one copy, sealed at 2, while segment 3 begins at 2, and waited for a copy
+  // sealed at 1 that nobody would ever hold: no writer became ready again.
+  it('re-derives it empty, where the next segment begins', async () => {
+    const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'], caller: 'A', pipelineBatchesMax: 1 });
+    writers.push(w1);
+    expect(await w1.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
+    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
+    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
+    void w1.writer.append([payloadOf(2)]).catch(() => undefined);
+    const storeA = await cluster.node('a').store(LOG);
+    await until(() => storeA.segmentRecord(2)?.lastIndex === 2);
+    cluster.network.kill('A');
+    cluster.network.heal('b');
+    cluster.network.heal('c');
+    cluster.network.fail('a', { kind: 'unavailable' });
+    const w2 = startWriter(cluster, { log: LOG, self: 'b', epoch: 9, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['b', 'c', 'd'], pipelineBatchesMax: 1 });
+    writers.push(w2);
+    expect(await w2.writer.append([payloadOf(20)])).toEqual({ firstIndex: 2, lastIndex: 2 });
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'SEALED', firstIndex: 2, lastIndex: 1 });
+    await acknowledgedBy(w2, ['b', 'c', 'd'], 2);
+    w2.writer.stop();
+    await storeA.sealSegment(2, 2); // a's copy sealed past the record
+    cluster.directory.forget(LOG, 3);
+    cluster.directory.forget(LOG, 2);
+    cluster.network.heal('a');
+    const w3 = startWriter(cluster, { log: LOG, self: 'c', epoch: 20, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c', 'd'], pipelineBatchesMax: 1 });
+    writers.push(w3);
+    await w3.writer.whenReady();
+    expect(cluster.directory.segment(LOG, 2)).toMatchObject({ state: 'SEALED', firstIndex: 2, lastIndex: 1, indexCount: 0 });
+    expect(cluster.directory.segment(LOG, 3)).toMatchObject({ state: 'SEALED', firstIndex: 2, lastIndex: 2 });
+    expect(await w3.writer.append([payloadOf(30)])).toEqual({ firstIndex: 3, lastIndex: 3 });
+  }, 20_000);
+});
