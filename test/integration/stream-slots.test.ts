@@ -120,6 +120,20 @@ describe('a capped stream gives its slot back', () => {
     stalled.cancel();
   });
 
+  it('a Read whose caller has no deadline and stops reading: when its slot comes back, its HTTP/2 stream is reset (the unread messages it buffers go with it)', async () => {
+    const { wal } = await serve({ read: async function* () { for (let i = 1; ; i += 1) yield [entry(i)]; } }, { read: 1 });
+    const open: Open = (options) => (wal as unknown as { Read: (r: object, o: grpc.CallOptions) => grpc.ClientReadableStream<unknown> }).Read({ log: 'l', from_index: 1, to_index: 0, batch_max: 1 }, options);
+    // Without the reset, each such caller kept ~17 messages of the server's memory for as long as
+    // it kept its connection, while its slot let the next one in: the cap bounded nothing.
+    const stalled = open({}); // no deadline
+    stalled.on('error', () => undefined);
+    const status = new Promise<number>((resolve) => stalled.on('status', (s: grpc.StatusObject) => resolve(s.code)));
+    expect(await firstOutcome(stalled)).toBe('data');
+    stalled.pause();
+    const code = await Promise.race([status, new Promise<string>((resolve) => setTimeout(() => resolve('still open'), 8 * STALL_MS + 2_000))]);
+    expect(code, 'the server still holds the stream, and its unread messages').not.toBe('still open');
+  });
+
   it('a handler that throws before it returns its work: the call fails with its status and the slot comes back', async () => {
     const { admin } = await serve(
       {
