@@ -203,10 +203,15 @@ export function limitService(serviceName: string, definition: grpc.ServiceDefini
         call.on('close', release);
         call.on('cancelled', release);
       }
-      return run(call, (error: grpc.ServiceError | null, value?: unknown) => {
-        release();
-        callback?.(error, value);
-      });
+      try {
+        return run(call, (error: grpc.ServiceError | null, value?: unknown) => {
+          release();
+          callback?.(error, value);
+        });
+      } catch (error) {
+        release(); // grpc-js answers a handler that throws at once (UNKNOWN): its callback never comes
+        throw error;
+      }
     }) as unknown as grpc.UntypedHandleCall;
   }
   return limited;

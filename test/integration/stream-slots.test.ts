@@ -204,4 +204,25 @@ describe('a capped stream gives its slot back', () => {
       raw.forceShutdown();
     }
   });
+  it('the limit wrapper itself: a unary handler that throws at once gives its slot back (its callback never comes)', async () => {
+    const { proto } = loadProto();
+    const definition = proto.walrecovery.v1.AdminService.service;
+    const inFlight = new InFlightCalls({ limits: resolveRpcLimits({ inFlightCallsMax: { status: 1 } }) });
+    const raw = new grpc.Server();
+    const throwing = (): never => {
+      throw new Error('a handler bug');
+    };
+    raw.addService(definition, limitService('AdminService', definition, { GetRecoveryMetrics: throwing }, inFlight));
+    const port = await new Promise<number>((resolve, reject) => raw.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+    try {
+      const admin = new proto.walrecovery.v1.AdminService(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+      clients.push(admin);
+      const call = (): Promise<string> =>
+        new Promise((resolve) => (admin as unknown as { GetRecoveryMetrics: (r: object, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void) => void }).GetRecoveryMetrics({}, { deadline: Date.now() + 5_000 }, (e) => resolve(e ? (grpc.status[e.code] ?? String(e.code)) : 'OK')));
+      for (let i = 0; i < 3; i += 1) expect(await call()).toBe('UNKNOWN');
+      expect(inFlight.inFlight('status')).toBe(0);
+    } finally {
+      raw.forceShutdown();
+    }
+  });
 });
