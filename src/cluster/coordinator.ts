@@ -325,19 +325,35 @@ export class Coordinator {
     return started;
   }
 
-  private async retryReport({ key, value, modRevision }: Versioned<RepairReportRecord>, round: CoordinatorRound): Promise<void> {
+  private async retryReport(report: Versioned<RepairReportRecord>, round: CoordinatorRound): Promise<void> {
+    const { key, value } = report;
     const deadlineMs = this.reportRetryDeadlineMs;
+    // Its key stays taken until the outcome is written (or that write's wait ended): a round that
+    // listed the report before the write would otherwise start the same repair again.
     this.retrying.add(key);
-    let outcome: boolean | typeof TIMED_OUT;
     try {
-      outcome = await this.withinDeadline(this.o.repairOn(value.node, value.log, value.segmentId, deadlineMs), deadlineMs);
+      const outcome = await this.withinDeadline(this.o.repairOn(value.node, value.log, value.segmentId, deadlineMs), deadlineMs);
+      // Stopped or deposed: a new coordinator retries it. A round given up on in this term still
+      // records the outcome (a compare-and-swap on the report it read), so that a repair that never
+      // answers is counted and abandoned after maxRecoveryAttempts.
+      if (!round.inTerm()) return;
+      // etcd may not answer: the wait for the write is bounded too, or the key would stay taken.
+      await this.withinDeadline(
+        this.recordOutcome(report, outcome, deadlineMs).then(
+          () => true,
+          (error: unknown) => {
+            this.o.logger.debug({ err: error, log: value.log }, 'failed to record a repair retry; the next round retries');
+            return false;
+          },
+        ),
+        deadlineMs,
+      );
     } finally {
       this.retrying.delete(key);
     }
-    // Stopped or deposed: a new coordinator retries it. A round given up on in this term still
-    // records the outcome (a compare-and-swap on the report it read), so that a repair that never
-    // answers is counted and abandoned after maxRecoveryAttempts.
-    if (!round.inTerm()) return;
+  }
+
+  private async recordOutcome({ key, value, modRevision }: Versioned<RepairReportRecord>, outcome: boolean | typeof TIMED_OUT, deadlineMs: number): Promise<void> {
     if (outcome === true) {
       await this.o.reports.remove(key, modRevision);
       this.o.logger.info({ log: value.log, segment: value.segmentId, node: value.node }, 'coordinator finished a repair a node had given up on');

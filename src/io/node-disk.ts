@@ -123,8 +123,14 @@ export class NodeDisk implements Disk {
       await source.close();
       throw error;
     }
-    // Each stream closes its handle when it ends or fails.
-    await pipeline(source.createReadStream({ highWaterMark: COPY_CHUNK_BYTES }), target.createWriteStream());
+    // Each stream closes its handle when it ends or fails. A copy that fails removes what it wrote,
+    // as fs.copyFile does: a part copy left by ENOSPC kept the disk full (appends failed) for good.
+    try {
+      await pipeline(source.createReadStream({ highWaterMark: COPY_CHUNK_BYTES }), target.createWriteStream());
+    } catch (error) {
+      await unlink(to).catch(() => undefined);
+      throw error;
+    }
   }
   mkdtemp(prefix: string): Promise<string> {
     return mkdtemp(prefix);

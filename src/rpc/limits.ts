@@ -16,6 +16,7 @@
 // caller went (src/rpc/server.ts streamTo), a call whose caller reads nothing more (and has no
 // deadline) by streamStallMsMax after its handler's work settled, a handler that throws at once
 // not at all.
+import * as http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { toStatus } from './status.js';
 import { CallLimitedError } from './errors.js';
@@ -114,6 +115,17 @@ export class InFlightCalls {
   }
 }
 
+/**
+ * Resets (RST_STREAM CANCEL) the HTTP/2 stream under a grpc-js server call: its status queued behind
+ * messages the caller does not read never goes, and the stream, with those messages, stays for good.
+ * grpc-js exposes no cancel on the server side: the stream is found down the interceptor chain.
+ */
+export function resetStream(call: unknown): void {
+  let at = (call as { call?: unknown } | undefined)?.call as { nextCall?: unknown; stream?: { closed?: boolean; close?: (code: number) => void } } | undefined;
+  for (let depth = 0; at && !at.stream && depth < 8; depth += 1) at = at.nextCall as typeof at;
+  if (at?.stream && !at.stream.closed) at.stream.close?.(http2.constants.NGHTTP2_CANCEL);
+}
+
 type AnyCall = { on(event: string, listener: () => void): unknown; emit(event: 'error', status: unknown): boolean };
 
 /** Wraps the handlers of the capped methods of one service; the others are returned as they are. */
@@ -168,7 +180,12 @@ export function limitService(serviceName: string, definition: grpc.ServiceDefini
         // as reached streamStallMsMax after the work settled (the same bound as a stalled write).
         const workDone = (): void => {
           settled();
-          if (!closed) timer = setTimeout(onEnd, inFlight.options.limits.streamStallMsMax).unref();
+          if (!closed) {
+            timer = setTimeout(() => {
+              resetStream(call); // frees the unread messages it still buffers (else the slot's memory outlives it)
+              onEnd();
+            }, inFlight.options.limits.streamStallMsMax).unref();
+          }
         };
         let work: PromiseLike<unknown> | void;
         try {
@@ -186,10 +203,15 @@ export function limitService(serviceName: string, definition: grpc.ServiceDefini
         call.on('close', release);
         call.on('cancelled', release);
       }
-      return run(call, (error: grpc.ServiceError | null, value?: unknown) => {
-        release();
-        callback?.(error, value);
-      });
+      try {
+        return run(call, (error: grpc.ServiceError | null, value?: unknown) => {
+          release();
+          callback?.(error, value);
+        });
+      } catch (error) {
+        release(); // grpc-js answers a handler that throws at once (UNKNOWN): its callback never comes
+        throw error;
+      }
     }) as unknown as grpc.UntypedHandleCall;
   }
   return limited;

@@ -88,7 +88,7 @@ export async function verifySegmentCopy(layout: StoreLayout, segmentId: number, 
   const disk = layout.disk;
   let path = sourcePath;
   if (options.how === 'copy') {
-    // Copied by the kernel (memory stays flat whatever the segment's size).
+    // Streamed in chunks (memory stays flat whatever the segment's size).
     path = `${layout.segmentPath(segmentId)}${TEMP_SUFFIX}`;
     await disk.mkdirp(layout.segmentsDir);
     await disk.copyFile(sourcePath, path);

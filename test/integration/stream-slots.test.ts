@@ -120,6 +120,20 @@ describe('a capped stream gives its slot back', () => {
     stalled.cancel();
   });
 
+  it('a Read whose caller has no deadline and stops reading: when its slot comes back, its HTTP/2 stream is reset (the unread messages it buffers go with it)', async () => {
+    const { wal } = await serve({ read: async function* () { for (let i = 1; ; i += 1) yield [entry(i)]; } }, { read: 1 });
+    const open: Open = (options) => (wal as unknown as { Read: (r: object, o: grpc.CallOptions) => grpc.ClientReadableStream<unknown> }).Read({ log: 'l', from_index: 1, to_index: 0, batch_max: 1 }, options);
+    // Without the reset, each such caller kept ~17 messages of the server's memory for as long as
+    // it kept its connection, while its slot let the next one in: the cap bounded nothing.
+    const stalled = open({}); // no deadline
+    stalled.on('error', () => undefined);
+    const status = new Promise<number>((resolve) => stalled.on('status', (s: grpc.StatusObject) => resolve(s.code)));
+    expect(await firstOutcome(stalled)).toBe('data');
+    stalled.pause();
+    const code = await Promise.race([status, new Promise<string>((resolve) => setTimeout(() => resolve('still open'), 8 * STALL_MS + 2_000))]);
+    expect(code, 'the server still holds the stream, and its unread messages').not.toBe('still open');
+  });
+
   it('a handler that throws before it returns its work: the call fails with its status and the slot comes back', async () => {
     const { admin } = await serve(
       {
@@ -186,6 +200,27 @@ describe('a capped stream gives its slot back', () => {
       const open: Open = (options) => (admin as unknown as { Validate: (r: object, o: grpc.CallOptions) => grpc.ClientReadableStream<unknown> }).Validate({ log: 'l', node: '' }, options);
       for (let i = 0; i < 3; i += 1) expect(await firstOutcome(open({ deadline: Date.now() + 5_000 }))).toBe('UNKNOWN');
       expect(inFlight.inFlight('validate')).toBe(0);
+    } finally {
+      raw.forceShutdown();
+    }
+  });
+  it('the limit wrapper itself: a unary handler that throws at once gives its slot back (its callback never comes)', async () => {
+    const { proto } = loadProto();
+    const definition = proto.walrecovery.v1.AdminService.service;
+    const inFlight = new InFlightCalls({ limits: resolveRpcLimits({ inFlightCallsMax: { status: 1 } }) });
+    const raw = new grpc.Server();
+    const throwing = (): never => {
+      throw new Error('a handler bug');
+    };
+    raw.addService(definition, limitService('AdminService', definition, { GetRecoveryMetrics: throwing }, inFlight));
+    const port = await new Promise<number>((resolve, reject) => raw.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+    try {
+      const admin = new proto.walrecovery.v1.AdminService(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+      clients.push(admin);
+      const call = (): Promise<string> =>
+        new Promise((resolve) => (admin as unknown as { GetRecoveryMetrics: (r: object, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void) => void }).GetRecoveryMetrics({}, { deadline: Date.now() + 5_000 }, (e) => resolve(e ? (grpc.status[e.code] ?? String(e.code)) : 'OK')));
+      for (let i = 0; i < 3; i += 1) expect(await call()).toBe('UNKNOWN');
+      expect(inFlight.inFlight('status')).toBe(0);
     } finally {
       raw.forceShutdown();
     }

@@ -294,4 +294,22 @@ describe('coordinator duties', () => {
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(put).toEqual([]);
   });
+  it('a report whose retry ended is not retried again while the outcome is being written (its CAS still on the way to etcd)', async () => {
+    const h = await harness({ roundDeadlineMs: 100 });
+    h.reports.add('b', 10);
+    h.repairs.answerAfterMs = 0; // the repair succeeds at once
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const remove = h.reports.remove.bind(h.reports);
+    h.reports.remove = async (key, modRevision) => {
+      await gate; // etcd answers the remove late: rounds after the one given up on list the report still
+      return remove(key, modRevision);
+    };
+    await h.coordinator.start();
+    h.election.lead();
+    await until(() => h.repairs.calls >= 1);
+    await new Promise((resolve) => setTimeout(resolve, 600)); // several rounds meanwhile
+    release();
+    expect(h.repairs.calls, 'the same repair was started again while the first one\'s outcome was written').toBe(1);
+  });
 });
