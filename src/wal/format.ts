@@ -403,6 +403,11 @@ export class FrameCursor {
     return this.bodyOk ? this.storedChecksum() : this.mismatchChecksum;
   }
 
+  /** entry: the header as an object (decodeFrameAt's). */
+  header(): EntryHeader {
+    return { checksum: this.storedChecksum(), index: this.index, timestampMs: this.timestampMs, payloadByteLength: this.payloadByteLength, flags: this.flags };
+  }
+
   /** entry: the whole frame, a view of the decoded bytes. */
   frameView(): Buffer {
     return this.bytes.subarray(this.at, this.at + this.frameByteLength);
@@ -411,10 +416,8 @@ export class FrameCursor {
   /** The result as decodeFrameAt returns it. */
   toDecode(): FrameDecode {
     switch (this.kind) {
-      case 'entry': {
-        const header: EntryHeader = { checksum: this.storedChecksum(), index: this.index, timestampMs: this.timestampMs, payloadByteLength: this.payloadByteLength, flags: this.flags };
-        return { kind: 'entry', header, frameByteLength: this.frameByteLength, bodyOk: this.bodyOk, actualChecksum: this.actualChecksum() };
-      }
+      case 'entry':
+        return { kind: 'entry', header: this.header(), frameByteLength: this.frameByteLength, bodyOk: this.bodyOk, actualChecksum: this.actualChecksum() };
       case 'trailer':
         return { kind: 'trailer', trailer: this.trailer as Trailer };
       case 'need-more':

@@ -147,7 +147,7 @@ export function scanFrames(file: ScanFile, options: ScanOptions, visit: ScanVisi
       visit({
         kind: 'entry',
         offsetBytes,
-        header: { checksum: cursor.storedChecksum(), index: cursor.index, timestampMs: cursor.timestampMs, payloadByteLength: cursor.payloadByteLength, flags: cursor.flags },
+        header: cursor.header(),
         frameByteLength: cursor.frameByteLength,
         bodyOk: cursor.bodyOk,
         actualChecksum: cursor.actualChecksum(),
