@@ -7,6 +7,7 @@ import { type SegmentAggregate, CHAINED_AGGREGATE_VERSION, HASHED_LIST_AGGREGATE
 import { type Checksum64, checksumHex } from './checksum.js';
 import type { SegmentRecord } from './catalog.js';
 import {
+  type FrameCursor,
   type SegmentHeader,
   type Trailer,
   FLAG_HOLE,
@@ -18,7 +19,7 @@ import {
   TRAILER_BYTES,
 } from './format.js';
 import { readRange } from './files.js';
-import { type ScanFile, type ScanItem, scanFrames } from './scan.js';
+import { type DamageReason, type FrameVisitor, type ScanFile, scanFramesInPlace } from './scan.js';
 
 /** What the analysis had established at one offset: everything intact before it. */
 export interface AnalysisPoint {
@@ -114,7 +115,7 @@ export interface AnalyzeOptions {
   readonly onIntactFrame?: (index: number, frame: Buffer, offsetBytes: number) => void | Promise<void>;
 }
 
-class Analyzer {
+class Analyzer implements FrameVisitor {
   lastIndex: number;
   indexCount: number;
   aggregate: SegmentAggregate;
@@ -190,91 +191,91 @@ class Analyzer {
     }
   }
 
-  visit(item: ScanItem): void | Promise<void> {
-    if (item.kind === 'entry') return this.visitEntry(item);
-    if (item.kind === 'trailer') return this.visitTrailer(item.trailer, item.offsetBytes);
-    const kind: FindingKind =
-      item.reason === 'after-trailer' ? 'trailing-garbage' : item.reason === 'bad-trailer' ? 'bad-trailer' : 'bad-entry-header';
+  visitDamage(offsetBytes: number, byteLength: number, reason: DamageReason): void {
+    const kind: FindingKind = reason === 'after-trailer' ? 'trailing-garbage' : reason === 'bad-trailer' ? 'bad-trailer' : 'bad-entry-header';
     const detail =
-      item.reason === 'truncated'
+      reason === 'truncated'
         ? 'the file ends inside a frame'
-        : item.reason === 'after-trailer'
+        : reason === 'after-trailer'
           ? 'bytes after the trailer'
-          : item.reason === 'bad-trailer'
+          : reason === 'bad-trailer'
             ? 'trailer checksum mismatch'
             : 'no valid frame header here';
-    this.addRange({ kind, offsetBytes: item.offsetBytes, byteLength: item.byteLength, detail, crashShaped: item.reason !== 'after-trailer' });
+    this.addRange({ kind, offsetBytes, byteLength, detail, crashShaped: reason !== 'after-trailer' });
   }
 
-  private visitEntry(item: Extract<ScanItem, { kind: 'entry' }>): void | Promise<void> {
-    const { header } = item;
-    if (!item.bodyOk) {
+  /** One entry frame, read from the scan's cursor in place (no object per intact frame). */
+  visitEntry(frame: FrameCursor, offsetBytes: number): void | Promise<void> {
+    const index = frame.index;
+    const frameByteLength = frame.frameByteLength;
+    if (!frame.bodyOk) {
       this.addRange({
         kind: 'checksum-mismatch',
-        offsetBytes: item.offsetBytes,
-        byteLength: item.frameByteLength,
-        entryIndex: header.index,
-        expectedChecksum: checksumHex(header.checksum),
-        actualChecksum: checksumHex(item.actualChecksum),
+        offsetBytes,
+        byteLength: frameByteLength,
+        entryIndex: index,
+        expectedChecksum: checksumHex(frame.storedChecksum()),
+        actualChecksum: checksumHex(frame.actualChecksum()),
         detail: 'entry checksum does not match its bytes',
         crashShaped: true,
       });
       return;
     }
-    const isHole = (header.flags & FLAG_HOLE) !== 0;
-    const hole = isHole ? decodeHolePayload(item.frame.subarray(ENTRY_HEADER_BYTES)) : undefined;
+    const isHole = (frame.flags & FLAG_HOLE) !== 0;
+    const hole = isHole ? decodeHolePayload(frame.bytes.subarray(frame.at + ENTRY_HEADER_BYTES, frame.at + frameByteLength)) : undefined;
     if (isHole && hole === undefined) {
-      this.addRange({ kind: 'bad-entry-header', offsetBytes: item.offsetBytes, byteLength: item.frameByteLength, entryIndex: header.index, detail: 'malformed hole record', crashShaped: false });
+      this.addRange({ kind: 'bad-entry-header', offsetBytes, byteLength: frameByteLength, entryIndex: index, detail: 'malformed hole record', crashShaped: false });
       return;
     }
     const count = hole?.count ?? 1;
     if (this.firstIndex === undefined) {
-      this.firstIndex = header.index;
-      this.lastIndex = header.index - 1;
+      this.firstIndex = index;
+      this.lastIndex = index - 1;
     }
     const expected = this.lastIndex + 1;
-    if (header.index < expected) {
+    if (index < expected) {
       this.addRange({
         kind: 'misplaced-entry',
-        offsetBytes: item.offsetBytes,
-        byteLength: item.frameByteLength,
-        entryIndex: header.index,
-        detail: `intact entry ${header.index} where ${expected} belongs`,
+        offsetBytes,
+        byteLength: frameByteLength,
+        entryIndex: index,
+        detail: `intact entry ${index} where ${expected} belongs`,
         crashShaped: false,
       });
       return;
     }
-    if (header.index > expected) {
+    if (index > expected) {
       const open = this.ranges[this.ranges.length - 1];
       if (open === undefined || open.nextIndex !== undefined) {
         this.addRange({
           kind: 'index-gap',
-          offsetBytes: item.offsetBytes,
+          offsetBytes,
           byteLength: 0,
           entryIndex: expected,
-          detail: `indices ${expected}..${header.index - 1} are missing`,
+          detail: `indices ${expected}..${index - 1} are missing`,
           crashShaped: false,
         });
       }
     }
-    this.closeRanges(header.index);
-    if (hole) this.holes.push({ firstIndex: header.index, count, reason: hole.reason });
+    this.closeRanges(index);
+    if (hole) this.holes.push({ firstIndex: index, count, reason: hole.reason });
     else this.intactEntryCount += 1;
-    this.lastIndex = header.index + count - 1;
+    this.lastIndex = index + count - 1;
     this.indexCount += count;
-    this.aggregate.addStored(item.frame, 8);
-    this.goodEnd = item.offsetBytes + item.frameByteLength;
+    this.aggregate.addStored(frame.bytes, frame.at + 8);
+    this.goodEnd = offsetBytes + frameByteLength;
     if (this.alternate) {
-      this.alternate.addStored(item.frame, 8);
+      this.alternate.addStored(frame.bytes, frame.at + 8);
       const checkpoint = this.options.checkpoint ?? this.options.resume;
       if (checkpoint && checkpoint.offsetBytes === this.goodEnd && this.ranges.length === 0 && checkpoint.aggregateState === undefined) {
         this.checkpointMatch = { primary: this.aggregate.value() === checkpoint.aggregate, alternate: this.alternate.value() === checkpoint.aggregate };
       }
     }
-    return this.options.onIntactFrame?.(header.index, item.frame, item.offsetBytes);
+    const onIntactFrame = this.options.onIntactFrame;
+    return onIntactFrame === undefined ? undefined : onIntactFrame(index, frame.frameView(), offsetBytes);
   }
 
-  private visitTrailer(trailer: Trailer, offsetBytes: number): void {
+  visitTrailer(trailer: Trailer, offsetBytes: number): void {
     if (trailer.segmentId !== this.segmentId) {
       // Another segment's trailer (a copied or misnamed file): its indices say nothing about this
       // segment, so it must not close the damaged ranges before it as losing nothing.
@@ -324,9 +325,7 @@ export async function analyzeSegmentHandle(
   const analyzer = new Analyzer(header?.firstIndex ?? options.firstIndexHint, segmentId, formatVersion, options, resume, alternateVersion);
   const start = resume?.offsetBytes ?? SEGMENT_HEADER_BYTES;
   if (fileByteLength > start) {
-    await scanFrames(handle, { startOffsetBytes: start, endOffsetBytes: fileByteLength, entryBytesMax: options.entryBytesMax }, (item) =>
-      analyzer.visit(item),
-    );
+    await scanFramesInPlace(handle, { startOffsetBytes: start, endOffsetBytes: fileByteLength, entryBytesMax: options.entryBytesMax }, analyzer);
   }
   analyzer.settleFunction();
   return {

@@ -40,7 +40,7 @@
 //  (src/wal/aggregate.ts).
 //  56  checksum64 of bytes 0..56
 import { hash } from 'node:crypto';
-import { type Checksum64, checksum64, crc32 } from './checksum.js';
+import { type Checksum64, checksum64, crc32, crc32Range } from './checksum.js';
 
 /**
  * The version written; every version in FORMAT_VERSIONS_READABLE is read. 1: no session frames;
@@ -304,51 +304,147 @@ export type FrameDecode =
   | { kind: 'need-more'; byteLength: number }
   | { kind: 'bad'; reason: 'bad-entry-header' | 'bad-trailer' };
 
+export type FrameKind = FrameDecode['kind'];
+export type BadFrameReason = Extract<FrameDecode, { kind: 'bad' }>['reason'];
+
+const NO_BYTES = Buffer.alloc(0);
+
+/**
+ * A frame decoder that fills itself in place: what decodeFrameAt returns, without a result
+ * object, a header object or a BigInt per frame (the scan's hot path: open, validate, scrub).
+ * Its fields describe the last decode() only, and the frame's bytes are the caller's: read them
+ * (frameView, storedChecksum) before those bytes change.
+ */
+export class FrameCursor {
+  kind: FrameKind = 'bad';
+  /** need-more: the byte length the frame needs from its start. */
+  neededByteLength = 0;
+  /** bad: why. */
+  badReason: BadFrameReason = 'bad-entry-header';
+  /** trailer: the trailer decoded. */
+  trailer: Trailer | undefined;
+  /** The bytes and offset of the last decode (the frame starts at bytes[at]). */
+  bytes: Buffer = NO_BYTES;
+  at = 0;
+  // entry: the header's fields (trusted: its crc32 passed), and whether the SHA3 checksum matched.
+  index = 0;
+  timestampMs = 0;
+  payloadByteLength = 0;
+  flags = 0;
+  frameByteLength = 0;
+  bodyOk = false;
+  /** entry with !bodyOk: the checksum of the bytes (computed only for a mismatch). */
+  private mismatchChecksum: Checksum64 = 0n;
+
+  decode(bytes: Buffer, offset: number, entryBytesMax: number): FrameKind {
+    this.bytes = bytes;
+    this.at = offset;
+    this.trailer = undefined;
+    const available = bytes.byteLength - offset;
+    if (available < 4) return this.needMore(ENTRY_HEADER_BYTES);
+    const magic = bytes.readUInt32LE(offset);
+    if (magic === TRAILER_MAGIC) {
+      if (available < TRAILER_BYTES) return this.needMore(TRAILER_BYTES);
+      const decoded = decodeTrailer(bytes.subarray(offset, offset + TRAILER_BYTES));
+      if (!decoded.ok) return this.bad('bad-trailer');
+      this.trailer = decoded.trailer;
+      return (this.kind = 'trailer');
+    }
+    if (magic !== ENTRY_MAGIC) return this.bad('bad-entry-header');
+    if (available < ENTRY_HEADER_BYTES) return this.needMore(ENTRY_HEADER_BYTES);
+    if (bytes.readUInt32LE(offset + 4) !== crc32Range(bytes, offset + 8, offset + ENTRY_HEADER_BYTES)) return this.bad('bad-entry-header');
+    const index = readU64(bytes, offset + 16);
+    const timestampMs = readU64(bytes, offset + 24);
+    const payloadByteLength = bytes.readUInt32LE(offset + 32);
+    const flags = bytes.readUInt16LE(offset + 36);
+    if (
+      index === undefined ||
+      index < 1 ||
+      timestampMs === undefined ||
+      payloadByteLength > entryBytesMax ||
+      (flags & ~FLAGS_KNOWN) !== 0 ||
+      (flags & (FLAG_HOLE | FLAG_SESSION)) === (FLAG_HOLE | FLAG_SESSION) ||
+      ((flags & FLAG_BATCH_OPEN) !== 0 && (flags & (FLAG_HOLE | FLAG_SESSION)) !== 0) ||
+      ((flags & FLAG_SESSION) !== 0 && payloadByteLength < SESSION_TAG_BYTES) ||
+      bytes.readUInt16LE(offset + 38) !== 0
+    ) {
+      return this.bad('bad-entry-header');
+    }
+    const length = frameByteLength(payloadByteLength);
+    if (available < length) return this.needMore(length);
+    // The digest comes back as a 'binary' (latin1) string (one V8 string, no Buffer and its backing store)
+    // and its first 8 bytes are compared with the stored checksum byte by byte: no BigInt for an
+    // intact frame.
+    const digest = hash('sha3-256', bytes.subarray(offset + 16, offset + length), 'binary');
+    let bodyOk = true;
+    for (let i = 0; i < 8; i += 1) {
+      if (digest.charCodeAt(i) !== bytes[offset + 8 + i]) {
+        bodyOk = false;
+        break;
+      }
+    }
+    this.index = index;
+    this.timestampMs = timestampMs;
+    this.payloadByteLength = payloadByteLength;
+    this.flags = flags;
+    this.frameByteLength = length;
+    this.bodyOk = bodyOk;
+    this.mismatchChecksum = bodyOk ? 0n : Buffer.from(digest, 'latin1').readBigUInt64BE(0);
+    return (this.kind = 'entry');
+  }
+
+  /** entry: the checksum stored in the frame. */
+  storedChecksum(): Checksum64 {
+    return this.bytes.readBigUInt64BE(this.at + 8);
+  }
+
+  /** entry: the checksum of the frame's bytes (the stored one when bodyOk). */
+  actualChecksum(): Checksum64 {
+    return this.bodyOk ? this.storedChecksum() : this.mismatchChecksum;
+  }
+
+  /** entry: the header as an object (decodeFrameAt's). */
+  header(): EntryHeader {
+    return { checksum: this.storedChecksum(), index: this.index, timestampMs: this.timestampMs, payloadByteLength: this.payloadByteLength, flags: this.flags };
+  }
+
+  /** entry: the whole frame, a view of the decoded bytes. */
+  frameView(): Buffer {
+    return this.bytes.subarray(this.at, this.at + this.frameByteLength);
+  }
+
+  /** The result as decodeFrameAt returns it. */
+  toDecode(): FrameDecode {
+    switch (this.kind) {
+      case 'entry':
+        return { kind: 'entry', header: this.header(), frameByteLength: this.frameByteLength, bodyOk: this.bodyOk, actualChecksum: this.actualChecksum() };
+      case 'trailer':
+        return { kind: 'trailer', trailer: this.trailer as Trailer };
+      case 'need-more':
+        return { kind: 'need-more', byteLength: this.neededByteLength };
+      case 'bad':
+        return { kind: 'bad', reason: this.badReason };
+    }
+  }
+
+  private needMore(byteLength: number): FrameKind {
+    this.neededByteLength = byteLength;
+    return (this.kind = 'need-more');
+  }
+
+  private bad(reason: BadFrameReason): FrameKind {
+    this.badReason = reason;
+    return (this.kind = 'bad');
+  }
+}
+
+const sharedCursor = new FrameCursor();
+
 export function decodeFrameAt(bytes: Uint8Array, offset: number, entryBytesMax: number): FrameDecode {
-  const buf = asBuffer(bytes);
-  const available = buf.byteLength - offset;
-  if (available < 4) return { kind: 'need-more', byteLength: ENTRY_HEADER_BYTES };
-  const magic = buf.readUInt32LE(offset);
-  if (magic === TRAILER_MAGIC) {
-    if (available < TRAILER_BYTES) return { kind: 'need-more', byteLength: TRAILER_BYTES };
-    const decoded = decodeTrailer(buf.subarray(offset, offset + TRAILER_BYTES));
-    return decoded.ok ? { kind: 'trailer', trailer: decoded.trailer } : { kind: 'bad', reason: 'bad-trailer' };
-  }
-  if (magic !== ENTRY_MAGIC) return { kind: 'bad', reason: 'bad-entry-header' };
-  if (available < ENTRY_HEADER_BYTES) return { kind: 'need-more', byteLength: ENTRY_HEADER_BYTES };
-  if (buf.readUInt32LE(offset + 4) !== crc32(buf.subarray(offset + 8, offset + ENTRY_HEADER_BYTES))) {
-    return { kind: 'bad', reason: 'bad-entry-header' };
-  }
-  const index = readU64(buf, offset + 16);
-  const timestampMs = readU64(buf, offset + 24);
-  const payloadByteLength = buf.readUInt32LE(offset + 32);
-  const flags = buf.readUInt16LE(offset + 36);
-  if (
-    index === undefined ||
-    index < 1 ||
-    timestampMs === undefined ||
-    payloadByteLength > entryBytesMax ||
-    (flags & ~FLAGS_KNOWN) !== 0 ||
-    (flags & (FLAG_HOLE | FLAG_SESSION)) === (FLAG_HOLE | FLAG_SESSION) ||
-    ((flags & FLAG_BATCH_OPEN) !== 0 && (flags & (FLAG_HOLE | FLAG_SESSION)) !== 0) ||
-    ((flags & FLAG_SESSION) !== 0 && payloadByteLength < SESSION_TAG_BYTES) ||
-    buf.readUInt16LE(offset + 38) !== 0
-  ) {
-    return { kind: 'bad', reason: 'bad-entry-header' };
-  }
-  const length = frameByteLength(payloadByteLength);
-  if (available < length) return { kind: 'need-more', byteLength: length };
-  // The digest is compared as two words: no BigInt for an intact frame (the hot path of open and validate).
-  const digest = hash('sha3-256', buf.subarray(offset + 16, offset + length), 'buffer');
-  const bodyOk = digest.readUInt32BE(0) === buf.readUInt32BE(offset + 8) && digest.readUInt32BE(4) === buf.readUInt32BE(offset + 12);
-  const checksum = buf.readBigUInt64BE(offset + 8);
-  return {
-    kind: 'entry',
-    header: { checksum, index, timestampMs, payloadByteLength, flags },
-    frameByteLength: length,
-    bodyOk,
-    actualChecksum: bodyOk ? checksum : digest.readBigUInt64BE(0),
-  };
+  sharedCursor.decode(asBuffer(bytes), offset, entryBytesMax);
+  const decoded = sharedCursor.toDecode();
+  sharedCursor.bytes = NO_BYTES; // do not keep the caller's bytes alive
+  return decoded;
 }
 
 // ---------------------------------------------------------------------------------------------

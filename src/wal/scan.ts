@@ -5,12 +5,16 @@
 // crc32 passed, and after damage resynchronises on the next frame marker whose header checksum
 // passes. It reports what it finds as items; interpreting them (torn tail, gap, corruption) is
 // the analyser's job.
+//
+// scanFramesInPlace is the hot path (open, validate, scrub): one FrameCursor per scan is filled
+// in place for every frame, so an intact frame allocates no object of its own beyond the view
+// its SHA3 reads. scanFrames wraps it for visitors that want one item object per frame.
 import type { DiskFile } from '../io/index.js';
 import type { Checksum64 } from './checksum.js';
 import {
   type EntryHeader,
   type Trailer,
-  decodeFrameAt,
+  FrameCursor,
   frameByteLength,
   TRAILER_BYTES,
 } from './format.js';
@@ -46,6 +50,19 @@ export interface ScanOptions {
  * it was given); the scan waits for it, and the item's frame view stays valid until it settles.
  */
 export type ScanVisitor = (item: ScanItem) => void | 'stop' | Promise<void | 'stop'>;
+
+export type VisitResult = void | 'stop' | Promise<void | 'stop'>;
+
+/**
+ * What scanFramesInPlace reports, item by item in file order (the same items as ScanItem).
+ * visitEntry receives the scan's one cursor, filled in place: read it (and its bytes, cursor.bytes
+ * from cursor.at) during the call or until the promise it returns settles, never later.
+ */
+export interface FrameVisitor {
+  visitEntry(cursor: FrameCursor, offsetBytes: number): VisitResult;
+  visitTrailer(trailer: Trailer, offsetBytes: number): VisitResult;
+  visitDamage(offsetBytes: number, byteLength: number, reason: DamageReason): VisitResult;
+}
 
 async function settle(result: void | 'stop' | Promise<void | 'stop'>): Promise<void | 'stop'> {
   return result instanceof Promise ? await result : result;
@@ -124,61 +141,69 @@ class Window {
  * Scans frames from startOffsetBytes to endOffsetBytes, calling visit for each item in order.
  * Returns the offset where the scan ended.
  */
-export async function scanFrames(file: ScanFile, options: ScanOptions, visit: ScanVisitor): Promise<number> {
+export function scanFrames(file: ScanFile, options: ScanOptions, visit: ScanVisitor): Promise<number> {
+  return scanFramesInPlace(file, options, {
+    visitEntry: (cursor, offsetBytes) =>
+      visit({
+        kind: 'entry',
+        offsetBytes,
+        header: cursor.header(),
+        frameByteLength: cursor.frameByteLength,
+        bodyOk: cursor.bodyOk,
+        actualChecksum: cursor.actualChecksum(),
+        frame: cursor.frameView(),
+      }),
+    visitTrailer: (trailer, offsetBytes) => visit({ kind: 'trailer', offsetBytes, trailer }),
+    visitDamage: (offsetBytes, byteLength, reason) => visit({ kind: 'damage', offsetBytes, byteLength, reason }),
+  });
+}
+
+/** scanFrames with one cursor filled in place per frame instead of an item object (FrameVisitor). */
+export async function scanFramesInPlace(file: ScanFile, options: ScanOptions, visitor: FrameVisitor): Promise<number> {
   const chunkBytes = options.chunkBytes ?? SCAN_CHUNK_BYTES_DEFAULT;
   const capacity = Math.max(chunkBytes, frameByteLength(options.entryBytesMax) + TRAILER_BYTES);
   const end = options.endOffsetBytes;
   const win = new Window(file, end, capacity, options.startOffsetBytes);
   try {
-    return await scanWindow(win, options, visit);
+    return await scanWindow(win, options, visitor, new FrameCursor());
   } finally {
     releaseWindow(win.buf);
   }
 }
 
-async function scanWindow(win: Window, options: ScanOptions, visit: ScanVisitor): Promise<number> {
+async function scanWindow(win: Window, options: ScanOptions, visitor: FrameVisitor, cursor: FrameCursor): Promise<number> {
   const end = options.endOffsetBytes;
   let pos = options.startOffsetBytes;
   await win.fillFrom(pos);
 
   while (pos < end) {
     const rel = pos - win.startOffset;
-    const decoded = decodeFrameAt(win.view(), rel, options.entryBytesMax);
-    if (decoded.kind === 'need-more') {
+    const kind = cursor.decode(win.view(), rel, options.entryBytesMax);
+    if (kind === 'entry') {
+      let stop = visitor.visitEntry(cursor, pos);
+      if (stop instanceof Promise) stop = await stop; // only writers pay for the await
+      pos += cursor.frameByteLength;
+      if (stop === 'stop') return pos;
+      continue;
+    }
+    if (kind === 'need-more') {
       if (!win.atEof && (rel > 0 || win.length < win.buf.byteLength)) {
         await win.fillFrom(pos);
         continue;
       }
       // The file ends inside this frame: a cut-off write.
-      await settle(visit({ kind: 'damage', offsetBytes: pos, byteLength: end - pos, reason: 'truncated' }));
+      await settle(visitor.visitDamage(pos, end - pos, 'truncated'));
       return end;
     }
-    if (decoded.kind === 'entry') {
-      const frame = win.buf.subarray(rel, rel + decoded.frameByteLength);
-      let stop = visit({
-        kind: 'entry',
-        offsetBytes: pos,
-        header: decoded.header,
-        frameByteLength: decoded.frameByteLength,
-        bodyOk: decoded.bodyOk,
-        actualChecksum: decoded.actualChecksum,
-        frame,
-      });
-      if (stop instanceof Promise) stop = await stop; // only writers pay for the await
-      pos += decoded.frameByteLength;
-      if (stop === 'stop') return pos;
-      continue;
-    }
-    if (decoded.kind === 'trailer') {
-      const stop = await settle(visit({ kind: 'trailer', offsetBytes: pos, trailer: decoded.trailer }));
+    if (kind === 'trailer') {
+      const stop = await settle(visitor.visitTrailer(cursor.trailer as Trailer, pos));
       pos += TRAILER_BYTES;
-      if (stop !== 'stop' && pos < end) {
-        await settle(visit({ kind: 'damage', offsetBytes: pos, byteLength: end - pos, reason: 'after-trailer' }));
-      }
+      if (stop !== 'stop' && pos < end) await settle(visitor.visitDamage(pos, end - pos, 'after-trailer'));
       return end;
     }
-    const next = await resync(win, pos, options.entryBytesMax);
-    const stop = await settle(visit({ kind: 'damage', offsetBytes: pos, byteLength: next - pos, reason: decoded.reason }));
+    const reason = cursor.badReason;
+    const next = await resync(win, pos, options.entryBytesMax, cursor);
+    const stop = await settle(visitor.visitDamage(pos, next - pos, reason));
     pos = next;
     if (stop === 'stop') return pos;
   }
@@ -190,7 +215,7 @@ const E = 'E'.charCodeAt(0);
 const T = 'T'.charCodeAt(0);
 
 /** Finds the offset of the next trustworthy frame after `damagedAt`, or the end offset. */
-async function resync(win: Window, damagedAt: number, entryBytesMax: number): Promise<number> {
+async function resync(win: Window, damagedAt: number, entryBytesMax: number, cursor: FrameCursor): Promise<number> {
   let searchFrom = damagedAt + 1;
   for (;;) {
     if (searchFrom - win.startOffset + 4 > win.length) {
@@ -212,14 +237,14 @@ async function resync(win: Window, damagedAt: number, entryBytesMax: number): Pr
       searchFrom = win.startOffset + found + 1;
       continue;
     }
-    const decoded = decodeFrameAt(view, found, entryBytesMax);
-    if (decoded.kind === 'entry' || decoded.kind === 'trailer') return win.startOffset + found;
-    if (decoded.kind === 'need-more' && !win.atEof && found > 0) {
+    const kind = cursor.decode(view, found, entryBytesMax);
+    if (kind === 'entry' || kind === 'trailer') return win.startOffset + found;
+    if (kind === 'need-more' && !win.atEof && found > 0) {
       await win.fillFrom(win.startOffset + found);
       searchFrom = win.startOffset;
       continue;
     }
-    if (decoded.kind === 'need-more' && !win.atEof) {
+    if (kind === 'need-more' && !win.atEof) {
       // A whole window from here cannot hold the frame it claims: not a frame we can use.
       searchFrom = win.startOffset + found + 1;
       continue;

@@ -10,6 +10,7 @@ import {
   checksum64,
   checksumHex,
   crc32,
+  crc32Range,
 } from '../../src/wal/checksum.js';
 
 function nobleChecksum64(bytes: Uint8Array): Checksum64 {
@@ -145,6 +146,18 @@ describe('crc32', () => {
         expect(value).toBeLessThanOrEqual(0xffffffff);
       }),
       { numRuns: 200 },
+    );
+  });
+
+  it('crc32Range over any range of a buffer equals zlib crc32 of that range as a view', () => {
+    expect(crc32Range(Buffer.from('x123456789y', 'ascii'), 1, 10)).toBe(0xcbf43926);
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), fc.nat(), fc.nat(), (bytes, a, b) => {
+        const start = bytes.byteLength === 0 ? 0 : a % (bytes.byteLength + 1);
+        const end = start + (b % (bytes.byteLength - start + 1));
+        expect(crc32Range(bytes, start, end)).toBe(crc32(bytes.subarray(start, end)));
+      }),
+      { numRuns: 300 },
     );
   });
 });

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { checksum64, crc32 } from '../../src/wal/checksum.js';
 import {
   decodeFrameAt,
+  FrameCursor,
   decodeHolePayload,
   decodeSegmentHeader,
   decodeTrailer,
@@ -184,6 +185,28 @@ describe('entry frame', () => {
       }),
       { numRuns: 100 },
     );
+  });
+
+  it('one FrameCursor reused over intact, damaged, cut frames and a trailer reports each frame as a fresh decode does', () => {
+    // The scan fills one cursor in place for every frame: nothing of one decode may leak into the next.
+    const intact = encodeEntry({ index: 7, timestampMs: 11, flags: 0, payload: Buffer.from('intact payload') });
+    const hole = encodeEntry({ index: 8, timestampMs: 12, flags: FLAG_HOLE, payload: encodeHolePayload(3, 'lost') });
+    const damaged = flipBit(intact.frame, (ENTRY_HEADER_BYTES + 2) * 8);
+    const trailerBytes = encodeTrailer({ segmentId: 1, firstIndex: 7, lastIndex: 10, indexCount: 4, aggregateChecksum: 5n, entriesByteLength: 9 });
+    const sequence = [damaged, intact.frame, trailerBytes, hole.frame, damaged, flipBit(intact.frame, 3), intact.frame.subarray(0, 30), hole.frame, intact.frame];
+    const cursor = new FrameCursor();
+    for (const [i, bytes] of sequence.entries()) {
+      const host = Buffer.concat([Buffer.alloc(i), bytes]);
+      cursor.decode(host, i, ENTRY_BYTES_MAX);
+      expect(cursor.toDecode(), `frame ${i}`).toEqual(decodeFrameAt(bytes, 0, ENTRY_BYTES_MAX));
+      if (cursor.kind === 'entry') {
+        expect(cursor.frameView().equals(bytes)).toBe(true);
+        // The checksum of the bytes, computed independently of the cursor's digest comparison.
+        expect(cursor.actualChecksum()).toBe(checksum64(bytes.subarray(16)));
+        expect(cursor.bodyOk).toBe(cursor.actualChecksum() === cursor.storedChecksum());
+      }
+    }
+    expect(decodeFrameAt(damaged, 0, ENTRY_BYTES_MAX)).toMatchObject({ kind: 'entry', bodyOk: false, header: { checksum: intact.checksum } });
   });
 
   it('detects every single-bit flip in the entry header as a bad frame', () => {
