@@ -187,6 +187,27 @@ describe('entry frame', () => {
     );
   });
 
+  it('FrameCursor compares every stored checksum bit, the high bit of each byte included (its digest is a latin1 string)', () => {
+    // The stored checksum is compared with the digest char by char: a char code above 0x7f must
+    // match its byte exactly, and a difference in any of the 8 bytes must be a mismatch.
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), fc.integer({ min: 0, max: 63 }), (payload, bit) => {
+        const { frame, checksum } = encodeEntry({ index: 9, timestampMs: 1, flags: 0, payload: Buffer.from(payload) });
+        const cursor = new FrameCursor();
+        expect(cursor.decode(frame, 0, ENTRY_BYTES_MAX)).toBe('entry');
+        expect(cursor.bodyOk).toBe(true);
+        expect(cursor.actualChecksum()).toBe(checksum);
+        const damaged = flipBit(frame, 8 * 8 + bit);
+        damaged.writeUInt32LE(crc32(damaged.subarray(8, ENTRY_HEADER_BYTES)), 4); // the header stays valid: only the body check fails
+        expect(cursor.decode(damaged, 0, ENTRY_BYTES_MAX)).toBe('entry');
+        expect(cursor.bodyOk).toBe(false);
+        expect(cursor.actualChecksum()).toBe(checksum);
+        expect(cursor.storedChecksum()).toBe(checksum ^ (1n << BigInt((7 - (bit >> 3)) * 8 + (bit & 7))));
+      }),
+      { numRuns: 400 },
+    );
+  });
+
   it('one FrameCursor reused over intact, damaged, cut frames and a trailer reports each frame as a fresh decode does', () => {
     // The scan fills one cursor in place for every frame: nothing of one decode may leak into the next.
     const intact = encodeEntry({ index: 7, timestampMs: 11, flags: 0, payload: Buffer.from('intact payload') });
