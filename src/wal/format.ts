@@ -429,11 +429,13 @@ export class FrameCursor {
 
   private needMore(byteLength: number): FrameKind {
     this.neededByteLength = byteLength;
+    this.frameByteLength = 0; // no entry here: the last entry's fields must not describe this place
     return (this.kind = 'need-more');
   }
 
   private bad(reason: BadFrameReason): FrameKind {
     this.badReason = reason;
+    this.frameByteLength = 0;
     return (this.kind = 'bad');
   }
 }
