@@ -265,7 +265,8 @@ export class LogWriter {
     // (a writer creates a segment only after its predecessor's SEALED record): entries a copy holds
     // past it were never acknowledged (an open copy's unacknowledged tail), and recording them would
     // put their indices in two segments (seed 719).
-    const following = await this.followingEnd(answers.ok.map((a) => a.node), segmentId);
+    const ends = await this.followingEnds(answers.ok.map((a) => a.node), segmentId);
+    const following = ends[0];
     if (points.size > 1 || (following !== undefined && sealed.some((h) => h.value.lastIndex !== following))) {
       // Sealed at different points: a former member's catch-up seals its copy at its own prefix
       // (catchup.ts), below the record, and a copy a failed recovery sealed past the record may be
@@ -281,7 +282,12 @@ export class LogWriter {
       // them). Recorded OPEN with that point as its floor, the recovery seals it empty at the cap
       // (rule 3); waiting for a copy sealed there waited for ever, as no member need hold an empty
       // segment at all (--etcd-restore --pipeline --seed 1260 on 472f0af: a stall after etcd was wiped).
-      const empty = following !== undefined && holders.every((h) => h.value.firstIndex === following + 1);
+      // Only when every copy of the next segment begins there: a copy from an etcd history rolled
+      // back since (its segment recorded empty there, then re-derived and sealed with entries after
+      // a restore that lost that record) begins lower than the next segment of record, and taken
+      // for its start it recorded committed entries away (test "a stale copy of the next segment").
+      // Copies that disagree are told apart by no vote: the re-derivation waits, as before.
+      const empty = following !== undefined && ends.length === 1 && holders.every((h) => h.value.firstIndex === following + 1);
       if (sealed.length === 0 && !empty) throw new QuorumUnavailableError(log, 0, 1, { cause: new Error(`segment ${segmentId} follows on at ${end + 1}: no answering copy is sealed at ${end}`) });
     }
     const key = (h: SegmentHolding): string => `${h.lastIndex}/${h.aggregate}`;
@@ -323,9 +329,13 @@ export class LogWriter {
    * rederiveNextRecord does; nodes that do not answer are left out.
    */
   private async followingEnd(nodes: readonly string[], segmentId: number): Promise<number | undefined> {
+    return (await this.followingEnds(nodes, segmentId))[0];
+  }
+
+  /** Every end the copies of segment segmentId + 1 on nodes show (followingEnd), lowest first. */
+  private async followingEnds(nodes: readonly string[], segmentId: number): Promise<number[]> {
     const next = await settle(nodes, (node) => this.peer(node).fence(this.o.log, segmentId + 1, this.o.epoch));
-    const ends = next.ok.filter((a) => a.value.present).map((a) => a.value.firstIndex - 1);
-    return ends.length > 0 ? Math.min(...ends) : undefined;
+    return [...new Set(next.ok.filter((a) => a.value.present).map((a) => a.value.firstIndex - 1))].sort((a, b) => a - b);
   }
 
   private async recoverSegment(meta: SegmentMeta, modRevision: number): Promise<void> {
