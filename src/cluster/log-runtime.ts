@@ -435,6 +435,7 @@ export class LogRuntime {
         // Idleness on the monotonic clock: a wall clock that jumps would forget live sessions.
         nowMs: () => this.ctx.clock.monotonicMs(),
         committedIndex: () => writer.committedIndex,
+        adoptedIndex: () => writer.adoptedIndex,
         readEntries: (from, to) => this.reader.read(from, to, 4096),
         sleep: (ms) => this.ctx.clock.sleep(ms),
       });

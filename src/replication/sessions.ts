@@ -129,6 +129,12 @@ export interface SessionGateContext {
   readonly readEntries: (from: number, to: number) => AsyncIterable<readonly TaggedEntry[]>;
   /** Waits on the writer's clock (bounded waits for the rebuild); without it a session append waits for the rebuild however long it takes. */
   readonly sleep?: (ms: number) => Promise<void>;
+  /**
+   * The highest index that entered the log through the writer's recovery rather than its own
+   * appends (LogWriter.adoptedIndex): records etcd lost, re-derived while the writer kept the
+   * election. The rebuild reads them too before the next session append.
+   */
+  readonly adoptedIndex?: () => number;
 }
 
 /**
@@ -185,6 +191,7 @@ export class SessionGate {
    * again: local copy, then every member of the entry's segment).
    */
   ensureRebuilt(): Promise<void> {
+    this.extendToAdopted();
     if (this.rebuildDone) return Promise.resolve();
     if (!this.rebuilt) {
       const attempt = this.rebuild().then(
@@ -202,7 +209,26 @@ export class SessionGate {
     return this.rebuilt;
   }
 
+  /**
+   * Entries a recovery brought into the log after the window was fixed (a writer that kept the
+   * election across an etcd restore re-derives the records it lost, with another writer's session
+   * batches in them): the window grows over them, and session appends wait for them to be read.
+   * Unread, a retry of such a batch was appended again (--etcd-restore --pipeline --seed 3033:
+   * one batch at 1379 and 1382).
+   */
+  private extendToAdopted(): void {
+    const adopted = this.ctx.adoptedIndex?.() ?? 0;
+    if (!this.window || adopted <= this.window.end) return;
+    this.nextIndex = Math.max(this.rebuildDone ? this.window.end + 1 : this.nextIndex, adopted - this.ctx.options.rebuildEntriesMax + 1);
+    this.window = { from: this.window.from, end: adopted, seenMs: this.ctx.nowMs() };
+    if (this.rebuildDone) {
+      this.rebuildDone = false;
+      this.rebuilt = undefined;
+    }
+  }
+
   private async rebuiltWithin(waitMs: number | undefined): Promise<void> {
+    this.extendToAdopted();
     if (this.rebuildDone) return;
     const rebuilt = this.ensureRebuilt();
     const sleep = this.ctx.sleep;
@@ -225,8 +251,10 @@ export class SessionGate {
       this.window = { from, end, seenMs: this.ctx.nowMs() };
       this.nextIndex = from;
     }
-    const { end, seenMs } = this.window;
-    while (this.nextIndex <= end) {
+    for (;;) {
+      // The window may grow meanwhile (extendToAdopted): read to its end as it is now.
+      const { end, seenMs } = this.window;
+      if (this.nextIndex > end) return;
       try {
         for await (const batch of this.ctx.readEntries(this.nextIndex, end)) {
           for (const entry of batch) {

@@ -86,6 +86,40 @@ describe('SessionGate', () => {
     expect(appended).toBe(1);
   });
 
+  it('entries a recovery brought into the log after the rebuild are read before the next session append (--etcd-restore --pipeline --seed 3033)', async () => {
+    // The writer rebuilt its table to 2, kept the election across an etcd restore, and re-derived
+    // the records etcd lost (3..5, another writer's, with A's batch 9 in them) before it opened
+    // its next segment. Unread, A's retry of batch 9 was appended again.
+    const log: TaggedEntry[] = [
+      { index: 1, timestampMs: 900 },
+      { index: 2, timestampMs: 900, session: { sessionId: B, sequence: 1, count: 1 } },
+      { index: 3, timestampMs: 900 },
+      { index: 4, timestampMs: 900, session: { sessionId: A, sequence: 9, count: 2 } },
+      { index: 5, timestampMs: 900 },
+    ];
+    let committed = 2;
+    let adopted = 2;
+    const g = new SessionGate({
+      options: SESSION_DEFAULTS,
+      nowMs: () => 1_000,
+      committedIndex: () => committed,
+      adoptedIndex: () => adopted,
+      readEntries: async function* (from, to) {
+        yield log.filter((e) => e.index >= from && e.index <= to && e.index <= committed);
+      },
+    });
+    let appended = 0;
+    const append = async (): Promise<{ firstIndex: number; lastIndex: number }> => {
+      appended += 1;
+      return { firstIndex: 6, lastIndex: 6 };
+    };
+    expect(await g.append({ sessionId: B, sequence: 1 }, append, 1)).toEqual({ firstIndex: 2, lastIndex: 2 });
+    committed = 5;
+    adopted = 5;
+    expect(await g.append({ sessionId: A, sequence: 9 }, append, 2)).toEqual({ firstIndex: 3, lastIndex: 4 });
+    expect(appended).toBe(0);
+  });
+
   it('sessions found in the log count as seen at the rebuild, whatever the old writer\'s clock said', async () => {
     // The old writer's clock was an hour behind this one's (or this one jumped): its entries'
     // timestamps are older than ttlMs on this clock, yet the retries must still be recognised.
