@@ -72,6 +72,11 @@ export function etcdRepairReporter(etcd: ClusterMetadata, self: string, clock: P
   };
 }
 
+/** Whether this node's give-up report of a copy is in etcd (RepairService's hold-off check). */
+export function etcdRepairReportExists(etcd: ClusterMetadata, self: string): (log: string, segmentId: number) => Promise<boolean> {
+  return async (log, segmentId) => (await etcd.get(etcd.keys.report(log, segmentId, self), (raw) => raw)) !== undefined;
+}
+
 /** How long the coordinator waits for one retried repair (the repair itself may go on). */
 export const REPORT_RETRY_DEADLINE_MS = 30_000;
 /** Retried repairs the coordinator has in flight at once. */

@@ -13,4 +13,4 @@ export { RepairService, type RepairServiceOptions, type DetectionSource } from '
 export { type ReplicaSourceFor, type ReplicaSourcesOptions, replicaSources } from './replica-sources.js';
 export { Scrubber, type ScrubberOptions } from './scrubber.js';
 export { InThreadScrubChecker } from './scrub-pool.js';
-export { Coordinator, type CoordinatorOptions, etcdRepairReporter, etcdRepairReports } from './coordinator.js';
+export { Coordinator, type CoordinatorOptions, etcdRepairReportExists, etcdRepairReporter, etcdRepairReports } from './coordinator.js';

@@ -24,7 +24,7 @@ import { InThreadScrubChecker, type ScrubChecker, ScrubWorkerPool, scrubWorkerSc
 import { ScrubThrottle } from './scrub-throttle.js';
 import type { ScrubWorkerData } from './scrub-worker.js';
 import { newRateCell, pacedDisk, startRateCellUpdates } from './scrub-pace.js';
-import { Coordinator, etcdRepairReporter, etcdRepairReports } from './coordinator.js';
+import { Coordinator, etcdRepairReportExists, etcdRepairReporter, etcdRepairReports } from './coordinator.js';
 import { Election, currentLeader, etcdElectionStore, parseEpochFloor } from './election.js';
 import { Backoff } from './backoff.js';
 import { EtcdSegmentDirectory } from './directory.js';
@@ -253,6 +253,7 @@ export class ClusterNode implements NodeApi {
         );
       },
       report: etcdRepairReporter(this.etcd, options.id, clock),
+      reportExists: etcdRepairReportExists(this.etcd, options.id),
     });
     this.handlers.onDamage = (log, segmentId, detail) => this.repairs?.schedule(log, segmentId, 'read', detail);
     this.repairs.onEvent((event) => {

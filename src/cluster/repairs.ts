@@ -35,6 +35,12 @@ export interface RepairServiceOptions {
   readonly logger: Logger;
   /** Records (or clears, with undefined) a repair this node gave up on, for the coordinator. */
   readonly report: (log: string, segmentId: number, failure: { detail: string } | undefined) => Promise<void>;
+  /**
+   * Whether this node's give-up report of a copy is still in etcd. A held-off detection asks: an
+   * etcd restore or wipe that took the report away left nobody to retry the copy for the rest of
+   * the hold-off (simulator `--etcd-restore --seed 5125`). Without it, the hold-off is trusted.
+   */
+  readonly reportExists?: (log: string, segmentId: number) => Promise<boolean>;
   /** Asks another member to check its copy of a segment (it served bytes that failed verification). */
   readonly checkPeer?: (node: string, log: string, segmentId: number) => void;
   /** Seconds from a detection to the repair that made the local copy whole again. */
@@ -56,6 +62,8 @@ export class RepairService {
   private readonly events = new EventEmitter();
   private readonly scheduled = new Set<string>();
   private readonly gaveUpAt = new Map<string, number>();
+  /** Copies whose held-off detection is checking that the give-up report still exists. */
+  private readonly confirming = new Set<string>();
   /** Copies found damaged and not repaired since: counted once in corrupted_segments. */
   private readonly knownDamaged = new Set<string>();
   /** The repair of each copy in progress: the next one waits (both would write the same temp file). */
@@ -83,7 +91,10 @@ export class RepairService {
     // A copy this node gave up on is the coordinator's to retry: the scrubber and reads finding
     // it again do not start another round (or another alert) until the hold-off has passed.
     const gaveUp = this.gaveUpAt.get(key);
-    if (gaveUp !== undefined && source !== 'request' && this.o.clock.monotonicMs() - gaveUp < GIVE_UP_HOLD_OFF_MS) return;
+    if (gaveUp !== undefined && source !== 'request' && this.o.clock.monotonicMs() - gaveUp < GIVE_UP_HOLD_OFF_MS) {
+      this.confirmHoldOff(log, segmentId, gaveUp, source, detail);
+      return;
+    }
     this.scheduled.add(key);
     this.emit({ log, segment: segmentId, kind: 'detected', source, detail });
     const detectedAt = this.o.clock.monotonicMs();
@@ -120,6 +131,27 @@ export class RepairService {
         this.scheduled.delete(key);
       }
     })();
+  }
+
+  /**
+   * A held-off detection: if the give-up report that justified the hold-off is gone from etcd, the
+   * hold-off ends and the detection starts a repair. One check per copy at a time; an unanswered or
+   * failed check keeps the hold-off (etcd out of reach: the report may well be there).
+   */
+  private confirmHoldOff(log: string, segmentId: number, gaveUp: number, source: DetectionSource, detail: string): void {
+    const key = `${log}/${segmentId}`;
+    const exists = this.o.reportExists;
+    if (!exists || this.confirming.has(key)) return;
+    this.confirming.add(key);
+    void exists(log, segmentId)
+      .catch(() => true)
+      .then((present) => {
+        this.confirming.delete(key);
+        if (present || this.stopped || this.gaveUpAt.get(key) !== gaveUp) return;
+        this.gaveUpAt.delete(key);
+        this.o.logger.warn({ log, segment: segmentId }, 'the report of a repair this node gave up on is gone from etcd (restored or wiped?); repairing the copy again');
+        this.schedule(log, segmentId, source, detail);
+      });
   }
 
   /** Repairs this node's copy of a segment now (sealed, or open here), or plans it (dryRun), after any repair of it already running. */

@@ -9,7 +9,7 @@ import pino, { type Logger } from 'pino';
 import { type Clock, type Disk, type SeededRandom } from '../io/index.js';
 import { RecoveryMetrics } from '../recovery/index.js';
 import { type WalStore, format } from '../wal/index.js';
-import { type ClusterMetadata, Coordinator, Election, EtcdEpochHolders, EtcdSegmentDirectory, InThreadScrubChecker, LocalPeer, LogRuntime, NodeSession, RepairService, Scrubber, replicaSources, etcdElectionStore, etcdRepairReporter, etcdRepairReports, parseMemberInfo } from '../cluster/index.js';
+import { type ClusterMetadata, Coordinator, Election, EtcdEpochHolders, EtcdSegmentDirectory, InThreadScrubChecker, LocalPeer, LogRuntime, NodeSession, RepairService, Scrubber, replicaSources, etcdElectionStore, etcdRepairReportExists, etcdRepairReporter, etcdRepairReports, parseMemberInfo } from '../cluster/index.js';
 import { type LogMeta, LogStores, NotWriterError, PeerHandlers, type PeerResolver } from '../replication/index.js';
 import type { SimEtcd, SimLease } from './directory.js';
 import { type CrashMode, SimFileSystem } from './disk.js';
@@ -163,6 +163,7 @@ export class SimNode {
       roundsMax: 3,
       logger,
       report: etcdRepairReporter(meta, this.id, clock),
+      reportExists: etcdRepairReportExists(meta, this.id),
       // A member that served bytes failing verification is asked to check its copy (node.ts).
       checkPeer: (node, _log, segmentId) => void sim.network.repairOn(this.id, node, process, segmentId, 'request', RPC_DEADLINE_MS).catch(() => undefined),
       clock,
