@@ -232,6 +232,10 @@ export class LogWriter {
         // Members may hold segments past the last record (etcd restored or wiped): their records
         // are re-derived first, so that no new segment takes their ids or indices.
         if (await this.rederiveNextRecord(last, segments.map((r) => r.meta))) continue;
+        // Stopped while it listed or asked the members: a stopped writer never becomes ready. Its
+        // runtime dropped it, and a start-up loop still awaiting it would take it for the writer
+        // and end, leaving the node elected with no writer (--etcd-restore --seed 1512).
+        if (this.stopped) throw this.stopped;
         this.nextSegmentId = (last?.segmentId ?? 0) + 1;
         this.nextFirstIndex = (last?.lastIndex ?? 0) + 1;
         this.previousModRevision = segments[segments.length - 1]?.modRevision;

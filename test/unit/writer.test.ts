@@ -358,6 +358,17 @@ describe('writer failover', () => {
     return { acknowledged: payloads(1, 6), unacknowledged: payloads(7, 2) };
   }
 
+  it('a writer stopped while it recovers never becomes ready (--etcd-restore --seed 1512: its start-up loop took it for the writer and the node stayed elected with none)', async () => {
+    for (const node of ['a', 'b', 'c']) cluster.network.fail(node, { kind: 'hold' }, ['fence']);
+    const { writer } = writerOn('a', 1);
+    // Recovery asks the members whether they hold a segment etcd has no record of: held there.
+    await until(() => ['a', 'b', 'c'].every((node) => cluster.network.heldCount(node) > 0));
+    writer.stop(); // the runtime drops it (the election moved away meanwhile)
+    cluster.network.healAll();
+    await expect(writer.whenReady()).rejects.toBeInstanceOf(NotWriterError);
+    expect(writer.isReady).toBe(false);
+  });
+
   it('the next writer fences, seals the open segment at the highest index the members hold, copies the tail and records it SEALED', async () => {
     const { acknowledged, unacknowledged } = await writerDiesMidSegment();
     const b = writerOn('b', 9);
