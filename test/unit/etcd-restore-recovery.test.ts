@@ -131,6 +131,25 @@ async function formerMemberMissesTheEnd(withNext: boolean): Promise<SegmentMeta>
   return openRecord;
 }
 
+/**
+ * Writer a (epoch 5) acknowledges entry 1, which fills segment 1; entry 2 then reaches a alone in
+ * segment 2 (b and c hold its Replicate) and a's caller is cut off. snapshot: etcd before segment 2;
+ * storeA: a's store.
+ */
+async function entryTwoOnAAlone() {
+  const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'], caller: 'A', pipelineBatchesMax: 1 });
+  writers.push(w1);
+  expect(await w1.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
+  const snapshot = cluster.directory.takeSnapshot();
+  cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
+  cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
+  void w1.writer.append([payloadOf(2)]).catch(() => undefined);
+  const storeA = await cluster.node('a').store(LOG);
+  await until(() => storeA.segmentRecord(2)?.lastIndex === 2);
+  cluster.network.kill('A');
+  return { w1, snapshot, storeA };
+}
+
 async function catchUpC(): Promise<void> {
   const store = await cluster.node('c').store(LOG);
   const result = await catchUpLog({ log: LOG, self: 'c', store, directory: cluster.directory, peers: cluster.network.resolverFor('c'), logger: silent, fetchFile: (from, segmentId, path) => cluster.fetchFile(from, LOG, segmentId, path), tempDir: store.dataDir, disk: cluster.node('c').disk });
@@ -241,15 +260,7 @@ describe('an empty segment whose only copy is sealed past it, after etcd was wip
   // of segment 2 found one copy, sealed at 2, while segment 3 begins at 2, and waited for a copy
   // sealed at 1 that nobody would ever hold: no writer became ready again.
   it('re-derives it empty, where the next segment begins', async () => {
-    const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'], caller: 'A', pipelineBatchesMax: 1 });
-    writers.push(w1);
-    expect(await w1.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
-    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
-    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
-    void w1.writer.append([payloadOf(2)]).catch(() => undefined);
-    const storeA = await cluster.node('a').store(LOG);
-    await until(() => storeA.segmentRecord(2)?.lastIndex === 2);
-    cluster.network.kill('A');
+    const { storeA } = await entryTwoOnAAlone();
     cluster.network.heal('b');
     cluster.network.heal('c');
     cluster.network.fail('a', { kind: 'unavailable' });
@@ -281,16 +292,7 @@ describe('a stale copy of the next segment from an etcd history that was rolled 
   // and d comes back: d's copy of segment 3 (first index 2, from history 1) must not make the
   // re-derivation record segment 2 empty, dropping the committed entry 2.
   it('re-derives the committed segment, not an empty one', async () => {
-    const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'], caller: 'A', pipelineBatchesMax: 1 });
-    writers.push(w1);
-    expect(await w1.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
-    const beforeSegment2 = cluster.directory.takeSnapshot();
-    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
-    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
-    void w1.writer.append([payloadOf(2)]).catch(() => undefined);
-    const storeA = await cluster.node('a').store(LOG);
-    await until(() => storeA.segmentRecord(2)?.lastIndex === 2);
-    cluster.network.kill('A');
+    const { w1, snapshot: beforeSegment2 } = await entryTwoOnAAlone();
     w1.writer.stop();
     cluster.network.fail('a', { kind: 'unavailable' });
     // History 1, writer d: segment 2 sealed empty, segment 3 at index 2 reaches d alone.
@@ -337,16 +339,7 @@ describe('an empty segment no member holds, followed by segments etcd lost too (
   // both records. The re-derivation asks the members for segment 2, finds nobody, and stops: the
   // writer must not open segment 2 at index 2 over the acknowledged entry segment 3 holds.
   it('does not open a segment over the indices of a later segment the members hold', async () => {
-    const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'], caller: 'A', pipelineBatchesMax: 1 });
-    writers.push(w1);
-    expect(await w1.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
-    const afterSegment1 = cluster.directory.takeSnapshot();
-    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
-    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
-    void w1.writer.append([payloadOf(2)]).catch(() => undefined);
-    const storeA = await cluster.node('a').store(LOG);
-    await until(() => storeA.segmentRecord(2)?.lastIndex === 2);
-    cluster.network.kill('A');
+    const { w1, snapshot: afterSegment1 } = await entryTwoOnAAlone();
     w1.writer.stop();
     cluster.network.heal('b');
     cluster.network.heal('c');
@@ -385,16 +378,7 @@ describe('an empty segment no member holds, with the later segments\' holders no
   it('does not acknowledge an index a later segment the members hold already has', async () => {
     await cluster.close();
     cluster = await TestCluster.start(['a', 'b', 'c', 'd', 'e', 'f']);
-    const w1 = startWriter(cluster, { log: LOG, self: 'a', epoch: 5, segmentBytesMax: SEGMENT_BYTES_SMALL, live: () => ['a', 'b', 'c'], caller: 'A', pipelineBatchesMax: 1 });
-    writers.push(w1);
-    expect(await w1.writer.append([payloadOf(1, FILLING_ENTRY_BYTES)])).toEqual({ firstIndex: 1, lastIndex: 1 });
-    const afterSegment1 = cluster.directory.takeSnapshot();
-    cluster.network.fail('b', { kind: 'hold' }, ['replicate']);
-    cluster.network.fail('c', { kind: 'hold' }, ['replicate']);
-    void w1.writer.append([payloadOf(2)]).catch(() => undefined);
-    const storeA = await cluster.node('a').store(LOG);
-    await until(() => storeA.segmentRecord(2)?.lastIndex === 2);
-    cluster.network.kill('A');
+    const { w1, snapshot: afterSegment1 } = await entryTwoOnAAlone();
     w1.writer.stop();
     cluster.network.heal('b');
     cluster.network.heal('c');
